@@ -1,0 +1,19 @@
+"""Errors a user can act on; the CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class FacesecError(Exception):
+    """Base class: the message says what went wrong and how to fix it."""
+
+
+class ConfigError(FacesecError):
+    """Bad user input (spec, CLI argument, recognizer spec); exit code 2."""
+
+
+class WeightsError(FacesecError):
+    """Weights missing, corrupt, or not matching their declared sha256."""
+
+
+class DataError(FacesecError):
+    """A dataset cannot be found or has no usable images."""

@@ -1,0 +1,283 @@
+"""dlib's `dlib_face_recognition_resnet_model_v1` (99.38% on LFW) as a PyTorch module.
+
+The weights are read straight from the `.dat` file that the `face_recognition_models` package
+installs, so the model dlib ships can be attacked white-box. The network mirrors dlib's
+template definition (a ResNet-29 at 150x150) including dlib's quirks: stride-2 convolutions and
+pools have no padding, and residual sums zero-pad the smaller operand instead of projecting.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesec.errors import WeightsError
+from facesec.recognizers.dlib_format import DlibReader
+
+MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+INPUT_SIZE = 150
+FC_NO_BIAS = 1  # dlib's fc_bias_mode enum
+
+
+def models_dir() -> Path:
+    """Folder of the `face_recognition_models` package (importing it fails without pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError("the package face_recognition_models is not installed: "
+                           "pip install face_recognition_models")
+    return Path(spec.submodule_search_locations[0]) / "models"
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure of dlib's network, outermost layer first, as dlib serialises it.
+
+def _block(stride: int) -> list[str]:
+    # block<N,BN,stride,SUBNET> = BN<con<N,3,3,1,1,relu<BN<con<N,3,3,stride,stride,SUBNET>>>>>
+    return ["affine", "con", "relu", "affine", "con"]
+
+
+def _ares() -> list[str]:
+    # relu<add_prev1<block<N,affine,1,tag1<SUBNET>>>>
+    return ["relu", "add_prev", *_block(1), "tag"]
+
+
+def _ares_down() -> list[str]:
+    # relu<add_prev2<avg_pool<2,2,2,2,skip1<tag2<block<N,affine,2,tag1<SUBNET>>>>>>>
+    return ["relu", "add_prev", "avg_pool", "skip", "tag", *_block(2), "tag"]
+
+
+LEVELS: list[tuple[int, int, bool]] = [
+    # (channels, residual blocks, first block downsamples), in forward order
+    (32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True),
+]
+
+
+def _structure() -> list[str]:
+    nodes = ["loss", "fc", "avg_pool"]
+    for _, blocks, down in reversed(LEVELS):
+        nodes += _ares() * (blocks - 1 if down else blocks)
+        if down:
+            nodes += _ares_down()
+    return nodes + ["max_pool", "relu", "affine", "con", "input"]
+
+
+@dataclass
+class DlibNetParams:
+    """What the `.dat` file holds that inference needs, in forward order."""
+
+    input_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    convs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    affines: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    fc: np.ndarray | None = None
+    distance_threshold: float = 0.6
+    n_params: int = 0
+
+
+class _Parser:
+    def __init__(self, reader: DlibReader) -> None:
+        self.r = reader
+        self.nodes = _structure()
+        self.out = DlibNetParams()
+
+    def parse(self) -> DlibNetParams:
+        self._node(0)
+        if not self.r.at_end:
+            raise WeightsError(f"{self.r.source}: {len(self.r.data) - self.r.pos} unread bytes after the "
+                               "network: not dlib_face_recognition_resnet_model_v1")
+        return self.out
+
+    def _node(self, i: int) -> None:
+        kind, r = self.nodes[i], self.r
+        if kind == "loss":
+            r.expect_int(1)
+            if r.expect_string("loss_metric_", "loss_metric_2") == "loss_metric_2":
+                r.float()  # margin
+                self.out.distance_threshold = r.float()
+            self._node(i + 1)
+        elif kind in ("tag", "skip"):
+            r.expect_int(1)
+            self._node(i + 1)
+        elif self.nodes[i + 1] == "input":
+            version = r.expect_int(2, 3)
+            self._input()
+            self._details(kind)
+            for _ in range(3):
+                r.bool()
+            for _ in range(3):  # x_grad, cached_output, grad_final
+                r.tensor()
+            if version == 3:
+                r.int()
+        else:
+            version = r.expect_int(1, 2)
+            self._node(i + 1)
+            self._details(kind)
+            for _ in range(3):
+                r.bool()
+            for _ in range(2 if version == 1 else 3):  # x_grad, cached_output[, params_grad]
+                r.tensor()
+
+    def _input(self) -> None:
+        r = self.r
+        r.expect_string("input_rgb_image_sized")
+        self.out.input_mean = (r.float(), r.float(), r.float())
+        if (r.int(), r.int()) != (INPUT_SIZE, INPUT_SIZE):
+            raise WeightsError(f"{r.source}: input size is not {INPUT_SIZE}x{INPUT_SIZE}")
+
+    def _details(self, kind: str) -> None:
+        r = self.r
+        if kind == "con":
+            tag = r.expect_string("con_4", "con_5", "con_6")
+            params = r.tensor().ravel()
+            for _ in range(7):  # num_filters, nr, nc, stride_y, stride_x, padding_y, padding_x
+                r.int()
+            fshape, bshape = r.alias_tensor(), r.alias_tensor()
+            for _ in range(4):  # learning-rate and weight-decay multipliers
+                r.float()
+            use_bias = r.bool() if tag in ("con_5", "con_6") else True
+            if tag == "con_6":
+                r.bool()
+            nf = int(np.prod(fshape))
+            bias = params[nf:nf + int(np.prod(bshape))] if use_bias else np.zeros(fshape[0], np.float32)
+            self.out.convs.append((params[:nf].reshape(fshape), bias))
+            self.out.n_params += params.size
+        elif kind == "affine":
+            tag = r.expect_string("affine_", "affine_2")
+            params = r.tensor().ravel()
+            gshape, _ = r.alias_tensor(), r.alias_tensor()
+            r.int()  # mode
+            if tag == "affine_2":
+                r.bool()
+            k = int(np.prod(gshape))
+            self.out.affines.append((params[:k], params[k:2 * k]))
+            self.out.n_params += params.size
+        elif kind == "fc":
+            tag = r.expect_string("fc_2", "fc_3")
+            n_out, n_in = r.int(), r.int()
+            params = r.tensor().ravel()
+            r.alias_tensor()
+            r.alias_tensor()
+            if r.int() != FC_NO_BIAS:
+                raise WeightsError(f"{r.source}: expected an fc layer without bias")
+            for _ in range(4):
+                r.float()
+            if tag == "fc_3":
+                r.bool()
+            self.out.fc = params[:n_in * n_out].reshape(n_in, n_out)
+            self.out.n_params += params.size
+        elif kind == "relu":
+            if r.expect_string("relu_", "relu_2") == "relu_2":
+                r.bool()
+        elif kind in ("max_pool", "avg_pool"):
+            r.expect_string(f"{kind}_2")
+            for _ in range(6):
+                r.int()
+        elif kind == "add_prev":
+            r.expect_string("add_prev_")
+        else:  # pragma: no cover - the structure list only names the kinds above
+            raise AssertionError(kind)
+
+
+def read_dlib_resnet(path: Path) -> DlibNetParams:
+    """Parse `dlib_face_recognition_resnet_model_v1.dat`; every byte must be consumed."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read dlib model file {path}: {exc.strerror}") from exc
+    return _Parser(DlibReader(data, str(path))).parse()
+
+
+# ---------------------------------------------------------------------------------------------
+# The network.
+
+def _add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """dlib's add_prev: zero-pad the smaller operand (channels, bottom and right edges), then add."""
+    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        dc, dh, dw = c - t.shape[1], h - t.shape[2], w - t.shape[3]
+        return F.pad(t, (0, dw, 0, dh, 0, dc)) if dc or dh or dw else t
+
+    return pad(a) + pad(b)
+
+
+class Affine(nn.Module):
+    """Per-channel scale and shift (dlib's affine layer: batch norm folded at test time)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class ResBlock(nn.Module):
+    """dlib's `ares` / `ares_down`: two 3x3 convolutions and an unprojected shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, down: bool) -> None:
+        super().__init__()
+        stride = 2 if down else 1
+        self.down = down
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, padding=0 if down else 1)
+        self.aff1 = Affine(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, padding=1)
+        self.aff2 = Affine(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.aff2(self.conv2(F.relu(self.aff1(self.conv1(x)))))
+        shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
+        return F.relu(_add_zero_padded(y, shortcut))
+
+
+class DlibResNet(nn.Module):
+    """Aligned RGB in [0, 1], N x 3 x 150 x 150 -> dlib's 128-d face descriptor (not normalised)."""
+
+    def __init__(self, input_mean: tuple[float, float, float] = (122.782, 117.001, 104.298)) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(input_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 32, 7, 2, padding=0)
+        self.aff = Affine(32)
+        blocks: list[nn.Module] = []
+        c_in = 32
+        for channels, n, down in LEVELS:
+            for j in range(n):
+                blocks.append(ResBlock(c_in, channels, down and j == 0))
+                c_in = channels
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(256, 128, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x * 255.0 - self.mean) / 256.0
+        x = F.max_pool2d(F.relu(self.aff(self.conv(x))), 3, 2)
+        x = self.blocks(x).mean(dim=(2, 3))
+        return self.fc(x)
+
+    def load_dlib(self, params: DlibNetParams) -> None:
+        """Copy parsed dlib weights into this module, in forward order, checking every shape."""
+        convs = [self.conv] + [c for b in self.blocks for c in (b.conv1, b.conv2)]
+        affs = [self.aff] + [a for b in self.blocks for a in (b.aff1, b.aff2)]
+        if len(convs) != len(params.convs) or len(affs) != len(params.affines) or params.fc is None:
+            raise WeightsError("dlib model file does not match dlib_face_recognition_resnet_model_v1")
+        self.mean.copy_(torch.tensor(params.input_mean).view(1, 3, 1, 1))
+        with torch.no_grad():
+            for conv, (w, b) in zip(convs, params.convs):
+                _copy(conv.weight, w)
+                _copy(conv.bias, b)
+            for aff, (g, b) in zip(affs, params.affines):
+                _copy(aff.weight, g)
+                _copy(aff.bias, b)
+            _copy(self.fc.weight, params.fc.T)
+
+
+def _copy(dst: torch.Tensor | None, src: np.ndarray) -> None:
+    assert dst is not None
+    if tuple(dst.shape) != tuple(src.shape):
+        raise WeightsError(f"dlib weights of shape {src.shape} do not fit a layer of shape {tuple(dst.shape)}")
+    dst.copy_(torch.from_numpy(np.ascontiguousarray(src)))
