@@ -8,7 +8,6 @@ pools have no padding, and residual sums zero-pad the smaller operand instead of
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,21 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesec.dlib_models import models_dir
 from facesec.errors import WeightsError
 from facesec.recognizers.dlib_format import DlibReader
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 INPUT_SIZE = 150
 FC_NO_BIAS = 1  # dlib's fc_bias_mode enum
-
-
-def models_dir() -> Path:
-    """Folder of the `face_recognition_models` package (importing it fails without pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError("the package face_recognition_models is not installed: "
-                           "pip install face_recognition_models")
-    return Path(spec.submodule_search_locations[0]) / "models"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""The `facesec` command: argument parsing and exit codes; the work is in facesec.api."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from facesec import __version__
+from facesec.errors import FacesecError
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facesec", description="Robustness and security evaluation of face recognition.")
+    p.add_argument("--version", action="version", version=f"facesec {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ev = sub.add_parser("eval", help="clean accuracy of a recognizer on a dataset (verification and rank-1)")
+    ev.add_argument("--recognizer", default="dlib-resnet", help="registered name or package.module:factory")
+    ev.add_argument("--data", required=True, help="dataset folder, or its name under $FACESEC_DATA")
+    ev.add_argument("--json", type=Path, help="write the metrics to this JSON file")
+    ev.add_argument("--pairs-per-identity", type=int, default=20, help="genuine pairs per identity (default 20)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+    em = sub.add_parser("embed", help="detect, align and embed images into an .npz file")
+    em.add_argument("inputs", nargs="+", help="image files or folders")
+    em.add_argument("--recognizer", default="dlib-resnet")
+    em.add_argument("--out", type=Path, required=True, help="output .npz (paths, embeddings, skipped, reasons)")
+    em.add_argument("--device")
+
+    sub.add_parser("list", help="show registered recognizers and datasets found under $FACESEC_DATA")
+    return p
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from facesec.api import evaluate
+
+    result = evaluate(args.recognizer, args.data, args.pairs_per_identity, seed=args.seed, device=args.device)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from facesec.api import embed_files
+
+    arrays = embed_files(args.recognizer, args.inputs, device=args.device)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    print(f"embedded {len(arrays['paths'])} image(s), skipped {len(arrays['skipped'])} -> {args.out}")
+    for path, reason in zip(arrays["skipped"], arrays["reasons"]):
+        print(f"  skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from facesec.data.dataset import find_datasets
+    from facesec.recognizers import available
+
+    print("recognizers:")
+    for name in sorted(available()):
+        print(f"  {name}")
+    print("datasets (under $FACESEC_DATA):")
+    for name, path in find_datasets().items():
+        print(f"  {name}  {path}")
+    return 0
+
+
+COMMANDS = {"eval": _cmd_eval, "embed": _cmd_embed, "list": _cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FacesecError as exc:
+        if args.debug:
+            raise
+        print(f"facesec: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

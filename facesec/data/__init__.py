@@ -1,0 +1,1 @@
+"""Face data: identity-folder datasets, detection, landmarks, alignment and the crop cache."""

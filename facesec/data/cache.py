@@ -1,0 +1,55 @@
+"""Disk cache of aligned crops and landmarks, keyed by image content, template and detector."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+CACHE_ENV = "FACESEC_CACHE"
+
+
+def cache_root() -> Path:
+    """$FACESEC_CACHE, else ~/.cache/facesec."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "facesec")
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FaceCache:
+    """One `.npz` per (image content, template, detector): the crop, or why there is none."""
+
+    def __init__(self, root: Path | None = None, enabled: bool = True) -> None:
+        self.root = (root or cache_root()) / "faces"
+        self.enabled = enabled
+
+    def _path(self, digest: str, template: str, detector: str) -> Path:
+        key = hashlib.sha256(f"{digest}|{template}|{detector}".encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, digest: str, template: str, detector: str) -> dict[str, np.ndarray] | None:
+        if not self.enabled:
+            return None
+        path = self._path(digest, template, detector)
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):
+            return None
+
+    def put(self, digest: str, template: str, detector: str, **arrays: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        path = self._path(digest, template, detector)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)

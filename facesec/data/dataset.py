@@ -1,0 +1,87 @@
+"""Identity-folder datasets (LFW layout, optional manifest.csv), found by path or by name."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from facesec.data.images import IMAGE_SUFFIXES
+from facesec.errors import DataError
+
+DATA_ENV = "FACESEC_DATA"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images with identity labels; `items` are (path, identity), sorted by identity then file."""
+
+    name: str
+    root: Path
+    items: tuple[tuple[Path, str], ...]
+
+    @property
+    def identities(self) -> list[str]:
+        return sorted({ident for _, ident in self.items})
+
+    def manifest_hash(self) -> str:
+        """sha256 over the relative paths and labels: which data a result was measured on."""
+        h = hashlib.sha256()
+        for path, ident in self.items:
+            h.update(f"{path.relative_to(self.root).as_posix()},{ident}\n".encode())
+        return h.hexdigest()
+
+
+def data_roots() -> list[Path]:
+    """Folders named by $FACESEC_DATA (os.pathsep-separated)."""
+    value = os.environ.get(DATA_ENV, "")
+    return [Path(p) for p in value.split(os.pathsep) if p]
+
+
+def find_datasets() -> dict[str, Path]:
+    """Datasets under $FACESEC_DATA: sub-folders holding a manifest.csv or identity folders."""
+    found: dict[str, Path] = {}
+    for root in data_roots():
+        if root.is_dir():
+            for sub in sorted(root.iterdir()):
+                if sub.is_dir() and ((sub / "manifest.csv").is_file() or any(p.is_dir() for p in sub.iterdir())):
+                    found.setdefault(sub.name, sub)
+    return found
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A dataset folder from a path, or from a name under $FACESEC_DATA."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    for root in data_roots():
+        if (root / str(name_or_path)).is_dir():
+            return root / str(name_or_path)
+    hint = (f"${DATA_ENV} is {os.environ[DATA_ENV]!r}" if os.environ.get(DATA_ENV)
+            else f"set ${DATA_ENV} to the folder that holds it")
+    raise DataError(f"dataset '{name_or_path}' not found: not a folder, and not under $FACESEC_DATA ({hint})")
+
+
+def load_dataset(name_or_path: str | Path) -> Dataset:
+    """Read a dataset: `manifest.csv` (columns path,identity) if present, else identity folders."""
+    root = resolve(name_or_path)
+    manifest = root / "manifest.csv"
+    items: list[tuple[Path, str]] = []
+    if manifest.is_file():
+        with manifest.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"path", "identity"} <= set(reader.fieldnames):
+                raise DataError(f"{manifest}: needs the columns 'path' and 'identity' (found {reader.fieldnames})")
+            for row in reader:
+                items.append((root / row["path"], str(row["identity"])))
+    else:
+        for ident_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for f in sorted(ident_dir.iterdir()):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    items.append((f, ident_dir.name))
+    if not items:
+        raise DataError(f"dataset {root} holds no images (expected <identity>/<image> folders or manifest.csv)")
+    items.sort(key=lambda it: (it[1], it[0].name))
+    return Dataset(Path(name_or_path).name, root, tuple(items))

@@ -1,0 +1,88 @@
+"""Face detection and landmarks with dlib's models from `face_recognition_models`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import dlib
+import numpy as np
+
+from facesec.data.align import Template, warp_to_template
+from facesec.dlib_models import models_dir
+
+Detector = Literal["hog", "mmod"]
+
+
+@dataclass
+class Face:
+    """One detected face: its box (left, top, right, bottom) and landmarks in image pixels."""
+
+    box: tuple[int, int, int, int]
+    landmarks: np.ndarray
+    """5 x 2 for the dlib5 scheme (dlib's own points), 68 x 2 for arcface5 (dlib's 68 points)."""
+
+
+class NoFace(Exception):
+    """Zero or several faces: the image is skipped with this reason."""
+
+
+class FaceAnalyzer:
+    """Detects exactly one face, finds its landmarks and aligns it to a template."""
+
+    def __init__(self, detector: Detector = "hog", max_upsample: int = 1) -> None:
+        self.detector_name = detector
+        self.max_upsample = max_upsample
+        self._detector: object | None = None
+        self._predictors: dict[int, object] = {}
+
+    @property
+    def key(self) -> str:
+        """Identifies the detector settings in cache keys."""
+        return f"{self.detector_name}-up{self.max_upsample}"
+
+    def _detect(self, image: np.ndarray) -> list[dlib.rectangle]:
+        """Faces at the image's own scale, then upsampled (slower) only when none was found."""
+        if self._detector is None:
+            if self.detector_name == "mmod":
+                self._detector = dlib.cnn_face_detection_model_v1(str(models_dir() / "mmod_human_face_detector.dat"))
+            else:
+                self._detector = dlib.get_frontal_face_detector()
+        found: list[dlib.rectangle] = []
+        for upsample in range(self.max_upsample + 1):
+            found = [d.rect if hasattr(d, "rect") else d for d in self._detector(image, upsample)]  # type: ignore[operator]
+            if found:
+                break
+        return found
+
+    def _predictor(self, n_points: int) -> object:
+        if n_points not in self._predictors:
+            path = models_dir() / f"shape_predictor_{n_points}_face_landmarks.dat"
+            self._predictors[n_points] = dlib.shape_predictor(str(path))
+        return self._predictors[n_points]
+
+    def find_face(self, image: np.ndarray, template: Template) -> Face:
+        """The single face in an RGB uint8 image, with the landmarks the template needs."""
+        rects = self._detect(image)
+        if len(rects) != 1:
+            raise NoFace("no face detected" if not rects else f"{len(rects)} faces detected")
+        rect = rects[0]
+        n_points = 5 if template.landmarks == "dlib5" else 68
+        shape = self._predictor(n_points)(image, rect)  # type: ignore[operator]
+        pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        return Face((rect.left(), rect.top(), rect.right(), rect.bottom()), pts)
+
+    @staticmethod
+    def align(image: np.ndarray, face: Face, template: Template) -> np.ndarray:
+        """The aligned crop (size x size x 3, uint8) for `template`."""
+        if template.dlib_padding is not None:
+            rect = dlib.rectangle(*face.box)
+            shape = dlib.full_object_detection(rect, [dlib.point(int(x), int(y)) for x, y in face.landmarks])
+            return np.asarray(dlib.get_face_chip(image, shape, size=template.size, padding=template.dlib_padding))
+        return warp_to_template(image, five_points(face.landmarks), template)
+
+
+def five_points(landmarks68: np.ndarray) -> np.ndarray:
+    """ArcFace's five points from dlib's 68: eye centres, nose tip, mouth corners."""
+    lm = np.asarray(landmarks68)
+    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])

@@ -1,0 +1,137 @@
+"""The recognizer interface and its registry.
+
+A recognizer is an `nn.Module` from aligned RGB float32 in [0, 1], NCHW at its declared input
+size, to embeddings. Normalisation lives inside the module, so attack budgets are in pixel units.
+Its `info` says how to align faces for it, how to compare embeddings and which weights it holds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from facesec.data.align import Template
+from facesec.errors import ConfigError
+
+Comparison = Literal["cosine", "euclidean"]
+
+
+@dataclass(frozen=True)
+class RecognizerInfo:
+    """What a recognizer declares about itself."""
+
+    name: str
+    input_size: int
+    template: Template
+    embedding_size: int
+    comparison: Comparison
+    native_threshold: float | None
+    """On `similarity()`'s scale (higher = more alike); None when the model has no native rule."""
+    weights_sha256: str | None
+
+
+class Recognizer(nn.Module):
+    """Wraps a network with its `RecognizerInfo`; forward returns embeddings."""
+
+    def __init__(self, net: nn.Module, info: RecognizerInfo) -> None:
+        super().__init__()
+        self.net = net
+        self.info = info
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Row-wise similarity of two embedding batches: cosine, or minus the euclidean distance."""
+        if self.info.comparison == "cosine":
+            return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+        return -torch.linalg.vector_norm(a - b, dim=-1)
+
+    def similarity_matrix(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """All-pairs similarity, shape (len(a), len(b))."""
+        if self.info.comparison == "cosine":
+            an = torch.nn.functional.normalize(a, dim=-1)
+            bn = torch.nn.functional.normalize(b, dim=-1)
+            return an @ bn.T
+        return -torch.cdist(a, b)
+
+
+Factory = Callable[..., Recognizer]
+_REGISTRY: dict[str, Factory] = {}
+ENTRY_POINT_GROUP = "facesec.recognizers"
+
+
+def register(name: str) -> Callable[[Factory], Factory]:
+    """Decorator: make a factory loadable by `name`."""
+
+    def deco(factory: Factory) -> Factory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def available() -> dict[str, Factory]:
+    """Built-in recognizers and those that installed packages add through entry points."""
+    found = dict(_REGISTRY)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, _lazy_entry_point(ep))
+    return found
+
+
+def _lazy_entry_point(ep: Any) -> Factory:
+    def factory(**kwargs: Any) -> Recognizer:
+        return _call_factory(ep.load(), ep.value, kwargs)
+
+    return factory
+
+
+def _call_factory(factory: Any, where: str, kwargs: dict[str, Any]) -> Recognizer:
+    model = factory(**kwargs)
+    if not isinstance(model, Recognizer):
+        raise ConfigError(f"recognizer factory {where} returned {type(model).__name__}, "
+                          "not a facesec.recognizers.Recognizer")
+    return model
+
+
+def load(spec: str | dict[str, Any], device: str | torch.device | None = None) -> Recognizer:
+    """Build a recognizer, in eval mode, from a name, `package.module:factory`, or a mapping.
+
+    A mapping has `name` plus the factory's keyword arguments (`weights`, `sha256`, ...).
+    """
+    kwargs: dict[str, Any]
+    if isinstance(spec, str):
+        name, kwargs = spec, {}
+    else:
+        kwargs = dict(spec)
+        name = kwargs.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError("recognizer spec needs a 'name' (see `facesec list`)")
+    registry = available()
+    if name in registry:
+        try:
+            model = registry[name](**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"recognizer '{name}': {exc}") from exc
+    elif ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"recognizer '{name}': cannot import {attr} from {module_name} ({exc})") from exc
+        model = _call_factory(factory, name, kwargs)
+    else:
+        known = ", ".join(sorted(registry))
+        raise ConfigError(f"unknown recognizer '{name}'; known: {known}, or give 'package.module:factory'")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    return model

@@ -1,0 +1,126 @@
+"""The built-in recognizers: dlib's ResNet, IResNets, TorchScript and ONNX files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facesec.data.align import ARCFACE_112, DLIB_150, TEMPLATES, Template
+from facesec.data.cache import file_digest
+from facesec.dlib_models import models_dir
+from facesec.errors import ConfigError, WeightsError
+from facesec.recognizers.base import Comparison, Recognizer, RecognizerInfo, register
+from facesec.recognizers.dlib_resnet import MODEL_FILE, DlibResNet, read_dlib_resnet
+from facesec.recognizers.iresnet import IRESNET_LAYERS, IResNet
+from facesec.recognizers.weights import resolve_weights
+
+
+@register("dlib-resnet")
+def dlib_resnet(weights: str | None = None, sha256: str | None = None) -> Recognizer:
+    """dlib_face_recognition_resnet_model_v1 read from face_recognition_models (or `weights`)."""
+    path = resolve_weights(weights, sha256) if weights else models_dir() / MODEL_FILE
+    params = read_dlib_resnet(path)
+    net = DlibResNet()
+    net.load_dlib(params)
+    info = RecognizerInfo("dlib-resnet", 150, DLIB_150, 128, "euclidean",
+                          native_threshold=-params.distance_threshold, weights_sha256=file_digest(path))
+    return Recognizer(net, info)
+
+
+class Normalized(nn.Module):
+    """[0, 1] RGB -> (x - mean) / std, then the wrapped network (which expects normalised input)."""
+
+    def __init__(self, net: nn.Module, mean: float, std: float, input_bgr: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.mean, self.std, self.input_bgr = mean, std, input_bgr
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_bgr:
+            x = x.flip(1)
+        out = self.net((x - self.mean) / self.std)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _template(name: str) -> Template:
+    if name not in TEMPLATES:
+        raise ConfigError(f"unknown alignment template '{name}'; known: {', '.join(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise WeightsError(f"cannot load PyTorch weights {path}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} is not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _make_iresnet(depth: int) -> Any:
+    """Factory for IResNet-`depth` in arcface_torch layout; `weights` is a backbone.pth state dict."""
+
+    def factory(weights: str | None = None, sha256: str | None = None, embedding_size: int = 512,
+                threshold: float | None = None) -> Recognizer:
+        net = IResNet(IRESNET_LAYERS[depth], embedding_size)
+        digest = None
+        if weights:
+            path = resolve_weights(weights, sha256)
+            try:
+                net.load_state_dict(_load_state_dict(path), strict=True)
+            except RuntimeError as exc:
+                raise WeightsError(f"{path} does not fit iresnet{depth}: {str(exc).splitlines()[0]}") from exc
+            digest = file_digest(path)
+        info = RecognizerInfo(f"iresnet{depth}", 112, ARCFACE_112, embedding_size, "cosine", threshold, digest)
+        return Recognizer(Normalized(net, 0.5, 0.5), info)
+
+    return factory
+
+
+for _depth in IRESNET_LAYERS:
+    register(f"iresnet{_depth}")(_make_iresnet(_depth))
+
+
+def _file_info(kind: str, path: Path, input_size: int, template: str, embedding_size: int,
+               comparison: Comparison, threshold: float | None) -> RecognizerInfo:
+    return RecognizerInfo(f"{kind}:{path.name}", input_size, _template(template), embedding_size,
+                          comparison, threshold, file_digest(path))
+
+
+@register("torchscript")
+def torchscript(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",
+                embedding_size: int = 512, comparison: Comparison = "cosine", threshold: float | None = None,
+                mean: float = 0.5, std: float = 0.5, input_bgr: bool = False) -> Recognizer:
+    """A TorchScript file taking (x - mean) / std of [0, 1] RGB (BGR with input_bgr)."""
+    path = resolve_weights(weights, sha256)
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise WeightsError(f"cannot load TorchScript file {path}: {exc}") from exc
+    info = _file_info("torchscript", path, input_size, template, embedding_size, comparison, threshold)
+    return Recognizer(Normalized(net, mean, std, input_bgr), info)
+
+
+@register("onnx")
+def onnx_model(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",
+               embedding_size: int = 512, comparison: Comparison = "cosine", threshold: float | None = None,
+               mean: float = 0.5, std: float = 0.5, input_bgr: bool = False) -> Recognizer:
+    """An ONNX file converted to PyTorch with onnx2torch, so it can be attacked white-box."""
+    path = resolve_weights(weights, sha256)
+    try:
+        from onnx2torch import convert
+    except ImportError as exc:
+        raise ConfigError("ONNX recognizers need the onnx extra: pip install 'facesec[onnx]'") from exc
+    try:
+        net = convert(str(path))
+    except Exception as exc:
+        raise WeightsError(f"cannot convert ONNX file {path} (export with dynamo=False): {exc}") from exc
+    net.eval()
+    info = _file_info("onnx", path, input_size, template, embedding_size, comparison, threshold)
+    return Recognizer(Normalized(net, mean, std, input_bgr), info)

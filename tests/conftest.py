@@ -1,0 +1,43 @@
+"""Shared fixtures: real faces from $FACESEC_DATA, a private cache, the dlib recognizer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from facesec.data.dataset import load_dataset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["FACESEC_CACHE"] = str(tmp_path_factory.mktemp("facesec-cache"))
+
+
+@pytest.fixture(scope="session")
+def celeba() -> Path:
+    """The celeba-mini folder; tests that need real faces are skipped only when FACESEC_DATA is unset."""
+    root = os.environ.get("FACESEC_DATA")
+    if not root:
+        pytest.skip("FACESEC_DATA is not set (CI sets it to ../shared/data)")
+    path = Path(root) / "celeba-mini"
+    assert path.is_dir(), f"FACESEC_DATA={root} has no celeba-mini"
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_files(celeba: Path) -> list[Path]:
+    """A few real face images from different identities."""
+    ds = load_dataset(celeba)
+    by_id: dict[str, Path] = {}
+    for path, ident in ds.items:
+        by_id.setdefault(ident, path)
+    return list(by_id.values())[:6]
+
+
+@pytest.fixture(scope="session")
+def dlib_recognizer():  # type: ignore[no-untyped-def]
+    from facesec.recognizers import load
+
+    return load("dlib-resnet")
