@@ -60,7 +60,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     with open(args.out, "wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
     print(f"embedded {len(arrays['paths'])} image(s), skipped {len(arrays['skipped'])} -> {args.out}")
-    for path, reason in zip(arrays["skipped"], arrays["reasons"]):
+    for path, reason in zip(arrays["skipped"], arrays["reasons"], strict=True):
         print(f"  skipped {path}: {reason}", file=sys.stderr)
     return 0
 

@@ -15,7 +15,7 @@ from facesec.recognizers.dlib_resnet import MODEL_FILE, read_dlib_resnet
 
 def test_packed_ints() -> None:
     r = DlibReader(bytes([0x01, 0x00, 0x81, 0x05, 0x02, 0x2C, 0x01, 0x82, 0x00, 0x01]))
-    assert [r.int(), r.int(), r.int(), r.int()] == [0, -5, 300, -256]
+    assert [r.read_int(), r.read_int(), r.read_int(), r.read_int()] == [0, -5, 300, -256]
     assert r.at_end
 
 
@@ -24,18 +24,18 @@ def test_float_bool_string_tensor() -> None:
     data = bytes([0x01, 0x03, 0x81, 0x02, 0x01, 0x02]) + b"ab" + b"1"
     data += bytes([0x01, 0x02, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x02]) + struct.pack("<2f", 1.5, -2.0)
     r = DlibReader(data)
-    assert r.float() == 0.75
-    assert r.string() == "ab"
-    assert r.bool() is True
-    assert r.tensor().ravel().tolist() == [1.5, -2.0]
+    assert r.read_float() == 0.75
+    assert r.read_string() == "ab"
+    assert r.read_bool() is True
+    assert r.read_tensor().ravel().tolist() == [1.5, -2.0]
     assert r.at_end
 
 
 def test_bad_bytes_raise_weights_error() -> None:
     with pytest.raises(WeightsError, match="cannot read an integer"):
-        DlibReader(bytes([0x00])).int()
+        DlibReader(bytes([0x00])).read_int()
     with pytest.raises(WeightsError, match="a bool"):
-        DlibReader(b"x").bool()
+        DlibReader(b"x").read_bool()
 
 
 def test_model_file_is_consumed_exactly() -> None:

@@ -11,8 +11,6 @@ import torch
 from facesec.data.dataset import load_dataset
 from facesec.data.faces import FaceAnalyzer
 from facesec.data.images import read_rgb
-from facesec.data.faces import FaceAnalyzer
-from facesec.data.images import read_rgb
 from facesec.data.pipeline import align_faces
 from facesec.dlib_models import models_dir
 from facesec.recognizers.dlib_resnet import MODEL_FILE

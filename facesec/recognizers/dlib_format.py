@@ -6,8 +6,6 @@ strings and float32 tensors. The structure of a network is walked by `dlib_resne
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
 from facesec.errors import WeightsError
@@ -32,7 +30,7 @@ class DlibReader:
         self.pos += n
         return chunk
 
-    def int(self) -> int:
+    def read_int(self) -> int:
         """A packed integer: control byte (bit 7 = sign, low nibble = byte count), then LSB first."""
         control = self._take(1, "an integer")[0]
         size = control & 0x0F
@@ -42,28 +40,28 @@ class DlibReader:
         value = int.from_bytes(self._take(size, "an integer"), "little")
         return -value if control & 0x80 else value
 
-    def float(self) -> float:
+    def read_float(self) -> float:
         """A scalar float: packed int64 mantissa and packed int16 exponent (value = m * 2**e)."""
-        mantissa = self.int()
-        exponent = self.int()
+        mantissa = self.read_int()
+        exponent = self.read_int()
         return float(np.ldexp(float(mantissa), exponent))
 
-    def bool(self) -> bool:
+    def read_bool(self) -> bool:
         ch = self._take(1, "a bool")
         if ch not in (b"0", b"1"):
             self.pos -= 1
             raise self._fail("a bool")
         return ch == b"1"
 
-    def string(self) -> str:
-        size = self.int()
+    def read_string(self) -> str:
+        size = self.read_int()
         return self._take(size, "a string").decode("latin-1")
 
     def expect_string(self, *allowed: str) -> str:
         """Read a version tag and check it is one of `allowed`."""
         start = self.pos
         try:
-            tag = self.string()
+            tag = self.read_string()
         except WeightsError:
             tag = None
         if tag not in allowed:
@@ -73,16 +71,16 @@ class DlibReader:
 
     def expect_int(self, *allowed: int) -> int:
         start = self.pos
-        value = self.int()
+        value = self.read_int()
         if value not in allowed:
             self.pos = start
             raise self._fail(f"version {allowed} (found {value})")
         return value
 
-    def tensor(self) -> np.ndarray:
+    def read_tensor(self) -> np.ndarray:
         """A resizable_tensor: version 2, shape (n, k, nr, nc), then float32 little-endian data."""
         self.expect_int(2)
-        shape = tuple(self.int() for _ in range(4))
+        shape = tuple(self.read_int() for _ in range(4))
         count = int(np.prod(shape))
         raw = self._take(4 * count, "tensor data")
         return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
@@ -90,14 +88,10 @@ class DlibReader:
     def alias_tensor(self) -> tuple[int, int, int, int]:
         """An alias_tensor: version 1 and a shape; it views part of a layer's params tensor."""
         self.expect_int(1)
-        n, k, nr, nc = (self.int() for _ in range(4))
+        n, k, nr, nc = (self.read_int() for _ in range(4))
         return (n, k, nr, nc)
 
     @property
     def at_end(self) -> bool:
         return self.pos == len(self.data)
 
-
-def float32_bits(value: float) -> bytes:
-    """Little-endian float32 bytes (used by tests to build dlib-format data)."""
-    return struct.pack("<f", value)

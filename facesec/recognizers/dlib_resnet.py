@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesec.dlib_models import models_dir
 from facesec.errors import WeightsError
 from facesec.recognizers.dlib_format import DlibReader
 
@@ -88,8 +88,8 @@ class _Parser:
         if kind == "loss":
             r.expect_int(1)
             if r.expect_string("loss_metric_", "loss_metric_2") == "loss_metric_2":
-                r.float()  # margin
-                self.out.distance_threshold = r.float()
+                r.read_float()  # margin
+                self.out.distance_threshold = r.read_float()
             self._node(i + 1)
         elif kind in ("tag", "skip"):
             r.expect_int(1)
@@ -99,75 +99,75 @@ class _Parser:
             self._input()
             self._details(kind)
             for _ in range(3):
-                r.bool()
+                r.read_bool()
             for _ in range(3):  # x_grad, cached_output, grad_final
-                r.tensor()
+                r.read_tensor()
             if version == 3:
-                r.int()
+                r.read_int()
         else:
             version = r.expect_int(1, 2)
             self._node(i + 1)
             self._details(kind)
             for _ in range(3):
-                r.bool()
+                r.read_bool()
             for _ in range(2 if version == 1 else 3):  # x_grad, cached_output[, params_grad]
-                r.tensor()
+                r.read_tensor()
 
     def _input(self) -> None:
         r = self.r
         r.expect_string("input_rgb_image_sized")
-        self.out.input_mean = (r.float(), r.float(), r.float())
-        if (r.int(), r.int()) != (INPUT_SIZE, INPUT_SIZE):
+        self.out.input_mean = (r.read_float(), r.read_float(), r.read_float())
+        if (r.read_int(), r.read_int()) != (INPUT_SIZE, INPUT_SIZE):
             raise WeightsError(f"{r.source}: input size is not {INPUT_SIZE}x{INPUT_SIZE}")
 
     def _details(self, kind: str) -> None:
         r = self.r
         if kind == "con":
             tag = r.expect_string("con_4", "con_5", "con_6")
-            params = r.tensor().ravel()
+            params = r.read_tensor().ravel()
             for _ in range(7):  # num_filters, nr, nc, stride_y, stride_x, padding_y, padding_x
-                r.int()
+                r.read_int()
             fshape, bshape = r.alias_tensor(), r.alias_tensor()
             for _ in range(4):  # learning-rate and weight-decay multipliers
-                r.float()
-            use_bias = r.bool() if tag in ("con_5", "con_6") else True
+                r.read_float()
+            use_bias = r.read_bool() if tag in ("con_5", "con_6") else True
             if tag == "con_6":
-                r.bool()
+                r.read_bool()
             nf = int(np.prod(fshape))
             bias = params[nf:nf + int(np.prod(bshape))] if use_bias else np.zeros(fshape[0], np.float32)
             self.out.convs.append((params[:nf].reshape(fshape), bias))
             self.out.n_params += params.size
         elif kind == "affine":
             tag = r.expect_string("affine_", "affine_2")
-            params = r.tensor().ravel()
+            params = r.read_tensor().ravel()
             gshape, _ = r.alias_tensor(), r.alias_tensor()
-            r.int()  # mode
+            r.read_int()  # mode
             if tag == "affine_2":
-                r.bool()
+                r.read_bool()
             k = int(np.prod(gshape))
             self.out.affines.append((params[:k], params[k:2 * k]))
             self.out.n_params += params.size
         elif kind == "fc":
             tag = r.expect_string("fc_2", "fc_3")
-            n_out, n_in = r.int(), r.int()
-            params = r.tensor().ravel()
+            n_out, n_in = r.read_int(), r.read_int()
+            params = r.read_tensor().ravel()
             r.alias_tensor()
             r.alias_tensor()
-            if r.int() != FC_NO_BIAS:
+            if r.read_int() != FC_NO_BIAS:
                 raise WeightsError(f"{r.source}: expected an fc layer without bias")
             for _ in range(4):
-                r.float()
+                r.read_float()
             if tag == "fc_3":
-                r.bool()
+                r.read_bool()
             self.out.fc = params[:n_in * n_out].reshape(n_in, n_out)
             self.out.n_params += params.size
         elif kind == "relu":
             if r.expect_string("relu_", "relu_2") == "relu_2":
-                r.bool()
+                r.read_bool()
         elif kind in ("max_pool", "avg_pool"):
             r.expect_string(f"{kind}_2")
             for _ in range(6):
-                r.int()
+                r.read_int()
         elif kind == "add_prev":
             r.expect_string("add_prev_")
         else:  # pragma: no cover - the structure list only names the kinds above
@@ -230,6 +230,8 @@ class ResBlock(nn.Module):
 class DlibResNet(nn.Module):
     """Aligned RGB in [0, 1], N x 3 x 150 x 150 -> dlib's 128-d face descriptor (not normalised)."""
 
+    mean: torch.Tensor
+
     def __init__(self, input_mean: tuple[float, float, float] = (122.782, 117.001, 104.298)) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(input_mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -252,16 +254,17 @@ class DlibResNet(nn.Module):
 
     def load_dlib(self, params: DlibNetParams) -> None:
         """Copy parsed dlib weights into this module, in forward order, checking every shape."""
-        convs = [self.conv] + [c for b in self.blocks for c in (b.conv1, b.conv2)]
-        affs = [self.aff] + [a for b in self.blocks for a in (b.aff1, b.aff2)]
+        blocks = [cast(ResBlock, b) for b in self.blocks]
+        convs = [self.conv] + [c for b in blocks for c in (b.conv1, b.conv2)]
+        affs = [self.aff] + [a for b in blocks for a in (b.aff1, b.aff2)]
         if len(convs) != len(params.convs) or len(affs) != len(params.affines) or params.fc is None:
             raise WeightsError("dlib model file does not match dlib_face_recognition_resnet_model_v1")
         self.mean.copy_(torch.tensor(params.input_mean).view(1, 3, 1, 1))
         with torch.no_grad():
-            for conv, (w, b) in zip(convs, params.convs):
+            for conv, (w, b) in zip(convs, params.convs, strict=True):
                 _copy(conv.weight, w)
                 _copy(conv.bias, b)
-            for aff, (g, b) in zip(affs, params.affines):
+            for aff, (g, b) in zip(affs, params.affines, strict=True):
                 _copy(aff.weight, g)
                 _copy(aff.bias, b)
             _copy(self.fc.weight, params.fc.T)

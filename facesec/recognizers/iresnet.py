@@ -37,13 +37,18 @@ class IBasicBlock(nn.Module):
 class IResNet(nn.Module):
     """Four stride-2 stages (64, 128, 256, 512 channels) and a 7 x 7 x 512 -> embedding head."""
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, layers: tuple[int, int, int, int], embedding_size: int = 512) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
         self.prelu = nn.PReLU(64)
         c_in = 64
-        for i, (channels, n) in enumerate(zip((64, 128, 256, 512), layers), start=1):
+        for i, (channels, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True), start=1):
             blocks = [IBasicBlock(c_in, channels, 2)] + [IBasicBlock(channels, channels, 1) for _ in range(n - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
             c_in = channels

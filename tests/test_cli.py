@@ -1,0 +1,90 @@
+"""The `facesec` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesec import __version__
+from facesec.data.dataset import load_dataset
+
+
+def facesec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "facesec.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_version_and_help() -> None:
+    out = facesec("--version")
+    assert out.returncode == 0 and __version__ in out.stdout
+    out = facesec("--help")
+    assert out.returncode == 0
+    for command in ("eval", "embed", "list"):
+        assert command in out.stdout
+
+
+def test_embed_files_and_folders(face_files: list[Path], tmp_path: Path) -> None:
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for f in face_files[1:4]:
+        shutil.copy(f, folder / f.name)
+    (folder / "broken.jpg").write_text("not an image")
+    out_file = tmp_path / "out.npz"
+    out = facesec("embed", "--recognizer", "dlib-resnet", "--out", str(out_file), str(face_files[0]), str(folder))
+    assert out.returncode == 0, out.stderr
+    z = np.load(out_file)
+    assert z["paths"][0] == str(face_files[0]) and len(z["paths"]) == 4
+    assert z["embeddings"].shape == (4, 128) and z["embeddings"].dtype == np.float32
+    assert list(z["skipped"]) == [str(folder / "broken.jpg")]
+    assert "not an image" in z["reasons"][0]
+    norms = np.linalg.norm(z["embeddings"], axis=1)
+    assert np.all((norms > 1.0) & (norms < 2.0))  # dlib's descriptor is not normalised
+
+
+def test_eval_on_a_small_dataset(celeba: Path, tmp_path: Path) -> None:
+    ds = load_dataset(celeba)
+    keep = ds.identities[:8]
+    small = tmp_path / "small"
+    rows = ["path,identity"]
+    for path, ident in ds.items:
+        if ident in keep:
+            rows.append(f"{path.relative_to(celeba).as_posix()},{ident}")
+    shutil.copytree(celeba, small, ignore=lambda d, names: [n for n in names if n not in keep and Path(d) == celeba])
+    (small / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out_json = tmp_path / "eval.json"
+    out = facesec("eval", "--recognizer", "dlib-resnet", "--data", str(small), "--json", str(out_json))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out_json.read_text())
+    for key in ("n_images", "n_identities", "n_skipped", "accuracy_at_native_threshold", "best_accuracy",
+                "tar_at_fmr", "thresholds_at_fmr", "rank1"):
+        assert key in result
+    assert result["n_identities"] == 8 and result["n_images"] == len(rows) - 1
+    assert set(result["tar_at_fmr"]) == {"0.01", "0.001"}
+    assert result["best_accuracy"] > 0.85 and result["rank1"] > 0.7
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = facesec("eval", "--data", str(tmp_path / "nowhere"))
+    assert out.returncode == 2
+    assert out.stderr.startswith("facesec: error: dataset") and "Traceback" not in out.stderr
+    out = facesec("embed", "--recognizer", "nope", "--out", str(tmp_path / "x.npz"), str(tmp_path))
+    assert out.returncode == 2 and "unknown recognizer 'nope'" in out.stderr
+
+
+@pytest.mark.slow
+def test_full_celeba_mini_eval_matches_dlib(celeba: Path) -> None:
+    """dlib's C++ model on celeba-mini, same protocol: 0.944, 0.964, TAR 0.927 / 0.795, rank-1 0.871."""
+    from facesec.api import evaluate
+
+    r = evaluate("dlib-resnet", celeba, progress=False)
+    assert r["accuracy_at_native_threshold"] == pytest.approx(0.944, abs=0.015)
+    assert r["best_accuracy"] == pytest.approx(0.964, abs=0.015)
+    assert r["tar_at_fmr"]["0.01"] == pytest.approx(0.927, abs=0.015)
+    assert r["rank1"] == pytest.approx(0.871, abs=0.015)
+    # TAR at FMR 1e-3 rests on the ~5 highest of ~4,600 impostor scores: see benchmarks/RESULTS.md
+    assert r["tar_at_fmr"]["0.001"] == pytest.approx(0.795, abs=0.08)
