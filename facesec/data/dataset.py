@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,6 @@ class Dataset:
     @property
     def identities(self) -> list[str]:
         return sorted({ident for _, ident in self.items})
-
-    def manifest_hash(self) -> str:
-        """sha256 over the relative paths and labels: which data a result was measured on."""
-        h = hashlib.sha256()
-        for path, ident in self.items:
-            h.update(f"{path.relative_to(self.root).as_posix()},{ident}\n".encode())
-        return h.hexdigest()
 
 
 def data_roots() -> list[Path]:
