@@ -34,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--out", type=Path, required=True, help="output .npz (paths, embeddings, skipped, reasons)")
     em.add_argument("--device")
 
+    va = sub.add_parser("validate", help="check threat-model files; one line per problem, exit 2 on any")
+    va.add_argument("files", nargs="+", type=Path)
+    va.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                    help="override a field before validation, e.g. --set perturbation.eps=4/255")
+
+    sub.add_parser("schema", help="print the JSON Schema of threat-model files (for editors)")
+
     sub.add_parser("list", help="show registered recognizers and datasets found under $FACESEC_DATA")
     return p
 
@@ -78,7 +85,30 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": _cmd_eval, "embed": _cmd_embed, "list": _cmd_list}
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from facesec.spec import load_threat_models
+
+    failed = False
+    for path in args.files:
+        try:
+            models = load_threat_models(path, args.overrides)
+        except FacesecError as exc:
+            print(f"facesec: error: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        print(f"{path}: ok, {len(models)} run(s): " + ", ".join(m.name for m in models))
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from facesec.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+COMMANDS = {"eval": _cmd_eval, "embed": _cmd_embed, "validate": _cmd_validate, "schema": _cmd_schema,
+            "list": _cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,234 @@
+"""Threat models: pydantic models of the YAML files, loading with one-line errors, matrix expansion.
+
+A threat model names its target recognizer and data and places itself on the four FACESEC
+dimensions (perturbation, knowledge, goal, capability) plus the setting. A list where a dimension
+or budget takes one value (`goal: [dodging, impersonation]`, `eps: [2/255, 8/255]`) expands into
+one run per combination.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
+
+from facesec.errors import ConfigError
+
+
+def _fraction(value: Any) -> Any:
+    """Budgets may be written as fractions of the pixel range: `8/255`."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*", value):
+        num, den = (Fraction(v.strip()) for v in value.split("/"))
+        if den == 0:
+            raise ValueError("division by zero")
+        return float(num / den)
+    return value
+
+
+Budget = Annotated[float, BeforeValidator(_fraction), Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Data(Strict):
+    """Which faces: a dataset folder or its name under $FACESEC_DATA, and how many of them."""
+
+    dataset: str = "celeba-mini"
+    identities: int = Field(10, ge=2, description="identities sampled from the dataset")
+    images_per_identity: int = Field(5, ge=2, description="images per identity (enrolment + probes)")
+    seed: int = 0
+
+
+class PixelPerturbation(Strict):
+    """Additive noise bounded in an Lp norm, in [0, 1] pixel units."""
+
+    kind: Literal["pixel"] = "pixel"
+    norm: Literal["linf", "l2"] = "linf"
+    eps: Budget = 8 / 255
+
+
+class OpenSet(Strict):
+    """1:1 verification at a threshold calibrated on clean impostor pairs at `fmr`."""
+
+    kind: Literal["open-set"] = "open-set"
+    fmr: float = Field(1e-3, gt=0, lt=1)
+
+
+class ClosedSet(Strict):
+    """Identification over a gallery of enrolled identities."""
+
+    kind: Literal["closed-set"] = "closed-set"
+    gallery_images: int = Field(1, ge=1, description="enrolment images per identity")
+
+
+class Attack(Strict):
+    """The optimiser and its parameters."""
+
+    method: Literal["pgd", "fgsm", "mi-fgsm", "cw"] = "pgd"
+    steps: int = Field(20, ge=0)
+    step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps")
+    random_start: bool = True
+
+
+class Gate(Strict):
+    """A condition a run must meet, e.g. attack_success_rate <= 0.5."""
+
+    metric: str
+    op: Literal["<", "<=", ">", ">=", "=="] = "<="
+    value: float
+
+
+class ThreatModel(Strict):
+    """One evaluation: target, data, the four FACESEC dimensions, setting, attack and gates."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    target: str | dict[str, Any] = Field("dlib-resnet", description="recognizer name or spec mapping")
+    data: Data = Data()
+    perturbation: PixelPerturbation = PixelPerturbation()
+    knowledge: Literal["white-box"] = "white-box"
+    goal: Literal["dodging", "impersonation"] = "dodging"
+    capability: Literal["individual", "universal"] = "individual"
+    setting: Annotated[OpenSet | ClosedSet, Field(discriminator="kind")] = OpenSet()
+    attack: Attack = Attack()
+    gates: list[Gate] = []
+
+
+EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.eps", "perturbation.norm", "setting.fmr",
+              "attack.steps", "attack.method")
+"""Fields where a list means 'one run per value'."""
+
+
+def _get(doc: dict[str, Any], path: str) -> Any:
+    node: Any = doc
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _set(doc: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = doc
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {path}: '{key}' is not a mapping")
+    node[last] = value
+
+
+def expand(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One document per combination of the list-valued EXPANDABLE fields; names get a suffix."""
+    axes = [(p, v) for p in EXPANDABLE if isinstance(v := _get(doc, p), list)]
+    if not axes:
+        return [doc]
+    runs = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        run = copy.deepcopy(doc)
+        for (path, _), value in zip(axes, combo, strict=True):
+            _set(run, path, value)
+        suffix = ",".join(f"{path.split('.')[-1]}={v}" for (path, _), v in zip(axes, combo, strict=True))
+        run["name"] = f"{doc.get('name', '')}[{suffix}]"
+        runs.append(run)
+    return runs
+
+
+def _describe_error(source: str, err: ErrorDetails) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("open-set", "closed-set")))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return (f"{source}: field '{loc}': unknown key; remove it or check its spelling "
+                "(`facesec schema` lists the keys)")
+    given = err.get("input")
+    shown = "" if kind == "missing" else f" (got {given!r})"
+    return f"{source}: field '{loc}': {err['msg']}{shown}"
+
+
+def _parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected path.to.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in `path`; ConfigError (one line, file and place) for anything else."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read as UTF-8 text ({exc.__class__.__name__})") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}{where}: YAML tag not allowed ({exc.problem}); "
+                          "threat models are plain YAML (no !!python tags)") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}{where}: YAML syntax error: {problem}") from exc
+    if doc is None:
+        raise ConfigError(f"{source}: empty file; a threat model needs at least 'name' "
+                          "(`facesec schema` lists the fields)")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of fields (name, target, data, ...), "
+                          f"got a {type(doc).__name__}")
+    return doc
+
+
+def load_threat_models(path: str | Path, overrides: list[str] | None = None) -> list[ThreatModel]:
+    """Validated threat models of one file: its matrix expanded, `--set path=value` applied first."""
+    doc = read_document(path)
+    for key, value in _parse_overrides(overrides or []):
+        _set(doc, key, value)
+    models = []
+    for run in expand(doc):
+        try:
+            models.append(ThreatModel.model_validate(run))
+        except ValidationError as exc:
+            raise ConfigError(_describe_error(str(path), exc.errors()[0])) from exc
+    return models
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a threat-model file, for editors; lists are allowed where EXPANDABLE says."""
+    schema = ThreatModel.model_json_schema()
+    defs = schema.get("$defs", {})
+    for path in EXPANDABLE:
+        head, _, field = path.partition(".")
+        if not field:
+            holders = [schema]
+        else:
+            node = schema["properties"][head]
+            refs = [node.get("$ref")] + [o.get("$ref") for o in node.get("oneOf", []) + node.get("anyOf", [])]
+            holders = [defs[r.rsplit("/", 1)[-1]] for r in refs if r]
+            head = field
+        for holder in holders:
+            prop = holder.get("properties", {}).get(head)
+            if prop is not None:
+                single = {k: v for k, v in prop.items() if k not in ("default", "title", "description")}
+                holder["properties"][head] = {**{k: v for k, v in prop.items() if k in ("default", "title")},
+                                              "anyOf": [single, {"type": "array", "items": single, "minItems": 1}]}
+    return schema

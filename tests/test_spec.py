@@ -1,0 +1,94 @@
+"""Threat-model files: matrix expansion, fractions, overrides, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facesec.errors import ConfigError
+from facesec.spec import load_threat_models
+
+GOOD = """\
+name: sweep
+target: dlib-resnet
+data: {dataset: celeba-mini, identities: 4, images_per_identity: 3}
+perturbation: {kind: pixel, norm: linf, eps: [1/255, 2/255, 8/255]}
+goal: [dodging, impersonation]
+setting: {kind: open-set, fmr: 1e-3}
+gates:
+  - {metric: attack_success_rate, op: "<=", value: 0.5}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "tm.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "facesec.cli", *args], capture_output=True, text=True)
+
+
+def test_matrix_expansion_and_fractions(tmp_path: Path) -> None:
+    models = load_threat_models(write(tmp_path, GOOD))
+    assert len(models) == 6
+    assert {m.goal for m in models} == {"dodging", "impersonation"}
+    assert sorted({m.perturbation.eps for m in models}) == pytest.approx([1 / 255, 2 / 255, 8 / 255])
+    assert len({m.name for m in models}) == 6 and models[0].name.startswith("sweep[")
+    assert models[0].gates[0].value == 0.5
+
+
+def test_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    models = load_threat_models(path, ["goal=dodging", "perturbation.eps=4/255", "setting.fmr=0.01"])
+    assert len(models) == 1
+    assert models[0].perturbation.eps == pytest.approx(4 / 255) and models[0].setting.kind == "open-set"
+    assert models[0].setting.fmr == 0.01  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="expected path.to.key=value"):
+        load_threat_models(path, ["goal"])
+
+
+BAD = {
+    "unknown_key": ("name: x\ncolour: red\n", "field 'colour': unknown key"),
+    "nested_unknown_key": ("name: x\nperturbation: {kind: pixel, epsilon: 0.1}\n", "field 'perturbation.epsilon'"),
+    "wrong_type": ("name: x\ndata: {identities: many}\n", "field 'data.identities'"),
+    "bad_enum": ("name: x\ngoal: confusion\n", "'dodging' or 'impersonation'"),
+    "bad_value": ("name: x\nperturbation: {eps: -0.1}\n", "field 'perturbation.eps'"),
+    "bad_fraction": ("name: x\nperturbation: {eps: 8/0}\n", "field 'perturbation.eps'"),
+    "bad_fmr": ("name: x\nsetting: {kind: open-set, fmr: 2}\n", "field 'setting.fmr'"),
+    "bad_setting_kind": ("name: x\nsetting: {kind: half-open}\n", "field 'setting"),
+    "missing_name": ("target: dlib-resnet\n", "field 'name': Field required"),
+    "yaml_syntax": ("name: x\ngoal: [dodging\n", "YAML syntax error"),
+    "not_a_mapping": ("- name: x\n", "top level must be a mapping"),
+    "scalar_document": ("just a string\n", "top level must be a mapping"),
+    "empty_file": ("", "empty file"),
+    "python_tag": ("name: !!python/object/apply:os.system ['echo hi']\n", "YAML tag not allowed"),
+    "bad_gate_op": ("name: x\ngates: [{metric: attack_success_rate, op: '~', value: 1}]\n", "field 'gates.0.op'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_yaml_gives_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
+    text, expected = BAD[case]
+    path = write(tmp_path, text, f"{case}.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_threat_models(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and expected in message and "\n" not in message
+    out = cli("validate", str(path))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"facesec: error: {message}"
+
+
+def test_validate_ok_and_schema(tmp_path: Path) -> None:
+    out = cli("validate", str(write(tmp_path, GOOD)))
+    assert out.returncode == 0 and "ok, 6 run(s)" in out.stdout
+    schema = json.loads(cli("schema").stdout)
+    assert {"name", "target", "perturbation", "knowledge", "goal", "capability", "setting"} <= set(schema["properties"])
+    assert any(alt.get("type") == "array" for alt in schema["properties"]["goal"]["anyOf"])
