@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,38 +38,49 @@ class AlignedFaces:
 
 
 def align_faces(paths: Sequence[Path], template: Template, analyzer: FaceAnalyzer | None = None,
-                cache: FaceCache | None = None, progress: bool = True) -> AlignedFaces:
-    """Detect one face per image, find landmarks and crop it to `template`."""
+                cache: FaceCache | None = None, progress: bool = True, workers: int | None = None) -> AlignedFaces:
+    """Detect one face per image, find landmarks and crop it to `template`.
+
+    Images are processed in `workers` threads (default: the CPU count, at most 8); dlib releases
+    the GIL while detecting, and each thread gets its own detector since dlib's is not re-entrant.
+    """
     analyzer = analyzer or FaceAnalyzer()
-    cache = cache or FaceCache()
-    kept: list[Path] = []
-    crops: list[np.ndarray] = []
-    marks: list[np.ndarray] = []
-    skipped: list[tuple[Path, str]] = []
-    notes: list[tuple[Path, str]] = []
-    for path in tqdm(list(paths), desc=f"faces -> {template.name}", unit="img", disable=not progress or None):
-        path = Path(path)
+    face_cache = cache or FaceCache()
+    local = threading.local()
+
+    def one(path: Path) -> dict[str, np.ndarray]:
         try:
             digest = file_digest(path)
         except OSError as exc:
-            skipped.append((path, f"unreadable file ({exc.strerror})"))
-            continue
-        hit = cache.get(digest, template.name, analyzer.key)
+            return {"reason": np.array(f"unreadable file ({exc.strerror})")}
+        hit = face_cache.get(digest, template.name, analyzer.key)
         if hit is None:
-            hit = _process(path, template, analyzer)
-            cache.put(digest, template.name, analyzer.key, **hit)
-        reason = str(hit["reason"]) if "reason" in hit else ""
-        if reason:
-            skipped.append((path, reason))
-            continue
-        if "note" in hit and str(hit["note"]):
-            notes.append((path, str(hit["note"])))
-        kept.append(path)
-        crops.append(hit["crop"])
-        marks.append(hit["landmarks"])
-    size = template.size
-    stacked = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-    return AlignedFaces(kept, stacked, marks, skipped, notes)
+            if not hasattr(local, "analyzer"):
+                local.analyzer = FaceAnalyzer(analyzer.detector_name, analyzer.max_upsample)
+            hit = _process(path, template, local.analyzer)
+            face_cache.put(digest, template.name, analyzer.key, **hit)
+        return hit
+
+    paths = [Path(p) for p in paths]
+    n_workers = workers or min(8, os.cpu_count() or 1)
+    out = AlignedFaces([], np.zeros((0, template.size, template.size, 3), np.uint8), [])
+    crops: list[np.ndarray] = []
+    with ThreadPoolExecutor(n_workers) as pool:
+        results = pool.map(one, paths)
+        for path, hit in tqdm(zip(paths, results, strict=True), total=len(paths), desc=f"faces -> {template.name}",
+                              unit="img", disable=not progress or None):
+            reason = str(hit["reason"]) if "reason" in hit else ""
+            if reason:
+                out.skipped.append((path, reason))
+                continue
+            if "note" in hit and str(hit["note"]):
+                out.notes.append((path, str(hit["note"])))
+            out.paths.append(path)
+            crops.append(hit["crop"])
+            out.landmarks.append(hit["landmarks"])
+    if crops:
+        out.crops = np.stack(crops)
+    return out
 
 
 def _process(path: Path, template: Template, analyzer: FaceAnalyzer) -> dict[str, np.ndarray]:
