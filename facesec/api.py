@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facesec import metrics, protocols
+from facesec import gates, metrics, protocols
 from facesec.data.dataset import load_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
-from facesec.errors import DataError
+from facesec.engine import run_threat_model
+from facesec.errors import ConfigError, DataError
 from facesec.recognizers import Recognizer, load
+from facesec.report import render_report
+from facesec.results import build_results, save, slug
+from facesec.spec import ThreatModel, load_threat_models
 
 
 @torch.no_grad()
@@ -110,3 +115,49 @@ def embed_files(recognizer: str | Recognizer, inputs: Sequence[str | Path], devi
         "skipped": np.array([str(p) for p, _ in faces.skipped], dtype=str),
         "reasons": np.array([r for _, r in faces.skipped], dtype=str),
     }
+
+
+def load_threat_model(path: str | Path, overrides: Sequence[str] = ()) -> list[ThreatModel]:
+    """The validated threat models (matrix expanded) of one YAML file."""
+    return load_threat_models(path, list(overrides))
+
+
+def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: str | Path = "reports",
+        suite: str | None = None, device: str | None = None, baseline: str | Path | None = None,
+        max_asr_increase: float = 0.0, junit: str | Path | None = None, redact: bool = False,
+        progress: bool = True) -> tuple[dict[str, Any], Path]:
+    """Run threat-model files as one suite; write results.json, per-run files and the HTML report.
+
+    Returns the results document and the suite folder. Gates are evaluated per run; with
+    `baseline`, ASR may not rise more than `max_asr_increase` points over the old results.
+    """
+    models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides))]
+    name = suite or (Path(files[0]).stem if len(files) == 1 else "suite")
+    out_dir = Path(out_root) / slug(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    outputs = []
+    for source, tm in tqdm(models, desc="threat models", unit="run", disable=not progress or None):
+        output = run_threat_model(tm, dev, source, progress)
+        output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates],
+                                                      output.record["metrics"])
+        outputs.append(output)
+    results = build_results(name, outputs, out_dir)
+    if baseline:
+        old = _read_results(Path(baseline))
+        results["baseline"] = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
+    save(results, out_dir)
+    if junit:
+        gates.write_junit(results, Path(junit))
+    render_report(out_dir / "results.json", redact=redact)
+    return results, out_dir
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read results.json ({exc})") from exc
+    if not isinstance(doc, dict) or "runs" not in doc:
+        raise ConfigError(f"{path}: not a facesec results.json (no 'runs')")
+    return doc

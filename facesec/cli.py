@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facesec import __version__
-from facesec.errors import FacesecError
+from facesec.errors import ConfigError, FacesecError
 
 EXIT_BAD_INPUT = 2
 
@@ -33,6 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--recognizer", default="dlib-resnet")
     em.add_argument("--out", type=Path, required=True, help="output .npz (paths, embeddings, skipped, reasons)")
     em.add_argument("--device")
+
+    rn = sub.add_parser("run", help="run threat-model files as one suite: results.json, HTML report, gates")
+    rn.add_argument("files", nargs="+", type=Path, help="threat-model YAML files")
+    rn.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                    help="override a field in every file, e.g. --set data.identities=50")
+    rn.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
+    rn.add_argument("--suite", help="suite name (default: the file's name, or 'suite' for several)")
+    rn.add_argument("--junit", type=Path, help="write JUnit XML here for CI")
+    rn.add_argument("--baseline", type=Path, help="an earlier results.json to compare against")
+    rn.add_argument("--max-asr-increase", type=float, default=0.0, metavar="POINTS",
+                    help="with --baseline: how many points ASR may rise per run (default 0)")
+    rn.add_argument("--redact", action="store_true", help="blur faces in the report (faces are biometric data)")
+    rn.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+    rp = sub.add_parser("report", help="re-render the HTML report from a results.json")
+    rp.add_argument("results", type=Path)
+    rp.add_argument("--out", type=Path, help="output HTML (default: index.html beside results.json)")
+    rp.add_argument("--redact", action="store_true", help="blur faces in the report")
 
     va = sub.add_parser("validate", help="check threat-model files; one line per problem, exit 2 on any")
     va.add_argument("files", nargs="+", type=Path)
@@ -85,6 +103,40 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from facesec.api import run
+    from facesec.gates import exit_code
+
+    results, out_dir = run(args.files, args.overrides, args.out, args.suite, args.device, args.baseline,
+                           args.max_asr_increase, args.junit, args.redact)
+    failed = 0
+    for record in results["runs"]:
+        m = record["metrics"]
+        lo, hi = m["attack_success_ci95"]
+        verdicts = ["PASS" if g["passed"] else "FAIL" for g in record.get("gates", [])]
+        gate_text = f"  gates: {' '.join(verdicts)}" if verdicts else ""
+        flags = "".join(f"\n    ! {f}" for f in record["validity"]["flags"])
+        print(f"{record['name']}: ASR {m['attack_success_rate']:.3f} [{lo:.3f}, {hi:.3f}] "
+              f"over {m['n_attempts']} attempts (clean {m['clean_success_rate']:.3f}){gate_text}{flags}")
+        failed += verdicts.count("FAIL")
+    for rule in (results.get("baseline") or {}).get("rules", []):
+        if not rule["passed"]:
+            print(f"baseline regression in {rule['run']}: {rule['metric']} {rule['old']} -> {rule['new']}")
+    code = exit_code(results)
+    print(f"report: {out_dir / 'index.html'}  results: {out_dir / 'results.json'}  "
+          f"{'gates FAILED' if code else 'gates passed'}")
+    return code
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from facesec.report import render_report
+
+    if not args.results.is_file():
+        raise ConfigError(f"{args.results}: file not found")
+    print(render_report(args.results, args.out, args.redact))
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from facesec.spec import load_threat_models
 
@@ -107,7 +159,8 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": _cmd_eval, "embed": _cmd_embed, "validate": _cmd_validate, "schema": _cmd_schema,
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "eval": _cmd_eval, "embed": _cmd_embed,
+            "validate": _cmd_validate, "schema": _cmd_schema,
             "list": _cmd_list}
 
 

@@ -71,12 +71,15 @@ class ClosedSet(Strict):
 
 
 class Attack(Strict):
-    """The optimiser and its parameters."""
+    """The optimiser, the library that runs it, and its parameters."""
 
     method: Literal["pgd", "fgsm", "mi-fgsm", "cw"] = "pgd"
+    library: Literal["native", "torchattacks", "art"] = "native"
     steps: int = Field(20, ge=0)
-    step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps")
+    step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM)")
     random_start: bool = True
+    params: dict[str, float] = Field({}, description="method-specific: momentum, kappa, batch_size, ...")
+    sanity_samples: int = Field(8, ge=0, description="samples for the unbounded-budget validity check")
 
 
 class Gate(Strict):
@@ -104,7 +107,7 @@ class ThreatModel(Strict):
 
 
 EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.eps", "perturbation.norm", "setting.fmr",
-              "attack.steps", "attack.method")
+              "attack.steps", "attack.method", "attack.library")
 """Fields where a list means 'one run per value'."""
 
 

@@ -1,0 +1,56 @@
+"""Attack objectives on embeddings: a per-sample margin that is positive exactly on success.
+
+Foolbox-style criteria: the objective knows the protocol (open-set verification at a threshold,
+or closed-set identification over a gallery) and the goal (dodging or impersonation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from facesec.recognizers import Recognizer
+
+Goal = Literal["dodging", "impersonation"]
+Setting = Literal["open-set", "closed-set"]
+
+
+@dataclass
+class Objective:
+    """Margin of each sample against its reference in the gallery.
+
+    `gallery` holds one enrolled template per identity (K x D); `labels[i]` is sample i's gallery
+    index: its own identity for dodging, the target's for impersonation.
+    open-set: a sample is accepted as `labels[i]` when similarity > threshold.
+    closed-set: identified as the most similar gallery entry.
+    """
+
+    recognizer: Recognizer
+    setting: Setting
+    goal: Goal
+    gallery: torch.Tensor
+    labels: torch.Tensor
+    threshold: float = 0.0
+
+    def similarity(self, emb: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
+        """Similarity of each embedding to its sample's reference template."""
+        return self.recognizer.similarity(emb, self.gallery[self.labels[index]])
+
+    def margin(self, emb: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
+        """Per-sample margin for embeddings `emb` of the samples at `index`; success when positive."""
+        if self.setting == "open-set":
+            sim = self.similarity(emb, index)
+            return self.threshold - sim if self.goal == "dodging" else sim - self.threshold
+        sims = self.recognizer.similarity_matrix(emb, self.gallery)
+        labels = self.labels[index].view(-1, 1)
+        own = sims.gather(1, labels).squeeze(1)
+        others = sims.scatter(1, labels, float("-inf")).amax(dim=1)
+        return others - own if self.goal == "dodging" else own - others
+
+    def success(self, margin: torch.Tensor) -> torch.Tensor:
+        """Dodging in open-set succeeds at similarity <= threshold (margin >= 0); the rest at > 0."""
+        if self.setting == "open-set" and self.goal == "dodging":
+            return margin >= 0
+        return margin > 0

@@ -1,0 +1,71 @@
+"""The faces a threat model attacks: seeded identities, aligned to the recognizer's template."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facesec.data.align import Template
+from facesec.data.dataset import load_dataset
+from facesec.data.pipeline import align_faces
+from facesec.errors import DataError
+from facesec.spec import Data
+
+
+@dataclass
+class Population:
+    """Aligned faces of the selected identities; each identity's faces are contiguous, in file order."""
+
+    faces: torch.Tensor
+    """N x 3 x H x W float32 in [0, 1]."""
+    identity: np.ndarray
+    """Per face, its identity's index into `names`."""
+    names: list[str]
+    paths: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    manifest_sha256: str = ""
+
+
+def select(data: Data, template: Template, progress: bool = True) -> Population:
+    """Pick `data.identities` identities (seeded) that have `data.images_per_identity` usable faces."""
+    ds = load_dataset(data.dataset)
+    by_identity: dict[str, list[Path]] = {}
+    for path, ident in ds.items:
+        by_identity.setdefault(ident, []).append(path)
+    rng = np.random.default_rng(data.seed)
+    order = [str(n) for n in rng.permutation(sorted(by_identity))]
+    k = data.images_per_identity
+    crops: list[np.ndarray] = []
+    chosen: list[str] = []
+    paths: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for ident in order:
+        if len(chosen) == data.identities:
+            break
+        files = by_identity[ident]
+        if len(files) < k:
+            continue
+        faces = align_faces(files[: k + 2], template, progress=False)
+        if len(faces.paths) < k and len(files) > k + 2:
+            faces = align_faces(files, template, progress=False)
+        skipped += faces.skipped
+        if len(faces.paths) < k:
+            continue
+        chosen.append(ident)
+        crops.append(faces.crops[:k])
+        paths += faces.paths[:k]
+    if len(chosen) < data.identities:
+        raise DataError(f"dataset '{data.dataset}' has only {len(chosen)} identities with {k} usable faces; "
+                        f"lower data.identities ({data.identities}) or data.images_per_identity ({k})")
+    stacked = np.concatenate(crops)
+    digest = hashlib.sha256()
+    for path, ident in zip(paths, np.repeat(chosen, k), strict=True):
+        digest.update(f"{path.relative_to(ds.root).as_posix()},{ident}\n".encode())
+    return Population(
+        faces=torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div(255.0),
+        identity=np.repeat(np.arange(len(chosen)), k),
+        names=chosen, paths=paths, skipped=skipped, manifest_sha256=digest.hexdigest())

@@ -1,0 +1,478 @@
+"""Turn results.json into one self-contained HTML file an auditor can read in five minutes.
+
+The view model below is plain data built from results.json alone; every optional field may be
+missing (shown as a dash), and every string reaches the page through Jinja2's autoescaping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader
+
+from facesec.errors import ConfigError
+from facesec.report import figures
+
+SCHEMA_VERSION = 1
+DASH = "—"
+MATRIX_ROW_KEYS = ("recognizer", "perturbation", "knowledge", "setting")
+MATRIX_COLUMN_KEYS = ("goal", "capability")
+DIMENSION_KEYS = ("recognizer", "perturbation", "knowledge", "goal", "capability", "setting")
+_BUDGET_TOKEN = re.compile(r"(eps=)?\d*\.?\d+(e-?\d+)?(/\d*\.?\d+)?", re.IGNORECASE)
+_GREEN, _YELLOW, _RED = (26, 152, 80), (254, 224, 139), (215, 48, 39)
+
+
+@dataclass
+class Row:
+    """One line of a two-column table: a label and its formatted value."""
+
+    key: str
+    value: str
+
+
+@dataclass
+class Gate:
+    """A gate (or a baseline rule) with what was required, what the run reached, and the verdict."""
+
+    run: str
+    metric: str
+    required: str
+    actual: str
+    passed: bool | None
+    anchor: str = ""
+    note: str = ""
+
+
+@dataclass
+class Flag:
+    """A validity warning of one run (e.g. 'attack or gradients broken')."""
+
+    run: str
+    anchor: str
+    text: str
+
+
+@dataclass
+class GalleryItem:
+    """One gallery row: clean | adversarial | amplified perturbation | similarity before -> after."""
+
+    identity: str
+    target: str | None
+    clean: str | None
+    adversarial: str | None
+    perturbation: str | None
+    amplification: str
+    similarity_before: str
+    similarity_after: str
+    success: bool | None
+
+
+@dataclass
+class RunView:
+    """Everything the per-run section shows."""
+
+    index: int
+    anchor: str
+    name: str
+    source: str
+    asr: str
+    dimensions: list[Row]
+    metrics: list[Row]
+    validity: list[Row] | None
+    flags: list[str]
+    gates: list[Gate]
+    gallery: list[GalleryItem] | None
+    provenance: list[Row] | None
+    samples_href: str | None
+    samples_text: str
+    samples_found: bool
+    threat_model: str | None
+
+    @property
+    def failed(self) -> bool:
+        """True when a gate of this run did not pass (failed, or carries no verdict)."""
+        return any(g.passed is not True for g in self.gates)
+
+
+@dataclass
+class MatrixEntry:
+    """One run inside a matrix cell."""
+
+    anchor: str
+    name: str
+    text: str
+    flagged: bool
+    failed: bool
+
+
+@dataclass
+class MatrixCell:
+    """A (row, column) cell: its runs and the colour of its worst ASR."""
+
+    entries: list[MatrixEntry] = field(default_factory=list)
+    worst: float | None = None
+
+    @property
+    def style(self) -> str:
+        """Background and text colour for the cell's highest ASR."""
+        return asr_style(self.worst)
+
+
+@dataclass
+class Matrix:
+    """Threat-model matrix: rows (recognizer, perturbation, knowledge, setting) x columns (goal, capability)."""
+
+    columns: list[tuple[str, ...]]
+    rows: list[tuple[tuple[str, ...], list[MatrixCell]]]
+
+
+@dataclass
+class Report:
+    """The whole page."""
+
+    suite: str
+    created: str
+    facesec_version: str
+    n_runs: int
+    verdict: str
+    failed: list[Gate]
+    flags: list[Flag]
+    unchecked: list[str]
+    matrix: Matrix
+    sweeps: list[tuple[str, str]]
+    runs: list[RunView]
+    baseline_path: str | None
+    baseline: list[Gate] | None
+    redacted: bool
+
+
+def render_report(results_path: Path, out_path: Path | None = None, redact: bool = False) -> Path:
+    """Write the HTML report of `results_path` (default: index.html beside it) and return its path."""
+    results_path = Path(results_path)
+    out = Path(out_path) if out_path is not None else results_path.parent / "index.html"
+    results = load_results(results_path)
+    report = build_report(results, results_path.parent, out.parent, redact)
+    html = _environment().get_template("report.html.j2").render(r=report, dash=DASH)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """The results.json mapping; ConfigError naming the file when it is missing or not results."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found (write it with `facesec run`)") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable results.json ({exc})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
+        raise ConfigError(f"{path}: not a results.json (expected a mapping with a 'runs' list)")
+    version = doc.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"{path}: schema_version {version!r} is not supported; this facesec reads "
+                          f"{SCHEMA_VERSION} (render it with the facesec version that wrote it)")
+    return doc
+
+
+def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, redact: bool) -> Report:
+    """The view model of the page; image paths resolve against `results_dir`, links against `out_dir`."""
+    raw_runs = [run if isinstance(run, dict) else {} for run in results.get("runs") or []]
+    runs = [_run_view(i, run, results_dir, out_dir, redact) for i, run in enumerate(raw_runs)]
+    baseline_doc = _dict(results.get("baseline"))
+    baseline = [_baseline_rule(rule, runs) for rule in _list(baseline_doc.get("rules"))] if baseline_doc else None
+    all_gates = [g for run in runs for g in run.gates] + (baseline or [])
+    failed = [g for g in all_gates if g.passed is not True]  # as facesec.gates: no verdict is no pass
+    verdict = "FAIL" if failed else ("PASS" if all_gates else "NO GATES")
+    return Report(
+        suite=_text(results.get("suite")),
+        created=_text(results.get("created")),
+        facesec_version=_text(results.get("facesec_version")),
+        n_runs=len(runs),
+        verdict=verdict,
+        failed=failed,
+        flags=[Flag(run.name, run.anchor, flag) for run in runs for flag in run.flags],
+        unchecked=[run.name for run in runs if run.validity is None],
+        matrix=_matrix(raw_runs, runs),
+        sweeps=_sweeps(raw_runs),
+        runs=runs,
+        baseline_path=_text(baseline_doc.get("path")) if baseline_doc else None,
+        baseline=baseline,
+        redacted=redact,
+    )
+
+
+def fmt(value: Any) -> str:
+    """A results value as text: numbers to 4 significant digits, None as a dash."""
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def fmt_asr(asr: Any, ci: Any) -> str:
+    """'0.97 [0.90–0.99]': the attack success rate with its 95% confidence interval."""
+    rate = _num(asr)
+    if rate is None:
+        return DASH
+    bounds = [_num(b) for b in _list(ci)]
+    if len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None:
+        return f"{rate:.2f} [{bounds[0]:.2f}–{bounds[1]:.2f}]"
+    return f"{rate:.2f}"
+
+
+def asr_style(asr: float | None) -> str:
+    """CSS colours of a matrix cell: green (robust, low ASR) through yellow to red, readable text."""
+    if asr is None:
+        return "background:#eeeeee;color:#555555"
+    t = min(max(asr, 0.0), 1.0)
+    lo, hi, u = (_GREEN, _YELLOW, t * 2) if t < 0.5 else (_YELLOW, _RED, t * 2 - 1)
+    rgb = tuple(round(a + (b - a) * u) for a, b in zip(lo, hi, strict=True))
+    luminance = _luminance(rgb)
+    text = "#000000" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "#ffffff"
+    return f"background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x};color:{text}"
+
+
+def _luminance(rgb: tuple[int, ...]) -> float:
+    """WCAG relative luminance, to pick black or white text on a cell."""
+    lin = [(c / 255) / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path, redact: bool) -> RunView:
+    name = _text(run.get("name"), f"run {index + 1}")
+    metrics = _dict(run.get("metrics"))
+    validity = run.get("validity")
+    validity_doc = _dict(validity)
+    samples = run.get("samples_csv")
+    href = _relative_href(samples, results_dir, out_dir)
+    threat_model = run.get("threat_model")
+    gallery = run.get("gallery")
+    return RunView(
+        index=index,
+        anchor=f"run-{index + 1}",
+        name=name,
+        source=_text(run.get("source")),
+        asr=fmt_asr(metrics.get("attack_success_rate"), metrics.get("attack_success_ci95")),
+        dimensions=_dimension_rows(_dict(run.get("dimensions")), run.get("eps")),
+        metrics=[Row(str(k), fmt(v)) for k, v in metrics.items()],
+        validity=[Row(str(k), fmt(v)) for k, v in validity_doc.items() if k != "flags"]
+        if isinstance(validity, dict) else None,
+        flags=[_text(f) for f in _list(validity_doc.get("flags"))],
+        gates=[_gate(name, f"run-{index + 1}", g) for g in _list(run.get("gates"))],
+        gallery=[_gallery_item(item, results_dir, redact) for item in gallery if isinstance(item, dict)]
+        if isinstance(gallery, list) else None,
+        provenance=_provenance_rows(run["provenance"]) if isinstance(run.get("provenance"), dict) else None,
+        samples_href=href,
+        samples_text=_text(samples),
+        samples_found=href is not None and _inside(results_dir, samples),
+        threat_model=json.dumps(threat_model, indent=2, sort_keys=True) if threat_model is not None else None,
+    )
+
+
+def _dimension_rows(dims: dict[str, Any], eps: Any) -> list[Row]:
+    """The six dimensions, any extra ones, and eps (also in 255ths for L-inf, the way budgets are quoted)."""
+    keys = list(DIMENSION_KEYS) + [k for k in dims if k not in DIMENSION_KEYS]
+    rows = [Row(k, _text(dims.get(k))) for k in keys]
+    budget = _num(eps)
+    if budget is None:
+        return rows if eps is None else rows + [Row("eps", fmt(eps))]
+    in_255ths = f" ({budget * 255:.3g}/255)" if "linf" in _text(dims.get("perturbation")) else ""
+    return rows + [Row("eps", f"{budget:.4g}{in_255ths}")]
+
+
+def _gate(run: str, anchor: str, gate: Any) -> Gate:
+    """A gate as facesec.gates evaluated it; the verdict is read, never recomputed, so the two cannot disagree."""
+    doc = _dict(gate)
+    required = f"{_text(doc.get('op'), '?')} {fmt(doc.get('value'))}"
+    return Gate(run, _text(doc.get("metric")), required, fmt(doc.get("actual")), _passed(doc), anchor,
+                _text(doc.get("error"), ""))
+
+
+def _baseline_rule(rule: Any, runs: list[RunView]) -> Gate:
+    """A regression rule: the new value may exceed the baseline's by at most max_increase."""
+    doc = _dict(rule)
+    run = _text(doc.get("run"))
+    anchor = next((r.anchor for r in runs if r.name == run), "")
+    old, new, limit = _num(doc.get("old")), _num(doc.get("new")), _num(doc.get("max_increase"))
+    required = f"≤ {limit + old:.4g} ({old:.4g} + {limit:.4g})" if old is not None and limit is not None else DASH
+    change = f" ({new - old:+.4g})" if old is not None and new is not None else ""
+    note = _text(doc.get("error"), "") or _text(doc.get("note"), "")
+    return Gate(run, _text(doc.get("metric")), required, f"{fmt(doc.get('new'))}{change}", _passed(doc), anchor, note)
+
+
+def _passed(doc: dict[str, Any]) -> bool | None:
+    passed = doc.get("passed")
+    return passed if isinstance(passed, bool) else None
+
+
+def _gallery_item(item: dict[str, Any], results_dir: Path, redact: bool) -> GalleryItem:
+    clean = figures.load_image(results_dir, item.get("clean"))
+    adversarial = figures.load_image(results_dir, item.get("adversarial"))
+    perturbation = figures.load_image(results_dir, item.get("perturbation"))
+    amplified = figures.amplified_perturbation(perturbation, clean, adversarial)
+    if redact:
+        clean = figures.redact_face(clean) if clean is not None else None
+        adversarial = figures.redact_face(adversarial) if adversarial is not None else None
+    success = item.get("success")
+    target = item.get("target")
+    target = None if isinstance(target, float) and math.isnan(target) else target
+    return GalleryItem(
+        identity=_text(item.get("identity")),
+        target=None if target is None else _text(target),
+        clean=figures.png_data_uri(clean) if clean is not None else None,
+        adversarial=figures.png_data_uri(adversarial) if adversarial is not None else None,
+        perturbation=figures.png_data_uri(amplified[0]) if amplified is not None else None,
+        amplification=f"×{amplified[1]:.0f}" if amplified is not None and amplified[1] >= 1.5 else "",
+        similarity_before=_fixed(item.get("similarity_before")),
+        similarity_after=_fixed(item.get("similarity_after")),
+        success=success if isinstance(success, bool) else None,
+    )
+
+
+def _provenance_rows(prov: dict[str, Any]) -> list[Row]:
+    rows = []
+    for key, value in prov.items():
+        if isinstance(value, dict):
+            rows += [Row(f"{key}: {k}", fmt(v)) for k, v in value.items()]
+        else:
+            rows.append(Row(str(key), fmt(value)))
+    duration = _duration(prov.get("started"), prov.get("finished"))
+    return rows + [Row("duration", duration)] if duration else rows
+
+
+def _duration(started: Any, finished: Any) -> str | None:
+    try:
+        seconds = (datetime.fromisoformat(str(finished)) - datetime.fromisoformat(str(started))).total_seconds()
+    except (TypeError, ValueError):
+        return None
+    return f"{seconds:.1f} s"
+
+
+def _matrix(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> Matrix:
+    rows: dict[tuple[str, ...], dict[tuple[str, ...], MatrixCell]] = {}
+    columns: dict[tuple[str, ...], None] = {}
+    for raw, run in zip(raw_runs, runs, strict=True):
+        dims = _dict(raw.get("dimensions"))
+        row = tuple(_text(dims.get(k)) for k in MATRIX_ROW_KEYS)
+        column = tuple(_text(dims.get(k)) for k in MATRIX_COLUMN_KEYS)
+        columns.setdefault(column)
+        cell = rows.setdefault(row, {}).setdefault(column, MatrixCell())
+        cell.entries.append(MatrixEntry(run.anchor, run.name, run.asr, bool(run.flags), run.failed))
+        asr = _num(_dict(raw.get("metrics")).get("attack_success_rate"))
+        if asr is not None:
+            cell.worst = asr if cell.worst is None else max(cell.worst, asr)
+    return Matrix(
+        columns=list(columns),
+        rows=[(row, [cells.get(c, MatrixCell()) for c in columns]) for row, cells in rows.items()],
+    )
+
+
+def _sweeps(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """One eps-vs-ASR plot per perturbation family where runs differ only in eps: (title, data URI)."""
+    groups: dict[tuple[str, str, str], tuple[figures.SweepLine, dict[str, Any]]] = {}
+    for run in raw_runs:
+        eps, metrics = _num(run.get("eps")), _dict(run.get("metrics"))
+        asr = _num(metrics.get("attack_success_rate"))
+        if eps is None or asr is None:
+            continue
+        dims = _dict(run.get("dimensions"))
+        family = " ".join(t for t in _text(dims.get("perturbation")).split() if not _BUDGET_TOKEN.fullmatch(t))
+        label = " · ".join(_text(dims.get(k)) for k in DIMENSION_KEYS if k != "perturbation")
+        attack = {k: v for k, v in _dict(_dict(run.get("threat_model")).get("attack")).items() if k != "step_size"}
+        key = (family or DASH, label, json.dumps(attack, sort_keys=True, default=str))
+        line = groups.setdefault(key, (figures.SweepLine(label), attack))[0]
+        bounds = [_num(b) for b in _list(metrics.get("attack_success_ci95"))]
+        low, high = (bounds[0], bounds[1]) if len(bounds) == 2 else (None, None)
+        noise = _num(metrics.get("noise_success_rate"))
+        line.eps.append(eps)
+        line.asr.append(asr)
+        line.ci_low.append(asr if low is None else low)
+        line.ci_high.append(asr if high is None else high)
+        line.noise.append(math.nan if noise is None else noise)
+    by_family: dict[str, list[tuple[figures.SweepLine, dict[str, Any]]]] = {}
+    for (family, _, _), (line, attack) in groups.items():
+        if len(set(line.eps)) >= 2:
+            order = sorted(range(len(line.eps)), key=line.eps.__getitem__)
+            for attr in ("eps", "asr", "ci_low", "ci_high", "noise"):
+                values = getattr(line, attr)
+                setattr(line, attr, [values[i] for i in order])
+            by_family.setdefault(family, []).append((line, attack))
+    plots = []
+    for family, members in by_family.items():
+        # Attack settings join the legend only where they tell this family's lines apart.
+        keys = sorted({k for _, attack in members for k in attack})
+        varying = [k for k in keys if len({json.dumps(a.get(k), default=str) for _, a in members}) > 1]
+        for line, attack in members:
+            if varying:
+                line.label += " · " + ", ".join(f"{k}={fmt(attack.get(k))}" for k in varying)
+        lines = [line for line, _ in members]
+        plots.append((family, figures.eps_asr_plot(f"ASR vs eps: {family}", lines, in_255ths="linf" in family)))
+    return plots
+
+
+def _relative_href(target: Any, results_dir: Path, out_dir: Path) -> str | None:
+    """A relative link from the report to a file named in results.json; None for URLs or absolute paths."""
+    if not isinstance(target, str) or not target or ":" in target or target.startswith(("/", "\\")):
+        return None
+    rel = os.path.relpath(results_dir.resolve() / target, out_dir.resolve())
+    return quote(Path(rel).as_posix(), safe="/")
+
+
+def _inside(root: Path, relative: Any) -> bool:
+    path = (root / str(relative)).resolve()
+    return path.is_relative_to(root.resolve()) and path.is_file()
+
+
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _text(value: Any, default: str = DASH) -> str:
+    """A results string for display; numbers and other values are formatted, None becomes `default`."""
+    if value is None or value == "":
+        return default
+    return value if isinstance(value, str) else fmt(value)
+
+
+def _num(value: Any) -> float | None:
+    """A number from results.json as float; None for anything else, booleans and NaN included."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _fixed(value: Any) -> str:
+    """A similarity to three decimals, so the before and after columns line up."""
+    number = _num(value)
+    return DASH if number is None else f"{number:.3f}"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
