@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of threat-model files (for editors)")
 
-    sub.add_parser("list", help="show registered recognizers and datasets found under $FACESEC_DATA")
+    sub.add_parser("list", help="show registered recognizers, attacks, and datasets found under $FACESEC_DATA")
     return p
 
 
@@ -91,11 +91,15 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from facesec import attacks
     from facesec.data.dataset import find_datasets
     from facesec.recognizers import available
 
     print("recognizers:")
     for name in sorted(available()):
+        print(f"  {name}")
+    print("attacks (library/method):")
+    for name in attacks.available():
         print(f"  {name}")
     print("datasets (under $FACESEC_DATA):")
     for name, path in find_datasets().items():

@@ -224,6 +224,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
             "perturbation": f"pixel {tm.perturbation.norm} {_fraction_text(tm.perturbation.eps)}",
             "knowledge": tm.knowledge, "goal": tm.goal, "capability": tm.capability,
             "setting": f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
+            "attack": f"{a.library}/{a.method} {a.steps} steps",
         },
         "eps": tm.perturbation.eps, "metrics": metrics_out, "validity": validity,
         "skipped_images": [{"path": str(p), "reason": r} for p, r in pop.skipped],

@@ -2,7 +2,8 @@
 
 One loop serves all four (they differ in start, step size, momentum and loss). Every iterate is
 checked and the first successful one is kept, so more steps never lower success. No host syncs
-inside the loop.
+inside the loop. With `autocast_dtype` (e.g. torch.bfloat16 on CUDA) the recognizer's forward runs
+under autocast; the margin and its gradient are computed from fp32 embeddings.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ class GradientAttack(Attack):
     def __init__(self, name: str, steps: int = 20, step_size: float | None = None, random_start: bool = True,
                  momentum: float = 0.0, loss: Literal["margin", "cw"] = "margin", kappa: float = 0.0,
                  batch_size: int = 64, universal_kappa: float = 0.1,
-                 default_step: Literal["madry", "eps", "eps/steps"] = "madry") -> None:
+                 default_step: Literal["madry", "eps", "eps/steps"] = "madry",
+                 autocast_dtype: torch.dtype | None = None) -> None:
         self.name = name
+        self.autocast_dtype = autocast_dtype
         self.default_step = default_step
         self.steps = steps
         self.step_size = step_size
@@ -72,6 +75,14 @@ class GradientAttack(Attack):
         factor = 2.5 if self.default_step == "madry" else 1.0
         return factor * budget.eps / self.steps if self.steps else 0.0
 
+    def _margin(self, objective: Objective, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The objective's margin of `x`; the forward under autocast when `autocast_dtype` is set."""
+        if self.autocast_dtype is None:
+            return objective.margin(objective.recognizer(x), index)
+        with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
+            emb = objective.recognizer(x)
+        return objective.margin(emb.float(), index)
+
     def _loss(self, margin: torch.Tensor, kappa: float) -> torch.Tensor:
         return margin.clamp(max=kappa) if self.loss == "cw" else margin
 
@@ -86,7 +97,6 @@ class GradientAttack(Attack):
 
     def _attack_batch(self, x: torch.Tensor, index: torch.Tensor, objective: Objective, budget: Budget,
                       generator: torch.Generator) -> torch.Tensor:
-        model = objective.recognizer
         alpha = self._alpha(budget)
         delta = random_in_ball(tuple(x.shape), budget, generator).to(x) if self.random_start else torch.zeros_like(x)
         x_adv = (x + delta).clamp(0, 1)
@@ -103,7 +113,7 @@ class GradientAttack(Attack):
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
             with torch.enable_grad():
-                margin = objective.margin(model(x_adv), index)
+                margin = self._margin(objective, x_adv, index)
                 (grad,) = torch.autograd.grad(self._loss(margin, self.kappa).sum(), x_adv)
             x_adv = x_adv.detach()
             keep(x_adv, margin.detach())
@@ -112,13 +122,11 @@ class GradientAttack(Attack):
                 velocity = self.momentum * velocity + grad / l1
                 grad = velocity
             x_adv = (x + project(x_adv + alpha * steepest(grad, budget.norm) - x, budget)).clamp(0, 1)
-        with torch.no_grad():
-            keep(x_adv, objective.margin(model(x_adv), index))
+        # The last iterate needs no check: where no earlier iterate succeeded, it is returned anyway.
         return torch.where(found.view(-1, 1, 1, 1), best, x_adv)
 
     def run_universal(self, x: torch.Tensor, objective: Objective, budget: Budget,
                       generator: torch.Generator) -> torch.Tensor:
-        model = objective.recognizer
         alpha = self._alpha(budget)
         shape = (1, *x.shape[1:])
         delta = random_in_ball(shape, budget, generator).to(x) if self.random_start else torch.zeros(shape).to(x)
@@ -130,7 +138,7 @@ class GradientAttack(Attack):
                 index = torch.arange(start, stop, device=x.device)
                 d = delta.clone().requires_grad_(True)
                 with torch.enable_grad():
-                    margin = objective.margin(model((x[start:stop] + d).clamp(0, 1)), index)
+                    margin = self._margin(objective, (x[start:stop] + d).clamp(0, 1), index)
                     loss = margin.clamp(max=self.universal_kappa).sum() / len(x)
                     grad += torch.autograd.grad(loss, d)[0]
             if self.momentum:

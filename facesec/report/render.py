@@ -23,9 +23,9 @@ from facesec.report import figures
 
 SCHEMA_VERSION = 1
 DASH = "—"
-MATRIX_ROW_KEYS = ("recognizer", "perturbation", "knowledge", "setting")
+MATRIX_ROW_KEYS = ("recognizer", "perturbation", "knowledge", "setting", "attack")
 MATRIX_COLUMN_KEYS = ("goal", "capability")
-DIMENSION_KEYS = ("recognizer", "perturbation", "knowledge", "goal", "capability", "setting")
+DIMENSION_KEYS = ("recognizer", "perturbation", "knowledge", "goal", "capability", "setting", "attack")
 _BUDGET_TOKEN = re.compile(r"(eps=)?\d*\.?\d+(e-?\d+)?(/\d*\.?\d+)?", re.IGNORECASE)
 _GREEN, _YELLOW, _RED = (26, 152, 80), (254, 224, 139), (215, 48, 39)
 
@@ -128,7 +128,7 @@ class MatrixCell:
 
 @dataclass
 class Matrix:
-    """Threat-model matrix: rows (recognizer, perturbation, knowledge, setting) x columns (goal, capability)."""
+    """Threat-model matrix: rows (recognizer, perturbation, knowledge, setting, attack) x columns (goal, capability)."""
 
     columns: list[tuple[str, ...]]
     rows: list[tuple[tuple[str, ...], list[MatrixCell]]]
@@ -147,6 +147,7 @@ class Report:
     flags: list[Flag]
     unchecked: list[str]
     matrix: Matrix
+    row_keys: tuple[str, ...]
     sweeps: list[tuple[str, str]]
     runs: list[RunView]
     baseline_path: str | None
@@ -202,6 +203,7 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         flags=[Flag(run.name, run.anchor, flag) for run in runs for flag in run.flags],
         unchecked=[run.name for run in runs if run.validity is None],
         matrix=_matrix(raw_runs, runs),
+        row_keys=MATRIX_ROW_KEYS,
         sweeps=_sweeps(raw_runs),
         runs=runs,
         baseline_path=_text(baseline_doc.get("path")) if baseline_doc else None,
