@@ -19,6 +19,7 @@ from facesec.spec import ClosedSet, ThreatModel
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
 SANITY_MIN_ASR = 0.95
+SANITY_STEPS = 10
 GALLERY_SIZE = 6
 
 
@@ -185,7 +186,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     holds_after = ~final if tm.goal == "dodging" else final
     protocol_metric = {("open-set", "dodging"): "tar", ("open-set", "impersonation"): "target_accept",
                        ("closed-set", "dodging"): "rank1", ("closed-set", "impersonation"): "target_top1"}
-    validity = _validity(tm, attack, model, x, objective, attempted, budget, generator, x_train, train_obj,
+    validity = _validity(tm, model, x, objective, attempted, budget, generator, x_train, train_obj,
                          noise_asr, asr)
     metrics_out = {
         "attack_success_rate": asr,
@@ -234,17 +235,21 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     return RunOutput(record, x[:GALLERY_SIZE].cpu(), x_adv[:GALLERY_SIZE].detach().cpu(), tm.perturbation.eps)
 
 
-def _validity(tm: ThreatModel, attack: Attack, model: Recognizer, x: torch.Tensor, objective: Objective,
+def _validity(tm: ThreatModel, model: Recognizer, x: torch.Tensor, objective: Objective,
               attempted: np.ndarray, budget: Budget, generator: torch.Generator, x_train: torch.Tensor | None,
               train_obj: Objective | None, noise_asr: float, asr: float) -> dict[str, Any]:
     """AutoAttack-style checks: the random-noise baseline, and an unbounded run that must succeed.
 
-    Single-step and very short attacks are checked with a 10-step native PGD: the question is
-    whether the objective's gradients lead anywhere.
+    The unbounded run uses the same attack with at least SANITY_STEPS steps (FGSM: a native PGD):
+    the question is whether the objective's gradients lead anywhere.
     """
     flags: list[str] = []
-    if tm.attack.method == "fgsm" or tm.attack.steps < 5:  # one step cannot use a huge budget: check gradients with PGD
-        attack = attacks.create("native", "pgd", steps=10)
+    a = tm.attack
+    if a.method == "fgsm":  # one full-budget step overshoots: check the gradients with a 10-step PGD
+        attack = attacks.create("native", "pgd", steps=SANITY_STEPS)
+    else:  # the same attack, with at least SANITY_STEPS steps at its default step size for the big budget
+        attack = attacks.create(a.library, a.method, steps=max(a.steps, SANITY_STEPS), step_size=None,
+                                random_start=a.random_start, **dict(a.params))
     chosen = np.flatnonzero(attempted)[: tm.attack.sanity_samples]
     unbounded_asr = None
     if len(chosen):
