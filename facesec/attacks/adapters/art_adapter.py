@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facesec.attacks.adapters.heads import LogitsHead, library_labels
+from facesec.attacks.adapters.heads import LogitsHead, tasks
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
 from facesec.attacks.objectives import Objective
 from facesec.errors import ConfigError
@@ -22,8 +22,7 @@ class ArtAttack(Attack):
         self.method, self.steps, self.step_size, self.random_start = method, steps, step_size, random_start
         self.batch_size, self.params = batch_size, params
 
-    def run(self, x: torch.Tensor, objective: Objective, budget: Budget,
-            generator: torch.Generator) -> AttackOutput:
+    def _build(self, head: LogitsHead, budget: Budget, targeted: bool, x: torch.Tensor) -> Any:
         try:
             from art.attacks.evasion import (
                 FastGradientMethod,
@@ -33,33 +32,36 @@ class ArtAttack(Attack):
             from art.estimators.classification import PyTorchClassifier
         except ImportError as exc:
             raise ConfigError("library: art needs the extra: pip install 'facesec[art]'") from exc
-        head = LogitsHead(objective).eval()
         classifier = PyTorchClassifier(
             model=head, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
             nb_classes=head.n_classes, clip_values=(0.0, 1.0),
             device_type="gpu" if x.device.type == "cuda" else "cpu")
         norm = np.inf if budget.norm == "linf" else 2
-        labels, targeted = library_labels(objective)
         common = {"norm": norm, "eps": budget.eps, "targeted": targeted, "batch_size": self.batch_size}
         if self.method == "pgd":
             alpha = self.step_size if self.step_size is not None else 2.5 * budget.eps / max(self.steps, 1)
-            attack = ProjectedGradientDescentPyTorch(
+            return ProjectedGradientDescentPyTorch(
                 classifier, eps_step=alpha, max_iter=self.steps, num_random_init=1 if self.random_start else 0,
                 verbose=False, **common, **self.params)
-        elif self.method == "fgsm":
-            attack = FastGradientMethod(classifier, eps_step=budget.eps, **common, **self.params)
-        elif self.method == "mi-fgsm":
+        if self.method == "fgsm":
+            return FastGradientMethod(classifier, eps_step=budget.eps, **common, **self.params)
+        if self.method == "mi-fgsm":
             step = self.step_size if self.step_size is not None else budget.eps / max(self.steps, 1)
-            attack = MomentumIterativeMethod(classifier, eps_step=step, max_iter=self.steps, verbose=False,
-                                             **common, **self.params)
-        else:
-            raise ConfigError(f"ART adapter has no method '{self.method}'; use pgd, fgsm or mi-fgsm")
+            return MomentumIterativeMethod(classifier, eps_step=step, max_iter=self.steps, verbose=False,
+                                           **common, **self.params)
+        raise ConfigError(f"ART adapter has no method '{self.method}'; use pgd, fgsm or mi-fgsm")
+
+    def run(self, x: torch.Tensor, objective: Objective, budget: Budget,
+            generator: torch.Generator) -> AttackOutput:
         np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        onehot = np.eye(head.n_classes, dtype=np.float32)[labels.cpu().numpy()]
-        x_adv = attack.generate(x=x.detach().cpu().numpy().astype(np.float32), y=onehot)
+        x_adv = x.clone()
+        for task in tasks(objective):
+            attack = self._build(task.head, budget, task.targeted, x)
+            onehot = np.eye(task.head.n_classes, dtype=np.float32)[task.labels.cpu().numpy()]
+            out = attack.generate(x=x[task.index].detach().cpu().numpy().astype(np.float32), y=onehot)
+            x_adv[task.index] = torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
         steps = 1 if self.method == "fgsm" else self.steps
-        return AttackOutput(torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).to(x.device),
-                            torch.full((len(x),), steps + 1, dtype=torch.int64))
+        return AttackOutput(x_adv, torch.full((len(x),), steps + 1, dtype=torch.int64))
 
 
 for _method in ("pgd", "fgsm", "mi-fgsm"):

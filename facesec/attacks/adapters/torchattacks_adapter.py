@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from facesec.attacks.adapters.heads import LogitsHead, library_labels
+from facesec.attacks.adapters.heads import LogitsHead, tasks
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
 from facesec.attacks.objectives import Objective
 from facesec.errors import ConfigError
@@ -41,13 +41,13 @@ class TorchattacksAttack(Attack):
 
     def run(self, x: torch.Tensor, objective: Objective, budget: Budget,
             generator: torch.Generator) -> AttackOutput:
-        head = LogitsHead(objective).eval()
-        attack = self._build(head, budget)
-        labels, targeted = library_labels(objective)
-        if targeted:
-            attack.set_mode_targeted_by_label(quiet=True)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        x_adv = attack(x, labels.to(x.device)).detach()
+        x_adv = x.clone()
+        for task in tasks(objective):
+            attack = self._build(task.head, budget)
+            if task.targeted:
+                attack.set_mode_targeted_by_label(quiet=True)
+            x_adv[task.index] = attack(x[task.index], task.labels).detach()
         steps = 1 if self.method == "fgsm" else self.steps
         return AttackOutput(x_adv, torch.full((len(x),), steps + 1, dtype=torch.int64))
 
