@@ -13,12 +13,14 @@ from tqdm import tqdm
 
 from facesec import gates, metrics, protocols
 from facesec.data.dataset import load_dataset
+from facesec.data.dataset import resolve as resolve_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
-from facesec.engine import run_threat_model
-from facesec.errors import ConfigError, DataError
+from facesec.engine import build_attack, run_threat_model
+from facesec.errors import ConfigError, DataError, FacesecError
 from facesec.recognizers import Recognizer, load
+from facesec.recognizers import available as available_recognizers
 from facesec.report import render_report
 from facesec.results import build_results, save, slug
 from facesec.spec import ThreatModel, load_threat_models
@@ -131,26 +133,49 @@ def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: st
     Returns the results document and the suite folder. Gates are evaluated per run; with
     `baseline`, ASR may not rise more than `max_asr_increase` points over the old results.
     """
-    models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides))]
+    models = check(files, overrides)
+    if not models:
+        raise ConfigError("no threat models to run")
+    old = _read_results(Path(baseline)) if baseline else None
     name = suite or (Path(files[0]).stem if len(files) == 1 else "suite")
     out_dir = Path(out_root) / slug(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     outputs = []
     for source, tm in tqdm(models, desc="threat models", unit="run", disable=not progress or None):
-        output = run_threat_model(tm, dev, source, progress)
-        output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates],
-                                                      output.record["metrics"])
+        try:
+            output = run_threat_model(tm, dev, source, progress)
+        except FacesecError as exc:
+            raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
+        gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
+        output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
         outputs.append(output)
     results = build_results(name, outputs, out_dir)
-    if baseline:
-        old = _read_results(Path(baseline))
+    if old is not None:
         results["baseline"] = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
     save(results, out_dir)
     if junit:
         gates.write_junit(results, Path(junit))
     render_report(out_dir / "results.json", redact=redact)
     return results, out_dir
+
+
+def check(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[tuple[str, ThreatModel]]:
+    """Load and pre-flight every threat model before anything runs: recognizer, dataset and attack
+    must exist and fit, so a late error cannot lose a suite's finished runs."""
+    models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides))]
+    known = available_recognizers()
+    for source, tm in models:
+        name = tm.target if isinstance(tm.target, str) else tm.target.get("name")
+        if not isinstance(name, str) or (name not in known and ":" not in name):
+            raise ConfigError(f"{source}: {tm.name}: field 'target': unknown recognizer {name!r}; "
+                              f"known: {', '.join(sorted(known))}, or package.module:factory")
+        try:
+            resolve_dataset(tm.data.dataset)
+            build_attack(tm)
+        except FacesecError as exc:
+            raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
+    return models
 
 
 def _read_results(path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from facesec import __version__
 from facesec.errors import ConfigError, FacesecError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,7 +114,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     results, out_dir = run(args.files, args.overrides, args.out, args.suite, args.device, args.baseline,
                            args.max_asr_increase, args.junit, args.redact)
-    failed = 0
     for record in results["runs"]:
         m = record["metrics"]
         lo, hi = m["attack_success_ci95"]
@@ -122,7 +122,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         flags = "".join(f"\n    ! {f}" for f in record["validity"]["flags"])
         print(f"{record['name']}: ASR {m['attack_success_rate']:.3f} [{lo:.3f}, {hi:.3f}] "
               f"over {m['n_attempts']} attempts (clean {m['clean_success_rate']:.3f}){gate_text}{flags}")
-        failed += verdicts.count("FAIL")
     for rule in (results.get("baseline") or {}).get("rules", []):
         if not rule["passed"]:
             print(f"baseline regression in {rule['run']}: {rule['metric']} {rule['old']} -> {rule['new']}")
@@ -142,17 +141,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from facesec.spec import load_threat_models
+    from facesec.api import check
 
     failed = False
     for path in args.files:
         try:
-            models = load_threat_models(path, args.overrides)
+            models = check([path], args.overrides)
         except FacesecError as exc:
             print(f"facesec: error: {exc}", file=sys.stderr)
             failed = True
             continue
-        print(f"{path}: ok, {len(models)} run(s): " + ", ".join(m.name for m in models))
+        print(f"{path}: ok, {len(models)} run(s): " + ", ".join(tm.name for _, tm in models))
     return EXIT_BAD_INPUT if failed else 0
 
 
@@ -177,6 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"facesec: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:  # a crash must never read as "a gate failed" (exit 1) in CI
+        if args.debug:
+            raise
+        print(f"facesec: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch
 
 from facesec import attacks, metrics, protocols
 from facesec.attacks import Attack, Budget, Objective
+from facesec.errors import ConfigError
 from facesec.population import Population, select
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
@@ -164,9 +165,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
 
     budget = Budget(tm.perturbation.norm, tm.perturbation.eps)
     a = tm.attack
-    params: dict[str, Any] = dict(a.params)
-    attack = attacks.create(a.library, a.method, steps=a.steps, step_size=a.step_size,
-                            random_start=a.random_start, **params)
+    attack = build_attack(tm)
     clean_success, sim_before = _success(objective, model, x)
     t_attack = time.perf_counter()
     x_adv, queries = _attack(attack, tm, x, objective, budget, generator, x_train, train_obj)
@@ -222,10 +221,10 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         "name": tm.name, "source": source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": model.info.name,
-            "perturbation": f"pixel {tm.perturbation.norm} {_fraction_text(tm.perturbation.eps)}",
+            "perturbation": f"pixel {tm.perturbation.norm} {_budget_text(tm.perturbation.norm, tm.perturbation.eps)}",
             "knowledge": tm.knowledge, "goal": tm.goal, "capability": tm.capability,
             "setting": f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
-            "attack": f"{a.library}/{a.method} {a.steps} steps",
+            "attack": f"{a.library}/{a.method}" + ("" if a.method == "fgsm" else f" {a.steps} steps"),
         },
         "eps": tm.perturbation.eps, "metrics": metrics_out, "validity": validity,
         "skipped_images": [{"path": str(p), "reason": r} for p, r in pop.skipped],
@@ -233,6 +232,24 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         "samples": samples,
     }
     return RunOutput(record, x[:GALLERY_SIZE].cpu(), x_adv[:GALLERY_SIZE].detach().cpu(), tm.perturbation.eps)
+
+
+def build_attack(tm: ThreatModel, **override: Any) -> Attack:
+    """The threat model's attack; ConfigError naming `attack.*` when it cannot be built or used."""
+    a = tm.attack
+    kwargs: dict[str, Any] = {"steps": a.steps, "step_size": a.step_size, **a.params}
+    if a.random_start is not None:
+        kwargs["random_start"] = a.random_start
+    kwargs.update(override)
+    try:
+        attack = attacks.create(a.library, a.method, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"field 'attack.params': {a.library}/{a.method} does not take these parameters "
+                          f"({exc})") from exc
+    if tm.capability == "universal" and not attack.supports_universal:
+        raise ConfigError(f"field 'capability': universal needs library: native ({a.library}/{a.method} "
+                          "makes per-image perturbations only)")
+    return attack
 
 
 def _validity(tm: ThreatModel, model: Recognizer, x: torch.Tensor, objective: Objective,
@@ -244,12 +261,10 @@ def _validity(tm: ThreatModel, model: Recognizer, x: torch.Tensor, objective: Ob
     the question is whether the objective's gradients lead anywhere.
     """
     flags: list[str] = []
-    a = tm.attack
-    if a.method == "fgsm":  # one full-budget step overshoots: check the gradients with a 10-step PGD
+    if tm.attack.method == "fgsm":  # one full-budget step overshoots: check the gradients with a 10-step PGD
         attack = attacks.create("native", "pgd", steps=SANITY_STEPS)
     else:  # the same attack, with at least SANITY_STEPS steps at its default step size for the big budget
-        attack = attacks.create(a.library, a.method, steps=max(a.steps, SANITY_STEPS), step_size=None,
-                                random_start=a.random_start, **dict(a.params))
+        attack = build_attack(tm, steps=max(tm.attack.steps, SANITY_STEPS), step_size=None)
     chosen = np.flatnonzero(attempted)[: tm.attack.sanity_samples]
     unbounded_asr = None
     if len(chosen):
@@ -267,13 +282,15 @@ def _validity(tm: ThreatModel, model: Recognizer, x: torch.Tensor, objective: Ob
         unbounded_asr = float(ok.mean())
         if unbounded_asr < SANITY_MIN_ASR:
             flags.append(f"attack or gradients broken: unbounded run reached {unbounded_asr:.2f} < {SANITY_MIN_ASR}")
+    else:
+        flags.append("unbounded-budget check not run: every sample already succeeded on the clean input")
     if noise_asr > 0 and asr <= noise_asr:
         flags.append(f"attack no better than random noise ({asr:.2f} <= {noise_asr:.2f})")
     return {"noise_baseline_asr": noise_asr, "unbounded_asr": unbounded_asr, "unbounded_n": int(len(chosen)),
-            "flags": flags}
+            "n_flags": len(flags), "flags": flags}
 
 
-def _fraction_text(eps: float) -> str:
-    """8/255 or 0.5/255 for budgets in tenths of 255ths, else the decimal."""
+def _budget_text(norm: str, eps: float) -> str:
+    """L-inf budgets in tenths of 255ths as 8/255 or 0.5/255; anything else as the decimal."""
     n = eps * 255
-    return f"{round(n, 1):g}/255" if abs(n * 10 - round(n * 10)) < 1e-6 else f"{eps:g}"
+    return f"{round(n, 1):g}/255" if norm == "linf" and abs(n * 10 - round(n * 10)) < 1e-6 else f"{eps:g}"

@@ -42,10 +42,11 @@ def _write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, An
     table.to_csv(run_dir / "samples.csv", index=False)
     record["samples_csv"] = f"runs/{name}/samples.csv"
     gallery = []
-    eps = max(output.eps, 1e-12)
     for i, (clean, adv) in enumerate(zip(output.clean, output.adversarial, strict=True)):
         files = {}
-        for kind, image in (("clean", clean), ("adversarial", adv), ("perturbation", (adv - clean) / (2 * eps) + 0.5)):
+        delta = adv - clean  # shown around mid-grey, stretched by its own largest change so L2 noise stays visible
+        stretched = delta / (2 * delta.abs().max().clamp_min(1e-12)) + 0.5
+        for kind, image in (("clean", clean), ("adversarial", adv), ("perturbation", stretched)):
             _png(image, run_dir / f"{i}_{kind}.png")
             files[kind] = f"runs/{name}/{i}_{kind}.png"
         row = table.iloc[i]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from facesec.errors import ConfigError
@@ -77,15 +77,25 @@ class Attack(Strict):
     library: Literal["native", "torchattacks", "art"] = "native"
     steps: int = Field(20, ge=0)
     step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM)")
-    random_start: bool = True
-    params: dict[str, float] = Field({}, description="method-specific: momentum, kappa, batch_size, ...")
-    sanity_samples: int = Field(8, ge=0, description="samples for the unbounded-budget validity check")
+    random_start: bool | None = Field(None, description="default: the method's own (PGD, CW yes; FGSM, MI-FGSM no)")
+    params: dict[str, int | float | bool | str] = Field({}, description="method-specific: momentum, kappa, batch_size")
+    sanity_samples: int = Field(8, ge=1, description="samples for the unbounded-budget validity check")
+
+
+METRIC_NAMES = (
+    "attack_success_rate", "n_attempts", "n_samples", "clean_success_rate", "noise_success_rate",
+    "protocol_before", "protocol_after", "similarity_before_mean", "similarity_after_mean",
+    "similarity_shift_mean", "threshold", "linf_mean", "l2_mean", "ssim_mean", "queries_per_sample",
+    "attack_time_s", "wall_time_s", "n_identities", "n_skipped_images",
+    "validity.noise_baseline_asr", "validity.unbounded_asr", "validity.n_flags",
+)
+"""What gates may test: the run's numeric metrics and its validity checks."""
 
 
 class Gate(Strict):
     """A condition a run must meet, e.g. attack_success_rate <= 0.5."""
 
-    metric: str
+    metric: Literal[METRIC_NAMES]  # type: ignore[valid-type]
     op: Literal["<", "<=", ">", ">=", "=="] = "<="
     value: float
 
@@ -105,6 +115,13 @@ class ThreatModel(Strict):
     attack: Attack = Attack()
     gates: list[Gate] = []
 
+    @model_validator(mode="after")
+    def _probes_remain(self) -> ThreatModel:
+        if isinstance(self.setting, ClosedSet) and self.setting.gallery_images >= self.data.images_per_identity:
+            raise ValueError(f"setting.gallery_images ({self.setting.gallery_images}) must be below "
+                             f"data.images_per_identity ({self.data.images_per_identity}) so that probes remain")
+        return self
+
 
 EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.eps", "perturbation.norm", "setting.fmr",
               "attack.steps", "attack.method", "attack.library")
@@ -121,18 +138,31 @@ def _get(doc: dict[str, Any], path: str) -> Any:
 
 
 def _set(doc: dict[str, Any], path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    node = doc
-    for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {path}: '{key}' is not a mapping")
-    node[last] = value
+    """Set a dotted path; numeric parts index lists (gates.0.value)."""
+    keys = path.split(".")
+    node: Any = doc
+    for i, key in enumerate(keys):
+        is_last = i == len(keys) - 1
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            if is_last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if is_last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError(f"--set {path}: cannot reach '{key}' (not a mapping, or no such list item)")
 
 
 def expand(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One document per combination of the list-valued EXPANDABLE fields; names get a suffix."""
     axes = [(p, v) for p in EXPANDABLE if isinstance(v := _get(doc, p), list)]
+    for path, values in axes:
+        if not values:
+            raise ConfigError(f"field '{path}': empty list; give at least one value")
     if not axes:
         return [doc]
     runs = []
@@ -153,6 +183,8 @@ def _describe_error(source: str, err: ErrorDetails) -> str:
         return (f"{source}: field '{loc}': unknown key; remove it or check its spelling "
                 "(`facesec schema` lists the keys)")
     given = err.get("input")
+    if not loc:  # a check across fields: its message names them
+        return f"{source}: {err['msg'].removeprefix('Value error, ')}"
     shown = "" if kind == "missing" else f" (got {given!r})"
     return f"{source}: field '{loc}': {err['msg']}{shown}"
 
@@ -207,7 +239,11 @@ def load_threat_models(path: str | Path, overrides: list[str] | None = None) -> 
     for key, value in _parse_overrides(overrides or []):
         _set(doc, key, value)
     models = []
-    for run in expand(doc):
+    try:
+        runs = expand(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    for run in runs:
         try:
             models.append(ThreatModel.model_validate(run))
         except ValidationError as exc:

@@ -20,7 +20,6 @@ from facesec.gates import (
     suite_passed,
     write_junit,
 )
-from facesec.spec import Gate
 
 METRICS: dict[str, Any] = {
     "attack_success_rate": 0.97,
@@ -33,7 +32,8 @@ METRICS: dict[str, Any] = {
 
 
 def gate(metric: str, op: str, value: float) -> dict[str, Any]:
-    return Gate(metric=metric, op=op, value=value).model_dump()
+    """A gate as evaluate_gates sees it (spec.Gate limits metric names; gates.py must not rely on that)."""
+    return {"metric": metric, "op": op, "value": value}
 
 
 def run(name: str, asr: float, gates: list[dict[str, Any]] | None = None, flags: list[str] | None = None

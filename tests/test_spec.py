@@ -68,6 +68,10 @@ BAD = {
     "scalar_document": ("just a string\n", "top level must be a mapping"),
     "empty_file": ("", "empty file"),
     "python_tag": ("name: !!python/object/apply:os.system ['echo hi']\n", "YAML tag not allowed"),
+    "empty_list": ("name: x\ngoal: []\n", "field 'goal': empty list"),
+    "no_probes_left": ("name: x\ndata: {images_per_identity: 3}\nsetting: {kind: closed-set, gallery_images: 3}\n",
+                       "gallery_images (3) must be below data.images_per_identity (3)"),
+    "unknown_gate_metric": ("name: x\ngates: [{metric: atack_success_rate, value: 1}]\n", "field 'gates.0.metric'"),
     "bad_gate_op": ("name: x\ngates: [{metric: attack_success_rate, op: '~', value: 1}]\n", "field 'gates.0.op'"),
 }
 
@@ -86,9 +90,28 @@ def test_bad_yaml_gives_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
     assert len(lines) == 1 and lines[0] == f"facesec: error: {message}"
 
 
-def test_validate_ok_and_schema(tmp_path: Path) -> None:
+def test_validate_ok_and_schema(celeba: Path, tmp_path: Path) -> None:
     out = cli("validate", str(write(tmp_path, GOOD)))
     assert out.returncode == 0 and "ok, 6 run(s)" in out.stdout
     schema = json.loads(cli("schema").stdout)
     assert {"name", "target", "perturbation", "knowledge", "goal", "capability", "setting"} <= set(schema["properties"])
     assert any(alt.get("type") == "array" for alt in schema["properties"]["goal"]["anyOf"])
+
+
+PREFLIGHT = {
+    "unknown_target": ("target: nope\n", "field 'target': unknown recognizer 'nope'"),
+    "missing_dataset": ("data: {dataset: no-such-data}\n", "dataset 'no-such-data' not found"),
+    "cw_in_torchattacks": ("attack: {method: cw, library: torchattacks}\n", "no attack 'cw' in library 'torchattacks'"),
+    "universal_in_art": ("capability: universal\nattack: {library: art}\n", "universal needs library: native"),
+    "bad_param": ("attack: {params: {colour: 1}}\n", "field 'attack.params'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREFLIGHT))
+def test_validate_preflights_what_run_would_need(celeba: Path, tmp_path: Path, case: str) -> None:
+    text, expected = PREFLIGHT[case]
+    path = write(tmp_path, f"name: pre\n{text}", f"{case}.yaml")
+    out = cli("validate", str(path))
+    assert out.returncode == 2, out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"facesec: error: {path}: pre: ") and expected in lines[0]

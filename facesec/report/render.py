@@ -73,6 +73,8 @@ class GalleryItem:
     similarity_before: str
     similarity_after: str
     success: bool | None
+    clean_success: bool = False
+    """Already fooled by the clean face: not attempted, so neither fooled nor resisted by the attack."""
 
 
 @dataclass
@@ -346,6 +348,7 @@ def _gallery_item(item: dict[str, Any], results_dir: Path, redact: bool) -> Gall
         similarity_before=_fixed(item.get("similarity_before")),
         similarity_after=_fixed(item.get("similarity_after")),
         success=success if isinstance(success, bool) else None,
+        clean_success=item.get("clean_success") is True,
     )
 
 
