@@ -51,3 +51,25 @@ def test_gradients_reach_the_pixels(face_files: list[Path], dlib_recognizer) -> 
     assert x.grad is not None
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in dlib_recognizer.parameters())
+
+
+def test_crop_transform_and_68_landmarks_in_the_crop(face_files: list[Path]) -> None:
+    """The image-to-crop transform reproduces each template's crop, so landmarks map into it exactly."""
+    import cv2
+
+    from facesec.data.align import ARCFACE_112, DLIB_150
+
+    analyzer = FaceAnalyzer()
+    for template in (DLIB_150, ARCFACE_112):
+        faces = align_faces(face_files, template, progress=False)
+        for path, crop, marks in zip(faces.paths, faces.crops, faces.landmarks, strict=True):
+            img, _ = read_rgb(path)
+            face = analyzer.find_face(img, template)
+            matrix = analyzer.crop_transform(face, template)
+            warped = cv2.warpAffine(img, matrix, (template.size, template.size), flags=cv2.INTER_LINEAR)
+            assert np.abs(warped.astype(int) - crop).mean() < 1.5
+            assert marks.shape == (68, 2)
+            inner = marks[17:48]  # brows, nose, eyes (the jaw and chin may leave a tight crop)
+            assert (inner > 0).all() and (inner < template.size).all()
+            eyes = marks[36:48].mean(0)  # between the eyes: centred, in the upper half of the crop
+            assert abs(eyes[0] - template.size / 2) < 0.1 * template.size and eyes[1] < template.size / 2

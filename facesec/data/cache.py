@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,10 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+CACHE_VERSION = 2
+"""Bumped whenever what an entry holds changes (2: 68 landmarks in crop pixels)."""
+
+
 class FaceCache:
     """One `.npz` per (image content, template, detector): the crop, or why there is none."""
 
@@ -32,7 +37,7 @@ class FaceCache:
         self.enabled = enabled
 
     def _path(self, digest: str, template: str, detector: str) -> Path:
-        key = hashlib.sha256(f"{digest}|{template}|{detector}".encode()).hexdigest()
+        key = hashlib.sha256(f"v{CACHE_VERSION}|{digest}|{template}|{detector}".encode()).hexdigest()
         return self.root / key[:2] / f"{key}.npz"
 
     def get(self, digest: str, template: str, detector: str) -> dict[str, np.ndarray] | None:
@@ -50,6 +55,8 @@ class FaceCache:
             return
         path = self._path(digest, template, detector)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        # a unique temporary name: threads may store the same content (datasets hold duplicate files)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import dlib
 import numpy as np
 
-from facesec.data.align import Template, warp_to_template
+from facesec.data.align import Template, similarity_transform, warp_to_template
 from facesec.dlib_models import models_dir
 
 Detector = Literal["hog", "mmod"]
@@ -21,6 +22,8 @@ class Face:
     box: tuple[int, int, int, int]
     landmarks: np.ndarray
     """5 x 2 for the dlib5 scheme (dlib's own points), 68 x 2 for arcface5 (dlib's 68 points)."""
+    landmarks68: np.ndarray
+    """dlib's 68 points, for accessory regions whatever the template."""
 
 
 class NoFace(Exception):
@@ -67,19 +70,46 @@ class FaceAnalyzer:
         if len(rects) != 1:
             raise NoFace("no face detected" if not rects else f"{len(rects)} faces detected")
         rect = rects[0]
-        n_points = 5 if template.landmarks == "dlib5" else 68
-        shape = self._predictor(n_points)(image, rect)  # type: ignore[operator]
-        pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-        return Face((rect.left(), rect.top(), rect.right(), rect.bottom()), pts)
+
+        def points(n: int) -> np.ndarray:
+            shape = self._predictor(n)(image, rect)  # type: ignore[operator]
+            return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+        pts68 = points(68)
+        pts = points(5) if template.landmarks == "dlib5" else pts68
+        return Face((rect.left(), rect.top(), rect.right(), rect.bottom()), pts, pts68)
+
+    @staticmethod
+    def crop_transform(face: Face, template: Template) -> np.ndarray:
+        """2 x 3 affine matrix from image pixels to the aligned crop's pixels."""
+        if template.dlib_padding is None:
+            return similarity_transform(five_points(face.landmarks), np.array(template.points))
+        details = dlib.get_face_chip_details(_dlib_shape(face), template.size, template.dlib_padding)
+        r, angle = details.rect, details.angle
+        centre = np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2])
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        corners = np.array([[r.left(), r.top()], [r.right(), r.top()], [r.right(), r.bottom()]])
+        src = (corners - centre) @ rot.T + centre  # dlib rotates the chip's rectangle about its centre
+        dst = np.array([[0, 0], [details.cols - 1, 0], [details.cols - 1, details.rows - 1]])
+        return cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
 
     @staticmethod
     def align(image: np.ndarray, face: Face, template: Template) -> np.ndarray:
         """The aligned crop (size x size x 3, uint8) for `template`."""
         if template.dlib_padding is not None:
-            rect = dlib.rectangle(*face.box)
-            shape = dlib.full_object_detection(rect, [dlib.point(int(x), int(y)) for x, y in face.landmarks])
+            shape = _dlib_shape(face)
             return np.asarray(dlib.get_face_chip(image, shape, size=template.size, padding=template.dlib_padding))
         return warp_to_template(image, five_points(face.landmarks), template)
+
+
+def _dlib_shape(face: Face) -> dlib.full_object_detection:
+    return dlib.full_object_detection(dlib.rectangle(*face.box),
+                                      [dlib.point(int(x), int(y)) for x, y in face.landmarks])
+
+
+def map_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2 x 3 affine matrix to N x 2 points."""
+    return np.asarray(points, np.float64) @ matrix[:, :2].T + matrix[:, 2]
 
 
 def five_points(landmarks68: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from facesec.data.align import Template
 from facesec.data.cache import FaceCache, file_digest
-from facesec.data.faces import FaceAnalyzer, NoFace
+from facesec.data.faces import FaceAnalyzer, NoFace, map_points
 from facesec.data.images import UnusableImage, read_rgb
 
 
@@ -27,7 +27,7 @@ class AlignedFaces:
     crops: np.ndarray
     """N x size x size x 3 uint8."""
     landmarks: list[np.ndarray]
-    """Per crop, the detected landmarks in original image pixels."""
+    """Per crop, dlib's 68 landmarks in the crop's own pixels (accessory regions are built from them)."""
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[tuple[Path, str]] = field(default_factory=list)
     """Images used after a conversion (grayscale, CMYK, alpha ...)."""
@@ -90,4 +90,5 @@ def _process(path: Path, template: Template, analyzer: FaceAnalyzer) -> dict[str
     except (UnusableImage, NoFace) as exc:
         return {"reason": np.array(str(exc))}
     crop = analyzer.align(image, face, template)
-    return {"crop": crop.astype(np.uint8), "landmarks": face.landmarks, "note": np.array(note or "")}
+    landmarks = map_points(face.landmarks68, analyzer.crop_transform(face, template))
+    return {"crop": crop.astype(np.uint8), "landmarks": landmarks, "note": np.array(note or "")}
