@@ -1,0 +1,1 @@
+"""Physically realizable accessories: regions from landmarks (eyeglass frames, stickers, face masks)."""
