@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from facesec import gates, metrics, protocols
@@ -24,19 +23,6 @@ from facesec.recognizers import available as available_recognizers
 from facesec.report import render_report
 from facesec.results import build_results, save, slug
 from facesec.spec import ThreatModel, load_threat_models
-
-
-@torch.no_grad()
-def embed_crops(recognizer: Recognizer, crops: torch.Tensor, batch_size: int = 64,
-                progress: bool = False) -> torch.Tensor:
-    """Embeddings (float32, on CPU) of aligned [0, 1] NCHW crops, computed in batches."""
-    device = next(recognizer.parameters()).device
-    out = []
-    for i in tqdm(range(0, len(crops), batch_size), desc="embed", unit="batch", disable=not progress or None):
-        out.append(recognizer(crops[i:i + batch_size].to(device)).float().cpu())
-    if not out:
-        return torch.zeros(0, recognizer.info.embedding_size)
-    return torch.cat(out)
 
 
 def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:
@@ -57,7 +43,7 @@ def evaluate(recognizer: str | Recognizer, data: str | Path, max_genuine_per_ide
     if len(faces.paths) < 2:
         raise DataError(f"dataset {dataset.root}: fewer than two usable faces")
     labels = np.array([label_of[str(p)] for p in faces.paths])
-    emb = embed_crops(model, faces.tensor(), progress=progress)
+    emb = model.embed(faces.tensor(), progress=progress)
 
     gen, imp = protocols.verification_pairs(labels.tolist(), max_genuine_per_identity, seed)
     g_scores = model.similarity(emb[gen[:, 0]], emb[gen[:, 1]]).numpy()
@@ -110,7 +96,7 @@ def embed_files(recognizer: str | Recognizer, inputs: Sequence[str | Path], devi
     """Detect, align and embed images; arrays for `facesec embed`'s .npz output."""
     model = load(recognizer, pick_device(device)) if isinstance(recognizer, str) else recognizer
     faces = align_faces(expand_inputs(inputs), model.info.template, progress=progress)
-    emb = embed_crops(model, faces.tensor(), progress=progress)
+    emb = model.embed(faces.tensor(), progress=progress)
     return {
         "paths": np.array([str(p) for p in faces.paths], dtype=str),
         "embeddings": emb.numpy().astype(np.float32).reshape(len(faces.paths), model.info.embedding_size),

@@ -45,11 +45,6 @@ class RunOutput:
     eps: float
 
 
-def _embed(model: Recognizer, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
-
-
 def _split(pop: Population, tm: ThreatModel) -> tuple[np.ndarray, np.ndarray]:
     """Enrolment faces (the first `g` of each identity) and probes (the rest)."""
     g = tm.setting.gallery_images if isinstance(tm.setting, ClosedSet) else 1
@@ -103,7 +98,7 @@ def _objective(model: Recognizer, tm: ThreatModel, gallery: torch.Tensor, labels
 
 def _success(objective: Objective, model: Recognizer, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Success and similarity to the reference, per sample."""
-    emb = _embed(model, x)
+    emb = model.embed(x)
     idx = slice(None)
     return (objective.success(objective.margin(emb, idx)).cpu().numpy(),
             objective.similarity(emb, idx).float().cpu().numpy())
@@ -151,7 +146,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     rng = np.random.default_rng(tm.data.seed)
     generator = torch.Generator().manual_seed(tm.data.seed)
     x_all = pop.faces.to(device)
-    emb = _embed(model, x_all)
+    emb = model.embed(x_all)
     enrol, probes = _split(pop, tm)
     gallery = _gallery(model, emb, pop, enrol)
     threshold = _threshold(model, emb, pop, tm.setting.fmr) if tm.setting.kind == "open-set" else 0.0

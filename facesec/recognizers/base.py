@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from facesec.data.align import Template
 from facesec.errors import ConfigError
@@ -46,6 +47,14 @@ class Recognizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+        """float32 embeddings of many crops, computed in batches on the model's device, returned on x's."""
+        device = next(self.parameters()).device
+        out = [self(x[i:i + batch_size].to(device)).float().to(x.device)
+               for i in tqdm(range(0, len(x), batch_size), desc="embed", unit="batch", disable=not progress or None)]
+        return torch.cat(out) if out else torch.zeros(0, self.info.embedding_size, device=x.device)
 
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Row-wise similarity of two embedding batches: cosine, or minus the euclidean distance."""
