@@ -120,8 +120,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         verdicts = ["PASS" if g["passed"] else "FAIL" for g in record.get("gates", [])]
         gate_text = f"  gates: {' '.join(verdicts)}" if verdicts else ""
         flags = "".join(f"\n    ! {f}" for f in record["validity"]["flags"])
+        physical = ""
+        if "plain_accessory_success_rate" in m:
+            eot = "-" if m["eot_success_rate"] is None else f"{m['eot_success_rate']:.3f}"
+            physical = f", plain accessory {m['plain_accessory_success_rate']:.3f}, fresh transforms {eot}"
         print(f"{record['name']}: ASR {m['attack_success_rate']:.3f} [{lo:.3f}, {hi:.3f}] "
-              f"over {m['n_attempts']} attempts (clean {m['clean_success_rate']:.3f}){gate_text}{flags}")
+              f"over {m['n_attempts']} attempts (clean {m['clean_success_rate']:.3f}{physical}){gate_text}{flags}")
     for rule in (results.get("baseline") or {}).get("rules", []):
         if not rule["passed"]:
             print(f"baseline regression in {rule['run']}: {rule['metric']} {rule['old']} -> {rule['new']}")

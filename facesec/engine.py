@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,12 +12,14 @@ import numpy as np
 import torch
 
 from facesec import attacks, metrics, protocols
+from facesec.accessories import export
+from facesec.accessories import run as accessory_run
 from facesec.attacks import Attack, Budget, Objective
 from facesec.errors import ConfigError
 from facesec.population import Population, select
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
-from facesec.spec import ClosedSet, ThreatModel
+from facesec.spec import AccessoryPerturbation, ClosedSet, PixelPerturbation, ThreatModel
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
 SANITY_MIN_ASR = 0.95
@@ -36,13 +39,26 @@ class Attempts:
 
 
 @dataclass
+class WornAccessory:
+    """One optimised accessory to show and print: its pattern (3 x H x W), mask and the wearer's eye distance."""
+
+    label: str
+    pattern: torch.Tensor
+    mask: torch.Tensor
+    eye_distance_px: float
+
+
+@dataclass
 class RunOutput:
     """A run's record (results.json schema) and the tensors behind its gallery images."""
 
     record: dict[str, Any]
     clean: torch.Tensor
     adversarial: torch.Tensor
-    eps: float
+    eps: float | None
+    """The pixel budget; None for accessories (colours are free inside the region)."""
+    accessories: list[WornAccessory] | None = None
+    """Accessory runs: one per gallery row (individual) or the single one (universal)."""
 
 
 def _split(pop: Population, tm: ThreatModel) -> tuple[np.ndarray, np.ndarray]:
@@ -158,21 +174,22 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         x_train = x_all[att.train_index]
         train_obj = _objective(model, tm, gallery, _train_labels(tm, pop, att), threshold, device)
 
-    budget = Budget(tm.perturbation.norm, tm.perturbation.eps)
-    a = tm.attack
-    attack = build_attack(tm)
     clean_success, sim_before = _success(objective, model, x)
+    attempted = ~clean_success
     t_attack = time.perf_counter()
-    x_adv, queries = _attack(attack, tm, x, objective, budget, generator, x_train, train_obj)
+    p = tm.perturbation
+    if isinstance(p, AccessoryPerturbation):
+        out = _attack_accessory(tm, p, model, pop, att, x, objective, train_obj, attempted, generator)
+    else:
+        out = _attack_pixel(tm, p, x, objective, x_train, train_obj, generator)
+    x_adv = out.x_adv
     attack_time = time.perf_counter() - t_attack
     adv_success, sim_after = _success(objective, model, x_adv)
-    noise_success, _ = _success(objective, model, _noise(x, budget, generator))
-
-    attempted = ~clean_success
+    noise_success, _ = _success(objective, model, out.baseline)
     n_attempts = int(attempted.sum())
     n_success = int((adv_success & attempted).sum())
     asr = n_success / n_attempts if n_attempts else 0.0
-    noise_asr = float((noise_success & attempted).sum() / n_attempts) if n_attempts else 0.0
+    noise_asr = _rate(noise_success, attempted)
     linf, l2 = (t.cpu().numpy() for t in metrics.perturbation_norms(x, x_adv))
     ssim = metrics.ssim(x, x_adv).cpu().numpy()
     final = clean_success | adv_success
@@ -180,8 +197,8 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     holds_after = ~final if tm.goal == "dodging" else final
     protocol_metric = {("open-set", "dodging"): "tar", ("open-set", "impersonation"): "target_accept",
                        ("closed-set", "dodging"): "rank1", ("closed-set", "impersonation"): "target_top1"}
-    validity = _validity(tm, model, x, objective, attempted, budget, generator, x_train, train_obj,
-                         noise_asr, asr)
+    baselines = {k: noise_asr if v is None else v for k, v in out.baselines.items()}
+    validity = _validity(tm, model, x, objective, attempted, out.unbounded, baselines, asr)
     metrics_out = {
         "attack_success_rate": asr,
         "attack_success_ci95": list(metrics.wilson_interval(n_success, n_attempts)),
@@ -189,6 +206,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         "n_samples": len(x),
         "clean_success_rate": float(clean_success.mean()) if len(x) else 0.0,
         "noise_success_rate": noise_asr,
+        **out.extra,
         "protocol_metric": protocol_metric[(tm.setting.kind, tm.goal)],
         "protocol_before": float(holds_before.mean()),
         "protocol_after": float(holds_after.mean()),
@@ -199,7 +217,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         "linf_mean": float(linf.mean()),
         "l2_mean": float(l2.mean()),
         "ssim_mean": float(ssim.mean()),
-        "queries_per_sample": float(queries.mean()),
+        "queries_per_sample": float(out.queries.mean()),
         "attack_time_s": attack_time,
         "wall_time_s": time.perf_counter() - t_start,
         "n_identities": len(pop.names),
@@ -210,23 +228,106 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         "target": [pop.names[t] if tm.goal == "impersonation" else "" for t in att.labels],
         "probe_path": [str(pop.paths[i]) for i in att.index], "clean_success": clean_success,
         "success": adv_success & attempted, "similarity_before": sim_before, "similarity_after": sim_after,
-        "linf": linf, "l2": l2, "ssim": ssim, "queries": queries,
+        "linf": linf, "l2": l2, "ssim": ssim, "queries": out.queries,
     }
     record = {
         "name": tm.name, "source": source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": model.info.name,
-            "perturbation": f"pixel {tm.perturbation.norm} {_budget_text(tm.perturbation.norm, tm.perturbation.eps)}",
+            "perturbation": _perturbation_text(p),
             "knowledge": tm.knowledge, "goal": tm.goal, "capability": tm.capability,
             "setting": f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
-            "attack": f"{a.library}/{a.method}" + ("" if a.method == "fgsm" else f" {a.steps} steps"),
+            "attack": f"{tm.attack.library}/{tm.attack.method}"
+                      + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps"),
         },
-        "eps": tm.perturbation.eps, "metrics": metrics_out, "validity": validity,
+        "eps": p.eps if isinstance(p, PixelPerturbation) else None, "metrics": metrics_out, "validity": validity,
         "skipped_images": [{"path": str(p), "reason": r} for p, r in pop.skipped],
         "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
         "samples": samples,
     }
-    return RunOutput(record, x[:GALLERY_SIZE].cpu(), x_adv[:GALLERY_SIZE].detach().cpu(), tm.perturbation.eps)
+    return RunOutput(record, x[:GALLERY_SIZE].cpu(), x_adv[:GALLERY_SIZE].detach().cpu(),
+                     p.eps if isinstance(p, PixelPerturbation) else None, out.worn)
+
+
+def _rate(success: np.ndarray, attempted: np.ndarray) -> float:
+    """Mean of `success` (booleans or per-sample rates) over the attempted samples; 0 when none."""
+    return float(np.asarray(success, dtype=float)[attempted].mean()) if attempted.any() else 0.0
+
+
+def _worn(acc: accessory_run.AccessoryOutcome, pop: Population, att: Attempts, universal: bool) -> list[WornAccessory]:
+    """The accessories to show and print: the gallery rows' own, or the one universal accessory."""
+    if universal:
+        assert att.train_index is not None
+        eyes = export.eye_distance(pop.landmarks[att.train_index].mean(0))
+        return [WornAccessory("universal", acc.pattern[0].cpu(), acc.mask[0].cpu(), eyes)]
+    return [WornAccessory(f"sample {i}: {pop.names[att.own[i]]}", acc.pattern[i].cpu(), acc.mask[i].cpu(),
+                          export.eye_distance(pop.landmarks[att.index[i]]))
+            for i in range(min(GALLERY_SIZE, len(att.index)))]
+
+
+def _perturbation_text(p: PixelPerturbation | AccessoryPerturbation) -> str:
+    if isinstance(p, PixelPerturbation):
+        return f"pixel {p.norm} {_budget_text(p.norm, p.eps)}"
+    where = {"sticker": f" {p.anchor}", "eyeglasses": "", "facemask": ""}[p.shape]
+    grid = f" grid {p.grid[0]}x{p.grid[1]}" if p.grid else ""
+    return f"accessory {p.shape}{where}{grid}"
+
+
+@dataclass
+class Attacked:
+    """What an attack left for measuring: the attacked faces, their queries, a baseline to beat, checks."""
+
+    x_adv: torch.Tensor
+    queries: np.ndarray
+    baseline: torch.Tensor
+    """The same perturbation kind without optimisation: random noise, or a random-colour accessory."""
+    baselines: dict[str, float | None]
+    """Success rates the attack must beat, by description; None: the baseline's own rate."""
+    unbounded: Callable[[torch.Tensor, Objective], torch.Tensor]
+    """The validity check's run without constraints."""
+    extra: dict[str, Any]
+    """Metrics only this perturbation kind has."""
+    worn: list[WornAccessory] | None = None
+
+
+def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, objective: Objective,
+                  x_train: torch.Tensor | None, train_obj: Objective | None, generator: torch.Generator) -> Attacked:
+    budget = Budget(p.norm, p.eps)
+    x_adv, queries = _attack(build_attack(tm), tm, x, objective, budget, generator, x_train, train_obj)
+    return Attacked(x_adv, queries, _noise(x, budget, generator), {"random noise": None},
+                    _pixel_unbounded(tm, p, generator), {})
+
+
+def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recognizer, pop: Population,
+                      att: Attempts, x: torch.Tensor, objective: Objective, train_obj: Objective | None,
+                      attempted: np.ndarray, generator: torch.Generator) -> Attacked:
+    train = None
+    if att.train_index is not None:
+        assert train_obj is not None
+        train = (pop.faces[att.train_index].to(x.device), pop.landmarks[att.train_index], train_obj)
+    acc = accessory_run.attack(tm, x, pop.landmarks[att.index], objective, train, generator,
+                               judge=lambda o, faces: _success(o, model, faces)[0])
+    plain_success, _ = _success(objective, model, acc.plain)
+    plain_rate = _rate(plain_success, attempted)
+    extra = {"plain_accessory_success_rate": plain_rate,
+             "eot_success_rate": None if acc.eot_rate is None else _rate(acc.eot_rate, attempted),
+             "eot_draws": None if p.eot is None else p.eot.eval_draws}
+    steps = max(tm.attack.steps, SANITY_STEPS)
+
+    def unbounded(faces: torch.Tensor, o: Objective) -> torch.Tensor:
+        return accessory_run.unbounded(tm, faces, o, steps, generator)
+
+    return Attacked(acc.x_adv, acc.queries, acc.random_colour,
+                    {"a random-colour accessory": None, "the plain accessory": plain_rate}, unbounded, extra,
+                    _worn(acc, pop, att, train is not None))
+
+
+def preflight_attack(tm: ThreatModel) -> None:
+    """Build the threat model's attack (pixel or accessory) once, so a bad setting fails before any run."""
+    if isinstance(tm.perturbation, AccessoryPerturbation):
+        accessory_run.build_attack(tm)
+    else:
+        build_attack(tm)
 
 
 def build_attack(tm: ThreatModel, **override: Any) -> Attack:
@@ -247,42 +348,49 @@ def build_attack(tm: ThreatModel, **override: Any) -> Attack:
     return attack
 
 
-def _validity(tm: ThreatModel, model: Recognizer, x: torch.Tensor, objective: Objective,
-              attempted: np.ndarray, budget: Budget, generator: torch.Generator, x_train: torch.Tensor | None,
-              train_obj: Objective | None, noise_asr: float, asr: float) -> dict[str, Any]:
-    """AutoAttack-style checks: the random-noise baseline, and an unbounded run that must succeed.
+def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Generator
+                     ) -> Callable[[torch.Tensor, Objective], torch.Tensor]:
+    """The pixel attack with an unbounded budget and at least SANITY_STEPS steps (FGSM: a native PGD,
+    since one full-budget step overshoots); universal attacks run on the samples directly."""
+    if tm.attack.method == "fgsm":
+        attack = attacks.create("native", "pgd", steps=SANITY_STEPS)
+    else:
+        attack = build_attack(tm, steps=max(tm.attack.steps, SANITY_STEPS), step_size=None)
+    big = Budget(p.norm, UNBOUNDED[p.norm])
 
-    The unbounded run uses the same attack with at least SANITY_STEPS steps (FGSM: a native PGD):
-    the question is whether the objective's gradients lead anywhere.
+    def run(x: torch.Tensor, objective: Objective) -> torch.Tensor:
+        if tm.capability == "universal":
+            return (x + attack.run_universal(x, objective, big, generator)).clamp(0, 1)
+        return attack.run(x, objective, big, generator).x_adv
+
+    return run
+
+
+def _validity(tm: ThreatModel, model: Recognizer, x: torch.Tensor, objective: Objective, attempted: np.ndarray,
+              unbounded: Callable[[torch.Tensor, Objective], torch.Tensor], baselines: dict[str, float],
+              asr: float) -> dict[str, Any]:
+    """AutoAttack-style checks: baselines the attack must beat, and an unbounded run that must succeed.
+
+    The unbounded run asks whether the objective's gradients lead anywhere at all.
     """
     flags: list[str] = []
-    if tm.attack.method == "fgsm":  # one full-budget step overshoots: check the gradients with a 10-step PGD
-        attack = attacks.create("native", "pgd", steps=SANITY_STEPS)
-    else:  # the same attack, with at least SANITY_STEPS steps at its default step size for the big budget
-        attack = build_attack(tm, steps=max(tm.attack.steps, SANITY_STEPS), step_size=None)
     chosen = np.flatnonzero(attempted)[: tm.attack.sanity_samples]
     unbounded_asr = None
     if len(chosen):
         sub = torch.from_numpy(chosen).to(x.device)
         sub_obj = Objective(model, objective.setting, objective.goal, objective.gallery,
                             objective.labels[sub], objective.threshold)
-        big = Budget(budget.norm, UNBOUNDED[budget.norm])
-        x_sub = x[sub]
-        if tm.capability == "universal":  # the sanity question is about gradients: attack these samples directly
-            delta = attack.run_universal(x_sub, sub_obj, big, generator)
-            x_big = (x_sub + delta).clamp(0, 1)
-        else:
-            x_big = attack.run(x_sub, sub_obj, big, generator).x_adv
-        ok, _ = _success(sub_obj, model, x_big)
+        ok, _ = _success(sub_obj, model, unbounded(x[sub], sub_obj))
         unbounded_asr = float(ok.mean())
         if unbounded_asr < SANITY_MIN_ASR:
             flags.append(f"attack or gradients broken: unbounded run reached {unbounded_asr:.2f} < {SANITY_MIN_ASR}")
     else:
         flags.append("unbounded-budget check not run: every sample already succeeded on the clean input")
-    if noise_asr > 0 and asr <= noise_asr:
-        flags.append(f"attack no better than random noise ({asr:.2f} <= {noise_asr:.2f})")
-    return {"noise_baseline_asr": noise_asr, "unbounded_asr": unbounded_asr, "unbounded_n": int(len(chosen)),
-            "n_flags": len(flags), "flags": flags}
+    for what, rate in baselines.items():
+        if rate > 0 and asr <= rate:
+            flags.append(f"attack no better than {what} ({asr:.2f} <= {rate:.2f})")
+    return {"noise_baseline_asr": next(iter(baselines.values())), "unbounded_asr": unbounded_asr,
+            "unbounded_n": int(len(chosen)), "n_flags": len(flags), "flags": flags}
 
 
 def _budget_text(norm: str, eps: float) -> str:

@@ -26,6 +26,8 @@ class Population:
     """Per face, its identity's index into `names`."""
     names: list[str]
     paths: list[Path]
+    landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 68, 2)))
+    """N x 68 x 2: dlib's landmarks in crop pixels (where accessories sit)."""
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     manifest_sha256: str = ""
 
@@ -40,6 +42,7 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
     order = [str(n) for n in rng.permutation(sorted(by_identity))]
     k = data.images_per_identity
     crops: list[np.ndarray] = []
+    landmarks: list[np.ndarray] = []
     chosen: list[str] = []
     paths: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -57,6 +60,7 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
             continue
         chosen.append(ident)
         crops.append(faces.crops[:k])
+        landmarks += faces.landmarks[:k]
         paths += faces.paths[:k]
     if len(chosen) < data.identities:
         raise DataError(f"dataset '{data.dataset}' has only {len(chosen)} identities with {k} usable faces; "
@@ -68,4 +72,5 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
     return Population(
         faces=torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div(255.0),
         identity=np.repeat(np.arange(len(chosen)), k),
-        names=chosen, paths=paths, skipped=skipped, manifest_sha256=digest.hexdigest())
+        names=chosen, paths=paths, landmarks=np.stack(landmarks).astype(np.float32),
+        skipped=skipped, manifest_sha256=digest.hexdigest())

@@ -35,6 +35,9 @@ def _fraction(value: Any) -> Any:
 Budget = Annotated[float, BeforeValidator(_fraction), Field(ge=0)]
 
 
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +57,62 @@ class PixelPerturbation(Strict):
     kind: Literal["pixel"] = "pixel"
     norm: Literal["linf", "l2"] = "linf"
     eps: Budget = 8 / 255
+
+
+class Eot(Strict):
+    """Random physical transforms of the worn accessory (expectation over transformation)."""
+
+    samples: int = Field(2, ge=1, description="transforms averaged at every optimisation step")
+    shift: float = Field(0.02, ge=0, le=0.2, description="translation, fraction of the crop")
+    rotation: float = Field(4.0, ge=0, le=45, description="degrees")
+    scale: float = Field(0.04, ge=0, le=0.5, description="relative size change")
+    brightness: float = Field(0.08, ge=0, le=0.5, description="added to the colours")
+    contrast: float = Field(0.1, ge=0, le=0.5, description="relative change of the colours' spread")
+    blur: float = Field(0.8, ge=0, le=5, description="largest Gaussian sigma in pixels")
+    eval_draws: int = Field(8, ge=1, description="fresh transforms per attempt when measuring physical robustness")
+
+
+_SHAPE_FIELDS = {"frame_width": "eyeglasses", "anchor": "sticker", "width": "sticker", "height": "sticker"}
+
+
+class AccessoryPerturbation(Strict):
+    """Something worn: eyeglass frames, a sticker or a face mask, placed from the face's landmarks.
+
+    Colours are free in [0, 1] inside the accessory and start from `colour`; nothing else changes.
+    """
+
+    kind: Literal["accessory"] = "accessory"
+    shape: Literal["eyeglasses", "sticker", "facemask"] = "eyeglasses"
+    frame_width: float = Field(0.035, gt=0, le=0.2, description="eyeglasses: rim thickness, fraction of the crop")
+    anchor: Literal["forehead", "left-cheek", "right-cheek", "nose"] = Field("forehead", description="sticker")
+    width: float = Field(0.25, gt=0, le=1, description="sticker: fraction of the crop")
+    height: float = Field(0.12, gt=0, le=1, description="sticker: fraction of the crop")
+    grid: tuple[Annotated[int, Field(ge=1, le=64)], Annotated[int, Field(ge=1, le=64)]] | None = Field(
+        None, description="[columns, rows]: one colour per cell (FACESEC masks: [16, 8]); null = per pixel")
+    colour: tuple[Unit, Unit, Unit] = Field((0.5, 0.5, 0.5), description="plain starting colour, RGB in [0, 1]")
+    eot: Eot | None = Field(Eot(), description="null: optimise and judge the digital accessory only")
+    tv_weight: float = Field(0.0, ge=0, description="total-variation penalty (smoothness)")
+    nps_weight: float = Field(0.0, ge=0, description="non-printability penalty (distance to the palette)")
+    palette: str = Field("default", description="'default' or a file of R,G,B lines in 0-255")
+
+    @model_validator(mode="after")
+    def _fields_fit_shape(self) -> AccessoryPerturbation:
+        for name, shape in _SHAPE_FIELDS.items():
+            if name in self.model_fields_set and self.shape != shape:
+                raise ValueError(f"perturbation.{name} applies to shape {shape} only (this one is {self.shape}); "
+                                 "remove it")
+        return self
+
+
+def _pixel_by_default(value: Any) -> Any:
+    """A perturbation without `kind` is a pixel perturbation (the first files had no kind)."""
+    if isinstance(value, dict) and "kind" not in value:
+        return {"kind": "pixel", **value}
+    return value
+
+
+Perturbation = Annotated[PixelPerturbation | AccessoryPerturbation, BeforeValidator(_pixel_by_default),
+                         Field(discriminator="kind")]
 
 
 class OpenSet(Strict):
@@ -76,7 +135,8 @@ class Attack(Strict):
     method: Literal["pgd", "fgsm", "mi-fgsm", "cw"] = "pgd"
     library: Literal["native", "torchattacks", "art"] = "native"
     steps: int = Field(20, ge=0)
-    step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM)")
+    step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM), "
+                                     "1/32 (accessories)")
     random_start: bool | None = Field(None, description="default: the method's own (PGD, CW yes; FGSM, MI-FGSM no)")
     params: dict[str, int | float | bool | str] = Field({}, description="method-specific: momentum, kappa, batch_size")
     sanity_samples: int = Field(8, ge=1, description="samples for the unbounded-budget validity check")
@@ -87,6 +147,7 @@ METRIC_NAMES = (
     "protocol_before", "protocol_after", "similarity_before_mean", "similarity_after_mean",
     "similarity_shift_mean", "threshold", "linf_mean", "l2_mean", "ssim_mean", "queries_per_sample",
     "attack_time_s", "wall_time_s", "n_identities", "n_skipped_images",
+    "plain_accessory_success_rate", "eot_success_rate",
     "validity.noise_baseline_asr", "validity.unbounded_asr", "validity.n_flags",
 )
 """What gates may test: the run's numeric metrics and its validity checks."""
@@ -107,7 +168,7 @@ class ThreatModel(Strict):
     description: str = ""
     target: str | dict[str, Any] = Field("dlib-resnet", description="recognizer name or spec mapping")
     data: Data = Data()
-    perturbation: PixelPerturbation = PixelPerturbation()
+    perturbation: Perturbation = PixelPerturbation()
     knowledge: Literal["white-box"] = "white-box"
     goal: Literal["dodging", "impersonation"] = "dodging"
     capability: Literal["individual", "universal"] = "individual"
@@ -122,9 +183,26 @@ class ThreatModel(Strict):
                              f"data.images_per_identity ({self.data.images_per_identity}) so that probes remain")
         return self
 
+    @model_validator(mode="after")
+    def _accessory_attack(self) -> ThreatModel:
+        if not isinstance(self.perturbation, AccessoryPerturbation):
+            return self
+        if self.attack.library != "native":
+            raise ValueError(f"attack.library: accessories are optimised by facesec itself; use library: native "
+                             f"(got {self.attack.library})")
+        if self.attack.method not in ACCESSORY_METHODS:
+            raise ValueError(f"attack.method: accessories take {' or '.join(ACCESSORY_METHODS)} "
+                             f"(got {self.attack.method})")
+        if self.attack.random_start:
+            raise ValueError("attack.random_start: accessories start from perturbation.colour; remove it")
+        return self
 
-EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.eps", "perturbation.norm", "setting.fmr",
-              "attack.steps", "attack.method", "attack.library")
+
+ACCESSORY_METHODS = ("pgd", "mi-fgsm")
+"""Optimisers of accessory colours: signed gradient steps, with momentum for mi-fgsm."""
+
+EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.shape", "perturbation.eps", "perturbation.norm",
+              "setting.fmr", "attack.steps", "attack.method", "attack.library")
 """Fields where a list means 'one run per value'."""
 
 
@@ -176,8 +254,12 @@ def expand(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
+_UNION_TAGS = ("open-set", "closed-set", "pixel", "accessory")
+"""Discriminator values pydantic puts in error locations; the YAML has no such level."""
+
+
 def _describe_error(source: str, err: ErrorDetails) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("open-set", "closed-set")))
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
     kind = err["type"]
     if kind == "extra_forbidden":
         return (f"{source}: field '{loc}': unknown key; remove it or check its spelling "

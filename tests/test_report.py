@@ -1,7 +1,9 @@
-"""HTML report: self-contained, escaped, matrix and eps plot, redaction, robust to missing fields."""
+"""HTML report: self-contained, escaped, matrix and eps plot, redaction, robust to missing fields, accessory runs."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from html.parser import HTMLParser
@@ -194,3 +196,184 @@ def test_gate_without_verdict_is_not_a_pass(tmp_path: Path) -> None:
     run["gates"] = [{"metric": "attack_success_rate", "op": "<=", "value": 0.9}]
     html = render_report(_write(tmp_path, [run])).read_text(encoding="utf-8")
     assert 'class="verdict v-fail">FAIL<' in html and 'class="badge none">?<' in html
+
+
+def _decode(uri: str) -> np.ndarray:
+    """The pixels of a `data:image/png;base64,...` URI, in the PNG's own mode."""
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as im:
+        return np.asarray(im.copy())
+
+
+def _section(html: str, anchor: str) -> str:
+    """The HTML of one run's <details> section."""
+    start = html.index(f'<details class="run" id="{anchor}"')
+    end = html.find('<details class="run"', start + 1)
+    return html[start:end if end >= 0 else html.index("<footer>")].rstrip()
+
+
+def _matrix_html(html: str) -> str:
+    matrix = html[html.index('<table class="matrix">'):]
+    return matrix[:matrix.index("</table>")]
+
+
+def _accessory_files(folder: Path, stem: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A noise face, the same face wearing a band-shaped accessory, the accessory alone (RGBA), its mask and print."""
+    folder.mkdir(parents=True, exist_ok=True)
+    face = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    mask = np.zeros((24, 24), dtype=bool)
+    mask[6:11, 3:21] = True
+    pattern = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    worn = np.where(mask[..., None], pattern, face)
+    accessory = np.dstack([np.where(mask[..., None], pattern, 0), np.where(mask, 255, 0)]).astype(np.uint8)
+    Image.fromarray(face, "RGB").save(folder / f"{stem}_clean.png")
+    Image.fromarray(worn, "RGB").save(folder / f"{stem}_worn.png")
+    Image.fromarray(accessory, "RGBA").save(folder / f"{stem}_accessory.png")
+    Image.fromarray(accessory, "RGBA").resize((96, 96), Image.Resampling.NEAREST).save(folder / f"{stem}_print.png")
+    Image.fromarray(mask.astype(np.uint8) * 255, "L").save(folder / f"{stem}_mask.png")
+    return {"clean": face, "adversarial": worn, "accessory": accessory}
+
+
+def _accessory_run(name: str, capability: str, asr: float, plain: float, eot: float | None,
+                   **extra: Any) -> dict[str, Any]:
+    run = _run(name, 0.0, asr, [asr - 0.1, asr + 0.05], **extra)
+    run["threat_model"]["perturbation"] = {"kind": "accessory", "shape": "eyeglasses"}
+    run["dimensions"].update(perturbation="accessory eyeglasses", capability=capability)
+    run["eps"] = None
+    run["metrics"].update(plain_accessory_success_rate=plain, eot_success_rate=eot,
+                          eot_draws=None if eot is None else 8, linf_mean=0.9, l2_mean=7.5, ssim_mean=0.7)
+    return run
+
+
+@pytest.fixture
+def accessory_suite(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """A pixel run (run-1), an individual eyeglasses run with gallery and print files (run-2), a universal one
+    without EOT whose mask file is missing (run-3); and the pixels of run-2's first gallery row."""
+    rng = np.random.default_rng(3)
+    pix_dir = tmp_path / "runs" / "pix"
+    clean = _noise_png(pix_dir / "0_clean.png", rng)
+    _noise_png(pix_dir / "0_adv.png", rng, base=clean)
+    pixel = _run("pixel", 8 / 255, 0.6, [0.5, 0.7], samples_csv="runs/pix/samples.csv",
+                 gallery=[{"identity": "7201", "target": None, "clean": "runs/pix/0_clean.png",
+                           "adversarial": "runs/pix/0_adv.png", "similarity_before": 0.7,
+                           "similarity_after": 0.1, "success": True}])
+    acc_dir = tmp_path / "runs" / "acc"
+    pixels = [_accessory_files(acc_dir, str(i), rng) for i in range(2)]
+    gallery = [{"identity": f"id{i}", "target": None, "clean": f"runs/acc/{i}_clean.png",
+                "adversarial": f"runs/acc/{i}_worn.png", "accessory": f"runs/acc/{i}_accessory.png",
+                "similarity_before": 0.7, "similarity_after": 0.2, "success": True, "clean_success": False}
+               for i in range(2)]
+    prints = [{"label": XSS if i == 0 else f"sample {i}: id{i}", "png": f"runs/acc/{i}_accessory.png",
+               "print_png": f"runs/acc/{i}_print.png", "mask_png": f"runs/acc/{i}_mask.png"} for i in range(2)]
+    individual = _accessory_run("glasses", "individual", 0.83, 0.3, 0.97, gallery=gallery, print_files=prints)
+    universal = _accessory_run("glasses-universal", "universal", 0.5, 0.25, None, print_files=[
+        {"label": "universal", "png": "runs/acc/0_accessory.png", "print_png": "runs/acc/0_print.png",
+         "mask_png": "runs/acc/universal_mask.png"}])
+    return _write(tmp_path, [pixel, individual, universal]), pixels[0]
+
+
+def test_accessory_gallery_columns(accessory_suite: tuple[Path, dict[str, np.ndarray]]) -> None:
+    path, pixels = accessory_suite
+    html = render_report(path).read_text(encoding="utf-8")
+    links = _links(html)
+    assert all(u.startswith("data:image/png;base64,") for srcs in links.images.values() for u in srcs)
+    assert not [u for u in links.urls if re.match(r"\s*(https?:)?//", u, re.IGNORECASE)]
+    section = _section(html, "run-2")
+    assert "<th>clean</th><th>with accessory</th><th>accessory alone</th>" in section
+    assert "perturbation (amplified)" not in section and "factor" not in section
+    images = _links(section).images
+    assert len(images["clean"]) == len(images["adversarial"]) == len(images["accessory"]) == 2
+    assert "perturbation" not in images
+    accessory = _decode(images["accessory"][0])
+    assert accessory.shape == (24, 24, 4) and (accessory[..., 3] == 0).any()  # transparency kept
+    assert np.array_equal(accessory, pixels["accessory"])
+    assert np.array_equal(_decode(images["adversarial"][0]), pixels["adversarial"])
+    pixel_section = _section(html, "run-1")
+    assert "perturbation (amplified)" in pixel_section and "accessory" not in pixel_section
+
+
+def test_redaction_blurs_faces_not_accessories(accessory_suite: tuple[Path, dict[str, np.ndarray]],
+                                               tmp_path: Path) -> None:
+    path, pixels = accessory_suite
+    plain = _links(_section(render_report(path, tmp_path / "plain.html").read_text(), "run-2")).images
+    redacted_html = render_report(path, tmp_path / "redacted.html", redact=True).read_text(encoding="utf-8")
+    redacted = _links(_section(redacted_html, "run-2")).images
+    assert "accessories alone are shown as they are" in redacted_html
+    for kind in ("clean", "adversarial"):
+        assert np.array_equal(_decode(plain[kind][0]), pixels[kind])
+        blurred = _decode(redacted[kind][0]).astype(int)
+        assert np.abs(blurred - pixels[kind]).mean() > 20  # noise faces lose their detail
+    assert plain["accessory"] == redacted["accessory"]
+    assert np.array_equal(_decode(redacted["accessory"][0]), pixels["accessory"])
+
+
+def test_print_file_links_resolve(accessory_suite: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    path, _ = accessory_suite
+    out = render_report(path, tmp_path / "site" / "report.html")
+    html = out.read_text(encoding="utf-8")
+    section = _section(html, "run-2")
+    assert "<h3>Print files</h3>" in section and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    hrefs = [u for u in _links(section).urls if not u.startswith("data:")]
+    assert all(h.startswith("../runs/acc/") for h in hrefs)
+    resolved = {(out.parent / h).resolve() for h in hrefs}
+    expected = {(tmp_path / "runs" / "acc" / f"{i}_{k}.png").resolve()
+                for i in range(2) for k in ("accessory", "print", "mask")}
+    assert resolved == expected and all(p.is_file() for p in resolved)
+    assert "file not found" not in section
+    universal = _section(html, "run-3")
+    assert '<a href="../runs/acc/universal_mask.png" title="runs/acc/universal_mask.png">universal_mask.png</a> ' \
+           '<span class="muted">(file not found)</span>' in universal
+    assert "Print files" not in _section(html, "run-1")
+
+
+def test_matrix_shows_plain_and_eot(accessory_suite: tuple[Path, dict[str, np.ndarray]]) -> None:
+    path, _ = accessory_suite
+    html = render_report(path).read_text(encoding="utf-8")
+    matrix = _matrix_html(html)
+    rows = matrix.split("<tr>")[1:]
+    assert len(rows) == 1 + 2  # header, pixel row, accessory row
+    assert "dodging · individual" in rows[0] and "dodging · universal" in rows[0]
+    accessory_row = next(row for row in rows if "accessory eyeglasses" in row)
+    assert "0.83 [0.73–0.88]" in accessory_row and '<span class="detail">plain 0.30 · EOT 0.97</span>' in accessory_row
+    assert '<span class="detail">plain 0.25 · EOT —</span>' in accessory_row  # EOT disabled
+    pixel_row = next(row for row in rows if "pixel linf" in row)
+    assert "detail" not in pixel_row and "EOT" not in pixel_row
+    assert 'id="accessory-legend"' in html and "plain, non-optimised accessory" in html
+
+
+def test_accessory_metric_labels(accessory_suite: tuple[Path, dict[str, np.ndarray]]) -> None:
+    path, _ = accessory_suite
+    html = render_report(path).read_text(encoding="utf-8")
+    section = _section(html, "run-2")
+    for label, key, value in [("plain accessory (baseline) success", "plain_accessory_success_rate", "0.3"),
+                              ("success under fresh transforms (EOT)", "eot_success_rate", "0.97"),
+                              ("fresh transforms per attempt (EOT draws)", "eot_draws", "8")]:
+        assert f'<th>{label}<br><code class="muted key">{key}</code></th><td>{value}</td>' in section
+    universal = _section(html, "run-3")
+    assert '<code class="muted key">eot_success_rate</code></th><td>—</td>' in universal
+    assert "<th>eps</th>" not in section
+    assert "<th>noise_success_rate</th>" in _section(html, "run-1")  # pixel runs keep their plain keys
+
+
+def test_null_eps_runs_stay_out_of_sweeps(accessory_suite: tuple[Path, dict[str, np.ndarray]]) -> None:
+    path, _ = accessory_suite
+    assert "eps-asr-plot" not in render_report(path).read_text(encoding="utf-8")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["runs"].append(_run("pixel-4", 4 / 255, 0.4, [0.3, 0.5]))
+    html = render_report(_write(path.parent, doc["runs"])).read_text(encoding="utf-8")
+    assert html.count('class="plot eps-asr-plot"') == 1
+    assert 'class="plot eps-asr-plot" src="data:image/png;base64,' in html and 'alt="pixel linf"' in html
+
+
+def test_pixel_runs_unchanged_beside_accessory_runs(accessory_suite: tuple[Path, dict[str, np.ndarray]],
+                                                    tmp_path: Path) -> None:
+    path, _ = accessory_suite
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    mixed = render_report(path, tmp_path / "mixed.html", redact=True).read_text(encoding="utf-8")
+    alone_path = path.parent / "pixel-only.json"
+    alone_path.write_text(json.dumps({**doc, "runs": doc["runs"][:1]}), encoding="utf-8")
+    alone = render_report(alone_path, tmp_path / "alone.html", redact=True).read_text(encoding="utf-8")
+    assert _section(mixed, "run-1") == _section(alone, "run-1")
+    body = alone[alone.index("<body>"):]
+    for accessory_only in ("accessory-legend", "Print files", 'class="detail"', "accessor", "EOT"):
+        assert accessory_only not in body
+    assert "perturbations are shown as they are" in alone

@@ -73,6 +73,19 @@ BAD = {
                        "gallery_images (3) must be below data.images_per_identity (3)"),
     "unknown_gate_metric": ("name: x\ngates: [{metric: atack_success_rate, value: 1}]\n", "field 'gates.0.metric'"),
     "bad_gate_op": ("name: x\ngates: [{metric: attack_success_rate, op: '~', value: 1}]\n", "field 'gates.0.op'"),
+    "unknown_perturbation_kind": ("name: x\nperturbation: {kind: hat}\n", "'pixel', 'accessory'"),
+    "accessory_shape": ("name: x\nperturbation: {kind: accessory, shape: hat}\n",
+                        "field 'perturbation.shape': Input should be 'eyeglasses', 'sticker' or 'facemask'"),
+    "accessory_field_of_other_shape": ("name: x\nperturbation: {kind: accessory, shape: facemask, anchor: nose}\n",
+                                       "perturbation.anchor applies to shape sticker only"),
+    "accessory_colour": ("name: x\nperturbation: {kind: accessory, colour: [0.5, 2, 0]}\n",
+                         "field 'perturbation.colour.1'"),
+    "accessory_grid": ("name: x\nperturbation: {kind: accessory, grid: [16]}\n",
+                       "field 'perturbation.grid.1': Field required"),
+    "accessory_library": ("name: x\nperturbation: {kind: accessory}\nattack: {library: art}\n",
+                          "accessories are optimised by facesec itself; use library: native"),
+    "accessory_method": ("name: x\nperturbation: {kind: accessory}\nattack: {method: cw}\n",
+                         "accessories take pgd or mi-fgsm"),
 }
 
 
@@ -104,7 +117,21 @@ PREFLIGHT = {
     "cw_in_torchattacks": ("attack: {method: cw, library: torchattacks}\n", "no attack 'cw' in library 'torchattacks'"),
     "universal_in_art": ("capability: universal\nattack: {library: art}\n", "universal needs library: native"),
     "bad_param": ("attack: {params: {colour: 1}}\n", "field 'attack.params'"),
+    "accessory_param": ("perturbation: {kind: accessory}\nattack: {params: {eps: 1}}\n",
+                        "accessories take batch_size, kappa, momentum"),
+    "missing_palette": ("perturbation: {kind: accessory, nps_weight: 0.1, palette: no-such.csv}\n",
+                        "no palette file 'no-such.csv'"),
 }
+
+
+def test_accessory_matrix_expands_over_shapes(tmp_path: Path) -> None:
+    text = ("name: m\nperturbation: {kind: accessory, shape: [eyeglasses, sticker, facemask]}\n"
+            "goal: [dodging, impersonation]\ncapability: [individual, universal]\n")
+    models = load_threat_models(write(tmp_path, text))
+    assert len(models) == 12
+    assert {m.perturbation.shape for m in models if m.perturbation.kind == "accessory"} == {
+        "eyeglasses", "sticker", "facemask"}
+    assert load_threat_models(write(tmp_path, "name: p\nperturbation: {eps: 4/255}\n"))[0].perturbation.kind == "pixel"
 
 
 @pytest.mark.parametrize("case", sorted(PREFLIGHT))

@@ -63,10 +63,10 @@ def facemask(landmarks: np.ndarray, size: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def grid_cells(mask: np.ndarray, rows: int = 16, cols: int = 8) -> np.ndarray:
+def grid_cells(mask: np.ndarray, rows: int = 8, cols: int = 16) -> np.ndarray:
     """Cell index (0 .. rows*cols-1) of each pixel over the mask's bounding box, -1 outside the mask.
 
-    A colour grid (FACESEC used 16 x 8 cells) makes a mask printable: one colour per cell.
+    A colour grid (FACESEC used 16 columns x 8 rows) makes a mask printable: one colour per cell.
     """
     ys, xs = np.nonzero(mask)
     cells = np.full(mask.shape, -1, np.int64)

@@ -47,8 +47,9 @@ def png_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def load_image(root: Path, relative: object) -> Image.Image | None:
-    """RGB image at `relative` inside `root`, or None when absent, unreadable or outside `root`.
+def load_image(root: Path, relative: object, mode: str = "RGB") -> Image.Image | None:
+    """Image at `relative` inside `root` in `mode` ("RGBA" keeps an accessory's transparency),
+    or None when absent, unreadable or outside `root`.
 
     Paths come from results.json; refusing those that leave its folder keeps a crafted file from
     pulling other pictures on the auditor's disk into the report.
@@ -63,11 +64,11 @@ def load_image(root: Path, relative: object) -> Image.Image | None:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 return None
-            rgb = im.convert("RGB")
+            image = im.convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    rgb.thumbnail((MAX_SIDE, MAX_SIDE))
-    return rgb
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    return image
 
 
 def redact_face(image: Image.Image) -> Image.Image:

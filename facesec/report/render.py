@@ -28,14 +28,23 @@ MATRIX_COLUMN_KEYS = ("goal", "capability")
 DIMENSION_KEYS = ("recognizer", "perturbation", "knowledge", "goal", "capability", "setting", "attack")
 _BUDGET_TOKEN = re.compile(r"(eps=)?\d*\.?\d+(e-?\d+)?(/\d*\.?\d+)?", re.IGNORECASE)
 _GREEN, _YELLOW, _RED = (26, 152, 80), (254, 224, 139), (215, 48, 39)
+ACCESSORY_METRIC_LABELS = {
+    "attack_success_rate": "attack success, digital (accessory worn as is)",
+    "noise_success_rate": "random-colour accessory success",
+    "plain_accessory_success_rate": "plain accessory (baseline) success",
+    "eot_success_rate": "success under fresh transforms (EOT)",
+    "eot_draws": "fresh transforms per attempt (EOT draws)",
+}
+"""What an accessory run's metrics mean, shown above their keys (the keys are what gates name)."""
 
 
 @dataclass
 class Row:
-    """One line of a two-column table: a label and its formatted value."""
+    """One line of a two-column table: a label, its formatted value, and the key behind a readable label."""
 
     key: str
     value: str
+    note: str = ""
 
 
 @dataclass
@@ -61,8 +70,27 @@ class Flag:
 
 
 @dataclass
+class Link:
+    """A file named in results.json: its text, the link from the report (None: not linkable), whether it exists."""
+
+    text: str
+    href: str | None
+    found: bool
+
+
+@dataclass
+class PrintFile:
+    """One printable accessory of a run: its label and links to the PNG, the upscaled print PNG and the mask."""
+
+    label: str
+    png: Link
+    print_png: Link
+    mask_png: Link
+
+
+@dataclass
 class GalleryItem:
-    """One gallery row: clean | adversarial | amplified perturbation | similarity before -> after."""
+    """One gallery row: clean | adversarial | amplified perturbation or accessory alone | similarity before -> after."""
 
     identity: str
     target: str | None
@@ -75,6 +103,8 @@ class GalleryItem:
     success: bool | None
     clean_success: bool = False
     """Already fooled by the clean face: not attempted, so neither fooled nor resisted by the attack."""
+    accessory: str | None = None
+    """The accessory alone (RGBA, transparent outside its region); never redacted, it is not a face."""
 
 
 @dataclass
@@ -93,10 +123,10 @@ class RunView:
     gates: list[Gate]
     gallery: list[GalleryItem] | None
     provenance: list[Row] | None
-    samples_href: str | None
-    samples_text: str
-    samples_found: bool
+    samples: Link
     threat_model: str | None
+    accessory: bool = False
+    print_files: list[PrintFile] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -113,6 +143,8 @@ class MatrixEntry:
     text: str
     flagged: bool
     failed: bool
+    detail: str = ""
+    """A second line under the ASR: an accessory run's plain-accessory and fresh-transform success."""
 
 
 @dataclass
@@ -155,6 +187,7 @@ class Report:
     baseline_path: str | None
     baseline: list[Gate] | None
     redacted: bool
+    has_accessory: bool = False
 
 
 def render_report(results_path: Path, out_path: Path | None = None, redact: bool = False) -> Path:
@@ -211,6 +244,7 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         baseline_path=_text(baseline_doc.get("path")) if baseline_doc else None,
         baseline=baseline,
         redacted=redact,
+        has_accessory=any(run.accessory for run in runs),
     )
 
 
@@ -265,10 +299,9 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
     metrics = _dict(run.get("metrics"))
     validity = run.get("validity")
     validity_doc = _dict(validity)
-    samples = run.get("samples_csv")
-    href = _relative_href(samples, results_dir, out_dir)
     threat_model = run.get("threat_model")
     gallery = run.get("gallery")
+    accessory = _is_accessory(run)
     return RunView(
         index=index,
         anchor=f"run-{index + 1}",
@@ -276,19 +309,39 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
         source=_text(run.get("source")),
         asr=fmt_asr(metrics.get("attack_success_rate"), metrics.get("attack_success_ci95")),
         dimensions=_dimension_rows(_dict(run.get("dimensions")), run.get("eps")),
-        metrics=[Row(str(k), fmt(v)) for k, v in metrics.items()],
+        metrics=[_metric_row(str(k), v, accessory) for k, v in metrics.items()],
         validity=[Row(str(k), fmt(v)) for k, v in validity_doc.items() if k != "flags"]
         if isinstance(validity, dict) else None,
         flags=[_text(f) for f in _list(validity_doc.get("flags"))],
         gates=[_gate(name, f"run-{index + 1}", g) for g in _list(run.get("gates"))],
-        gallery=[_gallery_item(item, results_dir, redact) for item in gallery if isinstance(item, dict)]
+        gallery=[_gallery_item(item, results_dir, redact, accessory) for item in gallery if isinstance(item, dict)]
         if isinstance(gallery, list) else None,
         provenance=_provenance_rows(run["provenance"]) if isinstance(run.get("provenance"), dict) else None,
-        samples_href=href,
-        samples_text=_text(samples),
-        samples_found=href is not None and _inside(results_dir, samples),
+        samples=_link(run.get("samples_csv"), results_dir, out_dir),
         threat_model=json.dumps(threat_model, indent=2, sort_keys=True) if threat_model is not None else None,
+        accessory=accessory,
+        print_files=[_print_file(_dict(f), results_dir, out_dir) for f in _list(run.get("print_files"))],
     )
+
+
+def _is_accessory(run: dict[str, Any]) -> bool:
+    """An accessory run (eyeglasses, sticker, face mask): by its threat model, else by its perturbation text."""
+    kind = _dict(_dict(run.get("threat_model")).get("perturbation")).get("kind")
+    if kind is None:
+        kind = next(iter(_text(_dict(run.get("dimensions")).get("perturbation"), "").split()), None)
+    return kind == "accessory"
+
+
+def _metric_row(key: str, value: Any, accessory: bool) -> Row:
+    """A metric; an accessory run's own metrics are labelled in words, their key kept beneath."""
+    label = ACCESSORY_METRIC_LABELS.get(key) if accessory else None
+    return Row(label, fmt(value), key) if label else Row(key, fmt(value))
+
+
+def _print_file(doc: dict[str, Any], results_dir: Path, out_dir: Path) -> PrintFile:
+    """One `print_files` entry, its paths (relative to results.json) as links from the report."""
+    return PrintFile(_text(doc.get("label")), *(_link(doc.get(k), results_dir, out_dir)
+                                                 for k in ("png", "print_png", "mask_png")))
 
 
 def _dimension_rows(dims: dict[str, Any], eps: Any) -> list[Row]:
@@ -327,11 +380,13 @@ def _passed(doc: dict[str, Any]) -> bool | None:
     return passed if isinstance(passed, bool) else None
 
 
-def _gallery_item(item: dict[str, Any], results_dir: Path, redact: bool) -> GalleryItem:
+def _gallery_item(item: dict[str, Any], results_dir: Path, redact: bool, accessory: bool) -> GalleryItem:
+    """One gallery row; only faces are redacted, and an accessory (its own image, no factor) is never amplified."""
     clean = figures.load_image(results_dir, item.get("clean"))
     adversarial = figures.load_image(results_dir, item.get("adversarial"))
-    perturbation = figures.load_image(results_dir, item.get("perturbation"))
-    amplified = figures.amplified_perturbation(perturbation, clean, adversarial)
+    worn = figures.load_image(results_dir, item.get("accessory"), mode="RGBA") if accessory else None
+    perturbation = None if accessory else figures.load_image(results_dir, item.get("perturbation"))
+    amplified = None if accessory else figures.amplified_perturbation(perturbation, clean, adversarial)
     if redact:
         clean = figures.redact_face(clean) if clean is not None else None
         adversarial = figures.redact_face(adversarial) if adversarial is not None else None
@@ -349,6 +404,7 @@ def _gallery_item(item: dict[str, Any], results_dir: Path, redact: bool) -> Gall
         similarity_after=_fixed(item.get("similarity_after")),
         success=success if isinstance(success, bool) else None,
         clean_success=item.get("clean_success") is True,
+        accessory=figures.png_data_uri(worn) if worn is not None else None,
     )
 
 
@@ -380,8 +436,11 @@ def _matrix(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> Matrix:
         column = tuple(_text(dims.get(k)) for k in MATRIX_COLUMN_KEYS)
         columns.setdefault(column)
         cell = rows.setdefault(row, {}).setdefault(column, MatrixCell())
-        cell.entries.append(MatrixEntry(run.anchor, run.name, run.asr, bool(run.flags), run.failed))
-        asr = _num(_dict(raw.get("metrics")).get("attack_success_rate"))
+        metrics = _dict(raw.get("metrics"))
+        detail = (f"plain {_rate(metrics.get('plain_accessory_success_rate'))} · "
+                  f"EOT {_rate(metrics.get('eot_success_rate'))}") if run.accessory else ""
+        cell.entries.append(MatrixEntry(run.anchor, run.name, run.asr, bool(run.flags), run.failed, detail))
+        asr = _num(metrics.get("attack_success_rate"))
         if asr is not None:
             cell.worst = asr if cell.worst is None else max(cell.worst, asr)
     return Matrix(
@@ -391,7 +450,10 @@ def _matrix(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> Matrix:
 
 
 def _sweeps(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """One eps-vs-ASR plot per perturbation family where runs differ only in eps: (title, data URI)."""
+    """One eps-vs-ASR plot per perturbation family where runs differ only in eps: (title, data URI).
+
+    Runs without a budget (accessories: eps is null) have no place on an eps axis and are left out.
+    """
     groups: dict[tuple[str, str, str], tuple[figures.SweepLine, dict[str, Any]]] = {}
     for run in raw_runs:
         eps, metrics = _num(run.get("eps")), _dict(run.get("metrics"))
@@ -433,6 +495,12 @@ def _sweeps(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return plots
 
 
+def _link(target: Any, results_dir: Path, out_dir: Path) -> Link:
+    """A file named in results.json as a link from the report, and whether it is there inside the results folder."""
+    href = _relative_href(target, results_dir, out_dir)
+    return Link(_text(target), href, href is not None and _inside(results_dir, target))
+
+
 def _relative_href(target: Any, results_dir: Path, out_dir: Path) -> str | None:
     """A relative link from the report to a file named in results.json; None for URLs or absolute paths."""
     if not isinstance(target, str) or not target or ":" in target or target.startswith(("/", "\\")):
@@ -467,6 +535,12 @@ def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return None
     return float(value)
+
+
+def _rate(value: Any) -> str:
+    """A success rate to two decimals, as in the matrix; a dash when missing."""
+    number = _num(value)
+    return DASH if number is None else f"{number:.2f}"
 
 
 def _fixed(value: Any) -> str:
