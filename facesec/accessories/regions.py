@@ -20,20 +20,23 @@ def _canvas(size: int) -> np.ndarray:
 
 
 def eyeglasses(landmarks: np.ndarray, size: int, frame_width: float = 0.035) -> np.ndarray:
-    """Two elliptical rims around the eyes and the bridge between them.
+    """Two elliptical rims around the eyes and the bridge between their inner edges.
 
     `frame_width` is the rim's thickness as a fraction of the crop; the default covers roughly the
     6-7% of the face that Sharif et al. (2016) printed as frames.
     """
     mask = _canvas(size)
     thickness = max(1, round(frame_width * size))
+    ends = []
     for eye in (landmarks[36:42], landmarks[42:48]):
         centre = eye.mean(0)
         half_width = 0.95 * np.ptp(eye[:, 0])
         axes = (round(half_width), round(0.7 * half_width))
         cv2.ellipse(mask, (round(centre[0]), round(centre[1])), axes, 0, 0, 360, 1, thickness)
-    y = round(landmarks[36:48, 1].mean())
-    cv2.line(mask, (round(landmarks[39, 0]), y), (round(landmarks[42, 0]), y), 1, thickness)
+        ends.append(centre[0] + half_width if not ends else centre[0] - half_width)
+    if ends[0] < ends[1]:  # the bridge joins the rims' inner edges (nothing to join when they touch)
+        y = round(landmarks[36:48, 1].mean())
+        cv2.line(mask, (round(ends[0]), y), (round(ends[1]), y), 1, thickness)
     return mask.astype(bool)
 
 
