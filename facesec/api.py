@@ -22,7 +22,7 @@ from facesec.recognizers import Recognizer, load
 from facesec.recognizers import available as available_recognizers
 from facesec.report import render_report
 from facesec.results import build_results, save, slug
-from facesec.spec import ThreatModel, load_threat_models
+from facesec.spec import ThreatModel, Transfer, load_threat_models
 
 
 def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:
@@ -150,18 +150,31 @@ def check(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[tu
     """Load and pre-flight every threat model before anything runs: recognizer, dataset and attack
     must exist and fit, so a late error cannot lose a suite's finished runs."""
     models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides))]
-    known = available_recognizers()
     for source, tm in models:
-        name = tm.target if isinstance(tm.target, str) else tm.target.get("name")
-        if not isinstance(name, str) or (name not in known and ":" not in name):
-            raise ConfigError(f"{source}: {tm.name}: field 'target': unknown recognizer {name!r}; "
-                              f"known: {', '.join(sorted(known))}, or package.module:factory")
+        surrogates = tm.knowledge.surrogates if isinstance(tm.knowledge, Transfer) else []
+        specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]
+        for field, spec in specs:
+            _check_recognizer(f"{source}: {tm.name}: field '{field}'", spec)
         try:
             resolve_dataset(tm.data.dataset)
             preflight_attack(tm)
         except FacesecError as exc:
             raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
     return models
+
+
+def _check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
+    """A recognizer spec names a registered recognizer (or a factory); a student's folder must exist."""
+    known = available_recognizers()
+    name = spec if isinstance(spec, str) else spec.get("name")
+    if not isinstance(name, str) or (name not in known and ":" not in name):
+        raise ConfigError(f"{where}: unknown recognizer {name!r}; known: {', '.join(sorted(known))}, "
+                          "or package.module:factory")
+    if name == "surrogate":
+        folder = Path(str(spec.get("weights", ""))) if isinstance(spec, dict) else Path()
+        if not (folder / "surrogate.json").is_file():
+            raise ConfigError(f"{where}: no trained student in '{folder}'; train one first with "
+                              f"`facesec surrogate train --arch ... --data ... --out {folder}`")
 
 
 def _read_results(path: Path) -> dict[str, Any]:

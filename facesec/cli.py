@@ -60,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of threat-model files (for editors)")
 
+    sg = sub.add_parser("surrogate", help="build surrogate recognizers from query access (model stealing)")
+    sg_sub = sg.add_subparsers(dest="surrogate_command", required=True, metavar="ACTION")
+    tr = sg_sub.add_parser("train", help="distil a student from a teacher's embeddings on a dataset")
+    tr.add_argument("--teacher", default="dlib-resnet", help="the recognizer queried (registered name)")
+    tr.add_argument("--arch", required=True, choices=["dlib-resnet", "iresnet18"], help="student architecture")
+    tr.add_argument("--data", required=True, help="dataset folder, or its name under $FACESEC_DATA")
+    tr.add_argument("--out", type=Path, required=True, help="folder for checkpoint.pt, student.pt, surrogate.json")
+    tr.add_argument("--epochs", type=int, default=5)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle schedule)")
+    tr.add_argument("--holdout", type=float, default=0.2, help="share of identities never trained on (default 0.2)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
     sub.add_parser("list", help="show registered recognizers, attacks, and datasets found under $FACESEC_DATA")
     return p
 
@@ -159,6 +174,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failed else 0
 
 
+def _cmd_surrogate(args: argparse.Namespace) -> int:
+    from facesec.device import pick_device
+    from facesec.surrogates.distill import Settings, train
+
+    if args.epochs < 1 or args.batch_size < 1 or not 0 < args.holdout < 1:
+        raise ConfigError("--epochs and --batch-size must be at least 1, --holdout between 0 and 1")
+    settings = Settings(args.teacher, args.arch, args.data, args.epochs, args.batch_size, args.lr,
+                        args.holdout, args.seed)
+    card = train(settings, args.out, pick_device(args.device), resume=args.resume)
+    held = card["held_out"]
+    print(json.dumps({"queries": card["queries"], "held_out": held}, indent=2))
+    print(f"surrogate: {args.out} (use as {{name: surrogate, weights: {args.out}}})")
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from facesec.spec import json_schema
 
@@ -167,7 +197,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "report": _cmd_report, "eval": _cmd_eval, "embed": _cmd_embed,
-            "validate": _cmd_validate, "schema": _cmd_schema,
+            "validate": _cmd_validate, "schema": _cmd_schema, "surrogate": _cmd_surrogate,
             "list": _cmd_list}
 
 

@@ -11,31 +11,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from facesec import attacks, metrics, protocols
+from facesec import attacks, knowledge, metrics, trial
 from facesec.accessories import export
 from facesec.accessories import run as accessory_run
-from facesec.attacks import Attack, Budget, Objective
+from facesec.attacks import Attack, Budget, Criterion, Objective
 from facesec.errors import ConfigError
 from facesec.population import Population, select
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
-from facesec.spec import AccessoryPerturbation, ClosedSet, PixelPerturbation, ThreatModel
+from facesec.spec import AccessoryPerturbation, PixelPerturbation, ThreatModel
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
 SANITY_MIN_ASR = 0.95
 SANITY_STEPS = 10
 GALLERY_SIZE = 6
-
-
-@dataclass
-class Attempts:
-    """The probes attacked, the gallery index each is judged against, and the identity it belongs to."""
-
-    index: np.ndarray
-    labels: np.ndarray
-    own: np.ndarray
-    train_index: np.ndarray | None = None
-    """Universal runs: the probes the perturbation is optimised on (disjoint from `index`)."""
 
 
 @dataclass
@@ -61,63 +50,19 @@ class RunOutput:
     """Accessory runs: one per gallery row (individual) or the single one (universal)."""
 
 
-def _split(pop: Population, tm: ThreatModel) -> tuple[np.ndarray, np.ndarray]:
-    """Enrolment faces (the first `g` of each identity) and probes (the rest)."""
-    g = tm.setting.gallery_images if isinstance(tm.setting, ClosedSet) else 1
-    position = np.concatenate([np.arange(np.sum(pop.identity == i)) for i in range(len(pop.names))])
-    return np.flatnonzero(position < g), np.flatnonzero(position >= g)
-
-
-def _gallery(model: Recognizer, emb: torch.Tensor, pop: Population, enrol: np.ndarray) -> torch.Tensor:
-    """One template per identity: the mean of its enrolment embeddings (normalised first for cosine)."""
-    e = emb[enrol]
-    if model.info.comparison == "cosine":
-        e = torch.nn.functional.normalize(e, dim=-1)
-    ids = torch.from_numpy(pop.identity[enrol])
-    return torch.stack([e[ids == i].mean(0) for i in range(len(pop.names))])
-
-
-def _attempts(tm: ThreatModel, pop: Population, probes: np.ndarray, rng: np.random.Generator) -> Attempts:
-    own = pop.identity[probes]
-    k = len(pop.names)
-    if tm.goal == "dodging":
-        labels = own.copy()
-        index = probes
-    elif tm.capability == "universal":  # one target for everyone: probes of other identities
-        target = int(rng.integers(k))
-        keep = own != target
-        index, own = probes[keep], own[keep]
-        labels = np.full(len(index), target)
-    else:  # a seeded random other identity per probe
-        labels = (own + rng.integers(1, k, size=len(own))) % k
-        index = probes
-    if tm.capability == "universal":
-        perm = rng.permutation(len(index))
-        half = len(index) // 2
-        train, test = perm[:half], perm[half:]
-        return Attempts(index[test], labels[test], own[test], train_index=index[train])
-    return Attempts(index, labels, own)
-
-
-def _train_labels(tm: ThreatModel, pop: Population, attempts: Attempts) -> np.ndarray:
-    assert attempts.train_index is not None
-    if tm.goal == "dodging":
-        return pop.identity[attempts.train_index]
-    return np.full(len(attempts.train_index), attempts.labels[0])
-
-
-def _objective(model: Recognizer, tm: ThreatModel, gallery: torch.Tensor, labels: np.ndarray,
-               threshold: float, device: torch.device) -> Objective:
-    return Objective(model, tm.setting.kind, tm.goal, gallery.to(device),
-                     torch.from_numpy(labels).long().to(device), threshold)
-
-
 def _success(objective: Objective, model: Recognizer, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Success and similarity to the reference, per sample."""
     emb = model.embed(x)
     idx = slice(None)
     return (objective.success(objective.margin(emb, idx)).cpu().numpy(),
             objective.similarity(emb, idx).float().cpu().numpy())
+
+
+@torch.no_grad()
+def _judge(criterion: Criterion, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Per-sample success of `x` under any criterion (a recognizer's objective or an ensemble)."""
+    margins = [criterion.score(x[i:i + batch_size], slice(i, i + batch_size)) for i in range(0, len(x), batch_size)]
+    return criterion.success(torch.cat(margins)).cpu().numpy() if margins else np.zeros(0, dtype=bool)
 
 
 def _noise(x: torch.Tensor, budget: Budget, generator: torch.Generator) -> torch.Tensor:
@@ -130,8 +75,8 @@ def _noise(x: torch.Tensor, budget: Budget, generator: torch.Generator) -> torch
     return (x + budget.eps * d.to(x)).clamp(0, 1)
 
 
-def _attack(attack: Attack, tm: ThreatModel, x: torch.Tensor, objective: Objective, budget: Budget,
-            generator: torch.Generator, x_train: torch.Tensor | None, train_objective: Objective | None
+def _attack(attack: Attack, tm: ThreatModel, x: torch.Tensor, objective: Criterion, budget: Budget,
+            generator: torch.Generator, x_train: torch.Tensor | None, train_objective: Criterion | None
             ) -> tuple[torch.Tensor, np.ndarray]:
     if budget.eps == 0:  # nothing to optimise (and some libraries refuse a zero step)
         return x.clone(), np.zeros(len(x))
@@ -144,15 +89,6 @@ def _attack(attack: Attack, tm: ThreatModel, x: torch.Tensor, objective: Objecti
     return out.x_adv, out.queries.numpy().astype(float)
 
 
-def _threshold(model: Recognizer, emb: torch.Tensor, pop: Population, fmr: float) -> float:
-    """Threshold at `fmr` on all clean impostor pairs of the population."""
-    sims = model.similarity_matrix(emb, emb).cpu().numpy()
-    ids = pop.identity
-    iu = np.triu_indices(len(ids), k=1)
-    impostor = sims[iu][ids[iu[0]] != ids[iu[1]]]
-    return protocols.threshold_at_fmr(impostor, fmr)
-
-
 def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> RunOutput:
     """Attack the threat model's population and measure everything results.json records."""
     started = datetime.now(UTC)
@@ -162,26 +98,25 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     rng = np.random.default_rng(tm.data.seed)
     generator = torch.Generator().manual_seed(tm.data.seed)
     x_all = pop.faces.to(device)
-    emb = model.embed(x_all)
-    enrol, probes = _split(pop, tm)
-    gallery = _gallery(model, emb, pop, enrol)
-    threshold = _threshold(model, emb, pop, tm.setting.fmr) if tm.setting.kind == "open-set" else 0.0
-    att = _attempts(tm, pop, probes, rng)
+    enrol, probes = trial.split(pop, tm)
+    att = trial.attempts(tm, pop, probes, rng)
+    target = trial.judges(model, tm, pop, enrol, att, x_all, device)
+    objective = target.objective
+    threshold = objective.threshold
     x = x_all[att.index]
-    objective = _objective(model, tm, gallery, att.labels, threshold, device)
-    x_train = train_obj = None
-    if att.train_index is not None:
-        x_train = x_all[att.train_index]
-        train_obj = _objective(model, tm, gallery, _train_labels(tm, pop, att), threshold, device)
+    x_train = None if att.train_index is None else x_all[att.train_index]
+    view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device)
 
     clean_success, sim_before = _success(objective, model, x)
     attempted = ~clean_success
     t_attack = time.perf_counter()
     p = tm.perturbation
     if isinstance(p, AccessoryPerturbation):
-        out = _attack_accessory(tm, p, model, pop, att, x, objective, train_obj, attempted, generator)
+        out = _attack_accessory(tm, p, model, pop, att, x, objective, view, attempted, generator)
     else:
-        out = _attack_pixel(tm, p, x, objective, x_train, train_obj, generator)
+        out = _attack_pixel(tm, p, x, view, x_train, generator)
+    if view.transfer:  # how well the attack did on what it could differentiate
+        out.extra["surrogate_success_rate"] = _rate(_judge(view.objective, out.x_adv), attempted)
     x_adv = out.x_adv
     attack_time = time.perf_counter() - t_attack
     adv_success, sim_after = _success(objective, model, x_adv)
@@ -198,7 +133,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     protocol_metric = {("open-set", "dodging"): "tar", ("open-set", "impersonation"): "target_accept",
                        ("closed-set", "dodging"): "rank1", ("closed-set", "impersonation"): "target_top1"}
     baselines = {k: noise_asr if v is None else v for k, v in out.baselines.items()}
-    validity = _validity(tm, model, x, objective, attempted, out.unbounded, baselines, asr)
+    validity = _validity(tm, x, view.objective, attempted, out.unbounded, baselines, asr)
     metrics_out = {
         "attack_success_rate": asr,
         "attack_success_ci95": list(metrics.wilson_interval(n_success, n_attempts)),
@@ -235,7 +170,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         "dimensions": {
             "recognizer": model.info.name,
             "perturbation": _perturbation_text(p),
-            "knowledge": tm.knowledge, "goal": tm.goal, "capability": tm.capability,
+            "knowledge": view.description, "goal": tm.goal, "capability": tm.capability,
             "setting": f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
             "attack": f"{tm.attack.library}/{tm.attack.method}"
                       + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps"),
@@ -254,7 +189,8 @@ def _rate(success: np.ndarray, attempted: np.ndarray) -> float:
     return float(np.asarray(success, dtype=float)[attempted].mean()) if attempted.any() else 0.0
 
 
-def _worn(acc: accessory_run.AccessoryOutcome, pop: Population, att: Attempts, universal: bool) -> list[WornAccessory]:
+def _worn(acc: accessory_run.AccessoryOutcome, pop: Population, att: trial.Attempts,
+          universal: bool) -> list[WornAccessory]:
     """The accessories to show and print: the gallery rows' own, or the one universal accessory."""
     if universal:
         assert att.train_index is not None
@@ -283,30 +219,30 @@ class Attacked:
     """The same perturbation kind without optimisation: random noise, or a random-colour accessory."""
     baselines: dict[str, float | None]
     """Success rates the attack must beat, by description; None: the baseline's own rate."""
-    unbounded: Callable[[torch.Tensor, Objective], torch.Tensor]
+    unbounded: Callable[[torch.Tensor, Criterion], torch.Tensor]
     """The validity check's run without constraints."""
     extra: dict[str, Any]
     """Metrics only this perturbation kind has."""
     worn: list[WornAccessory] | None = None
 
 
-def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, objective: Objective,
-                  x_train: torch.Tensor | None, train_obj: Objective | None, generator: torch.Generator) -> Attacked:
+def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: knowledge.AttackerView,
+                  x_train: torch.Tensor | None, generator: torch.Generator) -> Attacked:
     budget = Budget(p.norm, p.eps)
-    x_adv, queries = _attack(build_attack(tm), tm, x, objective, budget, generator, x_train, train_obj)
+    x_adv, queries = _attack(build_attack(tm), tm, x, view.objective, budget, generator, x_train, view.train)
     return Attacked(x_adv, queries, _noise(x, budget, generator), {"random noise": None},
                     _pixel_unbounded(tm, p, generator), {})
 
 
 def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recognizer, pop: Population,
-                      att: Attempts, x: torch.Tensor, objective: Objective, train_obj: Objective | None,
+                      att: trial.Attempts, x: torch.Tensor, objective: Objective, view: knowledge.AttackerView,
                       attempted: np.ndarray, generator: torch.Generator) -> Attacked:
     train = None
     if att.train_index is not None:
-        assert train_obj is not None
-        train = (pop.faces[att.train_index].to(x.device), pop.landmarks[att.train_index], train_obj)
-    acc = accessory_run.attack(tm, x, pop.landmarks[att.index], objective, train, generator,
-                               judge=lambda o, faces: _success(o, model, faces)[0])
+        assert view.train is not None
+        train = (pop.faces[att.train_index].to(x.device), pop.landmarks[att.train_index], view.train)
+    acc = accessory_run.attack(tm, x, pop.landmarks[att.index], view.objective, train, generator,
+                               judge=lambda faces: _success(objective, model, faces)[0])
     plain_success, _ = _success(objective, model, acc.plain)
     plain_rate = _rate(plain_success, attempted)
     extra = {"plain_accessory_success_rate": plain_rate,
@@ -314,7 +250,7 @@ def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recogniz
              "eot_draws": None if p.eot is None else p.eot.eval_draws}
     steps = max(tm.attack.steps, SANITY_STEPS)
 
-    def unbounded(faces: torch.Tensor, o: Objective) -> torch.Tensor:
+    def unbounded(faces: torch.Tensor, o: Criterion) -> torch.Tensor:
         return accessory_run.unbounded(tm, faces, o, steps, generator)
 
     return Attacked(acc.x_adv, acc.queries, acc.random_colour,
@@ -349,7 +285,7 @@ def build_attack(tm: ThreatModel, **override: Any) -> Attack:
 
 
 def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Generator
-                     ) -> Callable[[torch.Tensor, Objective], torch.Tensor]:
+                     ) -> Callable[[torch.Tensor, Criterion], torch.Tensor]:
     """The pixel attack with an unbounded budget and at least SANITY_STEPS steps (FGSM: a native PGD,
     since one full-budget step overshoots); universal attacks run on the samples directly."""
     if tm.attack.method == "fgsm":
@@ -358,7 +294,7 @@ def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Gen
         attack = build_attack(tm, steps=max(tm.attack.steps, SANITY_STEPS), step_size=None)
     big = Budget(p.norm, UNBOUNDED[p.norm])
 
-    def run(x: torch.Tensor, objective: Objective) -> torch.Tensor:
+    def run(x: torch.Tensor, objective: Criterion) -> torch.Tensor:
         if tm.capability == "universal":
             return (x + attack.run_universal(x, objective, big, generator)).clamp(0, 1)
         return attack.run(x, objective, big, generator).x_adv
@@ -366,22 +302,20 @@ def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Gen
     return run
 
 
-def _validity(tm: ThreatModel, model: Recognizer, x: torch.Tensor, objective: Objective, attempted: np.ndarray,
-              unbounded: Callable[[torch.Tensor, Objective], torch.Tensor], baselines: dict[str, float],
+def _validity(tm: ThreatModel, x: torch.Tensor, objective: Criterion, attempted: np.ndarray,
+              unbounded: Callable[[torch.Tensor, Criterion], torch.Tensor], baselines: dict[str, float],
               asr: float) -> dict[str, Any]:
     """AutoAttack-style checks: baselines the attack must beat, and an unbounded run that must succeed.
 
-    The unbounded run asks whether the objective's gradients lead anywhere at all.
+    The unbounded run asks whether the gradients of what the attacker differentiates (the target,
+    or its surrogates) lead anywhere at all; it is judged on that same objective.
     """
     flags: list[str] = []
     chosen = np.flatnonzero(attempted)[: tm.attack.sanity_samples]
     unbounded_asr = None
     if len(chosen):
-        sub = torch.from_numpy(chosen).to(x.device)
-        sub_obj = Objective(model, objective.setting, objective.goal, objective.gallery,
-                            objective.labels[sub], objective.threshold)
-        ok, _ = _success(sub_obj, model, unbounded(x[sub], sub_obj))
-        unbounded_asr = float(ok.mean())
+        sub_obj = objective.subset(torch.from_numpy(chosen).to(x.device))
+        unbounded_asr = float(_judge(sub_obj, unbounded(x[chosen], sub_obj)).mean())
         if unbounded_asr < SANITY_MIN_ASR:
             flags.append(f"attack or gradients broken: unbounded run reached {unbounded_asr:.2f} < {SANITY_MIN_ASR}")
     else:

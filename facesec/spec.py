@@ -132,7 +132,7 @@ class ClosedSet(Strict):
 class Attack(Strict):
     """The optimiser, the library that runs it, and its parameters."""
 
-    method: Literal["pgd", "fgsm", "mi-fgsm", "cw"] = "pgd"
+    method: Literal["pgd", "fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm", "cw"] = "pgd"
     library: Literal["native", "torchattacks", "art"] = "native"
     steps: int = Field(20, ge=0)
     step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM), "
@@ -147,10 +147,20 @@ METRIC_NAMES = (
     "protocol_before", "protocol_after", "similarity_before_mean", "similarity_after_mean",
     "similarity_shift_mean", "threshold", "linf_mean", "l2_mean", "ssim_mean", "queries_per_sample",
     "attack_time_s", "wall_time_s", "n_identities", "n_skipped_images",
-    "plain_accessory_success_rate", "eot_success_rate",
+    "plain_accessory_success_rate", "eot_success_rate", "surrogate_success_rate",
     "validity.noise_baseline_asr", "validity.unbounded_asr", "validity.n_flags",
 )
 """What gates may test: the run's numeric metrics and its validity checks."""
+
+
+class Transfer(Strict):
+    """The attacker crafts on surrogate recognizers (stolen students, or any registered model) and
+    the target is judged on what they made: it is never differentiated."""
+
+    kind: Literal["transfer"] = "transfer"
+    surrogates: list[str | dict[str, Any]] = Field(
+        min_length=1, description="recognizer names or spec mappings, e.g. {name: surrogate, weights: DIR}; "
+                                  "several = an ensemble (library: native)")
 
 
 class Gate(Strict):
@@ -169,7 +179,7 @@ class ThreatModel(Strict):
     target: str | dict[str, Any] = Field("dlib-resnet", description="recognizer name or spec mapping")
     data: Data = Data()
     perturbation: Perturbation = PixelPerturbation()
-    knowledge: Literal["white-box"] = "white-box"
+    knowledge: Literal["white-box"] | Transfer = "white-box"
     goal: Literal["dodging", "impersonation"] = "dodging"
     capability: Literal["individual", "universal"] = "individual"
     setting: Annotated[OpenSet | ClosedSet, Field(discriminator="kind")] = OpenSet()
@@ -181,6 +191,13 @@ class ThreatModel(Strict):
         if isinstance(self.setting, ClosedSet) and self.setting.gallery_images >= self.data.images_per_identity:
             raise ValueError(f"setting.gallery_images ({self.setting.gallery_images}) must be below "
                              f"data.images_per_identity ({self.data.images_per_identity}) so that probes remain")
+        return self
+
+    @model_validator(mode="after")
+    def _ensemble_is_native(self) -> ThreatModel:
+        if isinstance(self.knowledge, Transfer) and len(self.knowledge.surrogates) > 1 \
+                and self.attack.library != "native":
+            raise ValueError("knowledge.surrogates: an ensemble of surrogates is attacked by library: native only")
         return self
 
     @model_validator(mode="after")
@@ -235,6 +252,15 @@ def _set(doc: dict[str, Any], path: str, value: Any) -> None:
             raise ConfigError(f"--set {path}: cannot reach '{key}' (not a mapping, or no such list item)")
 
 
+def _label(value: Any) -> str:
+    """A short name for one value of a matrix axis: mappings by their kind and the models they name."""
+    if not isinstance(value, dict):
+        return str(value)
+    models = [m if isinstance(m, str) else Path(str(m.get("weights") or m.get("name", "?"))).name
+              for m in value.get("surrogates", [])]
+    return "+".join([str(value.get("kind", "?"))] + models) if models else str(value.get("kind", value))
+
+
 def expand(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One document per combination of the list-valued EXPANDABLE fields; names get a suffix."""
     axes = [(p, v) for p in EXPANDABLE if isinstance(v := _get(doc, p), list)]
@@ -248,7 +274,7 @@ def expand(doc: dict[str, Any]) -> list[dict[str, Any]]:
         run = copy.deepcopy(doc)
         for (path, _), value in zip(axes, combo, strict=True):
             _set(run, path, value)
-        suffix = ",".join(f"{path.split('.')[-1]}={v}" for (path, _), v in zip(axes, combo, strict=True))
+        suffix = ",".join(f"{path.split('.')[-1]}={_label(v)}" for (path, _), v in zip(axes, combo, strict=True))
         run["name"] = f"{doc.get('name', '')}[{suffix}]"
         runs.append(run)
     return runs

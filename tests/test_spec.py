@@ -142,3 +142,17 @@ def test_validate_preflights_what_run_would_need(celeba: Path, tmp_path: Path, c
     assert out.returncode == 2, out.stdout
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"facesec: error: {path}: pre: ") and expected in lines[0]
+
+
+def test_every_example_threat_model_validates(celeba: Path) -> None:
+    """The shipped examples pass pre-flight; the students' ones say how to train the students first."""
+    from facesec.api import check
+
+    files = sorted(Path("threat_models").glob("*.yaml"))
+    assert len(files) >= 15
+    for path in files:
+        if path.name == "transfer-students.yaml" and not Path("students/dlib-arch/surrogate.json").is_file():
+            with pytest.raises(ConfigError, match="facesec surrogate train"):
+                check([path])
+        else:
+            assert check([path]), path

@@ -27,7 +27,7 @@ def eyeglasses(landmarks: np.ndarray, size: int, frame_width: float = 0.035) -> 
     """
     mask = _canvas(size)
     thickness = max(1, round(frame_width * size))
-    ends = []
+    ends: list[float] = []
     for eye in (landmarks[36:42], landmarks[42:48]):
         centre = eye.mean(0)
         half_width = 0.95 * np.ptp(eye[:, 0])

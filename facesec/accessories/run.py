@@ -14,13 +14,13 @@ import torch
 from facesec.accessories import eot, regions
 from facesec.accessories.printability import load_palette
 from facesec.attacks.accessory import AccessoryAttack, Region
-from facesec.attacks.objectives import Objective
+from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
 from facesec.spec import AccessoryPerturbation, ThreatModel
 
 DEFAULT_STEP = 1 / 32
-Success = Callable[[Objective, torch.Tensor], np.ndarray]
-"""Per-sample success of faces under an objective (the engine's judge)."""
+Success = Callable[[torch.Tensor], np.ndarray]
+"""Per-sample success of worn faces against the target (the engine's judge)."""
 
 
 def masks(p: AccessoryPerturbation, landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -89,8 +89,8 @@ class AccessoryOutcome:
     """Per sample, the share of fresh random transforms under which the accessory still succeeds."""
 
 
-def attack(tm: ThreatModel, x: torch.Tensor, landmarks: np.ndarray, objective: Objective,
-           train: tuple[torch.Tensor, np.ndarray, Objective] | None, generator: torch.Generator,
+def attack(tm: ThreatModel, x: torch.Tensor, landmarks: np.ndarray, objective: Criterion,
+           train: tuple[torch.Tensor, np.ndarray, Criterion] | None, generator: torch.Generator,
            judge: Success) -> AccessoryOutcome:
     """Optimise the accessory (per wearer, or one on `train` when universal) and gather its evidence."""
     p = tm.perturbation
@@ -117,7 +117,7 @@ def attack(tm: ThreatModel, x: torch.Tensor, landmarks: np.ndarray, objective: O
         hits = np.zeros(len(x))
         for _ in range(p.eot.eval_draws):
             moved, moved_mask = eot.apply(pattern, reg.mask, eot.sample(len(x), optimiser.variation, fresh))
-            hits += judge(objective, regions.wear(x, moved_mask, moved))
+            hits += judge(regions.wear(x, moved_mask, moved))
         eot_rate = hits / p.eot.eval_draws
     return AccessoryOutcome(
         x_adv=regions.wear(x, reg.mask, pattern), queries=queries,
@@ -125,7 +125,7 @@ def attack(tm: ThreatModel, x: torch.Tensor, landmarks: np.ndarray, objective: O
         pattern=pattern, mask=reg.mask, eot_rate=eot_rate)
 
 
-def unbounded(tm: ThreatModel, x: torch.Tensor, objective: Objective, steps: int,
+def unbounded(tm: ThreatModel, x: torch.Tensor, objective: Criterion, steps: int,
               generator: torch.Generator) -> torch.Tensor:
     """Sanity run: the whole image is the region, starting from the face itself, with no transforms
     and no penalties. The same optimiser must then reach ~100%, or its gradients lead nowhere."""

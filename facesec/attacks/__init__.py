@@ -4,6 +4,6 @@ from facesec.attacks import pixel as _pixel  # noqa: F401  (registers native att
 from facesec.attacks.adapters import art_adapter as _art  # noqa: F401
 from facesec.attacks.adapters import torchattacks_adapter as _ta  # noqa: F401
 from facesec.attacks.base import Attack, AttackOutput, Budget, available, create
-from facesec.attacks.objectives import Objective
+from facesec.attacks.objectives import Criterion, Ensemble, Objective
 
-__all__ = ["Attack", "AttackOutput", "Budget", "Objective", "available", "create"]
+__all__ = ["Attack", "AttackOutput", "Budget", "Criterion", "Ensemble", "Objective", "available", "create"]

@@ -16,7 +16,7 @@ import torch
 from facesec.accessories import eot
 from facesec.accessories.printability import non_printability, total_variation
 from facesec.accessories.regions import wear
-from facesec.attacks.objectives import Objective
+from facesec.attacks.objectives import Criterion
 
 
 @dataclass
@@ -70,7 +70,7 @@ class AccessoryAttack:
     def forwards_per_step(self) -> int:
         return self.eot_samples if self.variation is not None else 1
 
-    def run(self, x: torch.Tensor, region: Region, objective: Objective, start: torch.Tensor,
+    def run(self, x: torch.Tensor, region: Region, objective: Criterion, start: torch.Tensor,
             generator: torch.Generator) -> torch.Tensor:
         """One accessory per wearer, from the colours `start` (N x 3 x ...); returns the optimised colours."""
         out = start.clone()
@@ -79,13 +79,13 @@ class AccessoryAttack:
             out[idx] = self._optimise(x[idx], idx, region[idx], objective, out[idx], generator, universal=False)
         return out
 
-    def run_universal(self, x: torch.Tensor, region: Region, objective: Objective, start: torch.Tensor,
+    def run_universal(self, x: torch.Tensor, region: Region, objective: Criterion, start: torch.Tensor,
                       generator: torch.Generator) -> torch.Tensor:
         """One accessory (`region` and `start` of batch 1) for all of `x`: its colours (1 x 3 x ...)."""
         idx = torch.arange(len(x), device=x.device)
         return self._optimise(x, idx, region, objective, start, generator, universal=True)
 
-    def _score(self, x: torch.Tensor, idx: torch.Tensor, region: Region, objective: Objective,
+    def _score(self, x: torch.Tensor, idx: torch.Tensor, region: Region, objective: Criterion,
                params: torch.Tensor, generator: torch.Generator, shared: bool) -> torch.Tensor:
         """Per face (per parameter set when not shared): the clipped margin averaged over transforms."""
         pattern = region.render(params)
@@ -97,7 +97,7 @@ class AccessoryAttack:
                 draw = eot.sample(len(x), self.variation, generator)
                 moved, moved_mask = eot.apply(pattern, region.mask, draw)
                 worn = wear(x, moved_mask, moved)
-            total = total + objective.margin(objective.recognizer(worn), idx).clamp(max=self.kappa)
+            total = total + objective.score(worn, idx).clamp(max=self.kappa)
         score = total / self.forwards_per_step
         penalty = torch.zeros(len(params), device=x.device)
         if self.tv_weight:
@@ -107,7 +107,7 @@ class AccessoryAttack:
             penalty = penalty + self.nps_weight * non_printability(pattern, region.mask, self.palette)
         return score.mean().view(1) - penalty if shared else score - penalty
 
-    def _optimise(self, x: torch.Tensor, idx: torch.Tensor, region: Region, objective: Objective,
+    def _optimise(self, x: torch.Tensor, idx: torch.Tensor, region: Region, objective: Criterion,
                   params: torch.Tensor, generator: torch.Generator, universal: bool) -> torch.Tensor:
         best = params.clone()
         best_score = torch.full((len(params),), float("-inf"), device=x.device)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from facesec.attacks.objectives import Objective
+from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
 
 Norm = Literal["linf", "l2"]
@@ -38,11 +38,11 @@ class Attack(ABC):
     supports_universal: bool = False
 
     @abstractmethod
-    def run(self, x: torch.Tensor, objective: Objective, budget: Budget,
+    def run(self, x: torch.Tensor, objective: Criterion, budget: Budget,
             generator: torch.Generator) -> AttackOutput:
         """Per-image attack on `x` (N x C x H x W, [0, 1])."""
 
-    def run_universal(self, x: torch.Tensor, objective: Objective, budget: Budget,
+    def run_universal(self, x: torch.Tensor, objective: Criterion, budget: Budget,
                       generator: torch.Generator) -> torch.Tensor:
         """One perturbation (1 x C x H x W) for all of `x`."""
         raise ConfigError(f"attack '{self.name}' has no universal mode; use library: native")

@@ -54,3 +54,40 @@ class Objective:
         if self.setting == "open-set" and self.goal == "dodging":
             return margin >= 0
         return margin > 0
+
+    def score(self, x: torch.Tensor, index: torch.Tensor | slice,
+              autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The margin of images `x`; with `autocast_dtype` the forward runs under autocast, the margin in fp32."""
+        if autocast_dtype is None:
+            return self.margin(self.recognizer(x), index)
+        with torch.autocast(device_type=x.device.type, dtype=autocast_dtype):
+            emb = self.recognizer(x)
+        return self.margin(emb.float(), index)
+
+    def subset(self, index: torch.Tensor) -> Objective:
+        """The same objective for the samples at `index` only."""
+        return Objective(self.recognizer, self.setting, self.goal, self.gallery, self.labels[index], self.threshold)
+
+
+@dataclass
+class Ensemble:
+    """Several recognizers' objectives for the same samples (transfer from an ensemble of surrogates).
+
+    The margin is the members' mean, each in its own similarity units; success follows the goal's rule.
+    """
+
+    members: list[Objective]
+
+    def score(self, x: torch.Tensor, index: torch.Tensor | slice,
+              autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.stack([m.score(x, index, autocast_dtype) for m in self.members]).mean(0)
+
+    def success(self, margin: torch.Tensor) -> torch.Tensor:
+        return self.members[0].success(margin)
+
+    def subset(self, index: torch.Tensor) -> Ensemble:
+        return Ensemble([m.subset(index) for m in self.members])
+
+
+Criterion = Objective | Ensemble
+"""What attacks optimise: one recognizer's objective, or an ensemble's."""

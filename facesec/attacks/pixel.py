@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
-from facesec.attacks.objectives import Objective
+from facesec.attacks.objectives import Criterion
 
 SUCCESS_TOLERANCE = 1e-4
 """An iterate counts as a success only this far past the decision boundary (robust to re-batching)."""
@@ -53,8 +54,10 @@ class GradientAttack(Attack):
                  momentum: float = 0.0, loss: Literal["margin", "cw"] = "margin", kappa: float = 0.0,
                  batch_size: int = 64, universal_kappa: float = 0.1,
                  default_step: Literal["madry", "eps", "eps/steps"] = "madry",
-                 autocast_dtype: torch.dtype | None = None) -> None:
+                 autocast_dtype: torch.dtype | None = None, diversity: float = 0.0, ti_kernel: int = 0) -> None:
         self.name = name
+        self.diversity = diversity
+        self.ti_kernel = ti_kernel
         self.autocast_dtype = autocast_dtype
         self.default_step = default_step
         self.steps = steps
@@ -75,18 +78,37 @@ class GradientAttack(Attack):
         factor = 2.5 if self.default_step == "madry" else 1.0
         return factor * budget.eps / self.steps if self.steps else 0.0
 
-    def _margin(self, objective: Objective, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The objective's margin of `x`; the forward under autocast when `autocast_dtype` is set."""
-        if self.autocast_dtype is None:
-            return objective.margin(objective.recognizer(x), index)
-        with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
-            emb = objective.recognizer(x)
-        return objective.margin(emb.float(), index)
+    def _margin(self, objective: Criterion, x: torch.Tensor, index: torch.Tensor,
+                generator: torch.Generator) -> torch.Tensor:
+        """The objective's margin of `x` (through input diversity when set); forward under autocast if asked."""
+        return objective.score(self._diverse(x, generator), index, self.autocast_dtype)
+
+    def _diverse(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """DI (Xie et al. 2019): with probability `diversity`, shrink by up to 10%, pad at a random offset
+        back to the input size. Transfer attacks use it so as not to overfit the surrogate."""
+        if not self.diversity or float(torch.rand(1, generator=generator)) >= self.diversity:
+            return x
+        size = x.shape[-1]
+        new = int(torch.randint(int(size * 0.9), size + 1, (1,), generator=generator))
+        top, left = (int(v) for v in torch.randint(0, size - new + 1, (2,), generator=generator))
+        small = F.interpolate(x, size=(new, new), mode="bilinear", align_corners=False)
+        return F.pad(small, (left, size - new - left, top, size - new - top), value=0.5)
+
+    def _smooth(self, grad: torch.Tensor) -> torch.Tensor:
+        """TI (Dong et al. 2019): the gradient convolved with a Gaussian of `ti_kernel` pixels (sigma = size/4)."""
+        if self.ti_kernel <= 1:
+            return grad
+        r = self.ti_kernel // 2
+        t = torch.arange(-r, r + 1, dtype=grad.dtype, device=grad.device)
+        k = torch.exp(-(t**2) / (2 * (self.ti_kernel / 4) ** 2))
+        k2 = (k[:, None] * k[None, :]) / (k.sum() ** 2)
+        c = grad.shape[1]
+        return F.conv2d(grad, k2.expand(c, 1, -1, -1).contiguous(), padding=r, groups=c)
 
     def _loss(self, margin: torch.Tensor, kappa: float) -> torch.Tensor:
         return margin.clamp(max=kappa) if self.loss == "cw" else margin
 
-    def run(self, x: torch.Tensor, objective: Objective, budget: Budget,
+    def run(self, x: torch.Tensor, objective: Criterion, budget: Budget,
             generator: torch.Generator) -> AttackOutput:
         out = torch.empty_like(x)
         for start in range(0, len(x), self.batch_size):
@@ -95,7 +117,7 @@ class GradientAttack(Attack):
             out[start:stop] = self._attack_batch(x[start:stop], index, objective, budget, generator)
         return AttackOutput(out, torch.full((len(x),), self.steps + 1, dtype=torch.int64))
 
-    def _attack_batch(self, x: torch.Tensor, index: torch.Tensor, objective: Objective, budget: Budget,
+    def _attack_batch(self, x: torch.Tensor, index: torch.Tensor, objective: Criterion, budget: Budget,
                       generator: torch.Generator) -> torch.Tensor:
         alpha = self._alpha(budget)
         x = x.contiguous(memory_format=torch.channels_last)  # NHWC convolutions: faster on CPU and GPU
@@ -114,10 +136,14 @@ class GradientAttack(Attack):
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
             with torch.enable_grad():
-                margin = self._margin(objective, x_adv, index)
+                margin = self._margin(objective, x_adv, index, generator)
                 (grad,) = torch.autograd.grad(self._loss(margin, self.kappa).sum(), x_adv)
             x_adv = x_adv.detach()
+            if self.diversity:  # success is judged on the undistorted image
+                with torch.no_grad():
+                    margin = objective.score(x_adv, index, self.autocast_dtype)
             keep(x_adv, margin.detach())
+            grad = self._smooth(grad)
             if self.momentum:
                 l1 = grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 velocity = self.momentum * velocity + grad / l1
@@ -126,7 +152,7 @@ class GradientAttack(Attack):
         # The last iterate needs no check: where no earlier iterate succeeded, it is returned anyway.
         return torch.where(found.view(-1, 1, 1, 1), best, x_adv)
 
-    def run_universal(self, x: torch.Tensor, objective: Objective, budget: Budget,
+    def run_universal(self, x: torch.Tensor, objective: Criterion, budget: Budget,
                       generator: torch.Generator) -> torch.Tensor:
         alpha = self._alpha(budget)
         shape = (1, *x.shape[1:])
@@ -139,9 +165,10 @@ class GradientAttack(Attack):
                 index = torch.arange(start, stop, device=x.device)
                 d = delta.clone().requires_grad_(True)
                 with torch.enable_grad():
-                    margin = self._margin(objective, (x[start:stop] + d).clamp(0, 1), index)
+                    margin = self._margin(objective, (x[start:stop] + d).clamp(0, 1), index, generator)
                     loss = margin.clamp(max=self.universal_kappa).sum() / len(x)
                     grad += torch.autograd.grad(loss, d)[0]
+            grad = self._smooth(grad)
             if self.momentum:
                 velocity = self.momentum * velocity + grad / grad.abs().mean().clamp_min(1e-12)
                 grad = velocity
@@ -166,6 +193,22 @@ def mi_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool 
             **kw: Any) -> Attack:
     """Momentum iterative FGSM (Dong et al. 2018): step eps/steps, momentum on L1-normalised gradients."""
     return GradientAttack("mi-fgsm", steps, step_size, random_start, momentum=momentum,
+                          default_step="eps/steps", **kw)
+
+
+@register("native/di-fgsm")
+def di_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool = False, momentum: float = 1.0,
+            diversity: float = 0.5, **kw: Any) -> Attack:
+    """M-DI2-FGSM (Xie et al. 2019): MI-FGSM through random resizing and padding, for transfer."""
+    return GradientAttack("di-fgsm", steps, step_size, random_start, momentum=momentum, diversity=diversity,
+                          default_step="eps/steps", **kw)
+
+
+@register("native/ti-fgsm")
+def ti_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool = False, momentum: float = 1.0,
+            ti_kernel: int = 7, **kw: Any) -> Attack:
+    """TI-MI-FGSM (Dong et al. 2019): MI-FGSM on Gaussian-smoothed gradients, for transfer."""
+    return GradientAttack("ti-fgsm", steps, step_size, random_start, momentum=momentum, ti_kernel=ti_kernel,
                           default_step="eps/steps", **kw)
 
 

@@ -35,6 +35,8 @@ class RecognizerInfo:
     native_threshold: float | None
     """On `similarity()`'s scale (higher = more alike); None when the model has no native rule."""
     weights_sha256: str | None
+    differentiable: bool = True
+    """False for black boxes (e.g. dlib's C++ model): attacked only by transfer or queries."""
 
 
 class Recognizer(nn.Module):

@@ -1,10 +1,13 @@
-"""The built-in recognizers: dlib's ResNet, IResNets, TorchScript and ONNX files."""
+"""The built-in recognizers: dlib's ResNet (ported, and dlib's own as a black box), IResNets, students,
+TorchScript and ONNX files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,6 +15,7 @@ from facesec.data.align import ARCFACE_112, DLIB_150, TEMPLATES, Template
 from facesec.data.cache import file_digest
 from facesec.dlib_models import models_dir
 from facesec.errors import ConfigError, WeightsError
+from facesec.recognizers import students
 from facesec.recognizers.base import Comparison, Recognizer, RecognizerInfo, register
 from facesec.recognizers.dlib_resnet import MODEL_FILE, DlibResNet, read_dlib_resnet
 from facesec.recognizers.iresnet import IRESNET_LAYERS, IResNet
@@ -28,6 +32,34 @@ def dlib_resnet(weights: str | None = None, sha256: str | None = None) -> Recogn
     info = RecognizerInfo("dlib-resnet", 150, DLIB_150, 128, "euclidean",
                           native_threshold=-params.distance_threshold, weights_sha256=file_digest(path))
     return Recognizer(net, info)
+
+
+class DlibCpp(nn.Module):
+    """dlib's own C++ network (dlib-bin) on 150x150 chips, rounded to 8 bits as a camera delivers them.
+
+    A black box: no gradients flow through it; attacks reach it by transfer or by queries.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import dlib
+
+        self.model = dlib.face_recognition_model_v1(str(path))
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # tells Recognizer.embed the device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = (x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        descriptors = self.model.compute_face_descriptor([np.ascontiguousarray(c) for c in pixels])
+        return torch.tensor(np.array([list(d) for d in descriptors], dtype=np.float32), device=x.device)
+
+
+@register("dlib-cpp")
+def dlib_cpp(weights: str | None = None, sha256: str | None = None) -> Recognizer:
+    """The same dlib model run by dlib itself, as a query-only black box (threshold: distance 0.6)."""
+    path = resolve_weights(weights, sha256) if weights else models_dir() / MODEL_FILE
+    info = RecognizerInfo("dlib-cpp", 150, DLIB_150, 128, "euclidean", native_threshold=-0.6,
+                          weights_sha256=file_digest(path), differentiable=False)
+    return Recognizer(DlibCpp(path), info)
 
 
 class Normalized(nn.Module):
@@ -91,6 +123,28 @@ def _file_info(kind: str, path: Path, input_size: int, template: str, embedding_
                comparison: Comparison, threshold: float | None) -> RecognizerInfo:
     return RecognizerInfo(f"{kind}:{path.name}", input_size, _template(template), embedding_size,
                           comparison, threshold, file_digest(path))
+
+
+@register("surrogate")
+def surrogate(weights: str) -> Recognizer:
+    """A student trained by `facesec surrogate train`: `weights` is its folder (surrogate.json, student.pt)."""
+    folder = Path(weights)
+    card_path, state_path = folder / "surrogate.json", folder / "student.pt"
+    if not card_path.is_file() or not state_path.is_file():
+        raise WeightsError(f"{folder}: not a surrogate folder (needs surrogate.json and student.pt from "
+                           "`facesec surrogate train`)")
+    card = json.loads(card_path.read_text())
+    teacher = card["teacher"]
+    net = students.build(card["architecture"], teacher["embedding_size"])
+    try:
+        net.load_state_dict(_load_state_dict(state_path), strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{state_path} does not fit {card['architecture']}: {str(exc).splitlines()[0]}") from exc
+    net.eval()
+    info = RecognizerInfo(f"surrogate:{folder.name}", teacher["input_size"], _template(teacher["template"]),
+                          teacher["embedding_size"], teacher["comparison"], teacher["native_threshold"],
+                          file_digest(state_path))
+    return Recognizer(net, info)
 
 
 @register("torchscript")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -209,17 +209,25 @@ class Affine(nn.Module):
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
+Norm = Literal["affine", "batchnorm"]
+"""dlib trains with batch norm and ships it folded into affine layers; facesec does the same."""
+
+
+def _norm(kind: Norm, channels: int) -> nn.Module:
+    return Affine(channels) if kind == "affine" else nn.BatchNorm2d(channels)
+
+
 class ResBlock(nn.Module):
     """dlib's `ares` / `ares_down`: two 3x3 convolutions and an unprojected shortcut."""
 
-    def __init__(self, c_in: int, c_out: int, down: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, down: bool, norm: Norm = "affine") -> None:
         super().__init__()
         stride = 2 if down else 1
         self.down = down
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, padding=0 if down else 1)
-        self.aff1 = Affine(c_out)
+        self.aff1 = _norm(norm, c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, padding=1)
-        self.aff2 = Affine(c_out)
+        self.aff2 = _norm(norm, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.aff2(self.conv2(F.relu(self.aff1(self.conv1(x)))))
@@ -228,20 +236,24 @@ class ResBlock(nn.Module):
 
 
 class DlibResNet(nn.Module):
-    """Aligned RGB in [0, 1], N x 3 x 150 x 150 -> dlib's 128-d face descriptor (not normalised)."""
+    """Aligned RGB in [0, 1], N x 3 x 150 x 150 -> dlib's 128-d face descriptor (not normalised).
+
+    `norm="batchnorm"` builds the trainable form (a student of the same architecture).
+    """
 
     mean: torch.Tensor
 
-    def __init__(self, input_mean: tuple[float, float, float] = (122.782, 117.001, 104.298)) -> None:
+    def __init__(self, input_mean: tuple[float, float, float] = (122.782, 117.001, 104.298),
+                 norm: Norm = "affine") -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(input_mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.conv = nn.Conv2d(3, 32, 7, 2, padding=0)
-        self.aff = Affine(32)
+        self.aff = _norm(norm, 32)
         blocks: list[nn.Module] = []
         c_in = 32
         for channels, n, down in LEVELS:
             for j in range(n):
-                blocks.append(ResBlock(c_in, channels, down and j == 0))
+                blocks.append(ResBlock(c_in, channels, down and j == 0, norm))
                 c_in = channels
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(256, 128, bias=False)
@@ -256,7 +268,9 @@ class DlibResNet(nn.Module):
         """Copy parsed dlib weights into this module, in forward order, checking every shape."""
         blocks = [cast(ResBlock, b) for b in self.blocks]
         convs = [self.conv] + [c for b in blocks for c in (b.conv1, b.conv2)]
-        affs = [self.aff] + [a for b in blocks for a in (b.aff1, b.aff2)]
+        affs = [cast(Affine, a) for a in [self.aff] + [a for b in blocks for a in (b.aff1, b.aff2)]]
+        if not all(isinstance(a, Affine) for a in affs):
+            raise WeightsError("dlib weights load into the affine (test-time) form: DlibResNet(norm='affine')")
         if len(convs) != len(params.convs) or len(affs) != len(params.affines) or params.fc is None:
             raise WeightsError("dlib model file does not match dlib_face_recognition_resnet_model_v1")
         self.mean.copy_(torch.tensor(params.input_mean).view(1, 3, 1, 1))

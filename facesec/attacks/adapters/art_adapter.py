@@ -9,7 +9,7 @@ import torch
 
 from facesec.attacks.adapters.heads import LogitsHead, tasks
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
-from facesec.attacks.objectives import Objective
+from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
 
 
@@ -51,7 +51,7 @@ class ArtAttack(Attack):
                                            **common, **self.params)
         raise ConfigError(f"ART adapter has no method '{self.method}'; use pgd, fgsm or mi-fgsm")
 
-    def run(self, x: torch.Tensor, objective: Objective, budget: Budget,
+    def run(self, x: torch.Tensor, objective: Criterion, budget: Budget,
             generator: torch.Generator) -> AttackOutput:
         np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         x_adv = x.clone()

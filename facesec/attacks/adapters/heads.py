@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from facesec.attacks.objectives import Objective
+from facesec.attacks.objectives import Criterion, Objective
+from facesec.errors import ConfigError
 from facesec.recognizers import Recognizer
 
 LOGIT_SCALE = 20.0
@@ -53,13 +54,15 @@ class Task:
     targeted: bool
 
 
-def tasks(objective: Objective) -> list[Task]:
+def tasks(objective: Criterion) -> list[Task]:
     """Library calls that realise `objective`.
 
     closed-set: one K-class head; dodging is untargeted away from the true identity,
     impersonation targeted to the target. open-set: one verification head per claimed identity;
     dodging is targeted to 'reject', impersonation to 'accept'.
     """
+    if not isinstance(objective, Objective):
+        raise ConfigError("torchattacks and ART attack one model: use library: native for an ensemble of surrogates")
     model, labels = objective.recognizer, objective.labels
     if objective.setting == "closed-set":
         head = LogitsHead(model, objective.gallery).eval()

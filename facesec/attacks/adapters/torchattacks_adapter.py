@@ -8,7 +8,7 @@ import torch
 
 from facesec.attacks.adapters.heads import LogitsHead, tasks
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
-from facesec.attacks.objectives import Objective
+from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
 
 
@@ -39,7 +39,7 @@ class TorchattacksAttack(Attack):
             return torchattacks.MIFGSM(head, eps=budget.eps, alpha=step, steps=self.steps, **self.params)
         raise ConfigError(f"torchattacks adapter has no method '{self.method}'; use pgd, fgsm or mi-fgsm")
 
-    def run(self, x: torch.Tensor, objective: Objective, budget: Budget,
+    def run(self, x: torch.Tensor, objective: Criterion, budget: Budget,
             generator: torch.Generator) -> AttackOutput:
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         x_adv = x.clone()

@@ -1,0 +1,1 @@
+"""Surrogate recognizers an attacker builds from query access to the target (model stealing)."""

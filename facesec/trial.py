@@ -1,0 +1,111 @@
+"""One run's trial: who is enrolled, who is attacked and against whom, and the objectives that judge it.
+
+The same trial is set up for the target and, in transfer runs, for each surrogate the attacker
+uses (its own galleries and thresholds, computed the way the attacker would).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from facesec import protocols
+from facesec.attacks import Objective
+from facesec.population import Population
+from facesec.recognizers import Recognizer
+from facesec.spec import ClosedSet, ThreatModel
+
+
+@dataclass
+class Attempts:
+    """The probes attacked, the gallery index each is judged against, and the identity it belongs to."""
+
+    index: np.ndarray
+    labels: np.ndarray
+    own: np.ndarray
+    train_index: np.ndarray | None = None
+    """Universal runs: the probes the perturbation is optimised on (disjoint from `index`)."""
+
+
+def split(pop: Population, tm: ThreatModel) -> tuple[np.ndarray, np.ndarray]:
+    """Enrolment faces (the first `g` of each identity) and probes (the rest)."""
+    g = tm.setting.gallery_images if isinstance(tm.setting, ClosedSet) else 1
+    position = np.concatenate([np.arange(np.sum(pop.identity == i)) for i in range(len(pop.names))])
+    return np.flatnonzero(position < g), np.flatnonzero(position >= g)
+
+
+def gallery(model: Recognizer, emb: torch.Tensor, pop: Population, enrol: np.ndarray) -> torch.Tensor:
+    """One template per identity: the mean of its enrolment embeddings (normalised first for cosine)."""
+    e = emb[enrol]
+    if model.info.comparison == "cosine":
+        e = torch.nn.functional.normalize(e, dim=-1)
+    ids = torch.from_numpy(pop.identity[enrol])
+    return torch.stack([e[ids == i].mean(0) for i in range(len(pop.names))])
+
+
+def attempts(tm: ThreatModel, pop: Population, probes: np.ndarray, rng: np.random.Generator) -> Attempts:
+    own = pop.identity[probes]
+    k = len(pop.names)
+    if tm.goal == "dodging":
+        labels = own.copy()
+        index = probes
+    elif tm.capability == "universal":  # one target for everyone: probes of other identities
+        target = int(rng.integers(k))
+        keep = own != target
+        index, own = probes[keep], own[keep]
+        labels = np.full(len(index), target)
+    else:  # a seeded random other identity per probe
+        labels = (own + rng.integers(1, k, size=len(own))) % k
+        index = probes
+    if tm.capability == "universal":
+        perm = rng.permutation(len(index))
+        half = len(index) // 2
+        train, test = perm[:half], perm[half:]
+        return Attempts(index[test], labels[test], own[test], train_index=index[train])
+    return Attempts(index, labels, own)
+
+
+def train_labels(tm: ThreatModel, pop: Population, attempts: Attempts) -> np.ndarray:
+    assert attempts.train_index is not None
+    if tm.goal == "dodging":
+        return pop.identity[attempts.train_index]
+    return np.full(len(attempts.train_index), attempts.labels[0])
+
+
+def objective(model: Recognizer, tm: ThreatModel, gallery: torch.Tensor, labels: np.ndarray,
+               threshold: float, device: torch.device) -> Objective:
+    return Objective(model, tm.setting.kind, tm.goal, gallery.to(device),
+                     torch.from_numpy(labels).long().to(device), threshold)
+
+
+def threshold(model: Recognizer, emb: torch.Tensor, pop: Population, fmr: float) -> float:
+    """Threshold at `fmr` on all clean impostor pairs of the population."""
+    sims = model.similarity_matrix(emb, emb).cpu().numpy()
+    ids = pop.identity
+    iu = np.triu_indices(len(ids), k=1)
+    impostor = sims[iu][ids[iu[0]] != ids[iu[1]]]
+    return protocols.threshold_at_fmr(impostor, fmr)
+
+
+
+@dataclass
+class Judges:
+    """A recognizer's objectives for the attempts (and, universal runs, for the training probes)."""
+
+    objective: Objective
+    train: Objective | None
+    embeddings: torch.Tensor
+
+
+def judges(model: Recognizer, tm: ThreatModel, pop: Population, enrol: np.ndarray, att: Attempts,
+           x_all: torch.Tensor, device: torch.device) -> Judges:
+    """Gallery templates and the open-set threshold at the FMR, as `model` sees the population."""
+    emb = model.embed(x_all)
+    templates = gallery(model, emb, pop, enrol)
+    t = threshold(model, emb, pop, tm.setting.fmr) if tm.setting.kind == "open-set" else 0.0
+    train = None
+    if att.train_index is not None:
+        train = objective(model, tm, templates, train_labels(tm, pop, att), t, device)
+    return Judges(objective(model, tm, templates, att.labels, t, device), train, emb)

@@ -1,0 +1,120 @@
+"""Transfer attacks: surrogates, ensembles, DI/TI, dlib's C++ model as a black box, students."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from facesec.attacks import Ensemble
+from facesec.attacks.pixel import GradientAttack
+from facesec.data.align import DLIB_150
+from facesec.data.pipeline import align_faces
+from facesec.engine import run_threat_model
+from facesec.errors import ConfigError
+from facesec.recognizers import load
+from facesec.spec import ThreatModel
+from facesec.surrogates.distill import CARD, STUDENT, Settings, train
+
+
+def _tm(celeba: Path, **fields: object) -> ThreatModel:
+    doc = {"name": "t", "data": {"dataset": str(celeba), "identities": 5, "images_per_identity": 3},
+           "perturbation": {"kind": "pixel", "eps": "2/255"}, "attack": {"steps": 5, "sanity_samples": 3}}
+    return ThreatModel.model_validate({**doc, **fields})
+
+
+def test_transfer_from_the_target_itself_is_the_white_box_attack(celeba: Path) -> None:
+    cpu = torch.device("cpu")
+    white = run_threat_model(_tm(celeba), cpu, progress=False).record
+    transfer = run_threat_model(_tm(celeba, knowledge={"kind": "transfer", "surrogates": ["dlib-resnet"]}), cpu,
+                                progress=False).record
+    assert transfer["dimensions"]["knowledge"] == "transfer from dlib-resnet"
+    assert white["dimensions"]["knowledge"] == "white-box"
+    for key in ("attack_success_rate", "n_attempts", "similarity_after_mean"):
+        assert transfer["metrics"][key] == pytest.approx(white["metrics"][key], abs=1e-6)
+    assert transfer["metrics"]["surrogate_success_rate"] == pytest.approx(white["metrics"]["attack_success_rate"])
+    assert "surrogate_success_rate" not in white["metrics"]
+
+
+def test_dlib_cpp_is_a_black_box_reached_by_transfer(celeba: Path) -> None:
+    cpu = torch.device("cpu")
+    with pytest.raises(ConfigError, match="gives no gradients"):
+        run_threat_model(_tm(celeba, target="dlib-cpp"), cpu, progress=False)
+    tm = _tm(celeba, target="dlib-cpp", knowledge={"kind": "transfer", "surrogates": ["dlib-resnet"]})
+    record = run_threat_model(tm, cpu, progress=False).record
+    # the port and dlib's C++ model agree to 1e-6: crafting on one fools the other almost equally
+    assert record["metrics"]["attack_success_rate"] >= record["metrics"]["surrogate_success_rate"] - 0.15
+    assert record["metrics"]["attack_success_rate"] > record["metrics"]["noise_success_rate"]
+
+
+def test_surrogates_must_share_the_target_template(celeba: Path) -> None:
+    tm = _tm(celeba, knowledge={"kind": "transfer", "surrogates": ["iresnet18"]})
+    with pytest.raises(ConfigError, match="must share the target's template"):
+        run_threat_model(tm, torch.device("cpu"), progress=False)
+
+
+def test_ensembles_need_the_native_library() -> None:
+    with pytest.raises(ValueError, match="library: native only"):
+        ThreatModel.model_validate({"name": "e", "attack": {"library": "art"}, "knowledge": {
+            "kind": "transfer", "surrogates": ["dlib-resnet", "dlib-resnet"]}})
+
+
+def test_ensemble_margin_is_the_members_mean(face_files: list[Path], dlib_recognizer) -> None:  # type: ignore[no-untyped-def]
+    from facesec.attacks import Objective
+
+    x = align_faces(face_files[:3], DLIB_150, progress=False).tensor()
+    emb = dlib_recognizer.embed(x)
+    a = Objective(dlib_recognizer, "open-set", "dodging", emb.flip(0), torch.arange(3), threshold=-0.6)
+    b = Objective(dlib_recognizer, "open-set", "dodging", emb.flip(0), torch.arange(3), threshold=-0.4)
+    both = Ensemble([a, b])
+    idx = torch.arange(3)
+    assert torch.allclose(both.score(x, idx), (a.score(x, idx) + b.score(x, idx)) / 2)
+    assert torch.equal(both.subset(torch.tensor([1])).members[1].labels, torch.tensor([1]))
+
+
+def test_input_diversity_and_translation_invariance() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 40, 40, generator=g)
+    assert torch.equal(GradientAttack("pgd")._diverse(x, g), x)
+    always = GradientAttack("di", diversity=1.0)
+    shrunk = [always._diverse(x, torch.Generator().manual_seed(s)) for s in range(6)]
+    assert all(d.shape == x.shape for d in shrunk)
+    assert any((d == 0.5).all(dim=1).any() for d in shrunk)  # grey padding somewhere
+    ti = GradientAttack("ti", ti_kernel=7)
+    flat = torch.ones(1, 3, 40, 40)
+    assert torch.allclose(ti._smooth(flat)[..., 5:-5, 5:-5], flat[..., 5:-5, 5:-5], atol=1e-5)
+    noise = torch.randn(1, 3, 40, 40, generator=g)
+    assert ti._smooth(noise).std() < 0.5 * noise.std()
+
+
+@pytest.fixture
+def tiny_dataset(celeba: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "tiny"
+    root.mkdir()
+    for person in sorted(p for p in celeba.iterdir() if p.is_dir())[:6]:
+        os.symlink(person, root / person.name)
+    return root
+
+
+def test_student_training_counts_queries_and_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    settings = Settings("dlib-resnet", "iresnet18", str(tiny_dataset), epochs=1, batch_size=8, holdout=0.34)
+    card = train(settings, out, torch.device("cpu"), progress=False)
+    n_train = card["data"]["train_faces"]
+    per_epoch = (n_train // 8) * 8
+    assert card["queries"] == n_train + per_epoch  # the teacher's mean, then one query per augmented image
+    assert card["data"]["held_out_identities"] == 2
+    assert set(card["held_out"]) == {"trained", "untrained"}
+    assert (out / STUDENT).is_file() and json.loads((out / CARD).read_text())["queries"] == card["queries"]
+    resumed = train(Settings(**{**settings.__dict__, "epochs": 2}), out, torch.device("cpu"), resume=True,
+                    progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["queries"] == card["queries"] + per_epoch
+    with pytest.raises(ConfigError, match="only --epochs may grow"):
+        train(Settings(**{**settings.__dict__, "lr": 0.1}), out, torch.device("cpu"), resume=True, progress=False)
+    student = load({"name": "surrogate", "weights": str(out)})
+    assert student.info.template.name == DLIB_150.name and student.info.comparison == "euclidean"
+    assert student(torch.rand(2, 3, 150, 150)).shape == (2, 128)
