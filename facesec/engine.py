@@ -15,6 +15,7 @@ from facesec import attacks, knowledge, metrics, trial
 from facesec.accessories import export
 from facesec.accessories import run as accessory_run
 from facesec.attacks import Attack, Budget, Criterion, Objective
+from facesec.attacks.query import Oracle
 from facesec.errors import ConfigError
 from facesec.population import Population, select
 from facesec.provenance import provenance
@@ -120,6 +121,10 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     x_adv = out.x_adv
     attack_time = time.perf_counter() - t_attack
     adv_success, sim_after = _success(objective, model, x_adv)
+    if isinstance(view.objective, Oracle):  # what the attacker had reached after each number of queries
+        budget = view.objective.budget
+        marks = sorted({m for m in (1, 10, 30, 100, 300, 1000, 3000, 10000) if m < budget} | {budget})
+        out.extra["asr_at_queries"] = {str(m): _rate(adv_success & (out.queries <= m), attempted) for m in marks}
     noise_success, _ = _success(objective, model, out.baseline)
     n_attempts = int(attempted.sum())
     n_success = int((adv_success & attempted).sum())

@@ -1,4 +1,5 @@
-"""What the attacker differentiates: the target itself (white-box) or surrogates of it (transfer).
+"""What the attacker works on: the target itself (white-box), surrogates of it (transfer), or the
+target's answers alone (query, every query counted).
 
 Surrogates see the same faces through their own eyes: their own gallery templates and their own
 threshold at the threat model's FMR. Several surrogates form an ensemble (mean margin).
@@ -14,10 +15,11 @@ import torch
 
 from facesec import trial
 from facesec.attacks import Criterion, Ensemble
+from facesec.attacks.query import Oracle
 from facesec.errors import ConfigError
 from facesec.population import Population
 from facesec.recognizers import Recognizer, load
-from facesec.spec import ThreatModel, Transfer
+from facesec.spec import Query, ThreatModel, Transfer
 
 
 @dataclass
@@ -33,6 +35,10 @@ class AttackerView:
 def attacker_view(tm: ThreatModel, target_model: Recognizer, target: trial.Judges, pop: Population,
                   enrol: np.ndarray, att: trial.Attempts, x_all: torch.Tensor, device: torch.device) -> AttackerView:
     """White-box: the target's own objectives. Transfer: each surrogate's, or their ensemble."""
+    if isinstance(tm.knowledge, Query):
+        oracle = Oracle(target.objective, tm.knowledge.output, tm.knowledge.budget)
+        return AttackerView(oracle, None, f"query ({tm.knowledge.output}, {tm.knowledge.budget} queries)",
+                            transfer=False)
     if not isinstance(tm.knowledge, Transfer):
         if not target_model.info.differentiable:
             raise ConfigError(f"field 'knowledge': {target_model.info.name} gives no gradients; "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from facesec.errors import ConfigError
@@ -132,7 +132,7 @@ class ClosedSet(Strict):
 class Attack(Strict):
     """The optimiser, the library that runs it, and its parameters."""
 
-    method: Literal["pgd", "fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm", "cw"] = "pgd"
+    method: Literal["pgd", "fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm", "cw", "square"] = "pgd"
     library: Literal["native", "torchattacks", "art"] = "native"
     steps: int = Field(20, ge=0)
     step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM), "
@@ -163,6 +163,31 @@ class Transfer(Strict):
                                   "several = an ensemble (library: native)")
 
 
+class Query(Strict):
+    """The attacker only sends images and reads the answers: scores (similarities) or decisions."""
+
+    kind: Literal["query"] = "query"
+    output: Literal["scores", "decisions"] = "scores"
+    budget: int = Field(1000, ge=1, description="queries per attacked face; one more is refused")
+
+
+QUERY_METHODS = {"scores": ("square",), "decisions": ()}
+"""Attacks that need only what the target returns."""
+
+
+def _knowledge_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    return value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+
+
+Knowledge = Annotated[
+    Annotated[Literal["white-box"], Tag("white-box")] | Annotated[Transfer, Tag("transfer")]
+    | Annotated[Query, Tag("query")],
+    Discriminator(_knowledge_kind)]
+"""`white-box`, or a mapping whose `kind` is transfer or query."""
+
+
 class Gate(Strict):
     """A condition a run must meet, e.g. attack_success_rate <= 0.5."""
 
@@ -179,7 +204,7 @@ class ThreatModel(Strict):
     target: str | dict[str, Any] = Field("dlib-resnet", description="recognizer name or spec mapping")
     data: Data = Data()
     perturbation: Perturbation = PixelPerturbation()
-    knowledge: Literal["white-box"] | Transfer = "white-box"
+    knowledge: Knowledge = "white-box"
     goal: Literal["dodging", "impersonation"] = "dodging"
     capability: Literal["individual", "universal"] = "individual"
     setting: Annotated[OpenSet | ClosedSet, Field(discriminator="kind")] = OpenSet()
@@ -198,6 +223,22 @@ class ThreatModel(Strict):
         if isinstance(self.knowledge, Transfer) and len(self.knowledge.surrogates) > 1 \
                 and self.attack.library != "native":
             raise ValueError("knowledge.surrogates: an ensemble of surrogates is attacked by library: native only")
+        return self
+
+    @model_validator(mode="after")
+    def _query_attack(self) -> ThreatModel:
+        allowed = QUERY_METHODS[self.knowledge.output] if isinstance(self.knowledge, Query) else ()
+        if isinstance(self.knowledge, Query):
+            if self.attack.method not in allowed:
+                raise ValueError(f"attack.method: a target returning {self.knowledge.output} is attacked by "
+                                 f"{' or '.join(allowed) or 'no attack yet (decision-based attacks are planned)'}"
+                                 f" (got {self.attack.method})")
+            if self.capability != "individual" or not isinstance(self.perturbation, PixelPerturbation):
+                raise ValueError("knowledge: query attacks are per-image pixel attacks (capability: individual, "
+                                 "perturbation.kind: pixel)")
+        elif self.attack.method == "square":
+            raise ValueError("attack.method: square needs only scores; use it with knowledge: "
+                             "{kind: query, output: scores, budget: N}")
         return self
 
     @model_validator(mode="after")
@@ -280,7 +321,7 @@ def expand(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
-_UNION_TAGS = ("open-set", "closed-set", "pixel", "accessory")
+_UNION_TAGS = ("open-set", "closed-set", "pixel", "accessory", "white-box", "transfer", "query")
 """Discriminator values pydantic puts in error locations; the YAML has no such level."""
 
 

@@ -118,3 +118,42 @@ def test_student_training_counts_queries_and_resumes(tiny_dataset: Path, tmp_pat
     student = load({"name": "surrogate", "weights": str(out)})
     assert student.info.template.name == DLIB_150.name and student.info.comparison == "euclidean"
     assert student(torch.rand(2, 3, 150, 150)).shape == (2, 128)
+
+
+def _oracle_setup(face_files: list[Path], model):  # type: ignore[no-untyped-def]
+    from facesec.attacks import Objective
+
+    x = align_faces(face_files[:3], DLIB_150, progress=False).tensor()
+    return x, Objective(model, "open-set", "dodging", model.embed(x.flip(-1)), torch.arange(3), threshold=-0.6)
+
+
+def test_oracle_refuses_one_query_too_many(face_files: list[Path], dlib_recognizer) -> None:  # type: ignore[no-untyped-def]
+    from facesec.attacks.query import Oracle, QueryBudgetExceeded
+
+    x, objective = _oracle_setup(face_files, dlib_recognizer)
+    oracle = Oracle(objective, "scores", budget=3)
+    for _ in range(3):
+        oracle.score(x, slice(None))
+    assert oracle.used.tolist() == [3, 3, 3]
+    with pytest.raises(QueryBudgetExceeded):
+        oracle.score(x[:1], torch.tensor([0]))
+    assert oracle.used.tolist() == [3, 3, 3]  # the refused query is not spent either
+    with pytest.raises(ConfigError, match="decisions only"):
+        Oracle(objective, "decisions", budget=3).score(x, slice(None))
+
+
+def test_square_spends_exactly_its_budget_and_stays_in_the_ball(face_files: list[Path], dlib_recognizer) -> None:  # type: ignore[no-untyped-def]
+    from facesec.attacks import Budget, create
+    from facesec.attacks.query import Oracle
+
+    x, objective = _oracle_setup(face_files, dlib_recognizer)
+    oracle = Oracle(objective, "scores", budget=25)
+    square = create("native", "square", steps=1000)
+    out = square.run(x, oracle, Budget("linf", 8 / 255), torch.Generator().manual_seed(0))
+    assert (out.queries <= 25).all()
+    fooled = objective.success(objective.score(out.x_adv, slice(None)))
+    assert (out.queries[~fooled] == 25).all()  # failing samples use the whole budget, never one more
+    assert (out.x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    big = Oracle(objective, "scores", budget=200)  # an unbounded budget must get there
+    far = create("native", "square", steps=200).run(x, big, Budget("linf", 1.0), torch.Generator().manual_seed(0))
+    assert objective.success(objective.score(far.x_adv, slice(None))).all()

@@ -1,6 +1,7 @@
 """Attack families behind one interface; `create(library, method, **params)` builds one."""
 
 from facesec.attacks import pixel as _pixel  # noqa: F401  (registers native attacks)
+from facesec.attacks import query as _query  # noqa: F401
 from facesec.attacks.adapters import art_adapter as _art  # noqa: F401
 from facesec.attacks.adapters import torchattacks_adapter as _ta  # noqa: F401
 from facesec.attacks.base import Attack, AttackOutput, Budget, available, create

@@ -7,7 +7,7 @@ or closed-set identification over a gallery) and the goal (dodging or impersonat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
@@ -89,5 +89,12 @@ class Ensemble:
         return Ensemble([m.subset(index) for m in self.members])
 
 
-Criterion = Objective | Ensemble
-"""What attacks optimise: one recognizer's objective, or an ensemble's."""
+class Criterion(Protocol):
+    """What attacks optimise: one recognizer's objective, an ensemble's, or a query oracle's."""
+
+    def score(self, x: torch.Tensor, index: torch.Tensor | slice,
+              autocast_dtype: torch.dtype | None = None) -> torch.Tensor: ...
+
+    def success(self, margin: torch.Tensor) -> torch.Tensor: ...
+
+    def subset(self, index: torch.Tensor) -> Criterion: ...
