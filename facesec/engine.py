@@ -15,6 +15,7 @@ from facesec import attacks, knowledge, metrics, trial
 from facesec.accessories import export
 from facesec.accessories import run as accessory_run
 from facesec.attacks import Attack, Budget, Criterion, Objective
+from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
 from facesec.errors import ConfigError
 from facesec.population import Population, select
@@ -26,6 +27,8 @@ UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
 SANITY_MIN_ASR = 0.95
 SANITY_STEPS = 10
 GALLERY_SIZE = 6
+Unbounded = Callable[[torch.Tensor, Criterion, np.ndarray], torch.Tensor]
+"""The validity check's unconstrained attack on some attempts (their faces, objective and indices)."""
 
 
 @dataclass
@@ -115,7 +118,11 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     if isinstance(p, AccessoryPerturbation):
         out = _attack_accessory(tm, p, model, pop, att, x, objective, view, attempted, generator)
     else:
-        out = _attack_pixel(tm, p, x, view, x_train, generator)
+        starts = None
+        if tm.goal == "impersonation":  # decision-based attacks start from an image of the target
+            first = {int(pop.identity[i]): i for i in enrol[::-1]}
+            starts = x_all[[first[int(k)] for k in att.labels]]
+        out = _attack_pixel(tm, p, x, view, x_train, generator, starts)
     if view.transfer:  # how well the attack did on what it could differentiate
         out.extra["surrogate_success_rate"] = _rate(_judge(view.objective, out.x_adv), attempted)
     x_adv = out.x_adv
@@ -224,7 +231,7 @@ class Attacked:
     """The same perturbation kind without optimisation: random noise, or a random-colour accessory."""
     baselines: dict[str, float | None]
     """Success rates the attack must beat, by description; None: the baseline's own rate."""
-    unbounded: Callable[[torch.Tensor, Criterion], torch.Tensor]
+    unbounded: Unbounded
     """The validity check's run without constraints."""
     extra: dict[str, Any]
     """Metrics only this perturbation kind has."""
@@ -232,11 +239,28 @@ class Attacked:
 
 
 def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: knowledge.AttackerView,
-                  x_train: torch.Tensor | None, generator: torch.Generator) -> Attacked:
+                  x_train: torch.Tensor | None, generator: torch.Generator, starts: torch.Tensor | None) -> Attacked:
     budget = Budget(p.norm, p.eps)
-    x_adv, queries = _attack(build_attack(tm), tm, x, view.objective, budget, generator, x_train, view.train)
+    attack = build_attack(tm)
+    if isinstance(attack, HopSkipJumpAttack):
+        attack.starts = starts
+    x_adv, queries = _attack(attack, tm, x, view.objective, budget, generator, x_train, view.train)
+    extra: dict[str, Any] = {}
+    if isinstance(attack, HopSkipJumpAttack):
+        extra["linf_at_queries"] = _distortion_curve(attack.trace, int(queries.max(initial=0)))
     return Attacked(x_adv, queries, _noise(x, budget, generator), {"random noise": None},
-                    _pixel_unbounded(tm, p, generator), {})
+                    _pixel_unbounded(tm, p, generator, starts), extra)
+
+
+def _distortion_curve(trace: list[list[tuple[int, float]]], most: int) -> dict[str, float | None]:
+    """Median L-inf distance to the original face after each number of queries (None: no iterate yet)."""
+    marks = sorted({m for m in (10, 30, 100, 300, 1000, 3000, 10000) if m < most} | {most})
+    curve: dict[str, float | None] = {}
+    for m in marks:
+        reached = [min((d for q, d in t if q <= m), default=float("inf")) for t in trace]
+        median = float(np.median(reached)) if reached else float("inf")
+        curve[str(m)] = None if not np.isfinite(median) else median
+    return curve
 
 
 def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recognizer, pop: Population,
@@ -255,7 +279,7 @@ def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recogniz
              "eot_draws": None if p.eot is None else p.eot.eval_draws}
     steps = max(tm.attack.steps, SANITY_STEPS)
 
-    def unbounded(faces: torch.Tensor, o: Criterion) -> torch.Tensor:
+    def unbounded(faces: torch.Tensor, o: Criterion, chosen: np.ndarray) -> torch.Tensor:
         return accessory_run.unbounded(tm, faces, o, steps, generator)
 
     return Attacked(acc.x_adv, acc.queries, acc.random_colour,
@@ -289,8 +313,8 @@ def build_attack(tm: ThreatModel, **override: Any) -> Attack:
     return attack
 
 
-def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Generator
-                     ) -> Callable[[torch.Tensor, Criterion], torch.Tensor]:
+def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Generator,
+                     starts: torch.Tensor | None) -> Unbounded:
     """The pixel attack with an unbounded budget and at least SANITY_STEPS steps (FGSM: a native PGD,
     since one full-budget step overshoots); universal attacks run on the samples directly."""
     if tm.attack.method == "fgsm":
@@ -299,7 +323,9 @@ def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Gen
         attack = build_attack(tm, steps=max(tm.attack.steps, SANITY_STEPS), step_size=None)
     big = Budget(p.norm, UNBOUNDED[p.norm])
 
-    def run(x: torch.Tensor, objective: Criterion) -> torch.Tensor:
+    def run(x: torch.Tensor, objective: Criterion, chosen: np.ndarray) -> torch.Tensor:
+        if isinstance(attack, HopSkipJumpAttack):
+            attack.starts = None if starts is None else starts[chosen]
         if tm.capability == "universal":
             return (x + attack.run_universal(x, objective, big, generator)).clamp(0, 1)
         return attack.run(x, objective, big, generator).x_adv
@@ -308,7 +334,7 @@ def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Gen
 
 
 def _validity(tm: ThreatModel, x: torch.Tensor, objective: Criterion, attempted: np.ndarray,
-              unbounded: Callable[[torch.Tensor, Criterion], torch.Tensor], baselines: dict[str, float],
+              unbounded: Unbounded, baselines: dict[str, float],
               asr: float) -> dict[str, Any]:
     """AutoAttack-style checks: baselines the attack must beat, and an unbounded run that must succeed.
 
@@ -320,7 +346,8 @@ def _validity(tm: ThreatModel, x: torch.Tensor, objective: Criterion, attempted:
     unbounded_asr = None
     if len(chosen):
         sub_obj = objective.subset(torch.from_numpy(chosen).to(x.device))
-        unbounded_asr = float(_judge(sub_obj, unbounded(x[chosen], sub_obj)).mean())
+        judge = sub_obj.objective if isinstance(sub_obj, Oracle) else sub_obj  # checking spends no attacker queries
+        unbounded_asr = float(_judge(judge, unbounded(x[chosen], sub_obj, chosen)).mean())
         if unbounded_asr < SANITY_MIN_ASR:
             flags.append(f"attack or gradients broken: unbounded run reached {unbounded_asr:.2f} < {SANITY_MIN_ASR}")
     else:

@@ -132,7 +132,7 @@ class ClosedSet(Strict):
 class Attack(Strict):
     """The optimiser, the library that runs it, and its parameters."""
 
-    method: Literal["pgd", "fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm", "cw", "square"] = "pgd"
+    method: Literal["pgd", "fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm", "cw", "square", "hopskipjump"] = "pgd"
     library: Literal["native", "torchattacks", "art"] = "native"
     steps: int = Field(20, ge=0)
     step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM), "
@@ -171,7 +171,7 @@ class Query(Strict):
     budget: int = Field(1000, ge=1, description="queries per attacked face; one more is refused")
 
 
-QUERY_METHODS = {"scores": ("square",), "decisions": ()}
+QUERY_METHODS = {"scores": ("square",), "decisions": ("hopskipjump",)}
 """Attacks that need only what the target returns."""
 
 
@@ -231,14 +231,13 @@ class ThreatModel(Strict):
         if isinstance(self.knowledge, Query):
             if self.attack.method not in allowed:
                 raise ValueError(f"attack.method: a target returning {self.knowledge.output} is attacked by "
-                                 f"{' or '.join(allowed) or 'no attack yet (decision-based attacks are planned)'}"
-                                 f" (got {self.attack.method})")
+                                 f"{' or '.join(allowed)} (got {self.attack.method})")
             if self.capability != "individual" or not isinstance(self.perturbation, PixelPerturbation):
                 raise ValueError("knowledge: query attacks are per-image pixel attacks (capability: individual, "
                                  "perturbation.kind: pixel)")
-        elif self.attack.method == "square":
-            raise ValueError("attack.method: square needs only scores; use it with knowledge: "
-                             "{kind: query, output: scores, budget: N}")
+        elif self.attack.method in ("square", "hopskipjump"):
+            raise ValueError(f"attack.method: {self.attack.method} is a query attack; use it with knowledge: "
+                             "{kind: query, output: scores|decisions, budget: N}")
         return self
 
     @model_validator(mode="after")

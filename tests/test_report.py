@@ -1,4 +1,5 @@
-"""HTML report: self-contained, escaped, matrix and eps plot, redaction, robust to missing fields, accessory runs."""
+"""HTML report: self-contained, escaped, matrix and eps plot, redaction, robust to missing fields, accessory runs,
+transfer and query runs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from facesec.errors import ConfigError
-from facesec.report import render_report
+from facesec.report import figures, render_report
 
 XSS = "<script>alert(1)</script>"
 
@@ -377,3 +378,143 @@ def test_pixel_runs_unchanged_beside_accessory_runs(accessory_suite: tuple[Path,
     for accessory_only in ("accessory-legend", "Print files", 'class="detail"', "accessor", "EOT"):
         assert accessory_only not in body
     assert "perturbations are shown as they are" in alone
+
+
+QUERY_ASR = {"1": 0.0, "10": 0.05, "30": 0.1, "100": 0.2, "300": 0.3, "1000": 0.4}
+
+
+def _transfer_run(name: str, asr: float, on_surrogate: float, surrogates: list[str], **extra: Any) -> dict[str, Any]:
+    run = _run(name, 8 / 255, asr, [asr - 0.1, asr + 0.1], **extra)
+    run["threat_model"]["knowledge"] = {"kind": "transfer", "surrogates": surrogates}
+    run["dimensions"]["knowledge"] = "transfer from " + " + ".join(surrogates)
+    run["metrics"]["surrogate_success_rate"] = on_surrogate
+    return run
+
+
+def _query_run(name: str, reached: dict[str, float], budget: int, **extra: Any) -> dict[str, Any]:
+    asr = reached[str(budget)]
+    run = _run(name, 8 / 255, asr, [max(asr - 0.1, 0.0), asr + 0.1], **extra)
+    run["threat_model"]["knowledge"] = {"kind": "query", "output": "scores", "budget": budget}
+    run["dimensions"].update(knowledge=f"query (scores, {budget} queries)", attack=f"native/square {budget} steps")
+    run["metrics"].update(asr_at_queries=reached, queries_per_sample=412.5)
+    return run
+
+
+@pytest.fixture
+def knowledge_suite(tmp_path: Path) -> Path:
+    """A white-box run (run-1), a transfer run (run-2) and a query run (run-3), same target and budget."""
+    return _write(tmp_path, [_run("white-box", 8 / 255, 0.97, [0.9, 0.99]),
+                             _transfer_run("transfer", 0.35, 0.97, ["surrogate:dlib-arch"]),
+                             _query_run("query", QUERY_ASR, 1000)])
+
+
+def _between(html: str, start: str, end: str) -> str:
+    return html[html.index(start):html.index(end)]
+
+
+def test_matrix_knowledge_rows_and_details(knowledge_suite: Path) -> None:
+    html = render_report(knowledge_suite).read_text(encoding="utf-8")
+    rows = _matrix_html(html).split("<tr>")[1:]
+    assert len(rows) == 1 + 3  # header, one row per knowledge
+    knowledge = ("white-box", "transfer from surrogate:dlib-arch", "query (scores, 1000 queries)")
+    white, transfer, query = (next(r for r in rows if f"<th>{k}</th>" in r) for k in knowledge)
+    assert "0.97 [0.90–0.99]" in white and "detail" not in white
+    assert "0.35 [0.25–0.45]" in transfer and '<span class="detail">on surrogate 0.97</span>' in transfer
+    assert "0.40 [0.30–0.50]" in query and '<span class="detail">after 100 q 0.20 · 1000 q 0.40</span>' in query
+    assert 'id="transfer-legend"' in html and "<b>on surrogate</b>" in html and "did not transfer" in html
+    assert 'id="query-legend"' in html and "<b>after n q</b>" in html
+    assert 'id="accessory-legend"' not in html
+
+
+def test_query_detail_without_early_mark_and_ensemble(tmp_path: Path) -> None:
+    runs = [_query_run("small-budget", {"1": 0.0, "10": 0.1, "50": 0.3}, 50),
+            _query_run("no-early-mark", {"300": 0.25, "1000": 0.5}, 1000, goal="impersonation"),
+            _transfer_run("ensemble", 0.2, 0.9, ["dlib-resnet", "surrogate:dlib-arch"])]
+    html = render_report(_write(tmp_path, runs)).read_text(encoding="utf-8")
+    matrix = _matrix_html(html)
+    assert '<span class="detail">after 50 q 0.30</span>' in matrix  # the final count is the one <= 100
+    assert '<span class="detail">after 1000 q 0.50</span>' in matrix
+    assert "<th>transfer from dlib-resnet + surrogate:dlib-arch</th>" in matrix
+    assert '<span class="detail">on surrogate 0.90</span>' in matrix
+
+
+def test_accessory_transfer_cell_joins_details(tmp_path: Path) -> None:
+    run = _accessory_run("glasses-transfer", "individual", 0.4, 0.3, 0.35)
+    run["threat_model"]["knowledge"] = {"kind": "transfer", "surrogates": ["surrogate:dlib-arch"]}
+    run["dimensions"]["knowledge"] = "transfer from surrogate:dlib-arch"
+    run["metrics"]["surrogate_success_rate"] = 0.99
+    html = render_report(_write(tmp_path, [run])).read_text(encoding="utf-8")
+    assert '<span class="detail">plain 0.30 · EOT 0.35 · on surrogate 0.99</span>' in _matrix_html(html)
+    assert 'id="accessory-legend"' in html and 'id="transfer-legend"' in html and 'id="query-legend"' not in html
+
+
+def test_queries_plot_exactly_with_query_runs(knowledge_suite: Path) -> None:
+    html = render_report(knowledge_suite).read_text(encoding="utf-8")
+    section = _between(html, '<h2 id="asr-queries">', '<h2 id="runs">')
+    images = _links(section).images["queries-asr-plot"]
+    assert len(images) == 1 and images[0].startswith("data:image/png;base64,")
+    assert _decode(images[0]).shape[0] > 100  # a drawn figure, not a stub
+    assert "eps-asr-plot" not in html  # no run differs from another only in eps
+    doc = json.loads(knowledge_suite.read_text(encoding="utf-8"))
+    without = render_report(_write(knowledge_suite.parent, doc["runs"][:2])).read_text(encoding="utf-8")
+    assert 'id="asr-queries"' not in without and "queries-asr-plot" not in without
+    assert 'id="query-legend"' not in without and 'id="transfer-legend"' in without
+
+
+def test_queries_plot_lines_and_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[list[figures.QueryLine]] = []
+
+    def record(title: str, lines: list[figures.QueryLine]) -> str:
+        drawn.append(lines)
+        return "data:image/png;base64,"
+
+    monkeypatch.setattr(figures, "queries_asr_plot", record)
+    sweep = [_run("eps-2", 2 / 255, 0.3, [0.2, 0.4]), _run("eps-8", 8 / 255, 0.9, [0.8, 0.95])]
+    render_report(_write(tmp_path, [*sweep, _query_run("q", QUERY_ASR, 1000)]))
+    [(line,)] = drawn
+    assert line.queries == [1, 10, 30, 100, 300, 1000] and line.asr == [0.0, 0.05, 0.1, 0.2, 0.3, 0.4]
+    assert line.label == ("dlib-resnet · pixel linf 8/255 · dodging · individual · open-set FMR 0.001 · "
+                          "native/square 1000 steps")
+    budgets = [_query_run("q1000", QUERY_ASR, 1000), _query_run("q100", {"1": 0.0, "10": 0.1, "100": 0.3}, 100)]
+    render_report(_write(tmp_path, budgets))
+    assert [line.queries for line in drawn[1]] == [[1, 10, 30, 100, 300, 1000], [1, 10, 100]]
+    assert all("query (scores, " in line.label for line in drawn[1])  # knowledge tells these lines apart
+
+
+def test_knowledge_metric_labels(knowledge_suite: Path) -> None:
+    html = render_report(knowledge_suite).read_text(encoding="utf-8")
+    transfer = _section(html, "run-2")
+    assert ('<th>success on the surrogate(s) it was crafted on<br><code class="muted key">surrogate_success_rate'
+            '</code></th><td>0.97</td>') in transfer
+    query = _section(html, "run-3")
+    reached = " · ".join(f"{n}:\u00a0{asr}" for n, asr in [(1, "0.00"), (10, "0.05"), (30, "0.10"), (100, "0.20"),
+                                                             (300, "0.30"), (1000, "0.40")])
+    assert ('<th>ASR after n queries per face<br><code class="muted key">asr_at_queries</code></th>'
+            f"<td>{reached}</td>") in query
+    assert "&#34;1000&#34;" not in query and '{"1' not in query  # no raw JSON dict
+    assert "<th>attack_success_rate</th>" in transfer  # the target's ASR keeps its plain key
+
+
+def test_white_box_runs_unchanged_beside_knowledge_runs(knowledge_suite: Path, tmp_path: Path) -> None:
+    doc = json.loads(knowledge_suite.read_text(encoding="utf-8"))
+    mixed = render_report(knowledge_suite, tmp_path / "mixed.html").read_text(encoding="utf-8")
+    alone_path = knowledge_suite.parent / "white-box-only.json"
+    alone_path.write_text(json.dumps({**doc, "runs": doc["runs"][:1]}), encoding="utf-8")
+    alone = render_report(alone_path, tmp_path / "alone.html").read_text(encoding="utf-8")
+    assert _section(mixed, "run-1") == _section(alone, "run-1")
+    body = alone[alone.index("<body>"):]
+    for knowledge_only in ("transfer-legend", "query-legend", "asr-queries", "surrogate", "queries-asr-plot",
+                           'class="detail"'):
+        assert knowledge_only not in body
+
+
+def test_malformed_asr_at_queries(tmp_path: Path) -> None:
+    odd = _query_run("odd", {"1000": 0.4}, 1000)
+    odd["metrics"]["asr_at_queries"] = {"0": 0.0, "x": 1.0, "²": 0.5, "10": None, "100": 0.2, "1000": 0.4}
+    flat = _query_run("not-a-mapping", {"1000": 0.1}, 1000, goal="impersonation")
+    flat["metrics"]["asr_at_queries"] = [0.1]
+    html = render_report(_write(tmp_path, [odd, flat])).read_text(encoding="utf-8")
+    assert '<span class="detail">after 100 q 0.20 · 1000 q 0.40</span>' in _matrix_html(html)
+    assert "<td>10:\u00a0— · 100:\u00a00.20 · 1000:\u00a00.40</td>" in _section(html, "run-1")
+    assert "<td>[0.1]</td>" in _section(html, "run-2")
+    assert len(_links(html).images["queries-asr-plot"]) == 1  # one line: the run with counts

@@ -86,7 +86,7 @@ BAD = {
                           "accessories are optimised by facesec itself; use library: native"),
     "query_gradient_method": ("name: x\nknowledge: {kind: query, output: scores}\nattack: {method: pgd}\n",
                               "a target returning scores is attacked by square"),
-    "square_without_query": ("name: x\nattack: {method: square}\n", "square needs only scores"),
+    "square_without_query": ("name: x\nattack: {method: square}\n", "square is a query attack"),
     "query_budget": ("name: x\nknowledge: {kind: query, budget: 0}\nattack: {method: square}\n",
                      "field 'knowledge.budget'"),
     "accessory_method": ("name: x\nperturbation: {kind: accessory}\nattack: {method: cw}\n",

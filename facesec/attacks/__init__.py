@@ -3,6 +3,7 @@
 from facesec.attacks import pixel as _pixel  # noqa: F401  (registers native attacks)
 from facesec.attacks import query as _query  # noqa: F401
 from facesec.attacks.adapters import art_adapter as _art  # noqa: F401
+from facesec.attacks.adapters import art_query as _art_query  # noqa: F401
 from facesec.attacks.adapters import torchattacks_adapter as _ta  # noqa: F401
 from facesec.attacks.base import Attack, AttackOutput, Budget, available, create
 from facesec.attacks.objectives import Criterion, Ensemble, Objective

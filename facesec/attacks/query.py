@@ -40,10 +40,11 @@ class Oracle:
             self.used = torch.zeros(len(self.objective.labels), dtype=torch.int64)
 
     def _spend(self, index: torch.Tensor | slice) -> None:
-        ids = torch.arange(len(self.used))[index]
-        if (self.used[ids] + 1 > self.budget).any():
+        ids = torch.arange(len(self.used))[index.cpu() if isinstance(index, torch.Tensor) else index]
+        counts = torch.bincount(ids, minlength=len(self.used))  # a sample may appear many times in one batch
+        if (self.used + counts > self.budget).any():
             raise QueryBudgetExceeded(f"query budget of {self.budget} per sample exhausted")
-        self.used[ids] += 1
+        self.used += counts
 
     @torch.no_grad()
     def score(self, x: torch.Tensor, index: torch.Tensor | slice,

@@ -1,4 +1,4 @@
-"""Pictures for the report: gallery images and the eps-vs-ASR plot, each as a base64 PNG data URI.
+"""Pictures for the report: gallery images, the eps-vs-ASR and ASR-against-queries plots, as base64 PNG data URIs.
 
 Nothing here touches pyplot's global state: figures are drawn on an Agg canvas of their own.
 """
@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 from numpy.typing import ArrayLike
 from PIL import Image, ImageFilter
 
@@ -38,6 +39,15 @@ class SweepLine:
     ci_low: list[float] = field(default_factory=list)
     ci_high: list[float] = field(default_factory=list)
     noise: list[float] = field(default_factory=list)
+
+
+@dataclass
+class QueryLine:
+    """One line of the ASR-against-queries plot: a query run's ASR after each number of queries per face."""
+
+    label: str
+    queries: list[int]
+    asr: list[float]
 
 
 def png_data_uri(image: Image.Image) -> str:
@@ -126,6 +136,31 @@ def eps_asr_plot(title: str, lines: list[SweepLine], in_255ths: bool = False) ->
     ax.set_ylabel("attack success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
+    return _figure_uri(fig)
+
+
+def queries_asr_plot(title: str, lines: list[QueryLine]) -> str:
+    """ASR against the number of queries per face (log x axis, ticks at the counts recorded), one line per run."""
+    fig = Figure(figsize=(8, 4.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, line in enumerate(lines):
+        ax.plot(line.queries, line.asr, color=f"C{i % 10}", marker="o", label=line.label)
+    ax.set_xscale("log")
+    ticks = sorted({q for line in lines for q in line.queries})
+    ax.set_xticks(ticks, [str(q) for q in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("queries to the target per face (log scale)")
+    ax.set_ylabel("attack success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    return _figure_uri(fig)
+
+
+def _figure_uri(fig: Figure) -> str:
+    """The figure as a PNG data URI, without the software stamp so the same data gives the same bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

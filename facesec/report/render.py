@@ -36,6 +36,13 @@ ACCESSORY_METRIC_LABELS = {
     "eot_draws": "fresh transforms per attempt (EOT draws)",
 }
 """What an accessory run's metrics mean, shown above their keys (the keys are what gates name)."""
+KNOWLEDGE_METRIC_LABELS = {
+    "surrogate_success_rate": "success on the surrogate(s) it was crafted on",
+    "asr_at_queries": "ASR after n queries per face",
+}
+"""What a transfer or query run's own metrics mean; only those runs carry these keys."""
+MATRIX_QUERY_MARK = 100
+"""A query cell shows the ASR after the largest recorded query count up to this, beside the final one."""
 
 
 @dataclass
@@ -127,6 +134,8 @@ class RunView:
     threat_model: str | None
     accessory: bool = False
     print_files: list[PrintFile] = field(default_factory=list)
+    knowledge: str = ""
+    """The attacker's knowledge kind: white-box, transfer or query (empty when results.json does not say)."""
 
     @property
     def failed(self) -> bool:
@@ -144,7 +153,8 @@ class MatrixEntry:
     flagged: bool
     failed: bool
     detail: str = ""
-    """A second line under the ASR: an accessory run's plain-accessory and fresh-transform success."""
+    """A second line under the ASR: an accessory run's plain-accessory and fresh-transform success, a transfer
+    run's success on its surrogate(s), a query run's success after a few queries; joined when several apply."""
 
 
 @dataclass
@@ -183,11 +193,14 @@ class Report:
     matrix: Matrix
     row_keys: tuple[str, ...]
     sweeps: list[tuple[str, str]]
+    queries_plot: str | None
     runs: list[RunView]
     baseline_path: str | None
     baseline: list[Gate] | None
     redacted: bool
     has_accessory: bool = False
+    has_transfer: bool = False
+    has_query: bool = False
 
 
 def render_report(results_path: Path, out_path: Path | None = None, redact: bool = False) -> Path:
@@ -240,11 +253,14 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         matrix=_matrix(raw_runs, runs),
         row_keys=MATRIX_ROW_KEYS,
         sweeps=_sweeps(raw_runs),
+        queries_plot=_queries_plot(raw_runs),
         runs=runs,
         baseline_path=_text(baseline_doc.get("path")) if baseline_doc else None,
         baseline=baseline,
         redacted=redact,
         has_accessory=any(run.accessory for run in runs),
+        has_transfer=any(run.knowledge == "transfer" for run in runs),
+        has_query=any(run.knowledge == "query" for run in runs),
     )
 
 
@@ -321,6 +337,7 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
         threat_model=json.dumps(threat_model, indent=2, sort_keys=True) if threat_model is not None else None,
         accessory=accessory,
         print_files=[_print_file(_dict(f), results_dir, out_dir) for f in _list(run.get("print_files"))],
+        knowledge=_knowledge_kind(run),
     )
 
 
@@ -332,10 +349,27 @@ def _is_accessory(run: dict[str, Any]) -> bool:
     return kind == "accessory"
 
 
+def _knowledge_kind(run: dict[str, Any]) -> str:
+    """white-box, transfer or query: by the threat model, else by the first word of the knowledge text."""
+    knowledge = _dict(run.get("threat_model")).get("knowledge")
+    kind = knowledge if isinstance(knowledge, str) else _dict(knowledge).get("kind")
+    if kind is None:
+        kind = next(iter(_text(_dict(run.get("dimensions")).get("knowledge"), "").split()), None)
+    return kind if isinstance(kind, str) else ""
+
+
 def _metric_row(key: str, value: Any, accessory: bool) -> Row:
-    """A metric; an accessory run's own metrics are labelled in words, their key kept beneath."""
-    label = ACCESSORY_METRIC_LABELS.get(key) if accessory else None
-    return Row(label, fmt(value), key) if label else Row(key, fmt(value))
+    """A metric; accessory, transfer and query runs' own metrics are labelled in words, their key kept beneath."""
+    label = (ACCESSORY_METRIC_LABELS.get(key) if accessory else None) or KNOWLEDGE_METRIC_LABELS.get(key)
+    reached = _queries(value) if key == "asr_at_queries" else []
+    text = " · ".join(f"{n}:\u00a0{_rate(asr)}" for n, asr in reached) if reached else fmt(value)  # no break in a pair
+    return Row(label, text, key) if label else Row(key, text)
+
+
+def _queries(value: Any) -> list[tuple[int, float | None]]:
+    """`asr_at_queries` as (queries, ASR) pairs in increasing query order; keys that are not counts >= 1 are dropped."""
+    pairs = [(int(k), _num(v)) for k, v in _dict(value).items() if k.isdecimal() and int(k) > 0]
+    return sorted(pairs, key=lambda pair: pair[0])
 
 
 def _print_file(doc: dict[str, Any], results_dir: Path, out_dir: Path) -> PrintFile:
@@ -437,9 +471,8 @@ def _matrix(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> Matrix:
         columns.setdefault(column)
         cell = rows.setdefault(row, {}).setdefault(column, MatrixCell())
         metrics = _dict(raw.get("metrics"))
-        detail = (f"plain {_rate(metrics.get('plain_accessory_success_rate'))} · "
-                  f"EOT {_rate(metrics.get('eot_success_rate'))}") if run.accessory else ""
-        cell.entries.append(MatrixEntry(run.anchor, run.name, run.asr, bool(run.flags), run.failed, detail))
+        cell.entries.append(MatrixEntry(run.anchor, run.name, run.asr, bool(run.flags), run.failed,
+                                        _cell_detail(run, metrics)))
         asr = _num(metrics.get("attack_success_rate"))
         if asr is not None:
             cell.worst = asr if cell.worst is None else max(cell.worst, asr)
@@ -447,6 +480,41 @@ def _matrix(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> Matrix:
         columns=list(columns),
         rows=[(row, [cells.get(c, MatrixCell()) for c in columns]) for row, cells in rows.items()],
     )
+
+
+def _cell_detail(run: RunView, metrics: dict[str, Any]) -> str:
+    """The matrix cell's second line: each that applies of the accessory, transfer and query details."""
+    parts = []
+    if run.accessory:
+        parts.append(f"plain {_rate(metrics.get('plain_accessory_success_rate'))} · "
+                     f"EOT {_rate(metrics.get('eot_success_rate'))}")
+    if run.knowledge == "transfer":
+        parts.append(f"on surrogate {_rate(metrics.get('surrogate_success_rate'))}")
+    reached = _queries(metrics.get("asr_at_queries")) if run.knowledge == "query" else []
+    if reached:
+        early = [pair for pair in reached if pair[0] <= MATRIX_QUERY_MARK]
+        shown = ([early[-1]] if early and early[-1] != reached[-1] else []) + [reached[-1]]
+        parts.append("after " + " · ".join(f"{n} q {_rate(asr)}" for n, asr in shown))
+    return " · ".join(parts)
+
+
+def _queries_plot(raw_runs: list[dict[str, Any]]) -> str | None:
+    """ASR against queries, one line per run with `asr_at_queries`, labelled by its other dimensions; None if none.
+
+    The knowledge text (output, budget) joins the labels only where it tells the lines apart.
+    """
+    runs = []
+    for run in raw_runs:
+        reached = [(n, asr) for n, asr in _queries(_dict(run.get("metrics")).get("asr_at_queries")) if asr is not None]
+        if reached:
+            runs.append((_dict(run.get("dimensions")), reached))
+    if not runs:
+        return None
+    knowledge_varies = len({_text(dims.get("knowledge")) for dims, _ in runs}) > 1
+    keys = [k for k in DIMENSION_KEYS if k != "knowledge" or knowledge_varies]
+    lines = [figures.QueryLine(" · ".join(_text(dims.get(k)) for k in keys), [n for n, _ in reached],
+                               [asr for _, asr in reached]) for dims, reached in runs]
+    return figures.queries_asr_plot("ASR against queries", lines)
 
 
 def _sweeps(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
