@@ -157,3 +157,25 @@ def test_square_spends_exactly_its_budget_and_stays_in_the_ball(face_files: list
     big = Oracle(objective, "scores", budget=200)  # an unbounded budget must get there
     far = create("native", "square", steps=200).run(x, big, Budget("linf", 1.0), torch.Generator().manual_seed(0))
     assert objective.success(objective.score(far.x_adv, slice(None))).all()
+
+
+def test_hopskipjump_stops_at_the_budget_and_records_distortion(face_files: list[Path], dlib_recognizer) -> None:  # type: ignore[no-untyped-def]
+    from facesec.attacks import Budget, Objective, create
+    from facesec.attacks.query import Oracle
+
+    x = align_faces(face_files[:2], DLIB_150, progress=False).tensor()
+    emb = dlib_recognizer.embed(x)
+    # impersonation: each face claims to be the other; HopSkipJump starts from the other's face
+    objective = Objective(dlib_recognizer, "open-set", "impersonation", emb, torch.tensor([1, 0]), threshold=-0.6)
+    oracle = Oracle(objective, "decisions", budget=40)
+    attack = create("art", "hopskipjump", steps=20, max_eval=10, init_eval=5)
+    attack.starts = x.flip(0)  # type: ignore[attr-defined]
+    out = attack.run(x, oracle, Budget("linf", 8 / 255), torch.Generator().manual_seed(0))
+    assert (out.queries <= 40).all() and (out.queries > 20).all()
+    traces = attack.trace  # type: ignore[attr-defined]
+    assert all(trace for trace in traces)
+    for trace in traces:  # distortion never grows as queries are spent, and starts below the start's
+        queries, linf = zip(*trace, strict=True)
+        assert list(queries) == sorted(queries) and queries[-1] <= 40
+        assert linf[-1] <= linf[0] + 1e-6
+    assert (out.x_adv - x).abs().max() <= 8 / 255 + 1e-6
