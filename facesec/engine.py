@@ -241,7 +241,7 @@ class Attacked:
 def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: knowledge.AttackerView,
                   x_train: torch.Tensor | None, generator: torch.Generator, starts: torch.Tensor | None) -> Attacked:
     budget = Budget(p.norm, p.eps)
-    attack = build_attack(tm)
+    attack = build_attack(tm, **({"early_stop": False} if view.transfer and tm.attack.library == "native" else {}))
     if isinstance(attack, HopSkipJumpAttack):
         attack.starts = starts
     x_adv, queries = _attack(attack, tm, x, view.objective, budget, generator, x_train, view.train)

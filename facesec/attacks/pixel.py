@@ -1,7 +1,8 @@
 """Native, batched, device-agnostic white-box pixel attacks: PGD (L-inf, L2), FGSM, MI-FGSM, CW-margin.
 
 One loop serves all four (they differ in start, step size, momentum and loss). Every iterate is
-checked and the first successful one is kept, so more steps never lower success. No host syncs
+checked and the first successful one is kept, so more steps never lower success; transfer attacks
+turn that off (`early_stop=False`): success on a surrogate is no reason to stop pushing. No host syncs
 inside the loop. With `autocast_dtype` (e.g. torch.bfloat16 on CUDA) the recognizer's forward runs
 under autocast; the margin and its gradient are computed from fp32 embeddings.
 """
@@ -54,8 +55,10 @@ class GradientAttack(Attack):
                  momentum: float = 0.0, loss: Literal["margin", "cw"] = "margin", kappa: float = 0.0,
                  batch_size: int = 64, universal_kappa: float = 0.1,
                  default_step: Literal["madry", "eps", "eps/steps"] = "madry",
-                 autocast_dtype: torch.dtype | None = None, diversity: float = 0.0, ti_kernel: int = 0) -> None:
+                 autocast_dtype: torch.dtype | None = None, diversity: float = 0.0, ti_kernel: int = 0,
+                 early_stop: bool = True) -> None:
         self.name = name
+        self.early_stop = early_stop
         self.diversity = diversity
         self.ti_kernel = ti_kernel
         self.autocast_dtype = autocast_dtype
@@ -150,7 +153,7 @@ class GradientAttack(Attack):
                 grad = velocity
             x_adv = (x + project(x_adv + alpha * steepest(grad, budget.norm) - x, budget)).clamp(0, 1)
         # The last iterate needs no check: where no earlier iterate succeeded, it is returned anyway.
-        return torch.where(found.view(-1, 1, 1, 1), best, x_adv)
+        return torch.where(found.view(-1, 1, 1, 1), best, x_adv) if self.early_stop else x_adv
 
     def run_universal(self, x: torch.Tensor, objective: Criterion, budget: Budget,
                       generator: torch.Generator) -> torch.Tensor:
