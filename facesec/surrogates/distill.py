@@ -9,6 +9,7 @@ subtracting the teacher's mean). Identities held out from training measure what 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -60,8 +61,6 @@ class Faces:
 
 def load_faces(settings: Settings, teacher: Recognizer, progress: bool) -> Faces:
     """All usable faces of the dataset in the teacher's template; a seeded share of identities held out."""
-    import hashlib
-
     ds = load_dataset(settings.data)
     faces = align_faces([p for p, _ in ds.items], teacher.info.template, progress=progress)
     label_of = {str(p): ident for p, ident in ds.items}
