@@ -97,7 +97,7 @@ def tiny_dataset(celeba: Path, tmp_path: Path) -> Path:
     root = tmp_path / "tiny"
     root.mkdir()
     for person in sorted(p for p in celeba.iterdir() if p.is_dir())[:6]:
-        os.symlink(person, root / person.name)
+        os.symlink(person.resolve(), root / person.name)  # FACESEC_DATA may be relative
     return root
 
 
