@@ -518,3 +518,11 @@ def test_malformed_asr_at_queries(tmp_path: Path) -> None:
     assert "<td>10:\u00a0— · 100:\u00a00.20 · 1000:\u00a00.40</td>" in _section(html, "run-1")
     assert "<td>[0.1]</td>" in _section(html, "run-2")
     assert len(_links(html).images["queries-asr-plot"]) == 1  # one line: the run with counts
+
+
+def test_distortion_against_queries_is_labelled() -> None:
+    from facesec.report.render import _metric_row
+
+    row = _metric_row("linf_at_queries", {"100": 0.3268, "10": None, "x": 1}, accessory=False)
+    assert row.key.startswith("median L-inf distance") and row.note == "linf_at_queries"
+    assert row.value == "10:\u00a0— · 100:\u00a00.3268"

@@ -39,6 +39,7 @@ ACCESSORY_METRIC_LABELS = {
 KNOWLEDGE_METRIC_LABELS = {
     "surrogate_success_rate": "success on the surrogate(s) it was crafted on",
     "asr_at_queries": "ASR after n queries per face",
+    "linf_at_queries": "median L-inf distance after n queries per face",
 }
 """What a transfer or query run's own metrics mean; only those runs carry these keys."""
 MATRIX_QUERY_MARK = 100
@@ -361,13 +362,19 @@ def _knowledge_kind(run: dict[str, Any]) -> str:
 def _metric_row(key: str, value: Any, accessory: bool) -> Row:
     """A metric; accessory, transfer and query runs' own metrics are labelled in words, their key kept beneath."""
     label = (ACCESSORY_METRIC_LABELS.get(key) if accessory else None) or KNOWLEDGE_METRIC_LABELS.get(key)
-    reached = _queries(value) if key == "asr_at_queries" else []
-    text = " · ".join(f"{n}:\u00a0{_rate(asr)}" for n, asr in reached) if reached else fmt(value)  # no break in a pair
+    reached = _queries(value) if key in ("asr_at_queries", "linf_at_queries") else []
+    show = _rate if key == "asr_at_queries" else _distance
+    text = " · ".join(f"{n}:\u00a0{show(v)}" for n, v in reached) if reached else fmt(value)  # no break in a pair
     return Row(label, text, key) if label else Row(key, text)
 
 
+def _distance(value: float | None) -> str:
+    return DASH if value is None else f"{value:.4g}"
+
+
 def _queries(value: Any) -> list[tuple[int, float | None]]:
-    """`asr_at_queries` as (queries, ASR) pairs in increasing query order; keys that are not counts >= 1 are dropped."""
+    """`asr_at_queries` (or `linf_at_queries`) as (queries, value) pairs in increasing query order; keys
+    that are not counts >= 1 are dropped."""
     pairs = [(int(k), _num(v)) for k, v in _dict(value).items() if k.isdecimal() and int(k) > 0]
     return sorted(pairs, key=lambda pair: pair[0])
 
