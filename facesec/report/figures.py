@@ -10,6 +10,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -131,12 +132,7 @@ def eps_asr_plot(title: str, lines: list[SweepLine], in_255ths: bool = False) ->
     if in_255ths:
         top = ax.secondary_xaxis("top", functions=(_to_255ths, _from_255ths))
         top.set_xlabel("eps × 255", fontsize=9)
-    ax.set_title(title, fontsize=11)
-    ax.set_xlabel("eps (pixel units, image range [0, 1])")
-    ax.set_ylabel("attack success rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    return _figure_uri(fig)
+    return _asr_figure(fig, ax, title, "eps (pixel units, image range [0, 1])")
 
 
 def queries_asr_plot(title: str, lines: list[QueryLine]) -> str:
@@ -151,8 +147,13 @@ def queries_asr_plot(title: str, lines: list[QueryLine]) -> str:
     ax.set_xticks(ticks, [str(q) for q in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    return _asr_figure(fig, ax, title, "queries to the target per face (log scale)")
+
+
+def _asr_figure(fig: Figure, ax: Any, title: str, xlabel: str) -> str:
+    """Title, labels, an ASR axis from 0 to 1 and a light grid; the figure as a data URI."""
     ax.set_title(title, fontsize=11)
-    ax.set_xlabel("queries to the target per face (log scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("attack success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
