@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle schedule)")
     tr.add_argument("--holdout", type=float, default=0.2, help="share of identities never trained on (default 0.2)")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--mix", type=float, default=0.5,
+                    help="share of each batch blended with another face (mixup, default 0.5; 0 turns it off)")
+    tr.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                    help="student arithmetic (bf16 autocast is ~1.7x faster on CPUs with AVX-512 BF16 and on GPUs)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
@@ -178,10 +182,11 @@ def _cmd_surrogate(args: argparse.Namespace) -> int:
     from facesec.device import pick_device
     from facesec.surrogates.distill import Settings, train
 
-    if args.epochs < 1 or args.batch_size < 1 or not 0 < args.holdout < 1:
-        raise ConfigError("--epochs and --batch-size must be at least 1, --holdout between 0 and 1")
+    if args.epochs < 1 or args.batch_size < 1 or not 0 < args.holdout < 1 or not 0 <= args.mix <= 1:
+        raise ConfigError("--epochs and --batch-size must be at least 1, --holdout between 0 and 1, "
+                          "--mix between 0 and 1")
     settings = Settings(args.teacher, args.arch, args.data, args.epochs, args.batch_size, args.lr,
-                        args.holdout, args.seed)
+                        args.holdout, args.seed, args.mix, args.precision)
     card = train(settings, args.out, pick_device(args.device), resume=args.resume)
     held = card["held_out"]
     print(json.dumps({"queries": card["queries"], "held_out": held}, indent=2))

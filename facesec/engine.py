@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facesec import attacks, knowledge, metrics, trial
+from facesec import attacks, knowledge, metrics, photos, trial
 from facesec.accessories import export
 from facesec.accessories import run as accessory_run
 from facesec.attacks import Attack, Budget, Criterion, Objective
@@ -132,6 +132,11 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         budget = view.objective.budget
         marks = sorted({m for m in (1, 10, 30, 100, 300, 1000, 3000, 10000) if m < budget} | {budget})
         out.extra["asr_at_queries"] = {str(m): _rate(adv_success & (out.queries <= m), attempted) for m in marks}
+    if tm.photo_round_trip:
+        trip = photos.round_trip([pop.paths[i] for i in att.index], x, x_adv, model.info.template)
+        photo_success, _ = _success(objective, model, trip.crops.to(device))
+        out.extra["photo_success_rate"] = _rate(photo_success & trip.found, attempted)
+        out.extra["photo_faces_lost"] = int((~trip.found & attempted).sum())
     noise_success, _ = _success(objective, model, out.baseline)
     n_attempts = int(attempted.sum())
     n_success = int((adv_success & attempted).sum())

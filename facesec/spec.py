@@ -147,7 +147,7 @@ METRIC_NAMES = (
     "protocol_before", "protocol_after", "similarity_before_mean", "similarity_after_mean",
     "similarity_shift_mean", "threshold", "linf_mean", "l2_mean", "ssim_mean", "queries_per_sample",
     "attack_time_s", "wall_time_s", "n_identities", "n_skipped_images",
-    "plain_accessory_success_rate", "eot_success_rate", "surrogate_success_rate",
+    "plain_accessory_success_rate", "eot_success_rate", "surrogate_success_rate", "photo_success_rate",
     "validity.noise_baseline_asr", "validity.unbounded_asr", "validity.n_flags",
 )
 """What gates may test: the run's numeric metrics and its validity checks."""
@@ -209,6 +209,8 @@ class ThreatModel(Strict):
     capability: Literal["individual", "universal"] = "individual"
     setting: Annotated[OpenSet | ClosedSet, Field(discriminator="kind")] = OpenSet()
     attack: Attack = Attack()
+    photo_round_trip: bool = Field(False, description="also judge each attack pasted into its original photo at 8 "
+                                   "bits, with the face detected and aligned again (as a deployed system would)")
     gates: list[Gate] = []
 
     @model_validator(mode="after")

@@ -52,6 +52,30 @@ def test_dlib_cpp_is_a_black_box_reached_by_transfer(celeba: Path) -> None:
     assert record["metrics"]["attack_success_rate"] > record["metrics"]["noise_success_rate"]
 
 
+def test_onnxruntime_target_is_query_only_and_matches_the_port(celeba: Path, face_files: list[Path],
+                                                              dlib_recognizer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "dlib.onnx"
+    torch.onnx.export(dlib_recognizer.net, (torch.rand(1, 3, 150, 150),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["e"], dynamic_axes={"x": {0: "n"}, "e": {0: "n"}})
+    target = {"name": "onnxruntime", "weights": str(path), "input_size": 150, "template": "dlib-chip-150",
+              "embedding_size": 128, "comparison": "euclidean", "threshold": -0.6, "mean": 0.0, "std": 1.0}
+    deployed = load(target)
+    x = align_faces(face_files[:3], DLIB_150, progress=False).tensor()
+    assert not deployed.info.differentiable
+    assert (deployed.embed(x) - dlib_recognizer.embed(x)).abs().max() < 1e-4
+    cpu = torch.device("cpu")
+    with pytest.raises(ConfigError, match="gives no gradients"):
+        run_threat_model(_tm(celeba, target=target), cpu, progress=False)
+    port = {"kind": "transfer", "surrogates": ["dlib-resnet"]}
+    record = run_threat_model(_tm(celeba, target=target, knowledge=port), cpu, progress=False).record
+    assert record["metrics"]["attack_success_rate"] >= record["metrics"]["surrogate_success_rate"] - 0.15
+    queries = {"kind": "query", "output": "scores", "budget": 30}
+    attack = {"method": "square", "library": "native", "steps": 30, "sanity_samples": 3}
+    record = run_threat_model(_tm(celeba, target=target, knowledge=queries, attack=attack), cpu, progress=False).record
+    assert max(int(q) for q in record["metrics"]["asr_at_queries"]) == 30
+
+
 def test_surrogates_must_share_the_target_template(celeba: Path) -> None:
     tm = _tm(celeba, knowledge={"kind": "transfer", "surrogates": ["iresnet18"]})
     with pytest.raises(ConfigError, match="must share the target's template"):

@@ -1,8 +1,9 @@
 """The built-in recognizers: dlib's ResNet (ported, and dlib's own as a black box), IResNets, students,
-TorchScript and ONNX files."""
+TorchScript and ONNX files (converted for white-box use, or run by onnxruntime as a black box)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,41 @@ def onnx_model(weights: str, sha256: str | None = None, input_size: int = 112, t
     net.eval()
     info = _file_info("onnx", path, input_size, template, embedding_size, comparison, threshold)
     return Recognizer(Normalized(net, mean, std, input_bgr), info)
+
+
+class OnnxSession(nn.Module):
+    """An onnxruntime session on (x - mean) / std of [0, 1] RGB: a black box, no gradients."""
+
+    def __init__(self, path: Path, mean: float, std: float, input_bgr: bool) -> None:
+        super().__init__()
+        import onnxruntime
+
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=onnxruntime.get_available_providers())
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise WeightsError(f"onnxruntime cannot open {path}: {exc}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.mean, self.std, self.input_bgr = mean, std, input_bgr
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # tells Recognizer.embed the device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().float()
+        if self.input_bgr:
+            x = x.flip(1)
+        feed = ((x - self.mean) / self.std).cpu().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0]).to(x.device)
+
+
+@register("onnxruntime")
+def onnx_runtime(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",
+                 embedding_size: int = 512, comparison: Comparison = "cosine", threshold: float | None = None,
+                 mean: float = 0.5, std: float = 0.5, input_bgr: bool = False) -> Recognizer:
+    """An ONNX file run by onnxruntime as deployed: query-only (reach it by transfer or by queries)."""
+    path = resolve_weights(weights, sha256)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("onnxruntime recognizers need the onnx extra: pip install 'facesec[onnx]'") from exc
+    info = _file_info("onnxruntime", path, input_size, template, embedding_size, comparison, threshold)
+    info = dataclasses.replace(info, differentiable=False)
+    return Recognizer(OnnxSession(path, mean, std, input_bgr), info)

@@ -38,6 +38,8 @@ ACCESSORY_METRIC_LABELS = {
 """What an accessory run's metrics mean, shown above their keys (the keys are what gates name)."""
 KNOWLEDGE_METRIC_LABELS = {
     "surrogate_success_rate": "success on the surrogate(s) it was crafted on",
+    "photo_success_rate": "success once pasted into the original photo (8 bits) and detected and aligned again",
+    "photo_faces_lost": "attacked photos in which the detector no longer found one face",
     "asr_at_queries": "ASR after n queries per face",
     "linf_at_queries": "median L-inf distance after n queries per face",
 }
@@ -497,6 +499,8 @@ def _cell_detail(run: RunView, metrics: dict[str, Any]) -> str:
                      f"EOT {_rate(metrics.get('eot_success_rate'))}")
     if run.knowledge == "transfer":
         parts.append(f"on surrogate {_rate(metrics.get('surrogate_success_rate'))}")
+    if "photo_success_rate" in metrics:
+        parts.append(f"in photos {_rate(metrics.get('photo_success_rate'))}")
     reached = _queries(metrics.get("asr_at_queries")) if run.knowledge == "query" else []
     if reached:
         early = [pair for pair in reached if pair[0] <= MATRIX_QUERY_MARK]
