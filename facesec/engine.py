@@ -276,7 +276,7 @@ def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recogniz
         assert view.train is not None
         train = (pop.faces[att.train_index].to(x.device), pop.landmarks[att.train_index], view.train)
     acc = accessory_run.attack(tm, x, pop.landmarks[att.index], view.objective, train, generator,
-                               judge=lambda faces: _success(objective, model, faces)[0])
+                               judge=lambda faces: _success(objective, model, faces)[0], transfer=view.transfer)
     plain_success, _ = _success(objective, model, acc.plain)
     plain_rate = _rate(plain_success, attempted)
     extra = {"plain_accessory_success_rate": plain_rate,

@@ -204,3 +204,20 @@ def test_zero_step_run_measures_exactly_the_plain_accessory(celeba: Path, tmp_pa
             assert (tmp_path / item[key]).is_file()
     alone = np.asarray(Image.open(tmp_path / run["gallery"][0]["accessory"]))
     assert alone.shape[-1] == 4 and (alone[..., :3][alone[..., 3] > 0] == round(0.1 * 255)).all()
+
+
+def test_accessory_transfer_keeps_pushing_past_the_surrogate_threshold(celeba: Path) -> None:
+    """On a surrogate the margin is not clipped: transfer from the target itself equals the white-box
+    attack run with an unclipped margin (kappa inf), and differs from the clipped default."""
+    doc = {"name": "t", "data": {"dataset": str(celeba), "identities": 4, "images_per_identity": 2},
+           "perturbation": {"kind": "accessory", "shape": "eyeglasses", "eot": None},
+           "attack": {"steps": 6, "sanity_samples": 2}}
+    cpu = torch.device("cpu")
+    port = {"kind": "transfer", "surrogates": ["dlib-resnet"]}
+    transfer = run_threat_model(ThreatModel.model_validate({**doc, "knowledge": port}), cpu, progress=False)
+    unclipped = {**doc, "attack": {**doc["attack"], "params": {"kappa": float("inf")}}}
+    white = run_threat_model(ThreatModel.model_validate(unclipped), cpu, progress=False)
+    clipped = run_threat_model(ThreatModel.model_validate(doc), cpu, progress=False)
+    t, w, c = (o.record["metrics"]["similarity_after_mean"] for o in (transfer, white, clipped))
+    assert t == pytest.approx(w, abs=1e-6)
+    assert t < c  # dodging: pushed further from the own gallery than the clipped optimiser stops

@@ -4,6 +4,7 @@ under fresh physical transforms, and the unconstrained whole-image sanity run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -91,12 +92,16 @@ class AccessoryOutcome:
 
 def attack(tm: ThreatModel, x: torch.Tensor, landmarks: np.ndarray, objective: Criterion,
            train: tuple[torch.Tensor, np.ndarray, Criterion] | None, generator: torch.Generator,
-           judge: Success) -> AccessoryOutcome:
-    """Optimise the accessory (per wearer, or one on `train` when universal) and gather its evidence."""
+           judge: Success, transfer: bool = False) -> AccessoryOutcome:
+    """Optimise the accessory (per wearer, or one on `train` when universal) and gather its evidence.
+
+    On surrogates (`transfer`) the margin is not clipped unless `attack.params.kappa` says so: success
+    on the surrogate is not the goal, so the optimiser keeps pushing past its threshold.
+    """
     p = tm.perturbation
     assert isinstance(p, AccessoryPerturbation)
     size = x.shape[-1]
-    optimiser = build_attack(tm)
+    optimiser = build_attack(tm, **({"kappa": math.inf} if transfer and "kappa" not in tm.attack.params else {}))
     per_step = optimiser.steps * optimiser.forwards_per_step
     if train is not None:  # universal: optimised on the training wearers, worn by the evaluation wearers
         x_train, lm_train, train_obj = train
