@@ -16,8 +16,9 @@ from facesec.data.pipeline import align_faces
 from facesec.engine import run_threat_model
 from facesec.errors import ConfigError
 from facesec.recognizers import load
+from facesec.recognizers.students import build
 from facesec.spec import ThreatModel
-from facesec.surrogates.distill import CARD, STUDENT, Settings, train
+from facesec.surrogates.distill import CARD, STUDENT, Settings, probe, train
 
 
 def _tm(celeba: Path, **fields: object) -> ThreatModel:
@@ -130,8 +131,9 @@ def test_student_training_counts_queries_and_resumes(tiny_dataset: Path, tmp_pat
     settings = Settings("dlib-resnet", "iresnet18", str(tiny_dataset), epochs=1, batch_size=8, holdout=0.34)
     card = train(settings, out, torch.device("cpu"), progress=False)
     n_train = card["data"]["train_faces"]
-    per_epoch = (n_train // 8) * 8
-    assert card["queries"] == n_train + per_epoch  # the teacher's mean, then one query per augmented image
+    per_epoch = (n_train // 8) * (8 + 2)  # each batch of 8 and a quarter of it probed again
+    assert card["queries"] == n_train + per_epoch  # the teacher's mean, then one query per image it saw
+    assert len(card["history"]) == 1 and -1 <= card["history"][0]["held_out_centred_cosine"] <= 1
     assert card["data"]["held_out_identities"] == 2
     assert set(card["held_out"]) == {"trained", "untrained"}
     assert (out / STUDENT).is_file() and json.loads((out / CARD).read_text())["queries"] == card["queries"]
@@ -144,6 +146,23 @@ def test_student_training_counts_queries_and_resumes(tiny_dataset: Path, tmp_pat
     student = load({"name": "surrogate", "weights": str(out)})
     assert student.info.template.name == DLIB_150.name and student.info.comparison == "euclidean"
     assert student(torch.rand(2, 3, 150, 150)).shape == (2, 128)
+
+
+def test_probes_stay_within_their_step_and_move_the_student() -> None:
+    torch.manual_seed(0)
+    student = build("dlib-resnet", 128).train()
+    x = torch.rand(8, 3, 150, 150)
+    out = probe(student, x, 0.25, 8 / 255, torch.Generator().manual_seed(0), bf16=False)
+    assert out.shape == (10, 3, 150, 150) and torch.equal(out[:8], x) and student.training
+    moved = out[8:] - x[6:]
+    assert moved.abs().max() <= 8 / 255 + 1e-6 and 0 <= out.min() and out.max() <= 1
+    student.eval()
+    with torch.no_grad():  # the probe's step moves the embedding more than a random one of the same size
+        base, pushed = student(x[6:]), student(out[8:])
+        signs = torch.randint(0, 2, moved.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        random = student((x[6:] + 8 / 255 * signs).clamp(0, 1))
+    assert (pushed - base).norm(dim=1).mean() > (random - base).norm(dim=1).mean()
+    assert torch.equal(probe(student, x, 0.0, 8 / 255, torch.Generator(), bf16=False), x)
 
 
 def _oracle_setup(face_files: list[Path], model):  # type: ignore[no-untyped-def]
