@@ -18,7 +18,7 @@ from facesec.errors import ConfigError
 from facesec.recognizers import load
 from facesec.recognizers.students import build
 from facesec.spec import ThreatModel
-from facesec.surrogates.distill import CARD, STUDENT, Settings, probe, train
+from facesec.surrogates.distill import CARD, STUDENT, Settings, mix, probe, train
 
 
 def _tm(celeba: Path, **fields: object) -> ThreatModel:
@@ -146,6 +146,15 @@ def test_student_training_counts_queries_and_resumes(tiny_dataset: Path, tmp_pat
     student = load({"name": "surrogate", "weights": str(out)})
     assert student.info.template.name == DLIB_150.name and student.info.comparison == "euclidean"
     assert student(torch.rand(2, 3, 150, 150)).shape == (2, 128)
+
+
+def test_mixup_blends_a_share_of_the_batch_and_leaves_the_rest() -> None:
+    x = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = mix(x, 0.5, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and torch.equal(out[4:], x[4:])
+    assert not torch.equal(out[:4], x[:4])
+    assert (out[:4].amin(dim=(1, 2, 3)) >= x.amin() - 1e-6).all() and (out[:4] <= x.amax() + 1e-6).all()
+    assert torch.equal(mix(x, 0.0, torch.Generator()), x)
 
 
 def test_probes_stay_within_their_step_and_move_the_student() -> None:
