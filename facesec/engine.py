@@ -21,7 +21,7 @@ from facesec.errors import ConfigError
 from facesec.population import Population, select
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
-from facesec.spec import AccessoryPerturbation, PixelPerturbation, ThreatModel
+from facesec.spec import AccessoryPerturbation, PixelPerturbation, ThreatModel, Transfer
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
 SANITY_MIN_ASR = 0.95
@@ -354,7 +354,9 @@ def _validity(tm: ThreatModel, x: torch.Tensor, objective: Criterion, attempted:
         judge = sub_obj.objective if isinstance(sub_obj, Oracle) else sub_obj  # checking spends no attacker queries
         unbounded_asr = float(_judge(judge, unbounded(x[chosen], sub_obj, chosen)).mean())
         if unbounded_asr < SANITY_MIN_ASR:
-            flags.append(f"attack or gradients broken: unbounded run reached {unbounded_asr:.2f} < {SANITY_MIN_ASR}")
+            on = " on the surrogate(s)" if isinstance(tm.knowledge, Transfer) else ""
+            flags.append(f"attack or gradients broken: unbounded run reached {unbounded_asr:.2f}{on} "
+                         f"< {SANITY_MIN_ASR}")
     else:
         flags.append("unbounded-budget check not run: every sample already succeeded on the clean input")
     for what, rate in baselines.items():
