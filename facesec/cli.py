@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                          "direction (default 0.25; 0 turns it off)")
     tr.add_argument("--probe-eps", type=float, default=8 / 255, help="L-inf size of those steps (default 8/255)")
     tr.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
-                    help="student arithmetic (bf16 autocast is ~1.7x faster on CPUs with AVX-512 BF16 and on GPUs)")
+                    help="student arithmetic (bf16: 1.85-2.2x faster on a CPU with AVX-512 BF16)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
