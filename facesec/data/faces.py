@@ -26,6 +26,20 @@ class Face:
     """dlib's 68 points, for accessory regions whatever the template."""
 
 
+@dataclass
+class Detection:
+    """What detection finds in an image, before any template: the box and dlib's 5 and 68 points."""
+
+    box: tuple[int, int, int, int]
+    landmarks5: np.ndarray
+    landmarks68: np.ndarray
+
+    def face(self, template: Template) -> Face:
+        """The face with the landmarks `template` aligns by."""
+        return Face(self.box, self.landmarks5 if template.landmarks == "dlib5" else self.landmarks68,
+                    self.landmarks68)
+
+
 class NoFace(Exception):
     """Zero or several faces: the image is skipped with this reason."""
 
@@ -64,8 +78,8 @@ class FaceAnalyzer:
             self._predictors[n_points] = dlib.shape_predictor(str(path))
         return self._predictors[n_points]
 
-    def find_face(self, image: np.ndarray, template: Template) -> Face:
-        """The single face in an RGB uint8 image, with the landmarks the template needs."""
+    def detect(self, image: np.ndarray) -> Detection:
+        """The single face in an RGB uint8 image with both of dlib's landmark sets (any template can use it)."""
         rects = self._detect(image)
         if len(rects) != 1:
             raise NoFace("no face detected" if not rects else f"{len(rects)} faces detected")
@@ -75,9 +89,11 @@ class FaceAnalyzer:
             shape = self._predictor(n)(image, rect)  # type: ignore[operator]
             return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
 
-        pts68 = points(68)
-        pts = points(5) if template.landmarks == "dlib5" else pts68
-        return Face((rect.left(), rect.top(), rect.right(), rect.bottom()), pts, pts68)
+        return Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), points(5), points(68))
+
+    def find_face(self, image: np.ndarray, template: Template) -> Face:
+        """The single face in an RGB uint8 image, with the landmarks the template needs."""
+        return self.detect(image).face(template)
 
     @staticmethod
     def crop_transform(face: Face, template: Template) -> np.ndarray:

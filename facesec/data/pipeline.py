@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from facesec.data.align import Template
 from facesec.data.cache import FaceCache, file_digest
-from facesec.data.faces import FaceAnalyzer, NoFace, map_points
+from facesec.data.faces import Detection, FaceAnalyzer, NoFace, map_points
 from facesec.data.images import UnusableImage, read_rgb
 
 
@@ -35,6 +35,10 @@ class AlignedFaces:
     def tensor(self) -> torch.Tensor:
         """Crops as float32 RGB in [0, 1], NCHW."""
         return torch.from_numpy(self.crops).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+DETECTION = "detection"
+"""Cache entries under this template name hold a face's box and landmarks, shared by every template."""
 
 
 def align_faces(paths: Sequence[Path], template: Template, analyzer: FaceAnalyzer | None = None,
@@ -57,7 +61,7 @@ def align_faces(paths: Sequence[Path], template: Template, analyzer: FaceAnalyze
         if hit is None:
             if not hasattr(local, "analyzer"):
                 local.analyzer = FaceAnalyzer(analyzer.detector_name, analyzer.max_upsample)
-            hit = _process(path, template, local.analyzer)
+            hit = _process(path, digest, template, local.analyzer, face_cache)
             face_cache.put(digest, template.name, analyzer.key, **hit)
         return hit
 
@@ -83,12 +87,25 @@ def align_faces(paths: Sequence[Path], template: Template, analyzer: FaceAnalyze
     return out
 
 
-def _process(path: Path, template: Template, analyzer: FaceAnalyzer) -> dict[str, np.ndarray]:
+def _process(path: Path, digest: str, template: Template, analyzer: FaceAnalyzer,
+             cache: FaceCache) -> dict[str, np.ndarray]:
+    """Crop one image for `template`, detecting its face only when no earlier template did."""
     try:
         image, note = read_rgb(path)
-        face = analyzer.find_face(image, template)
-    except (UnusableImage, NoFace) as exc:
+    except UnusableImage as exc:
         return {"reason": np.array(str(exc))}
+    found = cache.get(digest, DETECTION, analyzer.key)
+    if found is None:
+        try:
+            d = analyzer.detect(image)
+            found = {"box": np.array(d.box), "landmarks5": d.landmarks5, "landmarks68": d.landmarks68}
+        except NoFace as exc:
+            found = {"reason": np.array(str(exc))}
+        cache.put(digest, DETECTION, analyzer.key, **found)
+    if "reason" in found:
+        return {"reason": found["reason"]}
+    box = tuple(int(v) for v in found["box"])
+    face = Detection((box[0], box[1], box[2], box[3]), found["landmarks5"], found["landmarks68"]).face(template)
     crop = analyzer.align(image, face, template)
     landmarks = map_points(face.landmarks68, analyzer.crop_transform(face, template))
     return {"crop": crop.astype(np.uint8), "landmarks": landmarks, "note": np.array(note or "")}
