@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ev = sub.add_parser("eval", help="clean accuracy of a recognizer on a dataset (verification and rank-1)")
-    ev.add_argument("--recognizer", default="dlib-resnet", help="registered name or package.module:factory")
+    ev.add_argument("--recognizer", action="append", metavar="NAME",
+                    help="registered name or package.module:factory; repeat it to compare recognizers in one "
+                         "table (default: dlib-resnet)")
     ev.add_argument("--data", required=True, help="dataset folder, or its name under $FACESEC_DATA")
     ev.add_argument("--json", type=Path, help="write the metrics to this JSON file")
     ev.add_argument("--pairs-per-identity", type=int, default=20, help="genuine pairs per identity (default 20)")
@@ -99,13 +101,29 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from facesec.api import evaluate
 
-    result = evaluate(args.recognizer, args.data, args.pairs_per_identity, seed=args.seed, device=args.device)
-    text = json.dumps(result, indent=2)
+    names = args.recognizer or ["dlib-resnet"]
+    results = [evaluate(name, args.data, args.pairs_per_identity, seed=args.seed, device=args.device)
+               for name in names]
+    text = json.dumps(results[0] if len(results) == 1 else results, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
-    print(text)
+    print(text if len(results) == 1 else _eval_table(results))
     return 0
+
+
+def _eval_table(results: list[dict[str, object]]) -> str:
+    """Several recognizers' clean accuracy side by side (Markdown)."""
+    rows = [("faces (skipped)", lambda r: f"{r['n_faces']} ({r['n_skipped']})"),
+            ("genuine / impostor pairs", lambda r: f"{r['n_genuine_pairs']} / {r['n_impostor_pairs']}"),
+            ("best accuracy", lambda r: f"{r['best_accuracy']:.3f}"),
+            ("TAR at FMR 1e-2", lambda r: f"{r['tar_at_fmr']['0.01']:.3f}"),  # type: ignore[index]
+            ("TAR at FMR 1e-3", lambda r: f"{r['tar_at_fmr']['0.001']:.3f}"),  # type: ignore[index]
+            ("rank-1", lambda r: f"{r['rank1']:.3f}")]
+    lines = ["| metric | " + " | ".join(str(r["recognizer"]) for r in results) + " |",
+             "| --- |" + " ---: |" * len(results)]
+    lines += [f"| {label} | " + " | ".join(cell(r) for r in results) + " |" for label, cell in rows]
+    return "\n".join(lines)
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:

@@ -1,0 +1,342 @@
+"""The TF.js graph-model loader: the format read strictly, TensorFlow's op semantics, and the real
+HSE FaceRes files (every byte consumed, parity with a reference execution, gradients to the pixels)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from facesec.cli import main
+from facesec.errors import WeightsError
+from facesec.recognizers import load, packaged
+from facesec.recognizers.tfjs_format import read_graph_model
+from facesec.recognizers.tfjs_graph import TfjsGraph
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _s(text: str) -> dict[str, str]:
+    return {"s": base64.b64encode(text.encode()).decode()}
+
+
+def _ints(*values: int) -> dict[str, Any]:
+    return {"list": {"i": [str(v) for v in values]}}
+
+
+def _node(name: str, op: str, *inputs: str, **attr: Any) -> dict[str, Any]:
+    return {"name": name, "op": op, "input": list(inputs), "attr": attr}
+
+
+def _const(name: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    return {"name": name, "op": "Const", "attr": {"value": {"tensor": {"tensorShape": {
+        "dim": [{"size": str(d)} for d in shape]}}}}}
+
+
+def write_model(folder: Path, nodes: list[dict[str, Any]], weights: dict[str, np.ndarray],
+                quant: dict[str, str] | None = None, shards: int = 1, input_shape: tuple[int, ...] = (-1, 6, 6, 2),
+                fmt: str = "graph-model") -> Path:
+    """A graph model on disk: input `x` (NHWC), the nodes, the weights (quantised as `quant` says), split
+    into `shards` files of one group."""
+    folder.mkdir(parents=True, exist_ok=True)
+    quant = quant or {}
+    specs, blob = [], b""
+    for name, value in weights.items():
+        spec: dict[str, Any] = {"name": name, "shape": list(value.shape),
+                                "dtype": "int32" if value.dtype.kind == "i" else "float32"}
+        q = quant.get(name)
+        if q == "float16":
+            spec["quantization"] = {"dtype": "float16"}
+            blob += value.astype("<f2").tobytes()
+        elif q in ("uint8", "uint16"):
+            lo, hi = float(value.min()), float(value.max())
+            levels = 255 if q == "uint8" else 65535
+            scale = (hi - lo) / levels or 1.0
+            spec["quantization"] = {"dtype": q, "scale": scale, "min": lo}
+            blob += np.round((value - lo) / scale).astype("u1" if q == "uint8" else "<u2").tobytes()
+        else:
+            blob += value.astype("<i4" if value.dtype.kind == "i" else "<f4").tobytes()
+        specs.append(spec)
+    cut = np.linspace(0, len(blob), shards + 1).astype(int)
+    paths = []
+    for i in range(shards):
+        (folder / f"group1-shard{i + 1}of{shards}.bin").write_bytes(blob[cut[i]:cut[i + 1]])
+        paths.append(f"group1-shard{i + 1}of{shards}.bin")
+    graph = [{"name": "x", "op": "Placeholder", "attr": {"shape": {"shape": {
+        "dim": [{"size": str(d)} for d in input_shape]}}}}]
+    graph += [_const(name, v.shape) for name, v in weights.items()] + nodes
+    doc = {"format": fmt, "modelTopology": {"node": graph}, "weightsManifest": [{"paths": paths, "weights": specs}]}
+    (folder / "model.json").write_text(json.dumps(doc))
+    return folder / "model.json"
+
+
+def run_graph(path: Path, output: str, x: np.ndarray) -> np.ndarray:
+    graph = TfjsGraph(read_graph_model(path), output)
+    with torch.no_grad():
+        return graph(torch.from_numpy(x)).numpy()
+
+
+def conv_reference(x: np.ndarray, w: np.ndarray, stride: int, same: bool, depthwise: bool = False) -> np.ndarray:
+    """Direct NHWC convolution with TensorFlow's SAME rule (the extra padding row/column after)."""
+    n, h, wd, c = x.shape
+    kh, kw = w.shape[:2]
+    if same:
+        oh, ow = -(-h // stride), -(-wd // stride)
+        ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - wd, 0)
+        x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    else:
+        oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    if depthwise:
+        mult = w.shape[3]
+        out = np.zeros((n, oh, ow, c * mult))
+        for i in range(oh):
+            for j in range(ow):
+                patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]  # n kh kw c
+                out[:, i, j, :] = np.einsum("nhwc,hwcm->ncm", patch, w).reshape(n, c * mult)
+        return out
+    out = np.zeros((n, oh, ow, w.shape[3]))
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            out[:, i, j, :] = np.einsum("nhwc,hwco->no", patch, w)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("size,stride,padding", [(7, 2, "SAME"), (6, 2, "SAME"), (7, 1, "VALID"), (5, 3, "SAME")])
+def test_conv_matches_tensorflow_padding(tmp_path: Path, rng: np.random.Generator, size: int, stride: int,
+                                         padding: str) -> None:
+    w = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    x = rng.normal(size=(2, size, size, 2)).astype(np.float32)
+    path = write_model(tmp_path, [_node("y", "Conv2D", "x", "w", strides=_ints(1, stride, stride, 1),
+                                        padding=_s(padding), data_format=_s("NHWC"))], {"w": w})
+    want = conv_reference(x, w, stride, padding == "SAME")
+    np.testing.assert_allclose(run_graph(path, "y", x), want, atol=1e-5)
+
+
+def test_depthwise_fused_ops_and_quantised_weights(tmp_path: Path, rng: np.random.Generator) -> None:
+    w = rng.normal(size=(3, 3, 2, 2)).astype(np.float32)  # channel multiplier 2
+    b = rng.normal(size=(4,)).astype(np.float32)
+    x = rng.normal(size=(1, 7, 7, 2)).astype(np.float32) * 3
+    path = write_model(tmp_path, [
+        _node("y", "FusedDepthwiseConv2dNative", "x", "w", "b", strides=_ints(1, 2, 2, 1), padding=_s("SAME"),
+              fused_ops={"list": {"s": [base64.b64encode(b"BiasAdd").decode(), base64.b64encode(b"Relu6").decode()]}})],
+        {"w": w, "b": b}, quant={"w": "float16", "b": "uint8"}, shards=3)
+    model = read_graph_model(path)
+    b_q = model.weights["b"]
+    assert np.abs(b_q - b).max() <= (b.max() - b.min()) / 255 / 2 + 1e-6  # uint8: q * scale + min
+    np.testing.assert_array_equal(model.weights["w"], w.astype(np.float16).astype(np.float32))
+    want = np.clip(conv_reference(x, model.weights["w"], 2, True, depthwise=True) + b_q, 0, 6)
+    np.testing.assert_allclose(run_graph(path, "y", x), want, atol=1e-5)
+
+
+def test_matmul_reductions_pools_and_shapes(tmp_path: Path, rng: np.random.Generator) -> None:
+    k = rng.normal(size=(5, 2)).astype(np.float32)
+    kb = rng.normal(size=(5,)).astype(np.float32)
+    x = rng.normal(size=(2, 6, 6, 2)).astype(np.float32)
+    nodes = [
+        _node("avg", "AvgPool", "x", ksize=_ints(1, 3, 3, 1), strides=_ints(1, 2, 2, 1), padding=_s("SAME")),
+        _node("max", "MaxPool", "x", ksize=_ints(1, 2, 2, 1), strides=_ints(1, 2, 2, 1), padding=_s("VALID")),
+        _node("mean", "Mean", "x", "axes", keep_dims={"b": False}),
+        _node("fc", "_FusedMatMul", "mean", "k", "kb", transpose_b={"b": True},
+              fused_ops={"list": {"s": [base64.b64encode(b"BiasAdd").decode()]}}),
+        _node("flat", "Reshape", "max", "shape"),
+        _node("cat", "ConcatV2", "flat", "fc", "axis"),
+        _node("soft", "Softmax", "cat"),
+    ]
+    path = write_model(tmp_path, nodes, {"k": k, "kb": kb, "axes": np.array([1, 2], np.int32),
+                                         "shape": np.array([2, -1], np.int32), "axis": np.array(1, np.int32)},
+                       quant={"k": "uint16"})
+    kq = read_graph_model(path).weights["k"]
+    assert np.abs(kq - k).max() < 1e-4
+    padded = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))  # 6 -> 3 outputs: 1 pad after, not counted
+    counts = np.pad(np.ones((6, 6)), ((0, 1), (0, 1)))
+    avg = np.zeros((2, 3, 3, 2))
+    for i in range(3):
+        for j in range(3):
+            cells = (slice(2 * i, 2 * i + 3), slice(2 * j, 2 * j + 3))
+            avg[:, i, j] = padded[:, cells[0], cells[1]].sum((1, 2)) / counts[cells].sum()
+    np.testing.assert_allclose(run_graph(path, "avg", x), avg, atol=1e-5)
+    mx = x.reshape(2, 3, 2, 3, 2, 2).max((2, 4))
+    np.testing.assert_allclose(run_graph(path, "max", x), mx, atol=1e-6)
+    fc = x.mean((1, 2)) @ kq.T + kb
+    np.testing.assert_allclose(run_graph(path, "fc", x), fc, atol=1e-5)
+    cat = np.concatenate([mx.reshape(2, -1), fc], 1)
+    soft = np.exp(cat - cat.max(1, keepdims=True))
+    np.testing.assert_allclose(run_graph(path, "soft", x), soft / soft.sum(1, keepdims=True), atol=1e-6)
+
+
+def _bad(tmp_path: Path, rng: np.random.Generator) -> Path:
+    w = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    return write_model(tmp_path, [_node("y", "Conv2D", "x", "w", strides=_ints(1, 1, 1, 1), padding=_s("SAME")),
+                                  _node("z", "Relu", "y")], {"w": w})
+
+
+def test_strict_format_errors_are_one_line(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = _bad(tmp_path, rng)
+    shard = tmp_path / "group1-shard1of1.bin"
+    data = shard.read_bytes()
+    doc = json.loads(path.read_text())
+
+    def refused(match: str) -> None:
+        with pytest.raises(WeightsError, match=match) as info:
+            TfjsGraph(read_graph_model(path), "z")
+        assert "\n" not in str(info.value)
+
+    shard.write_bytes(data + b"\0")
+    refused(": 1 unread bytes")
+    shard.write_bytes(data[:-8])
+    refused("8 bytes missing")
+    shard.write_bytes(data)
+    for edit, match in [
+        (lambda d: d["weightsManifest"][0].__setitem__("paths", ["../group1-shard1of1.bin"]), "outside"),
+        (lambda d: d["weightsManifest"][0]["weights"][0].__setitem__("shape", [3, 3, 4, 2]), "in the graph"),
+        (lambda d: d["weightsManifest"][0]["weights"][0].__setitem__("dtype", "string"), "dtype 'string'"),
+        (lambda d: d["modelTopology"]["node"][2].__setitem__("op", "Conv3D"), "op 'Conv3D'"),
+        (lambda d: d["modelTopology"]["node"][2].__setitem__("input", ["z", "w"]), "cycle"),
+        (lambda d: d.__setitem__("format", "layers-model"), "not 'graph-model'"),
+    ]:
+        bad = json.loads(json.dumps(doc))
+        edit(bad)
+        path.write_text(json.dumps(bad))
+        refused(match)
+    path.write_text("{" * 100_000)
+    refused("not valid JSON")
+
+
+def test_shape_mismatch_names_the_node(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = _bad(tmp_path, rng)
+    graph = TfjsGraph(read_graph_model(path), "z")
+    with pytest.raises(WeightsError, match="node 'y' \\(Conv2D\\).*input has 3"):
+        graph(torch.zeros(1, 6, 6, 3))
+
+
+def test_unknown_op_off_the_output_path_is_not_needed(tmp_path: Path, rng: np.random.Generator) -> None:
+    w = rng.normal(size=(1, 1, 2, 2)).astype(np.float32)
+    path = write_model(tmp_path, [_node("y", "Conv2D", "x", "w", padding=_s("VALID")),
+                                  _node("other", "NonMaxSuppressionV5", "y")], {"w": w})
+    TfjsGraph(read_graph_model(path), "y")
+    with pytest.raises(WeightsError, match="NonMaxSuppressionV5"):
+        TfjsGraph(read_graph_model(path), "other")
+
+
+def test_tfjs_recognizer_gives_pixel_gradients(tmp_path: Path, rng: np.random.Generator) -> None:
+    w = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    nodes = [_node("y", "Conv2D", "x", "w", strides=_ints(1, 2, 2, 1), padding=_s("SAME")),
+             _node("r", "Relu", "y"), _node("emb", "Mean", "r", "axes")]
+    path = write_model(tmp_path, nodes, {"w": w, "axes": np.array([1, 2], np.int32)}, input_shape=(-1, 112, 112, 3))
+    model = load({"name": "tfjs", "weights": str(tmp_path), "output": "emb"})
+    assert model.info.input_size == 112 and model.info.embedding_size == 4
+    x = torch.rand(2, 3, 112, 112, requires_grad=True)
+    model(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        load({"name": "tfjs", "weights": str(path), "output": "emb", "sha256": "0" * 64})
+
+
+# --- the real model: HSE FaceRes from @vladmandic/human 3.3.6 ------------------------------------------------
+
+
+def test_hse_files_consumed_to_the_last_byte(hse_installed: Path) -> None:
+    model = read_graph_model(hse_installed / "faceres.json")
+    assert model.n_weight_bytes == (hse_installed / "faceres.bin").stat().st_size == 6_978_814
+    assert len(model.weights) == 128
+    graph = TfjsGraph(model, "global_pooling/Mean")
+    assert sum(p.numel() for p in graph.consts) + sum(t.numel() for t in graph.int_consts.values()) \
+        + len(graph.scalars) < sum(v.size for v in model.weights.values())  # the age/gender heads are not run
+    ops = {model.nodes[n]["op"] for n in graph.order}
+    assert ops == {"Placeholder", "Const", "Conv2D", "DepthwiseConv2dNative", "Add", "Mul", "Relu", "Minimum",
+                   "Maximum", "Mean"}
+
+
+def test_hse_truncated_or_edited_files_are_refused(hse_installed: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "hse"
+    shutil.copytree(hse_installed, copy)
+    data = (copy / "faceres.bin").read_bytes()
+    (copy / "faceres.bin").write_bytes(data[:-1000])
+    with pytest.raises(WeightsError, match="1,000 bytes missing"):
+        read_graph_model(copy / "faceres.json")
+    (copy / "faceres.bin").write_bytes(data)
+    doc = json.loads((copy / "faceres.json").read_text())
+    for shape, match in [([1024, 255], "2,048 unread bytes"), ([256, 1024], "'feats/kernel' has shape")]:
+        doc["weightsManifest"][0]["weights"][2]["shape"] = shape
+        (copy / "faceres.json").write_text(json.dumps(doc))
+        with pytest.raises(WeightsError, match=match):
+            read_graph_model(copy / "faceres.json")
+    # the built-in name checks both files' sha256 on every load
+    (hse_installed / "faceres.bin").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    try:
+        with pytest.raises(WeightsError, match="does not match its sha256.*facesec models fetch hse-faceres"):
+            load("hse-faceres")
+    finally:
+        (hse_installed / "faceres.bin").write_bytes(data)
+
+
+def test_hse_matches_reference_execution_on_real_faces(hse_installed: Path, celeba: Path) -> None:
+    from facesec.data.align import TEMPLATES
+    from facesec.data.pipeline import align_faces
+
+    meta = json.loads((FIXTURES / "hse_faceres_reference.json").read_text())
+    want = np.load(FIXTURES / "hse_faceres_reference.npy")
+    faces = align_faces([celeba / f["path"] for f in meta["faces"]], TEMPLATES[meta["template"]], progress=False)
+    assert [hashlib.sha256(c.tobytes()).hexdigest() for c in faces.crops] == \
+        [f["crop_sha256"] for f in meta["faces"]], "the aligned crops differ from the fixture's: alignment changed"
+    model = load({"name": "hse-faceres", "template": meta["template"]})
+    got = model.embed(faces.tensor()).numpy()
+    assert np.abs(got - want).max() <= 1e-4
+    assert np.abs(want).max() > 1  # real descriptors, not zeros
+
+
+def test_hse_gradients_reach_the_pixels(hse_installed: Path) -> None:
+    model = load("hse-faceres")
+    assert model.info.input_size == 224 and model.info.embedding_size == 1024
+    x = torch.rand(1, 3, 224, 224, requires_grad=True)
+    model(x).norm().backward()
+    assert x.grad is not None and (x.grad != 0).float().mean() > 0.5
+
+
+def test_models_fetch_from_a_folder_and_missing_model(hse_installed: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FACESEC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(WeightsError, match="not installed.*`facesec models fetch hse-faceres`"):
+        load("hse-faceres")
+    assert main(["models", "fetch", "hse-faceres", "--from", str(hse_installed)]) == 0
+    assert packaged.is_installed("hse-faceres")
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "faceres.json").write_text("{}")
+    (wrong / "faceres.bin").write_bytes(b"\0")
+    capsys.readouterr()
+    assert main(["models", "fetch", "hse-faceres", "--from", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sha256" in err
+
+
+def test_models_fetch_from_a_package_tarball(hse_installed: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import tarfile
+
+    monkeypatch.setenv("FACESEC_CACHE", str(tmp_path / "cache"))
+    good, hostile = tmp_path / "human.tgz", tmp_path / "hostile.tgz"
+    with tarfile.open(good, "w:gz") as tar:
+        tar.add(hse_installed / "faceres.json", "package/models/faceres.json")
+        tar.add(hse_installed / "faceres.bin", "package/models/faceres.bin")
+    assert packaged.fetch("hse-faceres", good, progress=False) == tmp_path / "cache" / "models" / "hse-faceres"
+    with tarfile.open(hostile, "w:gz") as tar:
+        link = tarfile.TarInfo("package/models/faceres.json")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(WeightsError, match="not a regular file"):
+        packaged.fetch("hse-faceres", hostile, progress=False)
