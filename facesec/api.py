@@ -43,7 +43,7 @@ def evaluate(recognizer: str | Recognizer, data: str | Path, max_genuine_per_ide
     if len(faces.paths) < 2:
         raise DataError(f"dataset {dataset.root}: fewer than two usable faces")
     labels = np.array([label_of[str(p)] for p in faces.paths])
-    emb = model.embed(faces.tensor(), progress=progress)
+    emb = model.embed(faces.uint8(), progress=progress)
 
     gen, imp = protocols.verification_pairs(labels.tolist(), max_genuine_per_identity, seed)
     g_scores = model.similarity(emb[gen[:, 0]], emb[gen[:, 1]]).numpy()
@@ -96,7 +96,7 @@ def embed_files(recognizer: str | Recognizer, inputs: Sequence[str | Path], devi
     """Detect, align and embed images; arrays for `facesec embed`'s .npz output."""
     model = load(recognizer, pick_device(device)) if isinstance(recognizer, str) else recognizer
     faces = align_faces(expand_inputs(inputs), model.info.template, progress=progress)
-    emb = model.embed(faces.tensor(), progress=progress)
+    emb = model.embed(faces.uint8(), progress=progress)
     return {
         "paths": np.array([str(p) for p in faces.paths], dtype=str),
         "embeddings": emb.numpy().astype(np.float32).reshape(len(faces.paths), model.info.embedding_size),

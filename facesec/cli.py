@@ -117,8 +117,8 @@ def _eval_table(results: list[dict[str, object]]) -> str:
     rows = [("faces (skipped)", lambda r: f"{r['n_faces']} ({r['n_skipped']})"),
             ("genuine / impostor pairs", lambda r: f"{r['n_genuine_pairs']} / {r['n_impostor_pairs']}"),
             ("best accuracy", lambda r: f"{r['best_accuracy']:.3f}"),
-            ("TAR at FMR 1e-2", lambda r: f"{r['tar_at_fmr']['0.01']:.3f}"),  # type: ignore[index]
-            ("TAR at FMR 1e-3", lambda r: f"{r['tar_at_fmr']['0.001']:.3f}"),  # type: ignore[index]
+            ("TAR at FMR 1e-2", lambda r: f"{r['tar_at_fmr']['0.01']:.3f}"),
+            ("TAR at FMR 1e-3", lambda r: f"{r['tar_at_fmr']['0.001']:.3f}"),
             ("rank-1", lambda r: f"{r['rank1']:.3f}")]
     lines = ["| metric | " + " | ".join(str(r["recognizer"]) for r in results) + " |",
              "| --- |" + " ---: |" * len(results)]

@@ -1,8 +1,9 @@
 """What the attacker works on: the target itself (white-box), surrogates of it (transfer), or the
 target's answers alone (query, every query counted).
 
-Surrogates see the same faces through their own eyes: their own gallery templates and their own
-threshold at the threat model's FMR. Several surrogates form an ensemble (mean margin).
+Surrogates see the same faces through their own eyes: their own alignment, gallery templates and
+threshold at the threat model's FMR. A surrogate with another template than the target's sees the
+perturbation carried into its own crops (`attacks.reframe`). Several surrogates form an ensemble.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import numpy as np
 import torch
 
 from facesec import trial
-from facesec.attacks import Criterion, Ensemble
+from facesec.attacks import Criterion, Ensemble, Objective
 from facesec.attacks.query import Oracle
+from facesec.attacks.reframe import Reframed, crop_grid
 from facesec.errors import ConfigError
-from facesec.population import Population
+from facesec.population import Population, realign
 from facesec.recognizers import Recognizer, load
 from facesec.spec import Query, ThreatModel, Transfer
 
@@ -44,23 +46,41 @@ def attacker_view(tm: ThreatModel, target_model: Recognizer, target: trial.Judge
             raise ConfigError(f"field 'knowledge': {target_model.info.name} gives no gradients; "
                               "use knowledge: {kind: transfer, surrogates: [...]}")
         return AttackerView(target.objective, target.train, "white-box", transfer=False)
-    members = [trial.judges(surrogate(spec, target_model, device), tm, pop, enrol, att, x_all, device)
-               for spec in tm.knowledge.surrogates]
-    names = " + ".join(m.objective.recognizer.info.name for m in members)
+    models = [surrogate(spec, device) for spec in tm.knowledge.surrogates]
+    members = [_objectives(m, tm, pop, enrol, att, x_all, device) for m in models]
+    names = " + ".join(m.info.name for m in models)
     if len(members) == 1:
-        return AttackerView(members[0].objective, members[0].train, f"transfer from {names}", transfer=True)
-    train = None if att.train_index is None else Ensemble([m.train for m in members if m.train is not None])
-    return AttackerView(Ensemble([m.objective for m in members]), train, f"transfer from {names}", transfer=True)
+        objective, train = members[0]
+    else:
+        objective = Ensemble([o for o, _ in members])
+        train = None if att.train_index is None else Ensemble([t for _, t in members if t is not None])
+    return AttackerView(objective, train, f"transfer from {names}", transfer=True)
 
 
-def surrogate(spec: str | dict[str, Any], target: Recognizer, device: torch.device) -> Recognizer:
-    """Load a surrogate; it must see the target's aligned crops (same template and size) and give gradients."""
+def _objectives(model: Recognizer, tm: ThreatModel, pop: Population, enrol: np.ndarray, att: trial.Attempts,
+                x_all: torch.Tensor, device: torch.device) -> tuple[Criterion, Criterion | None]:
+    """A surrogate's objectives (attempts, universal training probes), with its gallery and threshold
+    computed from its own crops; reframed onto the target's crops when it aligns faces its own way."""
+    template = model.info.template
+    if template == pop.template:
+        judges = trial.judges(model, tm, pop, enrol, att, x_all, device)
+        return judges.objective, judges.train
+    own = realign(pop, template)
+    own_all = own.faces.to(device)
+    judges = trial.judges(model, tm, own, enrol, att, own_all, device)
+
+    def reframe(objective: Objective, index: np.ndarray) -> Reframed:
+        grid = crop_grid(pop.landmarks[index], own.landmarks[index], pop.template.size, template.size)
+        return Reframed(objective, x_all[index], own_all[index], grid.to(device))
+
+    train = None if judges.train is None or att.train_index is None else reframe(judges.train, att.train_index)
+    return reframe(judges.objective, att.index), train
+
+
+def surrogate(spec: str | dict[str, Any], device: torch.device) -> Recognizer:
+    """Load a surrogate; it must give gradients (it may align faces its own way)."""
     model = load(spec, device)
-    info = model.info
-    if info.template.name != target.info.template.name or info.input_size != target.info.input_size:
-        raise ConfigError(f"field 'knowledge.surrogates': {info.name} works on {info.template.name} crops, the "
-                          f"target {target.info.name} on {target.info.template.name}; a surrogate must share the "
-                          "target's template")
-    if not info.differentiable:
-        raise ConfigError(f"field 'knowledge.surrogates': {info.name} gives no gradients and cannot be a surrogate")
+    if not model.info.differentiable:
+        raise ConfigError(f"field 'knowledge.surrogates': {model.info.name} gives no gradients and cannot be a "
+                          "surrogate")
     return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ class Population:
     """Per face, its identity's index into `names`."""
     names: list[str]
     paths: list[Path]
+    template: Template
+    """The alignment `faces` and `landmarks` are in."""
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 68, 2)))
     """N x 68 x 2: dlib's landmarks in crop pixels (where accessories sit)."""
     skipped: list[tuple[Path, str]] = field(default_factory=list)
@@ -72,5 +75,15 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
     return Population(
         faces=torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div(255.0),
         identity=np.repeat(np.arange(len(chosen)), k),
-        names=chosen, paths=paths, landmarks=np.stack(landmarks).astype(np.float32),
+        names=chosen, paths=paths, template=template, landmarks=np.stack(landmarks).astype(np.float32),
         skipped=skipped, manifest_sha256=digest.hexdigest())
+
+
+def realign(pop: Population, template: Template) -> Population:
+    """The same faces aligned to another template (what a surrogate with its own alignment sees)."""
+    faces = align_faces(pop.paths, template, progress=False)
+    if faces.paths != pop.paths:
+        lost = ", ".join(f"{p}: {r}" for p, r in faces.skipped[:3])
+        raise DataError(f"{len(faces.skipped)} face(s) cannot be aligned to {template.name} ({lost})")
+    return dataclasses.replace(pop, faces=faces.tensor(), landmarks=np.stack(faces.landmarks).astype(np.float32),
+                               template=template)

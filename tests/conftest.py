@@ -10,7 +10,6 @@ import pytest
 
 from facesec.data.dataset import load_dataset
 
-
 USER_CACHE = Path(os.environ.get("FACESEC_CACHE") or Path.home() / ".cache" / "facesec")
 """Where `facesec models fetch` put model files before the tests switched to a private cache."""
 

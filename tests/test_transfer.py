@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,10 +78,39 @@ def test_onnxruntime_target_is_query_only_and_matches_the_port(celeba: Path, fac
     assert max(int(q) for q in record["metrics"]["asr_at_queries"]) == 30
 
 
-def test_surrogates_must_share_the_target_template(celeba: Path) -> None:
+def test_surrogate_with_its_own_alignment_sees_the_perturbation_where_it_was_made(face_files: list[Path]) -> None:
+    from facesec.attacks import Objective
+    from facesec.attacks.reframe import Reframed, crop_grid
+    from facesec.data.align import ARCFACE_112
+
+    mine = ARCFACE_112
+    target = align_faces(face_files[:3], DLIB_150, progress=False)
+    own = align_faces(face_files[:3], mine, progress=False)
+    lm_t, lm_o = np.stack(target.landmarks), np.stack(own.landmarks)
+    grid = crop_grid(lm_t, lm_o, DLIB_150.size, mine.size)
+    surrogate = load("iresnet18")  # random weights: only the geometry and the gradients matter here
+    objective = Objective(surrogate, "open-set", "dodging", torch.randn(3, 512), torch.arange(3))
+    seen = Reframed(objective, target.tensor(), own.tensor(), grid)
+    clean = target.tensor()
+    assert torch.equal(seen.view(clean, slice(None)), own.tensor())
+    # a bright dot on each face's nose tip (landmark 30) in the target's crop lands on its nose tip in the surrogate's
+    yy, xx = torch.meshgrid(torch.arange(150.0), torch.arange(150.0), indexing="ij")
+    dots = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8) for x, y in lm_t[:, 30]])
+    moved = seen.view((clean + 0.5 * dots[:, None]).clamp(0, 1), slice(None)) - own.tensor()
+    peaks = moved.abs().sum(1).flatten(1).argmax(1)
+    found = np.stack([(peaks % mine.size).numpy(), (peaks // mine.size).numpy()], 1)
+    assert np.abs(found - lm_o[:, 30]).max() <= 2.0
+    x = clean.clone().requires_grad_(True)
+    seen.score(x, torch.arange(3)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_transfer_from_a_surrogate_that_aligns_differently(celeba: Path) -> None:
     tm = _tm(celeba, knowledge={"kind": "transfer", "surrogates": ["iresnet18"]})
-    with pytest.raises(ConfigError, match="must share the target's template"):
-        run_threat_model(tm, torch.device("cpu"), progress=False)
+    record = run_threat_model(tm, torch.device("cpu"), progress=False).record
+    assert record["dimensions"]["knowledge"] == "transfer from iresnet18"
+    assert 0 <= record["metrics"]["surrogate_success_rate"] <= 1
+    assert record["validity"]["unbounded_n"] > 0
 
 
 def test_ensembles_need_the_native_library() -> None:

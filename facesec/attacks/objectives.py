@@ -76,7 +76,7 @@ class Ensemble:
     The margin is the members' mean, each in its own similarity units; success follows the goal's rule.
     """
 
-    members: list[Objective]
+    members: list[Criterion]
 
     def score(self, x: torch.Tensor, index: torch.Tensor | slice,
               autocast_dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -34,7 +34,11 @@ class AlignedFaces:
 
     def tensor(self) -> torch.Tensor:
         """Crops as float32 RGB in [0, 1], NCHW."""
-        return torch.from_numpy(self.crops).permute(0, 3, 1, 2).float().div_(255.0)
+        return self.uint8().float().div_(255.0)
+
+    def uint8(self) -> torch.Tensor:
+        """Crops as uint8 RGB, NCHW (a view of `crops`)."""
+        return torch.from_numpy(self.crops).permute(0, 3, 1, 2)
 
 
 DETECTION = "detection"

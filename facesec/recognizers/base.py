@@ -52,9 +52,17 @@ class Recognizer(nn.Module):
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-        """float32 embeddings of many crops, computed in batches on the model's device, returned on x's."""
+        """float32 embeddings of many crops, computed in batches on the model's device, returned on x's.
+
+        `x` is float in [0, 1], or uint8 0..255 (converted a batch at a time: a dataset's crops as floats
+        would take four times the memory)."""
         device = next(self.parameters()).device
-        out = [self(x[i:i + batch_size].to(device)).float().to(x.device)
+
+        def batch(i: int) -> torch.Tensor:
+            b = x[i:i + batch_size].to(device)
+            return b.float().div_(255.0) if b.dtype == torch.uint8 else b
+
+        out = [self(batch(i)).float().to(x.device)
                for i in tqdm(range(0, len(x), batch_size), desc="embed", unit="batch", disable=not progress or None)]
         return torch.cat(out) if out else torch.zeros(0, self.info.embedding_size, device=x.device)
 

@@ -95,7 +95,7 @@ def read_graph_model(path: str | Path) -> GraphModel:
         if declared is not None and declared != list(value.shape):
             raise WeightsError(f"{source}: weight {name!r} has shape {list(value.shape)} in the manifest but "
                                f"{declared} in the graph")
-    signature = doc.get("signature") if isinstance(doc.get("signature"), dict) else {}
+    signature = doc["signature"] if isinstance(doc.get("signature"), dict) else {}
     return GraphModel(source, nodes, weights, signature, digest.hexdigest(), n_bytes)
 
 

@@ -143,6 +143,10 @@ def _fused(node: Node, y: torch.Tensor, extra: list[torch.Tensor]) -> torch.Tens
     return y
 
 
+def _unary(fn: Callable[[torch.Tensor, Node], torch.Tensor]) -> OpFn:
+    return lambda node, a: fn(a[0], node)
+
+
 def _reduce(fn: Callable[..., torch.Tensor]) -> OpFn:
     def op(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
         x, axes = a[0], _const_ints(a[1])
@@ -224,7 +228,7 @@ OPS: dict[str, OpFn] = {
     "Rsqrt": lambda n, a: a[0].rsqrt(),
     "Square": lambda n, a: a[0] * a[0],
     "Softmax": lambda n, a: torch.softmax(a[0], dim=-1),
-    **{name: (lambda fn: lambda n, a: fn(a[0], n))(fn) for name, fn in ACTIVATIONS.items()},
+    **{name: _unary(fn) for name, fn in ACTIVATIONS.items()},
     "Conv2D": lambda n, a: _conv(n, a[0], a[1], depthwise=False),
     "DepthwiseConv2dNative": lambda n, a: _conv(n, a[0], a[1], depthwise=True),
     "_FusedConv2D": lambda n, a: _fused(n, _conv(n, a[0], a[1], depthwise=False), a[2:]),

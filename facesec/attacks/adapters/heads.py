@@ -62,7 +62,8 @@ def tasks(objective: Criterion) -> list[Task]:
     dodging is targeted to 'reject', impersonation to 'accept'.
     """
     if not isinstance(objective, Objective):
-        raise ConfigError("torchattacks and ART attack one model: use library: native for an ensemble of surrogates")
+        raise ConfigError("torchattacks and ART attack one model on its own crops: use library: native for an "
+                          "ensemble of surrogates, or a surrogate that aligns faces differently from the target")
     model, labels = objective.recognizer, objective.labels
     if objective.setting == "closed-set":
         head = LogitsHead(model, objective.gallery).eval()
