@@ -17,8 +17,8 @@ from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
 from facesec.engine import preflight_attack, run_threat_model
-from facesec.errors import ConfigError, DataError, FacesecError
-from facesec.recognizers import Recognizer, load
+from facesec.errors import ConfigError, DataError, FacesecError, WeightsError
+from facesec.recognizers import Recognizer, load, packaged
 from facesec.recognizers import available as available_recognizers
 from facesec.report import render_report
 from facesec.results import build_results, save, slug
@@ -170,6 +170,11 @@ def _check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
     if not isinstance(name, str) or (name not in known and ":" not in name):
         raise ConfigError(f"{where}: unknown recognizer {name!r}; known: {', '.join(sorted(known))}, "
                           "or package.module:factory")
+    if name in packaged.PACKAGED:  # a missing model fails here, before any run, with the fetch command
+        try:
+            packaged.installed(name)
+        except WeightsError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
     if name == "surrogate":
         folder = Path(str(spec.get("weights", ""))) if isinstance(spec, dict) else Path()
         if not (folder / "surrogate.json").is_file():

