@@ -372,3 +372,16 @@ def test_folding_batch_norm_and_relu6_into_convolutions_keeps_the_outputs(tmp_pa
         ["Placeholder", "_FusedConv2D", "FusedDepthwiseConv2dNative"]
     with torch.no_grad():
         np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), atol=1e-5)
+
+
+def test_hostile_values_are_refused(tmp_path: Path, rng: np.random.Generator) -> None:
+    w = rng.normal(size=(1, 1, 2, 2)).astype(np.float32)
+    w[0, 0, 0, 0] = np.nan
+    path = write_model(tmp_path / "nan", [_node("y", "Conv2D", "x", "w", padding=_s("VALID"))], {"w": w})
+    with pytest.raises(WeightsError, match="'w' holds NaN"):
+        read_graph_model(path)
+    pads = np.array([[0, 0], [10**6, 10**6], [0, 0], [0, 0]], np.int32)
+    path = write_model(tmp_path / "pad", [_node("y", "Pad", "x", "p")], {"p": pads})
+    graph = TfjsGraph(read_graph_model(path), "y")
+    with pytest.raises(WeightsError, match="node 'y' \\(Pad\\).*between 0 and 1024"):
+        graph(torch.zeros(1, 6, 6, 2))

@@ -82,6 +82,9 @@ def read_graph_model(path: str | Path) -> GraphModel:
     for node in node_list:
         if not isinstance(node, dict) or not isinstance(node.get("name"), str) or not isinstance(node.get("op"), str):
             raise WeightsError(f"{source}: a node without a name or op: {str(node)[:80]}")
+        inputs, attrs = node.get("input", []), node.get("attr", {})
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs) or not isinstance(attrs, dict):
+            raise WeightsError(f"{source}: node {node['name']!r} has malformed inputs or attributes")
         if node["name"] in nodes:
             raise WeightsError(f"{source}: two nodes are named {node['name']!r}")
         nodes[node["name"]] = node
@@ -136,8 +139,9 @@ def _spec_size(spec: Any, source: str) -> tuple[str, tuple[int, ...], int, dict[
         if qdtype not in QUANTISED or dtype not in ("float32", "int32"):
             raise WeightsError(f"{source}: weight {name!r}: unsupported quantisation {quant!r} of dtype {dtype!r} "
                                f"(supported: {', '.join(QUANTISED)} of float32 or int32)")
-        if qdtype != "float16" and not all(isinstance(quant.get(k), (int, float)) for k in ("scale", "min")):
-            raise WeightsError(f"{source}: weight {name!r}: {qdtype} quantisation needs numeric scale and min")
+        if qdtype != "float16" and not all(isinstance(quant.get(k), (int, float)) and math.isfinite(quant[k])
+                                           for k in ("scale", "min")):
+            raise WeightsError(f"{source}: weight {name!r}: {qdtype} quantisation needs finite numeric scale and min")
         return name, tuple(shape), count * QUANTISED[qdtype][1], quant
     if dtype not in STORED:
         raise WeightsError(f"{source}: weight {name!r} has dtype {dtype!r}; supported: {', '.join(STORED)}")
@@ -187,7 +191,10 @@ def _read_weights(json_path: Path, manifest: Any, digest: Any) -> tuple[dict[str
         for spec, (name, shape, nbytes, quant) in zip(group["weights"], specs, strict=True):
             if name in weights:
                 raise WeightsError(f"{source}: weight {name!r} appears twice in the manifest")
-            weights[name] = _decode(data[offset:offset + nbytes], spec, shape, quant)
+            value = _decode(data[offset:offset + nbytes], spec, shape, quant)
+            if value.dtype == np.float32 and not np.isfinite(value).all():
+                raise WeightsError(f"{source}: weight {name!r} holds NaN or infinite values")
+            weights[name] = value
             offset += nbytes
         total += expected
     return weights, total

@@ -193,8 +193,14 @@ def _pool(kind: str) -> OpFn:
     return op
 
 
+MAX_PAD = 1024
+"""Pad amounts above this per side are refused: a hostile model must not allocate without bound."""
+
+
 def _pad(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
     pads = _const_ints(a[1])
+    if len(pads) != 2 * a[0].dim() or not all(0 <= p <= MAX_PAD for p in pads):
+        raise ValueError(f"paddings {pads[:8]} must be 2 per axis, each between 0 and {MAX_PAD}")
     flat = [v for i in reversed(range(a[0].dim())) for v in (pads[2 * i], pads[2 * i + 1])]
     if node["op"] == "MirrorPad":
         mode = {"REFLECT": "reflect", "SYMMETRIC": None}[_attr(node, "mode", "REFLECT")]
@@ -303,9 +309,11 @@ class TfjsGraph(nn.Module):
         if len(placeholders) != 1:
             raise WeightsError(f"{model.source}: {name!r} depends on {len(placeholders)} inputs; one is supported")
         self.input_name = placeholders[0]
-        self.input_shape = [int(d.get("size", -1)) for d in
-                            model.nodes[self.input_name].get("attr", {}).get("shape", {}).get("shape", {})
-                            .get("dim", [])]
+        try:
+            dims = model.nodes[self.input_name]["attr"]["shape"]["shape"].get("dim", [])
+            self.input_shape = [int(d.get("size", -1)) for d in dims]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self.input_shape = []  # unknown: the recognizer asks for input_size
         self.nodes = {n: model.nodes[n] for n in self.order}
         weights = model.weights
         self.alias: dict[str, str] = {}
@@ -345,7 +353,7 @@ class TfjsGraph(nn.Module):
                 inputs = [values[self._source(i)] for i in node.get("input", []) if not i.startswith("^")]
                 try:
                     values[name] = OPS[op](node, inputs)
-                except (RuntimeError, ValueError, IndexError) as exc:
+                except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
                     shapes = ", ".join(str(tuple(t.shape)) if isinstance(t, torch.Tensor) else "()" for t in inputs)
                     op = node.get("folded_from", op)
                     raise WeightsError(f"{self.source}: node {name!r} ({op}) cannot run on inputs of shapes "
