@@ -19,10 +19,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default="celeba-mini")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="*", help="template names to try (default: every candidate)")
     args = ap.parse_args()
     print("| template | faces | best accuracy | TAR at FMR 1e-2 | TAR at FMR 1e-3 | rank-1 | seconds |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for template in HSE_CANDIDATES:
+        if args.only and template.name not in args.only:
+            continue
         t = time.perf_counter()
         r = evaluate(load({"name": "hse-faceres", "template": template.name}), args.data, seed=args.seed,
                      progress=False)

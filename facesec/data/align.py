@@ -37,16 +37,18 @@ def dlib_chip(size: int, padding: float = 0.25) -> Template:
     return Template(name, size, "dlib5", dlib_padding=padding)
 
 
-def arcface(size: int) -> Template:
-    """ArcFace's five-point layout scaled to a `size` x `size` crop."""
-    k = size / 112
-    return Template(f"arcface-{size}", size, "arcface5", points=tuple((x * k, y * k) for x, y in ARCFACE_POINTS))
+def arcface(size: int, zoom: float = 1.0) -> Template:
+    """ArcFace's five-point layout scaled to a `size` x `size` crop; `zoom` < 1 leaves more margin."""
+    k, c = size / 112, size / 2
+    points = tuple((c + (x * k - c) * zoom, c + (y * k - c) * zoom) if zoom != 1 else (x * k, y * k)
+                   for x, y in ARCFACE_POINTS)
+    return Template(f"arcface-{size}" if zoom == 1 else f"arcface-{size}-zoom{zoom:g}", size, "arcface5", points=points)
 
 
 DLIB_150 = dlib_chip(150)
 ARCFACE_112 = arcface(112)
 HSE_CANDIDATES = (dlib_chip(224, 0.25), dlib_chip(224, 0.4), dlib_chip(224, 0.5), dlib_chip(224, 0.6),
-                  dlib_chip(224, 0.8), arcface(224))
+                  dlib_chip(224, 0.8), arcface(224), arcface(224, 0.85), arcface(224, 1.15))
 """Crops tried for hse-faceres (docs/recognizers.md has the measured table)."""
 TEMPLATES = {t.name: t for t in (DLIB_150, ARCFACE_112, *HSE_CANDIDATES)}
 

@@ -16,7 +16,7 @@ from facesec.recognizers.builtin import Normalized
 from facesec.recognizers.tfjs_format import locate, read_graph_model
 from facesec.recognizers.tfjs_graph import TfjsGraph
 
-HSE_TEMPLATE = "dlib-chip-224-pad0.4"
+HSE_TEMPLATE = "arcface-224"
 """The crop hse-faceres verifies best on (docs/recognizers.md: each candidate measured on celeba-mini)."""
 HSE_OUTPUT = "global_pooling/Mean"
 """The 1024-d identity descriptor; the age and gender heads sit beside it and are not computed."""
