@@ -46,16 +46,23 @@ def test_embed_files_and_folders(face_files: list[Path], tmp_path: Path) -> None
     assert np.all((norms > 1.0) & (norms < 2.0))  # dlib's descriptor is not normalised
 
 
-def test_eval_on_a_small_dataset(celeba: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def small(celeba: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """celeba-mini's first 8 identities, with their manifest."""
     ds = load_dataset(celeba)
     keep = ds.identities[:8]
-    small = tmp_path / "small"
+    small = tmp_path_factory.mktemp("data") / "small"
     rows = ["path,identity"]
     for path, ident in ds.items:
         if ident in keep:
             rows.append(f"{path.relative_to(celeba).as_posix()},{ident}")
     shutil.copytree(celeba, small, ignore=lambda d, names: [n for n in names if n not in keep and Path(d) == celeba])
     (small / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return small
+
+
+def test_eval_on_a_small_dataset(small: Path, tmp_path: Path) -> None:
+    rows = (small / "manifest.csv").read_text().splitlines()
     out_json = tmp_path / "eval.json"
     out = facesec("eval", "--recognizer", "dlib-resnet", "--data", str(small), "--json", str(out_json))
     assert out.returncode == 0, out.stderr
@@ -66,6 +73,20 @@ def test_eval_on_a_small_dataset(celeba: Path, tmp_path: Path) -> None:
     assert result["n_identities"] == 8 and result["n_images"] == len(rows) - 1
     assert set(result["tar_at_fmr"]) == {"0.01", "0.001"}
     assert result["best_accuracy"] > 0.85 and result["rank1"] > 0.7
+
+
+def test_eval_compares_recognizers_in_one_table(small: Path, hse_installed: Path, tmp_path: Path) -> None:
+    out_json = tmp_path / "both.json"
+    out = facesec("eval", "--recognizer", "dlib-resnet", "--recognizer", "hse-faceres", "--data", str(small),
+                  "--json", str(out_json))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "| metric | dlib-resnet | hse-faceres |"
+    both = json.loads(out_json.read_text())
+    assert [r["recognizer"] for r in both] == ["dlib-resnet", "hse-faceres"]
+    tar = next(line for line in lines if line.startswith("| TAR at FMR 1e-2 |"))
+    assert tar == f"| TAR at FMR 1e-2 | {both[0]['tar_at_fmr']['0.01']:.3f} | {both[1]['tar_at_fmr']['0.01']:.3f} |"
+    assert both[1]["best_accuracy"] > 0.75  # a real face model, not noise
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
