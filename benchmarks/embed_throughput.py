@@ -1,6 +1,7 @@
 """Embedding throughput: facesec's PyTorch port of dlib's ResNet against dlib's own C++ model, and
-facesec's TF.js loader running hse-faceres against onnx2torch and onnxruntime on an ONNX export of
-the same graph (when `--hse-onnx` gives one; it is not part of facesec).
+facesec's TF.js loader running hse-faceres against the same graph without folding its batch norms
+and clamps into the convolutions, and against onnx2torch and onnxruntime on an ONNX export of the
+same graph (when `--hse-onnx` gives one; it is not part of facesec).
 
 All run on the same aligned crops in this one process; the ratios are printed. On a CUDA machine
 both PyTorch models are also timed at batch 256 in fp32 and bf16. Usage:
@@ -24,6 +25,9 @@ from facesec.data.pipeline import align_faces
 from facesec.dlib_models import models_dir
 from facesec.recognizers import Recognizer, load, packaged
 from facesec.recognizers.dlib_resnet import MODEL_FILE
+from facesec.recognizers.tfjs import HSE_OUTPUT, Nhwc
+from facesec.recognizers.tfjs_format import read_graph_model
+from facesec.recognizers.tfjs_graph import TfjsGraph
 
 
 def best_rate(fn: Callable[[], None], n_images: int, repeats: int) -> float:
@@ -37,10 +41,11 @@ def best_rate(fn: Callable[[], None], n_images: int, repeats: int) -> float:
     return n_images / min(times)
 
 
-def torch_rates(model: Callable[[torch.Tensor], object], x: torch.Tensor, repeats: int) -> dict[int, float]:
-    """Images per second at batch 1 and 32 on the CPU, fp32."""
+def torch_rates(model: Callable[[torch.Tensor], object], x: torch.Tensor, repeats: int,
+                batches: tuple[int, ...] = (1, 32)) -> dict[int, float]:
+    """Images per second at each batch size on the CPU, fp32."""
     rates = {}
-    for batch in (1, 32):
+    for batch in batches:
         def run(b: int = batch) -> None:
             with torch.inference_mode():
                 for i in range(0, len(x), b):
@@ -94,21 +99,25 @@ def main() -> None:
     if packaged.is_installed("hse-faceres"):
         hse = load("hse-faceres")
         xh = crops(hse, args.data, args.chips)
-        ours = torch_rates(hse, xh, args.repeats)
-        baselines: dict[str, dict[int, float]] = {}
+        sizes = (1, 16, 32)
+        ours = torch_rates(hse, xh, args.repeats, sizes)
+        unfused = Nhwc(TfjsGraph(read_graph_model(packaged.installed("hse-faceres") / "faceres.json"), HSE_OUTPUT,
+                                 fuse=False)).eval()
+        baselines: dict[str, dict[int, float]] = {
+            "unfused graph": torch_rates(lambda t: unfused(t * 255), xh, args.repeats, sizes)}
         if args.hse_onnx:
             import onnxruntime
             from onnx2torch import convert
 
             converted = convert(args.hse_onnx).eval()
             nhwc = (xh * 255).permute(0, 2, 3, 1).contiguous()
-            baselines["onnx2torch"] = torch_rates(converted, nhwc, args.repeats)
+            baselines["onnx2torch"] = torch_rates(converted, nhwc, args.repeats, sizes)
             session = onnxruntime.InferenceSession(args.hse_onnx, providers=["CPUExecutionProvider"])
             name = session.get_inputs()[0].name
             feed = nhwc.numpy()
             baselines["onnxruntime"] = {b: best_rate(lambda b=b: [session.run(None, {name: feed[i:i + b]})
                                                                     for i in range(0, n, b)], n, args.repeats)
-                                        for b in (1, 32)}
+                                        for b in sizes}
         for batch, rate in ours.items():
             ratios = "".join(f"   {rate / r[batch]:5.2f}x {lib}" for lib, r in baselines.items())
             print(f"hse-faceres (TF.js loader) CPU fp32 batch {batch:3d}: {rate:8.1f} img/s{ratios}")

@@ -23,14 +23,14 @@ HSE_OUTPUT = "global_pooling/Mean"
 
 
 class Nhwc(nn.Module):
-    """NCHW images in, the graph's NHWC input out (a view: no copy)."""
+    """NCHW images in, the graph's NHWC input out."""
 
     def __init__(self, graph: TfjsGraph) -> None:
         super().__init__()
         self.graph = graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x.permute(0, 2, 3, 1))
+        return self.graph(x.permute(0, 2, 3, 1).contiguous())  # one copy: the whole graph then runs channels-last
 
 
 def build(weights: str | Path, output: str | None, name: str, template: str, input_size: int | None = None,
