@@ -37,7 +37,7 @@ def build(weights: str | Path, output: str | None, name: str, template: str, inp
           embedding_size: int | None = None, comparison: Comparison = "cosine", threshold: float | None = None,
           mean: float = 0.0, std: float = 1 / 255, input_bgr: bool = False, sha256: str | None = None) -> Recognizer:
     """A graph model's `output` node as a recognizer on [0, 1] RGB crops; (x - mean) / std feeds the graph."""
-    model = read_graph_model(locate(weights))
+    model = read_graph_model(weights)  # a model.json or its folder
     if sha256 and sha256.lower() != model.sha256:
         raise WeightsError(f"sha256 mismatch for {model.source}: expected {sha256}, got {model.sha256} "
                            "(the digest of model.json followed by its weight shards)")
