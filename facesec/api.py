@@ -16,7 +16,7 @@ from facesec.data.dataset import resolve as resolve_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
-from facesec.engine import preflight_attack, run_threat_model
+from facesec.engine import preflight, run_threat_model
 from facesec.errors import ConfigError, DataError, FacesecError, WeightsError
 from facesec.recognizers import Recognizer, load, packaged
 from facesec.recognizers import available as available_recognizers
@@ -157,7 +157,7 @@ def check(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[tu
             _check_recognizer(f"{source}: {tm.name}: field '{field}'", spec)
         try:
             resolve_dataset(tm.data.dataset)
-            preflight_attack(tm)
+            preflight(tm)
         except FacesecError as exc:
             raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
     return models

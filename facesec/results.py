@@ -1,4 +1,4 @@
-"""The versioned results record: results.json, a per-sample CSV per run, and gallery images."""
+"""The versioned results record: results.json, a per-sample CSV per run, and each family's files."""
 
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from PIL import Image
 
 from facesec import __version__
-from facesec.accessories import export
-from facesec.engine import RunOutput
+from facesec.families.base import RunOutput
 
 SCHEMA_VERSION = 1
 
@@ -25,12 +22,8 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:120] or "run"
 
 
-def _png(t: torch.Tensor, path: Path) -> None:
-    arr = (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(arr).save(path)
-
-
 def _write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any]:
+    """The run's record for results.json: its samples as a CSV, its family's files beside it."""
     record = dict(output.record)
     samples = record.pop("samples")
     name = slug(record["name"])
@@ -42,34 +35,7 @@ def _write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, An
     table = pd.DataFrame(samples)
     table.to_csv(run_dir / "samples.csv", index=False)
     record["samples_csv"] = f"runs/{name}/samples.csv"
-    worn = output.accessories
-    gallery = []
-    for i, (clean, adv) in enumerate(zip(output.clean, output.adversarial, strict=True)):
-        files = {}
-        for kind, image in (("clean", clean), ("adversarial", adv)):
-            _png(image, run_dir / f"{i}_{kind}.png")
-            files[kind] = f"runs/{name}/{i}_{kind}.png"
-        if worn is None:
-            delta = adv - clean  # around mid-grey, stretched by its own largest change so L2 noise stays visible
-            _png(delta / (2 * delta.abs().max().clamp_min(1e-12)) + 0.5, run_dir / f"{i}_perturbation.png")
-            files["perturbation"] = f"runs/{name}/{i}_perturbation.png"
-        else:
-            one = worn[min(i, len(worn) - 1)]  # a universal accessory is worn by every row
-            Image.fromarray(export.rgba(one.pattern, one.mask), "RGBA").save(run_dir / f"{i}_accessory.png")
-            files["accessory"] = f"runs/{name}/{i}_accessory.png"
-        row = table.iloc[i]
-        gallery.append({"identity": row["identity"], "target": row["target"] or None, **files,
-                        "similarity_before": float(row["similarity_before"]),
-                        "similarity_after": float(row["similarity_after"]),
-                        "success": bool(row["success"]), "clean_success": bool(row["clean_success"])})
-    if worn is not None:
-        record["print_files"] = []
-        for k, one in enumerate(worn):
-            stem = "accessory-universal" if one.label == "universal" else f"accessory-{k}"
-            names = export.write(one.pattern, one.mask, one.eye_distance_px, run_dir / "print", stem)
-            record["print_files"].append({"label": one.label,
-                                          **{key: f"runs/{name}/print/{n}" for key, n in names.items()}})
-    record["gallery"] = gallery
+    record.update(output.write_artefacts(run_dir, f"runs/{name}", table))
     return record
 
 

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from facesec.errors import ConfigError
@@ -51,70 +61,6 @@ class Data(Strict):
     seed: int = 0
 
 
-class PixelPerturbation(Strict):
-    """Additive noise bounded in an Lp norm, in [0, 1] pixel units."""
-
-    kind: Literal["pixel"] = "pixel"
-    norm: Literal["linf", "l2"] = "linf"
-    eps: Budget = 8 / 255
-
-
-class Eot(Strict):
-    """Random physical transforms of the worn accessory (expectation over transformation)."""
-
-    samples: int = Field(2, ge=1, description="transforms averaged at every optimisation step")
-    shift: float = Field(0.02, ge=0, le=0.2, description="translation, fraction of the crop")
-    rotation: float = Field(4.0, ge=0, le=45, description="degrees")
-    scale: float = Field(0.04, ge=0, le=0.5, description="relative size change")
-    brightness: float = Field(0.08, ge=0, le=0.5, description="added to the colours")
-    contrast: float = Field(0.1, ge=0, le=0.5, description="relative change of the colours' spread")
-    blur: float = Field(0.8, ge=0, le=5, description="largest Gaussian sigma in pixels")
-    eval_draws: int = Field(8, ge=1, description="fresh transforms per attempt when measuring physical robustness")
-
-
-_SHAPE_FIELDS = {"frame_width": "eyeglasses", "anchor": "sticker", "width": "sticker", "height": "sticker"}
-
-
-class AccessoryPerturbation(Strict):
-    """Something worn: eyeglass frames, a sticker or a face mask, placed from the face's landmarks.
-
-    Colours are free in [0, 1] inside the accessory and start from `colour`; nothing else changes.
-    """
-
-    kind: Literal["accessory"] = "accessory"
-    shape: Literal["eyeglasses", "sticker", "facemask"] = "eyeglasses"
-    frame_width: float = Field(0.035, gt=0, le=0.2, description="eyeglasses: rim thickness, fraction of the crop")
-    anchor: Literal["forehead", "left-cheek", "right-cheek", "nose"] = Field("forehead", description="sticker")
-    width: float = Field(0.25, gt=0, le=1, description="sticker: fraction of the crop")
-    height: float = Field(0.12, gt=0, le=1, description="sticker: fraction of the crop")
-    grid: tuple[Annotated[int, Field(ge=1, le=64)], Annotated[int, Field(ge=1, le=64)]] | None = Field(
-        None, description="[columns, rows]: one colour per cell (FACESEC masks: [16, 8]); null = per pixel")
-    colour: tuple[Unit, Unit, Unit] = Field((0.5, 0.5, 0.5), description="plain starting colour, RGB in [0, 1]")
-    eot: Eot | None = Field(Eot(), description="null: optimise and judge the digital accessory only")
-    tv_weight: float = Field(0.0, ge=0, description="total-variation penalty (smoothness)")
-    nps_weight: float = Field(0.0, ge=0, description="non-printability penalty (distance to the palette)")
-    palette: str = Field("default", description="'default' or a file of R,G,B lines in 0-255")
-
-    @model_validator(mode="after")
-    def _fields_fit_shape(self) -> AccessoryPerturbation:
-        for name, shape in _SHAPE_FIELDS.items():
-            if name in self.model_fields_set and self.shape != shape:
-                raise ValueError(f"perturbation.{name} applies to shape {shape} only (this one is {self.shape}); "
-                                 "remove it")
-        return self
-
-
-def _pixel_by_default(value: Any) -> Any:
-    """A perturbation without `kind` is a pixel perturbation (the first files had no kind)."""
-    if isinstance(value, dict) and "kind" not in value:
-        return {"kind": "pixel", **value}
-    return value
-
-
-Perturbation = Annotated[PixelPerturbation | AccessoryPerturbation, BeforeValidator(_pixel_by_default),
-                         Field(discriminator="kind")]
-
-
 class OpenSet(Strict):
     """1:1 verification at a threshold calibrated on clean impostor pairs at `fmr`."""
 
@@ -142,17 +88,6 @@ class Attack(Strict):
     sanity_samples: int = Field(8, ge=1, description="samples for the unbounded-budget validity check")
 
 
-METRIC_NAMES = (
-    "attack_success_rate", "n_attempts", "n_samples", "clean_success_rate", "noise_success_rate",
-    "protocol_before", "protocol_after", "similarity_before_mean", "similarity_after_mean",
-    "similarity_shift_mean", "threshold", "linf_mean", "l2_mean", "ssim_mean", "queries_per_sample",
-    "attack_time_s", "wall_time_s", "n_identities", "n_skipped_images",
-    "plain_accessory_success_rate", "eot_success_rate", "surrogate_success_rate", "photo_success_rate",
-    "validity.noise_baseline_asr", "validity.unbounded_asr", "validity.n_flags",
-)
-"""What gates may test: the run's numeric metrics and its validity checks."""
-
-
 class Transfer(Strict):
     """The attacker crafts on surrogate recognizers (stolen students, or any registered model) and
     the target is judged on what they made: it is never differentiated."""
@@ -171,10 +106,6 @@ class Query(Strict):
     budget: int = Field(1000, ge=1, description="queries per attacked face; one more is refused")
 
 
-QUERY_METHODS = {"scores": ("square",), "decisions": ("hopskipjump",)}
-"""Attacks that need only what the target returns."""
-
-
 def _knowledge_kind(value: Any) -> str | None:
     if isinstance(value, str):
         return value
@@ -189,11 +120,49 @@ Knowledge = Annotated[
 
 
 class Gate(Strict):
-    """A condition a run must meet, e.g. attack_success_rate <= 0.5."""
+    """A condition a run must meet, e.g. attack_success_rate <= 0.5; the metric must be one its family records."""
 
-    metric: Literal[METRIC_NAMES]  # type: ignore[valid-type]
+    metric: str = Field(min_length=1)
     op: Literal["<", "<=", ">", ">=", "=="] = "<="
     value: float
+
+
+class PerturbationSpec(Strict):
+    """The perturbation section: `kind` selects the attack family, whose own Spec subclass holds the rest."""
+
+    kind: str
+
+
+class SpecError(ValueError):
+    """A family's spec section failed validation; carries pydantic's errors so messages keep their field paths."""
+
+    def __init__(self, errors: list[ErrorDetails]) -> None:
+        super().__init__(errors[0]["msg"] if errors else "invalid")
+        self.errors = errors
+
+
+def _family_section(value: Any) -> Any:
+    """Validate `perturbation` with its family's Spec (a mapping without `kind` is a pixel perturbation)."""
+    from facesec import families  # families import this module: resolve them when a file is validated
+
+    if isinstance(value, PerturbationSpec):
+        return value
+    if isinstance(value, dict) and "kind" not in value:  # the first files had no kind
+        value = {"kind": "pixel", **value}
+    kind = value.get("kind") if isinstance(value, dict) else None
+    known = families.available()
+    if not isinstance(kind, str) or kind not in known:
+        raise ValueError(f"perturbation.kind: {kind!r} is not an attack family; use one of "
+                         f"{', '.join(repr(k) for k in sorted(known, key=_family_order))}")
+    try:
+        return families.get(kind).Spec.model_validate(value)
+    except ValidationError as exc:
+        raise SpecError(exc.errors()) from None
+
+
+def _family_order(kind: str) -> tuple[int, str]:
+    order = ("pixel", "accessory", "morph")
+    return (order.index(kind) if kind in order else len(order), kind)
 
 
 class ThreatModel(Strict):
@@ -203,7 +172,9 @@ class ThreatModel(Strict):
     description: str = ""
     target: str | dict[str, Any] = Field("dlib-resnet", description="recognizer name or spec mapping")
     data: Data = Data()
-    perturbation: Perturbation = PixelPerturbation()
+    perturbation: Annotated[SerializeAsAny[PerturbationSpec], BeforeValidator(_family_section)] = Field(
+        default_factory=lambda: _family_section({"kind": "pixel"}),
+        description="kind: pixel | accessory | morph (or an installed family); the rest is the family's own")
     knowledge: Knowledge = "white-box"
     goal: Literal["dodging", "impersonation"] = "dodging"
     capability: Literal["individual", "universal"] = "individual"
@@ -228,37 +199,27 @@ class ThreatModel(Strict):
         return self
 
     @model_validator(mode="after")
-    def _query_attack(self) -> ThreatModel:
-        allowed = QUERY_METHODS[self.knowledge.output] if isinstance(self.knowledge, Query) else ()
-        if isinstance(self.knowledge, Query):
-            if self.attack.method not in allowed:
-                raise ValueError(f"attack.method: a target returning {self.knowledge.output} is attacked by "
-                                 f"{' or '.join(allowed)} (got {self.attack.method})")
-            if self.capability != "individual" or not isinstance(self.perturbation, PixelPerturbation):
-                raise ValueError("knowledge: query attacks are per-image pixel attacks (capability: individual, "
-                                 "perturbation.kind: pixel)")
-        elif self.attack.method in ("square", "hopskipjump"):
-            raise ValueError(f"attack.method: {self.attack.method} is a query attack; use it with knowledge: "
-                             "{kind: query, output: scores|decisions, budget: N}")
+    def _family_fits(self) -> ThreatModel:
+        """The family supports the dimensions chosen, its own checks pass, and every gate names its metrics."""
+        from facesec import families
+
+        family = families.get(self.perturbation.kind)
+        kind = self.perturbation.kind
+        knowledge = self.knowledge if isinstance(self.knowledge, str) else self.knowledge.kind
+        for field, value, allowed in (("goal", self.goal, family.supports.goals),
+                                      ("capability", self.capability, family.supports.capabilities),
+                                      ("knowledge", knowledge, family.supports.knowledge),
+                                      ("setting.kind", self.setting.kind, family.supports.settings)):
+            if value not in allowed:
+                raise ValueError(f"{field}: perturbation.kind {kind} supports {' or '.join(allowed)} (got {value})")
+        family.check(self)
+        names = family.gate_metrics()
+        for i, gate in enumerate(self.gates):
+            if gate.metric not in names:
+                raise ValueError(f"field 'gates.{i}.metric': {gate.metric!r} is not a metric of perturbation.kind "
+                                 f"{kind}; gates may test {', '.join(names)}")
         return self
 
-    @model_validator(mode="after")
-    def _accessory_attack(self) -> ThreatModel:
-        if not isinstance(self.perturbation, AccessoryPerturbation):
-            return self
-        if self.attack.library != "native":
-            raise ValueError(f"attack.library: accessories are optimised by facesec itself; use library: native "
-                             f"(got {self.attack.library})")
-        if self.attack.method not in ACCESSORY_METHODS:
-            raise ValueError(f"attack.method: accessories take {' or '.join(ACCESSORY_METHODS)} "
-                             f"(got {self.attack.method})")
-        if self.attack.random_start:
-            raise ValueError("attack.random_start: accessories start from perturbation.colour; remove it")
-        return self
-
-
-ACCESSORY_METHODS = ("pgd", "mi-fgsm")
-"""Optimisers of accessory colours: signed gradient steps, with momentum for mi-fgsm."""
 
 EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.shape", "perturbation.eps", "perturbation.norm",
               "setting.fmr", "attack.steps", "attack.method", "attack.library")
@@ -322,11 +283,15 @@ def expand(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
-_UNION_TAGS = ("open-set", "closed-set", "pixel", "accessory", "white-box", "transfer", "query")
+_UNION_TAGS = ("open-set", "closed-set", "white-box", "transfer", "query")
 """Discriminator values pydantic puts in error locations; the YAML has no such level."""
 
 
 def _describe_error(source: str, err: ErrorDetails) -> str:
+    inner = err.get("ctx", {}).get("error")
+    if isinstance(inner, SpecError) and inner.errors:  # a family's section: its own error, under 'perturbation'
+        first = inner.errors[0]
+        return _describe_error(source, {**first, "loc": ("perturbation", *first["loc"])})
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
     kind = err["type"]
     if kind == "extra_forbidden":

@@ -17,7 +17,8 @@ from facesec.accessories.printability import load_palette
 from facesec.attacks.accessory import AccessoryAttack, Region
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
-from facesec.spec import AccessoryPerturbation, ThreatModel
+from facesec.families.evasion.spec import AccessoryPerturbation
+from facesec.spec import ThreatModel
 
 DEFAULT_STEP = 1 / 32
 Success = Callable[[torch.Tensor], np.ndarray]

@@ -1,0 +1,63 @@
+"""Attack families as plug-ins: a registry filled by decorators and the `facesec.families` entry points.
+
+`perturbation.kind` selects the family; families in other packages register through the entry-point
+group (`name = "package.module:FamilyClass"`), as recognizers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from facesec.errors import ConfigError
+from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+
+ENTRY_POINT_GROUP = "facesec.families"
+_REGISTRY: dict[str, type[Family]] = {}
+_INSTANCES: dict[str, Family] = {}
+
+__all__ = ["ENTRY_POINT_GROUP", "Family", "MetricInfo", "RunContext", "RunOutput", "Supports", "available", "get",
+           "register"]
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator: make a family selectable by its `name`."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _builtins() -> None:
+    from facesec.families import evasion, morph  # noqa: F401  (registers pixel, accessory, morph)
+
+
+def available() -> dict[str, Callable[[], Family]]:
+    """Built-in families and those installed packages add through entry points, by kind."""
+    _builtins()
+    found: dict[str, Callable[[], Family]] = dict(_REGISTRY)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, _lazy(ep))
+    return found
+
+
+def _lazy(ep: Any) -> Callable[[], Family]:
+    """Import an installed family only when a threat model selects it."""
+
+    def make() -> Family:
+        family: Family = ep.load()()
+        return family
+
+    return make
+
+
+def get(kind: str) -> Family:
+    """The family for `perturbation.kind`; ConfigError listing the known kinds."""
+    if kind not in _INSTANCES:
+        known = available()
+        if kind not in known:
+            raise ConfigError(f"unknown perturbation kind {kind!r}; known: {', '.join(sorted(known))}")
+        family = known[kind]()
+        if not isinstance(family, Family):
+            raise ConfigError(f"family {kind!r} from an installed package is not a facesec.families.Family")
+        _INSTANCES[kind] = family
+    return _INSTANCES[kind]

@@ -1,0 +1,93 @@
+"""What an attack family declares and returns: the plug-in interface the engine, report and gates rely on."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from facesec.spec import ThreatModel
+
+
+@dataclass(frozen=True)
+class Supports:
+    """The values of the common dimensions a family gives a meaning to; others are refused at validation."""
+
+    goals: tuple[str, ...] = ("dodging", "impersonation")
+    capabilities: tuple[str, ...] = ("individual", "universal")
+    knowledge: tuple[str, ...] = ("white-box", "transfer", "query")
+    settings: tuple[str, ...] = ("open-set", "closed-set")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric a run records: what the report calls it, what it means, and which direction is better."""
+
+    label: str
+    meaning: str = ""
+    better: Literal["lower", "higher", ""] = ""
+    gate: bool = True
+    """Numeric and meaningful to compare against a fixed value in a gate."""
+
+
+@dataclass
+class RunContext:
+    """What the engine hands a family's run: where to compute, where the threat model came from, progress."""
+
+    device: torch.device
+    source: str = ""
+    progress: bool = True
+
+
+@dataclass
+class RunOutput:
+    """A run's results.json record (with `samples`, a column mapping for its CSV); subclasses add its files."""
+
+    record: dict[str, Any]
+
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+        """Write the run's images and files into `run_dir` (`rel`: that folder relative to the suite) and
+        return what to add to its results.json record (gallery entries, file links)."""
+        return {}
+
+
+class Family(ABC):
+    """One attack family (pixel, accessory, morph, ...): spec section, what it supports, runner, report part."""
+
+    name: ClassVar[str]
+    """The `perturbation.kind` that selects it."""
+    Spec: ClassVar[type[BaseModel]]
+    supports: ClassVar[Supports] = Supports()
+    metrics: ClassVar[dict[str, MetricInfo]]
+    headline: ClassVar[str]
+    """The metric the matrix and the summary show for a run, e.g. attack_success_rate or mmpmr."""
+    report_partial: ClassVar[str | None] = None
+    """Template file (in `template_dir`) of the family's per-run report section; None: the evasion layout."""
+    template_dir: ClassVar[Path | None] = None
+
+    def check(self, tm: ThreatModel) -> None:
+        """Refuse, with a ValueError naming the field and what is allowed, what the family cannot run."""
+        return None
+
+    def preflight(self, tm: ThreatModel) -> None:
+        """Build what can be built before any run (e.g. the attack), so a bad setting fails early."""
+        return None
+
+    @abstractmethod
+    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
+        """Attack the threat model's population and measure what results.json records."""
+
+    def report_view(self, run: dict[str, Any]) -> dict[str, Any]:
+        """Plain data the family's report partial shows, built from its results.json record alone."""
+        return {}
+
+    def gate_metrics(self) -> tuple[str, ...]:
+        """Names a gate of this family may test."""
+        return tuple(k for k, info in self.metrics.items() if info.gate)

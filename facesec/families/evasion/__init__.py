@@ -1,0 +1,124 @@
+"""Evasion families: perturb a probe so it is no longer matched (dodging) or matched to someone else
+(impersonation). `pixel` adds Lp-bounded noise; `accessory` recolours eyeglass frames, a sticker or a mask."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from facesec.families import register
+from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbation
+
+if TYPE_CHECKING:
+    from facesec.spec import ThreatModel
+
+QUERY_METHODS = {"scores": ("square",), "decisions": ("hopskipjump",)}
+"""Attacks that need only what the target returns."""
+ACCESSORY_METHODS = ("pgd", "mi-fgsm")
+"""Optimisers of accessory colours: signed gradient steps, with momentum for mi-fgsm."""
+
+_M = MetricInfo
+METRICS: dict[str, MetricInfo] = {
+    "attack_success_rate": _M("attack success rate", "share of attempted probes the attack fooled", "lower"),
+    "attack_success_ci95": _M("95% Wilson interval of the attack success rate", gate=False),
+    "n_attempts": _M("attempts", "probes not already fooled by the clean face"),
+    "n_samples": _M("probes"),
+    "clean_success_rate": _M("clean success rate", "share of probes fooled without any attack"),
+    "noise_success_rate": _M("random noise success rate", "the same budget as random noise (a baseline)", "lower"),
+    "surrogate_success_rate": _M("success on the surrogate(s) it was crafted on"),
+    "photo_success_rate": _M("success once pasted into the original photo (8 bits) and detected and aligned again",
+                             better="lower"),
+    "photo_faces_lost": _M("attacked photos in which the detector no longer found one face"),
+    "asr_at_queries": _M("ASR after n queries per face", gate=False),
+    "linf_at_queries": _M("median L-inf distance after n queries per face", gate=False),
+    "protocol_metric": _M("protocol metric", "tar, target_accept, rank1 or target_top1", gate=False),
+    "protocol_before": _M("protocol metric before the attack"),
+    "protocol_after": _M("protocol metric after the attack"),
+    "similarity_before_mean": _M("mean similarity to the reference before"),
+    "similarity_after_mean": _M("mean similarity to the reference after"),
+    "similarity_shift_mean": _M("mean similarity change"),
+    "threshold": _M("verification threshold at the FMR (open set)"),
+    "linf_mean": _M("mean L-inf norm of the change"),
+    "l2_mean": _M("mean L2 norm of the change"),
+    "ssim_mean": _M("mean SSIM of attacked to clean"),
+    "queries_per_sample": _M("queries per probe"),
+    "attack_time_s": _M("attack time (s)"),
+    "wall_time_s": _M("run time (s)"),
+    "n_identities": _M("identities"),
+    "n_skipped_images": _M("skipped images"),
+    "validity.noise_baseline_asr": _M("validity: the baseline's success rate"),
+    "validity.unbounded_asr": _M("validity: success of the unbounded run"),
+    "validity.n_flags": _M("validity: warnings"),
+}
+"""What an evasion run records (results.json `metrics` and `validity`); docs/results-schema.md has the rest."""
+ACCESSORY_METRICS: dict[str, MetricInfo] = {
+    **METRICS,
+    "attack_success_rate": _M("attack success, digital (accessory worn as is)", better="lower"),
+    "noise_success_rate": _M("random-colour accessory success", better="lower"),
+    "plain_accessory_success_rate": _M("plain accessory (baseline) success"),
+    "eot_success_rate": _M("success under fresh transforms (EOT)", better="lower"),
+    "eot_draws": _M("fresh transforms per attempt (EOT draws)"),
+}
+
+
+class _Evasion(Family):
+    headline: ClassVar[str] = "attack_success_rate"
+
+    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
+        from facesec.families.evasion.run import run_threat_model
+
+        return run_threat_model(tm, ctx.device, ctx.source, ctx.progress)
+
+
+@register
+class Pixel(_Evasion):
+    """Additive noise bounded in L-inf or L2 (white-box, transfer or query attacks)."""
+
+    name: ClassVar[str] = "pixel"
+    Spec = PixelPerturbation
+    metrics: ClassVar[dict[str, MetricInfo]] = METRICS
+
+    def check(self, tm: ThreatModel) -> None:
+        from facesec.spec import Query
+
+        if isinstance(tm.knowledge, Query):
+            allowed = QUERY_METHODS[tm.knowledge.output]
+            if tm.attack.method not in allowed:
+                raise ValueError(f"attack.method: a target returning {tm.knowledge.output} is attacked by "
+                                 f"{' or '.join(allowed)} (got {tm.attack.method})")
+            if tm.capability != "individual":
+                raise ValueError("knowledge: query attacks are per-image pixel attacks (capability: individual, "
+                                 "perturbation.kind: pixel)")
+        elif tm.attack.method in ("square", "hopskipjump"):
+            raise ValueError(f"attack.method: {tm.attack.method} is a query attack; use it with knowledge: "
+                             "{kind: query, output: scores|decisions, budget: N}")
+
+    def preflight(self, tm: ThreatModel) -> None:
+        from facesec.families.evasion.run import build_attack
+
+        build_attack(tm)
+
+
+@register
+class Accessory(_Evasion):
+    """Eyeglass frames, a sticker or a face mask placed from the landmarks, its colours optimised."""
+
+    name: ClassVar[str] = "accessory"
+    Spec = AccessoryPerturbation
+    supports: ClassVar[Supports] = Supports(knowledge=("white-box", "transfer"))
+    metrics: ClassVar[dict[str, MetricInfo]] = ACCESSORY_METRICS
+
+    def check(self, tm: ThreatModel) -> None:
+        if tm.attack.library != "native":
+            raise ValueError(f"attack.library: accessories are optimised by facesec itself; use library: native "
+                             f"(got {tm.attack.library})")
+        if tm.attack.method not in ACCESSORY_METHODS:
+            raise ValueError(f"attack.method: accessories take {' or '.join(ACCESSORY_METHODS)} "
+                             f"(got {tm.attack.method})")
+        if tm.attack.random_start:
+            raise ValueError("attack.random_start: accessories start from perturbation.colour; remove it")
+
+    def preflight(self, tm: ThreatModel) -> None:
+        from facesec.accessories import run as accessory_run
+
+        accessory_run.build_attack(tm)

@@ -1,0 +1,372 @@
+"""The evasion families' runner: perturb probes (pixel noise or an accessory), judge them against the gallery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facesec import attacks, knowledge, metrics, photos, trial
+from facesec.accessories import export
+from facesec.accessories import run as accessory_run
+from facesec.attacks import Attack, Budget, Criterion, Objective
+from facesec.attacks.adapters.art_query import HopSkipJumpAttack
+from facesec.attacks.query import Oracle
+from facesec.errors import ConfigError
+from facesec.families.base import RunOutput
+from facesec.families.evasion import artefacts
+from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbation
+from facesec.population import Population, select
+from facesec.provenance import provenance
+from facesec.recognizers import Recognizer, load
+from facesec.spec import ThreatModel, Transfer
+
+UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
+SANITY_MIN_ASR = 0.95
+SANITY_STEPS = 10
+GALLERY_SIZE = 6
+Unbounded = Callable[[torch.Tensor, Criterion, np.ndarray], torch.Tensor]
+"""The validity check's unconstrained attack on some attempts (their faces, objective and indices)."""
+
+
+@dataclass
+class WornAccessory:
+    """One optimised accessory to show and print: its pattern (3 x H x W), mask and the wearer's eye distance."""
+
+    label: str
+    pattern: torch.Tensor
+    mask: torch.Tensor
+    eye_distance_px: float
+
+
+@dataclass
+class EvasionOutput(RunOutput):
+    """A run's record and the tensors behind its gallery images (first rows: clean and attacked faces)."""
+
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+    eps: float | None
+    """The pixel budget; None for accessories (colours are free inside the region)."""
+    accessories: list[WornAccessory] | None = None
+    """Accessory runs: one per gallery row (individual) or the single one (universal)."""
+
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+        return artefacts.write(self, run_dir, rel, samples)
+
+
+def _success(objective: Objective, model: Recognizer, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Success and similarity to the reference, per sample."""
+    emb = model.embed(x)
+    idx = slice(None)
+    return (objective.success(objective.margin(emb, idx)).cpu().numpy(),
+            objective.similarity(emb, idx).float().cpu().numpy())
+
+
+@torch.no_grad()
+def _judge(criterion: Criterion, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Per-sample success of `x` under any criterion (a recognizer's objective or an ensemble)."""
+    margins = [criterion.score(x[i:i + batch_size], slice(i, i + batch_size)) for i in range(0, len(x), batch_size)]
+    return criterion.success(torch.cat(margins)).cpu().numpy() if margins else np.zeros(0, dtype=bool)
+
+
+def _noise(x: torch.Tensor, budget: Budget, generator: torch.Generator) -> torch.Tensor:
+    """Random noise at the full budget: random signs (L-inf) or a random direction (L2)."""
+    if budget.norm == "linf":
+        signs = torch.randint(0, 2, tuple(x.shape), generator=generator).float() * 2 - 1
+        return (x + budget.eps * signs.to(x)).clamp(0, 1)
+    d = torch.randn(tuple(x.shape), generator=generator)
+    d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return (x + budget.eps * d.to(x)).clamp(0, 1)
+
+
+def _attack(attack: Attack, tm: ThreatModel, x: torch.Tensor, objective: Criterion, budget: Budget,
+            generator: torch.Generator, x_train: torch.Tensor | None, train_objective: Criterion | None
+            ) -> tuple[torch.Tensor, np.ndarray]:
+    if budget.eps == 0:  # nothing to optimise (and some libraries refuse a zero step)
+        return x.clone(), np.zeros(len(x))
+    if tm.capability == "universal":
+        assert x_train is not None and train_objective is not None
+        delta = attack.run_universal(x_train, train_objective, budget, generator)
+        queries = np.full(len(x), float(getattr(attack, "steps", 0) + 1) * len(x_train) / max(len(x), 1))
+        return (x + delta).clamp(0, 1), queries
+    out = attack.run(x, objective, budget, generator)
+    return out.x_adv, out.queries.numpy().astype(float)
+
+
+def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> EvasionOutput:
+    """Attack the threat model's population and measure everything results.json records."""
+    started = datetime.now(UTC)
+    t_start = time.perf_counter()
+    model = load(tm.target, device)
+    pop = select(tm.data, model.info.template, progress)
+    rng = np.random.default_rng(tm.data.seed)
+    generator = torch.Generator().manual_seed(tm.data.seed)
+    x_all = pop.faces.to(device)
+    enrol, probes = trial.split(pop, tm)
+    att = trial.attempts(tm, pop, probes, rng)
+    target = trial.judges(model, tm, pop, enrol, att, x_all, device)
+    objective = target.objective
+    threshold = objective.threshold
+    x = x_all[att.index]
+    x_train = None if att.train_index is None else x_all[att.train_index]
+    view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device)
+
+    clean_success, sim_before = _success(objective, model, x)
+    attempted = ~clean_success
+    t_attack = time.perf_counter()
+    p = tm.perturbation
+    assert isinstance(p, PixelPerturbation | AccessoryPerturbation)
+    if isinstance(p, AccessoryPerturbation):
+        out = _attack_accessory(tm, p, model, pop, att, x, objective, view, attempted, generator)
+    else:
+        starts = None
+        if tm.goal == "impersonation":  # decision-based attacks start from an image of the target
+            first = {int(pop.identity[i]): i for i in enrol[::-1]}
+            starts = x_all[[first[int(k)] for k in att.labels]]
+        out = _attack_pixel(tm, p, x, view, x_train, generator, starts)
+    if view.transfer:  # how well the attack did on what it could differentiate
+        out.extra["surrogate_success_rate"] = _rate(_judge(view.objective, out.x_adv), attempted)
+    x_adv = out.x_adv
+    attack_time = time.perf_counter() - t_attack
+    adv_success, sim_after = _success(objective, model, x_adv)
+    if isinstance(view.objective, Oracle):  # what the attacker had reached after each number of queries
+        budget = view.objective.budget
+        marks = sorted({m for m in (1, 10, 30, 100, 300, 1000, 3000, 10000) if m < budget} | {budget})
+        out.extra["asr_at_queries"] = {str(m): _rate(adv_success & (out.queries <= m), attempted) for m in marks}
+    if tm.photo_round_trip:
+        trip = photos.round_trip([pop.paths[i] for i in att.index], x, x_adv, model.info.template)
+        photo_success, _ = _success(objective, model, trip.crops.to(device))
+        out.extra["photo_success_rate"] = _rate(photo_success & trip.found, attempted)
+        out.extra["photo_faces_lost"] = int((~trip.found & attempted).sum())
+    noise_success, _ = _success(objective, model, out.baseline)
+    n_attempts = int(attempted.sum())
+    n_success = int((adv_success & attempted).sum())
+    asr = n_success / n_attempts if n_attempts else 0.0
+    noise_asr = _rate(noise_success, attempted)
+    linf, l2 = (t.cpu().numpy() for t in metrics.perturbation_norms(x, x_adv))
+    ssim = metrics.ssim(x, x_adv).cpu().numpy()
+    final = clean_success | adv_success
+    holds_before = ~clean_success if tm.goal == "dodging" else clean_success
+    holds_after = ~final if tm.goal == "dodging" else final
+    protocol_metric = {("open-set", "dodging"): "tar", ("open-set", "impersonation"): "target_accept",
+                       ("closed-set", "dodging"): "rank1", ("closed-set", "impersonation"): "target_top1"}
+    baselines = {k: noise_asr if v is None else v for k, v in out.baselines.items()}
+    validity = _validity(tm, x, view.objective, attempted, out.unbounded, baselines, asr)
+    metrics_out = {
+        "attack_success_rate": asr,
+        "attack_success_ci95": list(metrics.wilson_interval(n_success, n_attempts)),
+        "n_attempts": n_attempts,
+        "n_samples": len(x),
+        "clean_success_rate": float(clean_success.mean()) if len(x) else 0.0,
+        "noise_success_rate": noise_asr,
+        **out.extra,
+        "protocol_metric": protocol_metric[(tm.setting.kind, tm.goal)],
+        "protocol_before": float(holds_before.mean()),
+        "protocol_after": float(holds_after.mean()),
+        "similarity_before_mean": float(sim_before.mean()),
+        "similarity_after_mean": float(sim_after.mean()),
+        "similarity_shift_mean": float((sim_after - sim_before).mean()),
+        "threshold": threshold if tm.setting.kind == "open-set" else None,
+        "linf_mean": float(linf.mean()),
+        "l2_mean": float(l2.mean()),
+        "ssim_mean": float(ssim.mean()),
+        "queries_per_sample": float(out.queries.mean()),
+        "attack_time_s": attack_time,
+        "wall_time_s": time.perf_counter() - t_start,
+        "n_identities": len(pop.names),
+        "n_skipped_images": len(pop.skipped),
+    }
+    samples = {
+        "index": np.arange(len(x)), "identity": [pop.names[i] for i in att.own],
+        "target": [pop.names[t] if tm.goal == "impersonation" else "" for t in att.labels],
+        "probe_path": [str(pop.paths[i]) for i in att.index], "clean_success": clean_success,
+        "success": adv_success & attempted, "similarity_before": sim_before, "similarity_after": sim_after,
+        "linf": linf, "l2": l2, "ssim": ssim, "queries": out.queries,
+    }
+    record = {
+        "name": tm.name, "source": source, "threat_model": tm.model_dump(mode="json"),
+        "dimensions": {
+            "recognizer": model.info.name,
+            "perturbation": _perturbation_text(p),
+            "knowledge": view.description, "goal": tm.goal, "capability": tm.capability,
+            "setting": f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
+            "attack": f"{tm.attack.library}/{tm.attack.method}"
+                      + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps"),
+        },
+        "eps": p.eps if isinstance(p, PixelPerturbation) else None, "metrics": metrics_out, "validity": validity,
+        "skipped_images": [{"path": str(p), "reason": r} for p, r in pop.skipped],
+        "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
+        "samples": samples,
+    }
+    return EvasionOutput(record, x[:GALLERY_SIZE].cpu(), x_adv[:GALLERY_SIZE].detach().cpu(),
+                     p.eps if isinstance(p, PixelPerturbation) else None, out.worn)
+
+
+def _rate(success: np.ndarray, attempted: np.ndarray) -> float:
+    """Mean of `success` (booleans or per-sample rates) over the attempted samples; 0 when none."""
+    return float(np.asarray(success, dtype=float)[attempted].mean()) if attempted.any() else 0.0
+
+
+def _worn(acc: accessory_run.AccessoryOutcome, pop: Population, att: trial.Attempts,
+          universal: bool) -> list[WornAccessory]:
+    """The accessories to show and print: the gallery rows' own, or the one universal accessory."""
+    if universal:
+        assert att.train_index is not None
+        eyes = export.eye_distance(pop.landmarks[att.train_index].mean(0))
+        return [WornAccessory("universal", acc.pattern[0].cpu(), acc.mask[0].cpu(), eyes)]
+    return [WornAccessory(f"sample {i}: {pop.names[att.own[i]]}", acc.pattern[i].cpu(), acc.mask[i].cpu(),
+                          export.eye_distance(pop.landmarks[att.index[i]]))
+            for i in range(min(GALLERY_SIZE, len(att.index)))]
+
+
+def _perturbation_text(p: PixelPerturbation | AccessoryPerturbation) -> str:
+    if isinstance(p, PixelPerturbation):
+        return f"pixel {p.norm} {_budget_text(p.norm, p.eps)}"
+    where = {"sticker": f" {p.anchor}", "eyeglasses": "", "facemask": ""}[p.shape]
+    grid = f" grid {p.grid[0]}x{p.grid[1]}" if p.grid else ""
+    return f"accessory {p.shape}{where}{grid}"
+
+
+@dataclass
+class Attacked:
+    """What an attack left for measuring: the attacked faces, their queries, a baseline to beat, checks."""
+
+    x_adv: torch.Tensor
+    queries: np.ndarray
+    baseline: torch.Tensor
+    """The same perturbation kind without optimisation: random noise, or a random-colour accessory."""
+    baselines: dict[str, float | None]
+    """Success rates the attack must beat, by description; None: the baseline's own rate."""
+    unbounded: Unbounded
+    """The validity check's run without constraints."""
+    extra: dict[str, Any]
+    """Metrics only this perturbation kind has."""
+    worn: list[WornAccessory] | None = None
+
+
+def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: knowledge.AttackerView,
+                  x_train: torch.Tensor | None, generator: torch.Generator, starts: torch.Tensor | None) -> Attacked:
+    budget = Budget(p.norm, p.eps)
+    attack = build_attack(tm, **({"early_stop": False} if view.transfer and tm.attack.library == "native" else {}))
+    if isinstance(attack, HopSkipJumpAttack):
+        attack.starts = starts
+    x_adv, queries = _attack(attack, tm, x, view.objective, budget, generator, x_train, view.train)
+    extra: dict[str, Any] = {}
+    if isinstance(attack, HopSkipJumpAttack):
+        extra["linf_at_queries"] = _distortion_curve(attack.trace, int(queries.max(initial=0)))
+    return Attacked(x_adv, queries, _noise(x, budget, generator), {"random noise": None},
+                    _pixel_unbounded(tm, p, generator, starts), extra)
+
+
+def _distortion_curve(trace: list[list[tuple[int, float]]], most: int) -> dict[str, float | None]:
+    """Median L-inf distance to the original face after each number of queries (None: no iterate yet)."""
+    marks = sorted({m for m in (10, 30, 100, 300, 1000, 3000, 10000) if m < most} | {most})
+    curve: dict[str, float | None] = {}
+    for m in marks:
+        reached = [min((d for q, d in t if q <= m), default=float("inf")) for t in trace]
+        median = float(np.median(reached)) if reached else float("inf")
+        curve[str(m)] = None if not np.isfinite(median) else median
+    return curve
+
+
+def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recognizer, pop: Population,
+                      att: trial.Attempts, x: torch.Tensor, objective: Objective, view: knowledge.AttackerView,
+                      attempted: np.ndarray, generator: torch.Generator) -> Attacked:
+    train = None
+    if att.train_index is not None:
+        assert view.train is not None
+        train = (pop.faces[att.train_index].to(x.device), pop.landmarks[att.train_index], view.train)
+    acc = accessory_run.attack(tm, x, pop.landmarks[att.index], view.objective, train, generator,
+                               judge=lambda faces: _success(objective, model, faces)[0], transfer=view.transfer)
+    plain_success, _ = _success(objective, model, acc.plain)
+    plain_rate = _rate(plain_success, attempted)
+    extra = {"plain_accessory_success_rate": plain_rate,
+             "eot_success_rate": None if acc.eot_rate is None else _rate(acc.eot_rate, attempted),
+             "eot_draws": None if p.eot is None else p.eot.eval_draws}
+    steps = max(tm.attack.steps, SANITY_STEPS)
+
+    def unbounded(faces: torch.Tensor, o: Criterion, chosen: np.ndarray) -> torch.Tensor:
+        return accessory_run.unbounded(tm, faces, o, steps, generator)
+
+    return Attacked(acc.x_adv, acc.queries, acc.random_colour,
+                    {"a random-colour accessory": None, "the plain accessory": plain_rate}, unbounded, extra,
+                    _worn(acc, pop, att, train is not None))
+
+
+def build_attack(tm: ThreatModel, **override: Any) -> Attack:
+    """The threat model's attack; ConfigError naming `attack.*` when it cannot be built or used."""
+    a = tm.attack
+    kwargs: dict[str, Any] = {"steps": a.steps, "step_size": a.step_size, **a.params}
+    if a.random_start is not None:
+        kwargs["random_start"] = a.random_start
+    kwargs.update(override)
+    try:
+        attack = attacks.create(a.library, a.method, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"field 'attack.params': {a.library}/{a.method} does not take these parameters "
+                          f"({exc})") from exc
+    if tm.capability == "universal" and not attack.supports_universal:
+        raise ConfigError(f"field 'capability': universal needs library: native ({a.library}/{a.method} "
+                          "makes per-image perturbations only)")
+    return attack
+
+
+def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Generator,
+                     starts: torch.Tensor | None) -> Unbounded:
+    """The pixel attack with an unbounded budget and at least SANITY_STEPS steps (FGSM: a native PGD,
+    since one full-budget step overshoots); universal attacks run on the samples directly."""
+    if tm.attack.method == "fgsm":
+        attack = attacks.create("native", "pgd", steps=SANITY_STEPS)
+    else:
+        attack = build_attack(tm, steps=max(tm.attack.steps, SANITY_STEPS), step_size=None)
+    big = Budget(p.norm, UNBOUNDED[p.norm])
+
+    def run(x: torch.Tensor, objective: Criterion, chosen: np.ndarray) -> torch.Tensor:
+        if isinstance(attack, HopSkipJumpAttack):
+            attack.starts = None if starts is None else starts[chosen]
+        if tm.capability == "universal":
+            return (x + attack.run_universal(x, objective, big, generator)).clamp(0, 1)
+        return attack.run(x, objective, big, generator).x_adv
+
+    return run
+
+
+def _validity(tm: ThreatModel, x: torch.Tensor, objective: Criterion, attempted: np.ndarray,
+              unbounded: Unbounded, baselines: dict[str, float],
+              asr: float) -> dict[str, Any]:
+    """AutoAttack-style checks: baselines the attack must beat, and an unbounded run that must succeed.
+
+    The unbounded run asks whether the gradients of what the attacker differentiates (the target,
+    or its surrogates) lead anywhere at all; it is judged on that same objective.
+    """
+    flags: list[str] = []
+    chosen = np.flatnonzero(attempted)[: tm.attack.sanity_samples]
+    unbounded_asr = None
+    if len(chosen):
+        sub_obj = objective.subset(torch.from_numpy(chosen).to(x.device))
+        judge = sub_obj.objective if isinstance(sub_obj, Oracle) else sub_obj  # checking spends no attacker queries
+        unbounded_asr = float(_judge(judge, unbounded(x[chosen], sub_obj, chosen)).mean())
+        if unbounded_asr < SANITY_MIN_ASR:
+            on = " on the surrogate(s)" if isinstance(tm.knowledge, Transfer) else ""
+            flags.append(f"attack or gradients broken: unbounded run reached {unbounded_asr:.2f}{on} "
+                         f"< {SANITY_MIN_ASR}")
+    else:
+        flags.append("unbounded-budget check not run: every sample already succeeded on the clean input")
+    for what, rate in baselines.items():
+        if rate > 0 and asr <= rate:
+            flags.append(f"attack no better than {what} ({asr:.2f} <= {rate:.2f})")
+    return {"noise_baseline_asr": next(iter(baselines.values())), "unbounded_asr": unbounded_asr,
+            "unbounded_n": int(len(chosen)), "n_flags": len(flags), "flags": flags}
+
+
+def _budget_text(norm: str, eps: float) -> str:
+    """L-inf budgets in tenths of 255ths as 8/255 or 0.5/255; anything else as the decimal."""
+    n = eps * 255
+    return f"{round(n, 1):g}/255" if norm == "linf" and abs(n * 10 - round(n * 10)) < 1e-6 else f"{eps:g}"
