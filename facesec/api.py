@@ -17,9 +17,9 @@ from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
 from facesec.engine import preflight, run_threat_model
-from facesec.errors import ConfigError, DataError, FacesecError, WeightsError
-from facesec.recognizers import Recognizer, load, packaged
-from facesec.recognizers import available as available_recognizers
+from facesec.errors import ConfigError, DataError, FacesecError
+from facesec.recognizers import Recognizer, load
+from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
 from facesec.results import build_results, save, slug
 from facesec.spec import ThreatModel, Transfer, load_threat_models
@@ -154,32 +154,13 @@ def check(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[tu
         surrogates = tm.knowledge.surrogates if isinstance(tm.knowledge, Transfer) else []
         specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]
         for field, spec in specs:
-            _check_recognizer(f"{source}: {tm.name}: field '{field}'", spec)
+            check_recognizer(f"{source}: {tm.name}: field '{field}'", spec)
         try:
             resolve_dataset(tm.data.dataset)
             preflight(tm)
         except FacesecError as exc:
             raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
     return models
-
-
-def _check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
-    """A recognizer spec names a registered recognizer (or a factory); a student's folder must exist."""
-    known = available_recognizers()
-    name = spec if isinstance(spec, str) else spec.get("name")
-    if not isinstance(name, str) or (name not in known and ":" not in name):
-        raise ConfigError(f"{where}: unknown recognizer {name!r}; known: {', '.join(sorted(known))}, "
-                          "or package.module:factory")
-    if name in packaged.PACKAGED:  # a missing model fails here, before any run, with the fetch command
-        try:
-            packaged.installed(name)
-        except WeightsError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-    if name == "surrogate":
-        folder = Path(str(spec.get("weights", ""))) if isinstance(spec, dict) else Path()
-        if not (folder / "surrogate.json").is_file():
-            raise ConfigError(f"{where}: no trained student in '{folder}'; train one first with "
-                              f"`facesec surrogate train --arch ... --data ... --out {folder}`")
 
 
 def _read_results(path: Path) -> dict[str, Any]:

@@ -210,7 +210,11 @@ class ThreatModel(Strict):
                                       ("capability", self.capability, family.supports.capabilities),
                                       ("knowledge", knowledge, family.supports.knowledge),
                                       ("setting.kind", self.setting.kind, family.supports.settings)):
-            if value not in allowed:
+            if value in allowed:
+                continue
+            if field in ("goal", "capability") and field not in self.model_fields_set:
+                setattr(self, field, allowed[0])  # a default the family gives no meaning to: the family's own
+            else:
                 raise ValueError(f"{field}: perturbation.kind {kind} supports {' or '.join(allowed)} (got {value})")
         family.check(self)
         names = family.gate_metrics()
@@ -222,7 +226,8 @@ class ThreatModel(Strict):
 
 
 EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.shape", "perturbation.eps", "perturbation.norm",
-              "setting.fmr", "attack.steps", "attack.method", "attack.library")
+              "perturbation.method", "perturbation.alpha", "perturbation.pairing", "setting.fmr", "attack.steps",
+              "attack.method", "attack.library")
 """Fields where a list means 'one run per value'."""
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,17 +45,33 @@ class AlignedFaces:
 DETECTION = "detection"
 """Cache entries under this template name hold a face's box and landmarks, shared by every template."""
 
+_IDLE: dict[str, list[FaceAnalyzer]] = {}
+_IDLE_LOCK = threading.Lock()
+
+
+@contextmanager
+def _borrowed(like: FaceAnalyzer) -> Iterator[FaceAnalyzer]:
+    """An analyzer with `like`'s settings for one thread at a time, kept for later calls: loading dlib's
+    landmark models takes about a second, which used to be paid by every thread of every call."""
+    with _IDLE_LOCK:
+        idle = _IDLE.setdefault(like.key, [])
+        analyzer = idle.pop() if idle else FaceAnalyzer(like.detector_name, like.max_upsample)
+    try:
+        yield analyzer
+    finally:
+        with _IDLE_LOCK:
+            idle.append(analyzer)
+
 
 def align_faces(paths: Sequence[Path], template: Template, analyzer: FaceAnalyzer | None = None,
                 cache: FaceCache | None = None, progress: bool = True, workers: int | None = None) -> AlignedFaces:
     """Detect one face per image, find landmarks and crop it to `template`.
 
     Images are processed in `workers` threads (default: the CPU count, at most 8); dlib releases
-    the GIL while detecting, and each thread gets its own detector since dlib's is not re-entrant.
+    the GIL while detecting, and each thread borrows its own analyzer since dlib's detector is not re-entrant.
     """
     analyzer = analyzer or FaceAnalyzer()
     face_cache = cache or FaceCache()
-    local = threading.local()
 
     def one(path: Path) -> dict[str, np.ndarray]:
         try:
@@ -63,9 +80,8 @@ def align_faces(paths: Sequence[Path], template: Template, analyzer: FaceAnalyze
             return {"reason": np.array(f"unreadable file ({exc.strerror})")}
         hit = face_cache.get(digest, template.name, analyzer.key)
         if hit is None:
-            if not hasattr(local, "analyzer"):
-                local.analyzer = FaceAnalyzer(analyzer.detector_name, analyzer.max_upsample)
-            hit = _process(path, digest, template, local.analyzer, face_cache)
+            with _borrowed(analyzer) as own:
+                hit = _process(path, digest, template, own, face_cache)
             face_cache.put(digest, template.name, analyzer.key, **hit)
         return hit
 

@@ -84,9 +84,14 @@ class Family(ABC):
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         """Attack the threat model's population and measure what results.json records."""
 
-    def report_view(self, run: dict[str, Any]) -> dict[str, Any]:
-        """Plain data the family's report partial shows, built from its results.json record alone."""
+    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+        """Plain data the family's report partial shows, from its results.json record (images under
+        `results_dir`, faces blurred when `redact`)."""
         return {}
+
+    def suite_figures(self, runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """Figures across this family's runs in a suite: (title, PNG data URI)."""
+        return []
 
     def gate_metrics(self) -> tuple[str, ...]:
         """Names a gate of this family may test."""

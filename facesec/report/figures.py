@@ -157,10 +157,10 @@ def _asr_figure(fig: Figure, ax: Any, title: str, xlabel: str) -> str:
     ax.set_ylabel("attack success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    return _figure_uri(fig)
+    return figure_uri(fig)
 
 
-def _figure_uri(fig: Figure) -> str:
+def figure_uri(fig: Figure) -> str:
     """The figure as a PNG data URI, without the software stamp so the same data gives the same bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})

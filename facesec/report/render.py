@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader
 
-from facesec.errors import ConfigError
+from facesec import families
+from facesec.errors import ConfigError, FacesecError
 from facesec.report import figures
 
 SCHEMA_VERSION = 1
@@ -28,22 +29,6 @@ MATRIX_COLUMN_KEYS = ("goal", "capability")
 DIMENSION_KEYS = ("recognizer", "perturbation", "knowledge", "goal", "capability", "setting", "attack")
 _BUDGET_TOKEN = re.compile(r"(eps=)?\d*\.?\d+(e-?\d+)?(/\d*\.?\d+)?", re.IGNORECASE)
 _GREEN, _YELLOW, _RED = (26, 152, 80), (254, 224, 139), (215, 48, 39)
-ACCESSORY_METRIC_LABELS = {
-    "attack_success_rate": "attack success, digital (accessory worn as is)",
-    "noise_success_rate": "random-colour accessory success",
-    "plain_accessory_success_rate": "plain accessory (baseline) success",
-    "eot_success_rate": "success under fresh transforms (EOT)",
-    "eot_draws": "fresh transforms per attempt (EOT draws)",
-}
-"""What an accessory run's metrics mean, shown above their keys (the keys are what gates name)."""
-KNOWLEDGE_METRIC_LABELS = {
-    "surrogate_success_rate": "success on the surrogate(s) it was crafted on",
-    "photo_success_rate": "success once pasted into the original photo (8 bits) and detected and aligned again",
-    "photo_faces_lost": "attacked photos in which the detector no longer found one face",
-    "asr_at_queries": "ASR after n queries per face",
-    "linf_at_queries": "median L-inf distance after n queries per face",
-}
-"""What a transfer or query run's own metrics mean; only those runs carry these keys."""
 MATRIX_QUERY_MARK = 100
 """A query cell shows the ASR after the largest recorded query count up to this, beside the final one."""
 
@@ -139,6 +124,12 @@ class RunView:
     print_files: list[PrintFile] = field(default_factory=list)
     knowledge: str = ""
     """The attacker's knowledge kind: white-box, transfer or query (empty when results.json does not say)."""
+    headline_label: str = "ASR"
+    """What `asr` holds: the attack success rate, or the family's own headline (MMPMR for morphs)."""
+    partial: str | None = None
+    """The family's own template for the rest of the run's section (None: the evasion gallery)."""
+    view: dict[str, Any] = field(default_factory=dict)
+    """What the family's partial shows."""
 
     @property
     def failed(self) -> bool:
@@ -204,6 +195,9 @@ class Report:
     has_accessory: bool = False
     has_transfer: bool = False
     has_query: bool = False
+    family_figures: list[tuple[str, str]] = field(default_factory=list)
+    """Figures across runs of one family (MMPMR against alpha ...): (title, data URI)."""
+    has_morph: bool = False
 
 
 def render_report(results_path: Path, out_path: Path | None = None, redact: bool = False) -> Path:
@@ -256,6 +250,7 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         matrix=_matrix(raw_runs, runs),
         row_keys=MATRIX_ROW_KEYS,
         sweeps=_sweeps(raw_runs),
+        family_figures=_family_figures(raw_runs),
         queries_plot=_queries_plot(raw_runs),
         runs=runs,
         baseline_path=_text(baseline_doc.get("path")) if baseline_doc else None,
@@ -264,6 +259,7 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         has_accessory=any(run.accessory for run in runs),
         has_transfer=any(run.knowledge == "transfer" for run in runs),
         has_query=any(run.knowledge == "query" for run in runs),
+        has_morph=any(run.headline_label == "MMPMR" for run in runs),
     )
 
 
@@ -321,27 +317,44 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
     threat_model = run.get("threat_model")
     gallery = run.get("gallery")
     accessory = _is_accessory(run)
+    family = _family(run)
+    headline = _text(_dict(run.get("headline")).get("metric"), "attack_success_rate")
+    partial = family.report_partial if family is not None else None
+    labels = {k: info.label for k, info in family.metrics.items()} if family is not None else {}
     return RunView(
         index=index,
         anchor=f"run-{index + 1}",
         name=name,
         source=_text(run.get("source")),
-        asr=fmt_asr(metrics.get("attack_success_rate"), metrics.get("attack_success_ci95")),
+        asr=fmt_asr(metrics.get(headline), metrics.get(f"{headline}_ci95", metrics.get("attack_success_ci95"))),
         dimensions=_dimension_rows(_dict(run.get("dimensions")), run.get("eps")),
-        metrics=[_metric_row(str(k), v, accessory) for k, v in metrics.items()],
+        metrics=[_metric_row(str(k), v, labels) for k, v in metrics.items()
+                 if partial is None or not isinstance(v, dict)],  # a family's partial shows its nested metrics
         validity=[Row(str(k), fmt(v)) for k, v in validity_doc.items() if k != "flags"]
         if isinstance(validity, dict) else None,
         flags=[_text(f) for f in _list(validity_doc.get("flags"))],
         gates=[_gate(name, f"run-{index + 1}", g) for g in _list(run.get("gates"))],
         gallery=[_gallery_item(item, results_dir, redact, accessory) for item in gallery if isinstance(item, dict)]
-        if isinstance(gallery, list) else None,
+        if isinstance(gallery, list) and partial is None else None,
         provenance=_provenance_rows(run["provenance"]) if isinstance(run.get("provenance"), dict) else None,
         samples=_link(run.get("samples_csv"), results_dir, out_dir),
         threat_model=json.dumps(threat_model, indent=2, sort_keys=True) if threat_model is not None else None,
         accessory=accessory,
         print_files=[_print_file(_dict(f), results_dir, out_dir) for f in _list(run.get("print_files"))],
         knowledge=_knowledge_kind(run),
+        headline_label="ASR" if headline == "attack_success_rate" else _text(_dict(run.get("headline")).get("label")),
+        partial=partial,
+        view=family.report_view(run, results_dir, redact) if family is not None and partial is not None else {},
     )
+
+
+def _family(run: dict[str, Any]) -> families.Family | None:
+    """The run's attack family (by `family`, else its threat model's perturbation kind); None when unknown here."""
+    kind = run.get("family") or _dict(_dict(run.get("threat_model")).get("perturbation")).get("kind") or "pixel"
+    try:
+        return families.get(str(kind))
+    except FacesecError:
+        return None
 
 
 def _is_accessory(run: dict[str, Any]) -> bool:
@@ -361,13 +374,13 @@ def _knowledge_kind(run: dict[str, Any]) -> str:
     return kind if isinstance(kind, str) else ""
 
 
-def _metric_row(key: str, value: Any, accessory: bool) -> Row:
-    """A metric; accessory, transfer and query runs' own metrics are labelled in words, their key kept beneath."""
-    label = (ACCESSORY_METRIC_LABELS.get(key) if accessory else None) or KNOWLEDGE_METRIC_LABELS.get(key)
+def _metric_row(key: str, value: Any, labels: dict[str, str]) -> Row:
+    """A metric, labelled in words by its family with the key (what gates name) kept beneath."""
+    label = labels.get(key)
     reached = _queries(value) if key in ("asr_at_queries", "linf_at_queries") else []
     show = _rate if key == "asr_at_queries" else _distance
     text = " · ".join(f"{n}:\u00a0{show(v)}" for n, v in reached) if reached else fmt(value)  # no break in a pair
-    return Row(label, text, key) if label else Row(key, text)
+    return Row(label, text, key) if label and label != key else Row(key, text)
 
 
 def _distance(value: float | None) -> str:
@@ -480,9 +493,10 @@ def _matrix(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> Matrix:
         columns.setdefault(column)
         cell = rows.setdefault(row, {}).setdefault(column, MatrixCell())
         metrics = _dict(raw.get("metrics"))
-        cell.entries.append(MatrixEntry(run.anchor, run.name, run.asr, bool(run.flags), run.failed,
+        text = run.asr if run.headline_label == "ASR" else f"{run.headline_label} {run.asr}"
+        cell.entries.append(MatrixEntry(run.anchor, run.name, text, bool(run.flags), run.failed,
                                         _cell_detail(run, metrics)))
-        asr = _num(metrics.get("attack_success_rate"))
+        asr = _num(metrics.get(_text(_dict(raw.get("headline")).get("metric"), "attack_success_rate")))
         if asr is not None:
             cell.worst = asr if cell.worst is None else max(cell.worst, asr)
     return Matrix(
@@ -507,6 +521,16 @@ def _cell_detail(run: RunView, metrics: dict[str, Any]) -> str:
         shown = ([early[-1]] if early and early[-1] != reached[-1] else []) + [reached[-1]]
         parts.append("after " + " · ".join(f"{n} q {_rate(asr)}" for n, asr in shown))
     return " · ".join(parts)
+
+
+def _family_figures(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Figures across a family's runs (e.g. MMPMR against alpha), from each family present in the suite."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for run in raw_runs:
+        family = _family(run)
+        if family is not None:
+            by_kind.setdefault(family.name, []).append(run)
+    return [fig for kind, runs in by_kind.items() for fig in families.get(kind).suite_figures(runs)]
 
 
 def _queries_plot(raw_runs: list[dict[str, Any]]) -> str | None:
@@ -594,8 +618,14 @@ def _inside(root: Path, relative: Any) -> bool:
 
 
 def _environment() -> Environment:
+    """Templates: the page's own, then each family's partial from its package."""
+    dirs = [Path(__file__).parent / "templates"]
+    for kind in families.available():
+        family = _family({"family": kind})
+        if family is not None and family.template_dir is not None:
+            dirs.append(family.template_dir)
     return Environment(
-        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        loader=FileSystemLoader(dirs),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -1,1 +1,98 @@
-"""Face morphing: one enrolment photo made from two people, both of whom should then be verified against it."""
+"""Face morphing: one enrolment photo made from two people (a criminal and an accomplice), against which
+both are then verified. Landmark morphs, and optimised (worst-case) morphs; MMPMR, FMMPMR, RMMR, MAP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from facesec.families import register
+from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+from facesec.families.morph.spec import MorphPerturbation
+
+if TYPE_CHECKING:
+    from facesec.spec import ThreatModel
+
+_M = MetricInfo
+METRICS: dict[str, MetricInfo] = {
+    "mmpmr": _M("MMPMR", "share of morphs that accept both contributors' first probe (Scherhag et al. 2017)",
+                "lower"),
+    "mmpmr_ci95": _M("95% Wilson interval of MMPMR", gate=False),
+    "fmmpmr": _M("FMMPMR", "share of all probe pairs of both contributors accepted together (Venkatesh et al. 2020)",
+                 "lower"),
+    "rmmr": _M("RMMR", "MMPMR + FNMR at the same threshold: MMPMR relative to how often genuine pairs match "
+                       "(Scherhag et al. 2017)", "lower"),
+    "map": _M("Morphing Attack Potential", "share of morphs accepting both contributors in at least r attempts on at "
+                                           "least c recognizers (Ferrara et al. 2022, ISO/IEC 20059)", gate=False),
+    "no_morph_mmpmr": _M("MMPMR with A's own photo, unmorphed (zero-effort baseline)"),
+    "genuine_accept_rate": _M("genuine acceptance rate at the threshold (1 - FNMR)"),
+    "impostor_accept_rate": _M("zero-effort impostor acceptance rate at the threshold (observed FMR)"),
+    "fnmr": _M("FNMR at the threshold"),
+    "threshold": _M("verification threshold at setting.fmr"),
+    "dedup_both_top2": _M("1:N search: both contributors are the top 2 (NIST IR 8430)", better="lower"),
+    "dedup_contributor_top1": _M("1:N search: a contributor is rank 1"),
+    "n_morphs": _M("morphs"),
+    "morphs_not_enrolled": _M("morphs in which detection found no single face (failed attacks)"),
+    "pair_similarity_mean": _M("mean similarity of the paired subjects, as the attacker saw them"),
+    "landmark_mmpmr": _M("MMPMR of the landmark morphs the optimisation started from"),
+    "landmark_fmmpmr": _M("FMMPMR of the landmark morphs the optimisation started from"),
+    "at_fmr": _M("target's metrics at each FMR", gate=False),
+    "by_recognizer": _M("each judging recognizer's metrics at each FMR", gate=False),
+    "attack_time_s": _M("morphing time (s)"),
+    "wall_time_s": _M("run time (s)"),
+    "n_identities": _M("identities (subjects and calibration)"),
+    "n_subjects": _M("subjects who may be paired"),
+    "n_skipped_images": _M("skipped images"),
+    "validity.n_flags": _M("validity: warnings"),
+    "validity.morphs_not_enrolled": _M("validity: morphs not enrolled"),
+}
+
+
+@register
+class Morph(Family):
+    """Morphs of two subjects' photos submitted as enrolments; both contributors' own probes verified against them."""
+
+    name: ClassVar[str] = "morph"
+    Spec = MorphPerturbation
+    supports: ClassVar[Supports] = Supports(goals=("impersonation",), capabilities=("individual",),
+                                            knowledge=("white-box", "transfer"), settings=("open-set",))
+    metrics: ClassVar[dict[str, MetricInfo]] = METRICS
+    headline: ClassVar[str] = "mmpmr"
+    report_partial: ClassVar[str | None] = "morph.html.j2"
+    template_dir: ClassVar[Path | None] = Path(__file__).parent
+
+    def check(self, tm: ThreatModel) -> None:
+        p = tm.perturbation
+        assert isinstance(p, MorphPerturbation)
+        if tm.data.images_per_identity <= p.references:
+            raise ValueError(f"data.images_per_identity ({tm.data.images_per_identity}) must exceed "
+                             f"perturbation.references ({p.references}) so that every contributor keeps probes")
+        if p.method == "optimised":
+            if tm.attack.library != "native" or tm.attack.method != "pgd":
+                raise ValueError("attack: optimised morphs are made by facesec's own signed-gradient steps; use "
+                                 f"library: native, method: pgd (got {tm.attack.library}/{tm.attack.method})")
+            if tm.attack.steps < 1:
+                raise ValueError("attack.steps: optimised morphs need at least one step")
+
+    def preflight(self, tm: ThreatModel) -> None:
+        from facesec.recognizers.preflight import check_recognizer
+
+        p = tm.perturbation
+        assert isinstance(p, MorphPerturbation)
+        for i, spec in enumerate(p.recognizers):
+            check_recognizer(f"field 'perturbation.recognizers.{i}'", spec)
+
+    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
+        from facesec.families.morph.run import run_threat_model
+
+        return run_threat_model(tm, ctx)
+
+    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+        from facesec.families.morph.report import view
+
+        return view(run, results_dir, redact)
+
+    def suite_figures(self, runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        from facesec.families.morph.report import suite_figures
+
+        return suite_figures(runs)

@@ -1,0 +1,61 @@
+"""Worst-case morphs: a landmark morph's pixels moved (within an L-inf budget) so that the worse-matched of
+its two contributors is matched as well as possible, on the attacker's recognizer(s).
+
+The optimisation works on the photo itself: each recognizer sees it through its own aligned crop, taken by a
+differentiable resampling with the crop transform of the face found in the landmark morph, so the result is
+a photo that then goes through detection and alignment like any enrolment photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facesec.recognizers import Recognizer
+
+
+def crop_grid(transform: np.ndarray, height: int, width: int, size: int) -> torch.Tensor:
+    """S x S x 2 `grid_sample` coordinates: where each pixel of the aligned crop lies in the photo."""
+    back = cv2.invertAffineTransform(transform.astype(np.float64))
+    ys, xs = np.mgrid[0:size, 0:size]
+    where = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], 1) @ back.T
+    grid = np.stack([(2 * where[:, 0] + 1) / width - 1, (2 * where[:, 1] + 1) / height - 1], 1)
+    return torch.from_numpy(grid.reshape(size, size, 2)).float()
+
+
+@dataclass
+class AttackerView:
+    """One recognizer the attacker differentiates: where each morph's crop lies, and each contributor's template."""
+
+    model: Recognizer
+    grid: torch.Tensor
+    """B x S x S x 2, from `crop_grid`."""
+    template_a: torch.Tensor
+    """B x D: contributor A's template as this recognizer sees the attacker's reference photos."""
+    template_b: torch.Tensor
+
+    def worse_match(self, photos: torch.Tensor) -> torch.Tensor:
+        """Per morph, the lower of its similarities to the two contributors."""
+        crops = F.grid_sample(photos, self.grid, mode="bilinear", padding_mode="border", align_corners=False)
+        emb = self.model(crops)
+        return torch.minimum(self.model.similarity(emb, self.template_a), self.model.similarity(emb, self.template_b))
+
+
+def optimise(photos: torch.Tensor, views: list[AttackerView], eps: float, steps: int,
+             step_size: float | None = None) -> torch.Tensor:
+    """Signed-gradient ascent of the worse contributor's similarity (summed over the views), within `eps`
+    (L-inf) of `photos` (B x 3 x H x W in [0, 1]); returns the optimised photos, not yet quantised."""
+    step = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
+    delta = torch.zeros_like(photos, requires_grad=True)
+    for _ in range(steps):
+        x = (photos + delta).clamp(0, 1)
+        loss = torch.stack([view.worse_match(x) for view in views]).sum()
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta += step * grad.sign()
+            delta.clamp_(-eps, eps)
+    return (photos + delta.detach()).clamp(0, 1)

@@ -1,0 +1,183 @@
+"""The morph section of the report: a plain-language reading, metrics at each FMR, the mated-morph scatter,
+MMPMR against FMR, the MAP heat map and the pairs (contributor A, morph, contributor B); built from results.json."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from facesec.report import figures
+
+COLUMNS = (("mmpmr", "MMPMR"), ("fmmpmr", "FMMPMR"), ("rmmr", "RMMR"), ("no_morph_mmpmr", "no-morph MMPMR"),
+           ("genuine_accept_rate", "genuine accept"), ("impostor_accept_rate", "impostor accept (FMR seen)"),
+           ("threshold", "threshold"))
+"""The per-FMR table's columns: key in results.json and heading."""
+
+
+def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    """Everything the morph partial shows; every field may be missing from a hand-edited results.json."""
+    metrics = _dict(run.get("metrics"))
+    morph = _dict(run.get("morph"))
+    at_fmr = _dict(metrics.get("at_fmr"))
+    setting = _dict(_dict(run.get("threat_model")).get("setting"))
+    headline_fmr = setting.get("fmr")
+    return {
+        "reading": _reading(metrics, headline_fmr),
+        "table": [(fmr, [_fmt(_dict(row).get(key)) for key, _ in COLUMNS], _dict(row).get("fmr_supported") is not False)
+                  for fmr, row in at_fmr.items()],
+        "columns": [label for _, label in COLUMNS],
+        "by_recognizer": [(name, [(fmr, _fmt(_dict(row).get("mmpmr")), _fmt(_dict(row).get("fmmpmr")))
+                                  for fmr, row in _dict(rows).items()])
+                          for name, rows in _dict(metrics.get("by_recognizer")).items()],
+        "scatter": _scatter(morph),
+        "mmpmr_fmr": _mmpmr_against_fmr(_dict(metrics.get("by_recognizer"))),
+        "map": [(fmr, _map_plot(fmr, _dict(doc))) for fmr, doc in _dict(metrics.get("map")).items()],
+        "pairs": [_pair(_dict(g), results_dir, redact) for g in _list(run.get("gallery"))],
+    }
+
+
+def _reading(metrics: dict[str, Any], fmr: Any) -> str:
+    """One sentence an auditor can quote."""
+    mmpmr, n = metrics.get("mmpmr"), metrics.get("n_morphs")
+    if not isinstance(mmpmr, int | float) or not isinstance(n, int):
+        return ""
+    base = metrics.get("no_morph_mmpmr")
+    than = (f", against {base:.0%} when A simply enrols their own, unmorphed photo"
+            if isinstance(base, int | float) else "")
+    at = f"FMR {fmr:g}" if isinstance(fmr, int | float) else "the calibrated FMR"
+    return (f"At the threshold this system would use ({at}), {mmpmr:.0%} of {n} morphs let both people through "
+            f"(each verified with their own photo){than}.")
+
+
+def _scatter(morph: dict[str, Any]) -> str | None:
+    """S(morph, A) against S(morph, B) with each FMR's threshold as lines: the top-right corner is both accepted."""
+    pts = np.array([p for p in _list(morph.get("scores")) if isinstance(p, list) and len(p) == 2], dtype=float)
+    pts = pts[np.isfinite(pts).all(1)] if len(pts) else pts
+    thresholds = {k: v for k, v in _dict(morph.get("thresholds")).items() if isinstance(v, int | float)}
+    if not len(pts):
+        return None
+    fig = Figure(figsize=(4.4, 4.0))
+    ax = fig.add_subplot()
+    ax.scatter(pts[:, 0], pts[:, 1], s=14, color="#2b6cb0", label="morphs")
+    for (fmr, t), style in zip(sorted(thresholds.items(), key=lambda kv: float(kv[0]), reverse=True),
+                               ("--", ":", "-."), strict=False):
+        ax.axvline(t, color="#c53030", linestyle=style, linewidth=1, label=f"threshold at FMR {fmr}")
+        ax.axhline(t, color="#c53030", linestyle=style, linewidth=1)
+    ax.set_xlabel("similarity to contributor A's probe")
+    ax.set_ylabel("similarity to contributor B's probe")
+    ax.set_title("Mated-morph scores (both above the line: accepted)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    return figures.figure_uri(fig)
+
+
+def _mmpmr_against_fmr(by_recognizer: dict[str, Any]) -> str | None:
+    """MMPMR (and FMMPMR) at each FMR, one line per recognizer."""
+    lines = []
+    for name, rows in by_recognizer.items():
+        pts = sorted((float(f), _num(_dict(r).get("mmpmr")), _num(_dict(r).get("fmmpmr")))
+                     for f, r in _dict(rows).items() if _is_float(f))
+        if len(pts) >= 2:
+            lines.append((name, pts))
+    if not lines:
+        return None
+    fig = Figure(figsize=(4.4, 3.2))
+    ax = fig.add_subplot()
+    for name, pts in lines:
+        x = [p[0] for p in pts]
+        ax.plot(x, [p[1] for p in pts], marker="o", label=f"{name} MMPMR")
+        ax.plot(x, [p[2] for p in pts], marker=".", linestyle="--", label=f"{name} FMMPMR")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("FMR the threshold is set at")
+    ax.set_ylabel("rate")
+    ax.set_title("Morph acceptance against the operating point", fontsize=9)
+    ax.legend(fontsize=7)
+    return figures.figure_uri(fig)
+
+
+def _map_plot(fmr: str, doc: dict[str, Any]) -> str | None:
+    """The MAP matrix as a heat map: rows r (attempts), columns c (recognizers)."""
+    matrix = np.array(_list(doc.get("matrix")), dtype=float)
+    if matrix.ndim != 2 or not matrix.size:
+        return None
+    fig = Figure(figsize=(1.6 + 0.9 * matrix.shape[1], 1.2 + 0.45 * matrix.shape[0]))
+    ax = fig.add_subplot()
+    ax.imshow(matrix, vmin=0, vmax=1, cmap="RdYlGn_r", aspect="auto")
+    for (r, c), v in np.ndenumerate(matrix):
+        ax.text(c, r, "—" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(matrix.shape[1]), [f"≥{c + 1}" for c in range(matrix.shape[1])])
+    ax.set_yticks(range(matrix.shape[0]), [f"≥{r + 1}" for r in range(matrix.shape[0])])
+    ax.set_xlabel("recognizers fooled (c)")
+    ax.set_ylabel("attempts accepted (r)")
+    names = ", ".join(str(n) for n in _list(doc.get("recognizers")))
+    ax.set_title(f"MAP at FMR {fmr} ({names})", fontsize=8)
+    return figures.figure_uri(fig)
+
+
+def _pair(g: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    images = {}
+    for key in ("a", "morph", "b"):
+        image = figures.load_image(results_dir, g.get(key))
+        if image is not None and redact:
+            image = figures.redact_face(image)
+        images[key] = figures.png_data_uri(image) if image is not None else None
+    return {**images, "contributor_a": str(g.get("contributor_a", "")),
+            "contributor_b": str(g.get("contributor_b", "")),
+            "score_a": _fmt(g.get("score_a")), "score_b": _fmt(g.get("score_b")),
+            "accepted": g.get("accepted") if isinstance(g.get("accepted"), bool) else None,
+            "enrolled": g.get("enrolled") is not False}
+
+
+def suite_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """MMPMR against alpha, one line per (recognizer, method, pairing) with runs at two or more alphas."""
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for run in runs:
+        morph, metrics = _dict(run.get("morph")), _dict(run.get("metrics"))
+        alpha, mmpmr = morph.get("alpha"), metrics.get("mmpmr")
+        if isinstance(alpha, int | float) and isinstance(mmpmr, int | float):
+            dims = _dict(run.get("dimensions"))
+            key = f"{dims.get('recognizer', '?')} · {morph.get('method', '?')} · {morph.get('pairing', '?')} pairs"
+            lines.setdefault(key, []).append((float(alpha), float(mmpmr)))
+    lines = {k: sorted(v) for k, v in lines.items() if len({a for a, _ in v}) >= 2}
+    if not lines:
+        return []
+    fig = Figure(figsize=(5.2, 3.2))
+    ax = fig.add_subplot()
+    for label, pts in lines.items():
+        ax.plot([a for a, _ in pts], [m for _, m in pts], marker="o", label=label)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("alpha (contributor B's weight)")
+    ax.set_ylabel("MMPMR")
+    ax.legend(fontsize=7)
+    return [("MMPMR against alpha", figures.figure_uri(fig))]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return "—"
+    return f"{value:.3g}"
+
+
+def _num(value: Any) -> float:
+    """A rate from results.json; NaN (a gap in the line) when missing."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+
+def _is_float(text: Any) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,349 @@
+"""The morph family's runner: pair subjects, morph their photos, enrol each morph through detection and
+alignment, and verify both contributors' own probes against it on every judging recognizer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from facesec import protocols
+from facesec.data.align import Template
+from facesec.data.faces import Detection, FaceAnalyzer, NoFace
+from facesec.data.images import read_rgb
+from facesec.errors import ConfigError
+from facesec.families.base import RunContext, RunOutput
+from facesec.families.evasion.artefacts import png
+from facesec.families.morph import measures, pairs
+from facesec.families.morph.landmark import landmark_morph
+from facesec.families.morph.optimise import AttackerView, crop_grid, optimise
+from facesec.families.morph.spec import MorphPerturbation
+from facesec.population import Population, realign, select
+from facesec.provenance import provenance
+from facesec.recognizers import Recognizer, load
+from facesec.spec import OpenSet, ThreatModel, Transfer
+
+GALLERY_SIZE = 6
+"""Pairs shown in the report (contributor A, morph, contributor B)."""
+
+
+@dataclass
+class Judge:
+    """A recognizer that verifies the morphs: its view of every population face and its calibrated thresholds."""
+
+    name: str
+    model: Recognizer
+    pop: Population
+    """The population aligned to this recognizer's template."""
+    emb: torch.Tensor
+    genuine: np.ndarray
+    impostor: np.ndarray
+    thresholds: dict[float, float]
+
+
+@dataclass
+class Morphs:
+    """The morph photos (uint8 RGB, each in contributor A's photo frame) and their faces as detection found them."""
+
+    photos: list[np.ndarray]
+    faces: list[Detection | None]
+    """None: no single face found, so the morph could not be enrolled (a failed attack)."""
+
+
+class MorphOutput(RunOutput):
+    """A morph run's record and the crops behind its pair gallery."""
+
+    def __init__(self, record: dict[str, Any], rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]):
+        super().__init__(record)
+        self.rows = rows
+
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+        gallery = []
+        for i, (a, morph, b) in enumerate(self.rows):
+            files = {}
+            for key, image in (("a", a), ("morph", morph), ("b", b)):
+                if image is not None:
+                    png(image, run_dir / f"{i}_{key}.png")
+                    files[key] = f"{rel}/{i}_{key}.png"
+            row = samples.iloc[i]
+            gallery.append({"contributor_a": row["contributor_a"], "contributor_b": row["contributor_b"], **files,
+                            "score_a": float(row["score_a"]), "score_b": float(row["score_b"]),
+                            "accepted": bool(row["mated_match"]), "enrolled": bool(row["enrolled"])})
+        return {"gallery": gallery}
+
+
+def _scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor scores of all pairs of the faces (upper triangle)."""
+    sims = model.similarity_matrix(emb, emb).cpu().numpy()
+    iu = np.triu_indices(len(ids), k=1)
+    same = ids[iu[0]] == ids[iu[1]]
+    return sims[iu][same], sims[iu][~same]
+
+
+def _judge(model: Recognizer, pop: Population, fmrs: list[float], progress: bool) -> Judge:
+    own = pop if pop.template == model.info.template else realign(pop, model.info.template)
+    emb = model.embed(own.faces, progress=progress)
+    genuine, impostor = _scores(model, emb, own.identity)
+    return Judge(model.info.name, model, own, emb, genuine, impostor,
+                 {f: protocols.threshold_at_fmr(impostor, f) for f in fmrs})
+
+
+def _templates(model: Recognizer, emb: torch.Tensor, index: list[np.ndarray]) -> torch.Tensor:
+    """One template per identity from the embeddings at each index list: their mean (normalised first for cosine)."""
+    if model.info.comparison == "cosine":
+        emb = torch.nn.functional.normalize(emb, dim=-1)
+    return torch.stack([emb[torch.from_numpy(i)].mean(0) for i in index])
+
+
+def _crops(morphs: Morphs, template: Template, analyzer: FaceAnalyzer) -> tuple[torch.Tensor, np.ndarray]:
+    """Each enrolled morph aligned to `template` (zeros where it was not enrolled), and which were enrolled."""
+    crops = torch.zeros(len(morphs.photos), 3, template.size, template.size)
+    enrolled = np.array([f is not None for f in morphs.faces])
+    for i, (photo, face) in enumerate(zip(morphs.photos, morphs.faces, strict=True)):
+        if face is not None:
+            crop = analyzer.align(photo, face.face(template), template)
+            crops[i] = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+    return crops, enrolled
+
+
+def _detect(photos: list[np.ndarray], analyzer: FaceAnalyzer) -> list[Detection | None]:
+    found: list[Detection | None] = []
+    for photo in photos:
+        try:
+            found.append(analyzer.detect(photo))
+        except NoFace:
+            found.append(None)
+    return found
+
+
+def _landmark_morphs(pop: Population, pair_list: list[tuple[int, int]], first: np.ndarray, alpha: float,
+                     analyzer: FaceAnalyzer, progress: bool) -> Morphs:
+    """Landmark morphs of each pair's first reference photos, in A's photo."""
+    photos = []
+    for a, b in tqdm(pair_list, desc="landmark morphs", unit="morph", disable=not progress or None):
+        image_a, _ = read_rgb(pop.paths[first[a]])
+        image_b, _ = read_rgb(pop.paths[first[b]])
+        photos.append(landmark_morph(image_a, analyzer.detect(image_a).landmarks68,
+                                     image_b, analyzer.detect(image_b).landmarks68, alpha))
+    return Morphs(photos, _detect(photos, analyzer))
+
+
+def _attackers(tm: ThreatModel, target: Judge, pop: Population, device: torch.device, progress: bool) -> list[Judge]:
+    """The recognizers the attacker has: the target (white-box) or the surrogates (transfer)."""
+    if not isinstance(tm.knowledge, Transfer):
+        if not target.model.info.differentiable and isinstance(tm.perturbation, MorphPerturbation) \
+                and tm.perturbation.method == "optimised":
+            raise ConfigError(f"field 'knowledge': {target.name} gives no gradients; optimised morphs against it "
+                              "need knowledge: {kind: transfer, surrogates: [...]}")
+        return [target]
+    return [_judge(load(s, device), pop, [], progress) for s in tm.knowledge.surrogates]
+
+
+def _optimised(morphs: Morphs, attackers: list[Judge], refs_a: list[np.ndarray], refs_b: list[np.ndarray],
+               tm: ThreatModel, p: MorphPerturbation, analyzer: FaceAnalyzer, device: torch.device,
+               progress: bool) -> Morphs:
+    """Each enrolled landmark morph optimised on the attackers' recognizers; photos of one size share a batch."""
+    photos = list(morphs.photos)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, face in enumerate(morphs.faces):
+        if face is not None:
+            groups.setdefault(morphs.photos[i].shape, []).append(i)
+    for (h, w, _), members in tqdm(groups.items(), desc="optimised morphs", unit="batch", disable=not progress or None):
+        for start in range(0, len(members), 16):
+            chunk = members[start:start + 16]
+            views = []
+            for judge in attackers:
+                t = judge.model.info.template
+                found = [morphs.faces[i] for i in chunk]
+                grids = [crop_grid(analyzer.crop_transform(f.face(t), t), h, w, t.size) for f in found if f is not None]
+                views.append(AttackerView(judge.model, torch.stack(grids).to(device),
+                                          _templates(judge.model, judge.emb, [refs_a[i] for i in chunk]).to(device),
+                                          _templates(judge.model, judge.emb, [refs_b[i] for i in chunk]).to(device)))
+            x = torch.from_numpy(np.stack([morphs.photos[i] for i in chunk])).permute(0, 3, 1, 2).float() / 255.0
+            out = optimise(x.to(device), views, p.eps, tm.attack.steps, tm.attack.step_size)
+            quantised = (out.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+            for i, photo in zip(chunk, quantised, strict=True):
+                photos[i] = photo
+    return Morphs(photos, _detect(photos, analyzer))
+
+
+def _verify(judge: Judge, morphs: Morphs, probes_a: list[np.ndarray], probes_b: list[np.ndarray],
+            analyzer: FaceAnalyzer) -> tuple[list[np.ndarray], list[np.ndarray], torch.Tensor]:
+    """Each morph's scores against its contributors' probes (-inf when not enrolled), and its embeddings."""
+    crops, enrolled = _crops(morphs, judge.model.info.template, analyzer)
+    emb = judge.model.embed(crops.to(judge.emb.device))
+    sa: list[np.ndarray] = []
+    sb: list[np.ndarray] = []
+    for i in range(len(crops)):
+        for index, out in ((probes_a[i], sa), (probes_b[i], sb)):
+            s = judge.model.similarity(emb[i:i + 1], judge.emb[torch.from_numpy(index)]).cpu().numpy().astype(float)
+            out.append(s if enrolled[i] else np.full(len(index), -np.inf))
+    return sa, sb, emb
+
+
+def _at_fmr(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray], host_a: list[np.ndarray],
+            host_b: list[np.ndarray]) -> dict[str, Any]:
+    """The morph metrics of one recognizer at one FMR's threshold."""
+    t = judge.thresholds[fmr]
+    mm = measures.mmpmr(np.array([s[0] for s in sa]), np.array([s[0] for s in sb]), t)
+    fnmr = measures.fnmr(judge.genuine, t)
+    return {
+        "threshold": t, "mmpmr": mm, "fmmpmr": measures.fmmpmr(sa, sb, t), "rmmr": measures.rmmr(mm, fnmr),
+        "fnmr": fnmr, "genuine_accept_rate": 1 - fnmr, "impostor_accept_rate": measures.fmr(judge.impostor, t),
+        "no_morph_mmpmr": measures.mmpmr(np.array([s[0] for s in host_a]), np.array([s[0] for s in host_b]), t),
+        "n_impostor_scores": int(judge.impostor.size),
+        "fmr_supported": measures.supported_fmr(int(judge.impostor.size), fmr),
+    }
+
+
+def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
+    """Morph the subjects' pairs and measure MMPMR, FMMPMR, RMMR, MAP, 1:N search and the baselines."""
+    p, setting = tm.perturbation, tm.setting
+    assert isinstance(p, MorphPerturbation) and isinstance(setting, OpenSet)
+    started, t_start = datetime.now(UTC), time.perf_counter()
+    device, progress = ctx.device, ctx.progress
+    model = load(tm.target, device)
+    n_subjects = tm.data.identities
+    data = tm.data.model_copy(update={"identities": n_subjects + p.calibration_identities})
+    pop = select(data, model.info.template, progress)
+    k = tm.data.images_per_identity
+    fmrs = sorted({*p.fmrs, setting.fmr}, reverse=True)
+    target = _judge(model, pop, fmrs, progress)
+    judges = [target] + [_judge(load(s, device), pop, fmrs, progress) for s in p.recognizers]
+    analyzer = FaceAnalyzer()
+
+    members = [np.flatnonzero(pop.identity == i) for i in range(len(pop.names))]
+    refs = [m[: p.references] for m in members]
+    probes = [m[p.references:] for m in members]
+    attackers = _attackers(tm, target, pop, device, progress)
+    subject_refs = [refs[i] for i in range(n_subjects)]
+    if p.pairing == "lookalike":
+        sims = [a.model.similarity_matrix(*(2 * [_templates(a.model, a.emb, subject_refs)])).cpu().numpy()
+                for a in attackers]
+        pair_list = pairs.lookalike(np.mean(sims, axis=0), p.pairs)
+    else:
+        pair_list = pairs.random_pairs(n_subjects, p.pairs, np.random.default_rng(tm.data.seed))
+    first = np.array([r[0] for r in refs])
+
+    t_attack = time.perf_counter()
+    morphs = _landmark_morphs(pop, pair_list, first, p.alpha, analyzer, progress)
+    pa = [probes[a] for a, _ in pair_list]
+    pb = [probes[b] for _, b in pair_list]
+    landmark = None
+    if p.method == "optimised":
+        landmark = _verify(target, morphs, pa, pb, analyzer)
+        morphs = _optimised(morphs, attackers, [refs[a] for a, _ in pair_list], [refs[b] for _, b in pair_list],
+                            tm, p, analyzer, device, progress)
+    attack_time = time.perf_counter() - t_attack
+    enrolled = np.array([f is not None for f in morphs.faces])
+
+    gallery_index = np.array([pr[0] for pr in probes])
+    by_judge: dict[str, Any] = {}
+    accepted: dict[float, tuple[list[np.ndarray], list[np.ndarray]]] = {f: ([], []) for f in fmrs}
+    for judge in judges:
+        sa, sb, emb = _verify(judge, morphs, pa, pb, analyzer)
+        host_a, host_b = (_host_scores(judge, first, pair_list, q) for q in (pa, pb))
+        by_judge[judge.name] = {f"{f:g}": _at_fmr(judge, f, sa, sb, host_a, host_b) for f in fmrs}
+        for f in fmrs:
+            accepted[f][0].append(measures.accepted_counts(sa, judge.thresholds[f], k - p.references))
+            accepted[f][1].append(measures.accepted_counts(sb, judge.thresholds[f], k - p.references))
+        if judge is target:
+            target_scores, target_host = (sa, sb), (host_a, host_b)
+            search = judge.model.similarity_matrix(emb, judge.emb[torch.from_numpy(gallery_index)]).cpu().numpy()
+            search[~enrolled] = -np.inf
+            both_top2, one_top1 = measures.dedup_search(search, np.array([a for a, _ in pair_list]),
+                                                        np.array([b for _, b in pair_list]))
+    sa, sb = target_scores
+    n = len(pair_list)
+    head = by_judge[target.name][f"{setting.fmr:g}"]
+    t = head["threshold"]
+    mated = np.minimum([s[0] for s in sa], [s[0] for s in sb]) > t
+    map_doc = {f"{f:g}": {"recognizers": [j.name for j in judges], "attempts": k - p.references,
+                          "matrix": measures.map_matrix(np.stack(accepted[f][0], 1), np.stack(accepted[f][1], 1),
+                                                        k - p.references).tolist()} for f in fmrs}
+    flags = [f"FMR {f:g} is not supported by {by_judge[j.name][f'{f:g}']['n_impostor_scores']} impostor scores "
+             f"of {j.name} (needs {10 / f:.0f}); raise calibration_identities"
+             for j in judges for f in fmrs if not by_judge[j.name][f"{f:g}"]["fmr_supported"]]
+    metrics: dict[str, Any] = {
+        "mmpmr": head["mmpmr"], "mmpmr_ci95": measures.rate_with_ci(int(mated.sum()), n)["ci95"],
+        "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
+        "map": map_doc,
+        "no_morph_mmpmr": head["no_morph_mmpmr"],
+        "genuine_accept_rate": head["genuine_accept_rate"], "impostor_accept_rate": head["impostor_accept_rate"],
+        "fnmr": head["fnmr"], "threshold": t,
+        "dedup_both_top2": float(both_top2.mean()) if n else 0.0,
+        "dedup_contributor_top1": float(one_top1.mean()) if n else 0.0,
+        "n_morphs": n, "morphs_not_enrolled": int((~enrolled).sum()),
+        "pair_similarity_mean": _pair_similarity(attackers[0], subject_refs, pair_list),
+        "at_fmr": by_judge[target.name], "by_recognizer": by_judge,
+        "attack_time_s": attack_time, "n_identities": len(pop.names), "n_subjects": n_subjects,
+        "n_skipped_images": len(pop.skipped),
+    }
+    if landmark is not None:
+        base = _at_fmr(target, setting.fmr, landmark[0], landmark[1], *target_host)
+        metrics["landmark_mmpmr"], metrics["landmark_fmmpmr"] = base["mmpmr"], base["fmmpmr"]
+        if head["fmmpmr"] <= base["fmmpmr"]:
+            flags.append(f"optimisation no better than the landmark morph it started from (FMMPMR "
+                         f"{head['fmmpmr']:.2f} <= {base['fmmpmr']:.2f})")
+    metrics["wall_time_s"] = time.perf_counter() - t_start
+    samples = {
+        "index": np.arange(n), "contributor_a": [pop.names[a] for a, _ in pair_list],
+        "contributor_b": [pop.names[b] for _, b in pair_list],
+        "photo_a": [str(pop.paths[first[a]]) for a, _ in pair_list],
+        "photo_b": [str(pop.paths[first[b]]) for _, b in pair_list], "enrolled": enrolled,
+        "score_a": [float(s[0]) for s in sa], "score_b": [float(s[0]) for s in sb], "mated_match": mated,
+        "probes_a_accepted": accepted[setting.fmr][0][0], "probes_b_accepted": accepted[setting.fmr][1][0],
+        "dedup_both_top2": both_top2,
+    }
+    gallery_ids = [(a, b) for a, b in pair_list[:GALLERY_SIZE]]
+    crops, _ = _crops(Morphs(morphs.photos[:GALLERY_SIZE], morphs.faces[:GALLERY_SIZE]),
+                      model.info.template, analyzer)
+    rows = [(target.pop.faces[first[a]], crops[i] if enrolled[i] else None, target.pop.faces[first[b]])
+            for i, (a, b) in enumerate(gallery_ids)]
+    record = {
+        "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
+        "dimensions": {
+            "recognizer": model.info.name,
+            "perturbation": f"morph {p.method} alpha {p.alpha:g}" + (f" eps {p.eps * 255:.3g}/255"
+                                                                     if p.method == "optimised" else ""),
+            "knowledge": "white-box" if not isinstance(tm.knowledge, Transfer)
+            else "transfer from " + " + ".join(a.name for a in attackers),
+            "goal": f"both contributors accepted ({p.pairing} pairs)", "capability": tm.capability,
+            "setting": f"open-set FMR {setting.fmr:g}",
+            "attack": f"{p.method} morph" + (f" {tm.attack.steps} steps" if p.method == "optimised" else ""),
+        },
+        "eps": None, "metrics": metrics,
+        "validity": {"n_flags": len(flags), "flags": flags, "morphs_not_enrolled": int((~enrolled).sum())},
+        "morph": {"scores": [[float(x), float(y)] for x, y in zip(samples["score_a"], samples["score_b"],
+                                                                strict=True)],
+                  "thresholds": {f"{f:g}": target.thresholds[f] for f in fmrs},
+                  "alpha": p.alpha, "pairing": p.pairing, "method": p.method},
+        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
+        "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
+        "samples": samples,
+    }
+    return MorphOutput(record, rows)
+
+
+def _host_scores(judge: Judge, first: np.ndarray, pair_list: list[tuple[int, int]],
+                 probes: list[np.ndarray]) -> list[np.ndarray]:
+    """The no-morph baseline: contributor A's own (unmorphed) photo enrolled, scored against `probes`."""
+    return [judge.model.similarity(judge.emb[first[a]][None], judge.emb[torch.from_numpy(i)]).cpu().numpy()
+            .astype(float) for (a, _), i in zip(pair_list, probes, strict=True)]
+
+
+def _pair_similarity(attacker: Judge, refs: list[np.ndarray], pair_list: list[tuple[int, int]]) -> float:
+    """Mean similarity of the paired subjects as the attacker saw them (look-alikes score high)."""
+    if not pair_list:
+        return 0.0
+    t = _templates(attacker.model, attacker.emb, refs)
+    a, b = (torch.tensor([q[i] for q in pair_list]) for i in (0, 1))
+    return float(attacker.model.similarity(t[a], t[b]).mean())
+

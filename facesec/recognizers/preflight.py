@@ -1,0 +1,29 @@
+"""Recognizer specs checked before any run: the name is known, packaged models are installed, students exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from facesec.errors import ConfigError, WeightsError
+from facesec.recognizers import packaged
+from facesec.recognizers.base import available as available_recognizers
+
+
+def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
+    """A recognizer spec names a registered recognizer (or a factory); a student's folder must exist."""
+    known = available_recognizers()
+    name = spec if isinstance(spec, str) else spec.get("name")
+    if not isinstance(name, str) or (name not in known and ":" not in name):
+        raise ConfigError(f"{where}: unknown recognizer {name!r}; known: {', '.join(sorted(known))}, "
+                          "or package.module:factory")
+    if name in packaged.PACKAGED:  # a missing model fails here, before any run, with the fetch command
+        try:
+            packaged.installed(name)
+        except WeightsError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    if name == "surrogate":
+        folder = Path(str(spec.get("weights", ""))) if isinstance(spec, dict) else Path()
+        if not (folder / "surrogate.json").is_file():
+            raise ConfigError(f"{where}: no trained student in '{folder}'; train one first with "
+                              f"`facesec surrogate train --arch ... --data ... --out {folder}`")

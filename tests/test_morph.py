@@ -1,0 +1,93 @@
+"""The morph family: pairing, validation, a small real run (landmark and optimised) and its report section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facesec.api import run
+from facesec.engine import run_threat_model
+from facesec.errors import ConfigError
+from facesec.families.morph import pairs
+from facesec.spec import load_threat_models
+
+SMALL = ("name: m\ndata: {identities: 8, images_per_identity: 4}\n"
+         "perturbation: {kind: morph, pairs: 4, calibration_identities: 8, fmrs: [1e-2]}\n"
+         "setting: {kind: open-set, fmr: 1e-2}\n")
+
+
+def _write(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_lookalike_pairs_closest_other_identity() -> None:
+    sim = np.array([[1, .9, .1, .2], [.9, 1, .3, .1], [.1, .3, 1, .8], [.2, .1, .8, 1]])
+    assert pairs.lookalike(sim, 10) == [(0, 1), (2, 3)]  # (1, 0) and (3, 2) repeat a pair
+    assert pairs.lookalike(sim, 1) == [(0, 1)]
+
+
+def test_random_pairs_seeded_distinct() -> None:
+    drawn = pairs.random_pairs(6, 10, np.random.default_rng(0))
+    assert drawn == pairs.random_pairs(6, 10, np.random.default_rng(0))
+    assert all(a != b for a, b in drawn) and len({frozenset(p) for p in drawn}) == len(drawn) == 6
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("goal: dodging\n", "goal: perturbation.kind morph supports impersonation (got dodging)"),
+    ("setting: {kind: closed-set}\n", "setting.kind: perturbation.kind morph supports open-set"),
+    ("knowledge: {kind: query}\n", "knowledge: perturbation.kind morph supports white-box or transfer (got query)"),
+    ("gates: [{metric: attack_success_rate, value: 0.1}]\n", "'attack_success_rate' is not a metric of "
+                                                             "perturbation.kind morph"),
+])
+def test_morph_refuses_what_it_cannot_mean(tmp_path: Path, extra: str, message: str) -> None:
+    text = SMALL.replace("setting: {kind: open-set, fmr: 1e-2}\n", "") if "setting" in extra else SMALL
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_threat_models(_write(tmp_path, text + extra))
+
+
+def test_morph_fields_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.images_per_identity \(4\) must exceed perturbation.references \(4\)"):
+        load_threat_models(_write(tmp_path, SMALL.replace("pairs: 4,", "pairs: 4, references: 4,")))
+    with pytest.raises(ConfigError, match=r"field 'perturbation.alpha'"):
+        load_threat_models(_write(tmp_path, SMALL.replace("pairs: 4,", "pairs: 4, alpha: 1.5,")))
+    models = load_threat_models(_write(tmp_path, SMALL.replace("pairs: 4,", "pairs: 4, alpha: [0.3, 0.7],")))
+    assert [m.perturbation.alpha for m in models] == [0.3, 0.7]  # type: ignore[attr-defined]
+    assert models[0].goal == "impersonation"  # a default the family gives no meaning to becomes its own
+
+
+def test_landmark_run_report_and_gate(tmp_path: Path, celeba: Path) -> None:
+    """A small landmark run: rates in range, the 1:N search and MAP recorded, the report shows the morph section,
+    and a gate on MMPMR decides the exit."""
+    path = _write(tmp_path, SMALL + "gates: [{metric: mmpmr, op: '<=', value: 1.0}, {metric: fmmpmr, op: '<', "
+                                    "value: 0}]\n")
+    results, out = run([path], out_root=tmp_path / "reports", redact=True, progress=False)
+    record = results["runs"][0]
+    m = record["metrics"]
+    assert record["family"] == "morph" and record["headline"]["metric"] == "mmpmr"
+    assert m["n_morphs"] == 4 and 0 <= m["mmpmr"] <= 1 and 0 <= m["fmmpmr"] <= 1
+    assert m["rmmr"] == pytest.approx(m["mmpmr"] + m["fnmr"])
+    assert np.array(m["map"]["0.01"]["matrix"]).shape == (3, 1)  # 4 images - 1 reference = 3 attempts
+    assert [g["passed"] for g in record["gates"]] == [True, False]
+    assert len(record["gallery"]) == 4 and (out / record["gallery"][0]["a"]).is_file()
+    html = (out / "index.html").read_text()
+    assert "Morphing: what this means" in html and "of 4 morphs let both people through" in html
+    assert "MMPMR " in html and "morph-scatter" in html and "faces redacted" in html
+    samples = (out / record["samples_csv"]).read_text().splitlines()
+    assert samples[0].startswith("index,contributor_a,contributor_b") and len(samples) == 5
+
+
+def test_optimised_morphs_beat_their_landmark_start(tmp_path: Path, celeba: Path) -> None:
+    """White-box optimisation within 8/255 raises the worse contributor's match over the landmark morph."""
+    text = SMALL.replace("kind: morph,", "kind: morph, method: optimised, references: 2,") \
+        + "attack: {method: pgd, steps: 10}\n"
+    tm = load_threat_models(_write(tmp_path, text))[0]
+    out = run_threat_model(tm, torch.device("cpu"), progress=False)
+    m = out.record["metrics"]
+    assert m["fmmpmr"] > m["landmark_fmmpmr"], json.dumps(m)[:400]
+    assert not out.record["validity"]["flags"] or "optimisation" not in " ".join(out.record["validity"]["flags"])
