@@ -166,10 +166,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
                            args.max_asr_increase, args.junit, args.redact)
     for record in results["runs"]:
         m = record["metrics"]
-        lo, hi = m["attack_success_ci95"]
         verdicts = ["PASS" if g["passed"] else "FAIL" for g in record.get("gates", [])]
         gate_text = f"  gates: {' '.join(verdicts)}" if verdicts else ""
         flags = "".join(f"\n    ! {f}" for f in record["validity"]["flags"])
+        headline = record.get("headline", {})
+        if headline.get("metric", "attack_success_rate") != "attack_success_rate":  # another family's headline
+            key = headline["metric"]
+            lo, hi = m.get(f"{key}_ci95") or (float("nan"), float("nan"))
+            print(f"{record['name']}: {headline.get('label', key)} {m[key]:.3f} [{lo:.3f}, {hi:.3f}]{gate_text}{flags}")
+            continue
+        lo, hi = m["attack_success_ci95"]
         physical = ""
         if "plain_accessory_success_rate" in m:
             eot = "-" if m["eot_success_rate"] is None else f"{m['eot_success_rate']:.3f}"

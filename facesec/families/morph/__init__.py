@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 _M = MetricInfo
 METRICS: dict[str, MetricInfo] = {
-    "mmpmr": _M("MMPMR", "share of morphs that accept both contributors' first probe (Scherhag et al. 2017)",
-                "lower"),
+    "mmpmr": _M("MMPMR", "share of morphs that accept both contributors, each by their best probe "
+                         "(Scherhag et al. 2017)", "lower"),
+    "mmpmr_first_probe": _M("MMPMR with each contributor's first probe only (one presentation)", better="lower"),
     "mmpmr_ci95": _M("95% Wilson interval of MMPMR", gate=False),
     "fmmpmr": _M("FMMPMR", "share of all probe pairs of both contributors accepted together (Venkatesh et al. 2020)",
                  "lower"),

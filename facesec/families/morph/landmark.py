@@ -2,7 +2,8 @@
 
 B is aligned to A by a similarity transform fitted on dlib's 68 points; the mean of the two landmark sets
 (plus fixed anchors on A's border) is Delaunay-triangulated; both photos are warped piecewise-affinely onto
-it and cross-dissolved; only the face (the hull of the 68 mean points) takes the blend, through a feathered
+it and cross-dissolved; only the face (the hull of the 68 mean points and the forehead above the brows) takes
+the blend, through a feathered
 mask, so B's hair and background never show. Outside the face the output is A, warped to the mean shape.
 """
 
@@ -17,6 +18,9 @@ from facesec.data.faces import map_points
 N_LANDMARKS = 68
 FEATHER = 0.1
 """Width of the seam's ramp, inward from the face hull, as a fraction of the face width (jaw span)."""
+FOREHEAD = 0.4
+"""How far above the brows the face region reaches, as a fraction of the brow-to-chin height: morphing tools
+blend the forehead too (dlib's 68 points stop at the brows, and a face cut off there keeps A's forehead)."""
 
 
 def landmark_morph(image_a: np.ndarray, landmarks_a: np.ndarray, image_b: np.ndarray, landmarks_b: np.ndarray,
@@ -28,6 +32,7 @@ def landmark_morph(image_a: np.ndarray, landmarks_a: np.ndarray, image_b: np.nda
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     h, w = image_a.shape[:2]
     b_to_a = similarity_transform(lm_b, lm_a)
+    lm_a, lm_b = _with_forehead(lm_a, image_a.shape), _with_forehead(lm_b, image_b.shape)
     anchors = np.array([[0, 0], [(w - 1) / 2, 0], [w - 1, 0], [w - 1, (h - 1) / 2],
                         [w - 1, h - 1], [(w - 1) / 2, h - 1], [0, h - 1], [0, (h - 1) / 2]])
     mean = np.vstack([(1 - alpha) * lm_a + alpha * map_points(lm_b, b_to_a), anchors])
@@ -38,7 +43,7 @@ def landmark_morph(image_a: np.ndarray, landmarks_a: np.ndarray, image_b: np.nda
     src_b = np.vstack([lm_b, map_points(anchors, cv2.invertAffineTransform(b_to_a))])
     warp_b = _warp(image_b, src_b, mean, triangles, labels)
     hull = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(hull, np.rint(cv2.convexHull(mean[:N_LANDMARKS].astype(np.float32)) * 16).astype(np.int32),
+    cv2.fillConvexPoly(hull, np.rint(cv2.convexHull(mean[:len(lm_a)].astype(np.float32)) * 16).astype(np.int32),
                        1, cv2.LINE_8, 4)
     warp_b = _match_colour(warp_b, warp_a, hull)
     ramp = FEATHER * float(np.linalg.norm(mean[16] - mean[0]))
@@ -46,6 +51,15 @@ def landmark_morph(image_a: np.ndarray, landmarks_a: np.ndarray, image_b: np.nda
     weight = alpha * depth * depth * (3 - 2 * depth)  # smoothstep: no hard edge at the hull or at the ramp's end
     out = warp_a + weight[..., None] * (warp_b - warp_a)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _with_forehead(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """dlib's 68 points and 10 more above the brows (each brow point raised along the chin-to-brows direction)."""
+    brows = landmarks[17:27]
+    up = brows.mean(0) - landmarks[8]
+    raised = brows + FOREHEAD * up
+    raised = np.clip(raised, 0, np.array([shape[1] - 1, shape[0] - 1], dtype=np.float64))
+    return np.vstack([landmarks, raised])
 
 
 def _checked(image: np.ndarray, landmarks: np.ndarray, name: str) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Who is morphed with whom: each subject with its closest look-alike (as the attacker's recognizer sees
-them), or at random; at most one morph per pair of identities."""
+them), or with a random other subject; one morph per subject, hosted in that subject's photo."""
 
 from __future__ import annotations
 
@@ -7,35 +7,18 @@ import numpy as np
 
 
 def lookalike(similarity: np.ndarray, n_pairs: int) -> list[tuple[int, int]]:
-    """Each subject (in order) with the other subject most similar to it; repeats of a pair are dropped.
+    """The first `n_pairs` subjects, each with the other subject most similar to it.
 
     `similarity` is the subjects' square similarity matrix as the attacker computes it (its references only).
-    The subject is contributor A (the morph sits in A's photo), the look-alike is B.
+    The subject is contributor A, whose photo hosts the morph, and the look-alike is B. When two subjects
+    are each other's closest, both morphs are made: they are different photos (each hosted by its own A).
     """
     sim = np.array(similarity, dtype=np.float64)
     np.fill_diagonal(sim, -np.inf)
-    pairs: list[tuple[int, int]] = []
-    seen: set[frozenset[int]] = set()
-    for a in range(len(sim)):
-        b = int(np.argmax(sim[a]))
-        if len(sim) > 1 and frozenset((a, b)) not in seen:
-            seen.add(frozenset((a, b)))
-            pairs.append((a, b))
-        if len(pairs) == n_pairs:
-            break
-    return pairs
+    return [(a, int(np.argmax(sim[a]))) for a in range(min(n_pairs, len(sim)))] if len(sim) > 1 else []
 
 
 def random_pairs(n_subjects: int, n_pairs: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Each subject (in order) with a seeded random other subject; repeats of a pair are drawn again."""
-    pairs: list[tuple[int, int]] = []
-    seen: set[frozenset[int]] = set()
-    most = n_subjects * (n_subjects - 1) // 2
-    for a in range(n_subjects):
-        if len(pairs) == min(n_pairs, most):
-            break
-        others = [b for b in rng.permutation(n_subjects).tolist() if b != a and frozenset((a, b)) not in seen]
-        if others:
-            seen.add(frozenset((a, others[0])))
-            pairs.append((a, int(others[0])))
-    return pairs
+    """The first `n_pairs` subjects, each with a seeded random other subject (contributor B)."""
+    return [(a, int((a + rng.integers(1, n_subjects)) % n_subjects)) for a in range(min(n_pairs, n_subjects))] \
+        if n_subjects > 1 else []

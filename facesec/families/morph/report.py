@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from facesec.report import figures
 
-COLUMNS = (("mmpmr", "MMPMR"), ("fmmpmr", "FMMPMR"), ("rmmr", "RMMR"), ("no_morph_mmpmr", "no-morph MMPMR"),
+COLUMNS = (("mmpmr", "MMPMR"), ("mmpmr_first_probe", "MMPMR, first probe"), ("fmmpmr", "FMMPMR"), ("rmmr", "RMMR"),
+           ("no_morph_mmpmr", "no-morph MMPMR"),
            ("genuine_accept_rate", "genuine accept"), ("impostor_accept_rate", "impostor accept (FMR seen)"),
            ("threshold", "threshold"))
 """The per-FMR table's columns: key in results.json and heading."""
@@ -67,8 +68,8 @@ def _scatter(morph: dict[str, Any]) -> str | None:
                                ("--", ":", "-."), strict=False):
         ax.axvline(t, color="#c53030", linestyle=style, linewidth=1, label=f"threshold at FMR {fmr}")
         ax.axhline(t, color="#c53030", linestyle=style, linewidth=1)
-    ax.set_xlabel("similarity to contributor A's probe")
-    ax.set_ylabel("similarity to contributor B's probe")
+    ax.set_xlabel("similarity to contributor A's best probe")
+    ax.set_ylabel("similarity to contributor B's best probe")
     ax.set_title("Mated-morph scores (both above the line: accepted)", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
     return figures.figure_uri(fig)

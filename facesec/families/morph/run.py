@@ -192,12 +192,13 @@ def _at_fmr(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray]
             host_b: list[np.ndarray]) -> dict[str, Any]:
     """The morph metrics of one recognizer at one FMR's threshold."""
     t = judge.thresholds[fmr]
-    mm = measures.mmpmr(np.array([s[0] for s in sa]), np.array([s[0] for s in sb]), t)
+    mm = measures.mmpmr(_best(sa), _best(sb), t)
     fnmr = measures.fnmr(judge.genuine, t)
     return {
-        "threshold": t, "mmpmr": mm, "fmmpmr": measures.fmmpmr(sa, sb, t), "rmmr": measures.rmmr(mm, fnmr),
+        "threshold": t, "mmpmr": mm, "mmpmr_first_probe": measures.mmpmr(_first(sa), _first(sb), t),
+        "fmmpmr": measures.fmmpmr(sa, sb, t), "rmmr": measures.rmmr(mm, fnmr),
         "fnmr": fnmr, "genuine_accept_rate": 1 - fnmr, "impostor_accept_rate": measures.fmr(judge.impostor, t),
-        "no_morph_mmpmr": measures.mmpmr(np.array([s[0] for s in host_a]), np.array([s[0] for s in host_b]), t),
+        "no_morph_mmpmr": measures.mmpmr(_best(host_a), _best(host_b), t),
         "n_impostor_scores": int(judge.impostor.size),
         "fmr_supported": measures.supported_fmr(int(judge.impostor.size), fmr),
     }
@@ -264,7 +265,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     n = len(pair_list)
     head = by_judge[target.name][f"{setting.fmr:g}"]
     t = head["threshold"]
-    mated = np.minimum([s[0] for s in sa], [s[0] for s in sb]) > t
+    mated = np.minimum(_best(sa), _best(sb)) > t
     map_doc = {f"{f:g}": {"recognizers": [j.name for j in judges], "attempts": k - p.references,
                           "matrix": measures.map_matrix(np.stack(accepted[f][0], 1), np.stack(accepted[f][1], 1),
                                                         k - p.references).tolist()} for f in fmrs}
@@ -273,7 +274,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
              for j in judges for f in fmrs if not by_judge[j.name][f"{f:g}"]["fmr_supported"]]
     metrics: dict[str, Any] = {
         "mmpmr": head["mmpmr"], "mmpmr_ci95": measures.rate_with_ci(int(mated.sum()), n)["ci95"],
-        "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
+        "mmpmr_first_probe": head["mmpmr_first_probe"], "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
         "map": map_doc,
         "no_morph_mmpmr": head["no_morph_mmpmr"],
         "genuine_accept_rate": head["genuine_accept_rate"], "impostor_accept_rate": head["impostor_accept_rate"],
@@ -298,7 +299,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "contributor_b": [pop.names[b] for _, b in pair_list],
         "photo_a": [str(pop.paths[first[a]]) for a, _ in pair_list],
         "photo_b": [str(pop.paths[first[b]]) for _, b in pair_list], "enrolled": enrolled,
-        "score_a": [float(s[0]) for s in sa], "score_b": [float(s[0]) for s in sb], "mated_match": mated,
+        "score_a": _best(sa), "score_b": _best(sb), "score_a_first": _first(sa), "score_b_first": _first(sb),
+        "mated_match": mated,
         "probes_a_accepted": accepted[setting.fmr][0][0], "probes_b_accepted": accepted[setting.fmr][1][0],
         "dedup_both_top2": both_top2,
     }
@@ -321,8 +323,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         },
         "eps": None, "metrics": metrics,
         "validity": {"n_flags": len(flags), "flags": flags, "morphs_not_enrolled": int((~enrolled).sum())},
-        "morph": {"scores": [[float(x), float(y)] for x, y in zip(samples["score_a"], samples["score_b"],
-                                                                strict=True)],
+        "morph": {"scores": [[float(x), float(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
                   "thresholds": {f"{f:g}": target.thresholds[f] for f in fmrs},
                   "alpha": p.alpha, "pairing": p.pairing, "method": p.method},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
@@ -330,6 +331,16 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "samples": samples,
     }
     return MorphOutput(record, rows)
+
+
+def _best(scores: list[np.ndarray]) -> np.ndarray:
+    """Each morph's score for its contributor's best probe: the contributor's one probe in MMPMR."""
+    return np.array([s.max() for s in scores], dtype=float)
+
+
+def _first(scores: list[np.ndarray]) -> np.ndarray:
+    """Each morph's score for its contributor's first probe (MMPMR with a single presentation)."""
+    return np.array([s[0] for s in scores], dtype=float)
 
 
 def _host_scores(judge: Judge, first: np.ndarray, pair_list: list[tuple[int, int]],
