@@ -17,7 +17,8 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     out = family.run(tm, RunContext(device, source, progress))
     info = family.metrics[family.headline]
     out.record["family"] = family.name
-    out.record["headline"] = {"metric": family.headline, "label": info.label, "better": info.better}
+    out.record["headline"] = {"metric": family.headline, "label": info.label or family.headline,
+                              "better": info.better}
     return out
 
 

@@ -55,7 +55,7 @@ class Echo(Family):
         level: int = 1
 
     supports: ClassVar[Supports] = Supports(goals=("dodging",))
-    metrics: ClassVar[dict[str, MetricInfo]] = {"level_seen": MetricInfo("level seen")}
+    metrics: ClassVar[dict[str, MetricInfo]] = {"level_seen": MetricInfo("the level it was given")}
     headline: ClassVar[str] = "level_seen"
 
     def run(self, tm: Any, ctx: RunContext) -> RunOutput:

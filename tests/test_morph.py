@@ -65,8 +65,9 @@ def test_morph_fields_checked(tmp_path: Path) -> None:
 def test_landmark_run_report_and_gate(tmp_path: Path, celeba: Path) -> None:
     """A small landmark run: rates in range, the 1:N search and MAP recorded, the report shows the morph section,
     and a gate on MMPMR decides the exit."""
-    path = _write(tmp_path, SMALL + "gates: [{metric: mmpmr, op: '<=', value: 1.0}, {metric: fmmpmr, op: '<', "
-                                    "value: 0}]\n")
+    text = SMALL.replace("fmrs: [1e-2]", "fmrs: [1e-2, 1e-3]")
+    path = _write(tmp_path, text + "gates: [{metric: mmpmr, op: '<=', value: 1.0}, {metric: fmmpmr, op: '<', "
+                                   "value: 0}]\n")
     results, out = run([path], out_root=tmp_path / "reports", redact=True, progress=False)
     record = results["runs"][0]
     m = record["metrics"]
@@ -75,10 +76,13 @@ def test_landmark_run_report_and_gate(tmp_path: Path, celeba: Path) -> None:
     assert m["rmmr"] == pytest.approx(m["mmpmr"] + m["fnmr"])
     assert np.array(m["map"]["0.01"]["matrix"]).shape == (3, 1)  # 4 images - 1 reference = 3 attempts
     assert [g["passed"] for g in record["gates"]] == [True, False]
+    # 16 identities x 4 faces give 1,920 impostor scores: enough for FMR 1e-2 (1,000), not for 1e-3 (10,000)
+    assert m["at_fmr"]["0.01"]["fmr_supported"] and not m["at_fmr"]["0.001"]["fmr_supported"]
+    assert any("FMR 0.001 is not supported by 1920 impostor scores" in f for f in record["validity"]["flags"])
     assert len(record["gallery"]) == 4 and (out / record["gallery"][0]["a"]).is_file()
     html = (out / "index.html").read_text()
     assert "Morphing: what this means" in html and "of 4 morphs let both people through" in html
-    assert "MMPMR " in html and "morph-scatter" in html and "faces redacted" in html
+    assert "MMPMR " in html and "morph-scatter" in html and "faces redacted" in html and "unsupported" in html
     samples = (out / record["samples_csv"]).read_text().splitlines()
     assert samples[0].startswith("index,contributor_a,contributor_b") and len(samples) == 5
 
@@ -92,3 +96,14 @@ def test_optimised_morphs_beat_their_landmark_start(tmp_path: Path, celeba: Path
     m = out.record["metrics"]
     assert m["fmmpmr"] > m["landmark_fmmpmr"], json.dumps(m)[:400]
     assert not out.record["validity"]["flags"] or "optimisation" not in " ".join(out.record["validity"]["flags"])
+
+
+def test_undetected_morph_is_a_failed_attack() -> None:
+    """A morph without a detectable face is not enrolled: minus-infinity scores, never accepted, never skipped."""
+    from facesec.data.faces import FaceAnalyzer
+    from facesec.families.morph import measures
+    from facesec.families.morph.run import _detect
+
+    assert _detect([np.full((120, 120, 3), 128, np.uint8)], FaceAnalyzer()) == [None]
+    never = np.array([-np.inf])
+    assert measures.mmpmr(never, np.array([1.0]), -10.0) == 0.0

@@ -521,8 +521,10 @@ def test_malformed_asr_at_queries(tmp_path: Path) -> None:
 
 
 def test_distortion_against_queries_is_labelled() -> None:
+    from facesec import families
     from facesec.report.render import _metric_row
 
-    row = _metric_row("linf_at_queries", {"100": 0.3268, "10": None, "x": 1}, {})
+    labels = {key: info.label for key, info in families.get("pixel").metrics.items() if info.label}
+    row = _metric_row("linf_at_queries", {"100": 0.3268, "10": None, "x": 1}, labels)
     assert row.key.startswith("median L-inf distance") and row.note == "linf_at_queries"
     assert row.value == "10:\u00a0— · 100:\u00a00.3268"

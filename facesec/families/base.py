@@ -28,10 +28,11 @@ class Supports:
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """A metric a run records: what the report calls it, what it means, and which direction is better."""
+    """A metric a run records: what it means, how the report labels it, and which direction is better."""
 
-    label: str
     meaning: str = ""
+    label: str | None = None
+    """The report's words for it (its key shown beneath); None: the report shows the key itself."""
     better: Literal["lower", "higher", ""] = ""
     gate: bool = True
     """Numeric and meaningful to compare against a fixed value in a gate."""

@@ -320,7 +320,7 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
     family = _family(run)
     headline = _text(_dict(run.get("headline")).get("metric"), "attack_success_rate")
     partial = family.report_partial if family is not None else None
-    labels = {k: info.label for k, info in family.metrics.items()} if family is not None else {}
+    labels = {k: info.label for k, info in family.metrics.items() if info.label} if family is not None else {}
     return RunView(
         index=index,
         anchor=f"run-{index + 1}",

@@ -19,21 +19,21 @@ ACCESSORY_METHODS = ("pgd", "mi-fgsm")
 
 _M = MetricInfo
 METRICS: dict[str, MetricInfo] = {
-    "attack_success_rate": _M("attack success rate", "share of attempted probes the attack fooled", "lower"),
+    "attack_success_rate": _M("share of attempted probes the attack fooled", better="lower"),
     "attack_success_ci95": _M("95% Wilson interval of the attack success rate", gate=False),
-    "n_attempts": _M("attempts", "probes not already fooled by the clean face"),
+    "n_attempts": _M("probes not already fooled by the clean face"),
     "n_samples": _M("probes"),
-    "clean_success_rate": _M("clean success rate", "share of probes fooled without any attack"),
-    "noise_success_rate": _M("random noise success rate", "the same budget as random noise (a baseline)", "lower"),
-    "surrogate_success_rate": _M("success on the surrogate(s) it was crafted on"),
-    "photo_success_rate": _M("success once pasted into the original photo (8 bits) and detected and aligned again",
-                             better="lower"),
-    "photo_faces_lost": _M("attacked photos in which the detector no longer found one face"),
-    "asr_at_queries": _M("ASR after n queries per face", gate=False),
-    "linf_at_queries": _M("median L-inf distance after n queries per face", gate=False),
-    "protocol_metric": _M("protocol metric", "tar, target_accept, rank1 or target_top1", gate=False),
-    "protocol_before": _M("protocol metric before the attack"),
-    "protocol_after": _M("protocol metric after the attack"),
+    "clean_success_rate": _M("share of probes fooled without any attack"),
+    "noise_success_rate": _M("random noise of the same budget (a baseline)", better="lower"),
+    "surrogate_success_rate": _M(label="success on the surrogate(s) it was crafted on"),
+    "photo_success_rate": _M(label="success once pasted into the original photo (8 bits) and detected and aligned "
+                                   "again", better="lower"),
+    "photo_faces_lost": _M(label="attacked photos in which the detector no longer found one face"),
+    "asr_at_queries": _M(label="ASR after n queries per face", gate=False),
+    "linf_at_queries": _M(label="median L-inf distance after n queries per face", gate=False),
+    "protocol_metric": _M("tar, target_accept, rank1 or target_top1", gate=False),
+    "protocol_before": _M("the protocol metric before the attack"),
+    "protocol_after": _M("the protocol metric after the attack"),
     "similarity_before_mean": _M("mean similarity to the reference before"),
     "similarity_after_mean": _M("mean similarity to the reference after"),
     "similarity_shift_mean": _M("mean similarity change"),
@@ -46,18 +46,19 @@ METRICS: dict[str, MetricInfo] = {
     "wall_time_s": _M("run time (s)"),
     "n_identities": _M("identities"),
     "n_skipped_images": _M("skipped images"),
-    "validity.noise_baseline_asr": _M("validity: the baseline's success rate"),
-    "validity.unbounded_asr": _M("validity: success of the unbounded run"),
-    "validity.n_flags": _M("validity: warnings"),
+    "validity.noise_baseline_asr": _M("the baseline's success rate"),
+    "validity.unbounded_asr": _M("success of the unbounded run"),
+    "validity.n_flags": _M("validity warnings"),
 }
-"""What an evasion run records (results.json `metrics` and `validity`); docs/results-schema.md has the rest."""
+"""What an evasion run records (results.json `metrics` and `validity`); docs/results-schema.md has the rest.
+The report labels in words only the knowledge and accessory metrics; the others show their keys."""
 ACCESSORY_METRICS: dict[str, MetricInfo] = {
     **METRICS,
-    "attack_success_rate": _M("attack success, digital (accessory worn as is)", better="lower"),
-    "noise_success_rate": _M("random-colour accessory success", better="lower"),
-    "plain_accessory_success_rate": _M("plain accessory (baseline) success"),
-    "eot_success_rate": _M("success under fresh transforms (EOT)", better="lower"),
-    "eot_draws": _M("fresh transforms per attempt (EOT draws)"),
+    "attack_success_rate": _M(label="attack success, digital (accessory worn as is)", better="lower"),
+    "noise_success_rate": _M(label="random-colour accessory success", better="lower"),
+    "plain_accessory_success_rate": _M(label="plain accessory (baseline) success"),
+    "eot_success_rate": _M(label="success under fresh transforms (EOT)", better="lower"),
+    "eot_draws": _M(label="fresh transforms per attempt (EOT draws)"),
 }
 
 

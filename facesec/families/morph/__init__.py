@@ -4,7 +4,7 @@ both are then verified. Landmark morphs, and optimised (worst-case) morphs; MMPM
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from facesec.families import register
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
@@ -13,39 +13,45 @@ from facesec.families.morph.spec import MorphPerturbation
 if TYPE_CHECKING:
     from facesec.spec import ThreatModel
 
-_M = MetricInfo
+
+
+def _label(label: str, meaning: str = "", better: Literal["lower", "higher", ""] = "", gate: bool = True) -> MetricInfo:
+    """A morph metric, labelled in words in the report."""
+    return MetricInfo(meaning, label, better, gate)
+
+
 METRICS: dict[str, MetricInfo] = {
-    "mmpmr": _M("MMPMR", "share of morphs that accept both contributors, each by their best probe "
+    "mmpmr": _label("MMPMR", "share of morphs that accept both contributors, each by their best probe "
                          "(Scherhag et al. 2017)", "lower"),
-    "mmpmr_first_probe": _M("MMPMR with each contributor's first probe only (one presentation)", better="lower"),
-    "mmpmr_ci95": _M("95% Wilson interval of MMPMR", gate=False),
-    "fmmpmr": _M("FMMPMR", "share of all probe pairs of both contributors accepted together (Venkatesh et al. 2020)",
-                 "lower"),
-    "rmmr": _M("RMMR", "MMPMR + FNMR at the same threshold: MMPMR relative to how often genuine pairs match "
+    "mmpmr_first_probe": _label("MMPMR with each contributor's first probe only (one presentation)", better="lower"),
+    "mmpmr_ci95": _label("95% Wilson interval of MMPMR", gate=False),
+    "fmmpmr": _label("FMMPMR", "share of all probe pairs of both contributors accepted together "
+                               "(Venkatesh et al. 2020)", "lower"),
+    "rmmr": _label("RMMR", "MMPMR + FNMR at the same threshold: MMPMR relative to how often genuine pairs match "
                        "(Scherhag et al. 2017)", "lower"),
-    "map": _M("Morphing Attack Potential", "share of morphs accepting both contributors in at least r attempts on at "
-                                           "least c recognizers (Ferrara et al. 2022, ISO/IEC 20059)", gate=False),
-    "no_morph_mmpmr": _M("MMPMR with A's own photo, unmorphed (zero-effort baseline)"),
-    "genuine_accept_rate": _M("genuine acceptance rate at the threshold (1 - FNMR)"),
-    "impostor_accept_rate": _M("zero-effort impostor acceptance rate at the threshold (observed FMR)"),
-    "fnmr": _M("FNMR at the threshold"),
-    "threshold": _M("verification threshold at setting.fmr"),
-    "dedup_both_top2": _M("1:N search: both contributors are the top 2 (NIST IR 8430)", better="lower"),
-    "dedup_contributor_top1": _M("1:N search: a contributor is rank 1"),
-    "n_morphs": _M("morphs"),
-    "morphs_not_enrolled": _M("morphs in which detection found no single face (failed attacks)"),
-    "pair_similarity_mean": _M("mean similarity of the paired subjects, as the attacker saw them"),
-    "landmark_mmpmr": _M("MMPMR of the landmark morphs the optimisation started from"),
-    "landmark_fmmpmr": _M("FMMPMR of the landmark morphs the optimisation started from"),
-    "at_fmr": _M("target's metrics at each FMR", gate=False),
-    "by_recognizer": _M("each judging recognizer's metrics at each FMR", gate=False),
-    "attack_time_s": _M("morphing time (s)"),
-    "wall_time_s": _M("run time (s)"),
-    "n_identities": _M("identities (subjects and calibration)"),
-    "n_subjects": _M("subjects who may be paired"),
-    "n_skipped_images": _M("skipped images"),
-    "validity.n_flags": _M("validity: warnings"),
-    "validity.morphs_not_enrolled": _M("validity: morphs not enrolled"),
+    "map": _label("Morphing Attack Potential", "share of morphs accepting both contributors in at least r "
+                  "attempts on at least c recognizers (Ferrara et al. 2022, ISO/IEC 20059)", gate=False),
+    "no_morph_mmpmr": _label("MMPMR with A's own photo, unmorphed (zero-effort baseline)"),
+    "genuine_accept_rate": _label("genuine acceptance rate at the threshold (1 - FNMR)"),
+    "impostor_accept_rate": _label("zero-effort impostor acceptance rate at the threshold (observed FMR)"),
+    "fnmr": _label("FNMR at the threshold"),
+    "threshold": _label("verification threshold at setting.fmr"),
+    "dedup_both_top2": _label("1:N search: both contributors are the top 2 (NIST IR 8430)", better="lower"),
+    "dedup_contributor_top1": _label("1:N search: a contributor is rank 1"),
+    "n_morphs": _label("morphs"),
+    "morphs_not_enrolled": _label("morphs in which detection found no single face (failed attacks)"),
+    "pair_similarity_mean": _label("mean similarity of the paired subjects, as the attacker saw them"),
+    "landmark_mmpmr": _label("MMPMR of the landmark morphs the optimisation started from"),
+    "landmark_fmmpmr": _label("FMMPMR of the landmark morphs the optimisation started from"),
+    "at_fmr": _label("target's metrics at each FMR", gate=False),
+    "by_recognizer": _label("each judging recognizer's metrics at each FMR", gate=False),
+    "attack_time_s": _label("morphing time (s)"),
+    "wall_time_s": _label("run time (s)"),
+    "n_identities": _label("identities (subjects and calibration)"),
+    "n_subjects": _label("subjects who may be paired"),
+    "n_skipped_images": _label("skipped images"),
+    "validity.n_flags": _label("validity: warnings"),
+    "validity.morphs_not_enrolled": _label("validity: morphs not enrolled"),
 }
 
 
