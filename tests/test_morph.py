@@ -55,6 +55,8 @@ def test_morph_refuses_what_it_cannot_mean(tmp_path: Path, extra: str, message: 
 def test_morph_fields_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data.images_per_identity \(4\) must exceed perturbation.references \(4\)"):
         load_threat_models(_write(tmp_path, SMALL.replace("pairs: 4,", "pairs: 4, references: 4,")))
+    with pytest.raises(ConfigError, match=r"perturbation.pairs \(9\) cannot exceed data.identities \(8\)"):
+        load_threat_models(_write(tmp_path, SMALL.replace("pairs: 4,", "pairs: 9,")))
     with pytest.raises(ConfigError, match=r"field 'perturbation.alpha'"):
         load_threat_models(_write(tmp_path, SMALL.replace("pairs: 4,", "pairs: 4, alpha: 1.5,")))
     models = load_threat_models(_write(tmp_path, SMALL.replace("pairs: 4,", "pairs: 4, alpha: [0.3, 0.7],")))

@@ -198,6 +198,7 @@ class Report:
     family_figures: list[tuple[str, str]] = field(default_factory=list)
     """Figures across runs of one family (MMPMR against alpha ...): (title, data URI)."""
     has_morph: bool = False
+    has_evasion: bool = False
 
 
 def render_report(results_path: Path, out_path: Path | None = None, redact: bool = False) -> Path:
@@ -260,6 +261,7 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         has_transfer=any(run.knowledge == "transfer" for run in runs),
         has_query=any(run.knowledge == "query" for run in runs),
         has_morph=any(run.headline_label == "MMPMR" for run in runs),
+        has_evasion=any(run.headline_label == "ASR" for run in runs),
     )
 
 

@@ -74,6 +74,9 @@ class Morph(Family):
         if tm.data.images_per_identity <= p.references:
             raise ValueError(f"data.images_per_identity ({tm.data.images_per_identity}) must exceed "
                              f"perturbation.references ({p.references}) so that every contributor keeps probes")
+        if p.pairs > tm.data.identities:
+            raise ValueError(f"perturbation.pairs ({p.pairs}) cannot exceed data.identities ({tm.data.identities}): "
+                             "each subject hosts one morph")
         if p.method == "optimised":
             if tm.attack.library != "native" or tm.attack.method != "pgd":
                 raise ValueError("attack: optimised morphs are made by facesec's own signed-gradient steps; use "

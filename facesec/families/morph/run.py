@@ -18,7 +18,7 @@ from facesec import protocols
 from facesec.data.align import Template
 from facesec.data.faces import Detection, FaceAnalyzer, NoFace
 from facesec.data.images import read_rgb
-from facesec.errors import ConfigError
+from facesec.errors import ConfigError, DataError
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.evasion.artefacts import png
 from facesec.families.morph import measures, pairs
@@ -213,7 +213,11 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     model = load(tm.target, device)
     n_subjects = tm.data.identities
     data = tm.data.model_copy(update={"identities": n_subjects + p.calibration_identities})
-    pop = select(data, model.info.template, progress)
+    try:
+        pop = select(data, model.info.template, progress)
+    except DataError as exc:
+        raise DataError(f"{exc} (a morph run needs data.identities + perturbation.calibration_identities = "
+                        f"{data.identities})") from exc
     k = tm.data.images_per_identity
     fmrs = sorted({*p.fmrs, setting.fmr}, reverse=True)
     target = _judge(model, pop, fmrs, progress)
