@@ -109,3 +109,23 @@ def test_undetected_morph_is_a_failed_attack() -> None:
     assert _detect([np.full((120, 120, 3), 128, np.uint8)], FaceAnalyzer()) == [None]
     never = np.array([-np.inf])
     assert measures.mmpmr(never, np.array([1.0]), -10.0) == 0.0
+
+
+def test_unknown_judging_recognizer_fails_preflight(tmp_path: Path, celeba: Path) -> None:
+    from facesec.api import check
+
+    path = _write(tmp_path, SMALL.replace("fmrs: [1e-2]", "fmrs: [1e-2], recognizers: [no-such-model]"))
+    with pytest.raises(ConfigError, match=r"field 'perturbation.recognizers.0': unknown recognizer 'no-such-model'"):
+        check([path])
+
+
+def test_transfer_morphs_from_a_surrogate_with_its_own_crop(tmp_path: Path, celeba: Path,
+                                                             hse_installed: Path) -> None:
+    """Pairs and optimisation on hse-faceres (its own 224 px crop of the same photo), judged on dlib-resnet."""
+    text = SMALL.replace("kind: morph,", "kind: morph, method: optimised, references: 2, recognizers: [hse-faceres],") \
+        + "knowledge: {kind: transfer, surrogates: [hse-faceres]}\nattack: {method: pgd, steps: 3}\n"
+    out = run_threat_model(load_threat_models(_write(tmp_path, text))[0], torch.device("cpu"), progress=False)
+    record = out.record
+    assert record["dimensions"]["knowledge"] == "transfer from hse-faceres"
+    assert set(record["metrics"]["by_recognizer"]) == {"dlib-resnet", "hse-faceres"}
+    assert np.array(record["metrics"]["map"]["0.01"]["matrix"]).shape == (2, 2)
