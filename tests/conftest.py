@@ -19,21 +19,32 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["FACESEC_CACHE"] = str(tmp_path_factory.mktemp("facesec-cache"))
 
 
-@pytest.fixture(scope="session")
-def hse_installed(_private_cache: None) -> Path:
-    """hse-faceres's fetched files, linked into the private cache. CI fetches them first (`.ci/run`), so
+def _packaged(name: str, marker: str) -> Path:
+    """A packaged model's fetched files, copied into the private cache. CI fetches them first (`.ci/run`), so
     there a missing model fails; elsewhere the tests that need it are skipped with the command to run."""
-    source = USER_CACHE / "models" / "hse-faceres"
-    if not (source / "faceres.bin").is_file():
-        message = "hse-faceres is not fetched: run `facesec models fetch hse-faceres`"
+    source = USER_CACHE / "models" / name
+    if not (source / marker).is_file():
+        message = f"{name} is not fetched: run `facesec models fetch {name}`"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    target = Path(os.environ["FACESEC_CACHE"]) / "models" / "hse-faceres"
+    target = Path(os.environ["FACESEC_CACHE"]) / "models" / name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(source, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def hse_installed(_private_cache: None) -> Path:
+    """hse-faceres's fetched files in the private cache (see `_packaged`)."""
+    return _packaged("hse-faceres", "faceres.bin")
+
+
+@pytest.fixture(scope="session")
+def gan_installed(_private_cache: None) -> Path:
+    """gan-face-generate's fetched generator checkpoint in the private cache (see `_packaged`)."""
+    return _packaged("gan-face-generate", "weights.tar")
 
 
 @pytest.fixture(scope="session")

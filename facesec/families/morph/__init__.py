@@ -77,20 +77,27 @@ class Morph(Family):
         if p.pairs > tm.data.identities:
             raise ValueError(f"perturbation.pairs ({p.pairs}) cannot exceed data.identities ({tm.data.identities}): "
                              "each subject hosts one morph")
-        if p.method == "optimised":
+        if p.method != "landmark":
             if tm.attack.library != "native" or tm.attack.method != "pgd":
-                raise ValueError("attack: optimised morphs are made by facesec's own signed-gradient steps; use "
+                raise ValueError(f"attack: {p.method} morphs are made by facesec's own optimiser; use "
                                  f"library: native, method: pgd (got {tm.attack.library}/{tm.attack.method})")
             if tm.attack.steps < 1:
-                raise ValueError("attack.steps: optimised morphs need at least one step")
+                raise ValueError(f"attack.steps: {p.method} morphs need at least one step")
 
     def preflight(self, tm: ThreatModel) -> None:
+        from facesec.errors import ConfigError, WeightsError
+        from facesec.recognizers import packaged
         from facesec.recognizers.preflight import check_recognizer
 
         p = tm.perturbation
         assert isinstance(p, MorphPerturbation)
         for i, spec in enumerate(p.recognizers):
             check_recognizer(f"field 'perturbation.recognizers.{i}'", spec)
+        if p.method == "gan":
+            try:
+                packaged.installed("gan-face-generate")
+            except WeightsError as exc:
+                raise ConfigError(f"field 'perturbation.method': {exc}") from exc
 
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.morph.run import run_threat_model

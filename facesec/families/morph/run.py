@@ -21,7 +21,7 @@ from facesec.data.images import read_rgb
 from facesec.errors import ConfigError, DataError
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.evasion.artefacts import png
-from facesec.families.morph import measures, pairs
+from facesec.families.morph import gan, measures, pairs
 from facesec.families.morph.landmark import landmark_morph
 from facesec.families.morph.optimise import AttackerView, crop_grid, optimise
 from facesec.families.morph.spec import MorphPerturbation
@@ -135,13 +135,40 @@ def _landmark_morphs(pop: Population, pair_list: list[tuple[int, int]], first: n
     return Morphs(photos, _detect(photos, analyzer))
 
 
+def _gan_morphs(pop: Population, pair_list: list[tuple[int, int]], first: np.ndarray, refs: list[np.ndarray],
+               attackers: list[Judge], tm: ThreatModel, alpha: float, analyzer: FaceAnalyzer,
+               device: torch.device) -> Morphs:
+    """Both contributors inverted into the generator through the attackers' recognizers, their latents
+    interpolated, and the generated face spliced into A's photo (a generated face without a detectable
+    face is kept as it is and will not be enrolled)."""
+    generator = gan.load_generator(device)
+    used = sorted({i for pair in pair_list for i in pair})
+    row = {subject: k for k, subject in enumerate(used)}
+    targets = [gan.target(generator, a.model, _templates(a.model, a.emb, [refs[i] for i in used]).to(device),
+                          analyzer, tm.data.seed) for a in attackers]
+    z = gan.invert(generator, targets, tm.attack.steps, tm.data.seed)
+    mixed = torch.stack([(1 - alpha) * z[row[a]] + alpha * z[row[b]] for a, b in pair_list])
+    with torch.no_grad():
+        faces = gan.photos(generator(mixed))
+    out = []
+    for (a, _), face in zip(pair_list, faces, strict=True):
+        try:
+            landmarks = analyzer.detect(face).landmarks68
+        except NoFace:
+            out.append(face)
+            continue
+        image_a, _ = read_rgb(pop.paths[first[a]])
+        out.append(landmark_morph(image_a, analyzer.detect(image_a).landmarks68, face, landmarks, 1.0))
+    return Morphs(out, _detect(out, analyzer))
+
+
 def _attackers(tm: ThreatModel, target: Judge, pop: Population, device: torch.device, progress: bool) -> list[Judge]:
     """The recognizers the attacker has: the target (white-box) or the surrogates (transfer)."""
     if not isinstance(tm.knowledge, Transfer):
         if not target.model.info.differentiable and isinstance(tm.perturbation, MorphPerturbation) \
-                and tm.perturbation.method == "optimised":
-            raise ConfigError(f"field 'knowledge': {target.name} gives no gradients; optimised morphs against it "
-                              "need knowledge: {kind: transfer, surrogates: [...]}")
+                and tm.perturbation.method != "landmark":
+            raise ConfigError(f"field 'knowledge': {target.name} gives no gradients; {tm.perturbation.method} "
+                              "morphs against it need knowledge: {kind: transfer, surrogates: [...]}")
         return [target]
     return [_judge(load(s, device), pop, [], progress) for s in tm.knowledge.surrogates]
 
@@ -238,7 +265,10 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     first = np.array([r[0] for r in refs])
 
     t_attack = time.perf_counter()
-    morphs = _landmark_morphs(pop, pair_list, first, p.alpha, analyzer, progress)
+    if p.method == "gan":
+        morphs = _gan_morphs(pop, pair_list, first, refs, attackers, tm, p.alpha, analyzer, device)
+    else:
+        morphs = _landmark_morphs(pop, pair_list, first, p.alpha, analyzer, progress)
     pa = [probes[a] for a, _ in pair_list]
     pb = [probes[b] for _, b in pair_list]
     landmark = None
@@ -323,7 +353,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
             else "transfer from " + " + ".join(a.name for a in attackers),
             "goal": f"both contributors accepted ({p.pairing} pairs)", "capability": tm.capability,
             "setting": f"open-set FMR {setting.fmr:g}",
-            "attack": f"{p.method} morph" + (f" {tm.attack.steps} steps" if p.method == "optimised" else ""),
+            "attack": f"{p.method} morph" + {"optimised": f" {tm.attack.steps} steps",
+                                             "gan": f", {tm.attack.steps} inversion steps"}.get(p.method, ""),
         },
         "eps": None, "metrics": metrics,
         "validity": {"n_flags": len(flags), "flags": flags, "morphs_not_enrolled": int((~enrolled).sum())},

@@ -13,9 +13,11 @@ class MorphPerturbation(PerturbationSpec):
     """A morph of two people's photos submitted as one enrolment; both then present their own faces."""
 
     kind: Literal["morph"] = "morph"
-    method: Literal["landmark", "optimised"] = Field(
+    method: Literal["landmark", "optimised", "gan"] = Field(
         "landmark", description="landmark: Delaunay warp + blend spliced into A's photo; optimised: that morph's "
-                                "pixels then optimised (within eps) so the worse-matched contributor is matched")
+                                "pixels then optimised (within eps) so the worse-matched contributor is matched; "
+                                "gan: both inverted into a face generator, latents interpolated, face spliced "
+                                "into A's photo (needs `facesec models fetch gan-face-generate`)")
     alpha: Unit = Field(0.5, description="weight of contributor B (0: A's photo, 1: B's face in A's photo)")
     pairing: Literal["lookalike", "random"] = Field(
         "lookalike", description="lookalike: each subject with the most similar other identity by the attacker's "

@@ -1,0 +1,124 @@
+"""GAN morphs: each contributor inverted into a pretrained face generator's latent space (through the
+attacker's recognizer), the two latents interpolated, and the generated face spliced into A's photo.
+
+The generator is gan-face-generate's DCGAN (100-d latent, 64 x 64 RGB, trained on the synthetic
+DigiFace-1M faces, whose licence is non-commercial). Its checkpoint is fetched with `facesec models fetch
+gan-face-generate` and loaded with `weights_only=True` into the module below; the package itself is
+never imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesec.data.align import Template
+from facesec.data.faces import FaceAnalyzer, NoFace
+from facesec.errors import WeightsError
+from facesec.families.morph.optimise import crop_grid
+from facesec.recognizers import Recognizer, packaged
+
+LATENT = 100
+PHOTO = 256
+"""Generated faces are upsampled to this size before detection and splicing (dlib's detector needs the room)."""
+FRAMING_SAMPLES = 32
+Z_WEIGHT = 1e-3
+"""Pull of the latent towards the prior's shell (|z|^2 about LATENT), so inversion stays on faces."""
+
+
+class Generator(nn.Module):
+    """DCGAN generator: 100-d latent -> 64 x 64 RGB in [-1, 1] (parameter names as in the checkpoint)."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        sizes = [LATENT, width * 8, width * 4, width * 2, width]
+        layers: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(zip(sizes, sizes[1:], strict=False)):
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 1 if i == 0 else 2, 0 if i == 0 else 1, bias=False),
+                       nn.BatchNorm2d(cout), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(width, 3, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Faces in [0, 1], B x 3 x 64 x 64, from latents B x LATENT."""
+        return (self.main(z.view(len(z), LATENT, 1, 1)) + 1) / 2
+
+
+def load_generator(device: torch.device) -> Generator:
+    """The fetched generator (hashes checked), in eval mode, without gradients on its weights."""
+    path = packaged.installed("gan-face-generate") / "weights.tar"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        generator = Generator()
+        generator.load_state_dict(state["netG_state_dict"], strict=True)
+    except (RuntimeError, KeyError, TypeError, OSError) as exc:
+        raise WeightsError(f"{path}: not gan-face-generate's generator checkpoint ({type(exc).__name__})") from exc
+    generator.eval().requires_grad_(False)
+    return generator.to(device)
+
+
+def photos(faces: torch.Tensor) -> list[np.ndarray]:
+    """Generated faces as uint8 RGB photos of PHOTO x PHOTO pixels."""
+    arr = (faces.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return [cv2.resize(a, (PHOTO, PHOTO), interpolation=cv2.INTER_CUBIC) for a in arr]
+
+
+def framing(generator: Generator, template: Template, analyzer: FaceAnalyzer, seed: int) -> np.ndarray:
+    """Where the generator puts a face: the mean crop transform (photo -> `template`'s crop) of the faces
+    detected in FRAMING_SAMPLES seeded samples; the generator's faces are all framed alike."""
+    z = torch.randn(FRAMING_SAMPLES, LATENT, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        samples = photos(generator(z.to(next(generator.parameters()).device)))
+    transforms = []
+    for image in samples:
+        try:
+            transforms.append(analyzer.crop_transform(analyzer.find_face(image, template), template))
+        except NoFace:
+            continue
+    if not transforms:
+        raise WeightsError("the face generator's samples hold no detectable face; is it the right checkpoint?")
+    return np.mean(transforms, axis=0)
+
+
+@dataclass
+class Target:
+    """One recognizer's view of the generated faces and the templates the latents are pulled towards."""
+
+    model: Recognizer
+    grid: torch.Tensor
+    """S x S x 2, from `crop_grid` of the generator's framing."""
+    templates: torch.Tensor
+    """B x D: one per latent being inverted."""
+
+
+def invert(generator: Generator, targets: list[Target], steps: int, seed: int, lr: float = 0.05) -> torch.Tensor:
+    """Latents (B x LATENT) whose faces the recognizers match to their templates: Adam on the summed
+    similarities, from seeded random starts, kept near the prior's shell."""
+    device = next(generator.parameters()).device
+    n = len(targets[0].templates)
+    z = torch.randn(n, LATENT, generator=torch.Generator().manual_seed(seed)).to(device).requires_grad_(True)
+    optimiser = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        face = F.interpolate(generator(z), size=(PHOTO, PHOTO), mode="bilinear", align_corners=False)
+        loss = Z_WEIGHT * ((z * z).sum(1) - LATENT).abs().sum()
+        for t in targets:
+            crop = F.grid_sample(face, t.grid.expand(n, -1, -1, -1), mode="bilinear", padding_mode="border",
+                                 align_corners=False)
+            loss = loss - t.model.similarity(t.model(crop), t.templates).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return z.detach()
+
+
+def target(generator: Generator, model: Recognizer, templates: torch.Tensor, analyzer: FaceAnalyzer,
+           seed: int) -> Target:
+    """A recognizer's view of the generator's faces (its crop, from the generator's framing)."""
+    t = model.info.template
+    grid = crop_grid(framing(generator, t, analyzer, seed), PHOTO, PHOTO, t.size)
+    return Target(model, grid[None].to(templates.device), templates)
