@@ -149,7 +149,7 @@ def test_validate_preflights_what_run_would_need(celeba: Path, tmp_path: Path, c
     assert len(lines) == 1 and lines[0].startswith(f"facesec: error: {path}: pre: ") and expected in lines[0]
 
 
-def test_every_example_threat_model_validates(celeba: Path, hse_installed: Path) -> None:
+def test_every_example_threat_model_validates(celeba: Path, hse_installed: Path, gan_installed: Path) -> None:
     """The shipped examples pass pre-flight; the students' ones say how to train the students first."""
     from facesec.api import check
 
