@@ -74,22 +74,26 @@ def _runs(results: dict[str, Any], source: str) -> list[dict[str, Any]]:
 
 
 def apply_baseline(results: dict[str, Any], baseline: dict[str, Any], max_increase_points: float = 0.0,
-                   metric: str = "attack_success_rate", baseline_path: str = "") -> dict[str, Any]:
-    """The results["baseline"] block: per run, `metric` may rise at most `max_increase_points` points over the
-    baseline run of the same name; `max_increase` in the rules is in the metric's own unit (5 points -> 0.05)."""
+                   metric: str | None = None, baseline_path: str = "") -> dict[str, Any]:
+    """The results["baseline"] block: per run, its headline metric (`metric` when given; attack_success_rate
+    for runs that name none) may rise at most `max_increase_points` points over the baseline run of the same
+    name; `max_increase` in the rules is in the metric's own unit (5 points -> 0.05)."""
     old_runs = {run["name"]: run for run in _runs(baseline, baseline_path or "baseline")}
     allowed = max_increase_points / 100
     rules = []
     for run in _runs(results, "results"):
-        new, new_error = _lookup(run.get("metrics") or {}, metric)
-        rule: dict[str, Any] = {"run": run["name"], "metric": metric, "old": None, "new": new,
+        headline = run.get("headline")
+        named = headline.get("metric") if isinstance(headline, dict) else None
+        name = metric or str(named or "attack_success_rate")
+        new, new_error = _lookup(run.get("metrics") or {}, name)
+        rule: dict[str, Any] = {"run": run["name"], "metric": name, "old": None, "new": new,
                                 "max_increase": allowed, "passed": True}
         if run["name"] not in old_runs:
             rule["note"] = "new run, no baseline"
         elif new_error:
             rule.update(passed=False, error=new_error)
         else:
-            old, old_error = _lookup(old_runs[run["name"]].get("metrics") or {}, metric)
+            old, old_error = _lookup(old_runs[run["name"]].get("metrics") or {}, name)
             rule["old"] = old
             if old_error:
                 rule["note"] = f"baseline has no value to compare: {old_error}"

@@ -149,7 +149,9 @@ def _family_section(value: Any) -> Any:
         return value
     if isinstance(value, dict) and "kind" not in value:  # the first files had no kind
         value = {"kind": "pixel", **value}
-    kind = value.get("kind") if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        raise ValueError(f"perturbation: a mapping such as {{kind: pixel, eps: 8/255}} (got {value!r})")
+    kind = value.get("kind")
     known = families.available()
     if not isinstance(kind, str) or kind not in known:
         raise ValueError(f"perturbation.kind: {kind!r} is not an attack family; use one of "
@@ -372,9 +374,20 @@ def load_threat_models(path: str | Path, overrides: list[str] | None = None) -> 
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of a threat-model file, for editors; lists are allowed where EXPANDABLE says."""
+    """JSON Schema of a threat-model file, for editors; lists are allowed where EXPANDABLE says, and
+    `perturbation` is one of the installed families' sections, chosen by `kind`."""
+    from facesec import families
+
     schema = ThreatModel.model_json_schema()
-    defs = schema.get("$defs", {})
+    defs = schema.setdefault("$defs", {})
+    sections = []
+    for kind in sorted(families.available(), key=_family_order):
+        spec = families.get(kind).Spec
+        section = spec.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(section.pop("$defs", {}))
+        defs[spec.__name__] = section
+        sections.append({"$ref": f"#/$defs/{spec.__name__}"})
+    schema["properties"]["perturbation"] = {"oneOf": sections, "description": "kind selects the attack family"}
     for path in EXPANDABLE:
         head, _, field = path.partition(".")
         if not field:

@@ -129,3 +129,26 @@ def test_transfer_morphs_from_a_surrogate_with_its_own_crop(tmp_path: Path, cele
     assert record["dimensions"]["knowledge"] == "transfer from hse-faceres"
     assert set(record["metrics"]["by_recognizer"]) == {"dlib-resnet", "hse-faceres"}
     assert np.array(record["metrics"]["map"]["0.01"]["matrix"]).shape == (2, 2)
+
+
+def test_schema_baseline_and_refusals(tmp_path: Path) -> None:
+    """`facesec schema` lists every family's keys; a morph run's baseline compares its headline; morph-only
+    nonsense is refused."""
+    from facesec.gates import apply_baseline
+    from facesec.spec import json_schema
+
+    schema = json_schema()
+    assert {"$ref": "#/$defs/MorphPerturbation"} in schema["properties"]["perturbation"]["oneOf"]
+    assert "anyOf" in schema["$defs"]["MorphPerturbation"]["properties"]["alpha"]  # a list expands
+    run = {"name": "m", "headline": {"metric": "mmpmr"}, "metrics": {"mmpmr": 0.5}}
+    [rule] = apply_baseline({"runs": [run]}, {"runs": [{**run, "metrics": {"mmpmr": 0.4}}]}, 5)["rules"]
+    assert rule["metric"] == "mmpmr" and rule["passed"] is False
+    for extra, message in (("photo_round_trip: true\n", "photo_round_trip: morphs are photos already"),
+                           ("attack: {steps: 5}\n", "attack: landmark morphs are not optimised"),
+                           ("gates: [{metric: landmark_mmpmr, value: 1}]\n", "recorded by optimised morphs only")):
+        with pytest.raises(ConfigError, match=message):
+            load_threat_models(_write(tmp_path, SMALL + extra))
+    with pytest.raises(ConfigError, match=r"perturbation: a mapping such as .* \(got 'morph'\)"):
+        load_threat_models(_write(tmp_path, "name: x\nperturbation: morph\n"))
+    bare = load_threat_models(_write(tmp_path, "name: x\nperturbation: {kind: morph}\n"))[0]
+    assert bare.perturbation.pairs is None  # type: ignore[attr-defined]  # one morph per subject

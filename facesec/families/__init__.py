@@ -44,7 +44,11 @@ def _lazy(ep: Any) -> Callable[[], Family]:
     """Import an installed family only when a threat model selects it."""
 
     def make() -> Family:
-        family: Family = ep.load()()
+        try:
+            family: Family = ep.load()()
+        except Exception as exc:  # a broken plug-in is the user's to fix: say which one, no traceback
+            raise ConfigError(f"attack family {ep.name!r} ({ep.value}) from an installed package failed to load: "
+                              f"{type(exc).__name__}: {exc}") from exc
         return family
 
     return make

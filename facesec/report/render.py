@@ -207,7 +207,7 @@ def render_report(results_path: Path, out_path: Path | None = None, redact: bool
     out = Path(out_path) if out_path is not None else results_path.parent / "index.html"
     results = load_results(results_path)
     report = build_report(results, results_path.parent, out.parent, redact)
-    html = _environment().get_template("report.html.j2").render(r=report, dash=DASH)
+    html = _environment(results.get("runs") or []).get_template("report.html.j2").render(r=report, dash=DASH)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     return out
@@ -355,7 +355,7 @@ def _family(run: dict[str, Any]) -> families.Family | None:
     kind = run.get("family") or _dict(_dict(run.get("threat_model")).get("perturbation")).get("kind") or "pixel"
     try:
         return families.get(str(kind))
-    except FacesecError:
+    except FacesecError:  # a family not installed here (or a broken plug-in): the evasion layout
         return None
 
 
@@ -513,7 +513,7 @@ def _cell_detail(run: RunView, metrics: dict[str, Any]) -> str:
     if run.accessory:
         parts.append(f"plain {_rate(metrics.get('plain_accessory_success_rate'))} · "
                      f"EOT {_rate(metrics.get('eot_success_rate'))}")
-    if run.knowledge == "transfer":
+    if run.knowledge == "transfer" and run.headline_label == "ASR":
         parts.append(f"on surrogate {_rate(metrics.get('surrogate_success_rate'))}")
     if "photo_success_rate" in metrics:
         parts.append(f"in photos {_rate(metrics.get('photo_success_rate'))}")
@@ -619,12 +619,12 @@ def _inside(root: Path, relative: Any) -> bool:
     return path.is_relative_to(root.resolve()) and path.is_file()
 
 
-def _environment() -> Environment:
-    """Templates: the page's own, then each family's partial from its package."""
+def _environment(runs: list[Any]) -> Environment:
+    """Templates: the page's own, then the partials of the families these runs belong to."""
     dirs = [Path(__file__).parent / "templates"]
-    for kind in families.available():
-        family = _family({"family": kind})
-        if family is not None and family.template_dir is not None:
+    for run in runs:
+        family = _family(run) if isinstance(run, dict) else None
+        if family is not None and family.template_dir is not None and family.template_dir not in dirs:
             dirs.append(family.template_dir)
     return Environment(
         loader=FileSystemLoader(dirs),

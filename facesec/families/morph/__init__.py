@@ -40,7 +40,8 @@ METRICS: dict[str, MetricInfo] = {
     "dedup_contributor_top1": _label("1:N search: a contributor is rank 1"),
     "n_morphs": _label("morphs"),
     "morphs_not_enrolled": _label("morphs in which detection found no single face (failed attacks)"),
-    "pair_similarity_mean": _label("mean similarity of the paired subjects, as the attacker saw them"),
+    "pair_similarity_mean": _label("mean similarity of the paired subjects, as the attacker's (first) recognizer "
+                                   "saw them"),
     "landmark_mmpmr": _label("MMPMR of the landmark morphs the optimisation started from"),
     "landmark_fmmpmr": _label("FMMPMR of the landmark morphs the optimisation started from"),
     "at_fmr": _label("target's metrics at each FMR", gate=False),
@@ -74,9 +75,18 @@ class Morph(Family):
         if tm.data.images_per_identity <= p.references:
             raise ValueError(f"data.images_per_identity ({tm.data.images_per_identity}) must exceed "
                              f"perturbation.references ({p.references}) so that every contributor keeps probes")
-        if p.pairs > tm.data.identities:
+        if p.pairs is not None and p.pairs > tm.data.identities:
             raise ValueError(f"perturbation.pairs ({p.pairs}) cannot exceed data.identities ({tm.data.identities}): "
                              "each subject hosts one morph")
+        if tm.photo_round_trip:
+            raise ValueError("photo_round_trip: morphs are photos already (each is detected and aligned when "
+                             "enrolled); remove it")
+        if p.method != "optimised":
+            for i, gate in enumerate(tm.gates):
+                if gate.metric.startswith("landmark_"):
+                    raise ValueError(f"gates.{i}.metric: {gate.metric} is recorded by optimised morphs only")
+        if p.method == "landmark" and "attack" in tm.model_fields_set:
+            raise ValueError("attack: landmark morphs are not optimised; remove it (optimised and gan use it)")
         if p.method != "landmark":
             if tm.attack.library != "native" or tm.attack.method != "pgd":
                 raise ValueError(f"attack: {p.method} morphs are made by facesec's own optimiser; use "

@@ -56,9 +56,11 @@ def _reading(metrics: dict[str, Any], fmr: Any) -> str:
 
 def _scatter(morph: dict[str, Any]) -> str | None:
     """S(morph, A) against S(morph, B) with each FMR's threshold as lines: the top-right corner is both accepted."""
-    pts = np.array([p for p in _list(morph.get("scores")) if isinstance(p, list) and len(p) == 2], dtype=float)
-    pts = pts[np.isfinite(pts).all(1)] if len(pts) else pts
-    thresholds = {k: v for k, v in _dict(morph.get("thresholds")).items() if isinstance(v, int | float)}
+    pairs = [p for p in _list(morph.get("scores")) if isinstance(p, list) and len(p) == 2]
+    pts = np.array([[_num(a), _num(b)] for a, b in pairs], dtype=float).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(1)]  # not enrolled (null) or malformed: not plotted
+    thresholds = {k: v for k, v in _dict(morph.get("thresholds")).items()
+                  if _is_float(k) and math.isfinite(_num(v))}
     if not len(pts):
         return None
     fig = Figure(figsize=(4.4, 4.0))
@@ -102,7 +104,10 @@ def _mmpmr_against_fmr(by_recognizer: dict[str, Any]) -> str | None:
 
 def _map_plot(fmr: str, doc: dict[str, Any]) -> str | None:
     """The MAP matrix as a heat map: rows r (attempts), columns c (recognizers)."""
-    matrix = np.array(_list(doc.get("matrix")), dtype=float)
+    try:
+        matrix = np.array(_list(doc.get("matrix")), dtype=float)
+    except (TypeError, ValueError):  # ragged or not numbers: nothing to draw
+        return None
     if matrix.ndim != 2 or not matrix.size:
         return None
     fig = Figure(figsize=(1.6 + 0.9 * matrix.shape[1], 1.2 + 0.45 * matrix.shape[0]))

@@ -74,9 +74,31 @@ class MorphOutput(RunOutput):
                     files[key] = f"{rel}/{i}_{key}.png"
             row = samples.iloc[i]
             gallery.append({"contributor_a": row["contributor_a"], "contributor_b": row["contributor_b"], **files,
-                            "score_a": float(row["score_a"]), "score_b": float(row["score_b"]),
+                            "score_a": _finite(row["score_a"]), "score_b": _finite(row["score_b"]),
                             "accepted": bool(row["mated_match"]), "enrolled": bool(row["enrolled"])})
         return {"gallery": gallery}
+
+
+def _finite(value: float) -> float | None:
+    """A score for results.json: None for a morph that was not enrolled (JSON has no infinity)."""
+    return float(value) if np.isfinite(value) else None
+
+
+def _unique(judges: list[Judge]) -> list[Judge]:
+    """The judges with distinct names (a second model of the same name becomes 'name#2'): results key by name."""
+    seen: dict[str, int] = {}
+    for judge in judges:
+        seen[judge.name] = seen.get(judge.name, 0) + 1
+        if seen[judge.name] > 1:
+            judge.name = f"{judge.name}#{seen[judge.name]}"
+    return judges
+
+
+def _standardised(similarity: np.ndarray) -> np.ndarray:
+    """A similarity matrix on a common scale (z-scores of its off-diagonal entries), so that surrogates
+    comparing by cosine and by distance can be averaged when they pick look-alikes together."""
+    off = similarity[~np.eye(len(similarity), dtype=bool)]
+    return (similarity - off.mean()) / (off.std() + 1e-12) if off.size else similarity
 
 
 def _scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +270,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     k = tm.data.images_per_identity
     fmrs = sorted({*p.fmrs, setting.fmr}, reverse=True)
     target = _judge(model, pop, fmrs, progress)
-    judges = [target] + [_judge(load(s, device), pop, fmrs, progress) for s in p.recognizers]
+    judges = _unique([target] + [_judge(load(s, device), pop, fmrs, progress) for s in p.recognizers])
     analyzer = FaceAnalyzer()
 
     members = [np.flatnonzero(pop.identity == i) for i in range(len(pop.names))]
@@ -256,12 +278,13 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     probes = [m[p.references:] for m in members]
     attackers = _attackers(tm, target, pop, device, progress)
     subject_refs = [refs[i] for i in range(n_subjects)]
+    n_pairs = n_subjects if p.pairs is None else p.pairs
     if p.pairing == "lookalike":
         sims = [a.model.similarity_matrix(*(2 * [_templates(a.model, a.emb, subject_refs)])).cpu().numpy()
                 for a in attackers]
-        pair_list = pairs.lookalike(np.mean(sims, axis=0), p.pairs)
+        pair_list = pairs.lookalike(np.mean([_standardised(x) for x in sims], axis=0), n_pairs)
     else:
-        pair_list = pairs.random_pairs(n_subjects, p.pairs, np.random.default_rng(tm.data.seed))
+        pair_list = pairs.random_pairs(n_subjects, n_pairs, np.random.default_rng(tm.data.seed))
     first = np.array([r[0] for r in refs])
 
     t_attack = time.perf_counter()
@@ -358,7 +381,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         },
         "eps": None, "metrics": metrics,
         "validity": {"n_flags": len(flags), "flags": flags, "morphs_not_enrolled": int((~enrolled).sum())},
-        "morph": {"scores": [[float(x), float(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
+        "morph": {"scores": [[_finite(x), _finite(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
                   "thresholds": {f"{f:g}": target.thresholds[f] for f in fmrs},
                   "alpha": p.alpha, "pairing": p.pairing, "method": p.method},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],

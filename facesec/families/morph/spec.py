@@ -22,7 +22,8 @@ class MorphPerturbation(PerturbationSpec):
     pairing: Literal["lookalike", "random"] = Field(
         "lookalike", description="lookalike: each subject with the most similar other identity by the attacker's "
                                  "recognizer (as a criminal picks an accomplice); random: seeded")
-    pairs: int = Field(50, ge=1, description="morphs made (at most one per pair of identities)")
+    pairs: int | None = Field(None, ge=1, description="morphs made: the first `pairs` subjects each host one "
+                                                     "(null: every subject)")
     references: int = Field(1, ge=1, description="photos per contributor the attacker holds: the first is the one "
                                                  "morphed; none of them is ever a probe")
     eps: Budget = Field(8 / 255, le=1, description="optimised: L-inf budget around the landmark morph's pixels")
