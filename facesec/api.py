@@ -18,7 +18,7 @@ from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
 from facesec.engine import preflight, run_threat_model
 from facesec.errors import ConfigError, DataError, FacesecError
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
 from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
 from facesec.results import build_results, save, slug
@@ -34,9 +34,10 @@ def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:
 
 def evaluate(recognizer: str | Recognizer, data: str | Path, max_genuine_per_identity: int = 20,
              fmrs: Sequence[float] = (1e-2, 1e-3), seed: int = 0, device: str | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, trust_code: bool = False) -> dict[str, Any]:
     """Clean verification and closed-set identification accuracy of a recognizer on a dataset."""
-    model = load(recognizer, pick_device(device)) if isinstance(recognizer, str) else recognizer
+    with trusting_code(trust_code):
+        model = load(recognizer, pick_device(device)) if isinstance(recognizer, str) else recognizer
     dataset = load_dataset(data)
     label_of = {str(p): ident for p, ident in dataset.items}
     faces = align_faces([p for p, _ in dataset.items], model.info.template, progress=progress)
@@ -92,9 +93,10 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def embed_files(recognizer: str | Recognizer, inputs: Sequence[str | Path], device: str | None = None,
-                progress: bool = True) -> dict[str, np.ndarray]:
+                progress: bool = True, trust_code: bool = False) -> dict[str, np.ndarray]:
     """Detect, align and embed images; arrays for `facesec embed`'s .npz output."""
-    model = load(recognizer, pick_device(device)) if isinstance(recognizer, str) else recognizer
+    with trusting_code(trust_code):
+        model = load(recognizer, pick_device(device)) if isinstance(recognizer, str) else recognizer
     faces = align_faces(expand_inputs(inputs), model.info.template, progress=progress)
     emb = model.embed(faces.uint8(), progress=progress)
     return {
@@ -113,13 +115,21 @@ def load_threat_model(path: str | Path, overrides: Sequence[str] = ()) -> list[T
 def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: str | Path = "reports",
         suite: str | None = None, device: str | None = None, baseline: str | Path | None = None,
         max_asr_increase: float = 0.0, junit: str | Path | None = None, redact: bool = False,
-        progress: bool = True) -> tuple[dict[str, Any], Path]:
+        progress: bool = True, trust_code: bool = False) -> tuple[dict[str, Any], Path]:
     """Run threat-model files as one suite; write results.json, per-run files and the HTML report.
 
     Returns the results document and the suite folder. Gates are evaluated per run; with
-    `baseline`, ASR may not rise more than `max_asr_increase` points over the old results.
+    `baseline`, ASR may not rise more than `max_asr_increase` points over the old results. A
+    `package.module:factory` recognizer is refused unless `trust_code` (the run's provenance says so).
     """
-    models = check(files, overrides)
+    with trusting_code(trust_code):
+        return _run(files, overrides, out_root, suite, device, baseline, max_asr_increase, junit, redact, progress)
+
+
+def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | Path, suite: str | None,
+         device: str | None, baseline: str | Path | None, max_asr_increase: float, junit: str | Path | None,
+         redact: bool, progress: bool) -> tuple[dict[str, Any], Path]:
+    models = check(files, overrides, code_trusted())
     if not models:
         raise ConfigError("no threat models to run")
     old = _read_results(Path(baseline)) if baseline else None
@@ -133,6 +143,7 @@ def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: st
             output = run_threat_model(tm, dev, source, progress)
         except FacesecError as exc:
             raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
+        output.record["provenance"]["trusted_code"] = code_trusted()
         gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
         output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
         outputs.append(output)
@@ -146,9 +157,15 @@ def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: st
     return results, out_dir
 
 
-def check(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[tuple[str, ThreatModel]]:
+def check(files: Sequence[str | Path], overrides: Sequence[str] = (),
+          trust_code: bool = False) -> list[tuple[str, ThreatModel]]:
     """Load and pre-flight every threat model before anything runs: recognizer, dataset and attack
     must exist and fit, so a late error cannot lose a suite's finished runs."""
+    with trusting_code(trust_code):
+        return _check(files, overrides)
+
+
+def _check(files: Sequence[str | Path], overrides: Sequence[str]) -> list[tuple[str, ThreatModel]]:
     models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides))]
     for source, tm in models:
         surrogates = tm.knowledge.surrogates if isinstance(tm.knowledge, Transfer) else []

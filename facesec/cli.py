@@ -30,12 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--pairs-per-identity", type=int, default=20, help="genuine pairs per identity (default 20)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    ev.add_argument("--trust-code", action="store_true",
+                    help="allow package.module:factory recognizers (they run that module's code); off by default")
 
     em = sub.add_parser("embed", help="detect, align and embed images into an .npz file")
     em.add_argument("inputs", nargs="+", help="image files or folders")
     em.add_argument("--recognizer", default="dlib-resnet")
     em.add_argument("--out", type=Path, required=True, help="output .npz (paths, embeddings, skipped, reasons)")
     em.add_argument("--device")
+    em.add_argument("--trust-code", action="store_true",
+                    help="allow package.module:factory recognizers (they run that module's code); off by default")
 
     rn = sub.add_parser("run", help="run threat-model files as one suite: results.json, HTML report, gates")
     rn.add_argument("files", nargs="+", type=Path, help="threat-model YAML files")
@@ -49,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --baseline: how many points ASR may rise per run (default 0)")
     rn.add_argument("--redact", action="store_true", help="blur faces in the report (faces are biometric data)")
     rn.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    rn.add_argument("--trust-code", action="store_true",
+                    help="allow package.module:factory recognizers (they run that module's code); off by default")
 
     rp = sub.add_parser("report", help="re-render the HTML report from a results.json")
     rp.add_argument("results", type=Path)
@@ -59,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument("files", nargs="+", type=Path)
     va.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                     help="override a field before validation, e.g. --set perturbation.eps=4/255")
+    va.add_argument("--trust-code", action="store_true",
+                    help="allow package.module:factory recognizers (they run that module's code); off by default")
 
     sub.add_parser("schema", help="print the JSON Schema of threat-model files (for editors)")
 
@@ -102,7 +110,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from facesec.api import evaluate
 
     names = args.recognizer or ["dlib-resnet"]
-    results = [evaluate(name, args.data, args.pairs_per_identity, seed=args.seed, device=args.device)
+    results = [evaluate(name, args.data, args.pairs_per_identity, seed=args.seed, device=args.device,
+                        trust_code=args.trust_code)
                for name in names]
     text = json.dumps(results[0] if len(results) == 1 else results, indent=2)
     if args.json:
@@ -131,7 +140,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     from facesec.api import embed_files
 
-    arrays = embed_files(args.recognizer, args.inputs, device=args.device)
+    arrays = embed_files(args.recognizer, args.inputs, device=args.device, trust_code=args.trust_code)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
@@ -163,7 +172,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from facesec.gates import exit_code
 
     results, out_dir = run(args.files, args.overrides, args.out, args.suite, args.device, args.baseline,
-                           args.max_asr_increase, args.junit, args.redact)
+                           args.max_asr_increase, args.junit, args.redact, trust_code=args.trust_code)
     for record in results["runs"]:
         m = record["metrics"]
         verdicts = ["PASS" if g["passed"] else "FAIL" for g in record.get("gates", [])]
@@ -206,7 +215,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     failed = False
     for path in args.files:
         try:
-            models = check([path], args.overrides)
+            models = check([path], args.overrides, args.trust_code)
         except FacesecError as exc:
             print(f"facesec: error: {exc}", file=sys.stderr)
             failed = True

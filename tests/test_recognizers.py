@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from facesec.errors import ConfigError, WeightsError
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers import Recognizer, load, trusting_code
 from facesec.recognizers.iresnet import IRESNET_LAYERS, IResNet
 
 
@@ -123,11 +123,15 @@ def test_module_factory_strings_and_errors(tmp_path: Path, monkeypatch: pytest.M
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("my_recognizers", None)
-    assert isinstance(load("my_recognizers:small"), Recognizer)
-    with pytest.raises(ConfigError, match="not a facesec.recognizers.Recognizer"):
-        load("my_recognizers:wrong")
-    with pytest.raises(ConfigError, match="cannot import"):
-        load("my_recognizers:missing")
+    with pytest.raises(ConfigError, match="runs that module's code; pass --trust-code"):
+        load("my_recognizers:small")
+    assert "my_recognizers" not in sys.modules  # refused before any import
+    with trusting_code():
+        assert isinstance(load("my_recognizers:small"), Recognizer)
+        with pytest.raises(ConfigError, match="not a facesec.recognizers.Recognizer"):
+            load("my_recognizers:wrong")
+        with pytest.raises(ConfigError, match="cannot import"):
+            load("my_recognizers:missing")
     with pytest.raises(ConfigError, match="unknown recognizer 'nope'"):
         load("nope")
     with pytest.raises(WeightsError, match="not found"):

@@ -8,7 +8,9 @@ Its `info` says how to align faces for it, how to compare embeddings and which w
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Literal
@@ -81,6 +83,25 @@ class Recognizer(nn.Module):
         return -torch.cdist(a, b)
 
 
+_TRUST_CODE: ContextVar[bool] = ContextVar("facesec_trust_code", default=False)
+
+
+def code_trusted() -> bool:
+    """Whether `package.module:factory` recognizers may be imported (off unless the user opted in)."""
+    return _TRUST_CODE.get()
+
+
+@contextmanager
+def trusting_code(enabled: bool = True) -> Iterator[None]:
+    """Allow (or not) arbitrary `package.module:factory` code while the block runs: a threat model from
+    someone else must not run code unless the person running it said so."""
+    token = _TRUST_CODE.set(enabled)
+    try:
+        yield
+    finally:
+        _TRUST_CODE.reset(token)
+
+
 Factory = Callable[..., Recognizer]
 _REGISTRY: dict[str, Factory] = {}
 ENTRY_POINT_GROUP = "facesec.recognizers"
@@ -139,6 +160,10 @@ def load(spec: str | dict[str, Any], device: str | torch.device | None = None) -
         except TypeError as exc:
             raise ConfigError(f"recognizer '{name}': {exc}") from exc
     elif ":" in name:
+        if not code_trusted():
+            raise ConfigError(f"recognizer '{name}': a package.module:factory runs that module's code; pass "
+                              "--trust-code (Python: trust_code=True) if you trust it, or install it as a plug-in "
+                              "(entry-point group facesec.recognizers)")
         module_name, _, attr = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
