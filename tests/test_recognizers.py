@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 import torch
 
 from facesec.errors import ConfigError, WeightsError
-from facesec.recognizers import Recognizer, load, trusting_code
+from facesec.recognizers import Recognizer, load, trusting_code, weights
 from facesec.recognizers.iresnet import IRESNET_LAYERS, IResNet
 
 
@@ -94,7 +97,13 @@ def test_weights_by_url_and_sha256(tmp_path: Path, checkpoint: tuple[Path, IResN
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = checkpoint
     monkeypatch.setenv("FACESEC_CACHE", str(tmp_path / "cache"))
-    url, good = path.as_uri(), _sha(path)
+    # a local plain-http server stands in for an https host (the https-only rule: test_weights_download.py)
+    monkeypatch.setattr(weights, "check_url", lambda text: None)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url, good = f"http://127.0.0.1:{httpd.server_address[1]}/{path.name}", _sha(path)
     model = load({"name": "iresnet18", "weights": url, "sha256": good})
     cached = tmp_path / "cache" / "weights" / good
     assert cached.is_file() and model.info.weights_sha256 == good
@@ -109,6 +118,7 @@ def test_weights_by_url_and_sha256(tmp_path: Path, checkpoint: tuple[Path, IResN
         load({"name": "iresnet18", "weights": url})
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         load({"name": "iresnet18", "weights": str(path), "sha256": bad})
+    httpd.shutdown()
 
 
 def test_module_factory_strings_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from facesec.errors import ConfigError, WeightsError
-from facesec.recognizers import packaged
+from facesec.recognizers import packaged, weights
 from facesec.recognizers.base import available as available_recognizers
 from facesec.recognizers.base import code_trusted
 
@@ -22,6 +22,8 @@ def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
         raise ConfigError(f"{where}: {name!r} is a package.module:factory, which runs that module's code; pass "
                           "--trust-code if you trust it, or install it as a plug-in (entry-point group "
                           "facesec.recognizers)")
+    if isinstance(spec, dict):
+        _check_weights_fields(where, spec)
     if name in packaged.PACKAGED:  # a missing model fails here, before any run, with the fetch command
         try:
             packaged.installed(name)
@@ -32,3 +34,17 @@ def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
         if not (folder / "surrogate.json").is_file():
             raise ConfigError(f"{where}: no trained student in '{folder}'; train one first with "
                               f"`facesec surrogate train --arch ... --data ... --out {folder}`")
+
+
+def _check_weights_fields(where: str, spec: dict[str, Any]) -> None:
+    """`sha256` is 64 hex digits and a weights URL is https with a sha256: checked before any download."""
+    try:
+        if spec.get("sha256") is not None:
+            weights.check_sha256(str(spec["sha256"]))
+        location = spec.get("weights")
+        if isinstance(location, str) and weights.is_url(location):
+            weights.check_url(location)
+            if spec.get("sha256") is None:
+                raise WeightsError(f"weights URL {location} needs a sha256 to check the download against")
+    except WeightsError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
