@@ -22,7 +22,7 @@ from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
 from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
 from facesec.results import build_results, save, slug
-from facesec.spec import ThreatModel, Transfer, load_threat_models
+from facesec.spec import MAX_RUNS, ThreatModel, Transfer, load_threat_models
 
 
 def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def load_threat_model(path: str | Path, overrides: Sequence[str] = ()) -> list[T
 def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: str | Path = "reports",
         suite: str | None = None, device: str | None = None, baseline: str | Path | None = None,
         max_asr_increase: float = 0.0, junit: str | Path | None = None, redact: bool = False,
-        progress: bool = True, trust_code: bool = False) -> tuple[dict[str, Any], Path]:
+        progress: bool = True, trust_code: bool = False, max_runs: int = MAX_RUNS) -> tuple[dict[str, Any], Path]:
     """Run threat-model files as one suite; write results.json, per-run files and the HTML report.
 
     Returns the results document and the suite folder. Gates are evaluated per run; with
@@ -123,13 +123,14 @@ def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: st
     `package.module:factory` recognizer is refused unless `trust_code` (the run's provenance says so).
     """
     with trusting_code(trust_code):
-        return _run(files, overrides, out_root, suite, device, baseline, max_asr_increase, junit, redact, progress)
+        return _run(files, overrides, out_root, suite, device, baseline, max_asr_increase, junit, redact, progress,
+                    max_runs)
 
 
 def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | Path, suite: str | None,
          device: str | None, baseline: str | Path | None, max_asr_increase: float, junit: str | Path | None,
-         redact: bool, progress: bool) -> tuple[dict[str, Any], Path]:
-    models = check(files, overrides, code_trusted())
+         redact: bool, progress: bool, max_runs: int) -> tuple[dict[str, Any], Path]:
+    models = check(files, overrides, code_trusted(), max_runs)
     if not models:
         raise ConfigError("no threat models to run")
     old = _read_results(Path(baseline)) if baseline else None
@@ -157,16 +158,16 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
     return results, out_dir
 
 
-def check(files: Sequence[str | Path], overrides: Sequence[str] = (),
-          trust_code: bool = False) -> list[tuple[str, ThreatModel]]:
+def check(files: Sequence[str | Path], overrides: Sequence[str] = (), trust_code: bool = False,
+          max_runs: int = MAX_RUNS) -> list[tuple[str, ThreatModel]]:
     """Load and pre-flight every threat model before anything runs: recognizer, dataset and attack
     must exist and fit, so a late error cannot lose a suite's finished runs."""
     with trusting_code(trust_code):
-        return _check(files, overrides)
+        return _check(files, overrides, max_runs)
 
 
-def _check(files: Sequence[str | Path], overrides: Sequence[str]) -> list[tuple[str, ThreatModel]]:
-    models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides))]
+def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int) -> list[tuple[str, ThreatModel]]:
+    models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides), max_runs)]
     for source, tm in models:
         surrogates = tm.knowledge.surrogates if isinstance(tm.knowledge, Transfer) else []
         specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]

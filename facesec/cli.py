@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --baseline: how many points ASR may rise per run (default 0)")
     rn.add_argument("--redact", action="store_true", help="blur faces in the report (faces are biometric data)")
     rn.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    rn.add_argument("--max-runs", type=int, default=1000,
+                    help="refuse a file whose matrix expands to more runs than this (default 1000)")
     rn.add_argument("--trust-code", action="store_true",
                     help="allow package.module:factory recognizers (they run that module's code); off by default")
 
@@ -65,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument("files", nargs="+", type=Path)
     va.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                     help="override a field before validation, e.g. --set perturbation.eps=4/255")
+    va.add_argument("--max-runs", type=int, default=1000,
+                    help="refuse a file whose matrix expands to more runs than this (default 1000)")
     va.add_argument("--trust-code", action="store_true",
                     help="allow package.module:factory recognizers (they run that module's code); off by default")
 
@@ -172,7 +176,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from facesec.gates import exit_code
 
     results, out_dir = run(args.files, args.overrides, args.out, args.suite, args.device, args.baseline,
-                           args.max_asr_increase, args.junit, args.redact, trust_code=args.trust_code)
+                           args.max_asr_increase, args.junit, args.redact, trust_code=args.trust_code,
+                           max_runs=args.max_runs)
     for record in results["runs"]:
         m = record["metrics"]
         verdicts = ["PASS" if g["passed"] else "FAIL" for g in record.get("gates", [])]
@@ -215,7 +220,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     failed = False
     for path in args.files:
         try:
-            models = check([path], args.overrides, args.trust_code)
+            models = check([path], args.overrides, args.trust_code, args.max_runs)
         except FacesecError as exc:
             print(f"facesec: error: {exc}", file=sys.stderr)
             failed = True

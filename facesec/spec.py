@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
+from collections.abc import Hashable
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,10 +44,23 @@ def _fraction(value: Any) -> Any:
     return value
 
 
-Budget = Annotated[float, BeforeValidator(_fraction), Field(ge=0)]
+def _not_bool(value: Any) -> Any:
+    """YAML's true/false are not numbers here (pydantic would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
 
 
-Unit = Annotated[float, Field(ge=0, le=1)]
+Budget = Annotated[float, BeforeValidator(_fraction), BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan=False)]
+Number = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+"""A finite number (no .inf, .nan, true or false)."""
+
+
+Whole = Annotated[int, BeforeValidator(_not_bool)]
+"""A whole number (no true/false); each field bounds it, since a run that large is a typo, not a plan."""
+
+
+Unit = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 class Strict(BaseModel):
@@ -55,24 +70,24 @@ class Strict(BaseModel):
 class Data(Strict):
     """Which faces: a dataset folder or its name under $FACESEC_DATA, and how many of them."""
 
-    dataset: str = "celeba-mini"
-    identities: int = Field(10, ge=2, description="identities sampled from the dataset")
-    images_per_identity: int = Field(5, ge=2, description="images per identity (enrolment + probes)")
-    seed: int = 0
+    dataset: str = Field("celeba-mini", min_length=1)
+    identities: Whole = Field(10, ge=2, le=100_000, description="identities sampled from the dataset")
+    images_per_identity: Whole = Field(5, ge=2, le=10_000, description="images per identity (enrolment + probes)")
+    seed: Whole = Field(0, ge=0, le=2**32 - 1)
 
 
 class OpenSet(Strict):
     """1:1 verification at a threshold calibrated on clean impostor pairs at `fmr`."""
 
     kind: Literal["open-set"] = "open-set"
-    fmr: float = Field(1e-3, gt=0, lt=1)
+    fmr: Number = Field(1e-3, gt=0, lt=1)
 
 
 class ClosedSet(Strict):
     """Identification over a gallery of enrolled identities."""
 
     kind: Literal["closed-set"] = "closed-set"
-    gallery_images: int = Field(1, ge=1, description="enrolment images per identity")
+    gallery_images: Whole = Field(1, ge=1, le=10_000, description="enrolment images per identity")
 
 
 class Attack(Strict):
@@ -80,12 +95,12 @@ class Attack(Strict):
 
     method: Literal["pgd", "fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm", "cw", "square", "hopskipjump"] = "pgd"
     library: Literal["native", "torchattacks", "art"] = "native"
-    steps: int = Field(20, ge=0)
+    steps: Whole = Field(20, ge=0, le=100_000)
     step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM), "
                                      "1/32 (accessories)")
     random_start: bool | None = Field(None, description="default: the method's own (PGD, CW yes; FGSM, MI-FGSM no)")
     params: dict[str, int | float | bool | str] = Field({}, description="method-specific: momentum, kappa, batch_size")
-    sanity_samples: int = Field(8, ge=1, description="samples for the unbounded-budget validity check")
+    sanity_samples: Whole = Field(8, ge=1, le=100_000, description="samples for the unbounded-budget validity check")
 
 
 class Transfer(Strict):
@@ -103,7 +118,7 @@ class Query(Strict):
 
     kind: Literal["query"] = "query"
     output: Literal["scores", "decisions"] = "scores"
-    budget: int = Field(1000, ge=1, description="queries per attacked face; one more is refused")
+    budget: Whole = Field(1000, ge=1, le=10_000_000, description="queries per attacked face; one more is refused")
 
 
 def _knowledge_kind(value: Any) -> str | None:
@@ -124,7 +139,7 @@ class Gate(Strict):
 
     metric: str = Field(min_length=1)
     op: Literal["<", "<=", ">", ">=", "=="] = "<="
-    value: float
+    value: Number
 
 
 class PerturbationSpec(Strict):
@@ -227,6 +242,13 @@ class ThreatModel(Strict):
         return self
 
 
+MAX_DOCUMENT_BYTES = 1 << 20
+MAX_DEPTH = 32
+"""Nesting deeper than this is refused while composing (a threat model is a few levels deep)."""
+MAX_RUNS = 1000
+"""A matrix expanding to more runs is refused unless the limit is raised (`--max-runs`)."""
+
+
 EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.shape", "perturbation.eps", "perturbation.norm",
               "perturbation.method", "perturbation.alpha", "perturbation.pairing", "setting.fmr", "attack.steps",
               "attack.method", "attack.library")
@@ -271,12 +293,17 @@ def _label(value: Any) -> str:
     return "+".join([str(value.get("kind", "?"))] + models) if models else str(value.get("kind", value))
 
 
-def expand(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One document per combination of the list-valued EXPANDABLE fields; names get a suffix."""
+def expand(doc: dict[str, Any], max_runs: int = MAX_RUNS) -> list[dict[str, Any]]:
+    """One document per combination of the list-valued EXPANDABLE fields; names get a suffix. The number
+    of runs is checked before anything is expanded."""
     axes = [(p, v) for p in EXPANDABLE if isinstance(v := _get(doc, p), list)]
     for path, values in axes:
         if not values:
             raise ConfigError(f"field '{path}': empty list; give at least one value")
+    total = math.prod(len(values) for _, values in axes)
+    if total > max_runs:
+        raise ConfigError(f"the matrix expands to {total:,} runs, more than the limit of {max_runs:,}; shorten its "
+                          "lists or raise the limit with --max-runs")
     if not axes:
         return [doc]
     runs = []
@@ -325,20 +352,56 @@ def _parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+class _ThreatModelLoader(yaml.SafeLoader):
+    """`yaml.safe_load` plus: no aliases (a few lines of them expand to gigabytes), no duplicate keys (the
+    later one would silently win), and bounded nesting (deep brackets exhaust the stack)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed; write the value out",
+                                              event.start_mark)  # type: ignore[arg-type]
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key) if isinstance(key, Hashable) else None
+        return super().construct_mapping(node, deep)
+
+
 def read_document(path: str | Path) -> dict[str, Any]:
     """The YAML mapping in `path`; ConfigError (one line, file and place) for anything else."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_DOCUMENT_BYTES + 1)
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise ConfigError(f"{source}: larger than {MAX_DOCUMENT_BYTES:,} bytes; not a threat model")
+        text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{source}: file not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read as UTF-8 text ({exc.__class__.__name__})") from exc
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_ThreatModelLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         where = f":{mark.line + 1}" if mark else ""
+        if str(exc.problem).startswith("duplicate key"):
+            raise ConfigError(f"{source}{where}: {exc.problem}; keep one") from exc
         raise ConfigError(f"{source}{where}: YAML tag not allowed ({exc.problem}); "
                           "threat models are plain YAML (no !!python tags)") from exc
     except yaml.YAMLError as exc:
@@ -355,14 +418,15 @@ def read_document(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def load_threat_models(path: str | Path, overrides: list[str] | None = None) -> list[ThreatModel]:
+def load_threat_models(path: str | Path, overrides: list[str] | None = None,
+                       max_runs: int = MAX_RUNS) -> list[ThreatModel]:
     """Validated threat models of one file: its matrix expanded, `--set path=value` applied first."""
     doc = read_document(path)
     for key, value in _parse_overrides(overrides or []):
         _set(doc, key, value)
     models = []
     try:
-        runs = expand(doc)
+        runs = expand(doc, max_runs)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     for run in runs:

@@ -38,3 +38,58 @@ def test_trusted_factory_is_allowed(tmp_path: Path, celeba: Path) -> None:
     assert refused.returncode == 2 and "--trust-code" in refused.stderr
     allowed = _facesec("validate", str(spec), "--trust-code", cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stderr
+
+
+BAD_SPECS = {
+    "eps_inf": ("perturbation: {eps: .inf}\n", "field 'perturbation.eps'"),
+    "eps_huge": ("perturbation: {eps: 1e308}\n", "perturbation.eps: 1e+308 is beyond any linf change"),
+    "eps_two": ("perturbation: {eps: 2}\n", "perturbation.eps: 2 is beyond any linf change"),
+    "eps_bool": ("perturbation: {eps: true}\n", "field 'perturbation.eps': Value error, expected a number"),
+    "seed_negative": ("data: {seed: -1}\n", "field 'data.seed'"),
+    "seed_huge": (f"data: {{seed: {2**70}}}\n", "field 'data.seed'"),
+    "identities_huge": ("data: {identities: 1e30}\n", "field 'data.identities'"),
+    "steps_huge": ("attack: {steps: 1000000000000}\n", "field 'attack.steps'"),
+    "gate_nan": ("gates: [{metric: attack_success_rate, value: .nan}]\n", "field 'gates.0.value'"),
+    "dataset_empty": ("data: {dataset: ''}\n", "field 'data.dataset'"),
+    "duplicate_key": ("goal: dodging\ngoal: impersonation\n", "duplicate key 'goal'; keep one"),
+    "alias": ("data: &d {identities: 3}\nsetting: *d\n", "aliases (*name) are not allowed"),
+    "deep": ("x: " + "[" * 20000 + "]" * 20000 + "\n", "nested more than 32 levels deep"),
+    "matrix": ("goal: [dodging, impersonation]\nperturbation: {eps: [" + ", ".join(["0.01"] * 40)
+               + "], norm: [linf, l2]}\nattack: {steps: [" + ", ".join(str(i) for i in range(1, 14)) + "]}\n",
+               "the matrix expands to 2,080 runs, more than the limit of 1,000"),
+}
+
+
+def test_bad_values_fail_validation_with_one_line(tmp_path: Path) -> None:
+    """Values that used to pass `validate` and crash (or hang) later now fail at load, naming file and field."""
+    from facesec.errors import ConfigError
+    from facesec.spec import load_threat_models
+
+    for case, (text, expected) in BAD_SPECS.items():
+        path = tmp_path / f"{case}.yaml"
+        path.write_text("name: x\n" + text)
+        try:
+            load_threat_models(path)
+        except ConfigError as exc:
+            message = str(exc)
+            assert message.startswith(str(path)) and expected in message and "\n" not in message, (case, message)
+        else:
+            raise AssertionError(f"{case}: accepted")
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    import time
+
+    from facesec.errors import ConfigError
+    from facesec.spec import load_threat_models
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("name: x\n" + "\n".join(lines) + "\n")
+    start = time.perf_counter()
+    try:
+        load_threat_models(path)
+    except ConfigError as exc:
+        assert "aliases" in str(exc)
+    assert time.perf_counter() - start < 2

@@ -16,6 +16,14 @@ class PixelPerturbation(PerturbationSpec):
     norm: Literal["linf", "l2"] = "linf"
     eps: Budget = 8 / 255
 
+    @model_validator(mode="after")
+    def _eps_in_range(self) -> PixelPerturbation:
+        most = {"linf": 1.0, "l2": 1000.0}[self.norm]
+        if self.eps > most:
+            raise ValueError(f"perturbation.eps: {self.eps:g} is beyond any {self.norm} change of [0, 1] pixels; "
+                             f"use at most {most:g} (budgets accept fractions such as 8/255)")
+        return self
+
 
 class Eot(Strict):
     """Random physical transforms of the worn accessory (expectation over transformation)."""

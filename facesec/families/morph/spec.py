@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from facesec.spec import Budget, PerturbationSpec, Unit
+from facesec.spec import Budget, PerturbationSpec, Unit, Whole
 
 
 class MorphPerturbation(PerturbationSpec):
@@ -22,14 +22,15 @@ class MorphPerturbation(PerturbationSpec):
     pairing: Literal["lookalike", "random"] = Field(
         "lookalike", description="lookalike: each subject with the most similar other identity by the attacker's "
                                  "recognizer (as a criminal picks an accomplice); random: seeded")
-    pairs: int | None = Field(None, ge=1, description="morphs made: the first `pairs` subjects each host one "
-                                                     "(null: every subject)")
-    references: int = Field(1, ge=1, description="photos per contributor the attacker holds: the first is the one "
-                                                 "morphed; none of them is ever a probe")
+    pairs: Whole | None = Field(
+        None, ge=1, le=100_000, description="morphs made: the first `pairs` subjects each host one (null: all)")
+    references: Whole = Field(
+        1, ge=1, le=10_000, description="photos per contributor the attacker holds: the first is the one morphed; none "
+                                        "of them is ever a probe")
     eps: Budget = Field(8 / 255, le=1, description="optimised: L-inf budget around the landmark morph's pixels")
-    calibration_identities: int = Field(
-        150, ge=0, description="identities besides the subjects whose faces calibrate the thresholds (clean "
-                               "impostor and genuine pairs) and fill the 1:N gallery")
+    calibration_identities: Whole = Field(
+        150, ge=0, le=100_000, description="identities besides the subjects whose faces calibrate the thresholds "
+                                           "(clean impostor and genuine pairs) and fill the 1:N gallery")
     fmrs: list[float] = Field([1e-3, 1e-4], min_length=1,
                                description="FMRs the metrics are also reported at (setting.fmr is the headline)")
     recognizers: list[str | dict[str, Any]] = Field(
