@@ -18,8 +18,24 @@ SCHEMA_VERSION = 1
 
 
 def slug(name: str) -> str:
-    """A file-system-safe folder name for a run."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:120] or "run"
+    """A file-system-safe folder name for a suite or run: letters, digits, `._-`, never starting with a dot
+    (so never `.` or `..`, which would leave the reports folder)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip(".-").strip("-")[:120] or "run"
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""A CSV cell starting with one of these is read as a formula by spreadsheets; such text gets a leading quote."""
+
+
+def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with text cells that a spreadsheet would run as formulas (identity names from a dataset
+    someone else made) prefixed with an apostrophe; numbers are left alone."""
+    safe = table.copy()
+    for column in safe.columns:
+        if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v
+                            for v in safe[column]]
+    return safe
 
 
 def _write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any]:
@@ -33,7 +49,7 @@ def _write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, An
     run_dir = out_dir / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(samples)
-    table.to_csv(run_dir / "samples.csv", index=False)
+    csv_safe(table).to_csv(run_dir / "samples.csv", index=False)
     record["samples_csv"] = f"runs/{name}/samples.csv"
     record.update(output.write_artefacts(run_dir, f"runs/{name}", table))
     return record

@@ -93,3 +93,38 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     except ConfigError as exc:
         assert "aliases" in str(exc)
     assert time.perf_counter() - start < 2
+
+
+def test_output_names_and_csv_cells_are_safe() -> None:
+    import pandas as pd
+
+    from facesec.results import csv_safe, slug
+
+    for hostile in ("..", ".", "...", "../../etc", "-x", ""):
+        name = slug(hostile)
+        assert name not in (".", "..") and not name.startswith((".", "-")) and "/" not in name, (hostile, name)
+    table = csv_safe(pd.DataFrame({"identity": ["=HYPERLINK(1)", "+1", "@x", "-2", "ok"], "score": [-1.0] * 5}))
+    assert table["identity"].tolist() == ["'=HYPERLINK(1)", "'+1", "'@x", "'-2", "ok"]
+    assert table["score"].tolist() == [-1.0] * 5
+
+
+def test_schema_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    done = subprocess.run(f"{sys.executable} -m facesec.cli schema | head -c 10", shell=True, capture_output=True,
+                          text=True, timeout=120, check=False, cwd=tmp_path)
+    assert done.stderr == "" and len(done.stdout) == 10
+
+
+def test_blocked_pickle_is_one_line(tmp_path: Path) -> None:
+    import pickle
+
+    import pytest
+
+    from facesec.errors import WeightsError
+    from facesec.recognizers import load
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"x": __import__("collections").OrderedDict}))
+    with pytest.raises(WeightsError) as info:
+        load({"name": "iresnet18", "weights": str(path)})
+    assert "\n" not in str(info.value) and "never unpickles" in str(info.value)
+    assert "weights_only=False" not in str(info.value)

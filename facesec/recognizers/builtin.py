@@ -84,11 +84,20 @@ def _template(name: str) -> Template:
     return TEMPLATES[name]
 
 
+def unloadable(exc: Exception) -> str:
+    """One line on why torch.load refused a file (its own message runs to several lines, some of them
+    suggesting weights_only=False, which facesec never uses)."""
+    text = str(exc)
+    if "weights_only" in text or "Unpickl" in type(exc).__name__:
+        return "it holds Python objects besides tensors, which facesec never unpickles (weights_only=True); refused"
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise WeightsError(f"cannot load PyTorch weights {path}: {exc}") from exc
+        raise WeightsError(f"cannot load PyTorch weights {path}: {unloadable(exc)}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -134,17 +143,21 @@ def surrogate(weights: str) -> Recognizer:
     if not card_path.is_file() or not state_path.is_file():
         raise WeightsError(f"{folder}: not a surrogate folder (needs surrogate.json and student.pt from "
                            "`facesec surrogate train`)")
-    card = json.loads(card_path.read_text())
-    teacher = card["teacher"]
-    net = students.build(card["architecture"], teacher["embedding_size"])
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        teacher = card["teacher"]
+        net = students.build(card["architecture"], teacher["embedding_size"])
+        info = RecognizerInfo(f"surrogate:{folder.name}", int(teacher["input_size"]), _template(teacher["template"]),
+                              int(teacher["embedding_size"]), teacher["comparison"], teacher["native_threshold"],
+                              file_digest(state_path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{card_path}: not a readable student card ({type(exc).__name__}: {exc}); train the "
+                           "student again with `facesec surrogate train`") from exc
     try:
         net.load_state_dict(_load_state_dict(state_path), strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"{state_path} does not fit {card['architecture']}: {str(exc).splitlines()[0]}") from exc
     net.eval()
-    info = RecognizerInfo(f"surrogate:{folder.name}", teacher["input_size"], _template(teacher["template"]),
-                          teacher["embedding_size"], teacher["comparison"], teacher["native_threshold"],
-                          file_digest(state_path))
     return Recognizer(net, info)
 
 

@@ -22,6 +22,7 @@ from facesec.data.faces import FaceAnalyzer, NoFace
 from facesec.errors import WeightsError
 from facesec.families.morph.optimise import crop_grid
 from facesec.recognizers import Recognizer, packaged
+from facesec.recognizers.builtin import unloadable
 
 LATENT = 100
 PHOTO = 256
@@ -56,8 +57,8 @@ def load_generator(device: torch.device) -> Generator:
         state = torch.load(path, map_location="cpu", weights_only=True)
         generator = Generator()
         generator.load_state_dict(state["netG_state_dict"], strict=True)
-    except (RuntimeError, KeyError, TypeError, OSError) as exc:
-        raise WeightsError(f"{path}: not gan-face-generate's generator checkpoint ({type(exc).__name__})") from exc
+    except Exception as exc:  # torch raises many types for a bad file
+        raise WeightsError(f"{path}: not gan-face-generate's generator checkpoint ({unloadable(exc)})") from exc
     generator.eval().requires_grad_(False)
     return generator.to(device)
 
