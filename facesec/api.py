@@ -41,6 +41,7 @@ def evaluate(recognizer: str | Recognizer, data: str | Path, max_genuine_per_ide
     dataset = load_dataset(data)
     label_of = {str(p): ident for p, ident in dataset.items}
     faces = align_faces([p for p, _ in dataset.items], model.info.template, progress=progress)
+    faces.skipped[:0] = list(dataset.skipped)
     if len(faces.paths) < 2:
         raise DataError(f"dataset {dataset.root}: fewer than two usable faces")
     labels = np.array([label_of[str(p)] for p in faces.paths])

@@ -48,7 +48,7 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
     landmarks: list[np.ndarray] = []
     chosen: list[str] = []
     paths: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = list(ds.skipped)
     for ident in order:
         if len(chosen) == data.identities:
             break
@@ -71,7 +71,7 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
     stacked = np.concatenate(crops)
     digest = hashlib.sha256()
     for path, ident in zip(paths, np.repeat(chosen, k), strict=True):
-        digest.update(f"{path.relative_to(ds.root).as_posix()},{ident}\n".encode())
+        digest.update(f"{path.relative_to(ds.root).as_posix()},{ident}\n".encode("utf-8", "surrogateescape"))
     return Population(
         faces=torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div(255.0),
         identity=np.repeat(np.arange(len(chosen)), k),

@@ -29,13 +29,19 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
     """The table with text cells that a spreadsheet would run as formulas (identity names from a dataset
-    someone else made) prefixed with an apostrophe; numbers are left alone."""
+    someone else made) prefixed with an apostrophe, and file names that are not UTF-8 made printable;
+    numbers are left alone."""
     safe = table.copy()
     for column in safe.columns:
         if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v
-                            for v in safe[column]]
+            safe[column] = [_cell(v) if isinstance(v, str) else v for v in safe[column]]
     return safe
+
+
+def _cell(text: str) -> str:
+    """A text cell: bytes that were not UTF-8 (file names) shown as \\xNN, a formula start defused."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return f"'{text}" if text.startswith(FORMULA_START) else text
 
 
 def _write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from facesec.data.images import IMAGE_SUFFIXES
+from facesec.data.images import IMAGE_SUFFIXES, UnusableImage, regular_file
 from facesec.errors import DataError
 
 DATA_ENV = "FACESEC_DATA"
@@ -15,11 +15,14 @@ DATA_ENV = "FACESEC_DATA"
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images with identity labels; `items` are (path, identity), sorted by identity then file."""
+    """Images with identity labels; `items` are (path, identity), sorted by identity then file. Entries that
+    cannot be images (folders named like images, FIFOs, broken links, paths outside the dataset) are in
+    `skipped` with their reason, never silently dropped."""
 
     name: str
     root: Path
     items: tuple[tuple[Path, str], ...]
+    skipped: tuple[tuple[Path, str], ...] = ()
 
     @property
     def identities(self) -> list[str]:
@@ -61,19 +64,31 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
     root = resolve(name_or_path)
     manifest = root / "manifest.csv"
     items: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = []
     if manifest.is_file():
-        with manifest.open(newline="") as fh:
+        inside = root.resolve()
+        with manifest.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"path", "identity"} <= set(reader.fieldnames):
                 raise DataError(f"{manifest}: needs the columns 'path' and 'identity' (found {reader.fieldnames})")
             for row in reader:
-                items.append((root / row["path"], str(row["identity"])))
+                path = root / str(row["path"])
+                if not path.resolve().is_relative_to(inside):
+                    skipped.append((path, "outside the dataset folder (manifest paths are relative to it)"))
+                else:
+                    items.append((path, str(row["identity"])))
     else:
         for ident_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for f in sorted(ident_dir.iterdir()):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    items.append((f, ident_dir.name))
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                try:
+                    regular_file(f)
+                except UnusableImage as exc:
+                    skipped.append((f, str(exc)))
+                    continue
+                items.append((f, ident_dir.name))
     if not items:
         raise DataError(f"dataset {root} holds no images (expected <identity>/<image> folders or manifest.csv)")
     items.sort(key=lambda it: (it[1], it[0].name))
-    return Dataset(Path(name_or_path).name, root, tuple(items))
+    return Dataset(Path(name_or_path).name, root, tuple(items), tuple(skipped))
