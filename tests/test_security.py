@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,10 @@ target: {{name: "os:system", command: "touch {marker}"}}
 """
 
 
-def _facesec(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _facesec(*args: str, cwd: Path, data: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"FACESEC_DATA": str(data)} if data else {})}  # absolute: cwd is elsewhere
     return subprocess.run([sys.executable, "-m", "facesec.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300, check=False)
+                          timeout=300, check=False, env=env)
 
 
 def test_module_factory_in_a_threat_model_is_refused_without_opt_in(tmp_path: Path) -> None:
@@ -34,9 +36,9 @@ def test_trusted_factory_is_allowed(tmp_path: Path, celeba: Path) -> None:
                                               "def small():\n    return load('iresnet18')\n")
     spec = tmp_path / "mine.yaml"
     spec.write_text("name: mine\ntarget: my_factories:small\n")
-    refused = _facesec("validate", str(spec), cwd=tmp_path)
+    refused = _facesec("validate", str(spec), cwd=tmp_path, data=celeba.parent.resolve())
     assert refused.returncode == 2 and "--trust-code" in refused.stderr
-    allowed = _facesec("validate", str(spec), "--trust-code", cwd=tmp_path)
+    allowed = _facesec("validate", str(spec), "--trust-code", cwd=tmp_path, data=celeba.parent.resolve())
     assert allowed.returncode == 0, allowed.stderr
 
 
