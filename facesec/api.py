@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from facesec import gates, metrics, protocols
@@ -16,13 +17,14 @@ from facesec.data.dataset import resolve as resolve_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
-from facesec.engine import preflight, run_threat_model
+from facesec.engine import RunOutput, preflight, run_threat_model
 from facesec.errors import ConfigError, DataError, FacesecError
 from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
 from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
 from facesec.results import build_results, save, slug
 from facesec.spec import MAX_RUNS, ThreatModel, Transfer, load_threat_models
+from facesec.suite_files import suite_lock
 
 
 def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:
@@ -139,24 +141,55 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
     out_dir = Path(out_root) / slug(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
-    outputs = []
+    with suite_lock(out_dir):
+        outputs, failures = _run_all(models, dev, progress)
+        results = build_results(name, outputs, out_dir)
+        if old is not None:
+            results["baseline"] = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
+        save(results, out_dir)
+        if junit:
+            gates.write_junit(results, Path(junit))
+        render_report(out_dir / "results.json", redact=redact)
+    if failures:  # the finished runs are written and reported; now say what failed
+        first = failures[0]
+        more = f" ({len(failures) - 1} more failed run(s) in {out_dir / 'results.json'})" if len(failures) > 1 else ""
+        if isinstance(first, FacesecError):
+            raise type(first)(f"{first}{more}; the other runs are written to {out_dir}") from first
+        raise first
+    return results, out_dir
+
+
+def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device,
+             progress: bool) -> tuple[list[RunOutput], list[Exception]]:
+    """Every run in turn; one that fails is recorded as failed (its error in results.json and the report)
+    and never costs the others."""
+    outputs: list[RunOutput] = []
+    failures: list[Exception] = []
     for source, tm in tqdm(models, desc="threat models", unit="run", disable=not progress or None):
         try:
-            output = run_threat_model(tm, dev, source, progress)
-        except FacesecError as exc:
-            raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
+            output = run_threat_model(tm, device, source, progress)
+        except Exception as exc:  # noqa: BLE001 - recorded, then raised again after the suite is written
+            error = type(exc)(f"{source}: {tm.name}: {exc}") if isinstance(exc, FacesecError) else exc
+            failures.append(error)
+            outputs.append(_failed(tm, source, error))
+            continue
         output.record["provenance"]["trusted_code"] = code_trusted()
         gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
         output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
         outputs.append(output)
-    results = build_results(name, outputs, out_dir)
-    if old is not None:
-        results["baseline"] = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
-    save(results, out_dir)
-    if junit:
-        gates.write_junit(results, Path(junit))
-    render_report(out_dir / "results.json", redact=redact)
-    return results, out_dir
+    return outputs, failures
+
+
+def _failed(tm: ThreatModel, source: str, error: Exception) -> RunOutput:
+    """The record of a run that did not finish: shown as failed, its gate `run_completed` failing."""
+    text = f"{type(error).__name__}: {error}" if not isinstance(error, FacesecError) else str(error)
+    return RunOutput({
+        "name": tm.name, "source": source, "threat_model": tm.model_dump(mode="json"),
+        "family": tm.perturbation.kind, "error": text, "metrics": {},
+        "validity": {"n_flags": 1, "flags": [f"run did not finish: {text}"]},
+        "gates": [{"metric": "run_completed", "op": "==", "value": 1, "actual": 0, "passed": False, "error": text}],
+        "samples": {},
+    })
 
 
 def check(files: Sequence[str | Path], overrides: Sequence[str] = (), trust_code: bool = False,

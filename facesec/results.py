@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pandas as pd
 
 from facesec import __version__
 from facesec.families.base import RunOutput
+from facesec.suite_files import write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -53,12 +56,26 @@ def _write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, An
         name += "_"
     used.add(name)
     run_dir = out_dir / "runs" / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame(samples)
-    csv_safe(table).to_csv(run_dir / "samples.csv", index=False)
-    record["samples_csv"] = f"runs/{name}/samples.csv"
-    record.update(output.write_artefacts(run_dir, f"runs/{name}", table))
+    building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_made(out_dir / "runs")))
+    try:  # written beside its place, moved in whole: a crash never leaves half a run folder
+        table = pd.DataFrame(samples)
+        csv_safe(table).to_csv(building / "samples.csv", index=False)
+        record["samples_csv"] = f"runs/{name}/samples.csv"
+        record.update(output.write_artefacts(building, f"runs/{name}", table))
+        old = run_dir.with_name(f".{name}.old")
+        if run_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            run_dir.rename(old)
+        building.rename(run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     return record
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def build_results(suite: str, outputs: list[RunOutput], out_dir: Path) -> dict[str, Any]:
@@ -75,8 +92,9 @@ def build_results(suite: str, outputs: list[RunOutput], out_dir: Path) -> dict[s
 
 
 def save(results: dict[str, Any], out_dir: Path) -> Path:
+    """results.json, replaced whole (a crash leaves the previous one intact)."""
     path = out_dir / "results.json"
-    path.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    write_atomic(path, json.dumps(results, indent=2, default=_json_default) + "\n")
     return path
 
 

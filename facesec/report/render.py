@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader
 from facesec import families
 from facesec.errors import ConfigError, FacesecError
 from facesec.report import figures
+from facesec.suite_files import write_atomic
 
 SCHEMA_VERSION = 1
 DASH = "—"
@@ -209,7 +210,7 @@ def render_report(results_path: Path, out_path: Path | None = None, redact: bool
     report = build_report(results, results_path.parent, out.parent, redact)
     html = _environment(results.get("runs") or []).get_template("report.html.j2").render(r=report, dash=DASH)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8", errors="backslashreplace")  # names that are not valid UTF-8 stay visible
+    write_atomic(out, html)  # replaced whole; names that are not valid UTF-8 stay visible
     return out
 
 

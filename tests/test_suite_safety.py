@@ -1,0 +1,51 @@
+"""A suite survives its own failures: a run that fails at run time is recorded, the finished ones are kept
+and reported; files are replaced whole; one writer per suite folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from facesec.api import run
+from facesec.errors import ConfigError, DataError
+from facesec.suite_files import LOCK, suite_lock, write_atomic
+
+SMALL = ("name: {name}\ndata: {{identities: {ids}, images_per_identity: 2}}\ngoal: dodging\n"
+         "attack: {{steps: 1}}\n")
+
+
+def test_a_failing_run_keeps_the_finished_ones(tmp_path: Path, celeba: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(SMALL.format(name="good", ids=2))
+    bad.write_text(SMALL.format(name="bad", ids=100_000))  # more identities than the dataset: fails at run time
+    with pytest.raises(DataError, match=r"bad.yaml: bad: .*; the other runs are written to"):
+        run([good, bad], out_root=tmp_path / "reports", suite="both", progress=False)
+    folder = tmp_path / "reports" / "both"
+    results = json.loads((folder / "results.json").read_text())
+    first, second = results["runs"]
+    assert first["metrics"]["n_samples"] > 0 and (folder / first["samples_csv"]).is_file()
+    assert second["error"].startswith(f"{bad}: bad: dataset") and second["gates"][0]["passed"] is False
+    html = (folder / "index.html").read_text()
+    assert "run did not finish" in html and not (folder / LOCK).exists()
+    assert not [p for p in (folder / "runs").iterdir() if p.name.startswith(".")]  # no half-written run folders
+
+
+def test_one_writer_per_suite(tmp_path: Path) -> None:
+    (tmp_path / LOCK).write_text(str(os.getppid()))  # a live process holds it
+    with pytest.raises(ConfigError, match=r"another facesec run \(pid \d+\) is writing this suite"):
+        with suite_lock(tmp_path):
+            pass
+    (tmp_path / LOCK).write_text("4194000")  # a process that is gone: a stale lock is taken over
+    with suite_lock(tmp_path):
+        assert (tmp_path / LOCK).read_text() == str(os.getpid())
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    write_atomic(target, "new \udce9")
+    assert target.read_text() == "new \\udce9" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
