@@ -4,7 +4,8 @@ A small suite is run once to completion; then, `--trials` times, the same suite 
 folder and killed after a random delay. After every kill the folder must still hold a readable
 results.json whose files all exist, a complete index.html, no half-written run folder in use, and the
 next run must not be blocked by the dead process's lock. Usage:
-    FACESEC_DATA=../shared/data python benchmarks/kill_trials.py [--trials 20] [--seed 0] [--window 0.05 1.0]
+    FACESEC_DATA=../shared/data python benchmarks/kill_trials.py [--trials 20] [--seed 0] [--window 0.05 1.0] \
+        [--resume]
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ attack: {steps: 2}
 """
 
 
-def _run(spec: Path, out: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "facesec.cli", "run", str(spec), "--out", str(out)],
+def _run(spec: Path, out: Path, resume: bool = False) -> subprocess.Popen[bytes]:
+    extra = ["--resume"] if resume else []
+    return subprocess.Popen([sys.executable, "-m", "facesec.cli", "run", str(spec), "--out", str(out), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _metrics(folder: Path) -> list[dict[str, object]]:
+    """Each run's metrics, times aside (they differ between any two runs)."""
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    return [{k: v for k, v in r["metrics"].items() if not k.endswith("time_s")} for r in runs]
 
 
 def _intact(folder: Path) -> str | None:
@@ -52,6 +60,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="after each kill, finish the suite with `facesec run --resume` and compare it with "
+                             "the uninterrupted results")
     parser.add_argument("--window", type=float, nargs=2, default=(0.05, 1.0), metavar=("FROM", "TO"),
                         help="kill between these fractions of the uninterrupted run's time (0.75 1.05: while "
                              "results are written)")
@@ -65,7 +76,8 @@ def main() -> None:
         full = time.perf_counter() - start
         reference = json.loads((out / "crash" / "results.json").read_text())["runs"]
         print(f"uninterrupted suite: {full:.1f} s; killing {args.trials} reruns at random moments")
-        broken = 0
+        broken = differing = 0
+        reference_metrics = _metrics(out / "crash")
         for trial in range(args.trials):
             delay = rng.uniform(args.window[0] * full, args.window[1] * full)
             proc = _run(spec, out)
@@ -74,13 +86,22 @@ def main() -> None:
             proc.wait()
             problem = _intact(out / "crash")
             broken += problem is not None
-            print(f"trial {trial + 1:2d}: killed after {delay:5.1f} s: {problem or 'suite intact'}")
+            resumed = ""
+            if args.resume:
+                kept = len(json.loads((out / "crash" / "results.json").read_text())["runs"]) if problem is None else 0
+                code = _run(spec, out, resume=True).wait()
+                same = code == 0 and _metrics(out / "crash") == reference_metrics
+                differing += not same
+                resumed = f"; {kept} run(s) on disk, --resume exited {code}, {'same' if same else 'DIFFERENT'} results"
+            print(f"trial {trial + 1:2d}: killed after {delay:5.1f} s: {problem or 'suite intact'}{resumed}")
         final = _run(spec, out).wait()
         again = json.loads((out / "crash" / "results.json").read_text())["runs"]
         same = [r["metrics"] for r in again] == [r["metrics"] for r in reference] or all(
             {k: v for k, v in a["metrics"].items() if not k.endswith("time_s")}
             == {k: v for k, v in b["metrics"].items() if not k.endswith("time_s")}
             for a, b in zip(again, reference, strict=True))
+        if args.resume:
+            print(f"{differing} of {args.trials} resumed suites differed from the uninterrupted one")
         print(f"{broken} of {args.trials} kills left a broken suite; a run after them exited {final}, "
               f"metrics {'identical to' if same else 'DIFFERENT from'} the uninterrupted run (times aside)")
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facesec import gates, metrics, protocols
+from facesec import gates, metrics, protocols, resume
 from facesec.data.dataset import load_dataset
 from facesec.data.dataset import resolve as resolve_dataset
 from facesec.data.images import IMAGE_SUFFIXES
@@ -22,7 +22,7 @@ from facesec.errors import ConfigError, DataError, FacesecError
 from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
 from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
-from facesec.results import build_results, save, slug
+from facesec.results import document, save, slug, write_run
 from facesec.spec import MAX_RUNS, ThreatModel, Transfer, load_threat_models
 from facesec.suite_files import suite_lock
 
@@ -118,21 +118,24 @@ def load_threat_model(path: str | Path, overrides: Sequence[str] = ()) -> list[T
 def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: str | Path = "reports",
         suite: str | None = None, device: str | None = None, baseline: str | Path | None = None,
         max_asr_increase: float = 0.0, junit: str | Path | None = None, redact: bool = False,
-        progress: bool = True, trust_code: bool = False, max_runs: int = MAX_RUNS) -> tuple[dict[str, Any], Path]:
+        progress: bool = True, trust_code: bool = False, max_runs: int = MAX_RUNS,
+        resume_runs: bool = False) -> tuple[dict[str, Any], Path]:
     """Run threat-model files as one suite; write results.json, per-run files and the HTML report.
 
     Returns the results document and the suite folder. Gates are evaluated per run; with
     `baseline`, ASR may not rise more than `max_asr_increase` points over the old results. A
     `package.module:factory` recognizer is refused unless `trust_code` (the run's provenance says so).
+    With `resume_runs`, runs the suite's results.json already holds under the same resume key (same
+    resolved threat model, facesec code and dataset files) are kept instead of run again.
     """
     with trusting_code(trust_code):
         return _run(files, overrides, out_root, suite, device, baseline, max_asr_increase, junit, redact, progress,
-                    max_runs)
+                    max_runs, resume_runs)
 
 
 def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | Path, suite: str | None,
          device: str | None, baseline: str | Path | None, max_asr_increase: float, junit: str | Path | None,
-         redact: bool, progress: bool, max_runs: int) -> tuple[dict[str, Any], Path]:
+         redact: bool, progress: bool, max_runs: int, resume_runs: bool) -> tuple[dict[str, Any], Path]:
     models = check(files, overrides, code_trusted(), max_runs)
     if not models:
         raise ConfigError("no threat models to run")
@@ -142,8 +145,9 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     with suite_lock(out_dir):
-        outputs, failures = _run_all(models, dev, progress)
-        results = build_results(name, outputs, out_dir)
+        previous = resume.finished(_earlier(out_dir / "results.json")) if resume_runs else {}
+        records, failures = _run_all(models, dev, progress, out_dir, name, previous, redact)
+        results = document(name, records)
         if old is not None:
             results["baseline"] = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
         save(results, out_dir)
@@ -159,25 +163,45 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
     return results, out_dir
 
 
-def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device,
-             progress: bool) -> tuple[list[RunOutput], list[Exception]]:
-    """Every run in turn; one that fails is recorded as failed (its error in results.json and the report)
-    and never costs the others."""
-    outputs: list[RunOutput] = []
+def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, out_dir: Path,
+             suite: str, previous: dict[tuple[str, str], dict[str, Any]],
+             redact: bool) -> tuple[list[dict[str, Any]], list[Exception]]:
+    """Every run in turn, each written (and the report rebuilt) as soon as it finishes, so a crash keeps
+    what was done; a run recorded in `previous` under the same resume key is reused, not run again; one
+    that fails is recorded as failed and never costs the others."""
+    records: list[dict[str, Any]] = []
     failures: list[Exception] = []
+    used = {Path(str(r.get("samples_csv", ""))).parent.name for r in previous.values()}
     for source, tm in tqdm(models, desc="threat models", unit="run", disable=not progress or None):
+        key = resume.resume_key(tm)
+        done = previous.get((tm.name, key))
+        if done is not None and (out_dir / str(done.get("samples_csv", ""))).is_file():
+            records.append(done)
+            continue
         try:
             output = run_threat_model(tm, device, source, progress)
         except Exception as exc:  # noqa: BLE001 - recorded, then raised again after the suite is written
             error = type(exc)(f"{source}: {tm.name}: {exc}") if isinstance(exc, FacesecError) else exc
             failures.append(error)
-            outputs.append(_failed(tm, source, error))
-            continue
-        output.record["provenance"]["trusted_code"] = code_trusted()
-        gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
-        output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
-        outputs.append(output)
-    return outputs, failures
+            output = _failed(tm, source, error)
+        else:
+            output.record["provenance"]["trusted_code"] = code_trusted()
+            gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
+            output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
+        output.record["resume_key"] = key
+        records.append(write_run(output, out_dir, used))
+        save(document(suite, records), out_dir)
+        render_report(out_dir / "results.json", redact=redact)
+    return records, failures
+
+
+def _earlier(path: Path) -> dict[str, Any] | None:
+    """An earlier results.json of this suite, or None when there is none or it cannot be read."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _failed(tm: ThreatModel, source: str, error: Exception) -> RunOutput:

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     rn.add_argument("--max-runs", type=int, default=1000,
                     help="refuse a file whose matrix expands to more runs than this (default 1000)")
+    rn.add_argument("--resume", action="store_true",
+                    help="keep the runs this suite's results.json already holds for the same threat model, code "
+                         "and data (after a crash or a kill), run only the rest")
     rn.add_argument("--trust-code", action="store_true",
                     help="allow package.module:factory recognizers (they run that module's code); off by default")
 
@@ -178,7 +181,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     results, out_dir = run(args.files, args.overrides, args.out, args.suite, args.device, args.baseline,
                            args.max_asr_increase, args.junit, args.redact, trust_code=args.trust_code,
-                           max_runs=args.max_runs)
+                           max_runs=args.max_runs, resume_runs=args.resume)
     for record in results["runs"]:
         m = record["metrics"]
         verdicts = ["PASS" if g["passed"] else "FAIL" for g in record.get("gates", [])]

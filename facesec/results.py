@@ -47,7 +47,7 @@ def _cell(text: str) -> str:
     return f"'{text}" if text.startswith(FORMULA_START) else text
 
 
-def _write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any]:
+def write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any]:
     """The run's record for results.json: its samples as a CSV, its family's files beside it."""
     record = dict(output.record)
     samples = record.pop("samples")
@@ -81,12 +81,17 @@ def _made(folder: Path) -> Path:
 def build_results(suite: str, outputs: list[RunOutput], out_dir: Path) -> dict[str, Any]:
     """Write each run's CSV and images under `out_dir` and return the results document."""
     used: set[str] = set()
+    return document(suite, [write_run(o, out_dir, used) for o in outputs])
+
+
+def document(suite: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results document around run records already written."""
     return {
         "schema_version": SCHEMA_VERSION,
         "suite": suite,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "facesec_version": __version__,
-        "runs": [_write_run(o, out_dir, used) for o in outputs],
+        "runs": runs,
         "baseline": None,
     }
 

@@ -49,3 +49,20 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     target.write_text("old")
     write_atomic(target, "new \udce9")
     assert target.read_text() == "new \\udce9" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_resume_keeps_matching_runs_and_reruns_changed_ones(tmp_path: Path, celeba: Path) -> None:
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text(SMALL.format(name="one", ids=2))
+    two.write_text(SMALL.format(name="two", ids=2))
+    first, folder = run([one, two], out_root=tmp_path / "reports", suite="s", progress=False)
+    again, _ = run([one, two], out_root=tmp_path / "reports", suite="s", progress=False, resume_runs=True)
+    assert again["runs"] == first["runs"]  # both kept as they were: same spec, code and data
+    two.write_text(SMALL.format(name="two", ids=2).replace("steps: 1", "steps: 2"))
+    third, _ = run([one, two], out_root=tmp_path / "reports", suite="s", progress=False, resume_runs=True)
+    assert third["runs"][0] == first["runs"][0]
+    assert third["runs"][1]["threat_model"]["attack"]["steps"] == 2
+    assert third["runs"][1]["resume_key"] != first["runs"][1]["resume_key"]
+    fresh, _ = run([one], out_root=tmp_path / "reports", suite="s", progress=False)  # without --resume: run again
+    assert fresh["runs"][0]["provenance"]["started"] >= first["runs"][0]["provenance"]["started"]
+    assert len(fresh["runs"]) == 1 and json.loads((folder / "results.json").read_text())["runs"][0]["name"] == "one"
