@@ -172,8 +172,11 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
     records: list[dict[str, Any]] = []
     failures: list[Exception] = []
     used = {Path(str(r.get("samples_csv", ""))).parent.name for r in previous.values()}
+    prints: dict[str, str] = {}
     for source, tm in tqdm(models, desc="threat models", unit="run", disable=not progress or None):
-        key = resume.resume_key(tm)
+        if tm.data.dataset not in prints:
+            prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
+        key = resume.resume_key(tm, prints[tm.data.dataset])
         done = previous.get((tm.name, key))
         if done is not None and (out_dir / str(done.get("samples_csv", ""))).is_file():
             records.append(done)

