@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from facesec import __version__
 from facesec.errors import ConfigError, FacesecError
@@ -16,8 +17,15 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (exit 2), like every other error of facesec."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facesec", description="Robustness and security evaluation of face recognition.")
+    p = _Parser(prog="facesec", description="Robustness and security evaluation of face recognition.")
     p.add_argument("--version", action="version", version=f"facesec {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -62,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--trust-code", action="store_true",
                     help="allow package.module:factory recognizers (they run that module's code); off by default")
 
-    rp = sub.add_parser("report", help="re-render the HTML report from a results.json")
+    rp = sub.add_parser("report", help="re-render the HTML report from a results.json (or its suite folder)")
     rp.add_argument("results", type=Path)
     rp.add_argument("--out", type=Path, help="output HTML (default: index.html beside results.json)")
     rp.add_argument("--redact", action="store_true", help="blur faces in the report")
@@ -166,9 +174,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("recognizers:")
     for name in sorted(available()):
         print(f"  {name}")
-    print("attacks (library/method):")
+    print("attacks (library/method: attack.params it takes):")
     for name in attacks.available():
-        print(f"  {name}")
+        library, method = name.split("/")
+        params = ", ".join(attacks.params_model(library, method).model_fields) or "none"
+        print(f"  {name}: {params}")
     print("datasets (under $FACESEC_DATA):")
     for name, path in find_datasets().items():
         print(f"  {name}  {path}")
@@ -212,9 +222,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from facesec.report import render_report
 
-    if not args.results.is_file():
-        raise ConfigError(f"{args.results}: file not found")
-    print(render_report(args.results, args.out, args.redact))
+    results = args.results / "results.json" if args.results.is_dir() else args.results
+    print(render_report(results, args.out, args.redact))
     return 0
 
 
@@ -285,6 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"facesec: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # the file system said no (no space, no permission, a file where a folder goes)
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"facesec: error: {where}{exc.strerror or exc}; check the path, its permissions and free space",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # a crash must never read as "a gate failed" (exit 1) in CI
         if args.debug:

@@ -61,6 +61,8 @@ Whole = Annotated[int, BeforeValidator(_not_bool)]
 
 
 Unit = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1, allow_inf_nan=False)]
+Ceiling = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
+"""A non-negative number or .inf (no limit); never .nan."""
 
 
 class Strict(BaseModel):
@@ -99,7 +101,8 @@ class Attack(Strict):
     step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM), "
                                      "1/32 (accessories)")
     random_start: bool | None = Field(None, description="default: the method's own (PGD, CW yes; FGSM, MI-FGSM no)")
-    params: dict[str, int | float | bool | str] = Field({}, description="method-specific: momentum, kappa, batch_size")
+    params: dict[str, int | float | bool | str] = Field({}, description="typed per optimiser: `facesec list` shows "
+                                                        "which each takes (accessories: momentum, kappa, batch_size)")
     sanity_samples: Whole = Field(8, ge=1, le=100_000, description="samples for the unbounded-budget validity check")
 
 
@@ -149,11 +152,13 @@ class PerturbationSpec(Strict):
 
 
 class SpecError(ValueError):
-    """A family's spec section failed validation; carries pydantic's errors so messages keep their field paths."""
+    """A section validated by its own model (a family's perturbation, an attack's params) failed; carries
+    pydantic's errors and the section's place (`at`) so messages keep their full field paths."""
 
-    def __init__(self, errors: list[ErrorDetails]) -> None:
+    def __init__(self, errors: list[ErrorDetails], at: tuple[str, ...] = ("perturbation",)) -> None:
         super().__init__(errors[0]["msg"] if errors else "invalid")
         self.errors = errors
+        self.at = at
 
 
 def _family_section(value: Any) -> Any:
@@ -323,9 +328,9 @@ _UNION_TAGS = ("open-set", "closed-set", "white-box", "transfer", "query")
 
 def _describe_error(source: str, err: ErrorDetails) -> str:
     inner = err.get("ctx", {}).get("error")
-    if isinstance(inner, SpecError) and inner.errors:  # a family's section: its own error, under 'perturbation'
+    if isinstance(inner, SpecError) and inner.errors:  # a section's own error, under the section's place
         first = inner.errors[0]
-        return _describe_error(source, {**first, "loc": ("perturbation", *first["loc"])})
+        return _describe_error(source, {**first, "loc": (*inner.at, *first["loc"])})
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
     kind = err["type"]
     if kind == "extra_forbidden":

@@ -97,6 +97,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and "unknown recognizer 'nope'" in out.stderr
 
 
+def test_usage_and_file_system_errors_are_one_line(tmp_path: Path) -> None:
+    """Usage mistakes and outputs the file system refuses end in exit 2 with one line, no traceback."""
+    (tmp_path / "afile").write_text("x")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\ndata: {dataset: nowhere}\n")
+    cases = {
+        ("surrogate", "train", "--arch", "nope"): "argument --arch: invalid choice",
+        ("embed", str(tmp_path)): "the following arguments are required: --out",
+        ("nope",): "invalid choice: 'nope'",
+        ("report", str(tmp_path / "afile"), "--out", str(tmp_path / "afile" / "x.html")): "afile",
+        ("embed", str(tmp_path), "--out", str(tmp_path / "afile" / "e.npz")): "afile",
+    }
+    for args, expected in cases.items():
+        out = facesec(*args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and expected in lines[0], (args, out.stderr)
+        assert lines[0].startswith("facesec")
+
+
+def test_report_takes_the_suite_folder(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text(json.dumps({"runs": []}))
+    out = facesec("report", str(tmp_path))
+    assert out.returncode == 0 and (tmp_path / "index.html").is_file(), out.stderr
+
+
 @pytest.mark.slow
 def test_full_celeba_mini_eval_matches_dlib(celeba: Path) -> None:
     """dlib's C++ model on celeba-mini, same protocol: 0.944, 0.964, TAR 0.927 / 0.795, rank-1 0.871."""

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from facesec.cli import main
@@ -102,3 +103,66 @@ def test_hostile_dataset_entries_are_aligned_or_skipped(tmp_path: Path, face_fil
     accounted = {p.name for p in faces.paths} | {p.name for p, _ in faces.skipped} | {p.name for p, _ in ds.skipped}
     assert accounted == {p.name for p in made}
     assert all(reason for _, reason in faces.skipped + list(ds.skipped))
+
+
+VARIANTS: list[dict[str, Any]] = [
+    {"goal": "impersonation"}, {"capability": "universal"}, {"perturbation.eps": 0},
+    {"perturbation": {"kind": "pixel", "norm": "l2", "eps": 0.5}},
+    {"perturbation": {"kind": "accessory", "shape": "sticker"}, "attack.steps": 2},
+    {"perturbation": {"kind": "morph", "method": "landmark"}, "goal": "impersonation", "gates": []},
+    {"setting": {"kind": "closed-set", "gallery_images": 1}}, {"setting.fmr": 0.5}, {"attack.steps": 0},
+    {"attack.method": "mi-fgsm", "attack.params": {"momentum": 2}},
+    {"knowledge": {"kind": "query", "output": "scores", "budget": 8}, "attack.method": "square"},
+    {"data.images_per_identity": 3}, {"data.identities": 2}, {"data.seed": 5}, {"photo_round_trip": True},
+    {"name": "../../escape"}, {"name": "=cmd|' /C calc'!A0"}, {"name": "\u202e\u00e9" * 40},
+    {"gates": [{"metric": "noise_success_rate", "op": ">=", "value": 2}]},
+]
+"""Valid neighbours of BASE, so that runs really happen."""
+HOSTILE_VARIANTS: list[dict[str, Any]] = [
+    {"target": {"name": "os:system", "command": "touch pwned"}}, {"data.dataset": "../../etc"},
+    {"data.dataset": "nope"}, {"attack.params": {"kappa": "x"}}, {"perturbation.eps": float("inf")},
+    {"data.dataset": "/dev/zero"}, {"knowledge": {"kind": "transfer", "surrogates": ["os:system"]}},
+]
+"""Each must end in exit 2 with one line, before anything runs or is written."""
+
+
+def _vary(rng: random.Random, hostile: bool) -> dict[str, Any]:
+    doc = copy.deepcopy(BASE)
+    chosen = rng.sample(VARIANTS, rng.randint(1, 2)) + ([rng.choice(HOSTILE_VARIANTS)] if hostile else [])
+    for variant in chosen:
+        for path, value in variant.items():
+            *parents, leaf = path.split(".")
+            node = doc
+            for key in parents:
+                node = node[key] if isinstance(node.get(key), dict) else node.setdefault(key, {})
+            node[leaf] = copy.deepcopy(value)
+    return doc
+
+
+def _files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+def test_mutated_threat_models_run_or_fail_cleanly(tmp_path: Path, celeba: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run` itself on mutated small specs: exit 0, 1 or 2, never a traceback, nothing written outside --out."""
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(7)
+    codes: dict[int, int] = {0: 0, 1: 0, 2: 0}
+    for i in range(15):
+        doc = _vary(rng, hostile=i % 3 == 2)
+        path = tmp_path / "specs" / f"m{i}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+        before = _files(tmp_path)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["run", str(path), "--out", str(tmp_path / "out" / str(i))])
+        message = err.getvalue()
+        assert code in codes, (i, code, message)
+        assert "internal error" not in message and "Traceback" not in message, (i, message)
+        written = {p for p in _files(tmp_path) - before if p.parts[0] != "out"}
+        assert not written, (i, written)
+        assert code == 2 or i % 3 != 2, (i, message)
+        codes[code] += 1
+    assert codes[2] >= 5 and codes[0] + codes[1] >= 5, codes

@@ -71,7 +71,8 @@ def test_torchscript(tmp_path: Path, checkpoint: tuple[Path, IResNet]) -> None:
     _, net = checkpoint
     path = tmp_path / "model.pt"
     torch.jit.trace(net, torch.rand(1, 3, 112, 112)).save(str(path))
-    model = load({"name": "torchscript", "weights": str(path)})
+    with trusting_code():
+        model = load({"name": "torchscript", "weights": str(path)})
     x = torch.rand(2, 3, 112, 112, requires_grad=True)
     out = model(x)
     assert torch.allclose(out, net((x - 0.5) / 0.5), atol=1e-5)
@@ -145,7 +146,7 @@ def test_module_factory_strings_and_errors(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ConfigError, match="unknown recognizer 'nope'"):
         load("nope")
     with pytest.raises(WeightsError, match="not found"):
-        load({"name": "torchscript", "weights": str(tmp_path / "absent.pt")})
+        load({"name": "onnx", "weights": str(tmp_path / "absent.onnx")})
 
 
 def test_similarity_rules() -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 HOSTILE = """name: hostile
 target: {{name: "os:system", command: "touch {marker}"}}
 """
@@ -40,6 +42,41 @@ def test_trusted_factory_is_allowed(tmp_path: Path, celeba: Path) -> None:
     assert refused.returncode == 2 and "--trust-code" in refused.stderr
     allowed = _facesec("validate", str(spec), "--trust-code", cwd=tmp_path, data=celeba.parent.resolve())
     assert allowed.returncode == 0, allowed.stderr
+
+
+class _Writes(torch.nn.Module):
+    """A TorchScript model whose forward writes a file: what a hostile .pt can do once loaded and run."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.save(x, self.marker)
+        return x.flatten(1)[:, :128]
+
+
+def test_torchscript_needs_trust_because_it_can_write_files(tmp_path: Path, celeba: Path) -> None:
+    """A TorchScript file is a program (its forward wrote a file here), so it is loaded only with --trust-code."""
+    import pytest
+
+    from facesec.errors import ConfigError
+    from facesec.recognizers import load, trusting_code
+
+    marker, model_file = tmp_path / "written", tmp_path / "model.pt"
+    torch.jit.script(_Writes(str(marker))).save(str(model_file))
+    with pytest.raises(ConfigError, match="a TorchScript file is a program"):
+        load({"name": "torchscript", "weights": str(model_file), "embedding_size": 128})
+    spec = tmp_path / "ts.yaml"
+    spec.write_text(f"name: ts\ntarget: {{name: torchscript, weights: {model_file}, embedding_size: 128}}\n")
+    done = _facesec("validate", str(spec), cwd=tmp_path, data=celeba.parent.resolve())
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "--trust-code" in lines[0] and "ONNX" in lines[0], done.stderr
+    assert not marker.exists()
+    with trusting_code():
+        model = load({"name": "torchscript", "weights": str(model_file), "embedding_size": 128, "input_size": 8})
+        model(torch.rand(1, 3, 8, 8))
+    assert marker.is_file()  # what trusting it allowed
 
 
 BAD_SPECS = {

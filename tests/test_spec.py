@@ -91,6 +91,33 @@ BAD = {
                      "field 'knowledge.budget'"),
     "accessory_method": ("name: x\nperturbation: {kind: accessory}\nattack: {method: cw}\n",
                          "accessories take pgd or mi-fgsm"),
+    # attack.params are typed per optimiser: a wrong one fails here, not mid-run with exit 3
+    "param_unknown": ("name: x\nattack: {params: {colour: 1}}\n",
+                      "field 'attack.params.colour': native/pgd does not take it; its params: batch_size"),
+    "param_not_a_number": ("name: x\nattack: {method: mi-fgsm, params: {momentum: fast}}\n",
+                           "field 'attack.params.momentum': Input should be a valid number"),
+    "param_nan": ("name: x\nattack: {method: mi-fgsm, params: {momentum: .nan}}\n",
+                  "field 'attack.params.momentum': Input should be a finite number"),
+    "param_batch_zero": ("name: x\nattack: {params: {batch_size: 0}}\n", "field 'attack.params.batch_size'"),
+    "param_diversity": ("name: x\nattack: {method: di-fgsm, params: {diversity: 3}}\n",
+                        "field 'attack.params.diversity'"),
+    "param_kernel": ("name: x\nattack: {method: ti-fgsm, params: {ti_kernel: 100000}}\n",
+                     "field 'attack.params.ti_kernel'"),
+    "param_bool": ("name: x\nattack: {method: cw, params: {kappa: true}}\n",
+                   "field 'attack.params.kappa': Value error, expected a number, not true/false"),
+    "param_of_other_method": ("name: x\nattack: {method: pgd, params: {kappa: 1}}\n",
+                              "native/pgd does not take it"),
+    "param_square": ("name: x\nknowledge: {kind: query}\nattack: {method: square, params: {p_init: 0}}\n",
+                     "field 'attack.params.p_init'"),
+    "param_hopskipjump": ("name: x\nknowledge: {kind: query, output: decisions}\n"
+                          "attack: {method: hopskipjump, params: {max_eval: 1e9}}\n",
+                          "field 'attack.params.max_eval'"),
+    "param_torchattacks": ("name: x\nattack: {library: torchattacks, params: {decay: 1}}\n",
+                           "torchattacks/pgd does not take it; its params: none"),
+    "param_accessory": ("name: x\nperturbation: {kind: accessory}\nattack: {params: {eps: 1}}\n",
+                        "the accessory optimiser does not take it; its params: momentum, kappa, batch_size"),
+    "param_accessory_kappa_nan": ("name: x\nperturbation: {kind: accessory}\nattack: {params: {kappa: .nan}}\n",
+                                  "field 'attack.params.kappa'"),
 }
 
 
@@ -121,12 +148,19 @@ PREFLIGHT = {
     "missing_dataset": ("data: {dataset: no-such-data}\n", "dataset 'no-such-data' not found"),
     "cw_in_torchattacks": ("attack: {method: cw, library: torchattacks}\n", "no attack 'cw' in library 'torchattacks'"),
     "universal_in_art": ("capability: universal\nattack: {library: art}\n", "universal needs library: native"),
-    "bad_param": ("attack: {params: {colour: 1}}\n", "field 'attack.params'"),
-    "accessory_param": ("perturbation: {kind: accessory}\nattack: {params: {eps: 1}}\n",
-                        "accessories take batch_size, kappa, momentum"),
     "missing_palette": ("perturbation: {kind: accessory, nps_weight: 0.1, palette: no-such.csv}\n",
                         "no palette file 'no-such.csv'"),
 }
+
+
+def test_attack_params_are_typed_per_optimiser(tmp_path: Path) -> None:
+    """Accepted params keep their typed values; `.inf` is a valid margin clip."""
+    text = "name: x\nattack: {method: di-fgsm, params: {momentum: 2, diversity: 0.7, batch_size: '8'}}\n"
+    (model,) = load_threat_models(write(tmp_path, text))
+    assert model.attack.params == {"momentum": 2.0, "diversity": 0.7, "batch_size": 8}
+    text = "name: x\nperturbation: {kind: accessory}\nattack: {params: {kappa: .inf}}\n"
+    (model,) = load_threat_models(write(tmp_path, text))
+    assert model.attack.params == {"kappa": float("inf")}
 
 
 def test_accessory_matrix_expands_over_shapes(tmp_path: Path) -> None:

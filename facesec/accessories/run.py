@@ -16,7 +16,6 @@ from facesec.accessories import eot, regions
 from facesec.accessories.printability import load_palette
 from facesec.attacks.accessory import AccessoryAttack, Region
 from facesec.attacks.objectives import Criterion
-from facesec.errors import ConfigError
 from facesec.families.evasion.spec import AccessoryPerturbation
 from facesec.spec import ThreatModel
 
@@ -53,7 +52,7 @@ def shared_region(p: AccessoryPerturbation, landmarks: np.ndarray, size: int, de
 
 
 def build_attack(tm: ThreatModel, **override: Any) -> AccessoryAttack:
-    """The accessory optimiser the threat model asks for; ConfigError naming `attack.params` otherwise."""
+    """The accessory optimiser the threat model asks for."""
     p = tm.perturbation
     assert isinstance(p, AccessoryPerturbation)
     a = tm.attack
@@ -66,11 +65,7 @@ def build_attack(tm: ThreatModel, **override: Any) -> AccessoryAttack:
         "tv_weight": p.tv_weight, "nps_weight": p.nps_weight,
         "palette": load_palette(p.palette) if p.nps_weight else None,
     }
-    allowed = {"momentum", "kappa", "batch_size"}
-    if unknown := set(a.params) - allowed:
-        raise ConfigError(f"field 'attack.params': accessories take {', '.join(sorted(allowed))} "
-                          f"(not {', '.join(sorted(unknown))})")
-    kwargs.update(a.params)
+    kwargs.update(a.params)  # typed by AccessoryParams when the threat model was validated
     kwargs.update(override)
     return AccessoryAttack(**kwargs)
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel
 
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
+from facesec.spec import Strict
 
 Norm = Literal["linf", "l2"]
 
@@ -48,18 +50,30 @@ class Attack(ABC):
         raise ConfigError(f"attack '{self.name}' has no universal mode; use library: native")
 
 
+class NoParams(Strict):
+    """An attack that takes no `attack.params`."""
+
+
 AttackFactory = Callable[..., Attack]
 _REGISTRY: dict[str, AttackFactory] = {}
+_PARAMS: dict[str, type[BaseModel]] = {}
 
 
-def register(name: str) -> Callable[[AttackFactory], AttackFactory]:
-    """Decorator: make an attack factory available as `name` (library/method)."""
+def register(name: str, params: type[BaseModel] = NoParams) -> Callable[[AttackFactory], AttackFactory]:
+    """Decorator: make an attack factory available as `name` (library/method); `params` types the
+    `attack.params` it takes, so a wrong one fails in `validate` rather than mid-run."""
 
     def deco(factory: AttackFactory) -> AttackFactory:
         _REGISTRY[name] = factory
+        _PARAMS[name] = params
         return factory
 
     return deco
+
+
+def params_model(library: str, method: str) -> type[BaseModel]:
+    """The pydantic model of `attack.params` for `library/method` (NoParams when none is registered)."""
+    return _PARAMS.get(f"{library}/{method}", NoParams)
 
 
 def available() -> list[str]:

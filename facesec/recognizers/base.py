@@ -87,14 +87,15 @@ _TRUST_CODE: ContextVar[bool] = ContextVar("facesec_trust_code", default=False)
 
 
 def code_trusted() -> bool:
-    """Whether `package.module:factory` recognizers may be imported (off unless the user opted in)."""
+    """Whether `package.module:factory` recognizers and program-like files (TorchScript) may be loaded
+    (off unless the user opted in)."""
     return _TRUST_CODE.get()
 
 
 @contextmanager
 def trusting_code(enabled: bool = True) -> Iterator[None]:
-    """Allow (or not) arbitrary `package.module:factory` code while the block runs: a threat model from
-    someone else must not run code unless the person running it said so."""
+    """Allow (or not) arbitrary `package.module:factory` code and TorchScript files while the block runs: a
+    threat model from someone else must not run code unless the person running it said so."""
     token = _TRUST_CODE.set(enabled)
     try:
         yield
@@ -104,17 +105,34 @@ def trusting_code(enabled: bool = True) -> Iterator[None]:
 
 Factory = Callable[..., Recognizer]
 _REGISTRY: dict[str, Factory] = {}
+_RUNS_FILE_CODE: dict[str, str] = {}
 ENTRY_POINT_GROUP = "facesec.recognizers"
 
 
-def register(name: str) -> Callable[[Factory], Factory]:
-    """Decorator: make a factory loadable by `name`."""
+def register(name: str, runs_file_code: str | None = None) -> Callable[[Factory], Factory]:
+    """Decorator: make a factory loadable by `name`. `runs_file_code` says why the files it loads are
+    programs rather than data; such a recognizer is refused unless code is trusted."""
 
     def deco(factory: Factory) -> Factory:
         _REGISTRY[name] = factory
+        if runs_file_code:
+            _RUNS_FILE_CODE[name] = runs_file_code
         return factory
 
     return deco
+
+
+def check_trust(where: str, name: str) -> None:
+    """ConfigError unless `name` is safe to load from someone else's file, or code is trusted."""
+    if code_trusted():
+        return
+    if name in _RUNS_FILE_CODE:
+        raise ConfigError(f"{where}: {_RUNS_FILE_CODE[name]}; pass --trust-code (Python: trust_code=True) if you "
+                          "trust the file, or export the model to ONNX")
+    if name not in available() and ":" in name:
+        raise ConfigError(f"{where}: {name!r} is a package.module:factory, which runs that module's code; pass "
+                          "--trust-code (Python: trust_code=True) if you trust it, or install it as a plug-in "
+                          "(entry-point group facesec.recognizers)")
 
 
 def available() -> dict[str, Factory]:
@@ -153,6 +171,7 @@ def load(spec: str | dict[str, Any], device: str | torch.device | None = None) -
         name = kwargs.pop("name", None)
         if not isinstance(name, str):
             raise ConfigError("recognizer spec needs a 'name' (see `facesec list`)")
+    check_trust(f"recognizer '{name}'", name)
     registry = available()
     if name in registry:
         try:
@@ -160,10 +179,6 @@ def load(spec: str | dict[str, Any], device: str | torch.device | None = None) -
         except TypeError as exc:
             raise ConfigError(f"recognizer '{name}': {exc}") from exc
     elif ":" in name:
-        if not code_trusted():
-            raise ConfigError(f"recognizer '{name}': a package.module:factory runs that module's code; pass "
-                              "--trust-code (Python: trust_code=True) if you trust it, or install it as a plug-in "
-                              "(entry-point group facesec.recognizers)")
         module_name, _, attr = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)

@@ -161,7 +161,8 @@ def surrogate(weights: str) -> Recognizer:
     return Recognizer(net, info)
 
 
-@register("torchscript")
+@register("torchscript", runs_file_code="a TorchScript file is a program: its forward can read and write files "
+          "(torch.save and torch.load run inside it)")
 def torchscript(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",
                 embedding_size: int = 512, comparison: Comparison = "cosine", threshold: float | None = None,
                 mean: float = 0.5, std: float = 0.5, input_bgr: bool = False) -> Recognizer:

@@ -8,7 +8,7 @@ from typing import Any
 from facesec.errors import ConfigError, WeightsError
 from facesec.recognizers import packaged, weights
 from facesec.recognizers.base import available as available_recognizers
-from facesec.recognizers.base import code_trusted
+from facesec.recognizers.base import check_trust
 
 
 def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
@@ -18,10 +18,7 @@ def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
     if not isinstance(name, str) or (name not in known and ":" not in name):
         raise ConfigError(f"{where}: unknown recognizer {name!r}; known: {', '.join(sorted(known))}, "
                           "or package.module:factory")
-    if name not in known and not code_trusted():
-        raise ConfigError(f"{where}: {name!r} is a package.module:factory, which runs that module's code; pass "
-                          "--trust-code if you trust it, or install it as a plug-in (entry-point group "
-                          "facesec.recognizers)")
+    check_trust(where, name)
     if isinstance(spec, dict):
         _check_weights_fields(where, spec)
     if name in packaged.PACKAGED:  # a missing model fails here, before any run, with the fetch command

@@ -6,11 +6,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from facesec.attacks.adapters.heads import LogitsHead, tasks
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
+from facesec.spec import Number, Strict, Whole
+
+
+class ArtParams(Strict):
+    """`attack.params` of ART's PGD and FGSM."""
+
+    batch_size: Whole | None = Field(None, ge=1, le=4096, description="ART's batch size (default 64)")
+
+
+class ArtMomentumParams(ArtParams):
+    """`attack.params` of ART's MI-FGSM."""
+
+    decay: Number | None = Field(None, ge=0, le=10, description="momentum decay (ART's default 1)")
 
 
 class ArtAttack(Attack):
@@ -65,4 +79,5 @@ class ArtAttack(Attack):
 
 
 for _method in ("pgd", "fgsm", "mi-fgsm"):
-    register(f"art/{_method}")(lambda method=_method, **kw: ArtAttack(method, **kw))
+    register(f"art/{_method}", ArtMomentumParams if _method == "mi-fgsm" else ArtParams)(
+        lambda method=_method, **kw: ArtAttack(method, **kw))

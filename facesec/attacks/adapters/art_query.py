@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
 from facesec.attacks.objectives import Criterion
 from facesec.attacks.query import Oracle, QueryBudgetExceeded
 from facesec.errors import ConfigError
+from facesec.spec import Strict, Whole
 
 
 class HopSkipJumpAttack(Attack):
@@ -26,7 +28,7 @@ class HopSkipJumpAttack(Attack):
 
     name = "hopskipjump"
 
-    def __init__(self, steps: int = 50, max_eval: int = 100, init_eval: int = 20, **_: Any) -> None:
+    def __init__(self, steps: int = 50, max_eval: int = 100, init_eval: int = 20) -> None:
         self.steps, self.max_eval, self.init_eval = steps, max_eval, init_eval
         self.starts: torch.Tensor | None = None
         """Per face, an image that reaches the goal (impersonation: the target's face); None: ART searches."""
@@ -69,7 +71,14 @@ class HopSkipJumpAttack(Attack):
         return AttackOutput(out, objective.used.clone())
 
 
-@register("art/hopskipjump")
+class HopSkipJumpParams(Strict):
+    """`attack.params` of art/hopskipjump."""
+
+    max_eval: Whole | None = Field(None, ge=1, le=100_000, description="queries per gradient estimate (100)")
+    init_eval: Whole | None = Field(None, ge=1, le=100_000, description="queries of the first estimate (20)")
+
+
+@register("art/hopskipjump", HopSkipJumpParams)
 def hopskipjump(steps: int = 50, step_size: float | None = None, random_start: bool = True, **kw: Any) -> Attack:
     """HopSkipJump through ART, decisions only, L-inf; `steps` caps its iterations."""
     return HopSkipJumpAttack(steps, **kw)

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from facesec.attacks.adapters.heads import LogitsHead, tasks
-from facesec.attacks.base import Attack, AttackOutput, Budget, register
+from facesec.attacks.base import Attack, AttackOutput, Budget, NoParams, register
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
+from facesec.spec import Number, Strict
+
+
+class MomentumParams(Strict):
+    """`attack.params` of torchattacks' MI-FGSM."""
+
+    decay: Number | None = Field(None, ge=0, le=10, description="momentum decay (torchattacks' default 1)")
 
 
 class TorchattacksAttack(Attack):
@@ -53,5 +61,5 @@ class TorchattacksAttack(Attack):
 
 
 for _method in ("pgd", "fgsm", "mi-fgsm"):
-    register(f"torchattacks/{_method}")(
+    register(f"torchattacks/{_method}", MomentumParams if _method == "mi-fgsm" else NoParams)(
         lambda method=_method, **kw: TorchattacksAttack(method, **kw))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from pydantic import BaseModel, ValidationError
+
 from facesec.families import register
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
-from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbation
+from facesec.families.evasion.spec import AccessoryParams, AccessoryPerturbation, PixelPerturbation
+from facesec.spec import SpecError
 
 if TYPE_CHECKING:
     from facesec.spec import ThreatModel
@@ -62,6 +65,19 @@ ACCESSORY_METRICS: dict[str, MetricInfo] = {
 }
 
 
+def _type_params(tm: ThreatModel, model: type[BaseModel], optimiser: str) -> None:
+    """Check `attack.params` against the optimiser's own parameters and keep their typed values."""
+    try:
+        tm.attack.params = model.model_validate(tm.attack.params).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "extra_forbidden":
+            takes = ", ".join(model.model_fields) or "none"
+            raise ValueError(f"field 'attack.params.{first['loc'][0]}': {optimiser} does not take it; "
+                             f"its params: {takes}") from None
+        raise SpecError(exc.errors(), at=("attack", "params")) from None
+
+
 class _Evasion(Family):
     headline: ClassVar[str] = "attack_success_rate"
 
@@ -93,6 +109,10 @@ class Pixel(_Evasion):
         elif tm.attack.method in ("square", "hopskipjump"):
             raise ValueError(f"attack.method: {tm.attack.method} is a query attack; use it with knowledge: "
                              "{kind: query, output: scores|decisions, budget: N}")
+        from facesec import attacks
+
+        _type_params(tm, attacks.params_model(tm.attack.library, tm.attack.method),
+                     f"{tm.attack.library}/{tm.attack.method}")
 
     def preflight(self, tm: ThreatModel) -> None:
         from facesec.families.evasion.run import build_attack
@@ -118,6 +138,7 @@ class Accessory(_Evasion):
                              f"(got {tm.attack.method})")
         if tm.attack.random_start:
             raise ValueError("attack.random_start: accessories start from perturbation.colour; remove it")
+        _type_params(tm, AccessoryParams, "the accessory optimiser")
 
     def preflight(self, tm: ThreatModel) -> None:
         from facesec.accessories import run as accessory_run

@@ -307,11 +307,7 @@ def build_attack(tm: ThreatModel, **override: Any) -> Attack:
     if a.random_start is not None:
         kwargs["random_start"] = a.random_start
     kwargs.update(override)
-    try:
-        attack = attacks.create(a.library, a.method, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"field 'attack.params': {a.library}/{a.method} does not take these parameters "
-                          f"({exc})") from exc
+    attack = attacks.create(a.library, a.method, **kwargs)  # params typed per method at validation
     if tm.capability == "universal" and not attack.supports_universal:
         raise ConfigError(f"field 'capability': universal needs library: native ({a.library}/{a.method} "
                           "makes per-image perturbations only)")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from facesec.spec import Budget, PerturbationSpec, Strict, Unit
+from facesec.spec import Budget, Ceiling, Number, PerturbationSpec, Strict, Unit, Whole
 
 
 class PixelPerturbation(PerturbationSpec):
@@ -68,3 +68,12 @@ class AccessoryPerturbation(PerturbationSpec):
                 raise ValueError(f"perturbation.{name} applies to shape {shape} only (this one is {self.shape}); "
                                  "remove it")
         return self
+
+
+class AccessoryParams(Strict):
+    """`attack.params` of the accessory optimiser."""
+
+    momentum: Number | None = Field(None, ge=0, le=10, description="gradient momentum (default 1 for mi-fgsm, "
+                                    "else 0)")
+    kappa: Ceiling | None = Field(None, description="margin clip (default 0 on the target, .inf on surrogates)")
+    batch_size: Whole | None = Field(None, ge=1, le=4096, description="wearers per forward pass")
