@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from facesec import gates, metrics, protocols, resume
 from facesec.data.dataset import load_dataset
@@ -19,6 +18,7 @@ from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
 from facesec.engine import RunOutput, preflight, run_threat_model
 from facesec.errors import ConfigError, DataError, FacesecError
+from facesec.progress import bar
 from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
 from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
@@ -173,7 +173,7 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
     failures: list[Exception] = []
     used = {Path(str(r.get("samples_csv", ""))).parent.name for r in previous.values()}
     prints: dict[str, str] = {}
-    for source, tm in tqdm(models, desc="threat models", unit="run", disable=not progress or None):
+    for source, tm in bar(models, desc="threat models", unit="run", enabled=progress):
         if tm.data.dataset not in prints:
             prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
         key = resume.resume_key(tm, prints[tm.data.dataset])

@@ -200,8 +200,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         headline = record.get("headline", {})
         if headline.get("metric", "attack_success_rate") != "attack_success_rate":  # another family's headline
             key = headline["metric"]
-            lo, hi = m.get(f"{key}_ci95") or (float("nan"), float("nan"))
-            print(f"{record['name']}: {headline.get('label', key)} {m[key]:.3f} [{lo:.3f}, {hi:.3f}]{gate_text}{flags}")
+            ci = m.get(f"{key}_ci95")
+            interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            print(f"{record['name']}: {headline.get('label', key)} {m[key]:.3f}{interval}{gate_text}{flags}")
             continue
         lo, hi = m["attack_success_ci95"]
         physical = ""

@@ -79,6 +79,16 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
         skipped=skipped, manifest_sha256=digest.hexdigest())
 
 
+def select_with_others(data: Data, others: int, field: str, template: Template, progress: bool = True) -> Population:
+    """`select` of `data.identities` identities followed by `others` more (named by `field` in the error when
+    the dataset has too few): the first ones are the run's subjects, the rest calibrate or serve the attacker."""
+    wanted = data.model_copy(update={"identities": data.identities + others})
+    try:
+        return select(wanted, template, progress)
+    except DataError as exc:
+        raise DataError(f"{exc} (this run needs data.identities + {field} = {wanted.identities})") from exc
+
+
 def realign(pop: Population, template: Template) -> Population:
     """The same faces aligned to another template (what a surrogate with its own alignment sees)."""
     faces = align_faces(pop.paths, template, progress=False)

@@ -116,6 +116,19 @@ def test_usage_and_file_system_errors_are_one_line(tmp_path: Path) -> None:
         assert lines[0].startswith("facesec")
 
 
+def test_progress_is_log_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal (CI), long work still reports progress: whole lines, no carriage returns."""
+    from facesec import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    assert list(progress.bar(range(3), desc="work", unit="step")) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines()[-1].startswith("work: 100%") and len(err.splitlines()) >= 2
+    assert list(progress.bar(range(3), desc="quiet", enabled=False)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+
+
 def test_report_takes_the_suite_folder(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps({"runs": []}))
     out = facesec("report", str(tmp_path))

@@ -13,7 +13,7 @@ import torch
 from facesec.data.faces import FaceAnalyzer
 from facesec.engine import run_threat_model
 from facesec.errors import WeightsError
-from facesec.families.morph import gan
+from facesec.priors import dcgan as gan
 from facesec.recognizers import packaged
 from facesec.spec import load_threat_models
 

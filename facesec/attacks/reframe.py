@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,15 @@ def crop_grid(target_landmarks: np.ndarray, own_landmarks: np.ndarray, target_si
         where = pixels @ m.T
         grids.append(((2 * where + 1) / target_size - 1).reshape(own_size, own_size, 2))
     return torch.from_numpy(np.stack(grids)).float()
+
+
+def photo_crop_grid(transform: np.ndarray, height: int, width: int, size: int) -> torch.Tensor:
+    """S x S x 2 `grid_sample` coordinates: where each pixel of the aligned crop lies in the photo."""
+    back = cv2.invertAffineTransform(transform.astype(np.float64))
+    ys, xs = np.mgrid[0:size, 0:size]
+    where = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], 1) @ back.T
+    grid = np.stack([(2 * where[:, 0] + 1) / width - 1, (2 * where[:, 1] + 1) / height - 1], 1)
+    return torch.from_numpy(grid.reshape(size, size, 2)).float()
 
 
 @dataclass

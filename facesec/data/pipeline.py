@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from facesec.data.align import Template
 from facesec.data.cache import FaceCache, file_digest
 from facesec.data.faces import Detection, FaceAnalyzer, NoFace, map_points
 from facesec.data.images import UnusableImage, read_rgb
+from facesec.progress import bar
 
 
 @dataclass
@@ -91,8 +91,8 @@ def align_faces(paths: Sequence[Path], template: Template, analyzer: FaceAnalyze
     crops: list[np.ndarray] = []
     with ThreadPoolExecutor(n_workers) as pool:
         results = pool.map(one, paths)
-        for path, hit in tqdm(zip(paths, results, strict=True), total=len(paths), desc=f"faces -> {template.name}",
-                              unit="img", disable=not progress or None):
+        for path, hit in bar(zip(paths, results, strict=True), total=len(paths), desc=f"faces -> {template.name}",
+                             unit="img", enabled=progress):
             reason = str(hit["reason"]) if "reason" in hit else ""
             if reason:
                 out.skipped.append((path, reason))

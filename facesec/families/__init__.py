@@ -28,7 +28,7 @@ def register(cls: type[Family]) -> type[Family]:
 
 
 def _builtins() -> None:
-    from facesec.families import evasion, morph  # noqa: F401  (registers pixel, accessory, morph)
+    from facesec.families import evasion, inversion, morph  # noqa: F401  (registers the built-in families)
 
 
 def available() -> dict[str, Callable[[], Family]]:

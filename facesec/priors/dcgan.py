@@ -1,5 +1,5 @@
-"""GAN morphs: each contributor inverted into a pretrained face generator's latent space (through the
-attacker's recognizer), the two latents interpolated, and the generated face spliced into A's photo.
+"""A pretrained face generator as an image prior: faces found by searching its latent space for one whose
+embedding matches a template (GAN morphs interpolate two such latents; template inversion keeps one).
 
 The generator is gan-face-generate's DCGAN (100-d latent, 64 x 64 RGB, trained on the synthetic
 DigiFace-1M faces, whose licence is non-commercial). Its checkpoint is fetched with `facesec models fetch
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesec.attacks.reframe import photo_crop_grid
 from facesec.data.align import Template
 from facesec.data.faces import FaceAnalyzer, NoFace
-from facesec.errors import WeightsError
-from facesec.families.morph.optimise import crop_grid
+from facesec.errors import ConfigError, WeightsError
 from facesec.recognizers import Recognizer, packaged
 from facesec.recognizers.builtin import unloadable
 
@@ -63,6 +63,14 @@ def load_generator(device: torch.device) -> Generator:
     return generator.to(device)
 
 
+def check_fetched(field: str) -> None:
+    """ConfigError naming `field` (and the fetch command) when the generator's checkpoint is not fetched."""
+    try:
+        packaged.installed("gan-face-generate")
+    except WeightsError as exc:
+        raise ConfigError(f"field '{field}': {exc}") from exc
+
+
 def photos(faces: torch.Tensor) -> list[np.ndarray]:
     """Generated faces as uint8 RGB photos of PHOTO x PHOTO pixels."""
     arr = (faces.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
@@ -92,34 +100,56 @@ class Target:
 
     model: Recognizer
     grid: torch.Tensor
-    """S x S x 2, from `crop_grid` of the generator's framing."""
+    """1 x S x S x 2 (the generator's framing) or one per template, from `photo_crop_grid`."""
     templates: torch.Tensor
     """B x D: one per latent being inverted."""
 
 
 def invert(generator: Generator, targets: list[Target], steps: int, seed: int, lr: float = 0.05) -> torch.Tensor:
-    """Latents (B x LATENT) whose faces the recognizers match to their templates: Adam on the summed
-    similarities, from seeded random starts, kept near the prior's shell."""
-    device = next(generator.parameters()).device
+    """Latents (B x LATENT) whose faces the recognizers match to their templates, from seeded random starts."""
     n = len(targets[0].templates)
-    z = torch.randn(n, LATENT, generator=torch.Generator().manual_seed(seed)).to(device).requires_grad_(True)
+    z = torch.randn(n, LATENT, generator=torch.Generator().manual_seed(seed))
+    return search(generator, targets, z, steps, lr)
+
+
+def search(generator: Generator, targets: list[Target], z: torch.Tensor, steps: int, lr: float = 0.05,
+           jitter: float = 0.0, rng: torch.Generator | None = None) -> torch.Tensor:
+    """`z` moved by Adam on the summed similarities of its faces to their templates, held near the prior's
+    shell. With `jitter`, every step sees each face shifted and scaled at random by up to that share of the
+    crop (an expectation over transformations, so that the match survives another alignment)."""
+    device = next(generator.parameters()).device
+    rng = rng if rng is not None else torch.Generator().manual_seed(0)
+    z = z.clone().to(device).requires_grad_(True)
     optimiser = torch.optim.Adam([z], lr=lr)
     for _ in range(steps):
-        face = F.interpolate(generator(z), size=(PHOTO, PHOTO), mode="bilinear", align_corners=False)
-        loss = Z_WEIGHT * ((z * z).sum(1) - LATENT).abs().sum()
-        for t in targets:
-            crop = F.grid_sample(face, t.grid.expand(n, -1, -1, -1), mode="bilinear", padding_mode="border",
-                                 align_corners=False)
-            loss = loss - t.model.similarity(t.model(crop), t.templates).sum()
+        loss = Z_WEIGHT * ((z * z).sum(1) - LATENT).abs().sum() - match(generator, z, targets, jitter, rng).sum()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     return z.detach()
 
 
+def match(generator: Generator, z: torch.Tensor, targets: list[Target], jitter: float,
+          rng: torch.Generator) -> torch.Tensor:
+    """Per latent, the summed similarity of its face to its template on every target (latent i's template and
+    crop grid are row i modulo their count, so restarts share them)."""
+    face = F.interpolate(generator(z), size=(PHOTO, PHOTO), mode="bilinear", align_corners=False)
+    total = torch.zeros(len(z), device=z.device)
+    for t in targets:
+        grid = t.grid.repeat(len(z) // len(t.grid), 1, 1, 1)
+        if jitter:
+            scale = 1 + (torch.rand(len(z), 1, 1, 1, generator=rng) * 2 - 1) * jitter
+            shift = (torch.rand(len(z), 1, 1, 2, generator=rng) * 2 - 1) * 2 * jitter  # grid spans 2 units
+            grid = grid * scale.to(z.device) + shift.to(z.device)
+        crop = F.grid_sample(face, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        templates = t.templates.repeat(len(z) // len(t.templates), 1)
+        total = total + t.model.similarity(t.model(crop), templates)
+    return total
+
+
 def target(generator: Generator, model: Recognizer, templates: torch.Tensor, analyzer: FaceAnalyzer,
            seed: int) -> Target:
     """A recognizer's view of the generator's faces (its crop, from the generator's framing)."""
     t = model.info.template
-    grid = crop_grid(framing(generator, t, analyzer, seed), PHOTO, PHOTO, t.size)
+    grid = photo_crop_grid(framing(generator, t, analyzer, seed), PHOTO, PHOTO, t.size)
     return Target(model, grid[None].to(templates.device), templates)

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from facesec.data.align import Template
 from facesec.errors import ConfigError
+from facesec.progress import bar
 
 Comparison = Literal["cosine", "euclidean"]
 
@@ -65,7 +65,7 @@ class Recognizer(nn.Module):
             return b.float().div_(255.0) if b.dtype == torch.uint8 else b
 
         out = [self(batch(i)).float().to(x.device)
-               for i in tqdm(range(0, len(x), batch_size), desc="embed", unit="batch", disable=not progress or None)]
+               for i in bar(range(0, len(x), batch_size), desc="embed", unit="batch", enabled=progress)]
         return torch.cat(out) if out else torch.zeros(0, self.info.embedding_size, device=x.device)
 
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

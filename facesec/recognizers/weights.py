@@ -18,10 +18,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from facesec.data.cache import cache_root, file_digest
 from facesec.errors import WeightsError
+from facesec.progress import bar as progress_bar
 
 TIMEOUT_S = 30.0
 """Per connect and per read; a server that stops answering fails the download instead of hanging it."""
@@ -97,8 +96,8 @@ def _download(url: str, sha256: str, progress: bool, max_bytes: int = MAX_DOWNLO
             if total is not None and total > max_bytes:
                 raise WeightsError(f"{url}: {total:,} bytes announced, more than the {max_bytes:,} allowed")
             seen = 0
-            with tqdm(total=total, unit="B", unit_scale=True, desc="download weights",
-                      disable=not progress or None) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc="download weights",
+                              enabled=progress) as bar:
                 while chunk := resp.read(1 << 20):
                     seen += len(chunk)
                     if seen > max_bytes:

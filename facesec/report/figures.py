@@ -82,6 +82,18 @@ def load_image(root: Path, relative: object, mode: str = "RGB") -> Image.Image |
     return image
 
 
+def face_uris(root: Path, row: dict[str, Any], keys: tuple[str, ...], redact: bool) -> dict[str, str | None]:
+    """The face images a gallery row names under `keys`, as data URIs (None when absent), blurred when
+    `redact`."""
+    out: dict[str, str | None] = {}
+    for key in keys:
+        image = load_image(root, row.get(key))
+        if image is not None and redact:
+            image = redact_face(image)
+        out[key] = png_data_uri(image) if image is not None else None
+    return out
+
+
 def redact_face(image: Image.Image) -> Image.Image:
     """Strong Gaussian blur (radius 6 px on a 150-px crop): faces are biometric data."""
     radius = max(1.0, BLUR_RADIUS_AT_150 * max(image.size) / 150)

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader
 from facesec import families
 from facesec.errors import ConfigError, FacesecError
 from facesec.report import figures
+from facesec.report.fields import as_dict, as_list
 from facesec.suite_files import write_atomic
 
 SCHEMA_VERSION = 1
@@ -235,8 +236,8 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
     """The view model of the page; image paths resolve against `results_dir`, links against `out_dir`."""
     raw_runs = [run if isinstance(run, dict) else {} for run in results.get("runs") or []]
     runs = [_run_view(i, run, results_dir, out_dir, redact) for i, run in enumerate(raw_runs)]
-    baseline_doc = _dict(results.get("baseline"))
-    baseline = [_baseline_rule(rule, runs) for rule in _list(baseline_doc.get("rules"))] if baseline_doc else None
+    baseline_doc = as_dict(results.get("baseline"))
+    baseline = [_baseline_rule(rule, runs) for rule in as_list(baseline_doc.get("rules"))] if baseline_doc else None
     all_gates = [g for run in runs for g in run.gates] + (baseline or [])
     failed = [g for g in all_gates if g.passed is not True]  # as facesec.gates: no verdict is no pass
     verdict = "FAIL" if failed else ("PASS" if all_gates else "NO GATES")
@@ -288,7 +289,7 @@ def fmt_asr(asr: Any, ci: Any) -> str:
     rate = _num(asr)
     if rate is None:
         return DASH
-    bounds = [_num(b) for b in _list(ci)]
+    bounds = [_num(b) for b in as_list(ci)]
     if len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None:
         return f"{rate:.2f} [{bounds[0]:.2f}–{bounds[1]:.2f}]"
     return f"{rate:.2f}"
@@ -314,14 +315,14 @@ def _luminance(rgb: tuple[int, ...]) -> float:
 
 def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path, redact: bool) -> RunView:
     name = _text(run.get("name"), f"run {index + 1}")
-    metrics = _dict(run.get("metrics"))
+    metrics = as_dict(run.get("metrics"))
     validity = run.get("validity")
-    validity_doc = _dict(validity)
+    validity_doc = as_dict(validity)
     threat_model = run.get("threat_model")
     gallery = run.get("gallery")
     accessory = _is_accessory(run)
     family = _family(run)
-    headline = _text(_dict(run.get("headline")).get("metric"), "attack_success_rate")
+    headline = _text(as_dict(run.get("headline")).get("metric"), "attack_success_rate")
     partial = family.report_partial if family is not None else None
     labels = {k: info.label for k, info in family.metrics.items() if info.label} if family is not None else {}
     return RunView(
@@ -330,22 +331,22 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
         name=name,
         source=_text(run.get("source")),
         asr=fmt_asr(metrics.get(headline), metrics.get(f"{headline}_ci95", metrics.get("attack_success_ci95"))),
-        dimensions=_dimension_rows(_dict(run.get("dimensions")), run.get("eps")),
+        dimensions=_dimension_rows(as_dict(run.get("dimensions")), run.get("eps")),
         metrics=[_metric_row(str(k), v, labels) for k, v in metrics.items()
                  if partial is None or not isinstance(v, dict)],  # a family's partial shows its nested metrics
         validity=[Row(str(k), fmt(v)) for k, v in validity_doc.items() if k != "flags"]
         if isinstance(validity, dict) else None,
-        flags=[_text(f) for f in _list(validity_doc.get("flags"))],
-        gates=[_gate(name, f"run-{index + 1}", g) for g in _list(run.get("gates"))],
+        flags=[_text(f) for f in as_list(validity_doc.get("flags"))],
+        gates=[_gate(name, f"run-{index + 1}", g) for g in as_list(run.get("gates"))],
         gallery=[_gallery_item(item, results_dir, redact, accessory) for item in gallery if isinstance(item, dict)]
         if isinstance(gallery, list) and partial is None else None,
         provenance=_provenance_rows(run["provenance"]) if isinstance(run.get("provenance"), dict) else None,
         samples=_link(run.get("samples_csv"), results_dir, out_dir),
         threat_model=json.dumps(threat_model, indent=2, sort_keys=True) if threat_model is not None else None,
         accessory=accessory,
-        print_files=[_print_file(_dict(f), results_dir, out_dir) for f in _list(run.get("print_files"))],
+        print_files=[_print_file(as_dict(f), results_dir, out_dir) for f in as_list(run.get("print_files"))],
         knowledge=_knowledge_kind(run),
-        headline_label="ASR" if headline == "attack_success_rate" else _text(_dict(run.get("headline")).get("label")),
+        headline_label="ASR" if headline == "attack_success_rate" else _text(as_dict(run.get("headline")).get("label")),
         partial=partial,
         view=family.report_view(run, results_dir, redact) if family is not None and partial is not None else {},
     )
@@ -353,7 +354,7 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
 
 def _family(run: dict[str, Any]) -> families.Family | None:
     """The run's attack family (by `family`, else its threat model's perturbation kind); None when unknown here."""
-    kind = run.get("family") or _dict(_dict(run.get("threat_model")).get("perturbation")).get("kind") or "pixel"
+    kind = run.get("family") or as_dict(as_dict(run.get("threat_model")).get("perturbation")).get("kind") or "pixel"
     try:
         return families.get(str(kind))
     except FacesecError:  # a family not installed here (or a broken plug-in): the evasion layout
@@ -362,18 +363,18 @@ def _family(run: dict[str, Any]) -> families.Family | None:
 
 def _is_accessory(run: dict[str, Any]) -> bool:
     """An accessory run (eyeglasses, sticker, face mask): by its threat model, else by its perturbation text."""
-    kind = _dict(_dict(run.get("threat_model")).get("perturbation")).get("kind")
+    kind = as_dict(as_dict(run.get("threat_model")).get("perturbation")).get("kind")
     if kind is None:
-        kind = next(iter(_text(_dict(run.get("dimensions")).get("perturbation"), "").split()), None)
+        kind = next(iter(_text(as_dict(run.get("dimensions")).get("perturbation"), "").split()), None)
     return kind == "accessory"
 
 
 def _knowledge_kind(run: dict[str, Any]) -> str:
     """white-box, transfer or query: by the threat model, else by the first word of the knowledge text."""
-    knowledge = _dict(run.get("threat_model")).get("knowledge")
-    kind = knowledge if isinstance(knowledge, str) else _dict(knowledge).get("kind")
+    knowledge = as_dict(run.get("threat_model")).get("knowledge")
+    kind = knowledge if isinstance(knowledge, str) else as_dict(knowledge).get("kind")
     if kind is None:
-        kind = next(iter(_text(_dict(run.get("dimensions")).get("knowledge"), "").split()), None)
+        kind = next(iter(_text(as_dict(run.get("dimensions")).get("knowledge"), "").split()), None)
     return kind if isinstance(kind, str) else ""
 
 
@@ -393,7 +394,7 @@ def _distance(value: float | None) -> str:
 def _queries(value: Any) -> list[tuple[int, float | None]]:
     """`asr_at_queries` (or `linf_at_queries`) as (queries, value) pairs in increasing query order; keys
     that are not counts >= 1 are dropped."""
-    pairs = [(int(k), _num(v)) for k, v in _dict(value).items() if k.isdecimal() and int(k) > 0]
+    pairs = [(int(k), _num(v)) for k, v in as_dict(value).items() if k.isdecimal() and int(k) > 0]
     return sorted(pairs, key=lambda pair: pair[0])
 
 
@@ -416,7 +417,7 @@ def _dimension_rows(dims: dict[str, Any], eps: Any) -> list[Row]:
 
 def _gate(run: str, anchor: str, gate: Any) -> Gate:
     """A gate as facesec.gates evaluated it; the verdict is read, never recomputed, so the two cannot disagree."""
-    doc = _dict(gate)
+    doc = as_dict(gate)
     required = f"{_text(doc.get('op'), '?')} {fmt(doc.get('value'))}"
     return Gate(run, _text(doc.get("metric")), required, fmt(doc.get("actual")), _passed(doc), anchor,
                 _text(doc.get("error"), ""))
@@ -424,7 +425,7 @@ def _gate(run: str, anchor: str, gate: Any) -> Gate:
 
 def _baseline_rule(rule: Any, runs: list[RunView]) -> Gate:
     """A regression rule: the new value may exceed the baseline's by at most max_increase."""
-    doc = _dict(rule)
+    doc = as_dict(rule)
     run = _text(doc.get("run"))
     anchor = next((r.anchor for r in runs if r.name == run), "")
     old, new, limit = _num(doc.get("old")), _num(doc.get("new")), _num(doc.get("max_increase"))
@@ -490,16 +491,16 @@ def _matrix(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> Matrix:
     rows: dict[tuple[str, ...], dict[tuple[str, ...], MatrixCell]] = {}
     columns: dict[tuple[str, ...], None] = {}
     for raw, run in zip(raw_runs, runs, strict=True):
-        dims = _dict(raw.get("dimensions"))
+        dims = as_dict(raw.get("dimensions"))
         row = tuple(_text(dims.get(k)) for k in MATRIX_ROW_KEYS)
         column = tuple(_text(dims.get(k)) for k in MATRIX_COLUMN_KEYS)
         columns.setdefault(column)
         cell = rows.setdefault(row, {}).setdefault(column, MatrixCell())
-        metrics = _dict(raw.get("metrics"))
+        metrics = as_dict(raw.get("metrics"))
         text = run.asr if run.headline_label == "ASR" else f"{run.headline_label} {run.asr}"
         cell.entries.append(MatrixEntry(run.anchor, run.name, text, bool(run.flags), run.failed,
                                         _cell_detail(run, metrics)))
-        asr = _num(metrics.get(_text(_dict(raw.get("headline")).get("metric"), "attack_success_rate")))
+        asr = _num(metrics.get(_text(as_dict(raw.get("headline")).get("metric"), "attack_success_rate")))
         if asr is not None:
             cell.worst = asr if cell.worst is None else max(cell.worst, asr)
     return Matrix(
@@ -543,9 +544,10 @@ def _queries_plot(raw_runs: list[dict[str, Any]]) -> str | None:
     """
     runs = []
     for run in raw_runs:
-        reached = [(n, asr) for n, asr in _queries(_dict(run.get("metrics")).get("asr_at_queries")) if asr is not None]
+        queries = _queries(as_dict(run.get("metrics")).get("asr_at_queries"))
+        reached = [(n, asr) for n, asr in queries if asr is not None]
         if reached:
-            runs.append((_dict(run.get("dimensions")), reached))
+            runs.append((as_dict(run.get("dimensions")), reached))
     if not runs:
         return None
     knowledge_varies = len({_text(dims.get("knowledge")) for dims, _ in runs}) > 1
@@ -562,17 +564,17 @@ def _sweeps(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """
     groups: dict[tuple[str, str, str], tuple[figures.SweepLine, dict[str, Any]]] = {}
     for run in raw_runs:
-        eps, metrics = _num(run.get("eps")), _dict(run.get("metrics"))
+        eps, metrics = _num(run.get("eps")), as_dict(run.get("metrics"))
         asr = _num(metrics.get("attack_success_rate"))
         if eps is None or asr is None:
             continue
-        dims = _dict(run.get("dimensions"))
+        dims = as_dict(run.get("dimensions"))
         family = " ".join(t for t in _text(dims.get("perturbation")).split() if not _BUDGET_TOKEN.fullmatch(t))
         label = " · ".join(_text(dims.get(k)) for k in DIMENSION_KEYS if k != "perturbation")
-        attack = {k: v for k, v in _dict(_dict(run.get("threat_model")).get("attack")).items() if k != "step_size"}
+        attack = {k: v for k, v in as_dict(as_dict(run.get("threat_model")).get("attack")).items() if k != "step_size"}
         key = (family or DASH, label, json.dumps(attack, sort_keys=True, default=str))
         line = groups.setdefault(key, (figures.SweepLine(label), attack))[0]
-        bounds = [_num(b) for b in _list(metrics.get("attack_success_ci95"))]
+        bounds = [_num(b) for b in as_list(metrics.get("attack_success_ci95"))]
         low, high = (bounds[0], bounds[1]) if len(bounds) == 2 else (None, None)
         noise = _num(metrics.get("noise_success_rate"))
         line.eps.append(eps)
@@ -659,11 +661,3 @@ def _fixed(value: Any) -> str:
     """A similarity to three decimals, so the before and after columns line up."""
     number = _num(value)
     return DASH if number is None else f"{number:.3f}"
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []

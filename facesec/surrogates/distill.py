@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from facesec import __version__, metrics, protocols
 from facesec.data.dataset import load_dataset
 from facesec.data.pipeline import align_faces
 from facesec.errors import ConfigError, DataError
+from facesec.progress import bar as progress_bar
 from facesec.recognizers import Recognizer, load
 from facesec.recognizers.students import build
 
@@ -224,8 +224,8 @@ def train(settings: Settings, out_dir: Path, device: torch.device, resume: bool 
         student.train()
         order = faces.train[torch.randperm(len(faces.train), generator=generator).numpy()]
         total = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch",
-                   disable=not progress or None)
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch",
+                           enabled=progress)
         for step in bar:
             x = mix(augment(_batch(faces.crops, order[step * settings.batch_size:(step + 1) * settings.batch_size],
                                    device), generator), settings.mix, generator)

@@ -5,21 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from facesec.accessories import export
+from facesec.families.gallery import png
 
 if TYPE_CHECKING:
     from facesec.families.evasion.run import EvasionOutput
-
-
-def png(t: torch.Tensor, path: Path) -> None:
-    """Save a 3 x H x W tensor in [0, 1] as an 8-bit PNG."""
-    arr = (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(arr).save(path)
 
 
 def write(output: EvasionOutput, run_dir: Path, rel: str, table: pd.DataFrame) -> dict[str, Any]:

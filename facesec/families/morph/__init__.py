@@ -95,8 +95,6 @@ class Morph(Family):
                 raise ValueError(f"attack.steps: {p.method} morphs need at least one step")
 
     def preflight(self, tm: ThreatModel) -> None:
-        from facesec.errors import ConfigError, WeightsError
-        from facesec.recognizers import packaged
         from facesec.recognizers.preflight import check_recognizer
 
         p = tm.perturbation
@@ -104,10 +102,9 @@ class Morph(Family):
         for i, spec in enumerate(p.recognizers):
             check_recognizer(f"field 'perturbation.recognizers.{i}'", spec)
         if p.method == "gan":
-            try:
-                packaged.installed("gan-face-generate")
-            except WeightsError as exc:
-                raise ConfigError(f"field 'perturbation.method': {exc}") from exc
+            from facesec.priors import dcgan
+
+            dcgan.check_fetched("perturbation.method")
 
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.morph.run import run_threat_model

@@ -10,21 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from facesec.recognizers import Recognizer
-
-
-def crop_grid(transform: np.ndarray, height: int, width: int, size: int) -> torch.Tensor:
-    """S x S x 2 `grid_sample` coordinates: where each pixel of the aligned crop lies in the photo."""
-    back = cv2.invertAffineTransform(transform.astype(np.float64))
-    ys, xs = np.mgrid[0:size, 0:size]
-    where = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], 1) @ back.T
-    grid = np.stack([(2 * where[:, 0] + 1) / width - 1, (2 * where[:, 1] + 1) / height - 1], 1)
-    return torch.from_numpy(grid.reshape(size, size, 2)).float()
 
 
 @dataclass
@@ -33,7 +22,7 @@ class AttackerView:
 
     model: Recognizer
     grid: torch.Tensor
-    """B x S x S x 2, from `crop_grid`."""
+    """B x S x S x 2, from `photo_crop_grid`."""
     template_a: torch.Tensor
     """B x D: contributor A's template as this recognizer sees the attacker's reference photos."""
     template_b: torch.Tensor

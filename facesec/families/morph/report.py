@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from facesec.report import figures
+from facesec.report.fields import as_dict, as_list
 
 COLUMNS = (("mmpmr", "MMPMR"), ("mmpmr_first_probe", "MMPMR, first probe"), ("fmmpmr", "FMMPMR"), ("rmmr", "RMMR"),
            ("no_morph_mmpmr", "no-morph MMPMR"),
@@ -21,23 +22,23 @@ COLUMNS = (("mmpmr", "MMPMR"), ("mmpmr_first_probe", "MMPMR, first probe"), ("fm
 
 def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the morph partial shows; every field may be missing from a hand-edited results.json."""
-    metrics = _dict(run.get("metrics"))
-    morph = _dict(run.get("morph"))
-    at_fmr = _dict(metrics.get("at_fmr"))
-    setting = _dict(_dict(run.get("threat_model")).get("setting"))
+    metrics = as_dict(run.get("metrics"))
+    morph = as_dict(run.get("morph"))
+    at_fmr = as_dict(metrics.get("at_fmr"))
+    setting = as_dict(as_dict(run.get("threat_model")).get("setting"))
     headline_fmr = setting.get("fmr")
     return {
         "reading": _reading(metrics, headline_fmr),
-        "table": [(fmr, [_fmt(_dict(row).get(key)) for key, _ in COLUMNS], _dict(row).get("fmr_supported") is not False)
-                  for fmr, row in at_fmr.items()],
+        "table": [(fmr, [_fmt(as_dict(row).get(key)) for key, _ in COLUMNS],
+                   as_dict(row).get("fmr_supported") is not False) for fmr, row in at_fmr.items()],
         "columns": [label for _, label in COLUMNS],
-        "by_recognizer": [(name, [(fmr, _fmt(_dict(row).get("mmpmr")), _fmt(_dict(row).get("fmmpmr")))
-                                  for fmr, row in _dict(rows).items()])
-                          for name, rows in _dict(metrics.get("by_recognizer")).items()],
+        "by_recognizer": [(name, [(fmr, _fmt(as_dict(row).get("mmpmr")), _fmt(as_dict(row).get("fmmpmr")))
+                                  for fmr, row in as_dict(rows).items()])
+                          for name, rows in as_dict(metrics.get("by_recognizer")).items()],
         "scatter": _scatter(morph),
-        "mmpmr_fmr": _mmpmr_against_fmr(_dict(metrics.get("by_recognizer"))),
-        "map": [(fmr, _map_plot(fmr, _dict(doc))) for fmr, doc in _dict(metrics.get("map")).items()],
-        "pairs": [_pair(_dict(g), results_dir, redact) for g in _list(run.get("gallery"))],
+        "mmpmr_fmr": _mmpmr_against_fmr(as_dict(metrics.get("by_recognizer"))),
+        "map": [(fmr, _map_plot(fmr, as_dict(doc))) for fmr, doc in as_dict(metrics.get("map")).items()],
+        "pairs": [_pair(as_dict(g), results_dir, redact) for g in as_list(run.get("gallery"))],
     }
 
 
@@ -56,10 +57,10 @@ def _reading(metrics: dict[str, Any], fmr: Any) -> str:
 
 def _scatter(morph: dict[str, Any]) -> str | None:
     """S(morph, A) against S(morph, B) with each FMR's threshold as lines: the top-right corner is both accepted."""
-    pairs = [p for p in _list(morph.get("scores")) if isinstance(p, list) and len(p) == 2]
+    pairs = [p for p in as_list(morph.get("scores")) if isinstance(p, list) and len(p) == 2]
     pts = np.array([[_num(a), _num(b)] for a, b in pairs], dtype=float).reshape(-1, 2)
     pts = pts[np.isfinite(pts).all(1)]  # not enrolled (null) or malformed: not plotted
-    thresholds = {k: v for k, v in _dict(morph.get("thresholds")).items()
+    thresholds = {k: v for k, v in as_dict(morph.get("thresholds")).items()
                   if _is_float(k) and math.isfinite(_num(v))}
     if not len(pts):
         return None
@@ -81,8 +82,8 @@ def _mmpmr_against_fmr(by_recognizer: dict[str, Any]) -> str | None:
     """MMPMR (and FMMPMR) at each FMR, one line per recognizer."""
     lines = []
     for name, rows in by_recognizer.items():
-        pts = sorted((float(f), _num(_dict(r).get("mmpmr")), _num(_dict(r).get("fmmpmr")))
-                     for f, r in _dict(rows).items() if _is_float(f))
+        pts = sorted((float(f), _num(as_dict(r).get("mmpmr")), _num(as_dict(r).get("fmmpmr")))
+                     for f, r in as_dict(rows).items() if _is_float(f))
         if len(pts) >= 2:
             lines.append((name, pts))
     if not lines:
@@ -105,7 +106,7 @@ def _mmpmr_against_fmr(by_recognizer: dict[str, Any]) -> str | None:
 def _map_plot(fmr: str, doc: dict[str, Any]) -> str | None:
     """The MAP matrix as a heat map: rows r (attempts), columns c (recognizers)."""
     try:
-        matrix = np.array(_list(doc.get("matrix")), dtype=float)
+        matrix = np.array(as_list(doc.get("matrix")), dtype=float)
     except (TypeError, ValueError):  # ragged or not numbers: nothing to draw
         return None
     if matrix.ndim != 2 or not matrix.size:
@@ -119,18 +120,13 @@ def _map_plot(fmr: str, doc: dict[str, Any]) -> str | None:
     ax.set_yticks(range(matrix.shape[0]), [f"≥{r + 1}" for r in range(matrix.shape[0])])
     ax.set_xlabel("recognizers fooled (c)")
     ax.set_ylabel("attempts accepted (r)")
-    names = ", ".join(str(n) for n in _list(doc.get("recognizers")))
+    names = ", ".join(str(n) for n in as_list(doc.get("recognizers")))
     ax.set_title(f"MAP at FMR {fmr} ({names})", fontsize=8)
     return figures.figure_uri(fig)
 
 
 def _pair(g: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
-    images = {}
-    for key in ("a", "morph", "b"):
-        image = figures.load_image(results_dir, g.get(key))
-        if image is not None and redact:
-            image = figures.redact_face(image)
-        images[key] = figures.png_data_uri(image) if image is not None else None
+    images = figures.face_uris(results_dir, g, ("a", "morph", "b"), redact)
     return {**images, "contributor_a": str(g.get("contributor_a", "")),
             "contributor_b": str(g.get("contributor_b", "")),
             "score_a": _fmt(g.get("score_a")), "score_b": _fmt(g.get("score_b")),
@@ -142,10 +138,10 @@ def suite_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """MMPMR against alpha, one line per (recognizer, method, pairing) with runs at two or more alphas."""
     lines: dict[str, list[tuple[float, float]]] = {}
     for run in runs:
-        morph, metrics = _dict(run.get("morph")), _dict(run.get("metrics"))
+        morph, metrics = as_dict(run.get("morph")), as_dict(run.get("metrics"))
         alpha, mmpmr = morph.get("alpha"), metrics.get("mmpmr")
         if isinstance(alpha, int | float) and isinstance(mmpmr, int | float):
-            dims = _dict(run.get("dimensions"))
+            dims = as_dict(run.get("dimensions"))
             key = f"{dims.get('recognizer', '?')} · {morph.get('method', '?')} · {morph.get('pairing', '?')} pairs"
             lines.setdefault(key, []).append((float(alpha), float(mmpmr)))
     lines = {k: sorted(v) for k, v in lines.items() if len({a for a, _ in v}) >= 2}
@@ -179,11 +175,3 @@ def _is_float(text: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []

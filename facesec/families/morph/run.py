@@ -12,20 +12,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from facesec import protocols
+from facesec.attacks.reframe import photo_crop_grid
 from facesec.data.align import Template
 from facesec.data.faces import Detection, FaceAnalyzer, NoFace
 from facesec.data.images import read_rgb
-from facesec.errors import ConfigError, DataError
+from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
-from facesec.families.evasion.artefacts import png
-from facesec.families.morph import gan, measures, pairs
+from facesec.families.gallery import finite, write_row
+from facesec.families.morph import measures, pairs
 from facesec.families.morph.landmark import landmark_morph
-from facesec.families.morph.optimise import AttackerView, crop_grid, optimise
+from facesec.families.morph.optimise import AttackerView, optimise
 from facesec.families.morph.spec import MorphPerturbation
-from facesec.population import Population, realign, select
+from facesec.population import Population, realign, select_with_others
+from facesec.priors import dcgan as gan
+from facesec.progress import bar
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.spec import OpenSet, ThreatModel, Transfer
@@ -67,21 +69,12 @@ class MorphOutput(RunOutput):
     def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
         gallery = []
         for i, (a, morph, b) in enumerate(self.rows):
-            files = {}
-            for key, image in (("a", a), ("morph", morph), ("b", b)):
-                if image is not None:
-                    png(image, run_dir / f"{i}_{key}.png")
-                    files[key] = f"{rel}/{i}_{key}.png"
+            files = write_row(run_dir, rel, i, {"a": a, "morph": morph, "b": b})
             row = samples.iloc[i]
             gallery.append({"contributor_a": row["contributor_a"], "contributor_b": row["contributor_b"], **files,
-                            "score_a": _finite(row["score_a"]), "score_b": _finite(row["score_b"]),
+                            "score_a": finite(row["score_a"]), "score_b": finite(row["score_b"]),
                             "accepted": bool(row["mated_match"]), "enrolled": bool(row["enrolled"])})
         return {"gallery": gallery}
-
-
-def _finite(value: float) -> float | None:
-    """A score for results.json: None for a morph that was not enrolled (JSON has no infinity)."""
-    return float(value) if np.isfinite(value) else None
 
 
 def _unique(judges: list[Judge]) -> list[Judge]:
@@ -149,7 +142,7 @@ def _landmark_morphs(pop: Population, pair_list: list[tuple[int, int]], first: n
                      analyzer: FaceAnalyzer, progress: bool) -> Morphs:
     """Landmark morphs of each pair's first reference photos, in A's photo."""
     photos = []
-    for a, b in tqdm(pair_list, desc="landmark morphs", unit="morph", disable=not progress or None):
+    for a, b in bar(pair_list, desc="landmark morphs", unit="morph", enabled=progress):
         image_a, _ = read_rgb(pop.paths[first[a]])
         image_b, _ = read_rgb(pop.paths[first[b]])
         photos.append(landmark_morph(image_a, analyzer.detect(image_a).landmarks68,
@@ -204,14 +197,15 @@ def _optimised(morphs: Morphs, attackers: list[Judge], refs_a: list[np.ndarray],
     for i, face in enumerate(morphs.faces):
         if face is not None:
             groups.setdefault(morphs.photos[i].shape, []).append(i)
-    for (h, w, _), members in tqdm(groups.items(), desc="optimised morphs", unit="batch", disable=not progress or None):
+    for (h, w, _), members in bar(groups.items(), desc="optimised morphs", unit="batch", enabled=progress):
         for start in range(0, len(members), 16):
             chunk = members[start:start + 16]
             views = []
             for judge in attackers:
                 t = judge.model.info.template
                 found = [morphs.faces[i] for i in chunk]
-                grids = [crop_grid(analyzer.crop_transform(f.face(t), t), h, w, t.size) for f in found if f is not None]
+                grids = [photo_crop_grid(analyzer.crop_transform(f.face(t), t), h, w, t.size)
+                         for f in found if f is not None]
                 views.append(AttackerView(judge.model, torch.stack(grids).to(device),
                                           _templates(judge.model, judge.emb, [refs_a[i] for i in chunk]).to(device),
                                           _templates(judge.model, judge.emb, [refs_b[i] for i in chunk]).to(device)))
@@ -261,12 +255,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     device, progress = ctx.device, ctx.progress
     model = load(tm.target, device)
     n_subjects = tm.data.identities
-    data = tm.data.model_copy(update={"identities": n_subjects + p.calibration_identities})
-    try:
-        pop = select(data, model.info.template, progress)
-    except DataError as exc:
-        raise DataError(f"{exc} (a morph run needs data.identities + perturbation.calibration_identities = "
-                        f"{data.identities})") from exc
+    pop = select_with_others(tm.data, p.calibration_identities, "perturbation.calibration_identities",
+                             model.info.template, progress)
     k = tm.data.images_per_identity
     fmrs = sorted({*p.fmrs, setting.fmr}, reverse=True)
     target = _judge(model, pop, fmrs, progress)
@@ -381,7 +371,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         },
         "eps": None, "metrics": metrics,
         "validity": {"n_flags": len(flags), "flags": flags, "morphs_not_enrolled": int((~enrolled).sum())},
-        "morph": {"scores": [[_finite(x), _finite(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
+        "morph": {"scores": [[finite(x), finite(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
                   "thresholds": {f"{f:g}": target.thresholds[f] for f in fmrs},
                   "alpha": p.alpha, "pairing": p.pairing, "method": p.method},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],

@@ -1,0 +1,99 @@
+"""Template inversion: a leaked face template (an embedding) turned back into a face that the system, and
+other systems, accept as the enrolled person. Faces are biometric data; so, it turns out, are templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from facesec.families import register
+from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+from facesec.families.inversion.spec import TemplateInversionPerturbation
+
+if TYPE_CHECKING:
+    from facesec.spec import ThreatModel
+
+_M = MetricInfo
+METRICS: dict[str, MetricInfo] = {
+    "type1_success_rate": _M("share of reconstructions the target accepts against the leaked template itself",
+                             "type-I success (against the leaked template)", "lower"),
+    "type1_success_rate_ci95": _M(label="95% Wilson interval of type-I success", gate=False),
+    "type2_success_rate": _M("share of (reconstruction, other photo of the person) pairs the target accepts: "
+                             "what an impostor presenting the face needs", "type-II success (against other photos)",
+                             "lower"),
+    "type2_success_rate_ci95": _M(label="95% Wilson interval of type-II success", gate=False),
+    "type2_identities_any": _M(label="identities whose reconstruction matches at least one other photo",
+                               better="lower"),
+    "cross_model_success_rate": _M("share of (reconstruction, real photo) pairs the first of "
+                                   "perturbation.recognizers accepts at its own threshold",
+                                   "cross-model success (another recognizer)", "lower"),
+    "cross_model_identities_any": _M(label="identities whose reconstruction the first other recognizer accepts "
+                                           "against at least one of their real photos", better="lower"),
+    "baselines": _M(label="type-I / type-II of the baselines", gate=False),
+    "random_prior_sample_type2_rate": _M(label="baseline: a random face from the prior, type II"),
+    "mean_public_face_type2_rate": _M(label="baseline: the mean public face, type II"),
+    "nearest_public_face_type2_rate": _M(label="baseline: the public face nearest the template, type II"),
+    "by_recognizer": _M(label="cross-model success per recognizer and attempt", gate=False),
+    "detail": _M(label="rates with 95% intervals", gate=False),
+    "reconstructions_detected": _M(label="reconstructions in which the detector found one face"),
+    "queries_per_sample": _M(label="recognizer forward/backward passes per template"),
+    "threshold": _M(label="target's threshold at setting.fmr"),
+    "n_impostor_scores": _M(label="impostor scores the threshold was calibrated on"),
+    "fmr_supported": _M(label="enough impostor scores for setting.fmr (>= 10 / FMR)", gate=False),
+    "n_identities": _M(label="enrolled identities whose templates leaked"),
+    "n_public_identities": _M(label="public identities the attacker holds photos of"),
+    "attack_time_s": _M(label="inversion time (s)"),
+    "wall_time_s": _M(label="run time (s)"),
+    "n_skipped_images": _M(label="skipped images"),
+    "validity.n_flags": _M(label="validity: warnings"),
+}
+
+
+@register
+class TemplateInversion(Family):
+    """Each enrolled identity's leaked template inverted through the target into a face, judged as a photo."""
+
+    name: ClassVar[str] = "template-inversion"
+    Spec = TemplateInversionPerturbation
+    supports: ClassVar[Supports] = Supports(goals=("impersonation",), capabilities=("individual",),
+                                            knowledge=("white-box",), settings=("open-set",))
+    metrics: ClassVar[dict[str, MetricInfo]] = METRICS
+    headline: ClassVar[str] = "type2_success_rate"
+    report_partial: ClassVar[str | None] = "inversion.html.j2"
+    template_dir: ClassVar[Path | None] = Path(__file__).parent
+
+    def check(self, tm: ThreatModel) -> None:
+        if tm.data.images_per_identity < 2:
+            raise ValueError("data.images_per_identity: template inversion needs at least 2 (the enrolment whose "
+                             "template leaks, and another photo for type II)")
+        if tm.photo_round_trip:
+            raise ValueError("photo_round_trip: reconstructions are judged as photos already (detected and "
+                             "aligned); remove it")
+        if tm.attack.library != "native" or tm.attack.method != "pgd" or tm.attack.params:
+            raise ValueError("attack: template inversion is optimised by facesec itself (Adam); set only "
+                             "attack.steps and attack.step_size (the learning rate)")
+        if tm.attack.steps < 1:
+            raise ValueError("attack.steps: template inversion needs at least one step")
+
+    def preflight(self, tm: ThreatModel) -> None:
+        from facesec.recognizers.preflight import check_recognizer
+
+        p = tm.perturbation
+        assert isinstance(p, TemplateInversionPerturbation)
+        for field in ("recognizers", "augment"):
+            for i, spec in enumerate(getattr(p, field)):
+                check_recognizer(f"field 'perturbation.{field}.{i}'", spec)
+        if p.prior == "gan":
+            from facesec.priors import dcgan
+
+            dcgan.check_fetched("perturbation.prior")
+
+    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
+        from facesec.families.inversion.run import run_threat_model
+
+        return run_threat_model(tm, ctx)
+
+    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+        from facesec.families.inversion.report import view
+
+        return view(run, results_dir, redact)

@@ -1,0 +1,74 @@
+"""The template-inversion section of the report: a plain-language reading, the attack beside its baselines,
+cross-model acceptance, and the gallery (enrolment photo, reconstruction, another photo); from results.json."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from facesec.report import figures
+from facesec.report.fields import as_dict, as_list
+
+ATTEMPTS = (("reconstruction", "reconstruction (the attack)"),
+            ("random_prior_sample", "a random face from the prior"), ("mean_public_face", "the mean public face"),
+            ("nearest_public_face", "the public face nearest the template"))
+"""Rows of the rates table: key in results.json and what it is."""
+
+
+def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    """Everything the inversion partial shows; every field may be missing from a hand-edited results.json."""
+    metrics = as_dict(run.get("metrics"))
+    detail = as_dict(metrics.get("detail"))
+    target = as_dict(detail.get("target"))
+    cross = as_dict(detail.get("cross_model"))
+    judges = list(cross)
+    rows = []
+    for key, label in ATTEMPTS:
+        if key not in target:
+            continue
+        r = as_dict(target.get(key))
+        cells = [_rate(r.get("type1")), _rate(r.get("type2"))]
+        cells += [_rate(as_dict(as_dict(cross.get(j)).get(key)).get("success_rate")) for j in judges]
+        rows.append((label, cells, key == "reconstruction"))
+    return {
+        "reading": _reading(metrics, as_dict(run.get("dimensions")), judges),
+        "columns": ["type I (leaked template)", "type II (other photos)"] + [f"{j} (real photos)" for j in judges],
+        "rows": rows,
+        "queries": metrics.get("queries_per_sample"),
+        "gallery": [_entry(as_dict(g), results_dir, redact) for g in as_list(run.get("gallery"))],
+    }
+
+
+def _reading(metrics: dict[str, Any], dims: dict[str, Any], judges: list[str]) -> str:
+    """One sentence an auditor can quote."""
+    t1, t2, n = metrics.get("type1_success_rate"), metrics.get("type2_success_rate"), metrics.get("n_identities")
+    if not all(isinstance(v, int | float) for v in (t1, t2)) or not isinstance(n, int):
+        return ""
+    text = (f"From one leaked template each, the attacker made faces that {dims.get('recognizer', 'the target')} "
+            f"accepted as the enrolled person for {t1:.0%} of {n} templates, and against that person's other photos "
+            f"in {t2:.0%} of comparisons")
+    cross = metrics.get("cross_model_success_rate")
+    if judges and isinstance(cross, int | float):
+        text += f"; {judges[0]}, never used by the attacker, accepted them in {cross:.0%} of comparisons"
+    return text + "."
+
+
+def _rate(value: Any) -> str:
+    r = as_dict(value)
+    rate, ci = r.get("rate"), r.get("ci95")
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or math.isnan(rate):
+        return "—"
+    if isinstance(ci, list) and len(ci) == 2 and all(isinstance(c, int | float) for c in ci):
+        return f"{rate:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return f"{rate:.2f}"
+
+
+def _entry(g: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    images = figures.face_uris(results_dir, g, ("enrolment", "reconstruction", "probe"), redact)
+    score = g.get("type1_score")
+    return {**images, "identity": str(g.get("identity", "")),
+            "score": f"{score:.3g}" if isinstance(score, int | float) and not isinstance(score, bool) else "—",
+            "type1": g.get("type1") if isinstance(g.get("type1"), bool) else None,
+            "type2": f"{g.get('type2_accepted', '—')} of {g.get('type2_photos', '—')}",
+            "detected": g.get("detected") is not False}

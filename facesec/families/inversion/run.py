@@ -1,0 +1,343 @@
+"""The template-inversion runner: leak one template per enrolled identity, search the prior for a face that
+matches it, and judge that face as a photo (detected and aligned) on the target and on other recognizers,
+against the leaked template (type I) and the identity's other photos (type II), beside three baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from facesec import protocols
+from facesec.attacks.reframe import photo_crop_grid
+from facesec.data.faces import FaceAnalyzer, NoFace
+from facesec.errors import ConfigError
+from facesec.families.base import RunContext, RunOutput
+from facesec.families.gallery import finite, write_row
+from facesec.families.inversion.spec import TemplateInversionPerturbation
+from facesec.families.morph.measures import rate_with_ci, supported_fmr
+from facesec.population import Population, realign, select_with_others
+from facesec.priors import dcgan
+from facesec.progress import bar
+from facesec.provenance import provenance
+from facesec.recognizers import Recognizer, load
+from facesec.spec import OpenSet, ThreatModel
+
+ROUNDS = 3
+"""GAN prior: the search runs in this many rounds; after each, every face is detected again and the next
+round optimises it through the crop its detected landmarks give (as the judge will align it)."""
+GALLERY_SIZE = 6
+"""Identities shown in the report (enrolment, reconstruction, another photo)."""
+PIXEL_LR = 0.01
+GAN_LR = 0.05
+
+
+@dataclass
+class Judge:
+    """A recognizer judging reconstructions: its view of every population face and its threshold."""
+
+    name: str
+    model: Recognizer
+    pop: Population
+    emb: torch.Tensor
+    threshold: float
+    n_impostor: int
+
+
+class InversionOutput(RunOutput):
+    """A template-inversion run's record and the crops behind its gallery."""
+
+    def __init__(self, record: dict[str, Any], rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]):
+        super().__init__(record)
+        self.rows = rows
+
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+        gallery = []
+        for i, (enrolled, reconstruction, probe) in enumerate(self.rows):
+            files = write_row(run_dir, rel, i, {"enrolment": enrolled, "reconstruction": reconstruction,
+                                                "probe": probe})
+            row = samples.iloc[i]
+            gallery.append({"identity": row["identity"], **files, "type1_score": finite(row["type1_score"]),
+                            "type1": bool(row["type1"]), "type2_accepted": int(row["type2_accepted"]),
+                            "type2_photos": int(row["type2_photos"]), "detected": bool(row["detected"])})
+        return {"gallery": gallery}
+
+
+def _judge(model: Recognizer, pop: Population, fmr: float, progress: bool) -> Judge:
+    own = pop if pop.template == model.info.template else realign(pop, model.info.template)
+    emb = model.embed(own.faces, progress=progress)
+    sims = model.similarity_matrix(emb, emb).cpu().numpy()
+    iu = np.triu_indices(len(own.identity), k=1)
+    impostor = sims[iu][own.identity[iu[0]] != own.identity[iu[1]]]
+    return Judge(model.info.name, model, own, emb, protocols.threshold_at_fmr(impostor, fmr), int(impostor.size))
+
+
+def _embed_photos(model: Recognizer, photos: list[np.ndarray], analyzer: FaceAnalyzer,
+                  device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """Each photo detected and aligned to the model's template as an enrolment photo would be, and embedded;
+    rows of photos without a single detectable face are zeros and flagged False."""
+    crops, found = _aligned(model, photos, analyzer)
+    size = model.info.template.size
+    batch = torch.stack([c if c is not None else torch.zeros(3, size, size) for c in crops])
+    return model.embed(batch.to(device)), found
+
+
+@dataclass
+class Verdict:
+    """How one judge treated one set of images (one per private identity)."""
+
+    scores: list[np.ndarray]
+    """Per identity, similarity to each of its real photos (the enrolment first); -inf when not detected."""
+    accepted: list[np.ndarray]
+    found: np.ndarray
+
+
+def _verdict(judge: Judge, emb: torch.Tensor, found: np.ndarray, members: list[np.ndarray]) -> Verdict:
+    scores = []
+    for i, index in enumerate(members):
+        s = judge.model.similarity(emb[i:i + 1], judge.emb[torch.from_numpy(index)]).cpu().numpy().astype(float)
+        scores.append(s if found[i] else np.full(len(index), -np.inf))
+    return Verdict(scores, [s > judge.threshold for s in scores], found)
+
+
+def _rates(v: Verdict, cross: bool) -> dict[str, Any]:
+    """Type I (the enrolment photo the template came from) and type II (the identity's other photos) on the
+    target; on another recognizer (`cross`), acceptance against all of the identity's real photos."""
+    n = len(v.scores)
+    if cross:
+        hits = sum(int(a.sum()) for a in v.accepted)
+        total = sum(len(a) for a in v.accepted)
+        return {"success_rate": rate_with_ci(hits, total), "identities_any": rate_with_ci(
+            sum(bool(a.any()) for a in v.accepted), n)}
+    type1 = sum(bool(a[0]) for a in v.accepted)
+    hits = sum(int(a[1:].sum()) for a in v.accepted)
+    total = sum(len(a) - 1 for a in v.accepted)
+    return {"type1": rate_with_ci(type1, n), "type2": rate_with_ci(hits, total),
+            "type2_identities_any": rate_with_ci(sum(bool(a[1:].any()) for a in v.accepted), n)}
+
+
+def _to_photos(images: torch.Tensor) -> list[np.ndarray]:
+    """Crops or generated faces ([0, 1], B x 3 x H x W) as uint8 RGB photos of the generator's photo size."""
+    arr = (images.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return [cv2.resize(a, (dcgan.PHOTO, dcgan.PHOTO), interpolation=cv2.INTER_CUBIC) for a in arr]
+
+
+def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], templates: torch.Tensor,
+                   tm: ThreatModel, analyzer: FaceAnalyzer, progress: bool) -> list[np.ndarray]:
+    """Per template, the photo of the best of `restarts` latents searched on the attackers' recognizers, in
+    ROUNDS rounds that re-detect each face; the best is the one the target, after detection and alignment,
+    matches most closely (a white-box attacker can run that pipeline)."""
+    p = tm.perturbation
+    assert isinstance(p, TemplateInversionPerturbation)
+    n, restarts = len(templates), p.restarts
+    rng = torch.Generator().manual_seed(tm.data.seed)
+    z = torch.randn(n * restarts, dcgan.LATENT, generator=rng)
+    framed = [dcgan.target(generator, a, templates, analyzer, tm.data.seed) for a in attackers]
+    targets = framed
+    lr = tm.attack.step_size or GAN_LR
+    for r in bar(range(ROUNDS), desc="inversion rounds", unit="round", enabled=progress):
+        steps = tm.attack.steps // ROUNDS + (1 if r < tm.attack.steps % ROUNDS else 0)
+        z = dcgan.search(generator, targets, z, steps, lr, p.jitter, rng)
+        with torch.no_grad():
+            photos = dcgan.photos(generator(z))
+        targets = [dataclasses.replace(t, grid=_grids(photos, t, analyzer)) for t in framed]
+    model = attackers[0]
+    emb, found = _embed_photos(model, photos, analyzer, templates.device)
+    score = model.similarity(emb, templates.repeat(restarts, 1)).cpu()
+    score[~torch.from_numpy(found)] = -torch.inf
+    best = score.view(restarts, n).argmax(0)
+    return [photos[int(best[i]) * n + i] for i in range(n)]
+
+
+def _grids(photos: list[np.ndarray], t: dcgan.Target, analyzer: FaceAnalyzer) -> torch.Tensor:
+    """Per photo, the crop grid of the face detected in it (the generator's framing where none is found)."""
+    template = t.model.info.template
+    grids = []
+    for photo in photos:
+        try:
+            transform = analyzer.crop_transform(analyzer.find_face(photo, template), template)
+        except NoFace:
+            grids.append(t.grid[0])
+            continue
+        grids.append(photo_crop_grid(transform, dcgan.PHOTO, dcgan.PHOTO, template.size).to(t.grid.device))
+    return torch.stack(grids)
+
+
+def _pixel_inversion(target: Judge, templates: torch.Tensor, start: torch.Tensor, steps: int, lr: float,
+                     tv_weight: float, progress: bool = False) -> torch.Tensor:
+    """The target's crops (B x 3 x S x S) optimised from the mean public face to match the templates, smoothed
+    by a total-variation penalty: what an attacker gets without a face prior."""
+    x = start.expand(len(templates), -1, -1, -1).clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([x], lr=lr)
+    for _ in bar(range(steps), desc="pixel inversion", unit="step", enabled=progress):
+        img = x.clamp(0, 1)
+        tv = (img[..., 1:, :] - img[..., :-1, :]).abs().mean((1, 2, 3)) + \
+            (img[..., :, 1:] - img[..., :, :-1]).abs().mean((1, 2, 3))
+        loss = (tv_weight * tv - target.model.similarity(target.model(img), templates)).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return x.detach().clamp(0, 1)
+
+
+def _leaked(model: Recognizer, emb: torch.Tensor) -> torch.Tensor:
+    """Templates as stored: the embedding itself (normalised when the recognizer compares by cosine)."""
+    return F.normalize(emb, dim=-1) if model.info.comparison == "cosine" else emb
+
+
+def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
+    """Invert each enrolled identity's leaked template and judge the reconstructions and the baselines."""
+    p, setting = tm.perturbation, tm.setting
+    assert isinstance(p, TemplateInversionPerturbation) and isinstance(setting, OpenSet)
+    started, t_start = datetime.now(UTC), time.perf_counter()
+    device, progress = ctx.device, ctx.progress
+    model = load(tm.target, device)
+    n_private = tm.data.identities
+    pop = select_with_others(tm.data, p.public_identities, "perturbation.public_identities", model.info.template,
+                             progress)
+    target = _judge(model, pop, setting.fmr, progress)
+    others = [_judge(load(s, device), pop, setting.fmr, progress) for s in p.recognizers]
+    analyzer = FaceAnalyzer()
+    members = [np.flatnonzero(pop.identity == i) for i in range(n_private)]
+    public = np.flatnonzero(pop.identity >= n_private)
+    enrolment = np.array([m[0] for m in members])
+    templates = _leaked(model, target.emb[torch.from_numpy(enrolment)]).to(device)
+
+    t_attack = time.perf_counter()
+    generator = dcgan.load_generator(device) if p.prior == "gan" else None
+    mean_face = target.pop.faces[torch.from_numpy(public)].mean(0, keepdim=True)
+    if generator is not None:
+        attackers = [model] + [load(s, device) for s in p.augment]
+        for a in attackers[1:]:
+            if a.info.embedding_size != model.info.embedding_size:
+                raise ConfigError(f"field 'perturbation.augment': {a.info.name} gives {a.info.embedding_size}-d "
+                                  f"embeddings, not the target's {model.info.embedding_size}: augment with students "
+                                  "of the target (`facesec surrogate train`)")
+        reconstructions = _gan_inversion(generator, attackers, templates, tm, analyzer, progress)
+    else:
+        crops = _pixel_inversion(target, templates, mean_face.to(device), tm.attack.steps,
+                                 tm.attack.step_size or PIXEL_LR, p.tv_weight, progress)
+        reconstructions = _to_photos(crops)
+    attack_time = time.perf_counter() - t_attack
+
+    with torch.no_grad():
+        prior = dcgan.load_generator(device) if generator is None and _gan_available() else generator
+        random_faces = (dcgan.photos(prior(torch.randn(n_private, dcgan.LATENT, generator=torch.Generator()
+                                                       .manual_seed(tm.data.seed + 1)).to(device)))
+                        if prior is not None else None)
+    mean_photos = _to_photos(mean_face.expand(n_private, -1, -1, -1))
+    public_sims = model.similarity_matrix(templates, target.emb[torch.from_numpy(public)].to(device)).cpu()
+    nearest = public[public_sims.argmax(1).numpy()]
+
+    attempts = {"reconstruction": reconstructions, "mean_public_face": mean_photos}
+    if random_faces is not None:
+        attempts["random_prior_sample"] = random_faces
+    verdicts: dict[str, dict[str, Verdict]] = {}
+    for judge in [target, *others]:
+        verdicts[judge.name] = {}
+        for key, photos in attempts.items():
+            emb, found = _embed_photos(judge.model, photos, analyzer, judge.emb.device)
+            verdicts[judge.name][key] = _verdict(judge, emb, found, members)
+        near = judge.emb[torch.from_numpy(nearest)]
+        verdicts[judge.name]["nearest_public_face"] = _verdict(judge, near, np.ones(n_private, bool), members)
+
+    own = verdicts[target.name]
+    results = {key: _rates(v, cross=False) for key, v in own.items()}
+    cross = {j.name: {key: _rates(v, cross=True) for key, v in verdicts[j.name].items()} for j in others}
+    head = results["reconstruction"]
+    queries = (tm.attack.steps + ROUNDS) * p.restarts if generator is not None else tm.attack.steps
+    metrics: dict[str, Any] = {
+        "type1_success_rate": head["type1"]["rate"], "type1_success_rate_ci95": head["type1"]["ci95"],
+        "type2_success_rate": head["type2"]["rate"], "type2_success_rate_ci95": head["type2"]["ci95"],
+        "type2_identities_any": head["type2_identities_any"]["rate"],
+        "cross_model_success_rate": cross[others[0].name]["reconstruction"]["success_rate"]["rate"]
+        if others else None,
+        "cross_model_identities_any": cross[others[0].name]["reconstruction"]["identities_any"]["rate"]
+        if others else None,
+        "baselines": {key: {"type1": r["type1"]["rate"], "type2": r["type2"]["rate"]}
+                      for key, r in results.items() if key != "reconstruction"},
+        "by_recognizer": {name: {key: r["success_rate"]["rate"] for key, r in rows.items()}
+                          for name, rows in cross.items()},
+        "detail": {"target": results, "cross_model": cross},
+        "reconstructions_detected": float(own["reconstruction"].found.mean()),
+        "queries_per_sample": queries, "threshold": target.threshold,
+        "n_impostor_scores": target.n_impostor, "fmr_supported": supported_fmr(target.n_impostor, setting.fmr),
+        "n_identities": n_private, "n_public_identities": len(pop.names) - n_private,
+        "attack_time_s": attack_time, "n_skipped_images": len(pop.skipped),
+    }
+    for base, r in results.items():
+        if base != "reconstruction":
+            metrics[f"{base}_type2_rate"] = r["type2"]["rate"]
+    flags = [] if metrics["fmr_supported"] else [
+        f"FMR {setting.fmr:g} is not supported by {target.n_impostor} impostor scores (needs "
+        f"{10 / setting.fmr:.0f}); raise perturbation.public_identities"]
+    flags += [f"{j.name}: FMR {setting.fmr:g} is not supported by {j.n_impostor} impostor scores"
+              for j in others if not supported_fmr(j.n_impostor, setting.fmr)]
+    metrics["wall_time_s"] = time.perf_counter() - t_start
+    v = own["reconstruction"]
+    samples = {
+        "index": np.arange(n_private), "identity": [pop.names[i] for i in range(n_private)],
+        "enrolment_photo": [str(pop.paths[i]) for i in enrolment], "detected": v.found,
+        "type1_score": [s[0] for s in v.scores], "type1": [bool(a[0]) for a in v.accepted],
+        "type2_best_score": [s[1:].max() if len(s) > 1 else -np.inf for s in v.scores],
+        "type2_accepted": [int(a[1:].sum()) for a in v.accepted], "type2_photos": [len(a) - 1 for a in v.accepted],
+        "nearest_public_identity": [pop.names[pop.identity[i]] for i in nearest],
+        **{f"cross_{j.name}_accepted": [int(a.sum()) for a in verdicts[j.name]["reconstruction"].accepted]
+           for j in others},
+    }
+    shown, _ = _aligned(model, reconstructions[:GALLERY_SIZE], analyzer)
+    rows = [(target.pop.faces[enrolment[i]], shown[i], target.pop.faces[members[i][1]])
+            for i in range(min(GALLERY_SIZE, n_private))]
+    record = {
+        "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
+        "dimensions": {
+            "recognizer": model.info.name,
+            "perturbation": f"template inversion, {p.prior} prior",
+            "knowledge": "white-box" + (f" + {len(p.augment)} augmenting model(s)" if p.augment else ""),
+            "goal": "a face accepted as the enrolled person", "capability": tm.capability,
+            "setting": f"open-set FMR {setting.fmr:g}",
+            "attack": f"Adam, {tm.attack.steps} steps" + (f" x {p.restarts} restarts" if generator else ""),
+        },
+        "eps": None, "metrics": metrics,
+        "validity": {"n_flags": len(flags), "flags": flags},
+        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
+        "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
+        "samples": samples,
+    }
+    return InversionOutput(record, rows)
+
+
+def _gan_available() -> bool:
+    """Whether the generator is fetched (the random-prior baseline needs it; the pixel prior itself does not)."""
+    from facesec.errors import WeightsError
+    from facesec.recognizers import packaged
+
+    try:
+        packaged.installed("gan-face-generate")
+    except WeightsError:
+        return False
+    return True
+
+
+def _aligned(model: Recognizer, photos: list[np.ndarray],
+             analyzer: FaceAnalyzer) -> tuple[list[torch.Tensor | None], np.ndarray]:
+    """The photos as the model's aligned crops (None where no single face was found)."""
+    t = model.info.template
+    out: list[torch.Tensor | None] = []
+    for photo in photos:
+        try:
+            crop = analyzer.align(photo, analyzer.find_face(photo, t), t)
+        except NoFace:
+            out.append(None)
+            continue
+        out.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0)
+    return out, np.array([c is not None for c in out])

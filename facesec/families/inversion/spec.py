@@ -1,0 +1,34 @@
+"""The template-inversion family's spec section: the prior searched, the attacker's means, and the judges."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from facesec.spec import Number, PerturbationSpec, Unit, Whole
+
+
+class TemplateInversionPerturbation(PerturbationSpec):
+    """A leaked template of each enrolled identity, turned back into a face the system accepts as that person."""
+
+    kind: Literal["template-inversion"] = "template-inversion"
+    method: Literal["optimise"] = Field(
+        "optimise", description="optimise: search the prior for a face whose embedding matches the template")
+    prior: Literal["gan", "pixel"] = Field(
+        "gan", description="gan: the latent space of gan-face-generate's DCGAN (needs `facesec models fetch "
+                           "gan-face-generate`); pixel: the pixels of the target's crop, from the mean public face, "
+                           "with total-variation smoothing (what the prior adds)")
+    restarts: Whole = Field(4, ge=1, le=64, description="random starts per template; the best match is kept")
+    jitter: Unit = Field(0.0, le=0.5, description="each step sees the face shifted and scaled at random by up to "
+                                                  "this share of the crop, so the match survives other alignments")
+    tv_weight: Number = Field(0.05, ge=0, le=100, description="pixel prior: weight of the total-variation penalty")
+    public_identities: Whole = Field(
+        40, ge=1, le=100_000, description="other people whose photos the attacker holds (never an enrolled "
+                                          "identity): the mean public face and the nearest-public-face baseline")
+    augment: list[str | dict[str, Any]] = Field(
+        [], description="recognizers imitating the target's embeddings (students from `facesec surrogate train`) "
+                        "added to the attacker's objective: model augmentation (LOMMA)")
+    recognizers: list[str | dict[str, Any]] = Field(
+        [], description="other recognizers that judge the reconstructions against the identity's real photos "
+                        "(cross-model success); never used by the attacker")

@@ -1,0 +1,40 @@
+"""Progress of long work: a bar on a terminal; elsewhere (CI logs, files) a plain line every LOG_EVERY
+seconds, so a long job never looks hung and a log never fills with carriage returns."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+LOG_EVERY = 30.0
+"""Seconds between log lines when the output is not a terminal."""
+
+
+class _Lines:
+    """A stream for tqdm that turns its carriage-return redraws into whole lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def bar(iterable: Iterable[T] | None = None, *, desc: str, enabled: bool = True, **kwargs: Any) -> tqdm[T]:
+    """tqdm over `iterable` (or a manual bar when None): silent when not `enabled`, a bar on a terminal,
+    a log line every LOG_EVERY seconds otherwise."""
+    if not enabled:
+        return tqdm(iterable, desc=desc, disable=True, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, desc=desc, **kwargs)
+    return tqdm(iterable, desc=desc, file=_Lines(sys.stderr), mininterval=LOG_EVERY, ascii=True,
+                **kwargs)
