@@ -45,7 +45,8 @@ def test_true_face_presented_as_a_photo_is_accepted(celeba: Path, dlib_recognize
     """The judging path keeps identity: the enrolment crop itself, turned into a photo, detected and aligned
     again, matches its own template (type I) for every identity; another person's crop does not."""
     from facesec.data.faces import FaceAnalyzer
-    from facesec.families.inversion.run import _embed_photos, _judge, _to_photos
+    from facesec.families.inversion.run import _judge
+    from facesec.families.inversion.search import embed_photos, to_photos
     from facesec.population import select
     from facesec.spec import Data
 
@@ -53,7 +54,7 @@ def test_true_face_presented_as_a_photo_is_accepted(celeba: Path, dlib_recognize
                  progress=False)
     judge = _judge(dlib_recognizer, pop, 1e-2, progress=False)
     first = torch.tensor([int(np.flatnonzero(pop.identity == i)[0]) for i in range(12)])
-    emb, found = _embed_photos(dlib_recognizer, _to_photos(pop.faces[first]), FaceAnalyzer(), torch.device("cpu"))
+    emb, found = embed_photos(dlib_recognizer, to_photos(pop.faces[first]), FaceAnalyzer(), torch.device("cpu"))
     assert found.all()
     own = dlib_recognizer.similarity(emb, judge.emb[first]).numpy()
     other = dlib_recognizer.similarity(emb, judge.emb[first.roll(1)]).numpy()

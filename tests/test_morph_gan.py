@@ -3,6 +3,7 @@ that moves a generated face towards a contributor, and a small end-to-end run.""
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
@@ -61,22 +62,24 @@ def test_inversion_pulls_a_generated_face_towards_its_template(gan_installed: Pa
     with torch.no_grad():
         wanted = generator(torch.randn(2, gan.LATENT, generator=torch.Generator().manual_seed(7)))
     # the templates: two generated faces as the recognizer sees them through the generator's framing
-    view = gan.target(generator, dlib_recognizer, torch.zeros(2, 128), FaceAnalyzer(), seed=0)
+    framed = gan.target(generator, dlib_recognizer, gan.matching(dlib_recognizer, torch.zeros(2, 128)),
+                        FaceAnalyzer(), seed=0)
     crops = torch.nn.functional.grid_sample(
         torch.nn.functional.interpolate(wanted, size=(gan.PHOTO, gan.PHOTO), mode="bilinear", align_corners=False),
-        view.grid.expand(2, -1, -1, -1), align_corners=False)
+        framed.grid.expand(2, -1, -1, -1), align_corners=False)
     with torch.no_grad():
-        view.templates = dlib_recognizer(crops)
+        templates = dlib_recognizer(crops)
+    view = dataclasses.replace(framed, score=gan.matching(dlib_recognizer, templates))
 
     def similarity(z: torch.Tensor) -> float:
         face = torch.nn.functional.interpolate(generator(z), size=(gan.PHOTO, gan.PHOTO), mode="bilinear",
                                                align_corners=False)
         crop = torch.nn.functional.grid_sample(face, view.grid.expand(2, -1, -1, -1), align_corners=False)
         with torch.no_grad():
-            return float(dlib_recognizer.similarity(dlib_recognizer(crop), view.templates).mean())
+            return float(dlib_recognizer.similarity(dlib_recognizer(crop), templates).mean())
 
-    before = similarity(gan.invert(generator, [view], steps=0, seed=1))
-    after = similarity(gan.invert(generator, [view], steps=15, seed=1))
+    before = similarity(gan.invert(generator, [view], 2, steps=0, seed=1))
+    after = similarity(gan.invert(generator, [view], 2, steps=15, seed=1))
     assert after > before + 0.05, (before, after)
 
 

@@ -9,6 +9,7 @@ never imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -96,25 +97,35 @@ def framing(generator: Generator, template: Template, analyzer: FaceAnalyzer, se
 
 @dataclass
 class Target:
-    """One recognizer's view of the generated faces and the templates the latents are pulled towards."""
+    """One recognizer's view of the generated faces and what the latents are pulled towards."""
 
     model: Recognizer
     grid: torch.Tensor
-    """1 x S x S x 2 (the generator's framing) or one per template, from `photo_crop_grid`."""
-    templates: torch.Tensor
-    """B x D: one per latent being inverted."""
+    """1 x S x S x 2 (the generator's framing) or one per latent, from `photo_crop_grid`."""
+    score: Callable[[torch.Tensor], torch.Tensor]
+    """Per row of the model's embeddings of the faces, how well it meets its goal (higher is better); latent i
+    serves goal i modulo the number of goals, so restarts follow one another."""
 
 
-def invert(generator: Generator, targets: list[Target], steps: int, seed: int, lr: float = 0.05) -> torch.Tensor:
-    """Latents (B x LATENT) whose faces the recognizers match to their templates, from seeded random starts."""
-    n = len(targets[0].templates)
+def matching(model: Recognizer, templates: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The score of being close to one template per goal (rows of `templates`)."""
+
+    def score(emb: torch.Tensor) -> torch.Tensor:
+        return model.similarity(emb, templates.repeat(len(emb) // len(templates), 1))
+
+    return score
+
+
+def invert(generator: Generator, targets: list[Target], n: int, steps: int, seed: int,
+           lr: float = 0.05) -> torch.Tensor:
+    """`n` latents whose faces best meet their goals on the targets, from seeded random starts."""
     z = torch.randn(n, LATENT, generator=torch.Generator().manual_seed(seed))
     return search(generator, targets, z, steps, lr)
 
 
 def search(generator: Generator, targets: list[Target], z: torch.Tensor, steps: int, lr: float = 0.05,
            jitter: float = 0.0, rng: torch.Generator | None = None) -> torch.Tensor:
-    """`z` moved by Adam on the summed similarities of its faces to their templates, held near the prior's
+    """`z` moved by Adam on the summed scores of its faces on the targets, held near the prior's
     shell. With `jitter`, every step sees each face shifted and scaled at random by up to that share of the
     crop (an expectation over transformations, so that the match survives another alignment)."""
     device = next(generator.parameters()).device
@@ -131,8 +142,7 @@ def search(generator: Generator, targets: list[Target], z: torch.Tensor, steps: 
 
 def match(generator: Generator, z: torch.Tensor, targets: list[Target], jitter: float,
           rng: torch.Generator) -> torch.Tensor:
-    """Per latent, the summed similarity of its face to its template on every target (latent i's template and
-    crop grid are row i modulo their count, so restarts share them)."""
+    """Per latent, the summed score of its face on every target (a grid per latent, or one for all)."""
     face = F.interpolate(generator(z), size=(PHOTO, PHOTO), mode="bilinear", align_corners=False)
     total = torch.zeros(len(z), device=z.device)
     for t in targets:
@@ -142,14 +152,13 @@ def match(generator: Generator, z: torch.Tensor, targets: list[Target], jitter: 
             shift = (torch.rand(len(z), 1, 1, 2, generator=rng) * 2 - 1) * 2 * jitter  # grid spans 2 units
             grid = grid * scale.to(z.device) + shift.to(z.device)
         crop = F.grid_sample(face, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        templates = t.templates.repeat(len(z) // len(t.templates), 1)
-        total = total + t.model.similarity(t.model(crop), templates)
+        total = total + t.score(t.model(crop))
     return total
 
 
-def target(generator: Generator, model: Recognizer, templates: torch.Tensor, analyzer: FaceAnalyzer,
-           seed: int) -> Target:
+def target(generator: Generator, model: Recognizer, score: Callable[[torch.Tensor], torch.Tensor],
+           analyzer: FaceAnalyzer, seed: int) -> Target:
     """A recognizer's view of the generator's faces (its crop, from the generator's framing)."""
     t = model.info.template
     grid = photo_crop_grid(framing(generator, t, analyzer, seed), PHOTO, PHOTO, t.size)
-    return Target(model, grid[None].to(templates.device), templates)
+    return Target(model, grid[None].to(next(generator.parameters()).device), score)

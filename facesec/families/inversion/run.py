@@ -4,25 +4,24 @@ against the leaked template (type I) and the identity's other photos (type II), 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from facesec import protocols
-from facesec.attacks.reframe import photo_crop_grid
-from facesec.data.faces import FaceAnalyzer, NoFace
+from facesec.data.faces import FaceAnalyzer
 from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.gallery import finite, write_row
+from facesec.families.inversion import search
+from facesec.families.inversion.search import aligned, embed_photos, gan_search, to_photos
 from facesec.families.inversion.spec import TemplateInversionPerturbation
 from facesec.families.morph.measures import rate_with_ci, supported_fmr
 from facesec.population import Population, realign, select_with_others
@@ -32,9 +31,6 @@ from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.spec import OpenSet, ThreatModel
 
-ROUNDS = 3
-"""GAN prior: the search runs in this many rounds; after each, every face is detected again and the next
-round optimises it through the crop its detected landmarks give (as the judge will align it)."""
 GALLERY_SIZE = 6
 """Identities shown in the report (enrolment, reconstruction, another photo)."""
 PIXEL_LR = 0.01
@@ -81,16 +77,6 @@ def _judge(model: Recognizer, pop: Population, fmr: float, progress: bool) -> Ju
     return Judge(model.info.name, model, own, emb, protocols.threshold_at_fmr(impostor, fmr), int(impostor.size))
 
 
-def _embed_photos(model: Recognizer, photos: list[np.ndarray], analyzer: FaceAnalyzer,
-                  device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    """Each photo detected and aligned to the model's template as an enrolment photo would be, and embedded;
-    rows of photos without a single detectable face are zeros and flagged False."""
-    crops, found = _aligned(model, photos, analyzer)
-    size = model.info.template.size
-    batch = torch.stack([c if c is not None else torch.zeros(3, size, size) for c in crops])
-    return model.embed(batch.to(device)), found
-
-
 @dataclass
 class Verdict:
     """How one judge treated one set of images (one per private identity)."""
@@ -125,51 +111,21 @@ def _rates(v: Verdict, cross: bool) -> dict[str, Any]:
             "type2_identities_any": rate_with_ci(sum(bool(a[1:].any()) for a in v.accepted), n)}
 
 
-def _to_photos(images: torch.Tensor) -> list[np.ndarray]:
-    """Crops or generated faces ([0, 1], B x 3 x H x W) as uint8 RGB photos of the generator's photo size."""
-    arr = (images.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    return [cv2.resize(a, (dcgan.PHOTO, dcgan.PHOTO), interpolation=cv2.INTER_CUBIC) for a in arr]
-
-
 def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], templates: torch.Tensor,
                    tm: ThreatModel, analyzer: FaceAnalyzer, progress: bool) -> list[np.ndarray]:
-    """Per template, the photo of the best of `restarts` latents searched on the attackers' recognizers, in
-    ROUNDS rounds that re-detect each face; the best is the one the target, after detection and alignment,
-    matches most closely (a white-box attacker can run that pipeline)."""
+    """Per template, a face searched on the attackers' recognizers; of the restarts, the one the target matches
+    most closely after detection and alignment (a white-box attacker can run that pipeline)."""
     p = tm.perturbation
     assert isinstance(p, TemplateInversionPerturbation)
-    n, restarts = len(templates), p.restarts
-    rng = torch.Generator().manual_seed(tm.data.seed)
-    z = torch.randn(n * restarts, dcgan.LATENT, generator=rng)
-    framed = [dcgan.target(generator, a, templates, analyzer, tm.data.seed) for a in attackers]
-    targets = framed
-    lr = tm.attack.step_size or GAN_LR
-    for r in bar(range(ROUNDS), desc="inversion rounds", unit="round", enabled=progress):
-        steps = tm.attack.steps // ROUNDS + (1 if r < tm.attack.steps % ROUNDS else 0)
-        z = dcgan.search(generator, targets, z, steps, lr, p.jitter, rng)
-        with torch.no_grad():
-            photos = dcgan.photos(generator(z))
-        targets = [dataclasses.replace(t, grid=_grids(photos, t, analyzer)) for t in framed]
     model = attackers[0]
-    emb, found = _embed_photos(model, photos, analyzer, templates.device)
-    score = model.similarity(emb, templates.repeat(restarts, 1)).cpu()
-    score[~torch.from_numpy(found)] = -torch.inf
-    best = score.view(restarts, n).argmax(0)
-    return [photos[int(best[i]) * n + i] for i in range(n)]
 
+    def pick(photos: list[np.ndarray]) -> torch.Tensor:
+        emb, found = embed_photos(model, photos, analyzer, templates.device)
+        score = dcgan.matching(model, templates)(emb)
+        return score.masked_fill(~torch.from_numpy(found).to(score.device), -torch.inf)
 
-def _grids(photos: list[np.ndarray], t: dcgan.Target, analyzer: FaceAnalyzer) -> torch.Tensor:
-    """Per photo, the crop grid of the face detected in it (the generator's framing where none is found)."""
-    template = t.model.info.template
-    grids = []
-    for photo in photos:
-        try:
-            transform = analyzer.crop_transform(analyzer.find_face(photo, template), template)
-        except NoFace:
-            grids.append(t.grid[0])
-            continue
-        grids.append(photo_crop_grid(transform, dcgan.PHOTO, dcgan.PHOTO, template.size).to(t.grid.device))
-    return torch.stack(grids)
+    return gan_search(generator, [(a, dcgan.matching(a, templates)) for a in attackers], len(templates), p.restarts,
+                      tm.attack.steps, tm.attack.step_size or GAN_LR, p.jitter, tm.data.seed, analyzer, pick, progress)
 
 
 def _pixel_inversion(target: Judge, templates: torch.Tensor, start: torch.Tensor, steps: int, lr: float,
@@ -226,7 +182,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     else:
         crops = _pixel_inversion(target, templates, mean_face.to(device), tm.attack.steps,
                                  tm.attack.step_size or PIXEL_LR, p.tv_weight, progress)
-        reconstructions = _to_photos(crops)
+        reconstructions = to_photos(crops)
     attack_time = time.perf_counter() - t_attack
 
     with torch.no_grad():
@@ -234,7 +190,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         random_faces = (dcgan.photos(prior(torch.randn(n_private, dcgan.LATENT, generator=torch.Generator()
                                                        .manual_seed(tm.data.seed + 1)).to(device)))
                         if prior is not None else None)
-    mean_photos = _to_photos(mean_face.expand(n_private, -1, -1, -1))
+    mean_photos = to_photos(mean_face.expand(n_private, -1, -1, -1))
     public_sims = model.similarity_matrix(templates, target.emb[torch.from_numpy(public)].to(device)).cpu()
     nearest = public[public_sims.argmax(1).numpy()]
 
@@ -245,7 +201,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     for judge in [target, *others]:
         verdicts[judge.name] = {}
         for key, photos in attempts.items():
-            emb, found = _embed_photos(judge.model, photos, analyzer, judge.emb.device)
+            emb, found = embed_photos(judge.model, photos, analyzer, judge.emb.device)
             verdicts[judge.name][key] = _verdict(judge, emb, found, members)
         near = judge.emb[torch.from_numpy(nearest)]
         verdicts[judge.name]["nearest_public_face"] = _verdict(judge, near, np.ones(n_private, bool), members)
@@ -254,7 +210,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     results = {key: _rates(v, cross=False) for key, v in own.items()}
     cross = {j.name: {key: _rates(v, cross=True) for key, v in verdicts[j.name].items()} for j in others}
     head = results["reconstruction"]
-    queries = (tm.attack.steps + ROUNDS) * p.restarts if generator is not None else tm.attack.steps
+    queries = (tm.attack.steps + search.ROUNDS) * p.restarts if generator is not None else tm.attack.steps
     metrics: dict[str, Any] = {
         "type1_success_rate": head["type1"]["rate"], "type1_success_rate_ci95": head["type1"]["ci95"],
         "type2_success_rate": head["type2"]["rate"], "type2_success_rate_ci95": head["type2"]["ci95"],
@@ -294,7 +250,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         **{f"cross_{j.name}_accepted": [int(a.sum()) for a in verdicts[j.name]["reconstruction"].accepted]
            for j in others},
     }
-    shown, _ = _aligned(model, reconstructions[:GALLERY_SIZE], analyzer)
+    shown, _ = aligned(model, reconstructions[:GALLERY_SIZE], analyzer)
     rows = [(target.pop.faces[enrolment[i]], shown[i], target.pop.faces[members[i][1]])
             for i in range(min(GALLERY_SIZE, n_private))]
     record = {
@@ -326,18 +282,3 @@ def _gan_available() -> bool:
     except WeightsError:
         return False
     return True
-
-
-def _aligned(model: Recognizer, photos: list[np.ndarray],
-             analyzer: FaceAnalyzer) -> tuple[list[torch.Tensor | None], np.ndarray]:
-    """The photos as the model's aligned crops (None where no single face was found)."""
-    t = model.info.template
-    out: list[torch.Tensor | None] = []
-    for photo in photos:
-        try:
-            crop = analyzer.align(photo, analyzer.find_face(photo, t), t)
-        except NoFace:
-            out.append(None)
-            continue
-        out.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0)
-    return out, np.array([c is not None for c in out])

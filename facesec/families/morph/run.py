@@ -159,9 +159,10 @@ def _gan_morphs(pop: Population, pair_list: list[tuple[int, int]], first: np.nda
     generator = gan.load_generator(device)
     used = sorted({i for pair in pair_list for i in pair})
     row = {subject: k for k, subject in enumerate(used)}
-    targets = [gan.target(generator, a.model, _templates(a.model, a.emb, [refs[i] for i in used]).to(device),
+    targets = [gan.target(generator, a.model,
+                          gan.matching(a.model, _templates(a.model, a.emb, [refs[i] for i in used]).to(device)),
                           analyzer, tm.data.seed) for a in attackers]
-    z = gan.invert(generator, targets, tm.attack.steps, tm.data.seed)
+    z = gan.invert(generator, targets, len(used), tm.attack.steps, tm.data.seed)
     mixed = torch.stack([(1 - alpha) * z[row[a]] + alpha * z[row[b]] for a, b in pair_list])
     with torch.no_grad():
         faces = gan.photos(generator(mixed))

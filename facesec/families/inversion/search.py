@@ -1,0 +1,88 @@
+"""Searching a face generator's latent space for faces that meet per-goal scores on the attacker's recognizers,
+and handling the results as photos: every face is detected and aligned as an enrolment photo would be."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from facesec.attacks.reframe import photo_crop_grid
+from facesec.data.faces import FaceAnalyzer, NoFace
+from facesec.priors import dcgan
+from facesec.progress import bar
+from facesec.recognizers import Recognizer
+
+ROUNDS = 3
+"""The search runs in this many rounds; after each, every face is detected again and the next round
+optimises it through the crop its detected landmarks give (as a judge will align it)."""
+
+Score = Callable[[torch.Tensor], torch.Tensor]
+
+
+def gan_search(generator: dcgan.Generator, attackers: list[tuple[Recognizer, Score]], n: int, restarts: int,
+               steps: int, lr: float, jitter: float, seed: int, analyzer: FaceAnalyzer,
+               pick: Callable[[list[np.ndarray]], torch.Tensor], progress: bool) -> list[np.ndarray]:
+    """Per goal (n of them), the photo of the best of `restarts` latents searched on the attackers' scores in
+    ROUNDS rounds that re-detect each face; `pick` scores all restarts' photos as the attacker's own
+    pipeline sees them (-inf where no face is found) and the highest is kept."""
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(n * restarts, dcgan.LATENT, generator=rng)
+    framed = [dcgan.target(generator, model, score, analyzer, seed) for model, score in attackers]
+    targets = framed
+    photos: list[np.ndarray] = []
+    for r in bar(range(ROUNDS), desc="inversion rounds", unit="round", enabled=progress):
+        z = dcgan.search(generator, targets, z, steps // ROUNDS + (1 if r < steps % ROUNDS else 0), lr, jitter, rng)
+        with torch.no_grad():
+            photos = dcgan.photos(generator(z))
+        targets = [dataclasses.replace(t, grid=_grids(photos, t, analyzer)) for t in framed]
+    best = pick(photos).cpu().view(restarts, n).argmax(0)
+    return [photos[int(best[i]) * n + i] for i in range(n)]
+
+
+def _grids(photos: list[np.ndarray], t: dcgan.Target, analyzer: FaceAnalyzer) -> torch.Tensor:
+    """Per photo, the crop grid of the face detected in it (the generator's framing where none is found)."""
+    template = t.model.info.template
+    grids = []
+    for photo in photos:
+        try:
+            transform = analyzer.crop_transform(analyzer.find_face(photo, template), template)
+        except NoFace:
+            grids.append(t.grid[0])
+            continue
+        grids.append(photo_crop_grid(transform, dcgan.PHOTO, dcgan.PHOTO, template.size).to(t.grid.device))
+    return torch.stack(grids)
+
+
+def to_photos(images: torch.Tensor) -> list[np.ndarray]:
+    """Crops or generated faces ([0, 1], B x 3 x H x W) as uint8 RGB photos of the generator's photo size."""
+    arr = (images.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return [cv2.resize(a, (dcgan.PHOTO, dcgan.PHOTO), interpolation=cv2.INTER_CUBIC) for a in arr]
+
+
+def embed_photos(model: Recognizer, photos: list[np.ndarray], analyzer: FaceAnalyzer,
+                  device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """Each photo detected and aligned to the model's template as an enrolment photo would be, and embedded;
+    rows of photos without a single detectable face are zeros and flagged False."""
+    crops, found = aligned(model, photos, analyzer)
+    size = model.info.template.size
+    batch = torch.stack([c if c is not None else torch.zeros(3, size, size) for c in crops])
+    return model.embed(batch.to(device)), found
+
+
+def aligned(model: Recognizer, photos: list[np.ndarray],
+             analyzer: FaceAnalyzer) -> tuple[list[torch.Tensor | None], np.ndarray]:
+    """The photos as the model's aligned crops (None where no single face was found)."""
+    t = model.info.template
+    out: list[torch.Tensor | None] = []
+    for photo in photos:
+        try:
+            crop = analyzer.align(photo, analyzer.find_face(photo, t), t)
+        except NoFace:
+            out.append(None)
+            continue
+        out.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0)
+    return out, np.array([c is not None for c in out])
