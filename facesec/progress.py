@@ -3,6 +3,7 @@ seconds, so a long job never looks hung and a log never fills with carriage retu
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO, TypeVar
@@ -12,16 +13,18 @@ from tqdm import tqdm
 T = TypeVar("T")
 LOG_EVERY = 30.0
 """Seconds between log lines when the output is not a terminal."""
+_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|\r")
+"""Cursor movements (nested bars) and carriage returns: a terminal's business, not a log's."""
 
 
 class _Lines:
-    """A stream for tqdm that turns its carriage-return redraws into whole lines."""
+    """A stream for tqdm that turns its redraws into whole lines."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def write(self, text: str) -> None:
-        line = text.replace("\r", "").strip()
+        line = _CONTROL.sub("", text).strip()
         if line:
             self.stream.write(line + "\n")
 

@@ -183,7 +183,7 @@ def _family_section(value: Any) -> Any:
 
 
 def _family_order(kind: str) -> tuple[int, str]:
-    order = ("pixel", "accessory", "morph", "template-inversion")
+    order = ("pixel", "accessory", "morph", "template-inversion", "classifier-inversion")
     return (order.index(kind) if kind in order else len(order), kind)
 
 
@@ -256,7 +256,8 @@ MAX_RUNS = 1000
 
 EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.shape", "perturbation.eps", "perturbation.norm",
               "perturbation.method", "perturbation.alpha", "perturbation.pairing", "perturbation.prior",
-              "perturbation.jitter", "setting.fmr", "attack.steps", "attack.method", "attack.library")
+              "perturbation.jitter", "perturbation.loss", "perturbation.model_augmentation", "setting.fmr",
+              "attack.steps", "attack.method", "attack.library")
 """Fields where a list means 'one run per value'."""
 
 

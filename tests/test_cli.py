@@ -122,9 +122,12 @@ def test_progress_is_log_lines_when_not_a_terminal(capsys: pytest.CaptureFixture
     from facesec import progress
 
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    for _ in progress.bar(range(2), desc="outer", unit="step"):
+        assert list(progress.bar(range(3), desc="work", unit="step", position=1, leave=False)) == [0, 1, 2]
     assert list(progress.bar(range(3), desc="work", unit="step")) == [0, 1, 2]
     err = capsys.readouterr().err
-    assert "\r" not in err and err.splitlines()[-1].startswith("work: 100%") and len(err.splitlines()) >= 2
+    assert "\r" not in err and "\x1b" not in err
+    assert err.splitlines()[-1].startswith("work: 100%") and len(err.splitlines()) >= 2
     assert list(progress.bar(range(3), desc="quiet", enabled=False)) == [0, 1, 2]
     assert capsys.readouterr().err == ""
 

@@ -30,7 +30,8 @@ def _write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:
     ("perturbation: {kind: template-inversion, jitter: 0.9}\n", "field 'perturbation.jitter'"),
     ("perturbation: {kind: template-inversion}\ngoal: dodging\n", "supports impersonation"),
     ("perturbation: {kind: template-inversion}\nknowledge: {kind: query}\n", "supports white-box"),
-    ("perturbation: {kind: template-inversion}\nattack: {method: mi-fgsm}\n", "optimised by facesec itself"),
+    ("perturbation: {kind: template-inversion}\nattack: {method: mi-fgsm}\n",
+     "inversion is optimised by facesec itself"),
     ("perturbation: {kind: template-inversion}\nattack: {steps: 0}\n", "needs at least one step"),
     ("perturbation: {kind: template-inversion}\ndata: {images_per_identity: 1}\n", "field 'data.images_per_identity'"),
     ("perturbation: {kind: template-inversion}\ngates: [{metric: attack_success_rate, value: 1}]\n",
@@ -104,3 +105,53 @@ def test_pixel_prior_moves_the_mean_face_towards_the_template(tmp_path: Path, ce
     out = run_threat_model(load_threat_models(_write(tmp_path, text))[0], torch.device("cpu"), progress=False)
     assert out.record["dimensions"]["perturbation"] == "template inversion, pixel prior"
     assert out.record["metrics"]["queries_per_sample"] == 5
+
+
+CLASSIFIER = ("name: cls\ndata: {identities: 6, images_per_identity: 3}\n"
+              "perturbation: {kind: classifier-inversion, restarts: 1, public_identities: 10}\n"
+              "setting: {kind: closed-set}\nattack: {steps: 20}\n")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("perturbation: {kind: classifier-inversion, model_augmentation: true}\nsetting: {kind: closed-set}\n",
+     "model_augmentation needs at least one student"),
+    ("perturbation: {kind: classifier-inversion}\n", "supports closed-set"),
+    ("perturbation: {kind: classifier-inversion, loss: hinge}\nsetting: {kind: closed-set}\n",
+     "field 'perturbation.loss'"),
+])
+def test_classifier_inversion_refuses_what_it_cannot_mean(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_threat_models(_write(tmp_path, "name: x\n" + extra))
+
+
+def test_head_learns_separable_classes_and_distils() -> None:
+    from facesec.families.inversion.classifier import train_head
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=g)
+    labels = torch.arange(4).repeat(10)
+    emb = centres[labels] + 0.1 * torch.randn(40, 16, generator=g)
+    head = train_head(emb, labels, 4, seed=0)
+    assert (head(emb).argmax(1) == labels).all()
+    student = train_head(emb * 2, labels, 4, seed=1, soft=head(emb).softmax(1))
+    assert (student(emb * 2).argmax(1) == labels).float().mean() >= 0.95
+
+
+def test_classifier_inversion_run_with_model_augmentation(tmp_path: Path, celeba: Path, gan_installed: Path,
+                                                          hse_installed: Path) -> None:
+    """A small run: the attacked model recognises its own reconstructions, the evaluation model (hse-faceres)
+    is scored against chance and the random-prior baseline; a student joins the objective; report section."""
+    text = CLASSIFIER.replace("public_identities: 10}", "public_identities: 10, model_augmentation: true, "
+                                                        "students: [iresnet18]}")
+    results, out = run([_write(tmp_path, text)], out_root=tmp_path / "reports", redact=True, progress=False)
+    record = results["runs"][0]
+    m = record["metrics"]
+    assert record["family"] == "classifier-inversion" and record["headline"]["metric"] == "attack_accuracy_top1"
+    assert m["target_accuracy_top1"] >= 0.8 and m["evaluator_accuracy"] >= 0.8, m
+    assert m["chance_top1"] == pytest.approx(1 / 6) and m["chance_top5"] == pytest.approx(5 / 6)
+    assert 0 <= m["attack_accuracy_top1"] <= m["attack_accuracy_top5"] <= 1
+    assert m["queries_per_sample"] == (20 + 3) * 2  # on the target and on the student
+    assert m["knn_distance"] is None or 0 <= m["knn_distance"] <= 2
+    assert len(record["gallery"]) == 6 and (out / record["gallery"][0]["private"]).is_file()
+    html = (out / "index.html").read_text()
+    assert "Classifier inversion: what this means" in html and "times chance" in html and "faces redacted" in html

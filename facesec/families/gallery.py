@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
+
+from facesec.families.base import RunOutput
 
 
 def png(t: torch.Tensor, path: Path) -> None:
@@ -30,3 +34,20 @@ def write_row(run_dir: Path, rel: str, index: int, images: dict[str, torch.Tenso
 def finite(value: float) -> float | None:
     """A score for results.json: None where it is not finite (JSON has no infinity; -inf marks 'no face')."""
     return float(value) if math.isfinite(value) else None
+
+
+GALLERY_SIZE = 6
+"""Rows a run shows in its report gallery."""
+
+
+class GalleryOutput(RunOutput):
+    """A run's record, and per gallery row its images (by key; None: none to show) and plain fields."""
+
+    def __init__(self, record: dict[str, Any], images: list[dict[str, torch.Tensor | None]],
+                 fields: list[dict[str, Any]]) -> None:
+        super().__init__(record)
+        self.images, self.fields = images, fields
+
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+        return {"gallery": [{**fields, **write_row(run_dir, rel, i, images)}
+                            for i, (images, fields) in enumerate(zip(self.images, self.fields, strict=True))]}

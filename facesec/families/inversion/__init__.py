@@ -1,5 +1,6 @@
-"""Template inversion: a leaked face template (an embedding) turned back into a face that the system, and
-other systems, accept as the enrolled person. Faces are biometric data; so, it turns out, are templates."""
+"""Model inversion. Template inversion: a leaked face template (an embedding) turned back into a face that the
+system, and other systems, accept as the enrolled person. Classifier inversion: a face rebuilt for a private
+class of an identification model (GMI, LOMMA), judged by an evaluation model (MIBench)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from facesec.families import register
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
-from facesec.families.inversion.spec import TemplateInversionPerturbation
+from facesec.families.inversion.spec import ClassifierInversionPerturbation, TemplateInversionPerturbation
 
 if TYPE_CHECKING:
     from facesec.spec import ThreatModel
@@ -49,6 +50,15 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
+def _check_optimiser(tm: ThreatModel) -> None:
+    """Inversion is optimised by facesec itself: only the step count and the learning rate may be set."""
+    if tm.attack.library != "native" or tm.attack.method != "pgd" or tm.attack.params:
+        raise ValueError("attack: inversion is optimised by facesec itself (Adam); set only attack.steps and "
+                         "attack.step_size (the learning rate)")
+    if tm.attack.steps < 1:
+        raise ValueError("attack.steps: inversion needs at least one step")
+
+
 @register
 class TemplateInversion(Family):
     """Each enrolled identity's leaked template inverted through the target into a face, judged as a photo."""
@@ -63,17 +73,13 @@ class TemplateInversion(Family):
     template_dir: ClassVar[Path | None] = Path(__file__).parent
 
     def check(self, tm: ThreatModel) -> None:
+        _check_optimiser(tm)
         if tm.data.images_per_identity < 2:
             raise ValueError("data.images_per_identity: template inversion needs at least 2 (the enrolment whose "
                              "template leaks, and another photo for type II)")
         if tm.photo_round_trip:
             raise ValueError("photo_round_trip: reconstructions are judged as photos already (detected and "
                              "aligned); remove it")
-        if tm.attack.library != "native" or tm.attack.method != "pgd" or tm.attack.params:
-            raise ValueError("attack: template inversion is optimised by facesec itself (Adam); set only "
-                             "attack.steps and attack.step_size (the learning rate)")
-        if tm.attack.steps < 1:
-            raise ValueError("attack.steps: template inversion needs at least one step")
 
     def preflight(self, tm: ThreatModel) -> None:
         from facesec.recognizers.preflight import check_recognizer
@@ -97,3 +103,72 @@ class TemplateInversion(Family):
         from facesec.families.inversion.report import view
 
         return view(run, results_dir, redact)
+
+
+CLASSIFIER_METRICS: dict[str, MetricInfo] = {
+    "attack_accuracy_top1": _M("share of classes whose reconstruction the evaluation model ranks first (MIBench)",
+                               "attack accuracy, top-1 (evaluation model)", "lower"),
+    "attack_accuracy_top1_ci95": _M(label="95% Wilson interval of top-1 attack accuracy", gate=False),
+    "attack_accuracy_top5": _M(label="attack accuracy, top-5 (evaluation model)", better="lower"),
+    "attack_accuracy_top5_ci95": _M(label="95% Wilson interval of top-5 attack accuracy", gate=False),
+    "knn_distance": _M("cosine distance from each reconstruction to the nearest private photo of its class in "
+                       "the evaluation model's features, averaged", "KNN distance to the private photos",
+                       "higher"),
+    "chance_top1": _M(label="chance level, top-1"),
+    "chance_top5": _M(label="chance level, top-5"),
+    "target_accuracy_top1": _M(label="the attacked model's own top-1 on the reconstructions"),
+    "random_prior_sample_top1": _M(label="baseline: a random face from the prior, top-1"),
+    "random_prior_sample_top5": _M(label="baseline: a random face from the prior, top-5"),
+    "evaluator_accuracy": _M(label="evaluation model's accuracy on held-out private photos"),
+    "reconstructions_detected": _M(label="reconstructions in which the detector found one face"),
+    "queries_per_sample": _M(label="model forward/backward passes per class"),
+    "n_identities": _M(label="private identities (classes)"),
+    "n_public_identities": _M(label="public identities the attacker holds photos of"),
+    "attack_time_s": _M(label="inversion time (s)"),
+    "wall_time_s": _M(label="run time (s)"),
+    "n_skipped_images": _M(label="skipped images"),
+    "validity.n_flags": _M(label="validity: warnings"),
+}
+
+
+@register
+class ClassifierInversion(Family):
+    """Each private class of an identification model (recognizer + head) inverted into a face through the
+    generator prior; judged by an evaluation model trained on the same classes (GMI, LOMMA, MIBench)."""
+
+    name: ClassVar[str] = "classifier-inversion"
+    Spec = ClassifierInversionPerturbation
+    supports: ClassVar[Supports] = Supports(goals=("impersonation",), capabilities=("individual",),
+                                            knowledge=("white-box",), settings=("closed-set",))
+    metrics: ClassVar[dict[str, MetricInfo]] = CLASSIFIER_METRICS
+    headline: ClassVar[str] = "attack_accuracy_top1"
+    report_partial: ClassVar[str | None] = "classifier.html.j2"
+    template_dir: ClassVar[Path | None] = Path(__file__).parent
+
+    def check(self, tm: ThreatModel) -> None:
+        p = tm.perturbation
+        assert isinstance(p, ClassifierInversionPerturbation)
+        if p.model_augmentation and not p.students:
+            raise ValueError("perturbation.students: model_augmentation needs at least one student")
+        _check_optimiser(tm)
+
+    def preflight(self, tm: ThreatModel) -> None:
+        from facesec.priors import dcgan
+        from facesec.recognizers.preflight import check_recognizer
+
+        p = tm.perturbation
+        assert isinstance(p, ClassifierInversionPerturbation)
+        check_recognizer("field 'perturbation.evaluator'", p.evaluator)
+        for i, spec in enumerate(p.students):
+            check_recognizer(f"field 'perturbation.students.{i}'", spec)
+        dcgan.check_fetched("perturbation.kind")
+
+    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
+        from facesec.families.inversion.classifier import run_threat_model
+
+        return run_threat_model(tm, ctx)
+
+    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+        from facesec.families.inversion.report import classifier_view
+
+        return classifier_view(run, results_dir, redact)

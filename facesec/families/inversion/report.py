@@ -72,3 +72,34 @@ def _entry(g: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]
             "type1": g.get("type1") if isinstance(g.get("type1"), bool) else None,
             "type2": f"{g.get('type2_accepted', '—')} of {g.get('type2_photos', '—')}",
             "detected": g.get("detected") is not False}
+
+
+CLASSIFIER_ROWS = (("reconstruction", "reconstruction (the attack)", "attack_accuracy"),
+                   ("random_prior_sample", "a random face from the prior", "random_prior_sample"),
+                   ("chance", "chance", "chance"))
+
+
+def classifier_view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    """Everything the classifier-inversion partial shows; every field may be missing from results.json."""
+    m = as_dict(run.get("metrics"))
+    rows = []
+    for _, label, prefix in CLASSIFIER_ROWS:
+        cells = [_rate({"rate": m.get(f"{prefix}_top1"), "ci95": m.get(f"{prefix}_top1_ci95")}),
+                 _rate({"rate": m.get(f"{prefix}_top5"), "ci95": m.get(f"{prefix}_top5_ci95")})]
+        rows.append((label, cells, prefix == "attack_accuracy"))
+    top1, n, chance = m.get("attack_accuracy_top1"), m.get("n_identities"), m.get("chance_top1")
+    reading = ""
+    if isinstance(top1, int | float) and isinstance(n, int) and isinstance(chance, int | float) and chance:
+        reading = (f"Knowing only a class index, the attacker made faces that an independent evaluation model "
+                   f"recognised as the right one of {n} private identities {top1:.0%} of the time "
+                   f"({top1 / chance:.1f} times chance).")
+    knn = m.get("knn_distance")
+    return {"reading": reading, "rows": rows, "queries": m.get("queries_per_sample"),
+            "knn": f"{knn:.3f}" if isinstance(knn, int | float) and not isinstance(knn, bool) else "—",
+            "evaluator_accuracy": _rate({"rate": m.get("evaluator_accuracy")}),
+            "gallery": [{**figures.face_uris(results_dir, as_dict(g), ("private", "reconstruction"), redact),
+                         "identity": str(as_dict(g).get("identity", "")),
+                         "top1": as_dict(g).get("evaluator_top1") if isinstance(as_dict(g).get("evaluator_top1"),
+                                                                                bool) else None,
+                         "rank": as_dict(g).get("evaluator_rank", "—")}
+                        for g in as_list(run.get("gallery"))]}

@@ -7,11 +7,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +17,7 @@ from facesec import protocols
 from facesec.data.faces import FaceAnalyzer
 from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
-from facesec.families.gallery import finite, write_row
+from facesec.families.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.families.inversion import search
 from facesec.families.inversion.search import aligned, embed_photos, gan_search, to_photos
 from facesec.families.inversion.spec import TemplateInversionPerturbation
@@ -31,8 +29,6 @@ from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.spec import OpenSet, ThreatModel
 
-GALLERY_SIZE = 6
-"""Identities shown in the report (enrolment, reconstruction, another photo)."""
 PIXEL_LR = 0.01
 GAN_LR = 0.05
 
@@ -47,25 +43,6 @@ class Judge:
     emb: torch.Tensor
     threshold: float
     n_impostor: int
-
-
-class InversionOutput(RunOutput):
-    """A template-inversion run's record and the crops behind its gallery."""
-
-    def __init__(self, record: dict[str, Any], rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]):
-        super().__init__(record)
-        self.rows = rows
-
-    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
-        gallery = []
-        for i, (enrolled, reconstruction, probe) in enumerate(self.rows):
-            files = write_row(run_dir, rel, i, {"enrolment": enrolled, "reconstruction": reconstruction,
-                                                "probe": probe})
-            row = samples.iloc[i]
-            gallery.append({"identity": row["identity"], **files, "type1_score": finite(row["type1_score"]),
-                            "type1": bool(row["type1"]), "type2_accepted": int(row["type2_accepted"]),
-                            "type2_photos": int(row["type2_photos"]), "detected": bool(row["detected"])})
-        return {"gallery": gallery}
 
 
 def _judge(model: Recognizer, pop: Population, fmr: float, progress: bool) -> Judge:
@@ -251,8 +228,11 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
            for j in others},
     }
     shown, _ = aligned(model, reconstructions[:GALLERY_SIZE], analyzer)
-    rows = [(target.pop.faces[enrolment[i]], shown[i], target.pop.faces[members[i][1]])
-            for i in range(min(GALLERY_SIZE, n_private))]
+    images = [{"enrolment": target.pop.faces[enrolment[i]], "reconstruction": shown[i],
+               "probe": target.pop.faces[members[i][1]]} for i in range(min(GALLERY_SIZE, n_private))]
+    fields = [{"identity": pop.names[i], "type1_score": finite(v.scores[i][0]), "type1": bool(v.accepted[i][0]),
+               "type2_accepted": int(v.accepted[i][1:].sum()), "type2_photos": len(v.accepted[i]) - 1,
+               "detected": bool(v.found[i])} for i in range(len(images))]
     record = {
         "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
@@ -269,7 +249,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
         "samples": samples,
     }
-    return InversionOutput(record, rows)
+    return GalleryOutput(record, images, fields)
 
 
 def _gan_available() -> bool:

@@ -32,3 +32,26 @@ class TemplateInversionPerturbation(PerturbationSpec):
     recognizers: list[str | dict[str, Any]] = Field(
         [], description="other recognizers that judge the reconstructions against the identity's real photos "
                         "(cross-model success); never used by the attacker")
+
+
+class ClassifierInversionPerturbation(PerturbationSpec):
+    """A face rebuilt for a class of an identification model trained on private identities (GMI / LOMMA)."""
+
+    kind: Literal["classifier-inversion"] = "classifier-inversion"
+    loss: Literal["ce", "logit"] = Field(
+        "ce", description="ce: cross-entropy of the target class (GMI); logit: the target class's logit with "
+                          "features held near the public faces' (LOMMA); a list expands into runs")
+    model_augmentation: bool = Field(
+        False, description="also attack students of the target classifier, distilled on public faces (LOMMA); "
+                           "needs perturbation.students")
+    students: list[str | dict[str, Any]] = Field(
+        [], description="recognizers whose features the students' heads are distilled on (e.g. students from "
+                        "`facesec surrogate train`)")
+    restarts: Whole = Field(4, ge=1, le=64, description="random starts per class; the best is kept")
+    jitter: Unit = Field(0.05, le=0.5, description="random shift and scale of each crop per step (share)")
+    feature_weight: Number = Field(0.1, ge=0, le=100, description="logit loss: pull of the features towards the "
+                                                                  "public faces' mean")
+    public_identities: Whole = Field(40, ge=1, le=100_000, description="other people the attacker holds photos of")
+    evaluator: str | dict[str, Any] = Field(
+        "hse-faceres", description="the recognizer whose own classifier, trained on the same private identities, "
+                                   "judges the reconstructions (the MIBench protocol); never used by the attacker")

@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from facesec import protocols
@@ -20,7 +18,7 @@ from facesec.data.faces import Detection, FaceAnalyzer, NoFace
 from facesec.data.images import read_rgb
 from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
-from facesec.families.gallery import finite, write_row
+from facesec.families.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.families.morph import measures, pairs
 from facesec.families.morph.landmark import landmark_morph
 from facesec.families.morph.optimise import AttackerView, optimise
@@ -31,9 +29,6 @@ from facesec.progress import bar
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.spec import OpenSet, ThreatModel, Transfer
-
-GALLERY_SIZE = 6
-"""Pairs shown in the report (contributor A, morph, contributor B)."""
 
 
 @dataclass
@@ -57,24 +52,6 @@ class Morphs:
     photos: list[np.ndarray]
     faces: list[Detection | None]
     """None: no single face found, so the morph could not be enrolled (a failed attack)."""
-
-
-class MorphOutput(RunOutput):
-    """A morph run's record and the crops behind its pair gallery."""
-
-    def __init__(self, record: dict[str, Any], rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]):
-        super().__init__(record)
-        self.rows = rows
-
-    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
-        gallery = []
-        for i, (a, morph, b) in enumerate(self.rows):
-            files = write_row(run_dir, rel, i, {"a": a, "morph": morph, "b": b})
-            row = samples.iloc[i]
-            gallery.append({"contributor_a": row["contributor_a"], "contributor_b": row["contributor_b"], **files,
-                            "score_a": finite(row["score_a"]), "score_b": finite(row["score_b"]),
-                            "accepted": bool(row["mated_match"]), "enrolled": bool(row["enrolled"])})
-        return {"gallery": gallery}
 
 
 def _unique(judges: list[Judge]) -> list[Judge]:
@@ -355,8 +332,11 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     gallery_ids = [(a, b) for a, b in pair_list[:GALLERY_SIZE]]
     crops, _ = _crops(Morphs(morphs.photos[:GALLERY_SIZE], morphs.faces[:GALLERY_SIZE]),
                       model.info.template, analyzer)
-    rows = [(target.pop.faces[first[a]], crops[i] if enrolled[i] else None, target.pop.faces[first[b]])
-            for i, (a, b) in enumerate(gallery_ids)]
+    images = [{"a": target.pop.faces[first[a]], "morph": crops[i] if enrolled[i] else None,
+               "b": target.pop.faces[first[b]]} for i, (a, b) in enumerate(gallery_ids)]
+    fields = [{"contributor_a": pop.names[a], "contributor_b": pop.names[b], "score_a": finite(_best(sa)[i]),
+               "score_b": finite(_best(sb)[i]), "accepted": bool(mated[i]), "enrolled": bool(enrolled[i])}
+              for i, (a, b) in enumerate(gallery_ids)]
     record = {
         "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
@@ -379,7 +359,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
         "samples": samples,
     }
-    return MorphOutput(record, rows)
+    return GalleryOutput(record, images, fields)
 
 
 def _best(scores: list[np.ndarray]) -> np.ndarray:
