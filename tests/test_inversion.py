@@ -79,6 +79,7 @@ def test_gan_inversion_run_beats_its_baselines(tmp_path: Path, celeba: Path, gan
     html = (out / "index.html").read_text()
     assert "Template inversion: what this means" in html and "of 4 templates" in html
     assert "the mean public face" in html and "faces redacted" in html
+    assert "type-II success (against other photos) = share of (reconstruction, other photo" in html  # header
     samples = (out / record["samples_csv"]).read_text().splitlines()
     assert samples[0].startswith("index,identity,enrolment_photo") and len(samples) == 5
 

@@ -200,7 +200,8 @@ class Report:
     family_figures: list[tuple[str, str]] = field(default_factory=list)
     """Figures across runs of one family (MMPMR against alpha ...): (title, data URI)."""
     has_morph: bool = False
-    has_evasion: bool = False
+    headlines: list[tuple[str, str]] = field(default_factory=list)
+    """Per distinct headline of the runs: its label and what it means (from the family's metrics)."""
 
 
 def render_report(results_path: Path, out_path: Path | None = None, redact: bool = False) -> Path:
@@ -263,8 +264,23 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         has_transfer=any(run.knowledge == "transfer" for run in runs),
         has_query=any(run.knowledge == "query" for run in runs),
         has_morph=any(run.headline_label == "MMPMR" for run in runs),
-        has_evasion=any(run.headline_label == "ASR" for run in runs),
+        headlines=_headlines(raw_runs, runs),
     )
+
+
+def _headlines(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> list[tuple[str, str]]:
+    """Each distinct headline once, with its meaning as the run's family declares it (an uninstalled
+    family's headline is shown without one)."""
+    out: dict[str, str] = {}
+    for raw, run in zip(raw_runs, runs, strict=True):
+        metric = _text(as_dict(raw.get("headline")).get("metric")) or "attack_success_rate"
+        family = _text(raw.get("family")) or "pixel"
+        info = families.get(family).metrics.get(metric) if family in families.available() else None
+        text = (info.meaning or info.label or "") if info is not None else ""
+        if info is not None and info.better == "lower":
+            text += ", with its 95% confidence interval: lower is more robust"
+        out.setdefault(run.headline_label, text)
+    return list(out.items())
 
 
 def fmt(value: Any) -> str:

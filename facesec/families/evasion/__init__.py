@@ -22,7 +22,8 @@ ACCESSORY_METHODS = ("pgd", "mi-fgsm")
 
 _M = MetricInfo
 METRICS: dict[str, MetricInfo] = {
-    "attack_success_rate": _M("share of attempted probes the attack fooled", better="lower"),
+    "attack_success_rate": _M("attack success rate: the share of attack attempts that fooled the recognizer",
+                              better="lower"),
     "attack_success_ci95": _M("95% Wilson interval of the attack success rate", gate=False),
     "n_attempts": _M("probes not already fooled by the clean face"),
     "n_samples": _M("probes"),

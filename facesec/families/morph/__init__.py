@@ -21,8 +21,8 @@ def _label(label: str, meaning: str = "", better: Literal["lower", "higher", ""]
 
 
 METRICS: dict[str, MetricInfo] = {
-    "mmpmr": _label("MMPMR", "share of morphs that accept both contributors, each by their best probe "
-                         "(Scherhag et al. 2017)", "lower"),
+    "mmpmr": _label("MMPMR", "the share of morphs that accept both people whose faces were morphed, each by "
+                             "their best probe (Scherhag et al. 2017)", "lower"),
     "mmpmr_first_probe": _label("MMPMR with each contributor's first probe only (one presentation)", better="lower"),
     "mmpmr_ci95": _label("95% Wilson interval of MMPMR", gate=False),
     "fmmpmr": _label("FMMPMR", "share of all probe pairs of both contributors accepted together "
