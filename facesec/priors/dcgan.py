@@ -102,16 +102,15 @@ class Target:
     model: Recognizer
     grid: torch.Tensor
     """1 x S x S x 2 (the generator's framing) or one per latent, from `photo_crop_grid`."""
-    score: Callable[[torch.Tensor], torch.Tensor]
-    """Per row of the model's embeddings of the faces, how well it meets its goal (higher is better); latent i
-    serves goal i modulo the number of goals, so restarts follow one another."""
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    """(embeddings, goal index per row) -> how well each row meets its goal (higher is better)."""
 
 
-def matching(model: Recognizer, templates: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def matching(model: Recognizer, templates: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The score of being close to one template per goal (rows of `templates`)."""
 
-    def score(emb: torch.Tensor) -> torch.Tensor:
-        return model.similarity(emb, templates.repeat(len(emb) // len(templates), 1))
+    def score(emb: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return model.similarity(emb, templates[goal])
 
     return score
 
@@ -120,43 +119,46 @@ def invert(generator: Generator, targets: list[Target], n: int, steps: int, seed
            lr: float = 0.05) -> torch.Tensor:
     """`n` latents whose faces best meet their goals on the targets, from seeded random starts."""
     z = torch.randn(n, LATENT, generator=torch.Generator().manual_seed(seed))
-    return search(generator, targets, z, steps, lr)
+    return search(generator, targets, z, torch.arange(n), steps, lr)
 
 
-def search(generator: Generator, targets: list[Target], z: torch.Tensor, steps: int, lr: float = 0.05,
-           jitter: float = 0.0, rng: torch.Generator | None = None) -> torch.Tensor:
-    """`z` moved by Adam on the summed scores of its faces on the targets, held near the prior's
+def search(generator: Generator, targets: list[Target], z: torch.Tensor, goal: torch.Tensor, steps: int,
+           lr: float = 0.05, jitter: float = 0.0, rng: torch.Generator | None = None) -> torch.Tensor:
+    """`z` (latent i serving goal `goal[i]`) moved by Adam on the summed scores of its faces on the targets,
+    held near the prior's
     shell. With `jitter`, every step sees each face shifted and scaled at random by up to that share of the
     crop (an expectation over transformations, so that the match survives another alignment)."""
     device = next(generator.parameters()).device
     rng = rng if rng is not None else torch.Generator().manual_seed(0)
     z = z.clone().to(device).requires_grad_(True)
+    goal = goal.to(device)
     optimiser = torch.optim.Adam([z], lr=lr)
     for _ in range(steps):
-        loss = Z_WEIGHT * ((z * z).sum(1) - LATENT).abs().sum() - match(generator, z, targets, jitter, rng).sum()
+        loss = Z_WEIGHT * ((z * z).sum(1) - LATENT).abs().sum() - match(generator, z, goal, targets, jitter,
+                                                                         rng).sum()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     return z.detach()
 
 
-def match(generator: Generator, z: torch.Tensor, targets: list[Target], jitter: float,
+def match(generator: Generator, z: torch.Tensor, goal: torch.Tensor, targets: list[Target], jitter: float,
           rng: torch.Generator) -> torch.Tensor:
     """Per latent, the summed score of its face on every target (a grid per latent, or one for all)."""
     face = F.interpolate(generator(z), size=(PHOTO, PHOTO), mode="bilinear", align_corners=False)
     total = torch.zeros(len(z), device=z.device)
     for t in targets:
-        grid = t.grid.repeat(len(z) // len(t.grid), 1, 1, 1)
+        grid = t.grid.expand(len(z), -1, -1, -1) if len(t.grid) == 1 else t.grid
         if jitter:
             scale = 1 + (torch.rand(len(z), 1, 1, 1, generator=rng) * 2 - 1) * jitter
             shift = (torch.rand(len(z), 1, 1, 2, generator=rng) * 2 - 1) * 2 * jitter  # grid spans 2 units
             grid = grid * scale.to(z.device) + shift.to(z.device)
         crop = F.grid_sample(face, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        total = total + t.score(t.model(crop))
+        total = total + t.score(t.model(crop), goal)
     return total
 
 
-def target(generator: Generator, model: Recognizer, score: Callable[[torch.Tensor], torch.Tensor],
+def target(generator: Generator, model: Recognizer, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
            analyzer: FaceAnalyzer, seed: int) -> Target:
     """A recognizer's view of the generator's faces (its crop, from the generator's framing)."""
     t = model.info.template

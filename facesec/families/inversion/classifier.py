@@ -74,12 +74,10 @@ class Classifier:
     emb: torch.Tensor
 
 
-def _score(c: Classifier, goals: torch.Tensor, loss: str, public_mean: torch.Tensor | None,
-           weight: float) -> search.Score:
-    """The attacker's per-face objective for class `goals[i]` (latent i serves goal i modulo their count)."""
+def _score(c: Classifier, loss: str, public_mean: torch.Tensor | None, weight: float) -> search.Score:
+    """The attacker's per-face objective: its goal is a class index."""
 
-    def score(emb: torch.Tensor) -> torch.Tensor:
-        y = goals.repeat(len(emb) // len(goals))
+    def score(emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = c.head(emb)
         if loss == "ce":
             return -F.cross_entropy(logits, y, reduction="none")
@@ -120,9 +118,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     with torch.no_grad():
         held_out = float((evaluator.head(ev_emb[last]).argmax(1).cpu() == torch.arange(n)).float().mean())
 
-    goals = torch.arange(n, device=device)
     public_mean = F.normalize(emb[public], dim=-1).mean(0) if p.loss == "logit" else None
-    attackers = [(model, _score(target, goals, p.loss, public_mean, p.feature_weight))]
+    attackers = [(model, _score(target, p.loss, public_mean, p.feature_weight))]
     if p.model_augmentation:
         with torch.no_grad():
             soft = target.head(emb[public]).softmax(1)
@@ -131,7 +128,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
             _, s_emb = _own(student, pop, progress)
             head = train_head(s_emb[public], labels[public], n, seed + 2 + i, soft=soft)
             s_mean = F.normalize(s_emb[public], dim=-1).mean(0) if p.loss == "logit" else None
-            attackers.append((student, _score(Classifier(student, head, pop, s_emb), goals, p.loss, s_mean,
+            attackers.append((student, _score(Classifier(student, head, pop, s_emb), p.loss, s_mean,
                                               p.feature_weight)))
 
     t_attack = time.perf_counter()
@@ -139,9 +136,9 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     generator = dcgan.load_generator(device)
     own_score = attackers[0][1]
 
-    def pick(photos: list[np.ndarray]) -> torch.Tensor:
+    def pick(photos: list[np.ndarray], goal: torch.Tensor) -> torch.Tensor:
         e, found = embed_photos(model, photos, analyzer, device)
-        s = own_score(e)
+        s = own_score(e, goal.to(device))
         return s.masked_fill(~torch.from_numpy(found).to(s.device), -torch.inf)
 
     reconstructions = gan_search(generator, attackers, n, p.restarts, tm.attack.steps,

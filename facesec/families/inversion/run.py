@@ -96,9 +96,9 @@ def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], temp
     assert isinstance(p, TemplateInversionPerturbation)
     model = attackers[0]
 
-    def pick(photos: list[np.ndarray]) -> torch.Tensor:
+    def pick(photos: list[np.ndarray], goal: torch.Tensor) -> torch.Tensor:
         emb, found = embed_photos(model, photos, analyzer, templates.device)
-        score = dcgan.matching(model, templates)(emb)
+        score = dcgan.matching(model, templates)(emb, goal.to(templates.device))
         return score.masked_fill(~torch.from_numpy(found).to(score.device), -torch.inf)
 
     return gan_search(generator, [(a, dcgan.matching(a, templates)) for a in attackers], len(templates), p.restarts,

@@ -20,27 +20,44 @@ ROUNDS = 3
 """The search runs in this many rounds; after each, every face is detected again and the next round
 optimises it through the crop its detected landmarks give (as a judge will align it)."""
 
-Score = Callable[[torch.Tensor], torch.Tensor]
+CHUNK = 256
+"""Latents optimised together, so memory stays bounded however many goals; each latent's objective is its own
+(Adam is per element), so chunking changes only which random jitter each latent draws."""
+
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(embeddings, goal index per row) -> how well each row meets its goal."""
 
 
 def gan_search(generator: dcgan.Generator, attackers: list[tuple[Recognizer, Score]], n: int, restarts: int,
                steps: int, lr: float, jitter: float, seed: int, analyzer: FaceAnalyzer,
-               pick: Callable[[list[np.ndarray]], torch.Tensor], progress: bool) -> list[np.ndarray]:
+               pick: Callable[[list[np.ndarray], torch.Tensor], torch.Tensor], progress: bool) -> list[np.ndarray]:
     """Per goal (n of them), the photo of the best of `restarts` latents searched on the attackers' scores in
-    ROUNDS rounds that re-detect each face; `pick` scores all restarts' photos as the attacker's own
-    pipeline sees them (-inf where no face is found) and the highest is kept."""
+    ROUNDS rounds that re-detect each face, CHUNK latents at a time; `pick` scores all restarts' photos for
+    their goals as the attacker's own pipeline sees them (-inf where no face is found); the highest is kept."""
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(n * restarts, dcgan.LATENT, generator=rng)
+    goal = torch.arange(n).repeat(restarts)
     framed = [dcgan.target(generator, model, score, analyzer, seed) for model, score in attackers]
-    targets = framed
+    grids: list[torch.Tensor | None] = [None] * len(framed)
     photos: list[np.ndarray] = []
     for r in bar(range(ROUNDS), desc="inversion rounds", unit="round", enabled=progress):
-        z = dcgan.search(generator, targets, z, steps // ROUNDS + (1 if r < steps % ROUNDS else 0), lr, jitter, rng)
-        with torch.no_grad():
-            photos = dcgan.photos(generator(z))
-        targets = [dataclasses.replace(t, grid=_grids(photos, t, analyzer)) for t in framed]
-    best = pick(photos).cpu().view(restarts, n).argmax(0)
+        for start in range(0, len(z), CHUNK):
+            part = slice(start, start + CHUNK)
+            targets = [t if g is None else dataclasses.replace(t, grid=g[part]) for t, g in zip(framed, grids,
+                                                                                                strict=True)]
+            z[part] = dcgan.search(generator, targets, z[part], goal[part],
+                                   steps // ROUNDS + (1 if r < steps % ROUNDS else 0), lr, jitter, rng).cpu()
+        photos = _photos(generator, z)
+        grids = [_grids(photos, t, analyzer) for t in framed]
+    best = pick(photos, goal).cpu().view(restarts, n).argmax(0)
     return [photos[int(best[i]) * n + i] for i in range(n)]
+
+
+def _photos(generator: dcgan.Generator, z: torch.Tensor) -> list[np.ndarray]:
+    device = next(generator.parameters()).device
+    with torch.no_grad():
+        return [photo for start in range(0, len(z), CHUNK)
+                for photo in dcgan.photos(generator(z[start:start + CHUNK].to(device)))]
 
 
 def _grids(photos: list[np.ndarray], t: dcgan.Target, analyzer: FaceAnalyzer) -> torch.Tensor:
