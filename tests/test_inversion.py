@@ -46,20 +46,20 @@ def test_true_face_presented_as_a_photo_is_accepted(celeba: Path, dlib_recognize
     """The judging path keeps identity: the enrolment crop itself, turned into a photo, detected and aligned
     again, matches its own template (type I) for every identity; another person's crop does not."""
     from facesec.data.faces import FaceAnalyzer
-    from facesec.families.inversion.run import _judge
     from facesec.families.inversion.search import embed_photos, to_photos
+    from facesec.families.judges import calibrated_judge
     from facesec.population import select
     from facesec.spec import Data
 
     pop = select(Data(dataset=str(celeba), identities=12, images_per_identity=3), dlib_recognizer.info.template,
                  progress=False)
-    judge = _judge(dlib_recognizer, pop, 1e-2, progress=False)
+    judge = calibrated_judge(dlib_recognizer, pop, [1e-2], progress=False)
     first = torch.tensor([int(np.flatnonzero(pop.identity == i)[0]) for i in range(12)])
     emb, found = embed_photos(dlib_recognizer, to_photos(pop.faces[first]), FaceAnalyzer(), torch.device("cpu"))
     assert found.all()
     own = dlib_recognizer.similarity(emb, judge.emb[first]).numpy()
     other = dlib_recognizer.similarity(emb, judge.emb[first.roll(1)]).numpy()
-    assert (own > judge.threshold).all() and (other <= judge.threshold).mean() >= 0.9
+    assert (own > judge.thresholds[1e-2]).all() and (other <= judge.thresholds[1e-2]).mean() >= 0.9
 
 
 def test_gan_inversion_run_beats_its_baselines(tmp_path: Path, celeba: Path, gan_installed: Path,
@@ -94,13 +94,14 @@ def test_pixel_prior_moves_the_mean_face_towards_the_template(tmp_path: Path, ce
     """The pixel prior (no generator) raises the similarity of the mean public face to each template; a
     small run records it with one pass per step."""
     from facesec.engine import run_threat_model
-    from facesec.families.inversion.run import _judge, _pixel_inversion
+    from facesec.families.inversion.run import _pixel_inversion
+    from facesec.families.judges import calibrated_judge
     from facesec.population import select
     from facesec.spec import Data
 
     pop = select(Data(dataset=str(celeba), identities=6, images_per_identity=2), dlib_recognizer.info.template,
                  progress=False)
-    judge = _judge(dlib_recognizer, pop, 1e-2, progress=False)
+    judge = calibrated_judge(dlib_recognizer, pop, [1e-2], progress=False)
     templates, start = judge.emb[:2], pop.faces[4:].mean(0, keepdim=True)
     before = dlib_recognizer.similarity(dlib_recognizer(start.expand(2, -1, -1, -1)), templates)
     crops = _pixel_inversion(judge, templates, start, steps=20, lr=0.01, tv_weight=0.05)

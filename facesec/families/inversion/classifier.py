@@ -22,8 +22,9 @@ from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.families.inversion import search
 from facesec.families.inversion.search import aligned, embed_photos, gan_search
 from facesec.families.inversion.spec import ClassifierInversionPerturbation
+from facesec.families.judges import own_view
 from facesec.families.morph.measures import rate_with_ci
-from facesec.population import Population, realign, select_with_others
+from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
@@ -89,11 +90,6 @@ def _score(c: Classifier, loss: str, public_mean: torch.Tensor | None, weight: f
     return score
 
 
-def _own(model: Recognizer, pop: Population, progress: bool) -> tuple[Population, torch.Tensor]:
-    own = pop if pop.template == model.info.template else realign(pop, model.info.template)
-    return own, model.embed(own.faces, progress=progress)
-
-
 def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     """Invert each private class of the target classifier; judge the faces with the evaluation model."""
     p = tm.perturbation
@@ -111,7 +107,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     target = Classifier(model, train_head(emb[private], labels[private], n, seed), pop, emb)
 
     evaluator_model = load(p.evaluator, device)
-    ev_pop, ev_emb = _own(evaluator_model, pop, progress)
+    ev_pop, ev_emb = own_view(evaluator_model, pop, progress)
     last = torch.tensor([int(np.flatnonzero(pop.identity == i)[-1]) for i in range(n)])
     fit = torch.from_numpy(np.setdiff1d(private.numpy(), last.numpy()))
     evaluator = Classifier(evaluator_model, train_head(ev_emb[fit], labels[fit], n, seed + 1), ev_pop, ev_emb)
@@ -125,7 +121,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
             soft = target.head(emb[public]).softmax(1)
         for i, spec in enumerate(p.students):
             student = load(spec, device)
-            _, s_emb = _own(student, pop, progress)
+            _, s_emb = own_view(student, pop, progress)
             head = train_head(s_emb[public], labels[public], n, seed + 2 + i, soft=soft)
             s_mean = F.normalize(s_emb[public], dim=-1).mean(0) if p.loss == "logit" else None
             attackers.append((student, _score(Classifier(student, head, pop, s_emb), p.loss, s_mean,

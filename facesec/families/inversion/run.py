@@ -13,7 +13,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facesec import protocols
 from facesec.data.faces import FaceAnalyzer
 from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
@@ -21,8 +20,9 @@ from facesec.families.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.families.inversion import search
 from facesec.families.inversion.search import aligned, embed_photos, gan_search, to_photos
 from facesec.families.inversion.spec import TemplateInversionPerturbation
+from facesec.families.judges import Judge, calibrated_judge
 from facesec.families.morph.measures import rate_with_ci, supported_fmr
-from facesec.population import Population, realign, select_with_others
+from facesec.population import select_with_others
 from facesec.priors import dcgan
 from facesec.progress import bar
 from facesec.provenance import provenance
@@ -31,27 +31,6 @@ from facesec.spec import OpenSet, ThreatModel
 
 PIXEL_LR = 0.01
 GAN_LR = 0.05
-
-
-@dataclass
-class Judge:
-    """A recognizer judging reconstructions: its view of every population face and its threshold."""
-
-    name: str
-    model: Recognizer
-    pop: Population
-    emb: torch.Tensor
-    threshold: float
-    n_impostor: int
-
-
-def _judge(model: Recognizer, pop: Population, fmr: float, progress: bool) -> Judge:
-    own = pop if pop.template == model.info.template else realign(pop, model.info.template)
-    emb = model.embed(own.faces, progress=progress)
-    sims = model.similarity_matrix(emb, emb).cpu().numpy()
-    iu = np.triu_indices(len(own.identity), k=1)
-    impostor = sims[iu][own.identity[iu[0]] != own.identity[iu[1]]]
-    return Judge(model.info.name, model, own, emb, protocols.threshold_at_fmr(impostor, fmr), int(impostor.size))
 
 
 @dataclass
@@ -65,11 +44,12 @@ class Verdict:
 
 
 def _verdict(judge: Judge, emb: torch.Tensor, found: np.ndarray, members: list[np.ndarray]) -> Verdict:
+    (threshold,) = judge.thresholds.values()
     scores = []
     for i, index in enumerate(members):
         s = judge.model.similarity(emb[i:i + 1], judge.emb[torch.from_numpy(index)]).cpu().numpy().astype(float)
         scores.append(s if found[i] else np.full(len(index), -np.inf))
-    return Verdict(scores, [s > judge.threshold for s in scores], found)
+    return Verdict(scores, [s > threshold for s in scores], found)
 
 
 def _rates(v: Verdict, cross: bool) -> dict[str, Any]:
@@ -137,8 +117,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     n_private = tm.data.identities
     pop = select_with_others(tm.data, p.public_identities, "perturbation.public_identities", model.info.template,
                              progress)
-    target = _judge(model, pop, setting.fmr, progress)
-    others = [_judge(load(s, device), pop, setting.fmr, progress) for s in p.recognizers]
+    target = calibrated_judge(model, pop, [setting.fmr], progress)
+    others = [calibrated_judge(load(s, device), pop, [setting.fmr], progress) for s in p.recognizers]
     analyzer = FaceAnalyzer()
     members = [np.flatnonzero(pop.identity == i) for i in range(n_private)]
     public = np.flatnonzero(pop.identity >= n_private)
@@ -202,8 +182,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
                           for name, rows in cross.items()},
         "detail": {"target": results, "cross_model": cross},
         "reconstructions_detected": float(own["reconstruction"].found.mean()),
-        "queries_per_sample": queries, "threshold": target.threshold,
-        "n_impostor_scores": target.n_impostor, "fmr_supported": supported_fmr(target.n_impostor, setting.fmr),
+        "queries_per_sample": queries, "threshold": target.thresholds[setting.fmr],
+        "n_impostor_scores": target.impostor.size, "fmr_supported": supported_fmr(target.impostor.size, setting.fmr),
         "n_identities": n_private, "n_public_identities": len(pop.names) - n_private,
         "attack_time_s": attack_time, "n_skipped_images": len(pop.skipped),
     }
@@ -211,10 +191,10 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         if base != "reconstruction":
             metrics[f"{base}_type2_rate"] = r["type2"]["rate"]
     flags = [] if metrics["fmr_supported"] else [
-        f"FMR {setting.fmr:g} is not supported by {target.n_impostor} impostor scores (needs "
+        f"FMR {setting.fmr:g} is not supported by {target.impostor.size} impostor scores (needs "
         f"{10 / setting.fmr:.0f}); raise perturbation.public_identities"]
-    flags += [f"{j.name}: FMR {setting.fmr:g} is not supported by {j.n_impostor} impostor scores"
-              for j in others if not supported_fmr(j.n_impostor, setting.fmr)]
+    flags += [f"{j.name}: FMR {setting.fmr:g} is not supported by {j.impostor.size} impostor scores"
+              for j in others if not supported_fmr(j.impostor.size, setting.fmr)]
     metrics["wall_time_s"] = time.perf_counter() - t_start
     v = own["reconstruction"]
     samples = {

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from facesec import protocols
 from facesec.attacks.reframe import photo_crop_grid
 from facesec.data.align import Template
 from facesec.data.faces import Detection, FaceAnalyzer, NoFace
@@ -19,30 +18,17 @@ from facesec.data.images import read_rgb
 from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.gallery import GALLERY_SIZE, GalleryOutput, finite
+from facesec.families.judges import Judge, calibrated_judge
 from facesec.families.morph import measures, pairs
 from facesec.families.morph.landmark import landmark_morph
 from facesec.families.morph.optimise import AttackerView, optimise
 from facesec.families.morph.spec import MorphPerturbation
-from facesec.population import Population, realign, select_with_others
+from facesec.population import Population, select_with_others
 from facesec.priors import dcgan as gan
 from facesec.progress import bar
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.spec import OpenSet, ThreatModel, Transfer
-
-
-@dataclass
-class Judge:
-    """A recognizer that verifies the morphs: its view of every population face and its calibrated thresholds."""
-
-    name: str
-    model: Recognizer
-    pop: Population
-    """The population aligned to this recognizer's template."""
-    emb: torch.Tensor
-    genuine: np.ndarray
-    impostor: np.ndarray
-    thresholds: dict[float, float]
 
 
 @dataclass
@@ -69,22 +55,6 @@ def _standardised(similarity: np.ndarray) -> np.ndarray:
     comparing by cosine and by distance can be averaged when they pick look-alikes together."""
     off = similarity[~np.eye(len(similarity), dtype=bool)]
     return (similarity - off.mean()) / (off.std() + 1e-12) if off.size else similarity
-
-
-def _scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Genuine and impostor scores of all pairs of the faces (upper triangle)."""
-    sims = model.similarity_matrix(emb, emb).cpu().numpy()
-    iu = np.triu_indices(len(ids), k=1)
-    same = ids[iu[0]] == ids[iu[1]]
-    return sims[iu][same], sims[iu][~same]
-
-
-def _judge(model: Recognizer, pop: Population, fmrs: list[float], progress: bool) -> Judge:
-    own = pop if pop.template == model.info.template else realign(pop, model.info.template)
-    emb = model.embed(own.faces, progress=progress)
-    genuine, impostor = _scores(model, emb, own.identity)
-    return Judge(model.info.name, model, own, emb, genuine, impostor,
-                 {f: protocols.threshold_at_fmr(impostor, f) for f in fmrs})
 
 
 def _templates(model: Recognizer, emb: torch.Tensor, index: list[np.ndarray]) -> torch.Tensor:
@@ -163,7 +133,7 @@ def _attackers(tm: ThreatModel, target: Judge, pop: Population, device: torch.de
             raise ConfigError(f"field 'knowledge': {target.name} gives no gradients; {tm.perturbation.method} "
                               "morphs against it need knowledge: {kind: transfer, surrogates: [...]}")
         return [target]
-    return [_judge(load(s, device), pop, [], progress) for s in tm.knowledge.surrogates]
+    return [calibrated_judge(load(s, device), pop, [], progress) for s in tm.knowledge.surrogates]
 
 
 def _optimised(morphs: Morphs, attackers: list[Judge], refs_a: list[np.ndarray], refs_b: list[np.ndarray],
@@ -237,8 +207,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
                              model.info.template, progress)
     k = tm.data.images_per_identity
     fmrs = sorted({*p.fmrs, setting.fmr}, reverse=True)
-    target = _judge(model, pop, fmrs, progress)
-    judges = _unique([target] + [_judge(load(s, device), pop, fmrs, progress) for s in p.recognizers])
+    target = calibrated_judge(model, pop, fmrs, progress)
+    judges = _unique([target] + [calibrated_judge(load(s, device), pop, fmrs, progress) for s in p.recognizers])
     analyzer = FaceAnalyzer()
 
     members = [np.flatnonzero(pop.identity == i) for i in range(len(pop.names))]
