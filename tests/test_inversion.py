@@ -11,6 +11,7 @@ import torch
 
 from facesec.api import run
 from facesec.errors import ConfigError
+from facesec.recognizers import Recognizer
 from facesec.spec import load_threat_models
 
 SMALL = ("name: inv\ndata: {identities: 4, images_per_identity: 3}\n"
@@ -34,6 +35,11 @@ def _write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:
      "inversion is optimised by facesec itself"),
     ("perturbation: {kind: template-inversion}\nattack: {steps: 0}\n", "needs at least one step"),
     ("perturbation: {kind: template-inversion}\ndata: {images_per_identity: 1}\n", "field 'data.images_per_identity'"),
+    ("perturbation: {kind: template-inversion, prior: pixel, method: decoder}\n", "prior: the decoder methods"),
+    ("perturbation: {kind: template-inversion, prior: pixel, distil: 1}\n", "prior: the decoder methods"),
+    ("perturbation: {kind: template-inversion, method: nbnet}\n", "field 'perturbation.method'"),
+    ("perturbation: {kind: template-inversion, distil: 9}\n", "field 'perturbation.distil'"),
+    ("perturbation: {kind: template-inversion, decoder_samples: 1}\n", "field 'perturbation.decoder_samples'"),
     ("perturbation: {kind: template-inversion}\ngates: [{metric: attack_success_rate, value: 1}]\n",
      "gates may test type1_success_rate"),
 ])
@@ -120,8 +126,8 @@ CLASSIFIER = ("name: cls\ndata: {identities: 6, images_per_identity: 3}\n"
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    ("perturbation: {kind: classifier-inversion, model_augmentation: true}\nsetting: {kind: closed-set}\n",
-     "model_augmentation needs at least one student"),
+    ("perturbation: {kind: classifier-inversion, model_augmentation: true, distil: 0}\nsetting: {kind: closed-set}\n",
+     "model_augmentation needs students"),
     ("perturbation: {kind: classifier-inversion}\n", "supports closed-set"),
     ("perturbation: {kind: classifier-inversion, loss: hinge}\nsetting: {kind: closed-set}\n",
      "field 'perturbation.loss'"),
@@ -149,7 +155,8 @@ def test_classifier_inversion_run_with_model_augmentation(tmp_path: Path, celeba
     """A small run: the attacked model recognises its own reconstructions, the evaluation model (hse-faceres)
     is scored against chance and the random-prior baseline; a student joins the objective; report section."""
     text = CLASSIFIER.replace("public_identities: 10}", "public_identities: 10, model_augmentation: true, "
-                                                        "students: [iresnet18]}")
+                                                        "students: [iresnet18], distil: 1, distil_generated: 40, "
+                                                        "distil_epochs: 2}")
     results, out = run([_write(tmp_path, text)], out_root=tmp_path / "reports", redact=True, progress=False)
     record = results["runs"][0]
     m = record["metrics"]
@@ -157,8 +164,76 @@ def test_classifier_inversion_run_with_model_augmentation(tmp_path: Path, celeba
     assert m["target_accuracy_top1"] >= 0.8 and m["evaluator_accuracy"] >= 0.8, m
     assert m["chance_top1"] == pytest.approx(1 / 6) and m["chance_top5"] == pytest.approx(5 / 6)
     assert 0 <= m["attack_accuracy_top1"] <= m["attack_accuracy_top5"] <= 1
-    assert m["queries_per_sample"] == (20 + 3) * 2  # on the target and on the student
+    assert m["queries_per_sample"] == 20 + 3  # the target's passes (students are the attacker's own)
+    assert m["training_queries"] == 10 * 3 + 40 and len(m["students_centred_cosine"]) == 1
+    assert record["dimensions"]["perturbation"] == "classifier inversion, ce loss + 2 student(s)"
     assert m["knn_distance"] is None or 0 <= m["knn_distance"] <= 2
     assert len(record["gallery"]) == 6 and (out / record["gallery"][0]["private"]).is_file()
     html = (out / "index.html").read_text()
     assert "Classifier inversion: what this means" in html and "times chance" in html and "faces redacted" in html
+
+
+def _toy_target(seed: int) -> Recognizer:  # cheap target for distillation
+    """A small random network as a stand-in recognizer: fast, and its embeddings still depend on the face."""
+    from facesec.data.align import DLIB_150
+    from facesec.families.inversion.students import SmallNet
+    from facesec.recognizers.base import RecognizerInfo
+
+    torch.manual_seed(seed)
+    info = RecognizerInfo("toy", 150, DLIB_150, 32, "euclidean", None, None)
+    return Recognizer(SmallNet(8, 32), info).eval().requires_grad_(False)
+
+
+def test_decoder_learns_to_invert_embeddings(gan_installed: Path, dlib_recognizer: Recognizer) -> None:
+    """Trained on generated faces only, the decoder turns dlib embeddings of faces it never saw into faces
+    closer to them than to the other embeddings' decoded faces; its training queries are counted."""
+    from facesec.data.faces import FaceAnalyzer
+    from facesec.families.inversion import decoder
+    from facesec.priors import dcgan
+
+    target = dlib_recognizer
+    generator = dcgan.load_generator(torch.device("cpu"))
+    grid = dcgan.crop_grid(generator, target.info.template, FaceAnalyzer(), seed=0)
+    trained = decoder.train(target, generator, grid, torch.zeros(0, 128), samples=1024, steps=40, seed=0,
+                            progress=False)
+    assert trained.queries == 1024 + 40 * decoder.BATCH
+    z_new = torch.randn(32, dcgan.LATENT, generator=torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        emb = target(dcgan.crop(generator, z_new, grid))
+        decoded = target(dcgan.crop(generator, decoder.decode(trained.decoder, emb), grid))
+    own, other = target.similarity(decoded, emb), target.similarity(decoded.roll(1, 0), emb)  # minus distances
+    assert own.mean() > other.mean() + 0.015 and (own > other).float().mean() >= 0.6, (own, other)
+
+
+def test_distilled_student_agrees_with_its_target(gan_installed: Path) -> None:
+    """A student distilled on generated faces matches the target on held-out faces far better than an untrained
+    one (centred cosine), and is a recognizer in the target's template."""
+    from facesec.data.faces import FaceAnalyzer
+    from facesec.families.inversion import students
+    from facesec.priors import dcgan
+
+    target = _toy_target(1)
+    generator = dcgan.load_generator(torch.device("cpu"))
+    grid = dcgan.crop_grid(generator, target.info.template, FaceAnalyzer(), seed=0)
+    faces = students.training_faces(torch.zeros(0, 3, 150, 150, dtype=torch.uint8), generator, grid, 600, seed=0)
+    trained = students.distil(target, faces, 1, seed=0, progress=False, epochs=8)
+    untrained = students.distil(target, faces, 1, seed=0, progress=False, epochs=1)
+    assert trained.queries == 600 and trained.students[0].info.template == target.info.template
+    assert trained.centred_cosine[0] > max(0.5, untrained.centred_cosine[0] + 0.1), (trained, untrained)
+
+
+def test_decoder_run_counts_queries_and_keeps_the_decoded_face(tmp_path: Path, celeba: Path,
+                                                              gan_installed: Path) -> None:
+    """decoder-optimise: the decoder's own face is judged beside the refined one; queries at inversion time are
+    the search's, training queries are the decoder's plus the distilled student's."""
+    from facesec.engine import run_threat_model
+
+    text = SMALL.replace("restarts: 2,", "restarts: 1, method: decoder-optimise, decoder_samples: 64, "
+                                        "decoder_steps: 2, distil: 1, distil_generated: 20, distil_epochs: 1,")
+    out = run_threat_model(load_threat_models(_write(tmp_path, text.replace("steps: 45", "steps: 3")))[0],
+                           torch.device("cpu"), progress=False)
+    m = out.record["metrics"]
+    assert m["queries_per_sample"] == 3 + 3 and m["training_queries"] == (64 + 2 * 16) + (30 * 3 + 20)
+    assert "decoded_face" in m["baselines"] and "decoded_face_type2_rate" in m
+    assert out.record["dimensions"]["perturbation"] == "template inversion, gan prior, decoder-optimise"
+    assert out.record["dimensions"]["knowledge"] == "white-box + 1 augmenting model(s)"

@@ -161,6 +161,17 @@ def match(generator: Generator, z: torch.Tensor, goal: torch.Tensor, targets: li
 def target(generator: Generator, model: Recognizer, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
            analyzer: FaceAnalyzer, seed: int) -> Target:
     """A recognizer's view of the generator's faces (its crop, from the generator's framing)."""
-    t = model.info.template
-    grid = photo_crop_grid(framing(generator, t, analyzer, seed), PHOTO, PHOTO, t.size)
-    return Target(model, grid[None].to(next(generator.parameters()).device), score)
+    return Target(model, crop_grid(generator, model.info.template, analyzer, seed), score)
+
+
+def crop(generator: Generator, z: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The faces of latents `z` cut to a recognizer's crop by `grid` (from `crop_grid`), differentiably."""
+    face = F.interpolate(generator(z), size=(PHOTO, PHOTO), mode="bilinear", align_corners=False)
+    return F.grid_sample(face, grid.expand(len(z), -1, -1, -1), mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
+def crop_grid(generator: Generator, template: Template, analyzer: FaceAnalyzer, seed: int) -> torch.Tensor:
+    """1 x S x S x 2: where `template`'s crop lies in a generated face (PHOTO pixels), from the framing."""
+    grid = photo_crop_grid(framing(generator, template, analyzer, seed), PHOTO, PHOTO, template.size)
+    return grid[None].to(next(generator.parameters()).device)

@@ -34,10 +34,17 @@ METRICS: dict[str, MetricInfo] = {
     "random_prior_sample_type2_rate": _M(label="baseline: a random face from the prior, type II"),
     "mean_public_face_type2_rate": _M(label="baseline: the mean public face, type II"),
     "nearest_public_face_type2_rate": _M(label="baseline: the public face nearest the template, type II"),
+    "decoded_face_type2_rate": _M(label="decoder-optimise: the decoder's face before the search, type II"),
+    "training_queries": _M(label="target queries spent training the attacker's decoder and students"),
+    "students_centred_cosine": _M(label="distilled students: centred cosine to the target on held-out faces",
+                                  gate=False),
+    "decoder_time_s": _M(label="decoder training time (s)"),
+    "decoder_final_similarity": _M(label="decoder: similarity of decoded faces to their embeddings at the end "
+                                         "of training"),
     "by_recognizer": _M(label="cross-model success per recognizer and attempt", gate=False),
     "detail": _M(label="rates with 95% intervals", gate=False),
     "reconstructions_detected": _M(label="reconstructions in which the detector found one face"),
-    "queries_per_sample": _M(label="recognizer forward/backward passes per template"),
+    "queries_per_sample": _M(label="target forward/backward passes per template at inversion time"),
     "threshold": _M(label="target's threshold at setting.fmr"),
     "n_impostor_scores": _M(label="impostor scores the threshold was calibrated on"),
     "fmr_supported": _M(label="enough impostor scores for setting.fmr (>= 10 / FMR)", gate=False),
@@ -80,6 +87,11 @@ class TemplateInversion(Family):
         if tm.photo_round_trip:
             raise ValueError("photo_round_trip: reconstructions are judged as photos already (detected and "
                              "aligned); remove it")
+        p = tm.perturbation
+        assert isinstance(p, TemplateInversionPerturbation)
+        if p.prior == "pixel" and (p.method != "optimise" or p.distil or p.augment):
+            raise ValueError("perturbation.prior: the decoder methods, distil and augment work in the generator's "
+                             "latent space; use prior: gan (or method: optimise without them)")
 
     def preflight(self, tm: ThreatModel) -> None:
         from facesec.recognizers.preflight import check_recognizer
@@ -121,7 +133,10 @@ CLASSIFIER_METRICS: dict[str, MetricInfo] = {
     "random_prior_sample_top5": _M(label="baseline: a random face from the prior, top-5"),
     "evaluator_accuracy": _M(label="evaluation model's accuracy on held-out private photos"),
     "reconstructions_detected": _M(label="reconstructions in which the detector found one face"),
-    "queries_per_sample": _M(label="model forward/backward passes per class"),
+    "queries_per_sample": _M(label="target forward/backward passes per class"),
+    "training_queries": _M(label="target queries spent distilling the students"),
+    "students_centred_cosine": _M(label="distilled students: centred cosine to the target on held-out faces",
+                                  gate=False),
     "n_identities": _M(label="private identities (classes)"),
     "n_public_identities": _M(label="public identities the attacker holds photos of"),
     "attack_time_s": _M(label="inversion time (s)"),
@@ -148,8 +163,9 @@ class ClassifierInversion(Family):
     def check(self, tm: ThreatModel) -> None:
         p = tm.perturbation
         assert isinstance(p, ClassifierInversionPerturbation)
-        if p.model_augmentation and not p.students:
-            raise ValueError("perturbation.students: model_augmentation needs at least one student")
+        if p.model_augmentation and not p.students and not p.distil:
+            raise ValueError("perturbation.distil: model_augmentation needs students (distil >= 1, or "
+                             "perturbation.students)")
         _check_optimiser(tm)
 
     def preflight(self, tm: ThreatModel) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from facesec.data.faces import FaceAnalyzer
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
-from facesec.families.inversion import search
+from facesec.families.inversion import search, students
 from facesec.families.inversion.search import aligned, embed_photos, gan_search
 from facesec.families.inversion.spec import ClassifierInversionPerturbation
 from facesec.families.judges import own_view
@@ -116,20 +116,34 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
 
     public_mean = F.normalize(emb[public], dim=-1).mean(0) if p.loss == "logit" else None
     attackers = [(model, _score(target, p.loss, public_mean, p.feature_weight))]
+    analyzer = FaceAnalyzer()
+    generator = dcgan.load_generator(device)
+    distillation: dict[str, Any] = {"training_queries": 0}
     if p.model_augmentation:
         with torch.no_grad():
             soft = target.head(emb[public]).softmax(1)
-        for i, spec in enumerate(p.students):
+        # (student, its features of the distillation faces, the target's probabilities for those faces)
+        heads_on: list[tuple[Recognizer, torch.Tensor, torch.Tensor]] = []
+        for spec in p.students:
             student = load(spec, device)
-            _, s_emb = own_view(student, pop, progress)
-            head = train_head(s_emb[public], labels[public], n, seed + 2 + i, soft=soft)
-            s_mean = F.normalize(s_emb[public], dim=-1).mean(0) if p.loss == "logit" else None
+            heads_on.append((student, own_view(student, pop, progress)[1][public], soft))
+        if p.distil:
+            grid = dcgan.crop_grid(generator, model.info.template, analyzer, seed)
+            faces = students.training_faces(pop.faces[public], generator, grid, p.distil_generated, seed)
+            distilled = students.distil(model, faces, p.distil, seed, progress, p.distil_epochs)
+            with torch.no_grad():
+                soft_all = target.head(distilled.teacher.to(device)).softmax(1)
+            heads_on += [(s, s.embed(faces.to(device)), soft_all) for s in distilled.students]
+            distillation = {"training_queries": distilled.queries,
+                            "students_centred_cosine": distilled.centred_cosine}
+        for i, (student, feats, probs) in enumerate(heads_on):
+            head = train_head(feats, probs.argmax(1), n, seed + 2 + i, soft=probs)
+            s_mean = F.normalize(feats, dim=-1).mean(0) if p.loss == "logit" else None
+            s_emb = own_view(student, pop, progress)[1]
             attackers.append((student, _score(Classifier(student, head, pop, s_emb), p.loss, s_mean,
                                               p.feature_weight)))
 
     t_attack = time.perf_counter()
-    analyzer = FaceAnalyzer()
-    generator = dcgan.load_generator(device)
     own_score = attackers[0][1]
 
     def pick(photos: list[np.ndarray], goal: torch.Tensor) -> torch.Tensor:
@@ -161,7 +175,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "random_prior_sample_top1": float(judged["random_prior_sample"]["top1"].mean()),
         "random_prior_sample_top5": float(judged["random_prior_sample"]["top5"].mean()),
         "evaluator_accuracy": held_out, "reconstructions_detected": float(rec["found"].mean()),
-        "queries_per_sample": (tm.attack.steps + search.ROUNDS) * p.restarts * len(attackers),
+        "queries_per_sample": (tm.attack.steps + search.ROUNDS) * p.restarts, **distillation,
         "n_identities": n, "n_public_identities": len(pop.names) - n, "attack_time_s": attack_time,
         "n_skipped_images": len(pop.skipped),
     }
@@ -182,7 +196,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": model.info.name, "perturbation": f"classifier inversion, {p.loss} loss"
-            + (f" + {len(p.students)} student(s)" if p.model_augmentation else ""),
+            + (f" + {len(attackers) - 1} student(s)" if p.model_augmentation else ""),
             "knowledge": "white-box", "goal": "a face the model assigns to the class", "capability": tm.capability,
             "setting": f"closed-set, {n} private identities",
             "attack": f"Adam, {tm.attack.steps} steps x {p.restarts} restarts",

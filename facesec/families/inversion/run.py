@@ -17,7 +17,7 @@ from facesec.data.faces import FaceAnalyzer
 from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.gallery import GALLERY_SIZE, GalleryOutput, finite
-from facesec.families.inversion import search
+from facesec.families.inversion import decoder, search, students
 from facesec.families.inversion.search import aligned, embed_photos, gan_search, to_photos
 from facesec.families.inversion.spec import TemplateInversionPerturbation
 from facesec.families.judges import Judge, calibrated_judge
@@ -69,7 +69,8 @@ def _rates(v: Verdict, cross: bool) -> dict[str, Any]:
 
 
 def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], templates: torch.Tensor,
-                   tm: ThreatModel, analyzer: FaceAnalyzer, progress: bool) -> list[np.ndarray]:
+                   tm: ThreatModel, analyzer: FaceAnalyzer, progress: bool,
+                   start: torch.Tensor | None = None) -> list[np.ndarray]:
     """Per template, a face searched on the attackers' recognizers; of the restarts, the one the target matches
     most closely after detection and alignment (a white-box attacker can run that pipeline)."""
     p = tm.perturbation
@@ -82,7 +83,8 @@ def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], temp
         return score.masked_fill(~torch.from_numpy(found).to(score.device), -torch.inf)
 
     return gan_search(generator, [(a, dcgan.matching(a, templates)) for a in attackers], len(templates), p.restarts,
-                      tm.attack.steps, tm.attack.step_size or GAN_LR, p.jitter, tm.data.seed, analyzer, pick, progress)
+                      tm.attack.steps, tm.attack.step_size or GAN_LR, p.jitter, tm.data.seed, analyzer, pick, progress,
+                      start)
 
 
 def _pixel_inversion(target: Judge, templates: torch.Tensor, start: torch.Tensor, steps: int, lr: float,
@@ -128,6 +130,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     t_attack = time.perf_counter()
     generator = dcgan.load_generator(device) if p.prior == "gan" else None
     mean_face = target.pop.faces[torch.from_numpy(public)].mean(0, keepdim=True)
+    training: dict[str, Any] = {"queries": 0}
     if generator is not None:
         attackers = [model] + [load(s, device) for s in p.augment]
         for a in attackers[1:]:
@@ -135,7 +138,29 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
                 raise ConfigError(f"field 'perturbation.augment': {a.info.name} gives {a.info.embedding_size}-d "
                                   f"embeddings, not the target's {model.info.embedding_size}: augment with students "
                                   "of the target (`facesec surrogate train`)")
-        reconstructions = _gan_inversion(generator, attackers, templates, tm, analyzer, progress)
+        grid = dcgan.crop_grid(generator, model.info.template, analyzer, tm.data.seed)
+        public_crops = target.pop.faces[torch.from_numpy(public)]
+        if p.distil:
+            faces = students.training_faces(public_crops, generator, grid, p.distil_generated, tm.data.seed)
+            distilled = students.distil(model, faces, p.distil, tm.data.seed, progress, p.distil_epochs)
+            attackers += distilled.students
+            training["queries"] += distilled.queries
+            training["students_centred_cosine"] = distilled.centred_cosine
+        start, decoded = None, None
+        if p.method != "optimise":
+            trained = decoder.train(model, generator, grid, target.emb[torch.from_numpy(public)], p.decoder_samples,
+                                    p.decoder_steps, tm.data.seed, progress)
+            training["queries"] += trained.queries
+            training["decoder_time_s"] = trained.seconds
+            training["decoder_final_similarity"] = trained.final_similarity
+            start = decoder.decode(trained.decoder, templates)
+            with torch.no_grad():
+                decoded = dcgan.photos(generator(start.to(device)))
+        if p.method == "decoder":
+            assert decoded is not None
+            reconstructions = decoded
+        else:
+            reconstructions = _gan_inversion(generator, attackers, templates, tm, analyzer, progress, start)
     else:
         crops = _pixel_inversion(target, templates, mean_face.to(device), tm.attack.steps,
                                  tm.attack.step_size or PIXEL_LR, p.tv_weight, progress)
@@ -152,6 +177,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     nearest = public[public_sims.argmax(1).numpy()]
 
     attempts = {"reconstruction": reconstructions, "mean_public_face": mean_photos}
+    if p.method == "decoder-optimise" and decoded is not None:
+        attempts["decoded_face"] = decoded  # the search's start: what the decoder alone gave
     if random_faces is not None:
         attempts["random_prior_sample"] = random_faces
     verdicts: dict[str, dict[str, Verdict]] = {}
@@ -167,7 +194,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     results = {key: _rates(v, cross=False) for key, v in own.items()}
     cross = {j.name: {key: _rates(v, cross=True) for key, v in verdicts[j.name].items()} for j in others}
     head = results["reconstruction"]
-    queries = (tm.attack.steps + search.ROUNDS) * p.restarts if generator is not None else tm.attack.steps
+    queries = (0 if p.method == "decoder" else (tm.attack.steps + search.ROUNDS) * p.restarts
+               if generator is not None else tm.attack.steps)
     metrics: dict[str, Any] = {
         "type1_success_rate": head["type1"]["rate"], "type1_success_rate_ci95": head["type1"]["ci95"],
         "type2_success_rate": head["type2"]["rate"], "type2_success_rate_ci95": head["type2"]["ci95"],
@@ -182,7 +210,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
                           for name, rows in cross.items()},
         "detail": {"target": results, "cross_model": cross},
         "reconstructions_detected": float(own["reconstruction"].found.mean()),
-        "queries_per_sample": queries, "threshold": target.thresholds[setting.fmr],
+        "queries_per_sample": queries, "training_queries": training.pop("queries"), **training,
+        "threshold": target.thresholds[setting.fmr],
         "n_impostor_scores": target.impostor.size, "fmr_supported": supported_fmr(target.impostor.size, setting.fmr),
         "n_identities": n_private, "n_public_identities": len(pop.names) - n_private,
         "attack_time_s": attack_time, "n_skipped_images": len(pop.skipped),
@@ -217,8 +246,9 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": model.info.name,
-            "perturbation": f"template inversion, {p.prior} prior",
-            "knowledge": "white-box" + (f" + {len(p.augment)} augmenting model(s)" if p.augment else ""),
+            "perturbation": f"template inversion, {p.prior} prior" + (f", {p.method}" if generator else ""),
+            "knowledge": "white-box" + (f" + {len(p.augment) + p.distil} augmenting model(s)"
+                                        if p.augment or p.distil else ""),
             "goal": "a face accepted as the enrolled person", "capability": tm.capability,
             "setting": f"open-set FMR {setting.fmr:g}",
             "attack": f"Adam, {tm.attack.steps} steps" + (f" x {p.restarts} restarts" if generator else ""),

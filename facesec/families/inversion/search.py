@@ -24,25 +24,34 @@ CHUNK = 256
 """Latents optimised together, so memory stays bounded however many goals; each latent's objective is its own
 (Adam is per element), so chunking changes only which random jitter each latent draws."""
 
+START_SPREAD = 0.25
+"""Searches from given latents: how far (per restart) the starts are scattered around them."""
+
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(embeddings, goal index per row) -> how well each row meets its goal."""
 
 
 def gan_search(generator: dcgan.Generator, attackers: list[tuple[Recognizer, Score]], n: int, restarts: int,
                steps: int, lr: float, jitter: float, seed: int, analyzer: FaceAnalyzer,
-               pick: Callable[[list[np.ndarray], torch.Tensor], torch.Tensor], progress: bool) -> list[np.ndarray]:
+               pick: Callable[[list[np.ndarray], torch.Tensor], torch.Tensor], progress: bool,
+               start: torch.Tensor | None = None) -> list[np.ndarray]:
     """Per goal (n of them), the photo of the best of `restarts` latents searched on the attackers' scores in
     ROUNDS rounds that re-detect each face, CHUNK latents at a time; `pick` scores all restarts' photos for
-    their goals as the attacker's own pipeline sees them (-inf where no face is found); the highest is kept."""
+    their goals as the attacker's own pipeline sees them (-inf where no face is found); the highest is kept.
+    The latents start random, or from `start` (n x LATENT, e.g. a decoder's): restart r adds noise of scale
+    START_SPREAD * r."""
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(n * restarts, dcgan.LATENT, generator=rng)
+    if start is not None:
+        spread = START_SPREAD * torch.arange(restarts, dtype=z.dtype).repeat_interleave(n)[:, None]
+        z = start.cpu().repeat(restarts, 1) + spread * z
     goal = torch.arange(n).repeat(restarts)
     framed = [dcgan.target(generator, model, score, analyzer, seed) for model, score in attackers]
     grids: list[torch.Tensor | None] = [None] * len(framed)
     photos: list[np.ndarray] = []
     for r in bar(range(ROUNDS), desc="inversion rounds", unit="round", enabled=progress):
-        for start in range(0, len(z), CHUNK):
-            part = slice(start, start + CHUNK)
+        for first in range(0, len(z), CHUNK):
+            part = slice(first, first + CHUNK)
             targets = [t if g is None else dataclasses.replace(t, grid=g[part]) for t, g in zip(framed, grids,
                                                                                                 strict=True)]
             z[part] = dcgan.search(generator, targets, z[part], goal[part],
