@@ -11,6 +11,7 @@ from facesec.report import figures
 from facesec.report.fields import as_dict, as_list
 
 ATTEMPTS = (("reconstruction", "reconstruction (the attack)"),
+            ("decoded_face", "the decoder's face alone (the search's start)"),
             ("random_prior_sample", "a random face from the prior"), ("mean_public_face", "the mean public face"),
             ("nearest_public_face", "the public face nearest the template"))
 """Rows of the rates table: key in results.json and what it is."""
@@ -36,6 +37,7 @@ def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]
         "columns": ["type I (leaked template)", "type II (other photos)"] + [f"{j} (real photos)" for j in judges],
         "rows": rows,
         "queries": metrics.get("queries_per_sample"),
+        "training_queries": _count(metrics.get("training_queries")),
         "gallery": [_entry(as_dict(g), results_dir, redact) for g in as_list(run.get("gallery"))],
     }
 
@@ -52,6 +54,11 @@ def _reading(metrics: dict[str, Any], dims: dict[str, Any], judges: list[str]) -
     if judges and isinstance(cross, int | float):
         text += f"; {judges[0]}, never used by the attacker, accepted them in {cross:.0%} of comparisons"
     return text + "."
+
+
+def _count(value: Any) -> str | None:
+    """A positive count with thousands separators; None for zero or anything else."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _rate(value: Any) -> str:
@@ -95,6 +102,7 @@ def classifier_view(run: dict[str, Any], results_dir: Path, redact: bool) -> dic
                    f"({top1 / chance:.1f} times chance).")
     knn = m.get("knn_distance")
     return {"reading": reading, "rows": rows, "queries": m.get("queries_per_sample"),
+            "training_queries": _count(m.get("training_queries")),
             "knn": f"{knn:.3f}" if isinstance(knn, int | float) and not isinstance(knn, bool) else "—",
             "evaluator_accuracy": _rate({"rate": m.get("evaluator_accuracy")}),
             "gallery": [{**figures.face_uris(results_dir, as_dict(g), ("private", "reconstruction"), redact),

@@ -87,6 +87,44 @@ def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], temp
                       start)
 
 
+def _gan_attack(generator: dcgan.Generator, model: Recognizer, target: Judge, templates: torch.Tensor,
+                public: np.ndarray, tm: ThreatModel, analyzer: FaceAnalyzer,
+                progress: bool) -> tuple[list[np.ndarray], list[np.ndarray] | None, dict[str, Any]]:
+    """The attack on the generator prior: students distilled and a decoder trained first when asked, then the
+    search (or the decoder alone). Returns the reconstructions, the decoder's own faces (None without one),
+    and what training cost (target queries, times, agreement)."""
+    p = tm.perturbation
+    assert isinstance(p, TemplateInversionPerturbation)
+    device, seed = templates.device, tm.data.seed
+    attackers = [model] + [load(s, device) for s in p.augment]
+    for a in attackers[1:]:
+        if a.info.embedding_size != model.info.embedding_size:
+            raise ConfigError(f"field 'perturbation.augment': {a.info.name} gives {a.info.embedding_size}-d "
+                              f"embeddings, not the target's {model.info.embedding_size}: augment with students "
+                              "of the target (`facesec surrogate train`)")
+    grid = dcgan.crop_grid(generator, model.info.template, analyzer, seed)
+    training: dict[str, Any] = {"queries": 0}
+    if p.distil:
+        faces = students.training_faces(target.pop.faces[torch.from_numpy(public)], generator, grid,
+                                        p.distil_generated, seed)
+        distilled = students.distil(model, faces, p.distil, seed, progress, p.distil_epochs)
+        attackers += distilled.students
+        training["queries"] += distilled.queries
+        training["students_centred_cosine"] = distilled.centred_cosine
+    if p.method == "optimise":
+        return _gan_inversion(generator, attackers, templates, tm, analyzer, progress), None, training
+    trained = decoder.train(model, generator, grid, target.emb[torch.from_numpy(public)], p.decoder_samples,
+                            p.decoder_steps, seed, progress)
+    training.update(queries=training["queries"] + trained.queries, decoder_time_s=trained.seconds,
+                    decoder_final_similarity=trained.final_similarity)
+    start = decoder.decode(trained.decoder, templates)
+    with torch.no_grad():
+        decoded = dcgan.photos(generator(start.to(device)))
+    if p.method == "decoder":
+        return decoded, decoded, training
+    return _gan_inversion(generator, attackers, templates, tm, analyzer, progress, start), decoded, training
+
+
 def _pixel_inversion(target: Judge, templates: torch.Tensor, start: torch.Tensor, steps: int, lr: float,
                      tv_weight: float, progress: bool = False) -> torch.Tensor:
     """The target's crops (B x 3 x S x S) optimised from the mean public face to match the templates, smoothed
@@ -131,36 +169,10 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     generator = dcgan.load_generator(device) if p.prior == "gan" else None
     mean_face = target.pop.faces[torch.from_numpy(public)].mean(0, keepdim=True)
     training: dict[str, Any] = {"queries": 0}
+    decoded = None
     if generator is not None:
-        attackers = [model] + [load(s, device) for s in p.augment]
-        for a in attackers[1:]:
-            if a.info.embedding_size != model.info.embedding_size:
-                raise ConfigError(f"field 'perturbation.augment': {a.info.name} gives {a.info.embedding_size}-d "
-                                  f"embeddings, not the target's {model.info.embedding_size}: augment with students "
-                                  "of the target (`facesec surrogate train`)")
-        grid = dcgan.crop_grid(generator, model.info.template, analyzer, tm.data.seed)
-        public_crops = target.pop.faces[torch.from_numpy(public)]
-        if p.distil:
-            faces = students.training_faces(public_crops, generator, grid, p.distil_generated, tm.data.seed)
-            distilled = students.distil(model, faces, p.distil, tm.data.seed, progress, p.distil_epochs)
-            attackers += distilled.students
-            training["queries"] += distilled.queries
-            training["students_centred_cosine"] = distilled.centred_cosine
-        start, decoded = None, None
-        if p.method != "optimise":
-            trained = decoder.train(model, generator, grid, target.emb[torch.from_numpy(public)], p.decoder_samples,
-                                    p.decoder_steps, tm.data.seed, progress)
-            training["queries"] += trained.queries
-            training["decoder_time_s"] = trained.seconds
-            training["decoder_final_similarity"] = trained.final_similarity
-            start = decoder.decode(trained.decoder, templates)
-            with torch.no_grad():
-                decoded = dcgan.photos(generator(start.to(device)))
-        if p.method == "decoder":
-            assert decoded is not None
-            reconstructions = decoded
-        else:
-            reconstructions = _gan_inversion(generator, attackers, templates, tm, analyzer, progress, start)
+        reconstructions, decoded, training = _gan_attack(generator, model, target, templates, public, tm, analyzer,
+                                                         progress)
     else:
         crops = _pixel_inversion(target, templates, mean_face.to(device), tm.attack.steps,
                                  tm.attack.step_size or PIXEL_LR, p.tv_weight, progress)

@@ -9,6 +9,7 @@ Students differ by seed (initialisation, data order) and width.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import torch
@@ -75,10 +76,25 @@ def training_faces(public: torch.Tensor, generator: dcgan.Generator, grid: torch
     return torch.cat(faces)
 
 
+_LAST: dict[tuple[object, ...], Distilled] = {}
+"""The last students distilled in this process, by what made them: runs of one suite that differ only in
+what the students are used for (an ablation over the loss) train them once."""
+
+
 def distil(target: Recognizer, faces: torch.Tensor, count: int, seed: int, progress: bool,
            epochs: int) -> Distilled:
     """`count` students of `target` trained on `faces` (its crops, [0, 1]); a seeded tenth of them is held out
-    to measure agreement."""
+    to measure agreement. The same request again in this process returns the same students."""
+    key = (target.info, hashlib.sha256(faces.numpy().tobytes()).hexdigest(), count, seed, epochs, SIZE, BATCH, LR,
+           WIDTHS)
+    if key not in _LAST:
+        _LAST.clear()
+        _LAST[key] = _distil(target, faces, count, seed, progress, epochs)
+    return _LAST[key]
+
+
+def _distil(target: Recognizer, faces: torch.Tensor, count: int, seed: int, progress: bool,
+            epochs: int) -> Distilled:
     device = next(target.parameters()).device
     teacher = target.embed(faces.to(device)).cpu()
     order = torch.randperm(len(faces), generator=torch.Generator().manual_seed(seed))
