@@ -173,17 +173,6 @@ def test_classifier_inversion_run_with_model_augmentation(tmp_path: Path, celeba
     assert "Classifier inversion: what this means" in html and "times chance" in html and "faces redacted" in html
 
 
-def _toy_target(seed: int) -> Recognizer:  # cheap target for distillation
-    """A small random network as a stand-in recognizer: fast, and its embeddings still depend on the face."""
-    from facesec.data.align import DLIB_150
-    from facesec.families.inversion.students import SmallNet
-    from facesec.recognizers.base import RecognizerInfo
-
-    torch.manual_seed(seed)
-    info = RecognizerInfo("toy", 150, DLIB_150, 32, "euclidean", None, None)
-    return Recognizer(SmallNet(8, 32), info).eval().requires_grad_(False)
-
-
 def test_decoder_learns_to_invert_embeddings(gan_installed: Path, dlib_recognizer: Recognizer) -> None:
     """Trained on generated faces only, the decoder turns dlib embeddings of faces it never saw into faces
     closer to them than to the other embeddings' decoded faces; its training queries are counted."""
@@ -205,21 +194,42 @@ def test_decoder_learns_to_invert_embeddings(gan_installed: Path, dlib_recognize
     assert own.mean() > other.mean() + 0.015 and (own > other).float().mean() >= 0.6, (own, other)
 
 
-def test_distilled_student_agrees_with_its_target(gan_installed: Path) -> None:
-    """A student distilled on generated faces matches the target on held-out faces far better than an untrained
-    one (centred cosine), and is a recognizer in the target's template."""
+def _generated_faces(target: Recognizer, n: int) -> torch.Tensor:
     from facesec.data.faces import FaceAnalyzer
     from facesec.families.inversion import students
     from facesec.priors import dcgan
 
-    target = _toy_target(1)
     generator = dcgan.load_generator(torch.device("cpu"))
     grid = dcgan.crop_grid(generator, target.info.template, FaceAnalyzer(), seed=0)
-    faces = students.training_faces(torch.zeros(0, 3, 150, 150, dtype=torch.uint8), generator, grid, 600, seed=0)
-    trained = students.distil(target, faces, 1, seed=0, progress=False, epochs=8)
-    untrained = students.distil(target, faces, 1, seed=0, progress=False, epochs=1)
-    assert trained.queries == 600 and trained.students[0].info.template == target.info.template
-    assert trained.centred_cosine[0] > max(0.5, untrained.centred_cosine[0] + 0.1), (trained, untrained)
+    return students.training_faces(torch.zeros(0, 3, 150, 150, dtype=torch.uint8), generator, grid, n, seed=0)
+
+
+def test_distilled_students_are_counted_recognizers_trained_once(gan_installed: Path,
+                                                                 dlib_recognizer: Recognizer) -> None:
+    """Distillation queries the target once per face; students are recognizers in the target's template with
+    its embedding size; the same request in one process returns the same students, another trains anew."""
+    from facesec.families.inversion import students
+
+    faces = _generated_faces(dlib_recognizer, 64)
+    first = students.distil(dlib_recognizer, faces, 2, seed=0, progress=False, epochs=1)
+    assert first.queries == 64 and len(first.students) == 2 and len(first.centred_cosine) == 2
+    s = first.students[0]
+    assert s.info.template == dlib_recognizer.info.template and s(faces[:2]).shape == (2, 128)
+    assert students.distil(dlib_recognizer, faces, 2, seed=0, progress=False, epochs=1) is first
+    assert students.distil(dlib_recognizer, faces, 2, seed=1, progress=False, epochs=1) is not first
+
+
+@pytest.mark.slow
+def test_distilled_student_agrees_with_its_target(gan_installed: Path, dlib_recognizer: Recognizer) -> None:
+    """A student distilled from dlib-resnet on 2,000 generated faces (20 epochs, about 3 minutes) matches it on
+    held-out faces far better than one trained for a single epoch (centred cosine; measured 0.33 with 2,200
+    faces and 30 epochs)."""
+    from facesec.families.inversion import students
+
+    faces = _generated_faces(dlib_recognizer, 2000)
+    trained = students.distil(dlib_recognizer, faces, 1, seed=0, progress=False, epochs=20)
+    untrained = students.distil(dlib_recognizer, faces, 1, seed=0, progress=False, epochs=1)
+    assert trained.centred_cosine[0] > max(0.2, untrained.centred_cosine[0] + 0.1), (trained, untrained)
 
 
 def test_decoder_run_counts_queries_and_keeps_the_decoded_face(tmp_path: Path, celeba: Path,
