@@ -39,6 +39,7 @@ def _write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:
     ("perturbation: {kind: template-inversion, prior: pixel, distil: 1}\n", "prior: the decoder methods"),
     ("perturbation: {kind: template-inversion, method: nbnet}\n", "field 'perturbation.method'"),
     ("perturbation: {kind: template-inversion, distil: 9}\n", "field 'perturbation.distil'"),
+    ("perturbation: {kind: template-inversion, distil_generated: 1000000}\n", "field 'perturbation.distil_generated'"),
     ("perturbation: {kind: template-inversion, decoder_samples: 1}\n", "field 'perturbation.decoder_samples'"),
     ("perturbation: {kind: template-inversion}\ngates: [{metric: attack_success_rate, value: 1}]\n",
      "gates may test type1_success_rate"),

@@ -122,24 +122,26 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     if p.model_augmentation:
         with torch.no_grad():
             soft = target.head(emb[public]).softmax(1)
-        # (student, its features of the distillation faces, the target's probabilities for those faces)
-        heads_on: list[tuple[Recognizer, torch.Tensor, torch.Tensor]] = []
+        # (student, its features of the distillation faces, the target's probabilities for those faces,
+        # its embeddings of the population)
+        heads_on: list[tuple[Recognizer, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for spec in p.students:
             student = load(spec, device)
-            heads_on.append((student, own_view(student, pop, progress)[1][public], soft))
+            s_emb = own_view(student, pop, progress)[1]
+            heads_on.append((student, s_emb[public], soft, s_emb))
         if p.distil:
             grid = dcgan.crop_grid(generator, model.info.template, analyzer, seed)
             faces = students.training_faces(pop.faces[public], generator, grid, p.distil_generated, seed)
             distilled = students.distil(model, faces, p.distil, seed, progress, p.distil_epochs)
             with torch.no_grad():
                 soft_all = target.head(distilled.teacher.to(device)).softmax(1)
-            heads_on += [(s, s.embed(faces.to(device)), soft_all) for s in distilled.students]
+            heads_on += [(s, s.embed(faces.to(device)), soft_all, own_view(s, pop, progress)[1])
+                         for s in distilled.students]
             distillation = {"training_queries": distilled.queries,
                             "students_centred_cosine": distilled.centred_cosine}
-        for i, (student, feats, probs) in enumerate(heads_on):
+        for i, (student, feats, probs, s_emb) in enumerate(heads_on):
             head = train_head(feats, probs.argmax(1), n, seed + 2 + i, soft=probs)
             s_mean = F.normalize(feats, dim=-1).mean(0) if p.loss == "logit" else None
-            s_emb = own_view(student, pop, progress)[1]
             attackers.append((student, _score(Classifier(student, head, pop, s_emb), p.loss, s_mean,
                                               p.feature_weight)))
 

@@ -12,9 +12,9 @@ from facesec.spec import Number, PerturbationSpec, Unit, Whole
 class _Distillation(PerturbationSpec):
     """How the students of model augmentation (perturbation.distil) are trained."""
 
-    distil_generated: Whole = Field(4000, ge=0, le=200_000, description="faces drawn from the prior, added to the "
+    distil_generated: Whole = Field(4000, ge=0, le=10_000, description="faces drawn from the prior, added to the "
                                                                          "public faces for distillation (one query "
-                                                                         "each)")
+                                                                         "each; held in memory, 0.27 MB each)")
     distil_epochs: Whole = Field(20, ge=1, le=1000, description="epochs over the distillation faces per student")
 
 
