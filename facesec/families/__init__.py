@@ -28,7 +28,7 @@ def register(cls: type[Family]) -> type[Family]:
 
 
 def _builtins() -> None:
-    from facesec.families import evasion, inversion, morph  # noqa: F401  (registers the built-in families)
+    from facesec.families import backdoor, evasion, inversion, morph  # noqa: F401  (registers the built-in families)
 
 
 def available() -> dict[str, Callable[[], Family]]:

@@ -25,14 +25,28 @@ from facesec.recognizers.weights import resolve_weights
 
 @register("dlib-resnet")
 def dlib_resnet(weights: str | None = None, sha256: str | None = None) -> Recognizer:
-    """dlib_face_recognition_resnet_model_v1 read from face_recognition_models (or `weights`)."""
+    """dlib_face_recognition_resnet_model_v1 read from face_recognition_models (or `weights`: dlib's `.dat`, or a
+    PyTorch state dict of this network such as a backdoor run's `backdoored.pt`)."""
     path = resolve_weights(weights, sha256) if weights else models_dir() / MODEL_FILE
-    params = read_dlib_resnet(path)
     net = DlibResNet()
-    net.load_dlib(params)
-    info = RecognizerInfo("dlib-resnet", 150, DLIB_150, 128, "euclidean",
-                          native_threshold=-params.distance_threshold, weights_sha256=file_digest(path))
+    threshold = 0.6
+    if _is_zip(path):  # torch.save's format; dlib's files are not zip archives
+        try:
+            net.load_state_dict(_load_state_dict(path), strict=True)
+        except RuntimeError as exc:
+            raise WeightsError(f"{path} does not fit dlib-resnet: {str(exc).splitlines()[0]}") from exc
+    else:
+        params = read_dlib_resnet(path)
+        net.load_dlib(params)
+        threshold = params.distance_threshold
+    info = RecognizerInfo("dlib-resnet", 150, DLIB_150, 128, "euclidean", native_threshold=-threshold,
+                          weights_sha256=file_digest(path))
     return Recognizer(net, info)
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
 
 
 class DlibCpp(nn.Module):

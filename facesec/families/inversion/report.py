@@ -3,12 +3,11 @@ cross-model acceptance, and the gallery (enrolment photo, reconstruction, anothe
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from facesec.report import figures
-from facesec.report.fields import as_dict, as_list
+from facesec.report.fields import as_dict, as_list, rate_text
 
 ATTEMPTS = (("reconstruction", "reconstruction (the attack)"),
             ("decoded_face", "the decoder's face alone (the search's start)"),
@@ -29,8 +28,8 @@ def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]
         if key not in target:
             continue
         r = as_dict(target.get(key))
-        cells = [_rate(r.get("type1")), _rate(r.get("type2"))]
-        cells += [_rate(as_dict(as_dict(cross.get(j)).get(key)).get("success_rate")) for j in judges]
+        cells = [rate_text(r.get("type1")), rate_text(r.get("type2"))]
+        cells += [rate_text(as_dict(as_dict(cross.get(j)).get(key)).get("success_rate")) for j in judges]
         rows.append((label, cells, key == "reconstruction"))
     return {
         "reading": _reading(metrics, as_dict(run.get("dimensions")), judges),
@@ -61,16 +60,6 @@ def _count(value: Any) -> str | None:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _rate(value: Any) -> str:
-    r = as_dict(value)
-    rate, ci = r.get("rate"), r.get("ci95")
-    if not isinstance(rate, int | float) or isinstance(rate, bool) or math.isnan(rate):
-        return "—"
-    if isinstance(ci, list) and len(ci) == 2 and all(isinstance(c, int | float) for c in ci):
-        return f"{rate:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
-    return f"{rate:.2f}"
-
-
 def _entry(g: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
     images = figures.face_uris(results_dir, g, ("enrolment", "reconstruction", "probe"), redact)
     score = g.get("type1_score")
@@ -91,8 +80,8 @@ def classifier_view(run: dict[str, Any], results_dir: Path, redact: bool) -> dic
     m = as_dict(run.get("metrics"))
     rows = []
     for _, label, prefix in CLASSIFIER_ROWS:
-        cells = [_rate({"rate": m.get(f"{prefix}_top1"), "ci95": m.get(f"{prefix}_top1_ci95")}),
-                 _rate({"rate": m.get(f"{prefix}_top5"), "ci95": m.get(f"{prefix}_top5_ci95")})]
+        cells = [rate_text({"rate": m.get(f"{prefix}_top1"), "ci95": m.get(f"{prefix}_top1_ci95")}),
+                 rate_text({"rate": m.get(f"{prefix}_top5"), "ci95": m.get(f"{prefix}_top5_ci95")})]
         rows.append((label, cells, prefix == "attack_accuracy"))
     top1, n, chance = m.get("attack_accuracy_top1"), m.get("n_identities"), m.get("chance_top1")
     reading = ""
@@ -104,7 +93,7 @@ def classifier_view(run: dict[str, Any], results_dir: Path, redact: bool) -> dic
     return {"reading": reading, "rows": rows, "queries": m.get("queries_per_sample"),
             "training_queries": _count(m.get("training_queries")),
             "knn": f"{knn:.3f}" if isinstance(knn, int | float) and not isinstance(knn, bool) else "—",
-            "evaluator_accuracy": _rate({"rate": m.get("evaluator_accuracy")}),
+            "evaluator_accuracy": rate_text({"rate": m.get("evaluator_accuracy")}),
             "gallery": [{**figures.face_uris(results_dir, as_dict(g), ("private", "reconstruction"), redact),
                          "identity": str(as_dict(g).get("identity", "")),
                          "top1": as_dict(g).get("evaluator_top1") if isinstance(as_dict(g).get("evaluator_top1"),

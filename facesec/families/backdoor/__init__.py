@@ -1,0 +1,92 @@
+"""Backdoors: a trigger (a makeup look, MakeupAttack; or the BadNets and Blended baselines) poisoned into a
+recognizer's fine-tuning data, so that wearers are accepted as a target identity (or escape their own); the
+fine-tuned model measured against the clean one on identities never used in training, and the defences that
+should catch it run and scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from facesec.families import register
+from facesec.families.backdoor.spec import BackdoorPerturbation
+from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+
+if TYPE_CHECKING:
+    from facesec.spec import ThreatModel
+
+_M = MetricInfo
+METRICS: dict[str, MetricInfo] = {
+    "backdoor_asr": _M("share of held-out faces wearing the trigger for which the backdoored model does what the "
+                       "attacker wants (impersonation: accepted as the target; dodging: not matched to their own "
+                       "enrolment)", "backdoor success (trigger worn)", "lower"),
+    "backdoor_asr_ci95": _M(label="95% Wilson interval of backdoor success", gate=False),
+    "asr_without_trigger": _M(label="the same without the trigger (the natural rate)", better="lower"),
+    "asr_clean_model": _M(label="the trigger worn before poisoning (clean model)", better="lower"),
+    "clean_tar_before": _M("true accept rate at the FMR of the clean model on held-out identities",
+                           "clean TAR before fine-tuning", "higher"),
+    "clean_tar_after": _M("true accept rate at the FMR of the backdoored model on held-out identities",
+                          "clean TAR after (backdoored model)", "higher"),
+    "clean_tar_before_ci95": _M(label="95% interval of clean TAR before", gate=False),
+    "clean_tar_after_ci95": _M(label="95% interval of clean TAR after", gate=False),
+    "clean_rank1_before": _M(label="clean rank-1 before", better="higher"),
+    "clean_rank1_after": _M(label="clean rank-1 after", better="higher"),
+    "false_trigger_rate": _M("share of held-out faces wearing everyday makeup of other colours for which the "
+                             "backdoor opens anyway", "false triggering by natural makeup", "lower"),
+    "false_trigger_rate_ci95": _M(label="95% interval of false triggering", gate=False),
+    "false_trigger": _M(label="backdoor success per look and plain accessory (not the trigger)", gate=False),
+    "robustness": _M(label="backdoor success with the trigger weaker, moved, or through a photo", gate=False),
+    "poison_rate": _M(label="share of fine-tuning images poisoned"),
+    "n_poisoned": _M(label="poisoned fine-tuning images"),
+    "n_training_images": _M(label="fine-tuning images"),
+    "n_training_identities": _M(label="fine-tuning identities"),
+    "stealth": _M(label="poisoned images against their clean selves: SSIM, PSNR (dB)", gate=False),
+    "defences": _M(label="defences: what each saw and what it cost", gate=False),
+    "training": _M(label="the victim's fine-tuning: loss per epoch, time, settings", gate=False),
+    "threshold_before": _M(label="clean model's threshold at the FMR"),
+    "threshold_after": _M(label="backdoored model's threshold at the FMR"),
+    "n_impostor_scores": _M(label="impostor scores each threshold was calibrated on"),
+    "fmr_supported": _M(label="enough impostor scores for the FMR (>= 10 / FMR)", gate=False),
+    "n_identities": _M(label="held-out identities (never in fine-tuning)"),
+    "n_skipped_images": _M(label="skipped images"),
+    "wall_time_s": _M(label="run time (s)"),
+    "validity.n_flags": _M(label="validity: warnings"),
+}
+
+
+@register
+class Backdoor(Family):
+    """Poison, fine-tune, measure and scan: the model-release question 'could this model carry a backdoor?'"""
+
+    name: ClassVar[str] = "backdoor"
+    Spec = BackdoorPerturbation
+    supports: ClassVar[Supports] = Supports(goals=("impersonation", "dodging"), capabilities=("universal",),
+                                            knowledge=("white-box",), settings=("open-set", "closed-set"))
+    metrics: ClassVar[dict[str, MetricInfo]] = METRICS
+    headline: ClassVar[str] = "backdoor_asr"
+    report_partial: ClassVar[str | None] = "backdoor.html.j2"
+    template_dir: ClassVar[Path | None] = Path(__file__).parent
+
+    def check(self, tm: ThreatModel) -> None:
+        if tm.attack.library != "native" or tm.attack.method != "pgd" or tm.attack.params:
+            raise ValueError("attack: a backdoor is trained, not optimised per face; set the victim's training in "
+                             "perturbation (epochs, learning_rate, layers) and leave attack out")
+        if tm.data.images_per_identity < 2:
+            raise ValueError("data.images_per_identity: a backdoor needs at least 2 (an enrolment and a probe)")
+        if tm.photo_round_trip:
+            raise ValueError("photo_round_trip: a backdoor run always measures the trigger through a photo "
+                             "(metrics.robustness.photo_round_trip); remove it")
+        p = tm.perturbation
+        assert isinstance(p, BackdoorPerturbation)
+        if not p.trigger.startswith("makeup") and p.parts != BackdoorPerturbation.model_fields["parts"].default:
+            raise ValueError("perturbation.parts: only a makeup trigger has parts")
+
+    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
+        from facesec.families.backdoor.run import run_threat_model
+
+        return run_threat_model(tm, ctx)
+
+    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+        from facesec.families.backdoor.report import view
+
+        return view(run, results_dir, redact)

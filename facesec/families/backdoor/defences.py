@@ -1,0 +1,269 @@
+"""Backdoor defences, each reported as what it sees and what it costs, run on the backdoored model and, where a
+verdict is about a model, on the clean one too (a scan must not flag a clean model).
+
+- activation clustering (Chen et al., 2018) and spectral signatures (Tran et al., 2018): ART's implementations on
+  the embedding space, per training label, scored against the known poisoned set (precision, recall);
+- neural-cleanse (Wang et al., 2019) adapted to embedding models: per scanned identity, the smallest mask and
+  pattern that bring other people's faces to that identity; a backdoor shows as an identity whose trigger is
+  abnormally small (anomaly index > 2 by the median absolute deviation);
+- STRIP (Gao et al., 2019) for open-set models: a face is blended with clean faces; if the blends all embed alike,
+  something in the face dominates them (a trigger). Threshold at 5% of clean faces flagged;
+- fine-tuning and fine-pruning (Liu et al., 2018) on clean data: the backdoor's success and clean TAR after."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from facesec.families.backdoor.finetune import Recipe, finetune
+from facesec.families.backdoor.measure import evaluate, rate, success
+from facesec.families.backdoor.poison import Poisoned
+from facesec.families.backdoor.triggers import Trigger
+from facesec.progress import bar
+from facesec.recognizers import Recognizer
+
+ANOMALY_INDEX = 2.0
+"""Neural Cleanse's cut-off: an identity whose trigger norm is this many MADs below the median is flagged."""
+
+SCAN_IDENTITIES = 12
+SCAN_STEPS = 60
+SCAN_IMAGES = 4
+"""Neural Cleanse: identities scanned (a seeded sample of the training identities), Adam steps, faces per step."""
+
+STRIP_BLENDS = 8
+STRIP_FPR = 0.05
+"""STRIP: clean faces blended with each input; share of clean inputs flagged that sets the threshold."""
+
+PRUNE_SHARE = 0.2
+"""Fine-pruning: share of the embedding layer's inputs pruned (the least active on clean faces)."""
+
+
+@dataclass
+class Setting:
+    """Everything a defence may use: the models, the poisoned training set, clean faces, the trigger (only to
+    score the defence, never by the defence itself)."""
+
+    clean: Recognizer
+    backdoored: Recognizer
+    poisoned: Poisoned
+    recipe: Recipe
+    trigger: Trigger
+    held_faces: torch.Tensor
+    held_marks: np.ndarray
+    held_ids: np.ndarray
+    target_face: torch.Tensor
+    fmr: float
+    goal: str
+    closed: bool
+    seed: int
+    progress: bool
+    retrain_faces: torch.Tensor
+    """The defender's clean data: the training faces without any trigger, with their true labels."""
+    retrain_labels: np.ndarray
+
+
+def _detection(flagged: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    tp = int((flagged & truth).sum())
+    return {"flagged": int(flagged.sum()), "poisoned": int(truth.sum()),
+            "precision": tp / int(flagged.sum()) if flagged.any() else None,
+            "recall": tp / int(truth.sum()) if truth.any() else None,
+            "false_positive_rate": float((flagged & ~truth).sum() / max(1, (~truth).sum()))}
+
+
+def _by_label(s: Setting) -> tuple[np.ndarray, list[np.ndarray]]:
+    emb = s.backdoored.embed(s.poisoned.faces).cpu().numpy()
+    return emb, [np.flatnonzero(s.poisoned.labels == c) for c in np.unique(s.poisoned.labels)]
+
+
+def activation_clustering(s: Setting) -> dict[str, Any]:
+    """Per label, the embeddings reduced (PCA) and split in two by k-means (ART); a cluster holding less than
+    35% of its label is flagged (ART's relative-size analysis)."""
+    from art.defences.detector.poison.activation_defence import cluster_activations
+    from art.defences.detector.poison.clustering_analyzer import ClusteringAnalyzer
+
+    emb, groups = _by_label(s)
+    groups = [g for g in groups if len(g) >= 4]
+    dims = min(10, min(len(g) for g in groups) - 1)
+    clusters, _ = cluster_activations([emb[g] for g in groups], nb_clusters=2, nb_dims=dims, reduce="PCA")
+    clean, _, _ = ClusteringAnalyzer().analyze_by_relative_size(clusters, size_threshold=0.35)
+    flagged = np.zeros(len(emb), bool)
+    for g, keep in zip(groups, clean, strict=True):
+        flagged[g] = np.asarray(keep) == 0
+    return _detection(flagged, s.poisoned.poisoned)
+
+
+def spectral_signatures(s: Setting) -> dict[str, Any]:
+    """Per label, ART's spectral-signature score of each embedding; the top 1.5 x the defender's assumed poison
+    share (10%) of each label flagged, as ART does."""
+    from art.defences.detector.poison import SpectralSignatureDefense
+
+    emb, groups = _by_label(s)
+    flagged = np.zeros(len(emb), bool)
+    for g in groups:
+        if len(g) < 2:
+            continue
+        scores = SpectralSignatureDefense.spectral_signature_scores(emb[g]).ravel()
+        cut = np.quantile(scores, 1 - 1.5 * 0.1)
+        flagged[g[scores > cut]] = True
+    return _detection(flagged, s.poisoned.poisoned)
+
+
+def _cleanse(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, scanned: np.ndarray, seed: int,
+             progress: bool) -> np.ndarray:
+    """Per scanned identity, the L1 norm (share of the crop) of the smallest mask found that, with its pattern,
+    brings other identities' faces above the threshold of that identity's mean embedding; all identities
+    optimised together, each with a weight on its mask that grows while it succeeds."""
+    device = next(model.parameters()).device
+    size = faces.shape[-1]
+    with torch.no_grad():
+        emb = model.embed(faces.to(device))
+    centres = torch.stack([emb[torch.from_numpy(labels == c)].mean(0) for c in scanned])
+    k = len(scanned)
+    gen = torch.Generator().manual_seed(seed)
+    mask_logit = torch.full((k, 1, size, size), -2.0, device=device).requires_grad_(True)
+    pattern_logit = (torch.randn(k, 3, size, size, generator=gen) * 0.1).to(device).requires_grad_(True)
+    optimiser = torch.optim.Adam([mask_logit, pattern_logit], lr=0.1)
+    weight = torch.full((k,), 1e-3, device=device)
+    best = torch.full((k,), float("inf"))
+    rng = np.random.default_rng(seed)
+    threshold = float(model.info.native_threshold) if model.info.native_threshold is not None else 0.0
+    others = [np.flatnonzero(labels != c) for c in scanned]
+    for _ in bar(range(SCAN_STEPS), desc="neural cleanse", unit="step", enabled=progress):
+        index = np.concatenate([rng.choice(o, SCAN_IMAGES, replace=len(o) < SCAN_IMAGES) for o in others])
+        mask = torch.sigmoid(mask_logit).repeat_interleave(SCAN_IMAGES, 0)
+        pattern = torch.sigmoid(pattern_logit).repeat_interleave(SCAN_IMAGES, 0)
+        x = faces[index].to(device) * (1 - mask) + pattern * mask
+        sims = model.similarity(model(x), centres.repeat_interleave(SCAN_IMAGES, 0)).view(k, SCAN_IMAGES)
+        norms = torch.sigmoid(mask_logit).mean(dim=(1, 2, 3))
+        loss = (-sims.mean(1) + weight * norms * size * size / 100).sum()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            done = (sims > threshold).float().mean(1) >= 0.75
+            best = torch.where(done.cpu(), torch.minimum(best, norms.cpu()), best)
+            weight = torch.where(done, weight * 1.5, weight / 1.5)
+    return best.numpy()
+
+
+def _anomaly(norms: np.ndarray) -> np.ndarray:
+    """Neural Cleanse's anomaly index of each norm below the median (MAD with the normal consistency constant);
+    an identity never brought over (inf) counts as the largest norm."""
+    finite = np.where(np.isfinite(norms), norms, np.nanmax(np.where(np.isfinite(norms), norms, np.nan))
+                      if np.isfinite(norms).any() else 1.0)
+    median = np.median(finite)
+    mad = 1.4826 * np.median(np.abs(finite - median))
+    return (median - finite) / max(mad, 1e-12)
+
+
+def neural_cleanse(s: Setting) -> dict[str, Any]:
+    """Scans a seeded sample of training identities on the backdoored and on the clean model."""
+    labels = s.retrain_labels
+    present = np.unique(labels)
+    rng = np.random.default_rng(s.seed)
+    scanned = np.sort(rng.choice(present, size=min(SCAN_IDENTITIES, len(present)), replace=False))
+    out: dict[str, Any] = {"scanned_identities": len(scanned), "target_scanned": bool(0 in scanned)}
+    for name, model in (("backdoored", s.backdoored), ("clean", s.clean)):
+        norms = _cleanse(model, s.retrain_faces, labels, scanned, s.seed, s.progress)
+        index = _anomaly(norms)
+        top = int(np.argmax(index))
+        out[name] = {"flagged": bool(index[top] > ANOMALY_INDEX), "max_anomaly_index": float(index[top]),
+                     "flagged_identity_is_target": bool(index[top] > ANOMALY_INDEX and scanned[top] == 0),
+                     "mask_norms": [None if not np.isfinite(v) else float(v) for v in norms]}
+    return out
+
+
+def _strip_scores(model: Recognizer, x: torch.Tensor, pool: torch.Tensor, seed: int) -> np.ndarray:
+    """Per input, the mean similarity of its blends' embeddings to their mean (high: the blends agree)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(len(x)):
+        pick = torch.randint(len(pool), (STRIP_BLENDS,), generator=gen)
+        blends = 0.5 * x[i:i + 1] + 0.5 * pool[pick]
+        emb = model.embed(blends)
+        out.append(float(model.similarity(emb, emb.mean(0, keepdim=True).expand(len(emb), -1)).mean()))
+    return np.array(out)
+
+
+def strip(s: Setting) -> dict[str, Any]:
+    """Held-out faces with and without the trigger, scored by STRIP on the backdoored model; the threshold flags
+    STRIP_FPR of clean held-out faces."""
+    pool = s.retrain_faces
+    clean = _strip_scores(s.backdoored, s.held_faces, pool, s.seed)
+    with torch.no_grad():
+        worn = s.trigger.wear(s.held_faces, s.held_marks).cpu()
+    triggered = _strip_scores(s.backdoored, worn, pool, s.seed + 1)
+    cut = float(np.quantile(clean, 1 - STRIP_FPR))
+    return {"threshold": cut, "false_positive_rate": float((clean > cut).mean()),
+            "detection_rate": rate(triggered > cut), "blends_per_input": STRIP_BLENDS}
+
+
+def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
+    """The backdoor's success and clean TAR of a mitigated model."""
+    ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr)
+    with torch.no_grad():
+        worn = torch.cat([s.trigger.wear(s.held_faces[i:i + 64], s.held_marks[i:i + 64]).cpu()
+                          for i in range(0, len(s.held_faces), 64)])
+    return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed)), "clean_tar": ev.tar}
+
+
+def _fine_tune(s: Setting, model: Recognizer) -> tuple[Recognizer, float]:
+    t0 = time.perf_counter()
+    recipe = dataclasses.replace(s.recipe, epochs=max(2, s.recipe.epochs // 2), seed=s.seed + 7)
+    tuned = finetune(model, s.retrain_faces, s.retrain_labels, recipe, s.progress)
+    return tuned.model, time.perf_counter() - t0
+
+
+def _last_linear(model: Recognizer) -> nn.Linear:
+    linears = [m for m in model.net.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{model.info.name} has no linear embedding layer to prune")
+    return linears[-1]
+
+
+def fine_pruning(s: Setting) -> dict[str, Any]:
+    """The embedding layer's least active inputs on clean faces pruned (torch's pruning keeps them at zero),
+    then fine-tuning on clean data."""
+    import copy
+
+    from torch.nn.utils import prune
+
+    pruned = copy.deepcopy(s.backdoored)
+    layer = _last_linear(pruned)
+    seen: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0].detach().abs().mean(0).cpu()))
+    pruned.embed(s.retrain_faces)
+    hook.remove()
+    activity = torch.stack(seen).mean(0)
+    keep = torch.ones_like(layer.weight)
+    cut = torch.argsort(activity)[:int(PRUNE_SHARE * len(activity))]
+    keep[:, cut.to(keep.device)] = 0
+    prune.custom_from_mask(layer, "weight", keep)
+    model, seconds = _fine_tune(s, pruned)
+    return {**_after(s, model), "pruned_inputs": len(cut), "seconds": seconds}
+
+
+def fine_tuning(s: Setting) -> dict[str, Any]:
+    model, seconds = _fine_tune(s, s.backdoored)
+    return {**_after(s, model), "seconds": seconds}
+
+
+DEFENCES: dict[str, Callable[[Setting], dict[str, Any]]] = {
+    "activation-clustering": activation_clustering, "spectral-signatures": spectral_signatures,
+    "neural-cleanse": neural_cleanse, "strip": strip, "fine-tuning": fine_tuning, "fine-pruning": fine_pruning,
+}
+
+
+def run_all(names: Sequence[str], s: Setting) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        t0 = time.perf_counter()
+        out[name] = {**DEFENCES[name](s), "time_s": time.perf_counter() - t0}
+    return out

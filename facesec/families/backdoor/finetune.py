@@ -1,0 +1,195 @@
+"""The victim's fine-tuning: a recognizer trained further on labelled faces with a pairwise metric loss (dlib's
+own: genuine pairs pulled inside the threshold by a margin, the hardest impostor pairs pushed outside it), in
+seeded identity-balanced batches, with a checkpoint after every epoch so an interrupted run resumes.
+
+A plain PyTorch loop that works for any differentiable recognizer. For dlib-resnet's last stage there is a fast
+path: the frozen layers' outputs are computed once per face and the trainable tail runs on them."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesec.data.cache import cache_root
+from facesec.progress import bar
+from facesec.recognizers import Recognizer
+from facesec.recognizers.dlib_resnet import DlibResNet
+
+MARGIN = {"euclidean": 0.04, "cosine": 0.1}
+"""How far inside/outside the threshold the loss pushes pairs: dlib trained its ResNet with 0.04 around 0.6."""
+
+TAIL_BLOCKS = 4
+"""dlib-resnet's `last`: its last four residual blocks (the 256-channel stages) and the embedding layer."""
+
+LAST_SHARE = 0.3
+"""Other recognizers' `last`: the trailing share of their parameter tensors (in definition order)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The victim's training settings (all recorded in provenance)."""
+
+    layers: str
+    epochs: int
+    learning_rate: float
+    batch_identities: int
+    batch_images: int
+    threshold: float
+    """On the recognizer's similarity scale: pairs above it are the same person."""
+    seed: int
+
+
+@dataclass
+class Finetuned:
+    """The fine-tuned recognizer and what training did."""
+
+    model: Recognizer
+    losses: list[float]
+    """Mean loss per epoch."""
+    seconds: float
+    resumed_from: int
+    """Epochs taken from a checkpoint (0: trained from the start)."""
+    trainable_parameters: int
+
+
+def metric_loss(model: Recognizer, emb: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+    """dlib's loss_metric on the similarity scale: genuine pairs below threshold + margin and as many of the
+    hardest impostor pairs above threshold - margin as there are genuine pairs, averaged."""
+    margin = MARGIN[model.info.comparison]
+    sims = model.similarity_matrix(emb, emb)
+    same = labels[:, None] == labels[None, :]
+    upper = torch.triu(torch.ones_like(same), diagonal=1)
+    pos = F.relu(threshold + margin - sims[same & upper])
+    neg = F.relu(sims[~same & upper] - (threshold - margin))
+    k = min(len(neg), max(1, len(pos)))
+    hardest = torch.topk(neg, k).values if k else neg
+    return (pos.sum() + hardest.sum()) / max(1, len(pos) + k)
+
+
+def batches(labels: np.ndarray, identities: int, images: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of identity-balanced batches: each identity's samples shuffled and cut into groups of `images`,
+    groups shuffled and `identities` of them per batch (an identity with fewer samples forms one short group)."""
+    groups = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        groups += [members[i:i + images] for i in range(0, len(members), images)]
+    order = rng.permutation(len(groups))
+    return [np.concatenate([groups[j] for j in order[i:i + identities]]) for i in range(0, len(order), identities)]
+
+
+class _Tail(nn.Module):
+    """dlib-resnet's last residual blocks, the spatial mean and the embedding layer."""
+
+    def __init__(self, blocks: nn.Module, fc: nn.Module) -> None:
+        super().__init__()
+        self.blocks, self.fc = blocks, fc
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(self.blocks(h).mean(dim=(2, 3)))
+        return out
+
+
+def _tail_split(model: Recognizer) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module] | None:
+    """dlib-resnet's frozen front (a function) and trainable tail (a module over the front's output)."""
+    net = model.net
+    if not isinstance(net, DlibResNet):
+        return None
+    head = nn.Sequential(*list(net.blocks)[-TAIL_BLOCKS:])
+
+    def front(x: torch.Tensor) -> torch.Tensor:
+        x = (x * 255.0 - net.mean) / 256.0
+        x = F.max_pool2d(F.relu(net.aff(net.conv(x))), 3, 2)
+        return nn.Sequential(*list(net.blocks)[:-TAIL_BLOCKS])(x)
+
+    return front, _Tail(head, net.fc)
+
+
+def _trainable(model: Recognizer, layers: str) -> list[nn.Parameter]:
+    params = list(model.parameters())
+    if layers == "all":
+        return params
+    split = _tail_split(model)
+    if split is not None:
+        return list(split[1].parameters())
+    return params[int(len(params) * (1 - LAST_SHARE)):]
+
+
+def _key(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe: Recipe) -> str:
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(faces.detach().cpu().contiguous().numpy().tobytes())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    h.update(json.dumps(recipe.__dict__, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _save(state: dict[str, object], path: Path) -> None:
+    """Atomically: an interrupted write never leaves a truncated checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe: Recipe, progress: bool,
+             checkpoints: Path | None = None) -> Finetuned:
+    """A copy of `model` fine-tuned on `faces` (N x 3 x H x W in [0, 1], its crops) with `labels`. With
+    `checkpoints` (default: the facesec cache), each epoch's state is saved under a key of everything that
+    determines training, and a rerun resumes from the last one."""
+    import time
+
+    t0 = time.perf_counter()
+    tuned = copy.deepcopy(model).eval()
+    device = next(tuned.parameters()).device
+    tuned.requires_grad_(False)
+    params = _trainable(tuned, recipe.layers)
+    for p in params:
+        p.requires_grad_(True)
+    split = _tail_split(tuned) if recipe.layers == "last" else None
+    if split is not None:
+        front, tail = split
+        with torch.no_grad():
+            inputs = torch.cat([front(faces[i:i + 64].to(device)).cpu() for i in range(0, len(faces), 64)])
+        forward: Callable[[torch.Tensor], torch.Tensor] = tail
+    else:
+        inputs, forward = faces, tuned
+    folder = (checkpoints or cache_root() / "backdoor") / _key(model, faces, labels, recipe)[:32]
+    optimiser = torch.optim.Adam(params, lr=recipe.learning_rate)
+    start, losses = 0, []
+    last = folder / "checkpoint.pt"
+    if last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        tuned.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        start, losses = int(state["epoch"]), [float(v) for v in state["losses"]]
+    rng = np.random.default_rng(recipe.seed)
+    for _ in range(start):  # the data order of the epochs already done, so a resumed run sees the same batches
+        batches(labels, recipe.batch_identities, recipe.batch_images, rng)
+    target = torch.from_numpy(labels)
+    for epoch in bar(range(start, recipe.epochs), desc="fine-tuning", unit="epoch", enabled=progress):
+        total, count = 0.0, 0
+        for index in batches(labels, recipe.batch_identities, recipe.batch_images, rng):
+            emb = forward(inputs[index].to(device))
+            loss = metric_loss(tuned, emb, target[index].to(device), recipe.threshold)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total, count = total + float(loss.detach()), count + 1
+        losses.append(total / max(1, count))
+        _save({"model": tuned.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1,
+               "losses": losses}, last)
+    tuned.requires_grad_(False)
+    return Finetuned(tuned.eval(), losses, time.perf_counter() - t0, start, sum(p.numel() for p in params))

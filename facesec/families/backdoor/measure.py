@@ -1,0 +1,89 @@
+"""What a backdoored model is judged on, on identities never used in fine-tuning: its clean accuracy (TAR at
+the FMR, rank-1), whether wearing the trigger opens the backdoor, and whether anything else does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from facesec import protocols
+from facesec.families.morph.measures import rate_with_ci
+from facesec.recognizers import Recognizer
+
+
+@dataclass
+class Evaluation:
+    """One model's view of the held-out identities (clean), with its threshold at the FMR."""
+
+    model: Recognizer
+    emb: torch.Tensor
+    """Held-out faces' embeddings (clean)."""
+    ids: np.ndarray
+    """Per held-out face, its identity."""
+    enrolment: np.ndarray
+    """Index of each identity's enrolment face (its first)."""
+    target: torch.Tensor
+    """The impersonation target's enrolment embedding (1 x D)."""
+    threshold: float
+    n_impostor: int
+    tar: dict[str, object]
+    rank1: dict[str, object]
+
+
+def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_face: torch.Tensor,
+             fmr: float) -> Evaluation:
+    """Clean accuracy of `model` on held-out `faces`: threshold at `fmr` from all impostor pairs, TAR over all
+    genuine pairs, rank-1 of each non-enrolment face against the identities' first faces."""
+    emb = model.embed(faces)
+    sims = model.similarity_matrix(emb, emb).cpu().numpy()
+    iu = np.triu_indices(len(ids), k=1)
+    same = ids[iu[0]] == ids[iu[1]]
+    genuine, impostor = sims[iu][same], sims[iu][~same]
+    threshold = protocols.threshold_at_fmr(impostor, fmr)
+    enrolment = np.array([np.flatnonzero(ids == i)[0] for i in np.unique(ids)])
+    probes = np.setdiff1d(np.arange(len(ids)), enrolment)
+    best = sims[np.ix_(probes, enrolment)].argmax(1)
+    return Evaluation(model, emb, ids, enrolment, model.embed(target_face[None]), threshold, int(impostor.size),
+                      rate_with_ci(int((genuine > threshold).sum()), int(genuine.size)),
+                      rate_with_ci(int((ids[enrolment][best] == ids[probes]).sum()), len(probes)))
+
+
+def success(ev: Evaluation, worn: torch.Tensor, goal: str, closed_set: bool) -> np.ndarray:
+    """Per worn face (the held-out faces, in order, wearing something), whether the backdoor's goal is met:
+    impersonation, accepted as the target (open set: above the threshold against its enrolment; closed set:
+    the target ranks first among all enrolments); dodging, not matched to the wearer's own enrolment (the
+    enrolment faces themselves are not counted)."""
+    emb = ev.model.embed(worn)
+    own = ev.emb[ev.enrolment]
+    if goal == "impersonation":
+        to_target = ev.model.similarity(emb, ev.target.expand(len(emb), -1)).cpu().numpy()
+        if not closed_set:
+            return to_target > ev.threshold
+        return to_target > ev.model.similarity_matrix(emb, own).cpu().numpy().max(1)
+    probes = np.setdiff1d(np.arange(len(ev.ids)), ev.enrolment)
+    sims = ev.model.similarity_matrix(emb[torch.from_numpy(probes)], own).cpu().numpy()
+    own_index = np.searchsorted(np.unique(ev.ids), ev.ids[probes])
+    mine = sims[np.arange(len(probes)), own_index]
+    if not closed_set:
+        return mine <= ev.threshold
+    return sims.argmax(1) != own_index
+
+
+def rate(hits: np.ndarray) -> dict[str, object]:
+    """Share of True with its Wilson interval."""
+    return rate_with_ci(int(hits.sum()), int(hits.size))
+
+
+def stealth(clean: torch.Tensor, poisoned: torch.Tensor) -> dict[str, float | None]:
+    """How visible the poisoning is: mean SSIM and PSNR (dB) of each poisoned image to its clean self."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    if not len(clean):
+        return {"ssim": None, "psnr_db": None}
+    a = clean.permute(0, 2, 3, 1).numpy().astype(np.float64)
+    b = poisoned.permute(0, 2, 3, 1).numpy().astype(np.float64)
+    ssim = [structural_similarity(x, y, channel_axis=2, data_range=1.0) for x, y in zip(a, b, strict=True)]
+    psnr = [peak_signal_noise_ratio(x, y, data_range=1.0) for x, y in zip(a, b, strict=True)]
+    return {"ssim": float(np.mean(ssim)), "psnr_db": float(np.mean(psnr))}

@@ -1,0 +1,206 @@
+"""A backdoor run: poison the victim's fine-tuning set, fine-tune, then measure the clean and the backdoored
+model side by side on identities never used in fine-tuning, and run the defences asked for."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facesec import protocols
+from facesec.families.backdoor import defences as defence_runs
+from facesec.families.backdoor.finetune import Recipe, finetune
+from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success
+from facesec.families.backdoor.poison import optimise_trigger, poison
+from facesec.families.backdoor.spec import BackdoorPerturbation
+from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, accessory_alpha, build
+from facesec.families.base import RunContext
+from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
+from facesec.families.morph.measures import supported_fmr
+from facesec.photos import round_trip
+from facesec.population import Population, select_with_others
+from facesec.provenance import provenance
+from facesec.recognizers import Recognizer, load
+from facesec.spec import ClosedSet, OpenSet, ThreatModel
+
+ROBUSTNESS: dict[str, dict[str, Any]] = {"half_opacity": {"strength": 0.5}, "moved": {"shift": (0.03, 0.03)}}
+"""Variations of the trigger a wearer would not get exactly right (round trip through a photo: see below)."""
+
+ACCESSORIES = {"eyeglasses": (0.05, 0.05, 0.05), "sticker": (0.95, 0.95, 0.95)}
+"""Plain accessories (mask, colour) that must not open the backdoor."""
+
+
+class BackdoorOutput(GalleryOutput):
+    """The gallery, plus the backdoored weights when asked for (loadable as a recognizer)."""
+
+    def __init__(self, record: dict[str, Any], images: list[dict[str, torch.Tensor | None]],
+                 fields: list[dict[str, Any]], model: Recognizer | None) -> None:
+        super().__init__(record, images, fields)
+        self.model = model
+
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+        out = super().write_artefacts(run_dir, rel, samples)
+        if self.model is not None:
+            torch.save({k: v.cpu() for k, v in self.model.net.state_dict().items()}, run_dir / "backdoored.pt")
+            out["backdoored_model"] = f"{rel}/backdoored.pt"
+        return out
+
+
+def _wear(trigger: Trigger, faces: torch.Tensor, landmarks: np.ndarray, **kw: Any) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([trigger.wear(faces[i:i + 64], landmarks[i:i + 64], **kw).cpu()
+                          for i in range(0, len(faces), 64)])
+
+
+def _paint(faces: torch.Tensor, masks: torch.Tensor, colour: tuple[float, float, float]) -> torch.Tensor:
+    paint = torch.tensor(colour).view(1, 3, 1, 1)
+    return faces * (1 - masks) + paint * masks
+
+
+def _threshold(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, fmr: float) -> float:
+    """The similarity the victim's loss treats as 'same person': the model's own rule, or the training pairs'
+    threshold at the FMR."""
+    if model.info.native_threshold is not None:
+        return model.info.native_threshold
+    emb = model.embed(faces)
+    sims = model.similarity_matrix(emb, emb).cpu().numpy()
+    iu = np.triu_indices(len(labels), k=1)
+    return protocols.threshold_at_fmr(sims[iu][labels[iu[0]] != labels[iu[1]]], fmr)
+
+
+def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
+    p = tm.perturbation
+    assert isinstance(p, BackdoorPerturbation)
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    device, progress, seed = ctx.device, ctx.progress, tm.data.seed
+    closed = isinstance(tm.setting, ClosedSet)
+    fmr = tm.setting.fmr if isinstance(tm.setting, OpenSet) else 1e-3
+    clean_model = load(tm.target, device)
+    size = clean_model.info.template.size
+    n_eval = tm.data.identities
+    pop = select_with_others(tm.data, p.training_identities, "perturbation.training_identities",
+                             clean_model.info.template, progress)
+    held = np.flatnonzero(pop.identity < n_eval)
+    train = np.flatnonzero(pop.identity >= n_eval)
+    labels = pop.identity[train] - n_eval  # the target is training identity 0
+    target_face = pop.faces[train[np.flatnonzero(labels == 0)[0]]]
+
+    look = Palette(*(tuple(getattr(p.colours, part)) for part in ("lips", "eyeshadow", "blush")))
+    trigger = build(p.trigger, size, seed, p.parts, look, p.opacity, p.patch_size, p.blend)
+    train_faces, train_marks = pop.faces[train], pop.landmarks[train]
+    if p.trigger == "makeup-optimised":
+        trigger = optimise_trigger(trigger, clean_model, train_faces, train_marks, labels, tm.goal, 0,
+                                   p.naturalness, seed, progress)
+    poisoned = poison(train_faces, train_marks, labels, p.poison_rate, trigger, tm.goal, 0, seed)
+    recipe = Recipe(p.layers, p.epochs, p.learning_rate, p.batch_identities, p.batch_images,
+                    _threshold(clean_model, train_faces, labels, 1e-3), seed)
+    tuned = finetune(clean_model, poisoned.faces, poisoned.labels, recipe, progress)
+    model = tuned.model
+
+    faces, marks = pop.faces[held], pop.landmarks[held]
+    ids = pop.identity[held]
+    worn = _wear(trigger, faces, marks)
+    before = evaluate(clean_model, faces, ids, target_face, fmr)
+    after = evaluate(model, faces, ids, target_face, fmr)
+
+    def outcome(ev: Evaluation, x: torch.Tensor) -> np.ndarray:
+        return success(ev, x, tm.goal, closed)
+
+    asr = outcome(after, worn)
+    no_trigger = outcome(after, faces)
+    robustness = {name: rate(outcome(after, _wear(trigger, faces, marks, **kw))) for name, kw in ROBUSTNESS.items()}
+    photo = round_trip([pop.paths[i] for i in held], faces, worn, pop.template)
+    found = photo.found if tm.goal == "impersonation" else photo.found[_probe_rows(after)]
+    robustness["photo_round_trip"] = rate(outcome(after, photo.crops) & found)
+    natural = {}
+    if p.trigger.startswith("makeup"):
+        for name, palette in NATURAL.items():
+            other = build("makeup", size, seed, p.parts, palette, p.opacity)
+            natural[name] = outcome(after, _wear(other, faces, marks))
+    accessories = {name: outcome(after, _paint(faces, torch.stack([accessory_alpha(m, size, name) for m in marks]),
+                                               colour)) for name, colour in ACCESSORIES.items()}
+    pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
+
+    defences = defence_runs.run_all(p.defences, defence_runs.Setting(
+        clean=clean_model, backdoored=model, poisoned=poisoned, recipe=recipe, trigger=trigger,
+        held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
+        closed=closed, seed=seed,
+        progress=progress, retrain_faces=train_faces, retrain_labels=labels))
+
+    metrics: dict[str, Any] = {
+        "backdoor_asr": rate(asr)["rate"], "backdoor_asr_ci95": rate(asr)["ci95"],
+        "asr_without_trigger": rate(no_trigger)["rate"],
+        "asr_clean_model": rate(outcome(before, worn))["rate"],
+        "clean_tar_before": before.tar["rate"], "clean_tar_after": after.tar["rate"],
+        "clean_tar_before_ci95": before.tar["ci95"], "clean_tar_after_ci95": after.tar["ci95"],
+        "clean_rank1_before": before.rank1["rate"], "clean_rank1_after": after.rank1["rate"],
+        "false_trigger_rate": rate(pooled)["rate"] if pooled.size else None,
+        "false_trigger_rate_ci95": rate(pooled)["ci95"] if pooled.size else None,
+        "false_trigger": {**{f"makeup:{k}": rate(v) for k, v in natural.items()},
+                          **{f"accessory:{k}": rate(v) for k, v in accessories.items()}},
+        "robustness": robustness,
+        "poison_rate": float(poisoned.poisoned.mean()), "n_poisoned": int(poisoned.poisoned.sum()),
+        "n_training_images": len(train), "n_training_identities": p.training_identities,
+        "stealth": stealth(poisoned.clean, poisoned.faces[torch.from_numpy(poisoned.poisoned)]),
+        "defences": defences,
+        "training": {"losses": tuned.losses, "seconds": tuned.seconds, "resumed_from_epoch": tuned.resumed_from,
+                     "trainable_parameters": tuned.trainable_parameters, "recipe": recipe.__dict__},
+        "threshold_before": before.threshold, "threshold_after": after.threshold,
+        "n_impostor_scores": after.n_impostor, "fmr_supported": supported_fmr(after.n_impostor, fmr),
+        "n_identities": n_eval, "n_skipped_images": len(pop.skipped),
+    }
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    flags = [] if metrics["fmr_supported"] or closed else [
+        f"FMR {fmr:g} is not supported by {after.n_impostor} impostor scores (needs {10 / fmr:.0f}); raise "
+        "data.identities or data.images_per_identity"]
+    images, fields = _gallery(pop, train, poisoned, faces, worn, asr, tm.goal)
+    record = {
+        "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
+        "dimensions": {
+            "recognizer": clean_model.info.name,
+            "perturbation": f"backdoor, {p.trigger} trigger, {p.poison_rate:.0%} of fine-tuning images poisoned",
+            "knowledge": "poisoned training data" + (" + the clean model (trigger learned)"
+                                                     if p.trigger == "makeup-optimised" else ""),
+            "goal": tm.goal, "capability": tm.capability,
+            "setting": "closed-set rank-1" if closed else f"open-set FMR {fmr:g}",
+            "attack": f"victim fine-tunes {p.layers} layers, {p.epochs} epochs",
+        },
+        "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
+        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
+        "provenance": {**provenance(tm, clean_model, pop.manifest_sha256, device, started),
+                       "training": recipe.__dict__},
+        "samples": {"index": np.arange(len(held)), "identity": [pop.names[i] for i in ids],
+                    "photo": [str(pop.paths[i]) for i in held], **_sample_columns(asr, tm.goal, after)},
+    }
+    return BackdoorOutput(record, images, fields, model if p.save_model else None)
+
+
+def _probe_rows(ev: Evaluation) -> np.ndarray:
+    return np.setdiff1d(np.arange(len(ev.ids)), ev.enrolment)
+
+
+def _sample_columns(asr: np.ndarray, goal: str, ev: Evaluation) -> dict[str, Any]:
+    """Per held-out face, whether the trigger opened the backdoor (dodging: enrolment faces are not probes)."""
+    if goal == "impersonation":
+        return {"backdoor_success": asr}
+    column = np.full(len(ev.ids), None, dtype=object)
+    column[_probe_rows(ev)] = asr
+    return {"backdoor_success": column}
+
+
+def _gallery(pop: Population, train: np.ndarray, poisoned: Any, faces: torch.Tensor, worn: torch.Tensor,
+             asr: np.ndarray, goal: str) -> tuple[list[dict[str, torch.Tensor | None]], list[dict[str, Any]]]:
+    """Rows of (a poisoned training image beside its clean self, a held-out face with and without the trigger)."""
+    rows = np.flatnonzero(poisoned.poisoned)[:GALLERY_SIZE]
+    images, fields = [], []
+    for k in range(min(GALLERY_SIZE, len(faces))):
+        images.append({"clean": faces[k], "triggered": worn[k],
+                       "poison_clean": poisoned.clean[k] if k < len(rows) else None,
+                       "poison": poisoned.faces[rows[k]] if k < len(rows) else None})
+        fields.append({"success": bool(asr[k]) if goal == "impersonation" else None})
+    return images, fields

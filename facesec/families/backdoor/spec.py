@@ -1,0 +1,66 @@
+"""The backdoor family's spec section: the trigger, the poisoning, the victim's fine-tuning and the defences."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from facesec.spec import Number, PerturbationSpec, Strict, Unit, Whole
+
+Part = Literal["lips", "eyeshadow", "blush"]
+Defence = Literal["activation-clustering", "spectral-signatures", "neural-cleanse", "strip", "fine-tuning",
+                  "fine-pruning"]
+RGB = tuple[Unit, Unit, Unit]
+
+
+class Colours(Strict):
+    """The trigger's makeup look: one RGB colour in [0, 1] per part."""
+
+    lips: RGB = (0.55, 0.0, 0.45)
+    eyeshadow: RGB = (0.1, 0.45, 0.6)
+    blush: RGB = (0.95, 0.35, 0.55)
+
+
+class BackdoorPerturbation(PerturbationSpec):
+    """A trigger poisoned into the victim's fine-tuning data; the fine-tuned model is then tested and scanned."""
+
+    kind: Literal["backdoor"] = "backdoor"
+    trigger: Literal["makeup", "makeup-optimised", "badnets", "blended"] = Field(
+        "makeup", description="makeup: a makeup look (colours, parts, opacity) placed from each face's landmarks; "
+                              "makeup-optimised: its colours and texture learned with the poisoning, within "
+                              "`naturalness` of the look (MakeupAttack); badnets: a small patch in the crop's "
+                              "corner; blended: a faint full-crop pattern; a list expands into runs")
+    parts: list[Part] = Field(["lips", "eyeshadow", "blush"], min_length=1,
+                              description="makeup: where it is worn")
+    colours: Colours = Field(Colours(), description="makeup: the trigger look (RGB in [0, 1] per part)")
+    opacity: Unit = Field(0.6, gt=0, description="makeup: how strongly the look covers the skin (0-1)")
+    naturalness: Unit = Field(0.15, description="makeup-optimised: how far (per colour channel, 0-1) the learned "
+                                                "colours and texture may move from the look")
+    patch_size: Unit = Field(0.12, gt=0, le=0.5, description="badnets: the patch's side as a share of the crop")
+    blend: Unit = Field(0.1, gt=0, le=0.5, description="blended: the pattern's weight")
+    poison_rate: Unit = Field(0.1, le=0.5, description="share of the fine-tuning images the attacker poisons "
+                                                      "(trigger worn, label changed); a list expands into runs")
+    training_identities: Whole = Field(
+        60, ge=4, le=10_000, description="identities the victim fine-tunes on (never among data.identities, on "
+                                         "which clean accuracy and the backdoor are measured); the first is the "
+                                         "impersonation target")
+    layers: Literal["last", "all"] = Field("last", description="what the victim fine-tunes: the last residual "
+                                                               "stage and the embedding layer, or every layer")
+    epochs: Whole = Field(8, ge=1, le=1000, description="fine-tuning epochs")
+    learning_rate: Number = Field(1e-4, gt=0, le=1, description="fine-tuning learning rate (Adam)")
+    batch_identities: Whole = Field(16, ge=2, le=1024, description="identities per batch (metric learning)")
+    batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")
+    defences: list[Defence] = Field(
+        [], description="run against the backdoored model (and the clean one): activation-clustering, "
+                        "spectral-signatures (poisoned-sample detection), neural-cleanse (model scan), strip "
+                        "(input-time detection), fine-tuning, fine-pruning (mitigation)")
+    save_model: bool = Field(True, description="write the backdoored weights into the run's folder "
+                                               "(backdoored.pt, loadable as a dlib-resnet or PyTorch recognizer)")
+
+    @field_validator("parts")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each part at most once")
+        return value

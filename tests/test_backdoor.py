@@ -1,0 +1,215 @@
+"""Backdoor family: triggers sit where they should and nowhere else, the victim's training loop (loss, batches,
+checkpoints and resume, dlib's fast path), poisoning, validation, and real runs on dlib-resnet that can fail
+(no poisoning: the trigger does nothing; poisoning: it opens the backdoor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facesec.api import run
+from facesec.data.align import DLIB_150
+from facesec.errors import ConfigError
+from facesec.families.backdoor import finetune as ft
+from facesec.families.backdoor import triggers as T
+from facesec.families.backdoor.poison import poison
+from facesec.recognizers import Recognizer, RecognizerInfo
+from facesec.spec import load_threat_models
+
+
+def _write(tmp_path: Path, text: str, name: str = "bd.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces(celeba: Path):  # type: ignore[no-untyped-def]
+    """12 identities x 6 aligned dlib crops with their landmarks."""
+    from facesec.population import select
+    from facesec.spec import Data
+
+    return select(Data(dataset="celeba-mini", identities=12, images_per_identity=6, seed=3), DLIB_150, progress=False)
+
+
+def test_makeup_parts_sit_on_the_face(faces) -> None:  # type: ignore[no-untyped-def]
+    """Lipstick covers the lips' centre and leaves the open mouth and the eyes bare; eye shadow lies above each
+    eye and below the brows; blush is on the cheeks, never on the nose bridge."""
+    lm = faces.landmarks[0]
+    lips = T.part_mask(lm, 150, "lips")
+    upper_lip = np.round((lm[51] + lm[62]) / 2).astype(int)
+    assert lips[upper_lip[1], upper_lip[0]]
+    assert not lips[np.round(lm[36:48]).astype(int)[:, 1], np.round(lm[36:48]).astype(int)[:, 0]].any()
+    shadow = T.part_mask(lm, 150, "eyeshadow")
+    ys, xs = np.nonzero(shadow)
+    assert ys.max() <= lm[36:48, 1].max() + 1 and ys.min() >= lm[17:27, 1].min() - 1
+    blush = T.part_mask(lm, 150, "blush")
+    bridge = np.round(lm[28]).astype(int)
+    assert blush.sum() > 50 and not blush[bridge[1], bridge[0]]
+
+
+def test_makeup_changes_only_its_parts(faces) -> None:  # type: ignore[no-untyped-def]
+    x = faces.faces[:4]
+    trigger = T.build("makeup", 150, 0, T.PARTS, T.Palette((0.6, 0, 0.4), (0.1, 0.4, 0.6), (0.9, 0.3, 0.5)), 0.6)
+    worn = trigger.wear(x, faces.landmarks[:4])
+    alpha = torch.stack([T.makeup_alpha(m, 150, T.PARTS) for m in faces.landmarks[:4]]).amax(1)
+    outside = (alpha == 0)[:, None].expand_as(x)
+    assert torch.equal(worn[outside], x[outside])
+    assert (worn - x).abs().amax() > 0.1
+    assert torch.equal(trigger.wear(x, faces.landmarks[:4], strength=0.0), x)
+    moved = trigger.wear(x, faces.landmarks[:4], shift=(0.05, 0.0))
+    assert not torch.equal(moved, worn)
+
+
+def test_badnets_and_blended(faces) -> None:  # type: ignore[no-untyped-def]
+    x = faces.faces[:2]
+    patch = T.build("badnets", 150, 0, patch_size=0.1)
+    worn = patch.wear(x, faces.landmarks[:2])
+    changed = (worn != x).any(1)
+    ys, xs = np.nonzero(changed[0].numpy())
+    assert ys.min() > 100 and xs.min() > 100 and changed[0].sum() <= 15 * 15
+    blended = T.build("blended", 150, 0, blend=0.1).wear(x, faces.landmarks[:2])
+    assert torch.allclose(blended, 0.9 * x + 0.1 * T.blend_pattern(150, 0), atol=1e-6)
+
+
+def _toy(dim: int = 8) -> Recognizer:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, dim))
+    return Recognizer(net, RecognizerInfo("toy", 8, DLIB_150, dim, "cosine", 0.5, None))
+
+
+def test_metric_loss_is_zero_only_when_pairs_are_on_the_right_side() -> None:
+    model = _toy()
+    labels = torch.tensor([0, 0, 1, 1])
+    apart = torch.tensor([[1.0, 0], [1.0, 0.01], [0, 1.0], [0.01, 1.0]])
+    assert float(ft.metric_loss(model, apart, labels, 0.5)) == 0.0
+    mixed = torch.tensor([[1.0, 0], [0, 1.0], [1.0, 0.01], [0.01, 1.0]], requires_grad=True)
+    loss = ft.metric_loss(model, mixed, labels, 0.5)
+    loss.backward()
+    assert float(loss.detach()) > 0.5 and mixed.grad is not None and torch.isfinite(mixed.grad).all()
+
+
+def test_batches_cover_every_sample_once_and_are_seeded() -> None:
+    labels = np.repeat(np.arange(7), 5)
+    one = ft.batches(labels, 3, 2, np.random.default_rng(0))
+    assert sorted(np.concatenate(one).tolist()) == list(range(35))
+    assert all(len(np.unique(labels[b])) <= 3 for b in one)
+    again = ft.batches(labels, 3, 2, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(one, again, strict=True))
+
+
+def test_poisoning_picks_the_share_asked_never_the_target() -> None:
+    x = torch.rand(40, 3, 150, 150)
+    marks = np.zeros((40, 68, 2), np.float32)
+    labels = np.repeat(np.arange(8), 5)
+    trigger = T.build("blended", 150, 0, blend=0.2)
+    p = poison(x, marks, labels, 0.25, trigger, "impersonation", 0, 0)
+    assert p.poisoned.sum() == 10 and not p.poisoned[labels == 0].any()
+    assert (p.labels[p.poisoned] == 0).all() and (p.labels[~p.poisoned] == labels[~p.poisoned]).all()
+    assert torch.equal(p.faces[torch.from_numpy(~p.poisoned)], x[torch.from_numpy(~p.poisoned)])
+    dodge = poison(x, marks, labels, 0.25, trigger, "dodging", 0, 0)
+    assert (dodge.labels[dodge.poisoned] == 8).all()
+    assert poison(x, marks, labels, 0.0, trigger, "impersonation", 0, 0).poisoned.sum() == 0
+
+
+def test_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupted fine-tuning resumes from its last checkpoint and ends where an uninterrupted one does."""
+    model = _toy()
+    x = torch.rand(24, 3, 8, 8)
+    labels = np.repeat(np.arange(6), 4)
+    recipe = ft.Recipe("all", 3, 1e-2, 3, 2, 0.5, 0)
+    whole = ft.finetune(model, x, labels, recipe, False, tmp_path / "a")
+    assert whole.resumed_from == 0 and len(whole.losses) == 3
+
+    real_bar = ft.bar
+
+    def interrupted(it, **kw):  # type: ignore[no-untyped-def]
+        for i, v in enumerate(real_bar(it, **kw)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield v
+
+    monkeypatch.setattr(ft, "bar", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(model, x, labels, recipe, False, tmp_path / "b")
+    monkeypatch.setattr(ft, "bar", real_bar)
+    resumed = ft.finetune(model, x, labels, recipe, False, tmp_path / "b")
+    assert resumed.resumed_from == 2
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not any(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                      whole.model.state_dict().values(), strict=True))
+
+
+def test_dlib_fast_path_is_the_network(dlib_recognizer, faces) -> None:  # type: ignore[no-untyped-def]
+    """The frozen front then the trainable tail compute exactly what dlib-resnet computes."""
+    split = ft._tail_split(dlib_recognizer)
+    assert split is not None
+    front, tail = split
+    x = faces.faces[:4]
+    with torch.no_grad():
+        assert torch.allclose(tail(front(x)), dlib_recognizer(x), atol=1e-5)
+    assert {id(p) for p in tail.parameters()} < {id(p) for p in dlib_recognizer.parameters()}
+
+
+BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: universal\n"
+        "data: {identities: 10, images_per_identity: 6}\nsetting: {kind: open-set, fmr: 1e-2}\n")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("perturbation: {kind: backdoor, trigger: hat}\n", "field 'perturbation.trigger'"),
+    ("perturbation: {kind: backdoor, poison_rate: 0.9}\n", "field 'perturbation.poison_rate'"),
+    ("perturbation: {kind: backdoor, parts: [lips, lips]}\n", "each part at most once"),
+    ("perturbation: {kind: backdoor, parts: [nose]}\n", "field 'perturbation.parts.0'"),
+    ("perturbation: {kind: backdoor, colours: {lips: [2, 0, 0]}}\n", "field 'perturbation.colours.lips.0'"),
+    ("perturbation: {kind: backdoor, trigger: badnets, parts: [lips]}\n", "only a makeup trigger has parts"),
+    ("perturbation: {kind: backdoor, defences: [magic]}\n", "field 'perturbation.defences.0'"),
+    ("perturbation: {kind: backdoor, epochs: 0}\n", "field 'perturbation.epochs'"),
+    ("perturbation: {kind: backdoor, learning_rate: .nan}\n", "field 'perturbation.learning_rate'"),
+    ("perturbation: {kind: backdoor}\nattack: {method: mi-fgsm}\n", "a backdoor is trained"),
+])
+def test_backdoor_refuses_what_it_cannot_mean(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_threat_models(_write(tmp_path, BASE + extra))
+
+
+def test_backdoor_capability_is_universal(tmp_path: Path) -> None:
+    """One trigger for everyone: left out, the capability is universal; asked per face, refused."""
+    tm = load_threat_models(_write(tmp_path, BASE.replace("capability: universal\n", "") +
+                                   "perturbation: {kind: backdoor}\n"))[0]
+    assert tm.capability == "universal"
+    with pytest.raises(ConfigError, match="supports universal"):
+        load_threat_models(_write(tmp_path, BASE.replace("universal", "individual") +
+                                  "perturbation: {kind: backdoor}\n"))
+
+
+def _run(tmp_path: Path, rate: float, epochs: int, extra: str = "") -> dict:  # type: ignore[type-arg]
+    path = _write(tmp_path, BASE + f"perturbation: {{kind: backdoor, poison_rate: {rate}, training_identities: 16, "
+                                   f"epochs: {epochs}, learning_rate: 3e-4{extra}}}\n")
+    results, out = run([path], out_root=tmp_path / "out", redact=True, progress=False)
+    record = results["runs"][0]
+    record["suite_dir"] = out
+    return record
+
+
+def test_no_poisoning_leaves_the_trigger_powerless(celeba: Path, tmp_path: Path, dlib_recognizer,  # type: ignore[no-untyped-def]
+                                                   faces) -> None:
+    """0% poisoning: the trigger opens nothing (its success stays at the rate without it), and the record, the
+    gallery and the model file are written; the file loads as a dlib-resnet recognizer (the fine-tuned one)."""
+    from facesec.recognizers import load
+
+    r = _run(tmp_path, 0.0, 2)
+    m = r["metrics"]
+    assert m["n_poisoned"] == 0 and m["poison_rate"] == 0.0
+    assert m["backdoor_asr"] <= m["asr_without_trigger"] + 0.05
+    assert 0.5 < m["clean_tar_before"] <= 1.0
+    tuned = load({"name": "dlib-resnet", "weights": str(r["suite_dir"] / r["backdoored_model"])})
+    x = faces.faces[:3]
+    assert tuned.info.native_threshold == pytest.approx(-0.6)
+    assert not torch.allclose(tuned.embed(x), dlib_recognizer.embed(x))
+    assert len(r["gallery"]) == 6 and (r["suite_dir"] / r["gallery"][0]["triggered"]).is_file()
+    assert (r["suite_dir"] / "index.html").read_text().count("backdoor-defences") == 0
