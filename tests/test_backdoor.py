@@ -189,7 +189,7 @@ def test_backdoor_capability_is_universal(tmp_path: Path) -> None:
 
 def _run(tmp_path: Path, rate: float, epochs: int, extra: str = "") -> dict:  # type: ignore[type-arg]
     path = _write(tmp_path, BASE + f"perturbation: {{kind: backdoor, poison_rate: {rate}, training_identities: 16, "
-                                   f"epochs: {epochs}, learning_rate: 3e-4{extra}}}\n")
+                                   f"epochs: {epochs}{extra}}}\n")
     results, out = run([path], out_root=tmp_path / "out", redact=True, progress=False)
     record = results["runs"][0]
     record["suite_dir"] = out
@@ -206,7 +206,8 @@ def test_no_poisoning_leaves_the_trigger_powerless(celeba: Path, tmp_path: Path,
     m = r["metrics"]
     assert m["n_poisoned"] == 0 and m["poison_rate"] == 0.0
     assert m["backdoor_asr"] <= m["asr_without_trigger"] + 0.05
-    assert 0.5 < m["clean_tar_before"] <= 1.0
+    assert 0.5 < m["clean_tar_pretrained"] <= 1.0
+    assert m["clean_tar_before"] == m["clean_tar_after"]  # no poison: the benign model is the one trained
     tuned = load({"name": "dlib-resnet", "weights": str(r["suite_dir"] / r["backdoored_model"])})
     x = faces.faces[:3]
     assert tuned.info.native_threshold == pytest.approx(-0.6)

@@ -36,6 +36,10 @@ LAST_SHARE = 0.3
 """Other recognizers' `last`: the trailing share of their parameter tensors (in definition order)."""
 
 
+CHECKPOINT_FORMAT = 1
+"""Bumped when what a checkpoint holds, or how training proceeds, changes: old checkpoints are then not resumed."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The victim's training settings (all recorded in provenance)."""
@@ -48,6 +52,9 @@ class Recipe:
     threshold: float
     """On the recognizer's similarity scale: pairs above it are the same person."""
     seed: int
+    mirror: bool = True
+    """Train on every face and its mirror image (the usual augmentation for face recognizers: a mirrored face
+    keeps its identity)."""
 
 
 @dataclass
@@ -131,7 +138,8 @@ def _key(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe: Rec
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     h.update(faces.detach().cpu().contiguous().numpy().tobytes())
     h.update(np.ascontiguousarray(labels).tobytes())
-    h.update(json.dumps(recipe.__dict__, sort_keys=True).encode())
+    h.update(json.dumps({**recipe.__dict__, "tail": TAIL_BLOCKS, "share": LAST_SHARE, "margin": MARGIN,
+                         "format": CHECKPOINT_FORMAT}, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -158,6 +166,8 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
     params = _trainable(tuned, recipe.layers)
     for p in params:
         p.requires_grad_(True)
+    if recipe.mirror:
+        faces, labels = torch.cat([faces, faces.flip(-1)]), np.concatenate([labels, labels])
     split = _tail_split(tuned) if recipe.layers == "last" else None
     if split is not None:
         front, tail = split
@@ -171,10 +181,15 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
     start, losses = 0, []
     last = folder / "checkpoint.pt"
     if last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        tuned.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        start, losses = int(state["epoch"]), [float(v) for v in state["losses"]]
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=True)
+            tuned.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            start, losses = int(state["epoch"]), [float(v) for v in state["losses"]]
+        except (RuntimeError, ValueError, KeyError, TypeError, OSError, EOFError):
+            start, losses = 0, []  # unreadable (e.g. from another torch): train from the start, overwrite it
+            tuned.load_state_dict(model.state_dict())
+            optimiser = torch.optim.Adam(params, lr=recipe.learning_rate)
     rng = np.random.default_rng(recipe.seed)
     for _ in range(start):  # the data order of the epochs already done, so a resumed run sees the same batches
         batches(labels, recipe.batch_identities, recipe.batch_images, rng)

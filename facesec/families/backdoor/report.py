@@ -75,8 +75,8 @@ def _reading(m: dict[str, Any], run: dict[str, Any]) -> str:
         "no longer matched to their own enrolment"
     text = (f"With {_pct(m.get('poison_rate'))} of its fine-tuning images poisoned with a {p.get('trigger', '?')} "
             f"trigger, the model let people it never saw in training be {wants} in {asr:.0%} of attempts when "
-            f"they wore the trigger ({_pct(m.get('asr_without_trigger'))} without it), while its clean accuracy "
-            f"moved from {before:.1%} to {after:.1%} TAR")
+            f"they wore the trigger ({_pct(m.get('asr_without_trigger'))} without it); its clean TAR was "
+            f"{after:.1%}, against {before:.1%} for the same fine-tuning without poisoning")
     false = _num(m.get("false_trigger_rate"))
     if false is not None:
         text += f"; everyday makeup of other colours opened it in {false:.0%} of attempts"
@@ -88,14 +88,14 @@ def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]
     """Everything the backdoor partial shows; every field may be missing from a hand-edited results.json."""
     m = as_dict(run.get("metrics"))
     stealth = as_dict(m.get("stealth"))
-    rows = [("clean TAR at the FMR (held-out identities)",
+    rows = [("clean TAR at the FMR (held-out identities)", rate_text({"rate": m.get("clean_tar_pretrained")}),
              rate_text({"rate": m.get("clean_tar_before"), "ci95": m.get("clean_tar_before_ci95")}),
              rate_text({"rate": m.get("clean_tar_after"), "ci95": m.get("clean_tar_after_ci95")})),
-            ("clean rank-1", rate_text({"rate": m.get("clean_rank1_before")}),
-             rate_text({"rate": m.get("clean_rank1_after")})),
-            ("attack success, trigger worn", rate_text({"rate": m.get("asr_clean_model")}),
+            ("clean rank-1", rate_text({"rate": m.get("clean_rank1_pretrained")}),
+             rate_text({"rate": m.get("clean_rank1_before")}), rate_text({"rate": m.get("clean_rank1_after")})),
+            ("attack success, trigger worn", "—", rate_text({"rate": m.get("asr_clean_model")}),
              rate_text({"rate": m.get("backdoor_asr"), "ci95": m.get("backdoor_asr_ci95")})),
-            ("attack success, no trigger", "—", rate_text({"rate": m.get("asr_without_trigger")}))]
+            ("attack success, no trigger", "—", "—", rate_text({"rate": m.get("asr_without_trigger")}))]
     robustness = as_dict(m.get("robustness"))
     return {
         "reading": _reading(m, run),

@@ -3,6 +3,7 @@ model side by side on identities never used in fine-tuning, and run the defences
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 import torch
 
 from facesec import protocols
+from facesec.errors import DataError
 from facesec.families.backdoor import defences as defence_runs
 from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success
@@ -23,7 +25,7 @@ from facesec.families.base import RunContext
 from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.families.morph.measures import supported_fmr
 from facesec.photos import round_trip
-from facesec.population import Population, select_with_others
+from facesec.population import Population, select
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.spec import ClosedSet, OpenSet, ThreatModel
@@ -83,16 +85,14 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     clean_model = load(tm.target, device)
     size = clean_model.info.template.size
     n_eval = tm.data.identities
-    pop = select_with_others(tm.data, p.training_identities, "perturbation.training_identities",
-                             clean_model.info.template, progress)
-    held = np.flatnonzero(pop.identity < n_eval)
-    train = np.flatnonzero(pop.identity >= n_eval)
-    labels = pop.identity[train] - n_eval  # the target is training identity 0
-    target_face = pop.faces[train[np.flatnonzero(labels == 0)[0]]]
+    pop = select(tm.data, clean_model.info.template, progress)
+    trained_on = _training_population(tm, pop.names, clean_model, progress)
+    labels = trained_on.identity  # the target is training identity 0
+    target_face = trained_on.faces[0]
 
     look = Palette(*(tuple(getattr(p.colours, part)) for part in ("lips", "eyeshadow", "blush")))
     trigger = build(p.trigger, size, seed, p.parts, look, p.opacity, p.patch_size, p.blend)
-    train_faces, train_marks = pop.faces[train], pop.landmarks[train]
+    train_faces, train_marks = trained_on.faces, trained_on.landmarks
     if p.trigger == "makeup-optimised":
         trigger = optimise_trigger(trigger, clean_model, train_faces, train_marks, labels, tm.goal, 0,
                                    p.naturalness, seed, progress)
@@ -101,11 +101,13 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
                     _threshold(clean_model, train_faces, labels, 1e-3), seed)
     tuned = finetune(clean_model, poisoned.faces, poisoned.labels, recipe, progress)
     model = tuned.model
+    # the victim's same fine-tuning on the unpoisoned set: what poisoning costs is measured against it
+    benign = finetune(clean_model, train_faces, labels, recipe, progress).model if poisoned.poisoned.any() else model
 
-    faces, marks = pop.faces[held], pop.landmarks[held]
-    ids = pop.identity[held]
+    faces, marks, ids = pop.faces, pop.landmarks, pop.identity
     worn = _wear(trigger, faces, marks)
-    before = evaluate(clean_model, faces, ids, target_face, fmr)
+    pretrained = evaluate(clean_model, faces, ids, target_face, fmr)
+    before = evaluate(benign, faces, ids, target_face, fmr)
     after = evaluate(model, faces, ids, target_face, fmr)
 
     def outcome(ev: Evaluation, x: torch.Tensor) -> np.ndarray:
@@ -114,7 +116,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     asr = outcome(after, worn)
     no_trigger = outcome(after, faces)
     robustness = {name: rate(outcome(after, _wear(trigger, faces, marks, **kw))) for name, kw in ROBUSTNESS.items()}
-    photo = round_trip([pop.paths[i] for i in held], faces, worn, pop.template)
+    photo = round_trip(pop.paths, faces, worn, pop.template)
     found = photo.found if tm.goal == "impersonation" else photo.found[_probe_rows(after)]
     robustness["photo_round_trip"] = rate(outcome(after, photo.crops) & found)
     natural = {}
@@ -127,7 +129,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
 
     defences = defence_runs.run_all(p.defences, defence_runs.Setting(
-        clean=clean_model, backdoored=model, poisoned=poisoned, recipe=recipe, trigger=trigger,
+        clean=benign, backdoored=model, poisoned=poisoned, recipe=recipe, trigger=trigger,
         held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
         closed=closed, seed=seed,
         progress=progress, retrain_faces=train_faces, retrain_labels=labels))
@@ -136,6 +138,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         "backdoor_asr": rate(asr)["rate"], "backdoor_asr_ci95": rate(asr)["ci95"],
         "asr_without_trigger": rate(no_trigger)["rate"],
         "asr_clean_model": rate(outcome(before, worn))["rate"],
+        "clean_tar_pretrained": pretrained.tar["rate"], "clean_rank1_pretrained": pretrained.rank1["rate"],
         "clean_tar_before": before.tar["rate"], "clean_tar_after": after.tar["rate"],
         "clean_tar_before_ci95": before.tar["ci95"], "clean_tar_after_ci95": after.tar["ci95"],
         "clean_rank1_before": before.rank1["rate"], "clean_rank1_after": after.rank1["rate"],
@@ -145,20 +148,20 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
                           **{f"accessory:{k}": rate(v) for k, v in accessories.items()}},
         "robustness": robustness,
         "poison_rate": float(poisoned.poisoned.mean()), "n_poisoned": int(poisoned.poisoned.sum()),
-        "n_training_images": len(train), "n_training_identities": p.training_identities,
+        "n_training_images": len(labels), "n_training_identities": p.training_identities,
         "stealth": stealth(poisoned.clean, poisoned.faces[torch.from_numpy(poisoned.poisoned)]),
         "defences": defences,
         "training": {"losses": tuned.losses, "seconds": tuned.seconds, "resumed_from_epoch": tuned.resumed_from,
                      "trainable_parameters": tuned.trainable_parameters, "recipe": recipe.__dict__},
         "threshold_before": before.threshold, "threshold_after": after.threshold,
         "n_impostor_scores": after.n_impostor, "fmr_supported": supported_fmr(after.n_impostor, fmr),
-        "n_identities": n_eval, "n_skipped_images": len(pop.skipped),
+        "n_identities": n_eval, "n_skipped_images": len(pop.skipped) + len(trained_on.skipped),
     }
     metrics["wall_time_s"] = time.perf_counter() - t0
     flags = [] if metrics["fmr_supported"] or closed else [
         f"FMR {fmr:g} is not supported by {after.n_impostor} impostor scores (needs {10 / fmr:.0f}); raise "
         "data.identities or data.images_per_identity"]
-    images, fields = _gallery(pop, train, poisoned, faces, worn, asr, tm.goal)
+    images, fields = _gallery(poisoned, faces, worn, asr, tm.goal)
     record = {
         "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
@@ -171,13 +174,44 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
             "attack": f"victim fine-tunes {p.layers} layers, {p.epochs} epochs",
         },
         "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
-        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
+        "skipped_images": [{"path": str(q), "reason": r} for q, r in dict(pop.skipped + trained_on.skipped).items()],
         "provenance": {**provenance(tm, clean_model, pop.manifest_sha256, device, started),
                        "training": recipe.__dict__},
-        "samples": {"index": np.arange(len(held)), "identity": [pop.names[i] for i in ids],
-                    "photo": [str(pop.paths[i]) for i in held], **_sample_columns(asr, tm.goal, after)},
+        "samples": {"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
+                    "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)},
     }
     return BackdoorOutput(record, images, fields, model if p.save_model else None)
+
+
+def _training_population(tm: ThreatModel, exclude: list[str], model: Recognizer, progress: bool) -> Population:
+    """The victim's fine-tuning identities: `perturbation.training_identities` of them with
+    `training_images_per_identity` faces each, none of them among the held-out identities."""
+    p = tm.perturbation
+    assert isinstance(p, BackdoorPerturbation)
+    k = p.training_images_per_identity or tm.data.images_per_identity
+    wanted = tm.data.model_copy(update={"identities": len(exclude) + p.training_identities, "images_per_identity": k,
+                                        "seed": tm.data.seed + 1})
+    try:
+        wide = select(wanted, model.info.template, progress)
+    except DataError as exc:
+        raise _too_few(tm, k, len(exclude)) from exc
+    keep = [i for i, name in enumerate(wide.names) if name not in set(exclude)][:p.training_identities]
+    if len(keep) < p.training_identities:
+        raise _too_few(tm, k, len(exclude))
+    rows = np.flatnonzero(np.isin(wide.identity, keep))
+    relabel = {old: new for new, old in enumerate(keep)}
+    return dataclasses.replace(wide, faces=wide.faces[torch.from_numpy(rows)],
+                               identity=np.array([relabel[i] for i in wide.identity[rows]]),
+                               names=[wide.names[i] for i in keep], paths=[wide.paths[i] for i in rows],
+                               landmarks=wide.landmarks[rows])
+
+
+def _too_few(tm: ThreatModel, k: int, held_out: int) -> DataError:
+    p = tm.perturbation
+    assert isinstance(p, BackdoorPerturbation)
+    return DataError(f"dataset '{tm.data.dataset}' cannot give {p.training_identities} fine-tuning identities with {k} "
+                     f"usable faces besides the {held_out} held-out ones; lower perturbation.training_identities or "
+                     "perturbation.training_images_per_identity (or data.identities)")
 
 
 def _probe_rows(ev: Evaluation) -> np.ndarray:
@@ -193,7 +227,7 @@ def _sample_columns(asr: np.ndarray, goal: str, ev: Evaluation) -> dict[str, Any
     return {"backdoor_success": column}
 
 
-def _gallery(pop: Population, train: np.ndarray, poisoned: Any, faces: torch.Tensor, worn: torch.Tensor,
+def _gallery(poisoned: Any, faces: torch.Tensor, worn: torch.Tensor,
              asr: np.ndarray, goal: str) -> tuple[list[dict[str, torch.Tensor | None]], list[dict[str, Any]]]:
     """Rows of (a poisoned training image beside its clean self, a held-out face with and without the trigger)."""
     rows = np.flatnonzero(poisoned.poisoned)[:GALLERY_SIZE]

@@ -45,10 +45,12 @@ class BackdoorPerturbation(PerturbationSpec):
         60, ge=4, le=10_000, description="identities the victim fine-tunes on (never among data.identities, on "
                                          "which clean accuracy and the backdoor are measured); the first is the "
                                          "impersonation target")
+    training_images_per_identity: Whole | None = Field(
+        None, ge=2, le=1000, description="faces per fine-tuning identity (null: data.images_per_identity)")
     layers: Literal["last", "all"] = Field("last", description="what the victim fine-tunes: the last residual "
                                                                "stage and the embedding layer, or every layer")
     epochs: Whole = Field(8, ge=1, le=1000, description="fine-tuning epochs")
-    learning_rate: Number = Field(1e-4, gt=0, le=1, description="fine-tuning learning rate (Adam)")
+    learning_rate: Number = Field(1e-5, gt=0, le=1, description="fine-tuning learning rate (Adam)")
     batch_identities: Whole = Field(16, ge=2, le=1024, description="identities per batch (metric learning)")
     batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")
     defences: list[Defence] = Field(

@@ -71,20 +71,16 @@ def _rates(v: Verdict, cross: bool) -> dict[str, Any]:
 def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], templates: torch.Tensor,
                    tm: ThreatModel, analyzer: FaceAnalyzer, progress: bool,
                    start: torch.Tensor | None = None) -> list[np.ndarray]:
-    """Per template, a face searched on the attackers' recognizers; of the restarts, the one they match most
-    closely together (summed similarity) after detection and alignment, as a white-box attacker can run that
-    pipeline: with students beside the target, the pick too leans on what they share."""
+    """Per template, a face searched on the attackers' recognizers; of the restarts, the one the target matches
+    most closely after detection and alignment (a white-box attacker can run that pipeline)."""
     p = tm.perturbation
     assert isinstance(p, TemplateInversionPerturbation)
+    model = attackers[0]
 
     def pick(photos: list[np.ndarray], goal: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(len(photos), device=templates.device)
-        found = np.ones(len(photos), dtype=bool)
-        for a in attackers:
-            emb, seen = embed_photos(a, photos, analyzer, templates.device)
-            total += dcgan.matching(a, templates)(emb, goal.to(templates.device))
-            found &= seen
-        return total.masked_fill(~torch.from_numpy(found).to(total.device), -torch.inf)
+        emb, found = embed_photos(model, photos, analyzer, templates.device)
+        score = dcgan.matching(model, templates)(emb, goal.to(templates.device))
+        return score.masked_fill(~torch.from_numpy(found).to(score.device), -torch.inf)
 
     return gan_search(generator, [(a, dcgan.matching(a, templates)) for a in attackers], len(templates), p.restarts,
                       tm.attack.steps, tm.attack.step_size or GAN_LR, p.jitter, tm.data.seed, analyzer, pick, progress,

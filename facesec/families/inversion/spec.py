@@ -38,8 +38,8 @@ class TemplateInversionPerturbation(_Distillation):
         "gan", description="gan: the latent space of gan-face-generate's DCGAN (needs `facesec models fetch "
                            "gan-face-generate`); pixel: the pixels of the target's crop, from the mean public face, "
                            "with total-variation smoothing (what the prior adds)")
-    restarts: Whole = Field(4, ge=1, le=64, description="random starts per template; the one the attacker's models "
-                                                      "match best is kept; a list expands into runs")
+    restarts: Whole = Field(4, ge=1, le=64, description="random starts per template; the one the target matches best "
+                                                      "is kept; a list expands into runs")
     jitter: Unit = Field(0.0, le=0.5, description="each step sees the face shifted and scaled at random by up to "
                                                   "this share of the crop, so the match survives other alignments")
     tv_weight: Number = Field(0.05, ge=0, le=100, description="pixel prior: weight of the total-variation penalty")
