@@ -47,7 +47,7 @@ METRICS: dict[str, MetricInfo] = {
     "stealth": _M(label="poisoned images against their clean selves: SSIM, PSNR (dB)", gate=False),
     "defences": _M(label="defences: what each saw and what it cost", gate=False),
     "training": _M(label="the victim's fine-tuning: loss per epoch, time, settings", gate=False),
-    "threshold_before": _M(label="clean model's threshold at the FMR"),
+    "threshold_before": _M(label="benign fine-tuned model's threshold at the FMR"),
     "threshold_after": _M(label="backdoored model's threshold at the FMR"),
     "n_impostor_scores": _M(label="impostor scores each threshold was calibrated on"),
     "fmr_supported": _M(label="enough impostor scores for the FMR (>= 10 / FMR)", gate=False),
