@@ -2,7 +2,7 @@
 affine maps) against the same morph with scikit-image's PiecewiseAffineTransform + warp doing the
 piecewise-affine warps (the library way), on the same celeba-mini photos and landmarks, in one process.
 
-scikit-image is not a facesec dependency: `pip install scikit-image` to run this. Usage:
+scikit-image comes with facesec (the backdoor family measures stealth with it). Usage:
     FACESEC_DATA=../shared/data python benchmarks/morph_throughput.py [--pairs 20] [--repeats 3]
 """
 
