@@ -214,3 +214,34 @@ def test_no_poisoning_leaves_the_trigger_powerless(celeba: Path, tmp_path: Path,
     assert not torch.allclose(tuned.embed(x), dlib_recognizer.embed(x))
     assert len(r["gallery"]) == 6 and (r["suite_dir"] / r["gallery"][0]["triggered"]).is_file()
     assert (r["suite_dir"] / "index.html").read_text().count("backdoor-defences") == 0
+
+
+def test_training_set_detectors_find_an_obvious_poison() -> None:
+    """Activation clustering and spectral signatures on embeddings where the poisoned faces (20% of one label)
+    sit far from their label's clean faces: activation clustering finds them
+    all, spectral signatures fills its budget with them; with nothing poisoned, recall is
+    undefined."""
+    from facesec.families.backdoor import defences as D
+    from facesec.families.backdoor.poison import Poisoned
+
+    torch.manual_seed(0)
+    labels = np.repeat(np.arange(4), 20)
+    faces = torch.rand(80, 3, 8, 8) * 0.1
+    poisoned = np.zeros(80, bool)
+    poisoned[[0, 3, 6, 9]] = True
+    faces[torch.from_numpy(poisoned)] += 0.9
+    identity = nn.Linear(192, 192, bias=False)
+    nn.init.eye_(identity.weight)
+    model = Recognizer(nn.Sequential(nn.Flatten(), identity), RecognizerInfo("toy", 8, DLIB_150, 192, "euclidean",
+                                                                             None, None))
+    setting = D.Setting(clean=model, backdoored=model, poisoned=Poisoned(faces, labels, poisoned, faces[:0]),
+                        recipe=None, trigger=None, held_faces=faces, held_marks=None, held_ids=labels,  # type: ignore[arg-type]
+                        target_face=faces[0], fmr=0.1, goal="impersonation", closed=False, seed=0, progress=False,
+                        retrain_faces=faces, retrain_labels=labels)
+    ac = D.activation_clustering(setting)
+    assert ac["recall"] == 1.0 and ac["precision"] > 4 * 4 / 80  # well above the poisoned share (k-means also
+    # splits clean labels of pure noise unevenly: those are its false positives)
+    ss = D.spectral_signatures(setting)
+    assert ss["recall"] == 0.75  # it flags 15% of each label: 3 of 20, all three of them poisoned
+    setting.poisoned = Poisoned(faces, labels, np.zeros(80, bool), faces[:0])
+    assert D.activation_clustering(setting)["recall"] is None

@@ -41,6 +41,9 @@ STRIP_BLENDS = 8
 STRIP_FPR = 0.05
 """STRIP: clean faces blended with each input; share of clean inputs flagged that sets the threshold."""
 
+RELATIVE_SIZE = 0.35
+"""Activation clustering: a cluster with less than this share of its label is poison (ART's default)."""
+
 PRUNE_SHARE = 0.2
 """Fine-pruning: share of the embedding layer's inputs pruned (the least active on clean faces)."""
 
@@ -83,19 +86,19 @@ def _by_label(s: Setting) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def activation_clustering(s: Setting) -> dict[str, Any]:
-    """Per label, the embeddings reduced (PCA) and split in two by k-means (ART); a cluster holding less than
-    35% of its label is flagged (ART's relative-size analysis)."""
+    """Per label, the embeddings reduced (PCA) and split in two by k-means (ART's `cluster_activations`); a cluster
+    holding less than RELATIVE_SIZE of its label is flagged (the relative-size analysis; ART's own analyzer fails
+    under NumPy 2 when a label has no such cluster)."""
     from art.defences.detector.poison.activation_defence import cluster_activations
-    from art.defences.detector.poison.clustering_analyzer import ClusteringAnalyzer
 
     emb, groups = _by_label(s)
     groups = [g for g in groups if len(g) >= 4]
     dims = min(10, min(len(g) for g in groups) - 1)
     clusters, _ = cluster_activations([emb[g] for g in groups], nb_clusters=2, nb_dims=dims, reduce="PCA")
-    clean, _, _ = ClusteringAnalyzer().analyze_by_relative_size(clusters, size_threshold=0.35)
     flagged = np.zeros(len(emb), bool)
-    for g, keep in zip(groups, clean, strict=True):
-        flagged[g] = np.asarray(keep) == 0
+    for g, assigned in zip(groups, clusters, strict=True):
+        sizes = np.bincount(assigned, minlength=2) / len(assigned)
+        flagged[g] = sizes[assigned] < RELATIVE_SIZE
     return _detection(flagged, s.poisoned.poisoned)
 
 
