@@ -245,3 +245,25 @@ def test_training_set_detectors_find_an_obvious_poison() -> None:
     assert ss["recall"] == 0.75  # it flags 15% of each label: 3 of 20, all three of them poisoned
     setting.poisoned = Poisoned(faces, labels, np.zeros(80, bool), faces[:0])
     assert D.activation_clustering(setting)["recall"] is None
+
+
+def test_success_means_what_each_goal_wants() -> None:
+    """Impersonation: a worn face succeeds when it matches the target's enrolment above the threshold (closed
+    set: when the target ranks first); dodging: a non-enrolment face succeeds when it no longer matches its own
+    enrolment (closed set: when another identity ranks first)."""
+    from facesec.families.backdoor.measure import Evaluation, success
+
+    identity = nn.Linear(2, 2, bias=False)
+    nn.init.eye_(identity.weight)
+    model = Recognizer(identity, RecognizerInfo("toy", 1, DLIB_150, 2, "cosine", None, None))
+    clean = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    ev = Evaluation(model, clean, np.array([0, 0, 1, 1]), np.array([0, 2]), torch.tensor([[-1.0, 0.0]]), 0.5, 1,
+                    {}, {})
+    worn = torch.tensor([[-1.0, 0.05], [1.0, 0.0], [-1.0, -0.1], [0.0, 1.0]])
+    assert success(ev, worn, "impersonation", False).tolist() == [True, False, True, False]
+    assert success(ev, worn, "impersonation", True).tolist() == [True, False, True, False]
+    # probes are rows 1 and 3: row 1 still matches identity 0, row 3 still matches identity 1
+    assert success(ev, worn, "dodging", False).tolist() == [False, False]
+    moved = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    assert success(ev, moved, "dodging", False).tolist() == [True, True]
+    assert success(ev, moved, "dodging", True).tolist() == [True, True]
