@@ -25,7 +25,7 @@ from torch import nn
 from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import evaluate, rate, success
 from facesec.families.backdoor.poison import Poisoned
-from facesec.families.backdoor.triggers import Trigger
+from facesec.families.backdoor.triggers import Trigger, wear_all
 from facesec.progress import bar
 from facesec.recognizers import Recognizer
 
@@ -200,8 +200,7 @@ def strip(s: Setting) -> dict[str, Any]:
     STRIP_FPR of clean held-out faces."""
     pool = s.retrain_faces
     clean = _strip_scores(s.backdoored, s.held_faces, pool, s.seed)
-    with torch.no_grad():
-        worn = s.trigger.wear(s.held_faces, s.held_marks).cpu()
+    worn = wear_all(s.trigger, s.held_faces, s.held_marks)
     triggered = _strip_scores(s.backdoored, worn, pool, s.seed + 1)
     cut = float(np.quantile(clean, 1 - STRIP_FPR))
     return {"threshold": cut, "false_positive_rate": float((clean > cut).mean()),
@@ -211,9 +210,7 @@ def strip(s: Setting) -> dict[str, Any]:
 def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
     """The backdoor's success and clean TAR of a mitigated model."""
     ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr)
-    with torch.no_grad():
-        worn = torch.cat([s.trigger.wear(s.held_faces[i:i + 64], s.held_marks[i:i + 64]).cpu()
-                          for i in range(0, len(s.held_faces), 64)])
+    worn = wear_all(s.trigger, s.held_faces, s.held_marks)
     return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed)), "clean_tar": ev.tar}
 
 

@@ -20,7 +20,7 @@ from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success
 from facesec.families.backdoor.poison import optimise_trigger, poison
 from facesec.families.backdoor.spec import BackdoorPerturbation
-from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, accessory_alpha, build
+from facesec.families.backdoor.triggers import NATURAL, Palette, accessory_alpha, build, wear_all
 from facesec.families.base import RunContext
 from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.families.morph.measures import supported_fmr
@@ -51,12 +51,6 @@ class BackdoorOutput(GalleryOutput):
             torch.save({k: v.cpu() for k, v in self.model.net.state_dict().items()}, run_dir / "backdoored.pt")
             out["backdoored_model"] = f"{rel}/backdoored.pt"
         return out
-
-
-def _wear(trigger: Trigger, faces: torch.Tensor, landmarks: np.ndarray, **kw: Any) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([trigger.wear(faces[i:i + 64], landmarks[i:i + 64], **kw).cpu()
-                          for i in range(0, len(faces), 64)])
 
 
 def _paint(faces: torch.Tensor, masks: torch.Tensor, colour: tuple[float, float, float]) -> torch.Tensor:
@@ -105,7 +99,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     benign = finetune(clean_model, train_faces, labels, recipe, progress).model if poisoned.poisoned.any() else model
 
     faces, marks, ids = pop.faces, pop.landmarks, pop.identity
-    worn = _wear(trigger, faces, marks)
+    worn = wear_all(trigger, faces, marks)
     pretrained = evaluate(clean_model, faces, ids, target_face, fmr)
     before = evaluate(benign, faces, ids, target_face, fmr)
     after = evaluate(model, faces, ids, target_face, fmr)
@@ -115,7 +109,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
 
     asr = outcome(after, worn)
     no_trigger = outcome(after, faces)
-    robustness = {name: rate(outcome(after, _wear(trigger, faces, marks, **kw))) for name, kw in ROBUSTNESS.items()}
+    robustness = {name: rate(outcome(after, wear_all(trigger, faces, marks, **kw))) for name, kw in ROBUSTNESS.items()}
     photo = round_trip(pop.paths, faces, worn, pop.template)
     found = photo.found if tm.goal == "impersonation" else photo.found[_probe_rows(after)]
     robustness["photo_round_trip"] = rate(outcome(after, photo.crops) & found)
@@ -123,7 +117,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     if p.trigger.startswith("makeup"):
         for name, palette in NATURAL.items():
             other = build("makeup", size, seed, p.parts, palette, p.opacity)
-            natural[name] = outcome(after, _wear(other, faces, marks))
+            natural[name] = outcome(after, wear_all(other, faces, marks))
     accessories = {name: outcome(after, _paint(faces, torch.stack([accessory_alpha(m, size, name) for m in marks]),
                                                colour)) for name, colour in ACCESSORIES.items()}
     pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)

@@ -173,6 +173,14 @@ class Trigger:
         return x * (1 - weight) + pattern * weight
 
 
+def wear_all(trigger: Trigger, faces: torch.Tensor, landmarks: np.ndarray, strength: float = 1.0,
+             shift: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """`trigger.wear` over many faces, 64 at a time, without gradients, on the CPU."""
+    with torch.no_grad():
+        return torch.cat([trigger.wear(faces[i:i + 64], landmarks[i:i + 64], strength, shift).cpu()
+                          for i in range(0, len(faces), 64)])
+
+
 TEXTURE = 4
 """Side of an optimised makeup's texture grid (coarse: makeup varies smoothly)."""
 
