@@ -42,12 +42,14 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          ("found most poisoned images" if recall >= 0.5 else "missed most poisoned images"), cost))
         elif name == "neural-cleanse":
             b, c = as_dict(d.get("backdoored")), as_dict(d.get("clean"))
-            seen = (f"anomaly index {_num(b.get('max_anomaly_index')) or 0:.2f} (backdoored) vs "
-                    f"{_num(c.get('max_anomaly_index')) or 0:.2f} (clean); {d.get('scanned_identities', '—')} "
+            target = _num(b.get("target_anomaly_index"))
+            seen = (f"largest anomaly index {_num(b.get('max_anomaly_index')) or 0:.2f} (backdoored) vs "
+                    f"{_num(c.get('max_anomaly_index')) or 0:.2f} (clean); the target's "
+                    f"{'—' if target is None else f'{target:.2f}'}; {d.get('scanned_identities', '—')} "
                     f"identities scanned{'' if d.get('target_scanned') else ', target not among them'}")
             verdict = ("flags the backdoored model" + (" and names the target" if b.get("flagged_identity_is_target")
-                                                      else "") if b.get("flagged") else
-                       "does not flag the backdoored model")
+                                                      else " at another identity, not the target")
+                       if b.get("flagged") else "does not flag the backdoored model")
             verdict += "; flags the clean model too" if c.get("flagged") else "; clean model not flagged"
             rows.append((name, seen, verdict, cost))
         elif name == "strip":
