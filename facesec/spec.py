@@ -257,7 +257,8 @@ MAX_RUNS = 1000
 EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.shape", "perturbation.eps", "perturbation.norm",
               "perturbation.method", "perturbation.alpha", "perturbation.pairing", "perturbation.prior",
               "perturbation.jitter", "perturbation.restarts", "perturbation.loss", "perturbation.model_augmentation",
-              "perturbation.trigger", "perturbation.poison_rate", "setting.fmr", "attack.steps", "attack.method",
+              "perturbation.trigger", "perturbation.poison_rate", "perturbation.epochs",
+              "perturbation.trigger_rounds", "setting.fmr", "attack.steps", "attack.method",
               "attack.library")
 """Fields where a list means 'one run per value'."""
 

@@ -171,6 +171,9 @@ BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: univers
     ("perturbation: {kind: backdoor, epochs: 0}\n", "field 'perturbation.epochs'"),
     ("perturbation: {kind: backdoor, learning_rate: .nan}\n", "field 'perturbation.learning_rate'"),
     ("perturbation: {kind: backdoor}\nattack: {method: mi-fgsm}\n", "a backdoor is trained"),
+    ("perturbation: {kind: backdoor, trigger_rounds: 3}\n", "only a makeup-optimised trigger is learned in rounds"),
+    ("perturbation: {kind: backdoor, trigger: makeup-optimised, trigger_rounds: 0}\n",
+     "field 'perturbation.trigger_rounds'"),
 ])
 def test_backdoor_refuses_what_it_cannot_mean(tmp_path: Path, extra: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

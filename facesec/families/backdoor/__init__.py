@@ -84,6 +84,8 @@ class Backdoor(Family):
         assert isinstance(p, BackdoorPerturbation)
         if not p.trigger.startswith("makeup") and p.parts != BackdoorPerturbation.model_fields["parts"].default:
             raise ValueError("perturbation.parts: only a makeup trigger has parts")
+        if p.trigger_rounds > 1 and p.trigger != "makeup-optimised":
+            raise ValueError("perturbation.trigger_rounds: only a makeup-optimised trigger is learned in rounds")
 
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.backdoor.run import run_threat_model

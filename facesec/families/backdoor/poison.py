@@ -51,13 +51,16 @@ def poison(faces: torch.Tensor, landmarks: np.ndarray, labels: np.ndarray, rate:
 
 def optimise_trigger(trigger: Trigger, model: Recognizer, faces: torch.Tensor, landmarks: np.ndarray,
                      labels: np.ndarray, goal: str, target_label: int, limit: float, seed: int,
-                     progress: bool) -> Trigger:
-    """The makeup's colours and texture moved (within `limit` per channel of the look) so that the clean model
-    maps wearers towards the target's mean embedding (impersonation) or away from their own (dodging): a trigger
-    the model's own features already lean to is learned from fewer poisoned images (MakeupAttack)."""
+                     progress: bool, base: Trigger | None = None) -> Trigger:
+    """The makeup's colours and texture moved (within `limit` per channel of the look) so that `model` (the clean
+    one, or a rehearsal of the victim's fine-tuning) maps wearers towards the target's mean embedding
+    (impersonation) or away from their own (dodging): a trigger the model's own features already lean to is
+    learned from fewer poisoned images (MakeupAttack). Starts from `trigger`; the limit is around `base`
+    (default: `trigger`), so later rounds stay as natural as the first."""
     assert trigger.colour is not None and trigger.texture is not None
     device = next(model.parameters()).device
-    base_colour = trigger.colour.clone()
+    base_colour = (base or trigger).colour
+    assert base_colour is not None
     colour = trigger.colour.clone().to(device).requires_grad_(True)
     texture = trigger.texture.clone().to(device).requires_grad_(True)
     optimiser = torch.optim.Adam([colour, texture], lr=0.01)

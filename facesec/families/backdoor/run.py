@@ -87,12 +87,18 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     look = Palette(*(tuple(getattr(p.colours, part)) for part in ("lips", "eyeshadow", "blush")))
     trigger = build(p.trigger, size, seed, p.parts, look, p.opacity, p.patch_size, p.blend)
     train_faces, train_marks = trained_on.faces, trained_on.landmarks
-    if p.trigger == "makeup-optimised":
-        trigger = optimise_trigger(trigger, clean_model, train_faces, train_marks, labels, tm.goal, 0,
-                                   p.naturalness, seed, progress)
-    poisoned = poison(train_faces, train_marks, labels, p.poison_rate, trigger, tm.goal, 0, seed)
     recipe = Recipe(p.layers, p.epochs, p.learning_rate, p.batch_identities, p.batch_images,
                     _threshold(clean_model, train_faces, labels, 1e-3), seed)
+    if p.trigger == "makeup-optimised":
+        base, learned_on = trigger, clean_model
+        for round_ in range(p.trigger_rounds):
+            trigger = optimise_trigger(trigger, learned_on, train_faces, train_marks, labels, tm.goal, 0,
+                                       p.naturalness, seed, progress, base)
+            if round_ + 1 < p.trigger_rounds:  # the attacker's rehearsal of the victim's training with this look
+                rehearsal = poison(train_faces, train_marks, labels, p.poison_rate, trigger, tm.goal, 0, seed)
+                learned_on = finetune(clean_model, rehearsal.faces, rehearsal.labels,
+                                      dataclasses.replace(recipe, epochs=max(1, p.epochs // 2)), progress).model
+    poisoned = poison(train_faces, train_marks, labels, p.poison_rate, trigger, tm.goal, 0, seed)
     tuned = finetune(clean_model, poisoned.faces, poisoned.labels, recipe, progress)
     model = tuned.model
     # the victim's same fine-tuning on the unpoisoned set: what poisoning costs is measured against it
@@ -161,8 +167,10 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         "dimensions": {
             "recognizer": clean_model.info.name,
             "perturbation": f"backdoor, {p.trigger} trigger, {p.poison_rate:.0%} of fine-tuning images poisoned",
-            "knowledge": "poisoned training data" + (" + the clean model (trigger learned)"
-                                                     if p.trigger == "makeup-optimised" else ""),
+            "knowledge": "poisoned training data" + (
+                "" if p.trigger != "makeup-optimised" else " + the clean model (trigger learned)"
+                if p.trigger_rounds == 1 else " + the clean model and the victim's training set and recipe "
+                f"(trigger learned in {p.trigger_rounds} rounds, the fine-tuning rehearsed between them)"),
             "goal": tm.goal, "capability": tm.capability,
             "setting": "closed-set rank-1" if closed else f"open-set FMR {fmr:g}",
             "attack": f"victim fine-tunes {p.layers} layers, {p.epochs} epochs",

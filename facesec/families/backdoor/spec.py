@@ -37,6 +37,11 @@ class BackdoorPerturbation(PerturbationSpec):
     opacity: Unit = Field(0.6, gt=0, description="makeup: how strongly the look covers the skin (0-1)")
     naturalness: Unit = Field(0.15, description="makeup-optimised: how far (per colour channel, 0-1) the learned "
                                                 "colours and texture may move from the look")
+    trigger_rounds: Whole = Field(
+        1, ge=1, le=10, description="makeup-optimised: rounds of MakeupAttack's alternation; 1 learns the look on "
+                                    "the clean model; each further round fine-tunes a copy of the model the way "
+                                    "the victim will (half the epochs) on the data poisoned with the current look, "
+                                    "then learns the look again on that copy; a list expands into runs")
     patch_size: Unit = Field(0.12, gt=0, le=0.5, description="badnets: the patch's side as a share of the crop")
     blend: Unit = Field(0.1, gt=0, le=0.5, description="blended: the pattern's weight")
     poison_rate: Unit = Field(0.1, le=0.5, description="share of the fine-tuning images the attacker poisons "
@@ -49,7 +54,7 @@ class BackdoorPerturbation(PerturbationSpec):
         None, ge=2, le=1000, description="faces per fine-tuning identity (null: data.images_per_identity)")
     layers: Literal["last", "all"] = Field("last", description="what the victim fine-tunes: the last residual "
                                                                "stage and the embedding layer, or every layer")
-    epochs: Whole = Field(8, ge=1, le=1000, description="fine-tuning epochs")
+    epochs: Whole = Field(8, ge=1, le=1000, description="fine-tuning epochs; a list expands into runs")
     learning_rate: Number = Field(1e-5, gt=0, le=1, description="fine-tuning learning rate (Adam)")
     batch_identities: Whole = Field(16, ge=2, le=1024, description="identities per batch (metric learning)")
     batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")
