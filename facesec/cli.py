@@ -118,6 +118,28 @@ def _parser() -> argparse.ArgumentParser:
     fe.add_argument("--from", dest="source", type=Path, metavar="FILE",
                     help="the package's .tgz (from `npm pack`) or a folder holding its files, instead of npm")
 
+    da = sub.add_parser("data", help="datasets: list them, describe one, import your own photos")
+    da_sub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    da_sub.add_parser("list", help="the datasets in the data folder ($FACESEC_DATA, or the default one)")
+    inf = da_sub.add_parser("info", help="identities, images, skipped files with reasons, and the smallest FMR "
+                                         "its impostor pairs support")
+    inf.add_argument("name", help="dataset name in the data folder, or a dataset folder")
+    inf.add_argument("--check", action="store_true", help="decode every image (slower); unreadable ones are "
+                                                           "listed as skipped")
+    im = da_sub.add_parser("import", help="check photos (identity folders, or a CSV of path,identity) and copy "
+                                          "the usable ones into the data folder as a dataset")
+    im.add_argument("source", type=Path, help="SOURCE/<identity>/<photo> folders, or a .csv with columns "
+                                              "path,identity (paths relative to the CSV)")
+    im.add_argument("--name", required=True, help="the dataset's name (then `data: {dataset: NAME}`)")
+    im.add_argument("--no-detect", action="store_true",
+                    help="do not require exactly one detected face per photo (faster; runs skip them later)")
+    fe_d = da_sub.add_parser("fetch", help="download a public dataset's archive (resumable), check its published "
+                                           "checksum and unpack it into the data folder")
+    fe_d.add_argument("name", choices=["lfw"], help="lfw: Labeled Faces in the Wild (the official lfw.tgz)")
+    fe_d.add_argument("--from", dest="source", type=Path, metavar="FILE",
+                      help="an archive you downloaded yourself (e.g. when the official server is down)")
+    fe_d.add_argument("--url", help="download from this address instead of the publisher's (same archive)")
+
     sub.add_parser("list", help="show registered recognizers, attacks, and datasets found under $FACESEC_DATA")
     return p
 
@@ -168,7 +190,6 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from facesec import attacks
-    from facesec.data.dataset import find_datasets
     from facesec.recognizers import available
 
     print("recognizers:")
@@ -179,10 +200,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
         library, method = name.split("/")
         params = ", ".join(attacks.params_model(library, method).model_fields) or "none"
         print(f"  {name}: {params}")
-    print("datasets (under $FACESEC_DATA):")
-    for name, path in find_datasets().items():
-        print(f"  {name}  {path}")
+    print(_datasets_text())
     return 0
+
+
+def _datasets_text() -> str:
+    """The datasets in the data folder, or how to get one."""
+    from facesec.data.dataset import data_roots, find_datasets
+
+    found = find_datasets()
+    roots = ", ".join(str(r) for r in data_roots())
+    if not found:
+        return (f"no datasets in {roots}. Get one: `facesec data import FOLDER --name NAME` (your photos, "
+                "<identity>/<photo> folders), `facesec data fetch lfw`, or set $FACESEC_DATA to a folder holding "
+                "datasets (README: Data)")
+    return "\n".join([f"datasets in {roots}:"] + [f"  {name}  {path}" for name, path in found.items()])
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -272,6 +304,32 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "info":
+        from facesec.data.catalog import describe
+
+        print("\n".join(describe(args.name, args.check, progress=True).lines()))
+        return 0
+    if args.data_command == "fetch":
+        from facesec.data.fetch import ARCHIVES, fetch
+
+        folder = fetch(args.name, args.source, args.url, progress=True)
+        print(f"{args.name}: {ARCHIVES[args.name].about}\n  in {folder}; use it as `data: {{dataset: {args.name}}}`")
+        return 0
+    if args.data_command == "import":
+        from facesec.data.importer import import_dataset
+
+        done = import_dataset(args.source, args.name, detect=not args.no_detect, progress=True)
+        print(f"{done.name}: {done.images:,} photos of {done.identities:,} identities in {done.root}; "
+              f"{len(done.skipped)} skipped (listed in {done.root / 'skipped.csv'})")
+        for where, reason in done.skipped[:10]:
+            print(f"  skipped {where}: {reason}")
+        print(f"use it as `data: {{dataset: {done.name}}}`; `facesec data info {done.name}` describes it")
+        return 0
+    print(_datasets_text())
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from facesec.spec import json_schema
 
@@ -281,7 +339,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _cmd_run, "report": _cmd_report, "eval": _cmd_eval, "embed": _cmd_embed,
             "validate": _cmd_validate, "schema": _cmd_schema, "surrogate": _cmd_surrogate,
-            "models": _cmd_models, "list": _cmd_list}
+            "models": _cmd_models, "list": _cmd_list, "data": _cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

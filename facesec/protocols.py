@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -49,3 +50,17 @@ def first_image_gallery(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         (probes if ident in seen else gallery).append(i)
         seen.add(ident)
     return np.array(gallery, dtype=np.int64), np.array(probes, dtype=np.int64)
+
+
+SUPPORT_COUNT = 10
+"""Impostor scores wanted above a threshold for its FMR to be supported by the sample (n >= 10 / FMR)."""
+
+
+def supported_fmr(n_impostor: int, fmr: float) -> bool:
+    """Whether n impostor scores support a threshold at this FMR: n >= 10 / FMR (about 10 scores above it)."""
+    if isinstance(n_impostor, bool) or not isinstance(n_impostor, int | np.integer) or n_impostor < 0:
+        raise ValueError(f"n_impostor must be a non-negative int, got {n_impostor!r}")
+    if not isinstance(fmr, int | float | np.floating) or not 0.0 < fmr <= 1.0:  # also refuses nan
+        raise ValueError(f"fmr must be in (0, 1], got {fmr!r}")
+    # exact on the FMR as written (repr), so that 10 / 1e-3 is 10000, not 9999.999... or 10000.000...1
+    return int(n_impostor) * Fraction(repr(float(fmr))) >= SUPPORT_COUNT

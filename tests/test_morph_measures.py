@@ -20,10 +20,9 @@ from facesec.families.morph.measures import (
     mmpmr,
     rate_with_ci,
     rmmr,
-    supported_fmr,
 )
 from facesec.metrics import wilson_interval
-from facesec.protocols import threshold_at_fmr
+from facesec.protocols import supported_fmr, threshold_at_fmr
 
 NINF = -np.inf
 

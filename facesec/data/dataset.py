@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+
 from facesec.data.images import IMAGE_SUFFIXES, UnusableImage, regular_file
 from facesec.errors import DataError
 
@@ -29,19 +31,27 @@ class Dataset:
         return sorted({ident for _, ident in self.items})
 
 
+def default_root() -> Path:
+    """Where datasets live when $FACESEC_DATA is unset: the platform's per-user data folder
+    (~/.local/share/facesec/datasets on Linux)."""
+    return Path(platformdirs.user_data_dir("facesec", appauthor=False)) / "datasets"
+
+
 def data_roots() -> list[Path]:
-    """Folders named by $FACESEC_DATA (os.pathsep-separated)."""
+    """Folders named by $FACESEC_DATA (os.pathsep-separated), or the default folder when it is unset."""
     value = os.environ.get(DATA_ENV, "")
-    return [Path(p) for p in value.split(os.pathsep) if p]
+    return [Path(p) for p in value.split(os.pathsep) if p] or [default_root()]
 
 
 def find_datasets() -> dict[str, Path]:
-    """Datasets under $FACESEC_DATA: sub-folders holding a manifest.csv or identity folders."""
+    """Datasets in the data folders: sub-folders holding a manifest.csv or identity folders (hidden ones, such
+    as an import in progress, are not datasets)."""
     found: dict[str, Path] = {}
     for root in data_roots():
         if root.is_dir():
             for sub in sorted(root.iterdir()):
-                if sub.is_dir() and ((sub / "manifest.csv").is_file() or any(p.is_dir() for p in sub.iterdir())):
+                if not sub.name.startswith(".") and sub.is_dir() and (
+                        (sub / "manifest.csv").is_file() or any(p.is_dir() for p in sub.iterdir())):
                     found.setdefault(sub.name, sub)
     return found
 
@@ -54,9 +64,11 @@ def resolve(name_or_path: str | Path) -> Path:
     for root in data_roots():
         if (root / str(name_or_path)).is_dir():
             return root / str(name_or_path)
-    hint = (f"${DATA_ENV} is {os.environ[DATA_ENV]!r}" if os.environ.get(DATA_ENV)
-            else f"set ${DATA_ENV} to the folder that holds it")
-    raise DataError(f"dataset '{name_or_path}' not found: not a folder, and not under $FACESEC_DATA ({hint})")
+    where = (f"${DATA_ENV} is {os.environ[DATA_ENV]!r}" if os.environ.get(DATA_ENV)
+             else f"${DATA_ENV} is unset, so {default_root()}")
+    raise DataError(f"dataset '{name_or_path}' not found: not a folder, and not in the data folder ({where}); "
+                    "`facesec data list` shows what is there, `facesec data import FOLDER --name NAME` adds your "
+                    "own photos, `facesec data fetch lfw` gets LFW (README: Data)")
 
 
 def load_dataset(name_or_path: str | Path) -> Dataset:

@@ -23,9 +23,9 @@ from facesec.families.backdoor.spec import BackdoorPerturbation
 from facesec.families.backdoor.triggers import NATURAL, Palette, accessory_alpha, build, wear_all
 from facesec.families.base import RunContext
 from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
-from facesec.families.morph.measures import supported_fmr
 from facesec.photos import round_trip
 from facesec.population import Population, select
+from facesec.protocols import supported_fmr
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.spec import ClosedSet, OpenSet, ThreatModel

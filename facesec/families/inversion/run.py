@@ -21,10 +21,11 @@ from facesec.families.inversion import decoder, search, students
 from facesec.families.inversion.search import aligned, embed_photos, gan_search, to_photos
 from facesec.families.inversion.spec import TemplateInversionPerturbation
 from facesec.families.judges import Judge, calibrated_judge
-from facesec.families.morph.measures import rate_with_ci, supported_fmr
+from facesec.families.morph.measures import rate_with_ci
 from facesec.population import select_with_others
 from facesec.priors import dcgan
 from facesec.progress import bar
+from facesec.protocols import supported_fmr
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.spec import OpenSet, ThreatModel

@@ -29,13 +29,9 @@ Definitions (M morphs; S(m, x) = similarity of morph m to probe x; [.] = 1 if tr
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
-
-SUPPORT_COUNT = 10
-"""Impostor scores wanted above a threshold for its FMR to be supported by the sample (n >= 10 / FMR)."""
 
 
 def mmpmr(first_a: np.ndarray, first_b: np.ndarray, threshold: float) -> float:
@@ -89,14 +85,6 @@ def fmr(impostor: np.ndarray, threshold: float) -> float:
     return math.nan if i.size == 0 else float(np.mean(i > t))
 
 
-def supported_fmr(n_impostor: int, fmr: float) -> bool:
-    """Whether n impostor scores support a threshold at this FMR: n >= 10 / FMR (about 10 scores above it)."""
-    if isinstance(n_impostor, bool) or not isinstance(n_impostor, int | np.integer) or n_impostor < 0:
-        raise ValueError(f"n_impostor must be a non-negative int, got {n_impostor!r}")
-    if not isinstance(fmr, int | float | np.floating) or not 0.0 < fmr <= 1.0:  # also refuses nan
-        raise ValueError(f"fmr must be in (0, 1], got {fmr!r}")
-    # exact on the FMR as written (repr), so that 10 / 1e-3 is 10000, not 9999.999... or 10000.000...1
-    return int(n_impostor) * Fraction(repr(float(fmr))) >= SUPPORT_COUNT
 
 
 def map_matrix(accepted_a: np.ndarray, accepted_b: np.ndarray, n_attempts: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facesec import protocols
 from facesec.attacks.reframe import photo_crop_grid
 from facesec.data.align import Template
 from facesec.data.faces import Detection, FaceAnalyzer, NoFace
@@ -191,7 +192,7 @@ def _at_fmr(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray]
         "fnmr": fnmr, "genuine_accept_rate": 1 - fnmr, "impostor_accept_rate": measures.fmr(judge.impostor, t),
         "no_morph_mmpmr": measures.mmpmr(_best(host_a), _best(host_b), t),
         "n_impostor_scores": int(judge.impostor.size),
-        "fmr_supported": measures.supported_fmr(int(judge.impostor.size), fmr),
+        "fmr_supported": protocols.supported_fmr(int(judge.impostor.size), fmr),
     }
 
 

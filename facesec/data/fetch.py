@@ -1,0 +1,150 @@
+"""`facesec data fetch`: a public face dataset's archive downloaded (resumably, with progress) or taken from a file
+the user downloaded, checked against its published checksum, and unpacked safely into the data folder."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from facesec.data.cache import cache_root
+from facesec.data.dataset import data_roots
+from facesec.errors import DataError
+from facesec.progress import bar
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+"""Seconds a stalled connection may stay silent before the download stops (rerun to resume it)."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A dataset archive as its publisher describes it."""
+
+    url: str
+    md5: str
+    """The checksum the publisher gives (LFW publishes MD5)."""
+    size: int
+    """Bytes: the download is refused beyond it, and so is unpacking beyond `unpacked`."""
+    unpacked: int
+    members: int
+    folder: str
+    """The archive's top folder, which holds the identity folders."""
+    about: str
+
+
+ARCHIVES = {
+    "lfw": Archive(
+        url="http://vis-www.cs.umass.edu/lfw/lfw.tgz", md5="a17d05bd522c52d84eca14327a23d494",
+        size=200_000_000, unpacked=400_000_000, members=20_000, folder="lfw",
+        about="Labeled Faces in the Wild (Huang et al., 2007): 13,233 photos of 5,749 people, 250 x 250, "
+              "identity folders; for research; see http://vis-www.cs.umass.edu/lfw/"),
+}
+
+
+def fetch(name: str, source: Path | None = None, url: str | None = None, md5: str | None = None,
+          progress: bool = False) -> Path:
+    """The dataset `name` unpacked into the first data folder (nothing done when it is there already): from
+    `source` (an archive file) or downloaded from `url` (default: the publisher's), checked against `md5`
+    (default: the published one) before anything is unpacked."""
+    if name not in ARCHIVES:
+        raise DataError(f"unknown dataset {name!r} to fetch; known: {', '.join(ARCHIVES)} (your own photos: "
+                        "`facesec data import`)")
+    archive = ARCHIVES[name]
+    final = data_roots()[0] / name
+    if final.is_dir():
+        return final
+    path = source if source is not None else _download(url or archive.url, archive, name, progress)
+    if not path.is_file():
+        raise DataError(f"--from {path}: no such file")
+    expected = (md5 or archive.md5).lower()
+    actual = _md5(path, progress)
+    if actual != expected:
+        raise DataError(f"{path}: MD5 {actual} is not the published {expected}; the file is damaged or not the "
+                        f"official archive (a partial download resumes when you rerun; other layouts: "
+                        "`facesec data import`)")
+    _unpack(path, archive, final, progress)
+    return final
+
+
+def _md5(path: Path, progress: bool) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh, bar(total=path.stat().st_size, desc="checking", unit="B", unit_scale=True,
+                                    enabled=progress) as shown:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+            shown.update(len(block))
+    return digest.hexdigest()
+
+
+def _download(url: str, archive: Archive, name: str, progress: bool) -> Path:
+    """The archive in the cache's downloads folder; a `.part` file left by an interrupted download is resumed
+    (HTTP Range) when the server allows it."""
+    folder = cache_root() / "downloads"
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder / f"{name}{''.join(Path(url).suffixes) or '.archive'}"
+    if done.is_file():
+        return done
+    part = done.with_name(done.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310 (http(s) or a file the user named)
+    except (urllib.error.URLError, OSError) as exc:
+        raise DataError(f"cannot download {url} ({getattr(exc, 'reason', exc)}); download the archive yourself "
+                        f"and run `facesec data fetch {name} --from FILE`") from exc
+    with response:
+        resumed = have and getattr(response, "status", 200) == 206
+        length = response.headers.get("Content-Length")
+        total = (have if resumed else 0) + (int(length) if length and length.isdigit() else 0)
+        if total > archive.size:
+            raise DataError(f"{url}: {total:,} bytes, more than the {archive.size:,} this archive has")
+        written = have if resumed else 0
+        with part.open("ab" if resumed else "wb") as fh, bar(total=total or None, initial=written, unit="B",
+                                                              unit_scale=True, desc=f"downloading {name}",
+                                                              enabled=progress) as shown:
+            while block := response.read(CHUNK):
+                written += len(block)
+                if written > archive.size:
+                    raise DataError(f"{url}: more than the {archive.size:,} bytes this archive has; stopped")
+                fh.write(block)
+                shown.update(len(block))
+    part.replace(done)
+    return done
+
+
+def _unpack(path: Path, archive: Archive, final: Path, progress: bool) -> None:
+    """Only regular files and folders under the archive's top folder, within its size and count limits,
+    written into a hidden folder first and moved into place when complete."""
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()
+            if len(members) > archive.members:
+                raise DataError(f"{path}: {len(members):,} entries, more than this dataset has")
+            size = 0
+            for m in members:
+                parts = Path(m.name).parts
+                if not (m.isfile() or m.isdir()) or not parts or parts[0] != archive.folder or ".." in parts \
+                        or Path(m.name).is_absolute():
+                    raise DataError(f"{path}: unexpected entry {m.name!r} (links, devices and paths outside "
+                                    f"'{archive.folder}/' are refused)")
+                size += m.size
+            if size > archive.unpacked:
+                raise DataError(f"{path}: unpacks to {size:,} bytes, more than this dataset has")
+            for m in bar(members, desc="unpacking", unit="file", enabled=progress):
+                tar.extract(m, partial, filter="data")
+    except (tarfile.TarError, EOFError) as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataError(f"{path}: not a readable archive ({exc})") from exc
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    (partial / archive.folder).rename(final)
+    shutil.rmtree(partial, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""`facesec data import`: someone's photos (identity folders, or a CSV of path,identity) checked and copied into the
+data folder as a dataset any threat model can name. Every photo left out is listed with its reason."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from facesec.data.dataset import data_roots
+from facesec.data.faces import FaceAnalyzer, NoFace
+from facesec.data.images import IMAGE_SUFFIXES, UnusableImage, read_rgb, regular_file
+from facesec.errors import DataError
+from facesec.progress import bar
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A dataset's name: a plain folder name (no separators, no leading dot)."""
+
+MAX_ROWS = 1_000_000
+"""A CSV with more rows is refused (a dataset that size is imported in parts)."""
+
+SPARE_BYTES = 1 << 30
+"""Free space left on the data folder's disk after copying, or the import is refused before it starts."""
+
+
+@dataclass
+class Imported:
+    """What an import made."""
+
+    name: str
+    root: Path
+    images: int
+    identities: int
+    skipped: list[tuple[str, str]]
+    """(source path, reason) of every photo left out."""
+
+
+def _slug(identity: str) -> str:
+    """A folder name for an identity label of any content: safe characters, plus a hash when it had others."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", identity).strip("._")[:48] or "id"
+    return safe if safe == identity else f"{safe}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+
+
+def _from_folder(source: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    items, skipped = [], []
+    for entry in sorted(source.iterdir()):
+        if not entry.is_dir():
+            skipped.append((str(entry), "not inside an identity folder (expected SOURCE/<identity>/<photo>)"))
+            continue
+        for f in sorted(entry.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                items.append((f, entry.name))
+            else:
+                skipped.append((str(f), f"not an image file name (suffix {f.suffix or 'none'!r})"))
+    return items, skipped
+
+
+def _from_csv(source: Path) -> list[tuple[Path, str]]:
+    items: list[tuple[Path, str]] = []
+    with source.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"path", "identity"} <= set(reader.fieldnames):
+            raise DataError(f"{source}: needs the columns 'path' and 'identity' (found {reader.fieldnames})")
+        for row in reader:
+            if len(items) >= MAX_ROWS:
+                raise DataError(f"{source}: more than {MAX_ROWS:,} rows; import it in parts")
+            path, ident = str(row["path"] or ""), str(row["identity"] or "").strip()
+            if not path or not ident:
+                raise DataError(f"{source}, line {reader.line_num}: empty path or identity")
+            items.append(((source.parent / path).expanduser(), ident))
+    return items
+
+
+def import_dataset(source: str | Path, name: str, detect: bool = True, progress: bool = False) -> Imported:
+    """Check every photo (readable, within size limits, and with `detect` exactly one face) and copy the good ones
+    into the first data folder as `name`, with its manifest.csv and a skipped.csv of what was left out."""
+    source = Path(source).expanduser()
+    if not NAME.fullmatch(name):
+        raise DataError(f"--name {name!r}: use letters, digits, '_', '.', '-' (up to 64, not starting with a dot)")
+    if source.is_dir():
+        items, skipped = _from_folder(source)
+    elif source.is_file() and source.suffix.lower() == ".csv":
+        items, skipped = _from_csv(source), []
+    else:
+        raise DataError(f"{source}: not a folder of identity folders, nor a .csv of path,identity")
+    if not items:
+        raise DataError(f"{source}: no photos found (expected <identity>/<photo> folders or a CSV of them)")
+    root = data_roots()[0]
+    final = root / name
+    if final.exists():
+        raise DataError(f"dataset {name!r} already exists at {final}; choose another --name or remove it")
+    sizes = 0
+    for path, _ in items:
+        try:
+            sizes += path.stat().st_size
+        except OSError:
+            pass  # recorded as unusable below
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if sizes + SPARE_BYTES > free:
+        raise DataError(f"{root}: {free / 1e9:.1f} GB free; these photos need {sizes / 1e9:.1f} GB plus "
+                        f"{SPARE_BYTES / 1e9:.0f} GB to spare")
+    partial = root / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)  # an earlier interrupted import of the same name
+    partial.mkdir()
+    analyzer = FaceAnalyzer() if detect else None
+    rows: list[tuple[str, str]] = []
+    folders: dict[str, str] = {}
+    for path, ident in bar(items, desc="importing photos", unit="photo", enabled=progress):
+        try:
+            regular_file(path)
+            image, _ = read_rgb(path)
+            if analyzer is not None:
+                analyzer.detect(image)
+        except (UnusableImage, NoFace) as exc:
+            skipped.append((str(path), str(exc)))
+            continue
+        folder = folders.setdefault(ident, _slug(ident))
+        (partial / folder).mkdir(exist_ok=True)
+        target = f"{folder}/{len(rows):07d}{path.suffix.lower()}"
+        shutil.copyfile(path, partial / target)
+        rows.append((target, ident))
+    if not rows:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataError(f"{source}: none of {len(items)} photos is usable; first reasons: "
+                        + "; ".join(f"{p}: {r}" for p, r in skipped[:3]))
+    _write_csv(partial / "manifest.csv", ("path", "identity"), rows)
+    _write_csv(partial / "skipped.csv", ("path", "reason"), skipped)
+    partial.rename(final)
+    return Imported(name, final, len(rows), len(folders), skipped)
+
+
+def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -1,0 +1,204 @@
+"""`facesec data`: list (with a hint when empty), info, import of someone's photos, and fetch of an LFW-style archive
+(from a file, and downloaded with resume from a local server): what is skipped is listed with its reason, hostile
+input is refused, and nothing is written outside the data folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import shutil
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facesec.cli import main
+from facesec.data import fetch as F
+from facesec.data.catalog import describe, pair_counts
+from facesec.data.dataset import load_dataset
+from facesec.data.importer import import_dataset
+from facesec.errors import DataError
+
+
+@pytest.fixture
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No $FACESEC_DATA: the default data folder, under a temporary XDG data home."""
+    monkeypatch.delenv("FACESEC_DATA", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("FACESEC_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "xdg" / "facesec" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def photos(celeba: Path) -> list[tuple[str, list[Path]]]:
+    """3 celeba-mini identities with 3 photos each (read from the shared data, never copied into the project)."""
+    people = sorted(p for p in celeba.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)[:3]
+    return [(p.name, sorted(p.glob("*.jpg"))[:3]) for p in people]
+
+
+def _source(tmp_path: Path, photos: list[tuple[str, list[Path]]]) -> Path:
+    """Identity folders, plus a corrupt photo, a photo without a face, a stray text file and a loose file."""
+    src = tmp_path / "mine"
+    for name, files in photos:
+        (src / name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, src / name / f.name)
+    first = src / photos[0][0]
+    (first / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(first / "wall.png")
+    (first / "notes.txt").write_text("hello")
+    (src / "loose.jpg").write_bytes(photos[0][1][0].read_bytes())
+    return src
+
+
+def test_list_is_empty_with_a_hint(data_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert str(data_home) in out and "facesec data import" in out and "facesec data fetch lfw" in out
+
+
+def test_import_copies_usable_photos_and_lists_the_rest(data_home: Path, tmp_path: Path, photos,  # type: ignore[no-untyped-def]
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    done = import_dataset(_source(tmp_path, photos), "mine")
+    assert done.root == data_home / "mine" and done.images == 9 and done.identities == 3
+    reasons = dict((Path(p).name, r) for p, r in done.skipped)
+    assert reasons.keys() == {"broken.jpg", "wall.png", "notes.txt", "loose.jpg"}
+    assert "no face detected" in reasons["wall.png"] and "suffix" in reasons["notes.txt"]
+    assert "identity folder" in reasons["loose.jpg"]
+    ds = load_dataset("mine")  # found by name in the default data folder
+    assert len(ds.items) == 9 and set(ds.identities) == {name for name, _ in photos}
+    info = describe("mine", check=True)
+    assert (info.identities, info.images, info.genuine_pairs, info.impostor_pairs) == (3, 9, 9, 27)
+    assert info.smallest_fmr == pytest.approx(10 / 27) and len(info.skipped) == 4
+    assert main(["data", "info", "mine"]) == 0 and "at import: no face detected" in capsys.readouterr().out
+    with pytest.raises(DataError, match="already exists"):
+        import_dataset(tmp_path / "mine", "mine")
+
+
+def test_import_from_a_csv_keeps_labels_and_stays_inside(data_home: Path, tmp_path: Path, photos) -> None:  # type: ignore[no-untyped-def]
+    rows = ["path,identity"] + [f"{f},../../{name}/evil" for name, files in photos for f in files[:2]]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    done = import_dataset(tmp_path / "list.csv", "listed", detect=False)
+    assert done.images == 6 and not done.skipped
+    written = [p for p in (data_home.parent.parent).rglob("*") if p.is_file()]
+    assert all(p.resolve().is_relative_to(done.root.resolve()) for p in written)
+    assert set(load_dataset("listed").identities) == {f"../../{name}/evil" for name, _ in photos}
+
+
+@pytest.mark.parametrize(("name", "message"), [("../up", "--name"), (".hidden", "--name"), ("a/b", "--name")])
+def test_import_refuses_unsafe_names(data_home: Path, tmp_path: Path, name: str, message: str) -> None:
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match=message):
+        import_dataset(tmp_path / "src", name)
+
+
+def test_pair_counts() -> None:
+    assert pair_counts([2, 3]) == (1 + 3, 6)
+    assert pair_counts([1]) == (0, 0)
+
+
+def _lfw_archive(path: Path, photos: list[tuple[str, list[Path]]], extra: tarfile.TarInfo | None = None) -> str:
+    """An LFW-style lfw.tgz (lfw/<Name>/<Name>_0001.jpg) of these photos; returns its MD5."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, files in photos:
+            for i, f in enumerate(files, 1):
+                tar.add(f, arcname=f"lfw/Person_{name}/Person_{name}_{i:04d}.jpg")
+        if extra is not None:
+            tar.addfile(extra, io.BytesIO(b"x" * extra.size) if extra.isfile() else None)
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def test_fetch_from_a_file_checks_and_unpacks(data_home: Path, tmp_path: Path, photos) -> None:  # type: ignore[no-untyped-def]
+    md5 = _lfw_archive(tmp_path / "lfw.tgz", photos)
+    with pytest.raises(DataError, match="is not the published"):
+        F.fetch("lfw", source=tmp_path / "lfw.tgz")  # not the official archive: its MD5 differs
+    assert not (data_home / "lfw").exists()
+    where = F.fetch("lfw", source=tmp_path / "lfw.tgz", md5=md5)
+    assert where == data_home / "lfw" and len(load_dataset("lfw").items) == 9
+    assert not list(data_home.glob(".*"))  # no partial folder left
+
+
+@pytest.mark.parametrize("kind", ["symlink", "escape", "outside"])
+def test_fetch_refuses_hostile_archives(data_home: Path, tmp_path: Path, photos, kind: str) -> None:  # type: ignore[no-untyped-def]
+    entry = tarfile.TarInfo({"symlink": "lfw/x/link.jpg", "escape": "lfw/../../evil.jpg",
+                             "outside": "other/evil.jpg"}[kind])
+    if kind == "symlink":
+        entry.type, entry.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    else:
+        entry.size = 4
+    md5 = _lfw_archive(tmp_path / "bad.tgz", photos, entry)
+    with pytest.raises(DataError, match="unexpected entry"):
+        F.fetch("lfw", source=tmp_path / "bad.tgz", md5=md5)
+    assert not (data_home / "lfw").exists() and not list(data_home.glob(".*"))
+    assert not (tmp_path / "evil.jpg").exists()
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one file, honouring `Range: bytes=N-`; remembers the ranges asked."""
+
+    body = b""
+    ranges: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        asked = self.headers.get("Range")
+        self.ranges.append(asked or "")
+        start = int(asked.split("=")[1].rstrip("-")) if asked else 0
+        self.send_response(206 if asked else 200)
+        self.send_header("Content-Length", str(len(self.body) - start))
+        self.end_headers()
+        self.wfile.write(self.body[start:])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path, photos) -> Iterator[tuple[str, str, type[_RangeHandler]]]:  # type: ignore[no-untyped-def]
+    md5 = _lfw_archive(tmp_path / "served.tgz", photos)
+    handler = type("Handler", (_RangeHandler,), {"body": (tmp_path / "served.tgz").read_bytes(), "ranges": []})
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}/lfw.tgz", md5, handler
+    httpd.shutdown()
+
+
+def test_download_resumes_a_partial_file(data_home: Path, tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    url, md5, handler = server
+    part = tmp_path / "cache" / "downloads" / "lfw.tgz.part"
+    part.parent.mkdir(parents=True)
+    half = len(handler.body) // 2
+    part.write_bytes(handler.body[:half])  # an interrupted download
+    F.fetch("lfw", url=url, md5=md5)
+    assert handler.ranges == [f"bytes={half}-"]
+    assert (tmp_path / "cache" / "downloads" / "lfw.tgz").read_bytes() == handler.body
+    assert len(load_dataset("lfw").items) == 9
+
+
+def test_fetch_names_the_way_out_when_the_server_is_unreachable(data_home: Path) -> None:
+    with pytest.raises(DataError, match="--from FILE"):
+        F.fetch("lfw", url="http://127.0.0.1:9/lfw.tgz")
+
+
+def test_without_facesec_data_the_readme_path_leads_to_a_run(data_home: Path, tmp_path: Path, photos,  # type: ignore[no-untyped-def]
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """README's Data section from nothing: `data list` is empty, `data fetch lfw --from` a local archive, and the
+    quick start runs on it (shrunk to this archive's size)."""
+    md5 = _lfw_archive(tmp_path / "lfw.tgz", photos)
+    monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], md5=md5))
+    assert main(["data", "list"]) == 0 and "no datasets" in capsys.readouterr().out
+    assert main(["data", "fetch", "lfw", "--from", str(tmp_path / "lfw.tgz")]) == 0
+    assert "dataset: lfw" in capsys.readouterr().out
+    quickstart = Path(__file__).parent.parent / "threat_models" / "quickstart.yaml"
+    code = main(["run", str(quickstart), "--out", str(tmp_path / "reports"), "--set", "data.dataset=lfw",
+                 "--set", "data.identities=3", "--set", "data.images_per_identity=3", "--set", "attack.steps=2"])
+    assert code in (0, 1)  # ran; the gate's verdict is the model's business
+    out = capsys.readouterr().out
+    assert "ASR" in out and (tmp_path / "reports" / "quickstart" / "index.html").is_file()
