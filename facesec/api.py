@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
 from facesec.engine import RunOutput, preflight, run_threat_model
-from facesec.errors import ConfigError, DataError, FacesecError
+from facesec.errors import ConfigError, DataError, FacesecError, NotFetched
 from facesec.progress import bar
 from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
 from facesec.recognizers.preflight import check_recognizer
@@ -220,25 +221,33 @@ def _failed(tm: ThreatModel, source: str, error: Exception) -> RunOutput:
 
 
 def check(files: Sequence[str | Path], overrides: Sequence[str] = (), trust_code: bool = False,
-          max_runs: int = MAX_RUNS) -> list[tuple[str, ThreatModel]]:
+          max_runs: int = MAX_RUNS, missing: list[str] | None = None) -> list[tuple[str, ThreatModel]]:
     """Load and pre-flight every threat model before anything runs: recognizer, dataset and attack
-    must exist and fit, so a late error cannot lose a suite's finished runs."""
+    must exist and fit, so a late error cannot lose a suite's finished runs. With a `missing` list, what a
+    facesec command would make (a model to fetch, a student to train) is noted there instead of refused."""
     with trusting_code(trust_code):
-        return _check(files, overrides, max_runs)
+        return _check(files, overrides, max_runs, missing)
 
 
-def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int) -> list[tuple[str, ThreatModel]]:
+def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
+           missing: list[str] | None = None) -> list[tuple[str, ThreatModel]]:
     models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides), max_runs)]
     for source, tm in models:
         surrogates = tm.knowledge.surrogates if isinstance(tm.knowledge, Transfer) else []
         specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]
-        for field, spec in specs:
-            check_recognizer(f"{source}: {tm.name}: field '{field}'", spec)
-        try:
-            resolve_dataset(tm.data.dataset)
-            preflight(tm)
-        except FacesecError as exc:
-            raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
+        steps: list[Callable[[], object]] = [
+            functools.partial(check_recognizer, f"field '{field}'", spec) for field, spec in specs]
+        steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(preflight, tm)]
+        for step in steps:
+            try:
+                step()
+            except NotFetched as exc:
+                if missing is None:
+                    raise NotFetched(f"{source}: {tm.name}: {exc}") from exc
+                if f"{source}: {exc}" not in missing:
+                    missing.append(f"{source}: {exc}")
+            except FacesecError as exc:
+                raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
     return models
 
 

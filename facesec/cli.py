@@ -265,13 +265,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     failed = False
     for path in args.files:
+        missing: list[str] = []
         try:
-            models = check([path], args.overrides, args.trust_code, args.max_runs)
+            models = check([path], args.overrides, args.trust_code, args.max_runs, missing)
         except FacesecError as exc:
             print(f"facesec: error: {exc}", file=sys.stderr)
             failed = True
             continue
-        print(f"{path}: ok, {len(models)} run(s): " + ", ".join(tm.name for _, tm in models))
+        for line in missing:
+            print(f"facesec: warning: {line} (valid; `facesec run` needs it)", file=sys.stderr)
+        needs = f", needs {len(missing)} file(s) made by a command (warnings above)" if missing else ""
+        print(f"{path}: ok, {len(models)} run(s){needs}: " + ", ".join(tm.name for _, tm in models))
     return EXIT_BAD_INPUT if failed else 0
 
 

@@ -17,3 +17,8 @@ class WeightsError(FacesecError):
 
 class DataError(FacesecError):
     """A dataset cannot be found or has no usable images."""
+
+
+class NotFetched(ConfigError):
+    """The threat model is valid but needs a file a facesec command makes (a fetched model, a trained student):
+    `validate` warns with the command, `run` refuses."""

@@ -150,3 +150,20 @@ def test_full_celeba_mini_eval_matches_dlib(celeba: Path) -> None:
     assert r["rank1"] == pytest.approx(0.871, abs=0.015)
     # TAR at FMR 1e-3 rests on the ~5 highest of ~4,600 impostor scores: see benchmarks/RESULTS.md
     assert r["tar_at_fmr"]["0.001"] == pytest.approx(0.795, abs=0.08)
+
+
+def test_validate_warns_about_what_a_command_makes_and_run_refuses(tmp_path: Path, celeba: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A shipped example that needs a trained student validates (exit 0) with a warning naming the command;
+    `run` refuses it before any work (exit 2)."""
+    from facesec.cli import main
+
+    example = Path(__file__).parent.parent / "threat_models" / "transfer-students.yaml"
+    folder = tmp_path / "nowhere"
+    override = f"knowledge=[{{kind: transfer, surrogates: [{{name: surrogate, weights: {folder}}}]}}]"
+    assert main(["validate", str(example), "--set", override]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "facesec surrogate train" in captured.err and str(folder) in captured.err
+    assert "ok," in captured.out and "needs 1 file(s)" in captured.out
+    assert main(["run", str(example), "--set", override, "--out", str(tmp_path / "r")]) == 2
+    assert "no trained student" in capsys.readouterr().err and not (tmp_path / "r").exists()

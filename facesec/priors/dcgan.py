@@ -21,7 +21,7 @@ from torch import nn
 from facesec.attacks.reframe import photo_crop_grid
 from facesec.data.align import Template
 from facesec.data.faces import FaceAnalyzer, NoFace
-from facesec.errors import ConfigError, WeightsError
+from facesec.errors import NotFetched, WeightsError
 from facesec.recognizers import Recognizer, packaged
 from facesec.recognizers.builtin import unloadable
 
@@ -65,11 +65,11 @@ def load_generator(device: torch.device) -> Generator:
 
 
 def check_fetched(field: str) -> None:
-    """ConfigError naming `field` (and the fetch command) when the generator's checkpoint is not fetched."""
+    """NotFetched naming `field` (and the fetch command) when the generator's checkpoint is not fetched."""
     try:
         packaged.installed("gan-face-generate")
     except WeightsError as exc:
-        raise ConfigError(f"field '{field}': {exc}") from exc
+        raise NotFetched(f"field '{field}': {exc}") from exc
 
 
 def photos(faces: torch.Tensor) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from facesec.errors import ConfigError, WeightsError
+from facesec.errors import ConfigError, NotFetched, WeightsError
 from facesec.recognizers import packaged, weights
 from facesec.recognizers.base import available as available_recognizers
 from facesec.recognizers.base import check_trust
@@ -25,11 +25,11 @@ def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
         try:
             packaged.installed(name)
         except WeightsError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
+            raise NotFetched(f"{where}: {exc}") from exc
     if name == "surrogate":
         folder = Path(str(spec.get("weights", ""))) if isinstance(spec, dict) else Path()
         if not (folder / "surrogate.json").is_file():
-            raise ConfigError(f"{where}: no trained student in '{folder}'; train one first with "
+            raise NotFetched(f"{where}: no trained student in '{folder}'; train one first with "
                               f"`facesec surrogate train --arch ... --data ... --out {folder}`")
 
 
