@@ -246,6 +246,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for rule in (results.get("baseline") or {}).get("rules", []):
         if not rule["passed"]:
             print(f"baseline regression in {rule['run']}: {rule['metric']} {rule['old']} -> {rule['new']}")
+    skipped = {(str(item.get("path")), str(item.get("reason"))) for record in results["runs"]
+               for item in record.get("skipped_images") or [] if isinstance(item, dict)}
+    if skipped:
+        print(f"{len(skipped)} image(s) skipped, each with its reason in the report (Skipped images) and "
+              "results.json; first: " + "; ".join(f"{path}: {reason}" for path, reason in sorted(skipped)[:3]))
     code = exit_code(results)
     print(f"report: {out_dir / 'index.html'}  results: {out_dir / 'results.json'}  "
           f"{'gates FAILED' if code else 'gates passed'}")

@@ -68,3 +68,25 @@ def test_non_utf8_identity_name_survives_a_run(tmp_path: Path, celeba: Path) -> 
     results, out = run([spec], out_root=tmp_path / "reports", progress=False)
     csv_text = (out / results["runs"][0]["samples_csv"]).read_text(encoding="utf-8")
     assert "caf\\xe9-\\xff" in csv_text and (out / "index.html").is_file()
+
+
+def test_a_corrupt_photo_is_counted_on_the_command_line_and_listed_in_the_report(
+        tmp_path: Path, celeba: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from facesec.cli import main
+
+    root = tmp_path / "people"
+    for src in sorted(p for p in celeba.iterdir() if p.is_dir())[:2]:
+        (root / src.name).mkdir(parents=True)
+        for f in sorted(src.iterdir())[:3]:
+            shutil.copy(f, root / src.name / f.name)
+    broken = root / sorted(p.name for p in root.iterdir())[0] / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    spec = tmp_path / "t.yaml"
+    spec.write_text(f"name: t\ndata: {{dataset: '{root}', identities: 2, images_per_identity: 3}}\n"
+                    "attack: {steps: 1}\n")
+    assert main(["run", str(spec), "--out", str(tmp_path / "reports")]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "1 image(s) skipped" in out and "broken.jpg" in out
+    html = (tmp_path / "reports" / "t" / "index.html").read_text(encoding="utf-8")
+    skipped = html[html.index('<h2 id="skipped"'):html.index('<h2 id="glossary"')]
+    assert "broken.jpg" in skipped

@@ -124,7 +124,7 @@ def test_self_contained_and_escaped(suite: Path) -> None:
 
 def test_summary_matrix_and_sweep(suite: Path) -> None:
     html = render_report(suite).read_text(encoding="utf-8")
-    assert re.search(r'class="verdict v-fail">FAIL<', html)
+    assert re.search(r'class="gates v-fail"', html) and "3 of 4</div>" in html and "CI exit 1" in html
     assert "attack or gradients broken" in html
     matrix = html[html.index('<table class="matrix">'):]
     matrix = matrix[:matrix.index("</table>")]
@@ -140,7 +140,7 @@ def test_no_sweep_no_plot_and_pass(tmp_path: Path) -> None:
     path = _write(tmp_path, [_run("single", 8 / 255, 0.2, [0.1, 0.3])])
     html = render_report(path).read_text(encoding="utf-8")
     assert "eps-asr-plot" not in html
-    assert 'class="verdict v-pass">PASS<' in html
+    assert re.search(r'class="gates v-pass"', html) and "1 of 1</div>" in html
 
 
 def test_redaction_changes_faces_not_perturbations(suite: Path, tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_missing_optional_fields(tmp_path: Path) -> None:
     path = _write(tmp_path, [{"name": "bare"}, {"name": "no-ci", "metrics": {"attack_success_rate": 0.5},
                                                "gallery": [{"identity": "x", "clean": "nope.png"}]}])
     html = render_report(path).read_text(encoding="utf-8")
-    assert "NO GATES" in html and "bare" in html and ">0.50<" in html.replace("\n", "")
+    assert "none</div>" in html and "bare" in html and ">0.50<" in html.replace("\n", "")
     assert "No validity checks recorded for 2 run(s)" in html
     empty = render_report(_write(tmp_path, [])).read_text(encoding="utf-8")
     assert "no runs" in empty
@@ -181,7 +181,7 @@ def test_baseline_rules(tmp_path: Path) -> None:
     html = render_report(_write(tmp_path, [_run("r", 8 / 255, 0.5, [0.4, 0.6])], baseline=baseline)).read_text()
     section = html[html.index('id="baseline"'):html.index('id="runs"')]
     assert "old/results.json" in section and section.count("badge fail") == 1 and section.count("badge pass") == 1
-    assert 'class="verdict v-fail">FAIL<' in html
+    assert 'class="gates v-fail"' in html
 
 
 def test_bad_results_file(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_gate_without_verdict_is_not_a_pass(tmp_path: Path) -> None:
     run = _run("r", 8 / 255, 0.5, [0.4, 0.6])
     run["gates"] = [{"metric": "attack_success_rate", "op": "<=", "value": 0.9}]
     html = render_report(_write(tmp_path, [run])).read_text(encoding="utf-8")
-    assert 'class="verdict v-fail">FAIL<' in html and 'class="badge none">?<' in html
+    assert 'class="gates v-fail"' in html and 'class="badge none">?<' in html
 
 
 def _decode(uri: str) -> np.ndarray:
@@ -205,11 +205,18 @@ def _decode(uri: str) -> np.ndarray:
         return np.asarray(im.copy())
 
 
+def _part(html: str, anchor: str) -> str:
+    """The HTML of one top-level section: from its heading to the next one."""
+    start = html.index(f'<h2 id="{anchor}"')
+    end = html.find("<h2", start + 1)
+    return html[start:end if end >= 0 else html.index("<footer>")]
+
+
 def _section(html: str, anchor: str) -> str:
     """The HTML of one run's <details> section."""
     start = html.index(f'<details class="run" id="{anchor}"')
     end = html.find('<details class="run"', start + 1)
-    return html[start:end if end >= 0 else html.index("<footer>")].rstrip()
+    return html[start:end if end >= 0 else html.index('<h2 id="skipped"')].rstrip()
 
 
 def _matrix_html(html: str) -> str:
@@ -528,3 +535,41 @@ def test_distortion_against_queries_is_labelled() -> None:
     row = _metric_row("linf_at_queries", {"100": 0.3268, "10": None, "x": 1}, labels)
     assert row.key.startswith("median L-inf distance") and row.note == "linf_at_queries"
     assert row.value == "10:\u00a0— · 100:\u00a00.3268"
+
+
+def test_auditor_summary_rating_glossary_and_print(suite: Path) -> None:
+    """The first page says in sentences what was attacked and what it achieved (with intervals), rates the family
+    by its worst run with the cut-offs stated, keeps gates apart; every metric shown is in the glossary; skipped
+    images are listed; printing opens every collapsed section."""
+    doc = json.loads(suite.read_text())
+    doc["runs"][0]["skipped_images"] = [{"path": "celeba-mini/7/x.jpg", "reason": "no face detected"}]
+    doc["runs"][1]["skipped_images"] = [{"path": "celeba-mini/7/x.jpg", "reason": "no face detected"}]
+    suite.write_text(json.dumps(doc))
+    html = render_report(suite).read_text(encoding="utf-8")
+    summary = _part(html, "summary")
+    assert ("pixel linf 8/255 (white-box, dodging, individual) against dlib-resnet, open-set FMR 0.001: attack "
+            "success rate 97% [90%, 99%] of 38 attempts") in summary
+    assert "pixel linf 2/255 (white-box, dodging, individual)" in summary and "31% [18%, 47%]" in summary
+    ratings = html[html.index('id="ratings"'):html.index("</table>", html.index('id="ratings"'))]
+    assert "not robust" in ratings and "97%" in ratings  # the worst run (0.97 > 0.75)
+    assert "robust ≤ 5%, partly robust ≤ 25%, weak ≤ 75%" in summary
+    glossary = _part(html, "glossary")
+    for key in ("attack_success_rate", "noise_success_rate", "similarity_shift_mean", "n_attempts"):
+        assert f"<code class=\"muted\">{key}</code>" in glossary or f"<td>{key}" in glossary
+    assert "share of attack attempts that fooled the recognizer" in glossary
+    skipped = _part(html, "skipped")
+    assert skipped.count("celeba-mini/7/x.jpg") == 1 and "no face detected" in skipped  # once, with both runs
+    assert 'href="#skipped">1</a>' in html
+    assert "details::details-content { content-visibility: visible" in html and "@media print" in html
+
+
+def test_rating_cutoffs() -> None:
+    from facesec.report import summary
+
+    runs = [{"family": "pixel", "name": f"r{i}", "headline": {"metric": "attack_success_rate", "better": "lower"},
+             "metrics": {"attack_success_rate": rate}} for i, rate in enumerate([0.0, 0.05])]
+    assert [r.rating for r in summary.ratings(runs)] == ["robust"]
+    runs[1]["metrics"]["attack_success_rate"] = 0.06
+    assert [r.rating for r in summary.ratings(runs)] == ["partly robust"]
+    runs[0]["metrics"]["attack_success_rate"] = 0.76
+    assert summary.ratings(runs)[0].rating == "not robust" and "r0" in summary.ratings(runs)[0].worst

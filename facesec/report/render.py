@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from facesec import families
 from facesec.errors import ConfigError, FacesecError
-from facesec.report import figures
+from facesec.report import figures, summary
 from facesec.report.fields import as_dict, as_list
 from facesec.suite_files import write_atomic
 
@@ -202,6 +202,14 @@ class Report:
     has_morph: bool = False
     headlines: list[tuple[str, str]] = field(default_factory=list)
     """Per distinct headline of the runs: its label and what it means (from the family's metrics)."""
+    gates_held: int = 0
+    gates_total: int = 0
+    findings: list[summary.Finding] = field(default_factory=list)
+    ratings: list[summary.Rating] = field(default_factory=list)
+    glossary: list[summary.Term] = field(default_factory=list)
+    cutoffs: str = summary.CUTOFF_TEXT
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    """(runs, image, reason) of every image the runs skipped, once each."""
 
 
 def render_report(results_path: Path, out_path: Path | None = None, redact: bool = False) -> Path:
@@ -265,7 +273,24 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         has_query=any(run.knowledge == "query" for run in runs),
         has_morph=any(run.headline_label == "MMPMR" for run in runs),
         headlines=_headlines(raw_runs, runs),
+        gates_held=len(all_gates) - len(failed),
+        gates_total=len(all_gates),
+        findings=summary.findings(raw_runs),
+        ratings=summary.ratings(raw_runs),
+        glossary=summary.glossary(raw_runs),
+        skipped=_skipped(raw_runs, runs),
     )
+
+
+def _skipped(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> list[tuple[str, str, str]]:
+    """Each skipped image once, with its reason and the runs that skipped it."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for raw, run in zip(raw_runs, runs, strict=True):
+        for item in as_list(raw.get("skipped_images")):
+            key = (_text(as_dict(item).get("path")), _text(as_dict(item).get("reason")))
+            seen.setdefault(key, []).append(run.name)
+    return [(", ".join(names) if len(names) < 4 else f"{len(names)} runs", path, reason)
+            for (path, reason), names in seen.items()]
 
 
 def _headlines(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> list[tuple[str, str]]:
