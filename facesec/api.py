@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
 from facesec.engine import RunOutput, preflight, run_threat_model
 from facesec.errors import ConfigError, DataError, FacesecError, NotFetched
-from facesec.progress import bar
+from facesec.progress import bar, note
 from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
 from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
@@ -174,7 +175,7 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
     failures: list[Exception] = []
     used = {Path(str(r.get("samples_csv", ""))).parent.name for r in previous.values()}
     prints: dict[str, str] = {}
-    for source, tm in bar(models, desc="threat models", unit="run", enabled=progress):
+    for number, (source, tm) in enumerate(bar(models, desc="threat models", unit="run", enabled=progress), 1):
         if tm.data.dataset not in prints:
             prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
         key = resume.resume_key(tm, prints[tm.data.dataset])
@@ -182,6 +183,8 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
         if done is not None and (out_dir / str(done.get("samples_csv", ""))).is_file():
             records.append(done)
             continue
+        note(f"run {number}/{len(models)} {tm.name}: started", progress)
+        started = time.perf_counter()
         try:
             output = run_threat_model(tm, device, source, progress)
         except Exception as exc:  # noqa: BLE001 - recorded, then raised again after the suite is written
@@ -193,10 +196,25 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
             gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
             output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
         output.record["resume_key"] = key
+        note(f"run {number}/{len(models)} {tm.name}: {_outcome(output.record)} in "
+             f"{time.perf_counter() - started:.0f} s", progress)
         records.append(write_run(output, out_dir, used))
         save(document(suite, records), out_dir)
         render_report(out_dir / "results.json", redact=redact)
     return records, failures
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    """The run's headline, attempts and skipped images in a few words (or why it failed)."""
+    m = record.get("metrics") or {}
+    head = record.get("headline") or {}
+    key = head.get("metric", "attack_success_rate")
+    if not isinstance(m.get(key), int | float):
+        return "failed"
+    label = "ASR" if key == "attack_success_rate" else head.get("label", key)
+    attempts = f", {m['n_attempts']} attempts" if isinstance(m.get("n_attempts"), int) else ""
+    skipped = len(record.get("skipped_images") or [])
+    return f"{label} {m[key]:.3f}{attempts}, {skipped} image(s) skipped"
 
 
 def _earlier(path: Path) -> dict[str, Any] | None:

@@ -41,3 +41,9 @@ def bar(iterable: Iterable[T] | None = None, *, desc: str, enabled: bool = True,
         return tqdm(iterable, desc=desc, **kwargs)
     return tqdm(iterable, desc=desc, file=_Lines(sys.stderr), mininterval=LOG_EVERY, ascii=True,
                 **kwargs)
+
+
+def note(text: str, enabled: bool = True) -> None:
+    """One line on stderr (a stage started or finished), written around any progress bar on a terminal."""
+    if enabled:
+        tqdm.write(text, file=sys.stderr)

@@ -4,6 +4,7 @@ dropped; any file name survives into the outputs; 16-bit images are converted, n
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -85,8 +86,13 @@ def test_a_corrupt_photo_is_counted_on_the_command_line_and_listed_in_the_report
     spec.write_text(f"name: t\ndata: {{dataset: '{root}', identities: 2, images_per_identity: 3}}\n"
                     "attack: {steps: 1}\n")
     assert main(["run", str(spec), "--out", str(tmp_path / "reports")]) in (0, 1)
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "1 image(s) skipped" in out and "broken.jpg" in out
+    lines = captured.err.splitlines()  # stage lines, whole, for a log
+    assert "run 1/1 t: started" in lines
+    assert any(re.fullmatch(r"run 1/1 t: ASR \d\.\d{3}, \d+ attempts, 1 image\(s\) skipped in \d+ s", line)
+               for line in lines)
     html = (tmp_path / "reports" / "t" / "index.html").read_text(encoding="utf-8")
     skipped = html[html.index('<h2 id="skipped"'):html.index('<h2 id="glossary"')]
     assert "broken.jpg" in skipped
