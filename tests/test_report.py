@@ -102,6 +102,7 @@ def suite(tmp_path: Path) -> Path:
     imp = _run("quickstart[goal=impersonation]", 8 / 255, 0.83, [0.71, 0.91], goal="impersonation",
                gallery=gallery, samples_csv="runs/imp/samples.csv")
     imp["gates"] = [{"metric": "attack_success_rate", "op": "<=", "value": 0.5, "actual": 0.83, "passed": False}]
+    imp["metrics"]["threshold"] = -0.5921
     imp["validity"]["flags"] = ["attack or gradients broken: unbounded run reached 0.40 < 0.95"]
     return _write(tmp_path, sweep + [imp])
 
@@ -561,6 +562,8 @@ def test_auditor_summary_rating_glossary_and_print(suite: Path) -> None:
     assert skipped.count("celeba-mini/7/x.jpg") == 1 and "no face detected" in skipped  # once, with both runs
     assert 'href="#skipped">1</a>' in html
     assert "details::details-content { content-visibility: visible" in html and "@media print" in html
+    gallery = _section(html, "run-4")
+    assert "match above -0.592" in gallery and "minus the Euclidean distance" in gallery
 
 
 def test_rating_cutoffs() -> None:

@@ -132,6 +132,8 @@ class RunView:
     """The family's own template for the rest of the run's section (None: the evasion gallery)."""
     view: dict[str, Any] = field(default_factory=dict)
     """What the family's partial shows."""
+    threshold: str = ""
+    """The verification threshold on the similarity scale (open set), shown beside the gallery's similarities."""
 
     @property
     def failed(self) -> bool:
@@ -390,7 +392,14 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
         headline_label="ASR" if headline == "attack_success_rate" else _text(as_dict(run.get("headline")).get("label")),
         partial=partial,
         view=family.report_view(run, results_dir, redact) if family is not None and partial is not None else {},
+        threshold=_threshold_text(metrics.get("threshold")),
     )
+
+
+def _threshold_text(value: Any) -> str:
+    """The verification threshold on the similarity scale, as shown beside similarities (empty: none recorded)."""
+    number = _num(value)
+    return "" if number is None else f"{number:.3f}"
 
 
 def _family(run: dict[str, Any]) -> families.Family | None:
