@@ -64,3 +64,11 @@ def supported_fmr(n_impostor: int, fmr: float) -> bool:
         raise ValueError(f"fmr must be in (0, 1], got {fmr!r}")
     # exact on the FMR as written (repr), so that 10 / 1e-3 is 10000, not 9999.999... or 10000.000...1
     return int(n_impostor) * Fraction(repr(float(fmr))) >= SUPPORT_COUNT
+
+
+def pair_counts(counts: list[int]) -> tuple[int, int]:
+    """(genuine, impostor) image pairs for identities with these image counts."""
+    n = np.asarray(counts, dtype=np.int64)
+    total = int(n.sum())
+    genuine = int((n * (n - 1) // 2).sum())
+    return genuine, total * (total - 1) // 2 - genuine

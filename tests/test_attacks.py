@@ -72,7 +72,17 @@ def test_unbounded_budget_reaches_about_all(celeba: Any, library: str, method: s
               goal="impersonation", setting=setting)
     if method != "fgsm":  # one full-budget step overshoots: FGSM's check is the engine's PGD sanity run
         assert out.record["metrics"]["attack_success_rate"] >= 0.95
-    assert out.record["validity"]["unbounded_asr"] >= 0.95 and out.record["validity"]["flags"] == []
+    flags = out.record["validity"]["flags"]
+    assert out.record["validity"]["unbounded_asr"] >= 0.95 and [f for f in flags if not f.startswith("FMR ")] == []
+
+
+def test_an_fmr_the_impostor_pairs_cannot_support_is_flagged(celeba: Any) -> None:
+    """4 identities x 3 faces give 54 impostor pairs: FMR 1e-3 needs 10,000 (flagged), FMR 0.2 needs 50 (not)."""
+    out = run(setting={"kind": "open-set", "fmr": 1e-3}, attack__steps=1)
+    assert out.record["metrics"]["n_impostor_scores"] == 54
+    assert any(f.startswith("FMR 0.001 is not supported by 54 impostor pairs") for f in out.record["validity"]["flags"])
+    out = run(setting={"kind": "open-set", "fmr": 0.2}, attack__steps=1)
+    assert not any(f.startswith("FMR ") for f in out.record["validity"]["flags"])
 
 
 @pytest.mark.parametrize("method", ["pgd", "mi-fgsm", "cw"])

@@ -20,10 +20,11 @@ from PIL import Image
 
 from facesec.cli import main
 from facesec.data import fetch as F
-from facesec.data.catalog import describe, pair_counts
+from facesec.data.catalog import describe
 from facesec.data.dataset import load_dataset
 from facesec.data.importer import import_dataset
 from facesec.errors import DataError
+from facesec.protocols import pair_counts
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import numpy as np
 from facesec.data.dataset import Dataset, load_dataset
 from facesec.data.images import UnusableImage, read_rgb
 from facesec.progress import bar
-from facesec.protocols import SUPPORT_COUNT
+from facesec.protocols import SUPPORT_COUNT, pair_counts
 
 
 @dataclass
@@ -53,14 +53,6 @@ class DatasetInfo:
         if len(self.skipped) > 20:
             out.append(f"    ... and {len(self.skipped) - 20} more")
         return out
-
-
-def pair_counts(counts: list[int]) -> tuple[int, int]:
-    """(genuine, impostor) image pairs for identities with these image counts."""
-    n = np.asarray(counts, dtype=np.int64)
-    total = int(n.sum())
-    genuine = int((n * (n - 1) // 2).sum())
-    return genuine, total * (total - 1) // 2 - genuine
 
 
 def describe(name_or_path: str | Path, check: bool = False, progress: bool = False) -> DatasetInfo:

@@ -42,6 +42,8 @@ METRICS: dict[str, MetricInfo] = {
     "similarity_after_mean": _M("mean similarity to the reference after"),
     "similarity_shift_mean": _M("mean similarity change"),
     "threshold": _M("verification threshold at the FMR (open set)"),
+    "n_impostor_scores": _M("impostor pairs of the population the threshold was set on (the FMR needs at least "
+                            "10 / FMR of them)"),
     "linf_mean": _M("mean L-inf norm of the change"),
     "l2_mean": _M("mean L2 norm of the change"),
     "ssim_mean": _M("mean SSIM of attacked to clean"),

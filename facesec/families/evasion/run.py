@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facesec import attacks, knowledge, metrics, photos, trial
+from facesec import attacks, knowledge, metrics, photos, protocols, trial
 from facesec.accessories import export
 from facesec.accessories import run as accessory_run
 from facesec.attacks import Attack, Budget, Criterion, Objective
@@ -159,6 +159,14 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
                        ("closed-set", "dodging"): "rank1", ("closed-set", "impersonation"): "target_top1"}
     baselines = {k: noise_asr if v is None else v for k, v in out.baselines.items()}
     validity = _validity(tm, x, view.objective, attempted, out.unbounded, baselines, asr)
+    n_impostor = protocols.pair_counts(np.bincount(pop.identity).tolist())[1]
+    if tm.setting.kind == "open-set" and not protocols.supported_fmr(n_impostor, tm.setting.fmr):
+        needed = protocols.SUPPORT_COUNT / tm.setting.fmr
+        validity["flags"].append(
+            f"FMR {tm.setting.fmr:g} is not supported by {n_impostor} impostor pairs (about "
+            f"{n_impostor * tm.setting.fmr:.1f} above the threshold; needs {needed:.0f}): raise data.identities or "
+            "data.images_per_identity, or the FMR")
+        validity["n_flags"] = len(validity["flags"])
     metrics_out = {
         "attack_success_rate": asr,
         "attack_success_ci95": list(metrics.wilson_interval(n_success, n_attempts)),
@@ -174,6 +182,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         "similarity_after_mean": float(sim_after.mean()),
         "similarity_shift_mean": float((sim_after - sim_before).mean()),
         "threshold": threshold if tm.setting.kind == "open-set" else None,
+        "n_impostor_scores": n_impostor if tm.setting.kind == "open-set" else None,
         "linf_mean": float(linf.mean()),
         "l2_mean": float(l2.mean()),
         "ssim_mean": float(ssim.mean()),
