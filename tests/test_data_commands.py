@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import os
 import shutil
 import tarfile
 import threading
@@ -141,19 +142,26 @@ def test_fetch_refuses_hostile_archives(data_home: Path, tmp_path: Path, photos,
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves one file, honouring `Range: bytes=N-`; remembers the ranges asked."""
+    """Serves one file, honouring `Range: bytes=N-` (unless `ignore_range`); with `cut`, the first response stops
+    after that many bytes although its Content-Length promised all; remembers the ranges asked."""
 
     body = b""
     ranges: list[str] = []
+    ignore_range = False
+    cut: int | None = None
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        asked = self.headers.get("Range")
-        self.ranges.append(asked or "")
+        asked = None if self.ignore_range else self.headers.get("Range")
+        self.ranges.append(self.headers.get("Range") or "")
         start = int(asked.split("=")[1].rstrip("-")) if asked else 0
         self.send_response(206 if asked else 200)
         self.send_header("Content-Length", str(len(self.body) - start))
+        if asked:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
         self.end_headers()
-        self.wfile.write(self.body[start:])
+        end = len(self.body) if type(self).cut is None else start + type(self).cut
+        type(self).cut = None
+        self.wfile.write(self.body[start:end])
 
     def log_message(self, *args: object) -> None:
         pass
@@ -203,3 +211,64 @@ def test_without_facesec_data_the_readme_path_leads_to_a_run(data_home: Path, tm
     assert code in (0, 1)  # ran; the gate's verdict is the model's business
     out = capsys.readouterr().out
     assert "ASR" in out and (tmp_path / "reports" / "quickstart" / "index.html").is_file()
+
+
+def test_a_dropped_download_is_kept_and_resumed(data_home: Path, tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    """The connection closes after 1,000 bytes: the command says so and keeps them; the rerun asks for the rest."""
+    url, md5, handler = server
+    handler.cut = 1000
+    with pytest.raises(DataError, match="stopped at 1,000 of"):
+        F.fetch("lfw", url=url, md5=md5)
+    assert not (data_home / "lfw").exists()
+    F.fetch("lfw", url=url, md5=md5)
+    assert handler.ranges == ["", "bytes=1000-"] and len(load_dataset("lfw").items) == 9
+
+
+def test_a_server_that_ignores_range_restarts_the_download(data_home: Path, tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    url, md5, handler = server
+    handler.ignore_range = True
+    part = tmp_path / "cache" / "downloads" / "lfw.tgz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"garbage from an older attempt")
+    F.fetch("lfw", url=url, md5=md5)
+    assert (tmp_path / "cache" / "downloads" / "lfw.tgz").read_bytes() == handler.body
+
+
+def test_import_takes_odd_names_bom_csvs_and_skips_repeats(data_home: Path, tmp_path: Path, photos) -> None:  # type: ignore[no-untyped-def]
+    """A folder name that is not UTF-8, a CSV saved with a byte-order mark, a row listed twice and a listed file
+    that is not an image: imported or skipped with a reason, never a crash."""
+    src = tmp_path / "odd"
+    folder = Path(os.fsdecode(bytes(src) + b"/Ren\xe9"))
+    folder.mkdir(parents=True)
+    for f in photos[0][1]:
+        shutil.copy(f, folder / f.name)
+    done = import_dataset(src, "odd", detect=False)
+    assert done.images == 3 and done.identities == 1
+    files = [f for _, fs in photos for f in fs]
+    rows = [f"{files[0]},a", f"{files[0]},a", f"{files[1]},b", f"{tmp_path / 'notes.txt'},b"]
+    (tmp_path / "bom.csv").write_text("\ufeffpath,identity\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    done = import_dataset(tmp_path / "bom.csv", "bom", detect=False)
+    assert done.images == 2
+    assert sorted(r.split(" ")[0] for _, r in done.skipped) == ["listed", "not"]
+
+
+def test_import_refuses_an_unreadable_csv_in_one_line(data_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "big.csv").write_text("path,identity\n" + "x" * 200_000 + ".jpg,a\n")
+    with pytest.raises(DataError, match="line .*not a readable CSV"):
+        import_dataset(tmp_path / "big.csv", "big")
+
+
+def test_info_says_none_below_ten_impostor_pairs(data_home: Path, tmp_path: Path, photos) -> None:  # type: ignore[no-untyped-def]
+    """2 people x 2 photos: 4 impostor pairs support no FMR (a threshold needs about 10 impostor scores above it);
+    a third person's 2 photos make 12 pairs, enough for 10 / 12."""
+    for k in (2, 3):
+        src = tmp_path / f"src{k}"
+        for name, files in photos[:k]:
+            (src / name).mkdir(parents=True)
+            for f in files[:2]:
+                shutil.copy(f, src / name / f.name)
+        import_dataset(src, f"n{k}", detect=False)
+    small, larger = describe("n2"), describe("n3")
+    assert small.impostor_pairs == 4 and small.smallest_fmr is None
+    assert "none (fewer than 10 impostor pairs)" in "\n".join(small.lines())
+    assert larger.impostor_pairs == 12 and larger.smallest_fmr == pytest.approx(10 / 12)

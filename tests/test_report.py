@@ -576,3 +576,7 @@ def test_rating_cutoffs() -> None:
     assert [r.rating for r in summary.ratings(runs)] == ["partly robust"]
     runs[0]["metrics"]["attack_success_rate"] = 0.76
     assert summary.ratings(runs)[0].rating == "not robust" and "r0" in summary.ratings(runs)[0].worst
+    runs[0]["metrics"]["attack_success_rate"] = 1.5  # a hand-edited file: still a rating, never a crash
+    runs[1]["metrics"]["attack_success_rate"] = float("nan")
+    assert summary.ratings(runs)[0].rating == "not robust"
+    assert "—" in summary.findings(runs)[1].text

@@ -44,7 +44,8 @@ class DatasetInfo:
                f"max {per['max']})",
                f"  genuine pairs: {self.genuine_pairs:,}; impostor pairs: {self.impostor_pairs:,}",
                "  smallest FMR supported: " + (f"{self.smallest_fmr:.1g} (about {SUPPORT_COUNT} impostor scores "
-                                                "above its threshold)" if self.smallest_fmr else "none (one identity)"),
+                                                "above its threshold)" if self.smallest_fmr else
+                                                f"none (fewer than {SUPPORT_COUNT} impostor pairs)"),
                f"  skipped: {len(self.skipped)}" + ("" if self.checked else " (folder structure only; --check "
                                                                            "decodes every image)")]
         reasons = Counter(reason for _, reason in self.skipped)
@@ -79,7 +80,7 @@ def describe(name_or_path: str | Path, check: bool = False, progress: bool = Fal
         images_per_identity={"min": counts[0] if counts else 0, "median": int(np.median(counts)) if counts else 0,
                              "max": counts[-1] if counts else 0},
         genuine_pairs=genuine, impostor_pairs=impostor,
-        smallest_fmr=SUPPORT_COUNT / impostor if impostor else None, skipped=skipped, checked=check)
+        smallest_fmr=SUPPORT_COUNT / impostor if impostor >= SUPPORT_COUNT else None, skipped=skipped, checked=check)
 
 
 def _skipped_at_import(root: Path) -> list[tuple[str, str]]:
@@ -87,5 +88,8 @@ def _skipped_at_import(root: Path) -> list[tuple[str, str]]:
     path = root / "skipped.csv"
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        return [(str(row.get("path", "")), f"at import: {row.get('reason', '')}") for row in csv.DictReader(fh)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+            return [(str(row.get("path", "")), f"at import: {row.get('reason', '')}") for row in csv.DictReader(fh)]
+    except csv.Error as exc:
+        return [(str(path), f"skipped.csv is not readable ({exc})")]

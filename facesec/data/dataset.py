@@ -79,16 +79,20 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
     skipped: list[tuple[Path, str]] = []
     if manifest.is_file():
         inside = root.resolve()
-        with manifest.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        with manifest.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
             reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"path", "identity"} <= set(reader.fieldnames):
-                raise DataError(f"{manifest}: needs the columns 'path' and 'identity' (found {reader.fieldnames})")
-            for row in reader:
-                path = root / str(row["path"])
-                if not path.resolve().is_relative_to(inside):
-                    skipped.append((path, "outside the dataset folder (manifest paths are relative to it)"))
-                else:
-                    items.append((path, str(row["identity"])))
+            try:
+                if not reader.fieldnames or not {"path", "identity"} <= set(reader.fieldnames):
+                    raise DataError(f"{manifest}: needs the columns 'path' and 'identity' (found "
+                                    f"{reader.fieldnames})")
+                for row in reader:
+                    path = root / str(row["path"])
+                    if not path.resolve().is_relative_to(inside):
+                        skipped.append((path, "outside the dataset folder (manifest paths are relative to it)"))
+                    else:
+                        items.append((path, str(row["identity"])))
+            except csv.Error as exc:
+                raise DataError(f"{manifest}, line {reader.line_num}: not a readable CSV ({exc})") from exc
     else:
         for ident_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for f in sorted(ident_dir.iterdir()):

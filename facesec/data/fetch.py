@@ -4,6 +4,7 @@ the user downloaded, checked against its published checksum, and unpacked safely
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import tarfile
 import urllib.error
@@ -64,9 +65,11 @@ def fetch(name: str, source: Path | None = None, url: str | None = None, md5: st
     expected = (md5 or archive.md5).lower()
     actual = _md5(path, progress)
     if actual != expected:
+        if source is None:
+            path.unlink()  # a damaged download is not kept: the next run downloads it again
+        again = "deleted; rerun to download it again" if source is None else "other layouts: `facesec data import`"
         raise DataError(f"{path}: MD5 {actual} is not the published {expected}; the file is damaged or not the "
-                        f"official archive (a partial download resumes when you rerun; other layouts: "
-                        "`facesec data import`)")
+                        f"official archive ({again})")
     _unpack(path, archive, final, progress)
     return final
 
@@ -98,21 +101,31 @@ def _download(url: str, archive: Archive, name: str, progress: bool) -> Path:
         raise DataError(f"cannot download {url} ({getattr(exc, 'reason', exc)}); download the archive yourself "
                         f"and run `facesec data fetch {name} --from FILE`") from exc
     with response:
-        resumed = have and getattr(response, "status", 200) == 206
+        resumed = bool(have) and getattr(response, "status", 200) == 206
+        if resumed and not str(response.headers.get("Content-Range", "")).startswith(f"bytes {have}-"):
+            raise DataError(f"{url}: the server resumed from another offset than {have:,}; delete {part} and "
+                            "rerun to download it whole")
         length = response.headers.get("Content-Length")
-        total = (have if resumed else 0) + (int(length) if length and length.isdigit() else 0)
-        if total > archive.size:
-            raise DataError(f"{url}: {total:,} bytes, more than the {archive.size:,} this archive has")
+        expected = (have if resumed else 0) + int(length) if length and length.isdigit() else None
+        if expected is not None and expected > archive.size:
+            raise DataError(f"{url}: {expected:,} bytes, more than the {archive.size:,} this archive has")
         written = have if resumed else 0
-        with part.open("ab" if resumed else "wb") as fh, bar(total=total or None, initial=written, unit="B",
-                                                              unit_scale=True, desc=f"downloading {name}",
-                                                              enabled=progress) as shown:
-            while block := response.read(CHUNK):
-                written += len(block)
-                if written > archive.size:
-                    raise DataError(f"{url}: more than the {archive.size:,} bytes this archive has; stopped")
-                fh.write(block)
-                shown.update(len(block))
+        try:
+            with part.open("ab" if resumed else "wb") as fh, bar(total=expected, initial=written, unit="B",
+                                                                  unit_scale=True, desc=f"downloading {name}",
+                                                                  enabled=progress) as shown:
+                while block := response.read(CHUNK):
+                    written += len(block)
+                    if written > archive.size:
+                        raise DataError(f"{url}: more than the {archive.size:,} bytes this archive has; stopped")
+                    fh.write(block)
+                    shown.update(len(block))
+        except (OSError, http.client.HTTPException) as exc:
+            raise DataError(f"{url}: the download stopped at {written:,} bytes ({exc}); rerun the same command "
+                            "to resume it") from exc
+    if expected is not None and written != expected:
+        raise DataError(f"{url}: the download stopped at {written:,} of {expected:,} bytes; rerun the same command "
+                        "to resume it")
     part.replace(done)
     return done
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from facesec.data.dataset import data_roots
 from facesec.data.faces import FaceAnalyzer, NoFace
-from facesec.data.images import IMAGE_SUFFIXES, UnusableImage, read_rgb, regular_file
+from facesec.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, UnusableImage, read_rgb, regular_file
 from facesec.errors import DataError
 from facesec.progress import bar
 
@@ -41,7 +41,8 @@ class Imported:
 def _slug(identity: str) -> str:
     """A folder name for an identity label of any content: safe characters, plus a hash when it had others."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", identity).strip("._")[:48] or "id"
-    return safe if safe == identity else f"{safe}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return safe if safe == identity else f"{safe}-{digest}"
 
 
 def _from_folder(source: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
@@ -58,20 +59,32 @@ def _from_folder(source: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, 
     return items, skipped
 
 
-def _from_csv(source: Path) -> list[tuple[Path, str]]:
+def _from_csv(source: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
     items: list[tuple[Path, str]] = []
-    with source.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+    skipped: list[tuple[str, str]] = []
+    seen: set[tuple[Path, str]] = set()
+    with source.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"path", "identity"} <= set(reader.fieldnames):
-            raise DataError(f"{source}: needs the columns 'path' and 'identity' (found {reader.fieldnames})")
-        for row in reader:
-            if len(items) >= MAX_ROWS:
-                raise DataError(f"{source}: more than {MAX_ROWS:,} rows; import it in parts")
-            path, ident = str(row["path"] or ""), str(row["identity"] or "").strip()
-            if not path or not ident:
-                raise DataError(f"{source}, line {reader.line_num}: empty path or identity")
-            items.append(((source.parent / path).expanduser(), ident))
-    return items
+        try:
+            if not reader.fieldnames or not {"path", "identity"} <= set(reader.fieldnames):
+                raise DataError(f"{source}: needs the columns 'path' and 'identity' (found {reader.fieldnames})")
+            for row in reader:
+                if len(items) >= MAX_ROWS:
+                    raise DataError(f"{source}: more than {MAX_ROWS:,} rows; import it in parts")
+                path, ident = str(row["path"] or ""), str(row["identity"] or "").strip()
+                if not path or not ident:
+                    raise DataError(f"{source}, line {reader.line_num}: empty path or identity")
+                photo = (source.parent / path).expanduser()
+                if photo.suffix.lower() not in IMAGE_SUFFIXES:
+                    skipped.append((str(photo), f"not an image file name (suffix {photo.suffix or 'none'!r})"))
+                elif (photo, ident) in seen:
+                    skipped.append((str(photo), f"listed again for {ident!r} (line {reader.line_num})"))
+                else:
+                    seen.add((photo, ident))
+                    items.append((photo, ident))
+        except csv.Error as exc:
+            raise DataError(f"{source}, line {reader.line_num}: not a readable CSV ({exc})") from exc
+    return items, skipped
 
 
 def import_dataset(source: str | Path, name: str, detect: bool = True, progress: bool = False) -> Imported:
@@ -83,7 +96,7 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
     if source.is_dir():
         items, skipped = _from_folder(source)
     elif source.is_file() and source.suffix.lower() == ".csv":
-        items, skipped = _from_csv(source), []
+        items, skipped = _from_csv(source)
     else:
         raise DataError(f"{source}: not a folder of identity folders, nor a .csv of path,identity")
     if not items:
@@ -109,20 +122,20 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
     analyzer = FaceAnalyzer() if detect else None
     rows: list[tuple[str, str]] = []
     folders: dict[str, str] = {}
-    for path, ident in bar(items, desc="importing photos", unit="photo", enabled=progress):
-        try:
-            regular_file(path)
-            image, _ = read_rgb(path)
-            if analyzer is not None:
-                analyzer.detect(image)
-        except (UnusableImage, NoFace) as exc:
-            skipped.append((str(path), str(exc)))
-            continue
-        folder = folders.setdefault(ident, _slug(ident))
-        (partial / folder).mkdir(exist_ok=True)
-        target = f"{folder}/{len(rows):07d}{path.suffix.lower()}"
-        shutil.copyfile(path, partial / target)
-        rows.append((target, ident))
+    try:
+        for path, ident in bar(items, desc="importing photos", unit="photo", enabled=progress):
+            folder = folders.get(ident) or _slug(ident)
+            target = partial / folder / f"{len(rows):07d}{path.suffix.lower()}"
+            try:
+                _copy_checked(path, target, analyzer)
+            except (UnusableImage, NoFace) as exc:
+                skipped.append((str(path), str(exc)))
+                continue
+            folders[ident] = folder
+            rows.append((f"{folder}/{target.name}", ident))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # an interrupted import leaves no hidden copy behind
+        raise
     if not rows:
         shutil.rmtree(partial, ignore_errors=True)
         raise DataError(f"{source}: none of {len(items)} photos is usable; first reasons: "
@@ -131,6 +144,28 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
     _write_csv(partial / "skipped.csv", ("path", "reason"), skipped)
     partial.rename(final)
     return Imported(name, final, len(rows), len(folders), skipped)
+
+
+def _copy_checked(path: Path, target: Path, analyzer: FaceAnalyzer | None) -> None:
+    """The photo's bytes (at most MAX_FILE_BYTES, read once) written to `target`, then decoded from there and,
+    with an analyzer, required to hold exactly one face; UnusableImage or NoFace (and no file) otherwise."""
+    regular_file(path)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UnusableImage(f"cannot read ({exc.strerror or type(exc).__name__})") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise UnusableImage(f"file too large (limit {MAX_FILE_BYTES:,} bytes)")
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(data)
+    try:
+        image, _ = read_rgb(target)
+        if analyzer is not None:
+            analyzer.detect(image)
+    except BaseException:
+        target.unlink()
+        raise
 
 
 def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[str, str]]) -> None:

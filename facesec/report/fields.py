@@ -4,12 +4,34 @@ list is expected, and the report must still render."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from facesec import families
+from facesec.errors import FacesecError
+
+if TYPE_CHECKING:
+    from facesec.families.base import Family
 
 
 def as_dict(value: Any) -> dict[str, Any]:
     """`value` if it is a mapping, else an empty one."""
     return value if isinstance(value, dict) else {}
+
+
+def number(value: Any) -> float | None:
+    """A number from results.json as float; None for anything else, booleans and NaN included."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def family_of(run: dict[str, Any]) -> Family | None:
+    """The run's attack family (by `family`, else its threat model's perturbation kind); None when unknown here."""
+    kind = run.get("family") or as_dict(as_dict(run.get("threat_model")).get("perturbation")).get("kind") or "pixel"
+    try:
+        return families.get(str(kind))
+    except FacesecError:  # a family not installed here (or a broken plug-in)
+        return None
 
 
 def as_list(value: Any) -> list[Any]:

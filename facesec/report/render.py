@@ -19,9 +19,9 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader
 
 from facesec import families
-from facesec.errors import ConfigError, FacesecError
+from facesec.errors import ConfigError
 from facesec.report import figures, summary
-from facesec.report.fields import as_dict, as_list
+from facesec.report.fields import as_dict, as_list, family_of, number
 from facesec.suite_files import write_atomic
 
 SCHEMA_VERSION = 1
@@ -329,10 +329,10 @@ def fmt(value: Any) -> str:
 
 def fmt_asr(asr: Any, ci: Any) -> str:
     """'0.97 [0.90–0.99]': the attack success rate with its 95% confidence interval."""
-    rate = _num(asr)
+    rate = number(asr)
     if rate is None:
         return DASH
-    bounds = [_num(b) for b in as_list(ci)]
+    bounds = [number(b) for b in as_list(ci)]
     if len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None:
         return f"{rate:.2f} [{bounds[0]:.2f}–{bounds[1]:.2f}]"
     return f"{rate:.2f}"
@@ -364,7 +364,7 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
     threat_model = run.get("threat_model")
     gallery = run.get("gallery")
     accessory = _is_accessory(run)
-    family = _family(run)
+    family = family_of(run)
     headline = _text(as_dict(run.get("headline")).get("metric"), "attack_success_rate")
     partial = family.report_partial if family is not None else None
     labels = {k: info.label for k, info in family.metrics.items() if info.label} if family is not None else {}
@@ -398,17 +398,8 @@ def _run_view(index: int, run: dict[str, Any], results_dir: Path, out_dir: Path,
 
 def _threshold_text(value: Any) -> str:
     """The verification threshold on the similarity scale, as shown beside similarities (empty: none recorded)."""
-    number = _num(value)
-    return "" if number is None else f"{number:.3f}"
-
-
-def _family(run: dict[str, Any]) -> families.Family | None:
-    """The run's attack family (by `family`, else its threat model's perturbation kind); None when unknown here."""
-    kind = run.get("family") or as_dict(as_dict(run.get("threat_model")).get("perturbation")).get("kind") or "pixel"
-    try:
-        return families.get(str(kind))
-    except FacesecError:  # a family not installed here (or a broken plug-in): the evasion layout
-        return None
+    value = number(value)
+    return "" if value is None else f"{value:.3f}"
 
 
 def _is_accessory(run: dict[str, Any]) -> bool:
@@ -444,7 +435,7 @@ def _distance(value: float | None) -> str:
 def _queries(value: Any) -> list[tuple[int, float | None]]:
     """`asr_at_queries` (or `linf_at_queries`) as (queries, value) pairs in increasing query order; keys
     that are not counts >= 1 are dropped."""
-    pairs = [(int(k), _num(v)) for k, v in as_dict(value).items() if k.isdecimal() and int(k) > 0]
+    pairs = [(int(k), number(v)) for k, v in as_dict(value).items() if k.isdecimal() and int(k) > 0]
     return sorted(pairs, key=lambda pair: pair[0])
 
 
@@ -458,7 +449,7 @@ def _dimension_rows(dims: dict[str, Any], eps: Any) -> list[Row]:
     """The six dimensions, any extra ones, and eps (also in 255ths for L-inf, the way budgets are quoted)."""
     keys = list(DIMENSION_KEYS) + [k for k in dims if k not in DIMENSION_KEYS]
     rows = [Row(k, _text(dims.get(k))) for k in keys]
-    budget = _num(eps)
+    budget = number(eps)
     if budget is None:
         return rows if eps is None else rows + [Row("eps", fmt(eps))]
     in_255ths = f" ({budget * 255:.3g}/255)" if "linf" in _text(dims.get("perturbation")) else ""
@@ -478,7 +469,7 @@ def _baseline_rule(rule: Any, runs: list[RunView]) -> Gate:
     doc = as_dict(rule)
     run = _text(doc.get("run"))
     anchor = next((r.anchor for r in runs if r.name == run), "")
-    old, new, limit = _num(doc.get("old")), _num(doc.get("new")), _num(doc.get("max_increase"))
+    old, new, limit = number(doc.get("old")), number(doc.get("new")), number(doc.get("max_increase"))
     required = f"≤ {limit + old:.4g} ({old:.4g} + {limit:.4g})" if old is not None and limit is not None else DASH
     change = f" ({new - old:+.4g})" if old is not None and new is not None else ""
     note = _text(doc.get("error"), "") or _text(doc.get("note"), "")
@@ -550,7 +541,7 @@ def _matrix(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> Matrix:
         text = run.asr if run.headline_label == "ASR" else f"{run.headline_label} {run.asr}"
         cell.entries.append(MatrixEntry(run.anchor, run.name, text, bool(run.flags), run.failed,
                                         _cell_detail(run, metrics)))
-        asr = _num(metrics.get(_text(as_dict(raw.get("headline")).get("metric"), "attack_success_rate")))
+        asr = number(metrics.get(_text(as_dict(raw.get("headline")).get("metric"), "attack_success_rate")))
         if asr is not None:
             cell.worst = asr if cell.worst is None else max(cell.worst, asr)
     return Matrix(
@@ -581,7 +572,7 @@ def _family_figures(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Figures across a family's runs (e.g. MMPMR against alpha), from each family present in the suite."""
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for run in raw_runs:
-        family = _family(run)
+        family = family_of(run)
         if family is not None:
             by_kind.setdefault(family.name, []).append(run)
     return [fig for kind, runs in by_kind.items() for fig in families.get(kind).suite_figures(runs)]
@@ -614,8 +605,8 @@ def _sweeps(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """
     groups: dict[tuple[str, str, str], tuple[figures.SweepLine, dict[str, Any]]] = {}
     for run in raw_runs:
-        eps, metrics = _num(run.get("eps")), as_dict(run.get("metrics"))
-        asr = _num(metrics.get("attack_success_rate"))
+        eps, metrics = number(run.get("eps")), as_dict(run.get("metrics"))
+        asr = number(metrics.get("attack_success_rate"))
         if eps is None or asr is None:
             continue
         dims = as_dict(run.get("dimensions"))
@@ -624,9 +615,9 @@ def _sweeps(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
         attack = {k: v for k, v in as_dict(as_dict(run.get("threat_model")).get("attack")).items() if k != "step_size"}
         key = (family or DASH, label, json.dumps(attack, sort_keys=True, default=str))
         line = groups.setdefault(key, (figures.SweepLine(label), attack))[0]
-        bounds = [_num(b) for b in as_list(metrics.get("attack_success_ci95"))]
+        bounds = [number(b) for b in as_list(metrics.get("attack_success_ci95"))]
         low, high = (bounds[0], bounds[1]) if len(bounds) == 2 else (None, None)
-        noise = _num(metrics.get("noise_success_rate"))
+        noise = number(metrics.get("noise_success_rate"))
         line.eps.append(eps)
         line.asr.append(asr)
         line.ci_low.append(asr if low is None else low)
@@ -676,7 +667,7 @@ def _environment(runs: list[Any]) -> Environment:
     """Templates: the page's own, then the partials of the families these runs belong to."""
     dirs = [Path(__file__).parent / "templates"]
     for run in runs:
-        family = _family(run) if isinstance(run, dict) else None
+        family = family_of(run) if isinstance(run, dict) else None
         if family is not None and family.template_dir is not None and family.template_dir not in dirs:
             dirs.append(family.template_dir)
     return Environment(
@@ -694,20 +685,13 @@ def _text(value: Any, default: str = DASH) -> str:
     return value if isinstance(value, str) else fmt(value)
 
 
-def _num(value: Any) -> float | None:
-    """A number from results.json as float; None for anything else, booleans and NaN included."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        return None
-    return float(value)
-
-
 def _rate(value: Any) -> str:
     """A success rate to two decimals, as in the matrix; a dash when missing."""
-    number = _num(value)
-    return DASH if number is None else f"{number:.2f}"
+    value = number(value)
+    return DASH if value is None else f"{value:.2f}"
 
 
 def _fixed(value: Any) -> str:
     """A similarity to three decimals, so the before and after columns line up."""
-    number = _num(value)
-    return DASH if number is None else f"{number:.3f}"
+    value = number(value)
+    return DASH if value is None else f"{value:.3f}"

@@ -3,15 +3,14 @@ its cut-offs stated, what the CI gates said (kept apart from the rating), and a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from facesec import families
-from facesec.errors import FacesecError
 from facesec.families.base import MetricInfo
-from facesec.report.fields import as_dict
+from facesec.report.fields import as_dict, family_of, number
 
-CUTOFFS = ((0.05, "robust"), (0.25, "partly robust"), (0.75, "weak"), (1.0, "not robust"))
+CUTOFFS = ((0.05, "robust"), (0.25, "partly robust"), (0.75, "weak"), (math.inf, "not robust"))
 """Rating of a family by its worst headline success rate (an attack's success: lower is more robust): at most
 5% robust, at most 25% partly robust, at most 75% weak, above that not robust."""
 
@@ -47,24 +46,12 @@ class Term:
     meaning: str
 
 
-def _family(run: dict[str, Any]) -> families.Family | None:
-    kind = run.get("family") or as_dict(as_dict(run.get("threat_model")).get("perturbation")).get("kind") or "pixel"
-    try:
-        return families.get(str(kind))
-    except FacesecError:
-        return None
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def percent(rate: float | None, ci: Any = None) -> str:
     """'100% [95%, 100%]': a rate with its interval, as a person reads it."""
     if rate is None:
         return "—"
     text = f"{rate:.0%}" if rate in (0.0, 1.0) or rate >= 0.1 else f"{rate:.1%}"
-    if isinstance(ci, list | tuple) and len(ci) == 2 and all(_num(v) is not None for v in ci):
+    if isinstance(ci, list | tuple) and len(ci) == 2 and all(number(v) is not None for v in ci):
         text += f" [{float(ci[0]):.0%}, {float(ci[1]):.0%}]"
     return text
 
@@ -73,7 +60,7 @@ def _headline(run: dict[str, Any]) -> tuple[str, str, str]:
     """(metric key, words for it, better) of the run's headline."""
     head = as_dict(run.get("headline"))
     key = str(head.get("metric") or "attack_success_rate")
-    family = _family(run)
+    family = family_of(run)
     info = family.metrics.get(key) if family is not None else None
     words = head.get("label") if head.get("label") and head.get("label") != key else None
     if words is None and info is not None:
@@ -87,14 +74,14 @@ def findings(raw_runs: list[dict[str, Any]]) -> list[Finding]:
     for i, run in enumerate(raw_runs):
         dims, m = as_dict(run.get("dimensions")), as_dict(run.get("metrics"))
         key, words, _ = _headline(run)
-        rate = _num(m.get(key))
+        rate = number(m.get(key))
         ci = m.get(f"{key}_ci95", m.get("attack_success_ci95") if key == "attack_success_rate" else None)
         attempts = m.get("n_attempts")
         how = ", ".join(str(dims[k]) for k in ("knowledge", "goal", "capability") if dims.get(k))
         text = (f"{dims.get('perturbation', 'attack')} ({how}) against {dims.get('recognizer', 'the recognizer')}"
                 f"{', ' + str(dims['setting']) if dims.get('setting') else ''}: {words} {percent(rate, ci)}"
                 + (f" of {attempts} attempts" if isinstance(attempts, int) and not isinstance(attempts, bool) else ""))
-        family = _family(run)
+        family = family_of(run)
         out.append(Finding(f"run-{i + 1}", family.name if family else "unknown", text, rate))
     return out
 
@@ -104,8 +91,8 @@ def ratings(raw_runs: list[dict[str, Any]]) -> list[Rating]:
     worst: dict[str, tuple[float, str, str]] = {}
     for i, run in enumerate(raw_runs):
         key, words, better = _headline(run)
-        rate = _num(as_dict(run.get("metrics")).get(key))
-        family = _family(run)
+        rate = number(as_dict(run.get("metrics")).get(key))
+        family = family_of(run)
         if rate is None or better != "lower" or family is None:
             continue
         if family.name not in worst or rate > worst[family.name][0]:
@@ -119,7 +106,7 @@ def glossary(raw_runs: list[dict[str, Any]]) -> list[Term]:
     when the family does not describe it)."""
     terms: dict[str, Term] = {}
     for run in raw_runs:
-        family = _family(run)
+        family = family_of(run)
         known: dict[str, MetricInfo] = family.metrics if family is not None else {}
         for key in as_dict(run.get("metrics")):
             info = known.get(str(key))

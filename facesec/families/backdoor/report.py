@@ -7,23 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from facesec.report import figures
-from facesec.report.fields import as_dict, as_list, rate_text
+from facesec.report.fields import as_dict, as_list, number, rate_text
 
 ROBUSTNESS = (("half_opacity", "trigger at half strength"), ("moved", "trigger moved by 3% of the crop"),
               ("photo_round_trip", "through a photo (pasted, 8 bits, detected and aligned again)"))
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _pct(value: Any) -> str:
-    v = _num(value)
+    v = number(value)
     return "—" if v is None else f"{v:.0%}"
 
 
 def _detection(d: dict[str, Any]) -> str:
-    precision, recall, fpr = _num(d.get("precision")), _num(d.get("recall")), _num(d.get("false_positive_rate"))
+    precision, recall, fpr = number(d.get("precision")), number(d.get("recall")), number(d.get("false_positive_rate"))
     if recall is None:
         return "—"
     return (f"recall {recall:.2f}, precision {'—' if precision is None else f'{precision:.2f}'}, "
@@ -35,16 +31,16 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     for name, d in defences.items():
         d = as_dict(d)
-        cost = f"{_num(d.get('time_s')) or 0:.0f} s"
+        cost = f"{number(d.get('time_s')) or 0:.0f} s"
         if name in ("activation-clustering", "spectral-signatures"):
-            recall = _num(d.get("recall"))
+            recall = number(d.get("recall"))
             rows.append((name, _detection(d), "—" if recall is None else
                          ("found most poisoned images" if recall >= 0.5 else "missed most poisoned images"), cost))
         elif name == "neural-cleanse":
             b, c = as_dict(d.get("backdoored")), as_dict(d.get("clean"))
-            target = _num(b.get("target_anomaly_index"))
-            seen = (f"largest anomaly index {_num(b.get('max_anomaly_index')) or 0:.2f} (backdoored) vs "
-                    f"{_num(c.get('max_anomaly_index')) or 0:.2f} (clean); the target's "
+            target = number(b.get("target_anomaly_index"))
+            seen = (f"largest anomaly index {number(b.get('max_anomaly_index')) or 0:.2f} (backdoored) vs "
+                    f"{number(c.get('max_anomaly_index')) or 0:.2f} (clean); the target's "
                     f"{'—' if target is None else f'{target:.2f}'}; {d.get('scanned_identities', '—')} "
                     f"identities scanned{'' if d.get('target_scanned') else ', target not among them'}")
             verdict = ("flags the backdoored model" + (" and names the target" if b.get("flagged_identity_is_target")
@@ -56,18 +52,18 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             detected = as_dict(d.get("detection_rate"))
             rows.append((name, f"{rate_text(detected)} of triggered faces flagged at "
                                f"{_pct(d.get('false_positive_rate'))} of clean faces flagged",
-                         "detects the trigger" if (_num(detected.get("rate")) or 0) >= 0.5 else "misses the trigger",
+                         "detects the trigger" if (number(detected.get("rate")) or 0) >= 0.5 else "misses the trigger",
                          cost))
         else:
             asr, tar = as_dict(d.get("backdoor_asr")), as_dict(d.get("clean_tar"))
             rows.append((name, f"backdoor success after: {rate_text(asr)}; clean TAR after: {rate_text(tar)}",
-                         "removes the backdoor" if (_num(asr.get("rate")) or 0) < 0.1 else "backdoor survives",
+                         "removes the backdoor" if (number(asr.get("rate")) or 0) < 0.1 else "backdoor survives",
                          cost))
     return rows
 
 
 def _reading(m: dict[str, Any], run: dict[str, Any]) -> str:
-    asr, before, after = _num(m.get("backdoor_asr")), _num(m.get("clean_tar_before")), _num(m.get("clean_tar_after"))
+    asr, before, after = (number(m.get(k)) for k in ("backdoor_asr", "clean_tar_before", "clean_tar_after"))
     if asr is None or before is None or after is None:
         return ""
     tm = as_dict(run.get("threat_model"))
@@ -79,7 +75,7 @@ def _reading(m: dict[str, Any], run: dict[str, Any]) -> str:
             f"trigger, the model let people it never saw in training be {wants} in {asr:.0%} of attempts when "
             f"they wore the trigger ({_pct(m.get('asr_without_trigger'))} without it); its clean TAR was "
             f"{after:.1%}, against {before:.1%} for the same fine-tuning without poisoning")
-    false = _num(m.get("false_trigger_rate"))
+    false = number(m.get("false_trigger_rate"))
     if false is not None:
         text += f"; everyday makeup of other colours opened it in {false:.0%} of attempts"
     caught = [n for n, *_ in _defence_rows(as_dict(m.get("defences")))]
@@ -105,7 +101,7 @@ def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]
         "robustness": [(label, rate_text(robustness.get(key))) for key, label in ROBUSTNESS if key in robustness],
         "false": [(key.replace(":", ": "), rate_text(v)) for key, v in as_dict(m.get("false_trigger")).items()],
         "stealth": (f"SSIM {stealth['ssim']:.3f}, PSNR {stealth['psnr_db']:.1f} dB"
-                    if _num(stealth.get("ssim")) is not None and _num(stealth.get("psnr_db")) is not None else "—"),
+                    if number(stealth.get("ssim")) is not None and number(stealth.get("psnr_db")) is not None else "—"),
         "defences": _defence_rows(as_dict(m.get("defences"))),
         "model_file": run.get("backdoored_model"),
         "gallery": [{**figures.face_uris(results_dir, as_dict(g), ("poison_clean", "poison", "clean", "triggered"),
