@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     fe.add_argument("--from", dest="source", type=Path, metavar="FILE",
                     help="the package's .tgz (from `npm pack`) or a folder holding its files, instead of npm")
 
-    da = sub.add_parser("data", help="datasets: list them, describe one, import your own photos")
+    da = sub.add_parser("data", help="datasets: list them, describe one, import your own photos, fetch LFW")
     da_sub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     da_sub.add_parser("list", help="the datasets in the data folder ($FACESEC_DATA, or the default one)")
     inf = da_sub.add_parser("info", help="identities, images, skipped files with reasons, and the smallest FMR "
