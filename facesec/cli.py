@@ -189,7 +189,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from facesec import attacks
+    from facesec import attacks, families
     from facesec.recognizers import available
 
     print("recognizers:")
@@ -200,6 +200,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
         library, method = name.split("/")
         params = ", ".join(attacks.params_model(library, method).model_fields) or "none"
         print(f"  {name}: {params}")
+    print("attack families (perturbation.kind: headline metric):")
+    for kind in sorted(families.available()):
+        try:
+            print(f"  {kind}: {families.get(kind).headline}")
+        except FacesecError as exc:  # a broken plug-in: say so, list the rest
+            print(f"  {kind}: not loadable ({exc})")
     print(_datasets_text())
     return 0
 
