@@ -40,8 +40,8 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="module")
 def photos(celeba: Path) -> list[tuple[str, list[Path]]]:
     """3 celeba-mini identities with 3 photos each (read from the shared data, never copied into the project)."""
-    people = sorted(p for p in celeba.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)[:3]
-    return [(p.name, sorted(p.glob("*.jpg"))[:3]) for p in people]
+    people = sorted(p for p in celeba.resolve().iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)[:3]
+    return [(p.name, sorted(p.glob("*.jpg"))[:3]) for p in people]  # absolute: CI's FACESEC_DATA is relative
 
 
 def _source(tmp_path: Path, photos: list[tuple[str, list[Path]]]) -> Path:
