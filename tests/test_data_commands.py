@@ -275,3 +275,13 @@ def test_info_says_none_below_ten_impostor_pairs(data_home: Path, tmp_path: Path
     assert small.impostor_pairs == 4 and small.smallest_fmr is None
     assert "none (fewer than 10 impostor pairs)" in "\n".join(small.lines())
     assert larger.impostor_pairs == 12 and larger.smallest_fmr == pytest.approx(10 / 12)
+
+
+def test_a_download_larger_than_the_archive_is_stopped_and_deleted(data_home: Path, tmp_path: Path, server,  # type: ignore[no-untyped-def]
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL that serves more than the archive can be (e.g. file:///dev/zero) fills nothing: stopped, deleted."""
+    url, md5, handler = server
+    monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], size=len(handler.body) // 2))
+    with pytest.raises(DataError, match="more than the"):
+        F.fetch("lfw", url=url, md5=md5)
+    assert not list((tmp_path / "cache" / "downloads").iterdir())

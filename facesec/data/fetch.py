@@ -117,7 +117,10 @@ def _download(url: str, archive: Archive, name: str, progress: bool) -> Path:
                 while block := response.read(CHUNK):
                     written += len(block)
                     if written > archive.size:
-                        raise DataError(f"{url}: more than the {archive.size:,} bytes this archive has; stopped")
+                        fh.close()
+                        part.unlink()  # not this archive: nothing to resume, and its bytes are not kept
+                        raise DataError(f"{url}: more than the {archive.size:,} bytes this archive has; stopped "
+                                        "and deleted")
                     fh.write(block)
                     shown.update(len(block))
         except (OSError, http.client.HTTPException) as exc:
