@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -12,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from facesec import gates, metrics, protocols, resume
+from facesec import distributed, gates, metrics, protocols, resume
 from facesec.data.dataset import load_dataset
 from facesec.data.dataset import resolve as resolve_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
-from facesec.engine import RunOutput, preflight, run_threat_model
+from facesec.engine import RunOutput, preflight, run_threat_model, runs_here
 from facesec.errors import ConfigError, DataError, FacesecError, NotFetched
 from facesec.progress import bar, note
 from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
@@ -141,22 +142,28 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
     models = check(files, overrides, code_trusted(), max_runs)
     if not models:
         raise ConfigError("no threat models to run")
-    old = _read_results(Path(baseline)) if baseline else None
+    distributed.start()
+    main = distributed.is_main()  # under torchrun, process 0 alone reads old results, writes and prints
+    old = _read_results(Path(baseline)) if baseline and main else None
     name = suite or (Path(files[0]).stem if len(files) == 1 else "suite")
     out_dir = Path(out_root) / slug(name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
-    with suite_lock(out_dir):
-        previous = resume.finished(_earlier(out_dir / "results.json")) if resume_runs else {}
-        records, failures = _run_all(models, dev, progress, out_dir, name, previous, redact)
+    with suite_lock(out_dir) if main else contextlib.nullcontext():
+        previous = resume.finished(_earlier(out_dir / "results.json")) if resume_runs and main else {}
+        records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, redact)
         results = document(name, records)
-        if old is not None:
-            results["baseline"] = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
-        save(results, out_dir)
-        if junit:
-            gates.write_junit(results, Path(junit))
-        render_report(out_dir / "results.json", redact=redact)
-    if failures:  # the finished runs are written and reported; now say what failed
+        if main:
+            if old is not None:
+                results["baseline"] = gates.apply_baseline(results, old, max_asr_increase,
+                                                           baseline_path=str(baseline))
+            save(results, out_dir)
+            if junit:
+                gates.write_junit(results, Path(junit))
+            render_report(out_dir / "results.json", redact=redact)
+    results = distributed.exchange("results", results if main else {})[0]  # the document process 0 wrote
+    if failures and main:  # the finished runs are written and reported; now say what failed
         first = failures[0]
         more = f" ({len(failures) - 1} more failed run(s) in {out_dir / 'results.json'})" if len(failures) > 1 else ""
         if isinstance(first, FacesecError):
@@ -170,38 +177,63 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
              redact: bool) -> tuple[list[dict[str, Any]], list[Exception]]:
     """Every run in turn, each written (and the report rebuilt) as soon as it finishes, so a crash keeps
     what was done; a run recorded in `previous` under the same resume key is reused, not run again; one
-    that fails is recorded as failed and never costs the others."""
+    that fails is recorded as failed and never costs the others. Under torchrun every process goes through
+    the runs together (see `engine.runs_here`); process 0 records them."""
+    main = distributed.is_main()
     records: list[dict[str, Any]] = []
     failures: list[Exception] = []
     used = {Path(str(r.get("samples_csv", ""))).parent.name for r in previous.values()}
     prints: dict[str, str] = {}
-    for number, (source, tm) in enumerate(bar(models, desc="threat models", unit="run", enabled=progress), 1):
+    reused: dict[int, dict[str, Any]] = {}
+    for number, (_, tm) in enumerate(models, 1):
         if tm.data.dataset not in prints:
             prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
-        key = resume.resume_key(tm, prints[tm.data.dataset])
-        done = previous.get((tm.name, key))
+        done = previous.get((tm.name, resume.resume_key(tm, prints[tm.data.dataset])))
         if done is not None and (out_dir / str(done.get("samples_csv", ""))).is_file():
-            records.append(done)
+            reused[number] = done
+    kept = distributed.exchange("resume", sorted(reused))[0]
+    for number, (source, tm) in enumerate(bar(models, desc="threat models", unit="run", enabled=progress), 1):
+        if number in kept:
+            if main:
+                records.append(reused[number])
             continue
         note(f"run {number}/{len(models)} {tm.name}: started", progress)
         started = time.perf_counter()
-        try:
-            output = run_threat_model(tm, device, source, progress)
-        except Exception as exc:  # noqa: BLE001 - recorded, then raised again after the suite is written
-            error = type(exc)(f"{source}: {tm.name}: {exc}") if isinstance(exc, FacesecError) else exc
-            failures.append(error)
+        output, error = _one_run(tm, source, device, progress)
+        problems = [e for e in distributed.exchange(f"run {number}", None if error is None else str(error)) if e]
+        if not main:
+            continue
+        if error is None and problems:  # another process failed outside the shards
+            error = distributed.ShardFailed(f"{source}: {tm.name}: {problems[0]}")
             output = _failed(tm, source, error)
+        if error is not None:
+            failures.append(error)
         else:
             output.record["provenance"]["trusted_code"] = code_trusted()
+            output.record["provenance"]["processes"] = distributed.processes()
             gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
             output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
-        output.record["resume_key"] = key
+        output.record["resume_key"] = resume.resume_key(tm, prints[tm.data.dataset])
         note(f"run {number}/{len(models)} {tm.name}: {_outcome(output.record)} in "
              f"{time.perf_counter() - started:.0f} s", progress)
         records.append(write_run(output, out_dir, used))
         save(document(suite, records), out_dir)
         render_report(out_dir / "results.json", redact=redact)
     return records, failures
+
+
+def _one_run(tm: ThreatModel, source: str, device: torch.device,
+             progress: bool) -> tuple[RunOutput, Exception | None]:
+    """The run's output, or the record of its failure and the error (None: this process has no part in it)."""
+    if not runs_here(tm):
+        return _failed(tm, source, ConfigError("not run in this process")), None
+    try:
+        return run_threat_model(tm, device, source, progress), None
+    except distributed.OutOfStep:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded, then raised again after the suite is written
+        error = type(exc)(f"{source}: {tm.name}: {exc}") if isinstance(exc, FacesecError) else exc
+        return _failed(tm, source, error), error
 
 
 def _outcome(record: dict[str, Any]) -> str:

@@ -224,12 +224,15 @@ def _datasets_text() -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from facesec import distributed
     from facesec.api import run
     from facesec.gates import exit_code
 
     results, out_dir = run(args.files, args.overrides, args.out, args.suite, args.device, args.baseline,
                            args.max_asr_increase, args.junit, args.redact, trust_code=args.trust_code,
                            max_runs=args.max_runs, resume_runs=args.resume)
+    if not distributed.is_main():  # under torchrun, process 0 tells what happened
+        return exit_code(results)
     for record in results["runs"]:
         m = record["metrics"]
         verdicts = ["PASS" if g["passed"] else "FAIL" for g in record.get("gates", [])]

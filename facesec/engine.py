@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-from facesec import families
+from facesec import distributed, families
 from facesec.families import RunContext, RunOutput
 from facesec.spec import ThreatModel
 
-__all__ = ["RunOutput", "preflight", "run_threat_model"]
+__all__ = ["RunOutput", "preflight", "run_threat_model", "runs_here"]
 
 
 def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> RunOutput:
-    """Attack the threat model's population with its family; the record names the family and its headline metric."""
+    """Attack the threat model's population with its family; the record names the family and its headline metric.
+    Under torchrun, a family that shards uses every process; any other runs in process 0 alone (see `runs_here`)."""
     family = families.get(tm.perturbation.kind)
-    out = family.run(tm, RunContext(device, source, progress))
+    with contextlib.nullcontext() if family.shards(tm) else distributed.alone():
+        out = family.run(tm, RunContext(device, source, progress))
     info = family.metrics[family.headline]
     out.record["family"] = family.name
     out.record["headline"] = {"metric": family.headline, "label": info.label or family.headline,
@@ -25,3 +29,8 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
 def preflight(tm: ThreatModel) -> None:
     """Build what the threat model's family can build before any run, so a bad setting fails early."""
     families.get(tm.perturbation.kind).preflight(tm)
+
+
+def runs_here(tm: ThreatModel) -> bool:
+    """Whether this process works on the run: every process when its family shards, else process 0 only."""
+    return distributed.is_main() or families.get(tm.perturbation.kind).shards(tm)

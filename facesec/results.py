@@ -18,6 +18,8 @@ from facesec.families.base import RunOutput
 from facesec.suite_files import write_atomic
 
 SCHEMA_VERSION = 1
+VOLATILE = frozenset({"created", "started", "finished", "attack_time_s", "wall_time_s", "processes"})
+"""Keys of clock readings and the process count: what may differ between two runs of the same suite."""
 
 
 def slug(name: str) -> str:
@@ -107,3 +109,13 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def comparable(value: Any) -> Any:
+    """A results document (or part of one) without its VOLATILE keys: equal for any two runs of the same suite,
+    same seed, code and data, however many torchrun processes shared them."""
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value

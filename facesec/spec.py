@@ -104,6 +104,9 @@ class Attack(Strict):
     params: dict[str, int | float | bool | str] = Field({}, description="typed per optimiser: `facesec list` shows "
                                                         "which each takes (accessories: momentum, kappa, batch_size)")
     sanity_samples: Whole = Field(8, ge=1, le=100_000, description="samples for the unbounded-budget validity check")
+    shard_size: Whole = Field(32, ge=1, le=100_000, description=(
+        "attempts in one shard: torchrun processes take shards in turn, and each shard draws its own random "
+        "numbers, so results depend on shard_size but never on the number of processes"))
 
 
 class Transfer(Strict):

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facesec import distributed
 from facesec.accessories import eot, regions
 from facesec.accessories.printability import load_palette
 from facesec.attacks.accessory import AccessoryAttack, Region
@@ -88,8 +89,9 @@ class AccessoryOutcome:
 
 def attack(tm: ThreatModel, x: torch.Tensor, landmarks: np.ndarray, objective: Criterion,
            train: tuple[torch.Tensor, np.ndarray, Criterion] | None, generator: torch.Generator,
-           judge: Success, transfer: bool = False) -> AccessoryOutcome:
-    """Optimise the accessory (per wearer, or one on `train` when universal) and gather its evidence.
+           judge: Success, transfer: bool = False, progress: bool = False) -> AccessoryOutcome:
+    """Optimise the accessory (per wearer in shards spread over torchrun's processes, or one on `train` when
+    universal) and gather its evidence.
 
     On surrogates (`transfer`) the margin is not clipped unless `attack.params.kappa` says so: success
     on the surrogate is not the goal, so the optimiser keeps pushing past its threshold.
@@ -106,7 +108,14 @@ def attack(tm: ThreatModel, x: torch.Tensor, landmarks: np.ndarray, objective: C
         queries = np.full(len(x), per_step * len(x_train) / max(len(x), 1), dtype=float)
     else:
         reg = region(p, landmarks, size, x.device)
-        params = optimiser.run(x, reg, objective, reg.parameters(len(x), p.colour), generator)
+        start = reg.parameters(len(x), p.colour)
+
+        def shard(part: slice, g: torch.Generator) -> torch.Tensor:
+            index = torch.arange(part.start, part.stop, device=x.device)
+            return optimiser.run(x[part], reg[index], objective.subset(index), start[part], g)
+
+        params = torch.cat(distributed.map_shards(len(x), tm.attack.shard_size, tm.data.seed, shard,
+                                                  "accessory shards", progress)).to(x.device)
         queries = np.full(len(x), float(per_step))
     pattern = reg.render(params)
     n_acc = len(pattern)

@@ -81,6 +81,11 @@ class Family(ABC):
         """Build what can be built before any run (e.g. the attack), so a bad setting fails early."""
         return None
 
+    def shards(self, tm: ThreatModel) -> bool:
+        """Whether the run spreads its attempts over torchrun's processes (`facesec.distributed.map_shards`);
+        when not, process 0 runs it alone and the others wait."""
+        return False
+
     @abstractmethod
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         """Attack the threat model's population and measure what results.json records."""

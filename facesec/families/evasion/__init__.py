@@ -84,6 +84,9 @@ def _type_params(tm: ThreatModel, model: type[BaseModel], optimiser: str) -> Non
 class _Evasion(Family):
     headline: ClassVar[str] = "attack_success_rate"
 
+    def shards(self, tm: ThreatModel) -> bool:
+        return tm.capability == "individual"  # one universal perturbation is optimised over all its wearers
+
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.evasion.run import run_threat_model
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facesec import attacks, knowledge, metrics, photos, protocols, trial
+from facesec import attacks, distributed, knowledge, metrics, photos, protocols, trial
 from facesec.accessories import export
 from facesec.accessories import run as accessory_run
 from facesec.attacks import Attack, Budget, Criterion, Objective
@@ -87,8 +87,10 @@ def _noise(x: torch.Tensor, budget: Budget, generator: torch.Generator) -> torch
 
 
 def _attack(attack: Attack, tm: ThreatModel, x: torch.Tensor, objective: Criterion, budget: Budget,
-            generator: torch.Generator, x_train: torch.Tensor | None, train_objective: Criterion | None
-            ) -> tuple[torch.Tensor, np.ndarray]:
+            generator: torch.Generator, x_train: torch.Tensor | None, train_objective: Criterion | None,
+            progress: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """The attacked faces and queries per sample: one universal perturbation optimised on `x_train`, or each
+    face attacked in shards (spread over torchrun's processes)."""
     if budget.eps == 0:  # nothing to optimise (and some libraries refuse a zero step)
         return x.clone(), np.zeros(len(x))
     if tm.capability == "universal":
@@ -96,8 +98,19 @@ def _attack(attack: Attack, tm: ThreatModel, x: torch.Tensor, objective: Criteri
         delta = attack.run_universal(x_train, train_objective, budget, generator)
         queries = np.full(len(x), float(getattr(attack, "steps", 0) + 1) * len(x_train) / max(len(x), 1))
         return (x + delta).clamp(0, 1), queries
-    out = attack.run(x, objective, budget, generator)
-    return out.x_adv, out.queries.numpy().astype(float)
+    starts = getattr(attack, "starts", None)
+
+    def shard(part: slice, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        if isinstance(attack, HopSkipJumpAttack):
+            attack.starts = None if starts is None else starts[part]
+        out = attack.run(x[part], objective.subset(torch.arange(part.start, part.stop, device=x.device)), budget, g)
+        return out.x_adv, out.queries, getattr(attack, "trace", None)
+
+    parts = distributed.map_shards(len(x), tm.attack.shard_size, tm.data.seed, shard, "attack shards", progress)
+    if isinstance(attack, HopSkipJumpAttack):
+        attack.trace = [t for _, _, trace in parts for t in trace]
+    return (torch.cat([a for a, _, _ in parts]).to(x.device),
+            torch.cat([q for _, q, _ in parts]).numpy().astype(float))
 
 
 def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> EvasionOutput:
@@ -124,13 +137,13 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     p = tm.perturbation
     assert isinstance(p, PixelPerturbation | AccessoryPerturbation)
     if isinstance(p, AccessoryPerturbation):
-        out = _attack_accessory(tm, p, model, pop, att, x, objective, view, attempted, generator)
+        out = _attack_accessory(tm, p, model, pop, att, x, objective, view, attempted, generator, progress)
     else:
         starts = None
         if tm.goal == "impersonation":  # decision-based attacks start from an image of the target
             first = {int(pop.identity[i]): i for i in enrol[::-1]}
             starts = x_all[[first[int(k)] for k in att.labels]]
-        out = _attack_pixel(tm, p, x, view, x_train, generator, starts)
+        out = _attack_pixel(tm, p, x, view, x_train, generator, starts, progress)
     if view.transfer:  # how well the attack did on what it could differentiate
         out.extra["surrogate_success_rate"] = _rate(_judge(view.objective, out.x_adv), attempted)
     x_adv = out.x_adv
@@ -141,10 +154,10 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         marks = sorted({m for m in (1, 10, 30, 100, 300, 1000, 3000, 10000) if m < budget} | {budget})
         out.extra["asr_at_queries"] = {str(m): _rate(adv_success & (out.queries <= m), attempted) for m in marks}
     if tm.photo_round_trip:
-        trip = photos.round_trip([pop.paths[i] for i in att.index], x, x_adv, model.info.template)
-        photo_success, _ = _success(objective, model, trip.crops.to(device))
-        out.extra["photo_success_rate"] = _rate(photo_success & trip.found, attempted)
-        out.extra["photo_faces_lost"] = int((~trip.found & attempted).sum())
+        crops, found = _round_trip([pop.paths[i] for i in att.index], x, x_adv, model, tm, progress)
+        photo_success, _ = _success(objective, model, crops.to(device))
+        out.extra["photo_success_rate"] = _rate(photo_success & found, attempted)
+        out.extra["photo_faces_lost"] = int((~found & attempted).sum())
     noise_success, _ = _success(objective, model, out.baseline)
     n_attempts = int(attempted.sum())
     n_success = int((adv_success & attempted).sum())
@@ -218,6 +231,17 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
                      p.eps if isinstance(p, PixelPerturbation) else None, out.worn)
 
 
+def _round_trip(paths: list[Path], x: torch.Tensor, x_adv: torch.Tensor, model: Recognizer, tm: ThreatModel,
+                progress: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """The attacked photos' crops as the pipeline makes them, and where it found the face (in shards)."""
+    def shard(part: slice, g: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        trip = photos.round_trip(paths[part], x[part], x_adv[part], model.info.template)
+        return trip.crops, trip.found
+
+    parts = distributed.map_shards(len(paths), tm.attack.shard_size, tm.data.seed, shard, "photo shards", progress)
+    return torch.cat([c for c, _ in parts]), np.concatenate([f for _, f in parts])
+
+
 def _rate(success: np.ndarray, attempted: np.ndarray) -> float:
     """Mean of `success` (booleans or per-sample rates) over the attempted samples; 0 when none."""
     return float(np.asarray(success, dtype=float)[attempted].mean()) if attempted.any() else 0.0
@@ -261,12 +285,13 @@ class Attacked:
 
 
 def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: knowledge.AttackerView,
-                  x_train: torch.Tensor | None, generator: torch.Generator, starts: torch.Tensor | None) -> Attacked:
+                  x_train: torch.Tensor | None, generator: torch.Generator, starts: torch.Tensor | None,
+                  progress: bool) -> Attacked:
     budget = Budget(p.norm, p.eps)
     attack = build_attack(tm, **({"early_stop": False} if view.transfer and tm.attack.library == "native" else {}))
     if isinstance(attack, HopSkipJumpAttack):
         attack.starts = starts
-    x_adv, queries = _attack(attack, tm, x, view.objective, budget, generator, x_train, view.train)
+    x_adv, queries = _attack(attack, tm, x, view.objective, budget, generator, x_train, view.train, progress)
     extra: dict[str, Any] = {}
     if isinstance(attack, HopSkipJumpAttack):
         extra["linf_at_queries"] = _distortion_curve(attack.trace, int(queries.max(initial=0)))
@@ -287,13 +312,14 @@ def _distortion_curve(trace: list[list[tuple[int, float]]], most: int) -> dict[s
 
 def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recognizer, pop: Population,
                       att: trial.Attempts, x: torch.Tensor, objective: Objective, view: knowledge.AttackerView,
-                      attempted: np.ndarray, generator: torch.Generator) -> Attacked:
+                      attempted: np.ndarray, generator: torch.Generator, progress: bool) -> Attacked:
     train = None
     if att.train_index is not None:
         assert view.train is not None
         train = (pop.faces[att.train_index].to(x.device), pop.landmarks[att.train_index], view.train)
     acc = accessory_run.attack(tm, x, pop.landmarks[att.index], view.objective, train, generator,
-                               judge=lambda faces: _success(objective, model, faces)[0], transfer=view.transfer)
+                               judge=lambda faces: _success(objective, model, faces)[0], transfer=view.transfer,
+                               progress=progress)
     plain_success, _ = _success(objective, model, acc.plain)
     plain_rate = _rate(plain_success, attempted)
     extra = {"plain_accessory_success_rate": plain_rate,
