@@ -18,13 +18,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from facesec.errors import FacesecError
+from facesec.errors import ConfigError, FacesecError
 from facesec.progress import bar
 
 T = TypeVar("T")
-TIMEOUT_HOURS = float(os.environ.get("FACESEC_DIST_TIMEOUT_HOURS", "24"))
-"""How long a process waits for the others at an exchange (e.g. while process 0 alone runs a backdoor
-fine-tune, which is not sharded)."""
+TIMEOUT_HOURS = 24.0
+"""How long a process waits for the others at an exchange by default (e.g. while process 0 alone runs a
+backdoor fine-tune, which is not sharded); $FACESEC_DIST_TIMEOUT_HOURS changes it."""
 
 _alone = False
 _exchanges = 0
@@ -41,7 +41,20 @@ class ShardFailed(FacesecError):
 def start() -> None:
     """Join torchrun's process group (gloo) when started by torchrun with more than one process."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=timedelta(hours=TIMEOUT_HOURS))
+        dist.init_process_group("gloo", timeout=timedelta(hours=_timeout_hours()))
+
+
+def _timeout_hours() -> float:
+    text = os.environ.get("FACESEC_DIST_TIMEOUT_HOURS", "")
+    if not text:
+        return TIMEOUT_HOURS
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = -1.0
+    if not 0 < hours <= 24 * 365:
+        raise ConfigError(f"FACESEC_DIST_TIMEOUT_HOURS={text!r}: give a number of hours above 0 (default 24)")
+    return hours
 
 
 def world() -> int:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from facesec import distributed
+from facesec.errors import ConfigError
 from facesec.results import comparable
 
 
@@ -68,6 +69,7 @@ def test_two_processes_write_the_results_one_process_writes(celeba: Path, tmp_pa
 WORKER = """
 import sys
 from facesec import distributed
+from facesec.errors import ConfigError
 from facesec.results import comparable
 distributed.start()
 case = sys.argv[1]
@@ -96,3 +98,12 @@ def test_processes_fail_together(tmp_path: Path, case: str, expected: list[str])
     assert len(lines) == 2, done.stdout + done.stderr[-2000:]
     for line, rank, text in zip(lines, (0, 1), expected, strict=True):
         assert line.startswith(f"rank {rank}: {text}"), line
+
+
+@pytest.mark.parametrize("text", ["soon", "nan", "0", "-3", "inf"])
+def test_a_bad_wait_limit_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv("FACESEC_DIST_TIMEOUT_HOURS", text)
+    with pytest.raises(ConfigError, match="FACESEC_DIST_TIMEOUT_HOURS"):
+        distributed._timeout_hours()
+    monkeypatch.setenv("FACESEC_DIST_TIMEOUT_HOURS", "0.5")
+    assert distributed._timeout_hours() == 0.5
