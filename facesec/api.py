@@ -184,11 +184,13 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
     failures: list[Exception] = []
     used = {Path(str(r.get("samples_csv", ""))).parent.name for r in previous.values()}
     prints: dict[str, str] = {}
+    keys: list[str] = []
     reused: dict[int, dict[str, Any]] = {}
     for number, (_, tm) in enumerate(models, 1):
         if tm.data.dataset not in prints:
             prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
-        done = previous.get((tm.name, resume.resume_key(tm, prints[tm.data.dataset])))
+        keys.append(resume.resume_key(tm, prints[tm.data.dataset]))
+        done = previous.get((tm.name, keys[-1]))
         if done is not None and (out_dir / str(done.get("samples_csv", ""))).is_file():
             reused[number] = done
     kept = distributed.exchange("resume", sorted(reused))[0]
@@ -201,7 +203,7 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
         started = time.perf_counter()
         output, error = _one_run(tm, source, device, progress)
         problems = [e for e in distributed.exchange(f"run {number}", None if error is None else str(error)) if e]
-        if not main:
+        if output is None:  # not process 0: it records the run
             continue
         if error is None and problems:  # another process failed outside the shards
             error = distributed.ShardFailed(f"{source}: {tm.name}: {problems[0]}")
@@ -213,7 +215,7 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
             output.record["provenance"]["processes"] = distributed.processes()
             gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
             output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
-        output.record["resume_key"] = resume.resume_key(tm, prints[tm.data.dataset])
+        output.record["resume_key"] = keys[number - 1]
         note(f"run {number}/{len(models)} {tm.name}: {_outcome(output.record)} in "
              f"{time.perf_counter() - started:.0f} s", progress)
         records.append(write_run(output, out_dir, used))
@@ -223,17 +225,19 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
 
 
 def _one_run(tm: ThreatModel, source: str, device: torch.device,
-             progress: bool) -> tuple[RunOutput, Exception | None]:
-    """The run's output, or the record of its failure and the error (None: this process has no part in it)."""
+             progress: bool) -> tuple[RunOutput | None, Exception | None]:
+    """The run's output, or the record of its failure and the error; outside process 0 no output (the process
+    works on its shards, or has no part in the run)."""
     if not runs_here(tm):
-        return _failed(tm, source, ConfigError("not run in this process")), None
+        return None, None
     try:
-        return run_threat_model(tm, device, source, progress), None
+        output = run_threat_model(tm, device, source, progress)
+        return (output if distributed.is_main() else None), None
     except distributed.OutOfStep:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded, then raised again after the suite is written
         error = type(exc)(f"{source}: {tm.name}: {exc}") if isinstance(exc, FacesecError) else exc
-        return _failed(tm, source, error), error
+        return (_failed(tm, source, error) if distributed.is_main() else None), error
 
 
 def _outcome(record: dict[str, Any]) -> str:
