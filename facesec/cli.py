@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--junit", type=Path, help="write JUnit XML here for CI")
     rn.add_argument("--baseline", type=Path, help="an earlier results.json to compare against")
     rn.add_argument("--max-asr-increase", type=float, default=0.0, metavar="POINTS",
-                    help="with --baseline: how many points ASR may rise per run (default 0)")
+                    help="with --baseline: how many points each run's headline metric (ASR for pixel and "
+                         "accessory runs) may rise (default 0)")
     rn.add_argument("--redact", action="store_true", help="blur faces in the report (faces are biometric data)")
     rn.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     rn.add_argument("--max-runs", type=int, default=1000,
@@ -140,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="an archive you downloaded yourself (e.g. when the official server is down)")
     fe_d.add_argument("--url", help="download from this address instead of the publisher's (same archive)")
 
-    sub.add_parser("list", help="show registered recognizers, attacks, and datasets found under $FACESEC_DATA")
+    sub.add_parser("list", help="show registered recognizers, attacks, attack families, and datasets found under "
+                                "$FACESEC_DATA")
     return p
 
 

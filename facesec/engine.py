@@ -7,7 +7,9 @@ import contextlib
 import torch
 
 from facesec import distributed, families
+from facesec.errors import ConfigError
 from facesec.families import RunContext, RunOutput
+from facesec.recognizers.base import query_only
 from facesec.spec import ThreatModel
 
 __all__ = ["RunOutput", "preflight", "run_threat_model", "runs_here"]
@@ -27,8 +29,15 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
 
 
 def preflight(tm: ThreatModel) -> None:
-    """Build what the threat model's family can build before any run, so a bad setting fails early."""
-    families.get(tm.perturbation.kind).preflight(tm)
+    """Build what the threat model's family can build before any run, so a bad setting fails early; a
+    white-box attack on a registered black box (dlib-cpp, onnxruntime) is refused here, not mid-suite."""
+    family = families.get(tm.perturbation.kind)
+    name = tm.target if isinstance(tm.target, str) else tm.target.get("name")
+    if isinstance(name, str) and query_only(name) and family.needs_target_gradients(tm):
+        raise ConfigError(f"field 'knowledge': {name} gives no gradients (it is run as a black box); use "
+                          "knowledge: {kind: transfer, surrogates: [...]}" +
+                          (" or {kind: query, ...}" if "query" in family.supports.knowledge else ""))
+    family.preflight(tm)
 
 
 def runs_here(tm: ThreatModel) -> bool:

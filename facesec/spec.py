@@ -199,7 +199,8 @@ class ThreatModel(Strict):
     data: Data = Data()
     perturbation: Annotated[SerializeAsAny[PerturbationSpec], BeforeValidator(_family_section)] = Field(
         default_factory=lambda: _family_section({"kind": "pixel"}),
-        description="kind: pixel | accessory | morph (or an installed family); the rest is the family's own")
+        description="kind: pixel | accessory | morph | template-inversion | classifier-inversion | "
+                    "backdoor (or an installed family); the rest is the family's own")
     knowledge: Knowledge = "white-box"
     goal: Literal["dodging", "impersonation"] = "dodging"
     capability: Literal["individual", "universal"] = "individual"

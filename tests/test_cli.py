@@ -167,3 +167,20 @@ def test_validate_warns_about_what_a_command_makes_and_run_refuses(tmp_path: Pat
     assert "ok," in captured.out and "needs 1 file(s)" in captured.out
     assert main(["run", str(example), "--set", override, "--out", str(tmp_path / "r")]) == 2
     assert "no trained student" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("kind", "refused"), [("pixel", True), ("morph", False)])
+def test_white_box_on_a_black_box_fails_validation(kind: str, refused: bool, celeba: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A white-box threat model against dlib-cpp (no gradients) is bad input at validation, not a failed run
+    mid-suite; landmark morphs, which never differentiate the target, still validate against it."""
+    from facesec.cli import main
+
+    example = Path(__file__).parent.parent / "threat_models" / ("transfer-dlib-cpp.yaml" if kind == "pixel"
+                                                                 else "morph-landmark.yaml")
+    code = main(["validate", str(example), "--set", "knowledge=white-box", "--set", "target=dlib-cpp"])
+    err = capsys.readouterr().err
+    if refused:
+        assert code == 2 and "field 'knowledge': dlib-cpp gives no gradients" in err
+    else:
+        assert code == 0, err

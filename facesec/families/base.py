@@ -77,6 +77,10 @@ class Family(ABC):
         """Refuse, with a ValueError naming the field and what is allowed, what the family cannot run."""
         return None
 
+    def needs_target_gradients(self, tm: ThreatModel) -> bool:
+        """Whether the run differentiates the target itself (white-box knowledge, by default)."""
+        return tm.knowledge == "white-box"
+
     def preflight(self, tm: ThreatModel) -> None:
         """Build what can be built before any run (e.g. the attack), so a bad setting fails early."""
         return None

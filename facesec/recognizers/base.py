@@ -106,20 +106,29 @@ def trusting_code(enabled: bool = True) -> Iterator[None]:
 Factory = Callable[..., Recognizer]
 _REGISTRY: dict[str, Factory] = {}
 _RUNS_FILE_CODE: dict[str, str] = {}
+_QUERY_ONLY: set[str] = set()
 ENTRY_POINT_GROUP = "facesec.recognizers"
 
 
-def register(name: str, runs_file_code: str | None = None) -> Callable[[Factory], Factory]:
+def register(name: str, runs_file_code: str | None = None, query_only: bool = False) -> Callable[[Factory], Factory]:
     """Decorator: make a factory loadable by `name`. `runs_file_code` says why the files it loads are
-    programs rather than data; such a recognizer is refused unless code is trusted."""
+    programs rather than data; such a recognizer is refused unless code is trusted. `query_only`: it never
+    gives gradients (known before loading, so a white-box threat model against it fails validation)."""
 
     def deco(factory: Factory) -> Factory:
         _REGISTRY[name] = factory
         if runs_file_code:
             _RUNS_FILE_CODE[name] = runs_file_code
+        if query_only:
+            _QUERY_ONLY.add(name)
         return factory
 
     return deco
+
+
+def query_only(name: str) -> bool:
+    """Whether the registered recognizer `name` is a black box (no gradients), as its registration says."""
+    return name in _QUERY_ONLY
 
 
 def check_trust(where: str, name: str) -> None:

@@ -68,7 +68,7 @@ class DlibCpp(nn.Module):
         return torch.tensor(np.array([list(d) for d in descriptors], dtype=np.float32), device=x.device)
 
 
-@register("dlib-cpp")
+@register("dlib-cpp", query_only=True)
 def dlib_cpp(weights: str | None = None, sha256: str | None = None) -> Recognizer:
     """The same dlib model run by dlib itself, as a query-only black box (threshold: distance 0.6)."""
     path = resolve_weights(weights, sha256) if weights else models_dir() / MODEL_FILE
@@ -232,7 +232,7 @@ class OnnxSession(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0]).to(x.device)
 
 
-@register("onnxruntime")
+@register("onnxruntime", query_only=True)
 def onnx_runtime(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",
                  embedding_size: int = 512, comparison: Comparison = "cosine", threshold: float | None = None,
                  mean: float = 0.5, std: float = 0.5, input_bgr: bool = False) -> Recognizer:

@@ -64,7 +64,7 @@ PACKAGED = {m.name: m for m in (
         "gan-face-generate", "gan-face-generate", "1.1.1",
         {"gan_face_generate/weights.tar": "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f"},
         "DCGAN face generator (64 x 64, trained on DigiFace-1M: non-commercial data licence), MIT package; "
-        "used by morph method gan", registry="pypi"),
+        "used by morph method gan and the inversion families' generator prior", registry="pypi"),
 )}
 
 

@@ -75,5 +75,5 @@ class AccessoryParams(Strict):
 
     momentum: Number | None = Field(None, ge=0, le=10, description="gradient momentum (default 1 for mi-fgsm, "
                                     "else 0)")
-    kappa: Ceiling | None = Field(None, description="margin clip (default 0 on the target, .inf on surrogates)")
+    kappa: Ceiling | None = Field(None, description="margin clip (default 0.1 on the target, .inf on surrogates)")
     batch_size: Whole | None = Field(None, ge=1, le=4096, description="wearers per forward pass")

@@ -94,6 +94,10 @@ class Morph(Family):
             if tm.attack.steps < 1:
                 raise ValueError(f"attack.steps: {p.method} morphs need at least one step")
 
+    def needs_target_gradients(self, tm: ThreatModel) -> bool:
+        assert isinstance(tm.perturbation, MorphPerturbation)
+        return super().needs_target_gradients(tm) and tm.perturbation.method != "landmark"
+
     def preflight(self, tm: ThreatModel) -> None:
         from facesec.recognizers.preflight import check_recognizer
 
