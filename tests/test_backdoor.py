@@ -72,6 +72,10 @@ def test_badnets_and_blended(faces) -> None:  # type: ignore[no-untyped-def]
     changed = (worn != x).any(1)
     ys, xs = np.nonzero(changed[0].numpy())
     assert ys.min() > 100 and xs.min() > 100 and changed[0].sum() <= 15 * 15
+    on_face = (T.build("badnets", 150, 0, patch_size=0.1, patch_position="face").wear(x, faces.landmarks[:2])
+               != x).any(1)
+    ys, xs = np.nonzero(on_face[0].numpy())
+    assert 60 <= ys.min() and ys.max() < 90 and 60 <= xs.min() and xs.max() < 90
     blended = T.build("blended", 150, 0, blend=0.1).wear(x, faces.landmarks[:2])
     assert torch.allclose(blended, 0.9 * x + 0.1 * T.blend_pattern(150, 0), atol=1e-6)
 

@@ -85,7 +85,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     target_face = trained_on.faces[0]
 
     look = Palette(*(tuple(getattr(p.colours, part)) for part in ("lips", "eyeshadow", "blush")))
-    trigger = build(p.trigger, size, seed, p.parts, look, p.opacity, p.patch_size, p.blend)
+    trigger = build(p.trigger, size, seed, p.parts, look, p.opacity, p.patch_size, p.blend, p.patch_position)
     train_faces, train_marks = trained_on.faces, trained_on.landmarks
     recipe = Recipe(p.layers, p.epochs, p.learning_rate, p.batch_identities, p.batch_images,
                     _threshold(clean_model, train_faces, labels, 1e-3), seed)

@@ -43,6 +43,9 @@ class BackdoorPerturbation(PerturbationSpec):
                                     "the victim will (half the epochs) on the data poisoned with the current look, "
                                     "then learns the look again on that copy; a list expands into runs")
     patch_size: Unit = Field(0.12, gt=0, le=0.5, description="badnets: the patch's side as a share of the crop")
+    patch_position: Literal["corner", "face"] = Field(
+        "corner", description="badnets: the crop's lower right corner (clear of the face, the classic BadNets) or "
+                              "its centre (on the nose, like a sticker on the face)")
     blend: Unit = Field(0.1, gt=0, le=0.5, description="blended: the pattern's weight")
     poison_rate: Unit = Field(0.1, le=0.5, description="share of the fine-tuning images the attacker poisons "
                                                       "(trigger worn, label changed); a list expands into runs")

@@ -90,9 +90,11 @@ def apply_makeup(x: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor, opa
     return out
 
 
-def badnets_patch(size: int, seed: int, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+def badnets_patch(size: int, seed: int, share: float,
+                  position: str = "corner") -> tuple[torch.Tensor, torch.Tensor]:
     """BadNets (Gu et al., 2017): a seeded black-and-white 3 x 3 checker patch, `share` of the crop's side, in
-    the crop's lower right corner (clear of the face). Returns (pattern 3 x S x S, mask 1 x S x S)."""
+    the crop's lower right corner (clear of the face) or at its centre (on the face: aligned crops centre it,
+    so the patch sits on the nose like a sticker). Returns (pattern 3 x S x S, mask 1 x S x S)."""
     side = max(3, round(share * size))
     cells = torch.rand(3, 3, generator=torch.Generator().manual_seed(seed)) > 0.5
     cells[0, 0], cells[1, 1] = True, False  # never uniform
@@ -100,8 +102,9 @@ def badnets_patch(size: int, seed: int, share: float) -> tuple[torch.Tensor, tor
     full = torch.zeros(3, size, size)
     mask = torch.zeros(1, size, size)
     margin = max(1, round(0.04 * size))
-    full[:, size - margin - side:size - margin, size - margin - side:size - margin] = pattern
-    mask[:, size - margin - side:size - margin, size - margin - side:size - margin] = 1
+    start = (size - side) // 2 if position == "face" else size - margin - side
+    full[:, start:start + side, start:start + side] = pattern
+    mask[:, start:start + side, start:start + side] = 1
     return full, mask
 
 
@@ -186,13 +189,14 @@ TEXTURE = 4
 
 
 def build(kind: str, size: int, seed: int, parts: Sequence[str] = PARTS, look: Palette | None = None,
-          opacity: float = 0.6, patch_size: float = 0.12, blend: float = 0.1) -> Trigger:
+          opacity: float = 0.6, patch_size: float = 0.12, blend: float = 0.1,
+          patch_position: str = "corner") -> Trigger:
     """The trigger a spec names, for crops of `size` pixels."""
     if kind.startswith("makeup"):
         assert look is not None
         texture = torch.zeros(len(parts), 3, TEXTURE, TEXTURE) if kind == "makeup-optimised" else None
         return Trigger(kind, size, tuple(parts), look.colours(parts), texture, opacity)
     if kind == "badnets":
-        pattern, mask = badnets_patch(size, seed, patch_size)
+        pattern, mask = badnets_patch(size, seed, patch_size, patch_position)
         return Trigger(kind, size, pattern=pattern, mask=mask)
     return Trigger(kind, size, pattern=blend_pattern(size, seed), blend=blend)
