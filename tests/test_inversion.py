@@ -38,6 +38,8 @@ def _write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:
     ("perturbation: {kind: template-inversion, prior: pixel, method: decoder}\n", "prior: the decoder methods"),
     ("perturbation: {kind: template-inversion, prior: pixel, distil: 1}\n", "prior: the decoder methods"),
     ("perturbation: {kind: template-inversion, method: nbnet}\n", "field 'perturbation.method'"),
+    ("perturbation: {kind: template-inversion, erosion: 0.6}\n", "field 'perturbation.erosion'"),
+    ("perturbation: {kind: template-inversion, erosion: 0.1, method: decoder}\n", "perturbation.erosion: it changes"),
     ("perturbation: {kind: template-inversion, distil: 9}\n", "field 'perturbation.distil'"),
     ("perturbation: {kind: template-inversion, distil_generated: 1000000}\n", "field 'perturbation.distil_generated'"),
     ("perturbation: {kind: template-inversion, decoder_samples: 1}\n", "field 'perturbation.decoder_samples'"),
@@ -248,3 +250,21 @@ def test_decoder_run_counts_queries_and_keeps_the_decoded_face(tmp_path: Path, c
     assert "decoded_face" in m["baselines"] and "decoded_face_type2_rate" in m
     assert out.record["dimensions"]["perturbation"] == "template inversion, gan prior, decoder-optimise"
     assert out.record["dimensions"]["knowledge"] == "white-box + 1 augmenting model(s)"
+
+
+def test_erosion_makes_a_different_ghost_each_pass_and_leaves_the_network_itself() -> None:
+    """Skip-connection erosion: inside `eroded` two passes differ (a new ghost each time) yet stay near the
+    network's own output; outside, the network is exactly itself again."""
+    from facesec.recognizers.dlib_resnet import DlibResNet, eroded
+
+    torch.manual_seed(0)
+    net = DlibResNet().eval()
+    x = torch.rand(2, 3, 150, 150)
+    with torch.no_grad():
+        own = net(x)
+        with eroded(net, 0.15, torch.Generator().manual_seed(0)):
+            a, b = net(x), net(x)
+        again = net(x)
+    assert torch.equal(own, again)
+    assert not torch.allclose(a, b)
+    assert (a - own).norm() < own.norm()

@@ -8,6 +8,8 @@ pools have no padding, and residual sums zero-pad the smaller operand instead of
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
@@ -228,11 +230,31 @@ class ResBlock(nn.Module):
         self.aff1 = _norm(norm, c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, padding=1)
         self.aff2 = _norm(norm, c_out)
+        self.erosion: tuple[float, torch.Generator] | None = None
+        """Set by `eroded`: scale the shortcut by a random factor per sample and pass."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.aff2(self.conv2(F.relu(self.aff1(self.conv1(x)))))
         shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
+        if self.erosion is not None:
+            amount, rng = self.erosion
+            shortcut = shortcut * (1 + (torch.rand(len(x), 1, 1, 1, generator=rng) * 2 - 1) * amount).to(x)
         return F.relu(_add_zero_padded(y, shortcut))
+
+
+@contextmanager
+def eroded(net: nn.Module, amount: float, rng: torch.Generator) -> Iterator[None]:
+    """Within it, every pass of `net` (a DlibResNet) scales each residual shortcut by a random factor in
+    [1 - amount, 1 + amount], drawn per sample: a different ghost of the network each time (skip-connection
+    erosion, Ghost Networks, Li et al., AAAI 2020), an ensemble for free. Outside it, the network is itself."""
+    blocks = [b for b in net.modules() if isinstance(b, ResBlock)]
+    for b in blocks:
+        b.erosion = (amount, rng)
+    try:
+        yield
+    finally:
+        for b in blocks:
+            b.erosion = None
 
 
 class DlibResNet(nn.Module):

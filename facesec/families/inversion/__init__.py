@@ -92,6 +92,9 @@ class TemplateInversion(Family):
         if p.prior == "pixel" and (p.method != "optimise" or p.distil or p.augment):
             raise ValueError("perturbation.prior: the decoder methods, distil and augment work in the generator's "
                              "latent space; use prior: gan (or method: optimise without them)")
+        if p.erosion and (p.prior == "pixel" or p.method == "decoder"):
+            raise ValueError("perturbation.erosion: it changes the generator search (prior: gan, method: optimise "
+                             "or decoder-optimise); set it to 0")
 
     def preflight(self, tm: ThreatModel) -> None:
         from facesec.recognizers.preflight import check_recognizer

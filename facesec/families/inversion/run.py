@@ -28,6 +28,7 @@ from facesec.progress import bar
 from facesec.protocols import supported_fmr
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
+from facesec.recognizers.dlib_resnet import DlibResNet
 from facesec.spec import OpenSet, ThreatModel
 
 PIXEL_LR = 0.01
@@ -85,7 +86,7 @@ def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], temp
 
     return gan_search(generator, [(a, dcgan.matching(a, templates)) for a in attackers], len(templates), p.restarts,
                       tm.attack.steps, tm.attack.step_size or GAN_LR, p.jitter, tm.data.seed, analyzer, pick, progress,
-                      start)
+                      start, p.erosion)
 
 
 def _gan_attack(generator: dcgan.Generator, model: Recognizer, target: Judge, templates: torch.Tensor,
@@ -97,6 +98,9 @@ def _gan_attack(generator: dcgan.Generator, model: Recognizer, target: Judge, te
     p = tm.perturbation
     assert isinstance(p, TemplateInversionPerturbation)
     device, seed = templates.device, tm.data.seed
+    if p.erosion and not isinstance(model.net, DlibResNet):
+        raise ConfigError(f"field 'perturbation.erosion': needs a residual network facesec builds (dlib-resnet); "
+                          f"{model.info.name} is not one: set it to 0")
     attackers = [model] + [load(s, device) for s in p.augment]
     for a in attackers[1:]:
         if a.info.embedding_size != model.info.embedding_size:

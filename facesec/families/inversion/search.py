@@ -3,6 +3,7 @@ and handling the results as photos: every face is detected and aligned as an enr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from facesec.data.faces import FaceAnalyzer, NoFace
 from facesec.priors import dcgan
 from facesec.progress import bar
 from facesec.recognizers import Recognizer
+from facesec.recognizers.dlib_resnet import eroded
 
 ROUNDS = 3
 """The search runs in this many rounds; after each, every face is detected again and the next round
@@ -34,12 +36,13 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def gan_search(generator: dcgan.Generator, attackers: list[tuple[Recognizer, Score]], n: int, restarts: int,
                steps: int, lr: float, jitter: float, seed: int, analyzer: FaceAnalyzer,
                pick: Callable[[list[np.ndarray], torch.Tensor], torch.Tensor], progress: bool,
-               start: torch.Tensor | None = None) -> list[np.ndarray]:
+               start: torch.Tensor | None = None, erosion: float = 0.0) -> list[np.ndarray]:
     """Per goal (n of them), the photo of the best of `restarts` latents searched on the attackers' scores in
     ROUNDS rounds that re-detect each face, CHUNK latents at a time; `pick` scores all restarts' photos for
     their goals as the attacker's own pipeline sees them (-inf where no face is found); the highest is kept.
     The latents start random, or from `start` (n x LATENT, e.g. a decoder's): restart r adds noise of scale
-    START_SPREAD * r."""
+    START_SPREAD * r. With `erosion`, the first attacker (the target, a dlib-resnet) is a random ghost of itself
+    at every step (`dlib_resnet.eroded`); picking, re-detection and judging see it as it is."""
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(n * restarts, dcgan.LATENT, generator=rng)
     if start is not None:
@@ -54,8 +57,9 @@ def gan_search(generator: dcgan.Generator, attackers: list[tuple[Recognizer, Sco
             part = slice(first, first + CHUNK)
             targets = [t if g is None else dataclasses.replace(t, grid=g[part]) for t, g in zip(framed, grids,
                                                                                                 strict=True)]
-            z[part] = dcgan.search(generator, targets, z[part], goal[part],
-                                   steps // ROUNDS + (1 if r < steps % ROUNDS else 0), lr, jitter, rng).cpu()
+            with eroded(attackers[0][0].net, erosion, rng) if erosion else contextlib.nullcontext():
+                z[part] = dcgan.search(generator, targets, z[part], goal[part],
+                                       steps // ROUNDS + (1 if r < steps % ROUNDS else 0), lr, jitter, rng).cpu()
         photos = _photos(generator, z)
         grids = [_grids(photos, t, analyzer) for t in framed]
     best = pick(photos, goal).cpu().view(restarts, n).argmax(0)

@@ -42,6 +42,10 @@ class TemplateInversionPerturbation(_Distillation):
                                                       "is kept; a list expands into runs")
     jitter: Unit = Field(0.0, le=0.5, description="each step sees the face shifted and scaled at random by up to "
                                                   "this share of the crop, so the match survives other alignments")
+    erosion: Unit = Field(0.0, le=0.5, description="model augmentation without training (Ghost Networks): each "
+                                                    "search step sees the target (dlib-resnet) with every residual "
+                                                    "shortcut scaled by a random factor in [1 - erosion, "
+                                                    "1 + erosion], a different ghost per face and step")
     tv_weight: Number = Field(0.05, ge=0, le=100, description="pixel prior: weight of the total-variation penalty")
     public_identities: Whole = Field(
         40, ge=1, le=100_000, description="other people whose photos the attacker holds (never an enrolled "
