@@ -40,6 +40,7 @@ def _write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:
     ("perturbation: {kind: template-inversion, method: nbnet}\n", "field 'perturbation.method'"),
     ("perturbation: {kind: template-inversion, erosion: 0.6}\n", "field 'perturbation.erosion'"),
     ("perturbation: {kind: template-inversion, erosion: 0.1, method: decoder}\n", "perturbation.erosion: it changes"),
+    ("perturbation: {kind: template-inversion, erosion: 0.1}\ntarget: hse-faceres\n", "ghosts are made of dlib"),
     ("perturbation: {kind: template-inversion, distil: 9}\n", "field 'perturbation.distil'"),
     ("perturbation: {kind: template-inversion, distil_generated: 1000000}\n", "field 'perturbation.distil_generated'"),
     ("perturbation: {kind: template-inversion, decoder_samples: 1}\n", "field 'perturbation.decoder_samples'"),

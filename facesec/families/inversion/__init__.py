@@ -95,6 +95,10 @@ class TemplateInversion(Family):
         if p.erosion and (p.prior == "pixel" or p.method == "decoder"):
             raise ValueError("perturbation.erosion: it changes the generator search (prior: gan, method: optimise "
                              "or decoder-optimise); set it to 0")
+        target = tm.target if isinstance(tm.target, str) else tm.target.get("name")
+        if p.erosion and target not in ("dlib-resnet", "surrogate"):
+            raise ValueError(f"perturbation.erosion: ghosts are made of dlib-resnet's residual blocks; the target "
+                             f"is {target}: set it to 0")
 
     def preflight(self, tm: ThreatModel) -> None:
         from facesec.recognizers.preflight import check_recognizer
