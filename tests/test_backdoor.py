@@ -149,6 +149,22 @@ def test_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytes
                                                       whole.model.state_dict().values(), strict=True))
 
 
+def test_anchor_keeps_the_weights_near_where_they_started(tmp_path: Path) -> None:
+    """L2-SP: the same fine-tuning with a pull towards the starting weights ends nearer them, and still trains."""
+    model = _toy()
+    x = torch.rand(24, 3, 8, 8)
+    labels = np.repeat(np.arange(6), 4)
+
+    def drift(anchor: float) -> float:
+        recipe = ft.Recipe("all", 4, 1e-2, 3, 2, 0.5, 0, anchor=anchor)
+        tuned = ft.finetune(model, x, labels, recipe, False, tmp_path / str(anchor)).model
+        return sum(float(((a - b) ** 2).sum()) for a, b in zip(model.state_dict().values(),
+                                                             tuned.state_dict().values(), strict=True))
+
+    plain, anchored = drift(0.0), drift(10.0)
+    assert 0 < anchored < 0.5 * plain
+
+
 def test_dlib_fast_path_is_the_network(dlib_recognizer, faces) -> None:  # type: ignore[no-untyped-def]
     """The frozen front then the trainable tail compute exactly what dlib-resnet computes."""
     split = ft._tail_split(dlib_recognizer)

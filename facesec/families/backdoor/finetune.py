@@ -55,6 +55,9 @@ class Recipe:
     mirror: bool = True
     """Train on every face and its mirror image (the usual augmentation for face recognizers: a mirrored face
     keeps its identity)."""
+    anchor: float = 0.0
+    """Weight of the squared distance of the trained weights from the starting ones (L2-SP, Li et al. 2018):
+    fine-tuning that keeps what the model already knows."""
 
 
 @dataclass
@@ -132,6 +135,11 @@ def _trainable(model: Recognizer, layers: str) -> list[nn.Parameter]:
     return params[int(len(params) * (1 - LAST_SHARE)):]
 
 
+def _drift(params: list[nn.Parameter], start: list[torch.Tensor]) -> torch.Tensor:
+    """Squared distance of the trained weights from where they started (L2-SP's penalty)."""
+    return torch.stack([((p - w) ** 2).sum() for p, w in zip(params, start, strict=True)]).sum()
+
+
 def _key(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe: Recipe) -> str:
     h = hashlib.sha256()
     for t in model.state_dict().values():
@@ -166,6 +174,7 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
     params = _trainable(tuned, recipe.layers)
     for p in params:
         p.requires_grad_(True)
+    start_weights = [p.detach().clone() for p in params] if recipe.anchor else []
     if recipe.mirror:
         faces, labels = torch.cat([faces, faces.flip(-1)]), np.concatenate([labels, labels])
     split = _tail_split(tuned) if recipe.layers == "last" else None
@@ -200,7 +209,7 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
             emb = forward(inputs[index].to(device))
             loss = metric_loss(tuned, emb, target[index].to(device), recipe.threshold)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + recipe.anchor * _drift(params, start_weights) if start_weights else loss).backward()
             optimiser.step()
             total, count = total + float(loss.detach()), count + 1
         losses.append(total / max(1, count))

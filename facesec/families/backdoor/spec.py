@@ -59,6 +59,9 @@ class BackdoorPerturbation(PerturbationSpec):
                                                                "stage and the embedding layer, or every layer")
     epochs: Whole = Field(8, ge=1, le=1000, description="fine-tuning epochs; a list expands into runs")
     learning_rate: Number = Field(1e-5, gt=0, le=1, description="fine-tuning learning rate (Adam)")
+    anchor: Number = Field(0.0, ge=0, le=1e6, description="the victim's pull towards the weights it starts from "
+                                                          "(L2-SP: weight of their squared distance in the loss); "
+                                                          "0: plain fine-tuning")
     batch_identities: Whole = Field(16, ge=2, le=1024, description="identities per batch (metric learning)")
     batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")
     defences: list[Defence] = Field(
