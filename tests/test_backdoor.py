@@ -190,6 +190,7 @@ BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: univers
     ("perturbation: {kind: backdoor, defences: [magic]}\n", "field 'perturbation.defences.0'"),
     ("perturbation: {kind: backdoor, epochs: 0}\n", "field 'perturbation.epochs'"),
     ("perturbation: {kind: backdoor, learning_rate: .nan}\n", "field 'perturbation.learning_rate'"),
+    ("perturbation: {kind: backdoor, anchor: -1}\n", "field 'perturbation.anchor'"),
     ("perturbation: {kind: backdoor}\nattack: {method: mi-fgsm}\n", "a backdoor is trained"),
     ("perturbation: {kind: backdoor, trigger_rounds: 3}\n", "only a makeup-optimised trigger is learned in rounds"),
     ("perturbation: {kind: backdoor, trigger: makeup-optimised, trigger_rounds: 0}\n",
