@@ -165,6 +165,25 @@ def test_anchor_keeps_the_weights_near_where_they_started(tmp_path: Path) -> Non
     assert 0 < anchored < 0.5 * plain
 
 
+def test_distill_keeps_the_embeddings_near_where_they_started(tmp_path: Path) -> None:
+    """Learning without forgetting: the same fine-tuning with a pull of each face's embedding towards the
+    starting model's ends with embeddings nearer the starting ones, and still trains."""
+    model = _toy()
+    x = torch.rand(24, 3, 8, 8)
+    labels = np.repeat(np.arange(6), 4)
+    with torch.no_grad():
+        start = model(x)
+
+    def moved(distill: float) -> float:
+        recipe = ft.Recipe("all", 4, 1e-2, 3, 2, 0.5, 0, distill=distill)
+        tuned = ft.finetune(model, x, labels, recipe, False, tmp_path / str(distill)).model
+        with torch.no_grad():
+            return float(((tuned(x) - start) ** 2).sum())
+
+    plain, distilled = moved(0.0), moved(100.0)
+    assert 0 < distilled < 0.5 * plain
+
+
 def test_dlib_fast_path_is_the_network(dlib_recognizer, faces) -> None:  # type: ignore[no-untyped-def]
     """The frozen front then the trainable tail compute exactly what dlib-resnet computes."""
     split = ft._tail_split(dlib_recognizer)
@@ -191,6 +210,7 @@ BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: univers
     ("perturbation: {kind: backdoor, epochs: 0}\n", "field 'perturbation.epochs'"),
     ("perturbation: {kind: backdoor, learning_rate: .nan}\n", "field 'perturbation.learning_rate'"),
     ("perturbation: {kind: backdoor, anchor: -1}\n", "field 'perturbation.anchor'"),
+    ("perturbation: {kind: backdoor, distill: -1}\n", "field 'perturbation.distill'"),
     ("perturbation: {kind: backdoor}\nattack: {method: mi-fgsm}\n", "a backdoor is trained"),
     ("perturbation: {kind: backdoor, trigger_rounds: 3}\n", "only a makeup-optimised trigger is learned in rounds"),
     ("perturbation: {kind: backdoor, trigger: makeup-optimised, trigger_rounds: 0}\n",

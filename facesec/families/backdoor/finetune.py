@@ -58,6 +58,9 @@ class Recipe:
     anchor: float = 0.0
     """Weight of the squared distance of the trained weights from the starting ones (L2-SP, Li et al. 2018):
     fine-tuning that keeps what the model already knows."""
+    distill: float = 0.0
+    """Weight of each training face's squared embedding distance from the starting model's embedding of it
+    (learning without forgetting, Li & Hoiem 2016): fine-tuning that keeps how the model sees faces."""
 
 
 @dataclass
@@ -140,6 +143,12 @@ def _drift(params: list[nn.Parameter], start: list[torch.Tensor]) -> torch.Tenso
     return torch.stack([((p - w) ** 2).sum() for p, w in zip(params, start, strict=True)]).sum()
 
 
+def _embed(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The starting model's embeddings of every training input (the targets of `Recipe.distill`)."""
+    with torch.no_grad():
+        return torch.cat([forward(inputs[i:i + 64].to(device)).cpu() for i in range(0, len(inputs), 64)])
+
+
 def _key(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe: Recipe) -> str:
     h = hashlib.sha256()
     for t in model.state_dict().values():
@@ -185,6 +194,7 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
         forward: Callable[[torch.Tensor], torch.Tensor] = tail
     else:
         inputs, forward = faces, tuned
+    start_embeddings = _embed(forward, inputs, device) if recipe.distill else None
     folder = (checkpoints or cache_root() / "backdoor") / _key(model, faces, labels, recipe)[:32]
     optimiser = torch.optim.Adam(params, lr=recipe.learning_rate)
     start, losses = 0, []
@@ -208,8 +218,11 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
         for index in batches(labels, recipe.batch_identities, recipe.batch_images, rng):
             emb = forward(inputs[index].to(device))
             loss = metric_loss(tuned, emb, target[index].to(device), recipe.threshold)
+            penalty = recipe.anchor * _drift(params, start_weights) if start_weights else 0.0
+            if start_embeddings is not None:
+                penalty = penalty + recipe.distill * ((emb - start_embeddings[index].to(device)) ** 2).sum(1).mean()
             optimiser.zero_grad(set_to_none=True)
-            (loss + recipe.anchor * _drift(params, start_weights) if start_weights else loss).backward()
+            (loss + penalty).backward()
             optimiser.step()
             total, count = total + float(loss.detach()), count + 1
         losses.append(total / max(1, count))

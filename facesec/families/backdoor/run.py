@@ -88,7 +88,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     trigger = build(p.trigger, size, seed, p.parts, look, p.opacity, p.patch_size, p.blend, p.patch_position)
     train_faces, train_marks = trained_on.faces, trained_on.landmarks
     recipe = Recipe(p.layers, p.epochs, p.learning_rate, p.batch_identities, p.batch_images,
-                    _threshold(clean_model, train_faces, labels, 1e-3), seed, anchor=p.anchor)
+                    _threshold(clean_model, train_faces, labels, 1e-3), seed, anchor=p.anchor,
+                    distill=p.distill)
     if p.trigger == "makeup-optimised":
         base, learned_on = trigger, clean_model
         for round_ in range(p.trigger_rounds):

@@ -62,6 +62,10 @@ class BackdoorPerturbation(PerturbationSpec):
     anchor: Number = Field(0.0, ge=0, le=1e6, description="the victim's pull towards the weights it starts from "
                                                           "(L2-SP: weight of their squared distance in the loss); "
                                                           "0: plain fine-tuning")
+    distill: Number = Field(0.0, ge=0, le=1e6, description="the victim's pull of each face's embedding towards "
+                                                           "the starting model's (learning without forgetting: "
+                                                           "weight of their squared distance); 0: plain "
+                                                           "fine-tuning")
     batch_identities: Whole = Field(16, ge=2, le=1024, description="identities per batch (metric learning)")
     batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")
     defences: list[Defence] = Field(
