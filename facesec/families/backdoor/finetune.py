@@ -143,8 +143,10 @@ def _drift(params: list[nn.Parameter], start: list[torch.Tensor]) -> torch.Tenso
     return torch.stack([((p - w) ** 2).sum() for p, w in zip(params, start, strict=True)]).sum()
 
 
-def _embed(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The starting model's embeddings of every training input (the targets of `Recipe.distill`)."""
+def _batched(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+             device: torch.device) -> torch.Tensor:
+    """`forward` of every input, without gradients, 64 at a time (the frozen front's outputs; the starting
+    model's embeddings that `Recipe.distill` pulls towards)."""
     with torch.no_grad():
         return torch.cat([forward(inputs[i:i + 64].to(device)).cpu() for i in range(0, len(inputs), 64)])
 
@@ -189,12 +191,11 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
     split = _tail_split(tuned) if recipe.layers == "last" else None
     if split is not None:
         front, tail = split
-        with torch.no_grad():
-            inputs = torch.cat([front(faces[i:i + 64].to(device)).cpu() for i in range(0, len(faces), 64)])
+        inputs = _batched(front, faces, device)
         forward: Callable[[torch.Tensor], torch.Tensor] = tail
     else:
         inputs, forward = faces, tuned
-    start_embeddings = _embed(forward, inputs, device) if recipe.distill else None
+    start_embeddings = _batched(forward, inputs, device) if recipe.distill else None
     folder = (checkpoints or cache_root() / "backdoor") / _key(model, faces, labels, recipe)[:32]
     optimiser = torch.optim.Adam(params, lr=recipe.learning_rate)
     start, losses = 0, []
