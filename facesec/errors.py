@@ -19,6 +19,14 @@ class DataError(FacesecError):
     """A dataset cannot be found or has no usable images."""
 
 
+class TooFewIdentities(DataError):
+    """A dataset has fewer identities with enough usable faces than a run asks for; `available` says how many."""
+
+    def __init__(self, message: str, available: int) -> None:
+        super().__init__(message)
+        self.available = available
+
+
 class NotFetched(ConfigError):
     """The threat model is valid but needs a file a facesec command makes (a fetched model, a trained student):
     `validate` warns with the command, `run` refuses."""

@@ -13,7 +13,7 @@ import torch
 from facesec.data.align import Template
 from facesec.data.dataset import load_dataset
 from facesec.data.pipeline import align_faces
-from facesec.errors import DataError
+from facesec.errors import DataError, TooFewIdentities
 from facesec.spec import Data
 
 
@@ -66,8 +66,9 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
         landmarks += faces.landmarks[:k]
         paths += faces.paths[:k]
     if len(chosen) < data.identities:
-        raise DataError(f"dataset '{data.dataset}' has only {len(chosen)} identities with {k} usable faces; "
-                        f"lower data.identities ({data.identities}) or data.images_per_identity ({k})")
+        raise TooFewIdentities(f"dataset '{data.dataset}' has only {len(chosen)} identities with {k} usable faces; "
+                               f"lower data.identities ({data.identities}) or data.images_per_identity ({k})",
+                               len(chosen))
     stacked = np.concatenate(crops)
     digest = hashlib.sha256()
     for path, ident in zip(paths, np.repeat(chosen, k), strict=True):

@@ -13,7 +13,7 @@ from torch import nn
 
 from facesec.api import run
 from facesec.data.align import DLIB_150
-from facesec.errors import ConfigError
+from facesec.errors import ConfigError, DataError
 from facesec.families.backdoor import finetune as ft
 from facesec.families.backdoor import triggers as T
 from facesec.families.backdoor.poison import poison
@@ -238,6 +238,16 @@ def _run(tmp_path: Path, rate: float, epochs: int, extra: str = "") -> dict:  # 
     record = results["runs"][0]
     record["suite_dir"] = out
     return record
+
+
+def test_a_training_set_too_big_says_what_the_dataset_has(celeba: Path, tmp_path: Path) -> None:
+    """More faces per fine-tuning identity than any identity has: the error names the field and what there is."""
+    path = _write(tmp_path, BASE + "perturbation: {kind: backdoor, training_identities: 4, "
+                                   "training_images_per_identity: 31}\n")
+    with pytest.raises(DataError, match=r"cannot give 4 fine-tuning identities with 31 usable faces .*\(it has 0 "
+                                        r"identities with 31 usable faces in all\); lower "
+                                        r"perturbation.training_identities"):
+        run([path], out_root=tmp_path / "out", redact=True, progress=False)
 
 
 def test_no_poisoning_leaves_the_trigger_powerless(celeba: Path, tmp_path: Path, dlib_recognizer,  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from facesec import protocols
-from facesec.errors import DataError
+from facesec.errors import DataError, TooFewIdentities
 from facesec.families.backdoor import defences as defence_runs
 from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success
@@ -196,11 +196,11 @@ def _training_population(tm: ThreatModel, exclude: list[str], model: Recognizer,
                                         "seed": tm.data.seed + 1})
     try:
         wide = select(wanted, model.info.template, progress)
-    except DataError as exc:
-        raise _too_few(tm, k, len(exclude)) from exc
+    except TooFewIdentities as exc:
+        raise _too_few(tm, k, len(exclude), f"it has {exc.available} identities with {k} usable faces in all") from exc
     keep = [i for i, name in enumerate(wide.names) if name not in set(exclude)][:p.training_identities]
     if len(keep) < p.training_identities:
-        raise _too_few(tm, k, len(exclude))
+        raise _too_few(tm, k, len(exclude), f"{len(keep)} such identities are not held out")
     rows = np.flatnonzero(np.isin(wide.identity, keep))
     relabel = {old: new for new, old in enumerate(keep)}
     return dataclasses.replace(wide, faces=wide.faces[torch.from_numpy(rows)],
@@ -209,12 +209,14 @@ def _training_population(tm: ThreatModel, exclude: list[str], model: Recognizer,
                                landmarks=wide.landmarks[rows])
 
 
-def _too_few(tm: ThreatModel, k: int, held_out: int) -> DataError:
+def _too_few(tm: ThreatModel, k: int, held_out: int, why: str) -> DataError:
+    """The error for a fine-tuning set the dataset cannot fill; `why` says what it has."""
     p = tm.perturbation
     assert isinstance(p, BackdoorPerturbation)
     return DataError(f"dataset '{tm.data.dataset}' cannot give {p.training_identities} fine-tuning identities with {k} "
-                     f"usable faces besides the {held_out} held-out ones; lower perturbation.training_identities or "
-                     "perturbation.training_images_per_identity (or data.identities)")
+                     f"usable faces besides the {held_out} held-out ones ({why}); lower "
+                     "perturbation.training_identities or perturbation.training_images_per_identity "
+                     "(or data.identities)")
 
 
 def _probe_rows(ev: Evaluation) -> np.ndarray:
