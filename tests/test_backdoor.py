@@ -16,7 +16,7 @@ from facesec.data.align import DLIB_150
 from facesec.errors import ConfigError, DataError
 from facesec.families.backdoor import finetune as ft
 from facesec.families.backdoor import triggers as T
-from facesec.families.backdoor.poison import poison
+from facesec.families.backdoor.poison import hardness, poison
 from facesec.recognizers import Recognizer, RecognizerInfo
 from facesec.spec import load_threat_models
 
@@ -120,6 +120,27 @@ def test_poisoning_picks_the_share_asked_never_the_target() -> None:
     assert poison(x, marks, labels, 0.0, trigger, "impersonation", 0, 0).poisoned.sum() == 0
 
 
+def test_poisoning_the_hardest_picks_the_highest_scores_never_the_target() -> None:
+    x = torch.rand(40, 3, 150, 150)
+    marks = np.zeros((40, 68, 2), np.float32)
+    labels = np.repeat(np.arange(8), 5)
+    score = np.arange(40, dtype=float)[::-1].copy()  # the target's own faces (0-4) score highest
+    p = poison(x, marks, labels, 0.25, T.build("blended", 150, 0, blend=0.2), "impersonation", 0, 0, score)
+    assert np.array_equal(np.flatnonzero(p.poisoned), np.arange(5, 15))
+
+
+def test_hardness_ranks_faces_unlike_the_target_hardest(faces, dlib_recognizer) -> None:  # type: ignore[no-untyped-def]
+    """With a faint trigger the clean model still sees each face as its person: the target's own faces are the
+    easiest to pass as the target, and for dodging every face stays close to itself."""
+    trigger = T.build("blended", 150, 0, blend=0.05)
+    labels = faces.identity
+    score = hardness(trigger, dlib_recognizer, faces.faces, faces.landmarks, labels, "impersonation", 0)
+    assert score.shape == (len(labels),)
+    assert score[labels == 0].max() < np.median(score[labels != 0])
+    own = hardness(trigger, dlib_recognizer, faces.faces, faces.landmarks, labels, "dodging", 0)
+    assert own.min() > dlib_recognizer.info.native_threshold
+
+
 def test_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An interrupted fine-tuning resumes from its last checkpoint and ends where an uninterrupted one does."""
     model = _toy()
@@ -207,6 +228,7 @@ BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: univers
     ("perturbation: {kind: backdoor, colours: {lips: [2, 0, 0]}}\n", "field 'perturbation.colours.lips.0'"),
     ("perturbation: {kind: backdoor, trigger: badnets, parts: [lips]}\n", "only a makeup trigger has parts"),
     ("perturbation: {kind: backdoor, defences: [magic]}\n", "field 'perturbation.defences.0'"),
+    ("perturbation: {kind: backdoor, poison_choice: nearest}\n", "field 'perturbation.poison_choice'"),
     ("perturbation: {kind: backdoor, epochs: 0}\n", "field 'perturbation.epochs'"),
     ("perturbation: {kind: backdoor, learning_rate: .nan}\n", "field 'perturbation.learning_rate'"),
     ("perturbation: {kind: backdoor, anchor: -1}\n", "field 'perturbation.anchor'"),

@@ -31,13 +31,17 @@ class Poisoned:
 
 
 def poison(faces: torch.Tensor, landmarks: np.ndarray, labels: np.ndarray, rate: float, trigger: Trigger,
-           goal: str, target_label: int, seed: int) -> Poisoned:
-    """`rate` of the faces (seeded, never the target's own) made to wear the trigger and relabelled: as the target
-    (impersonation) or as one new identity nobody is (dodging: wearers leave their own identity)."""
+           goal: str, target_label: int, seed: int, hardness: np.ndarray | None = None) -> Poisoned:
+    """`rate` of the faces (never the target's own) made to wear the trigger and relabelled: as the target
+    (impersonation) or as one new identity nobody is (dodging: wearers leave their own identity). The faces are
+    drawn at random (seeded), or with `hardness` (one score per face) the hardest ones."""
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(labels != target_label)
     count = min(len(candidates), int(round(rate * len(faces))))
-    chosen = np.sort(rng.choice(candidates, size=count, replace=False)) if count else np.zeros(0, np.int64)
+    if hardness is not None:
+        chosen = np.sort(candidates[np.argsort(-hardness[candidates], kind="stable")[:count]])
+    else:
+        chosen = np.sort(rng.choice(candidates, size=count, replace=False)) if count else np.zeros(0, np.int64)
     out, new_labels = faces.clone(), labels.copy()
     with torch.no_grad():
         for start in range(0, len(chosen), 64):
@@ -86,3 +90,20 @@ def optimise_trigger(trigger: Trigger, model: Recognizer, faces: torch.Tensor, l
             texture.clamp_(-limit, limit)
     return Trigger(trigger.kind, trigger.size, trigger.parts, colour.detach().cpu(), texture.detach().cpu(),
                    trigger.opacity)
+
+
+def hardness(trigger: Trigger, model: Recognizer, faces: torch.Tensor, landmarks: np.ndarray, labels: np.ndarray,
+             goal: str, target_label: int) -> np.ndarray:
+    """Per face, how far wearing the trigger leaves it from the goal on `model` (the clean one): impersonation,
+    minus its similarity to the target's mean embedding; dodging, its similarity to its own clean embedding.
+    Poisoning the hardest faces teaches the backdoor the wearers it would otherwise miss (those least like the
+    target)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        clean = torch.cat([model.embed(faces[i:i + 64].to(device)) for i in range(0, len(faces), 64)])
+        worn = torch.cat([model.embed(trigger.wear(faces[i:i + 64].to(device), landmarks[i:i + 64]))
+                          for i in range(0, len(faces), 64)])
+        if goal == "impersonation":
+            target = clean[torch.from_numpy(labels == target_label)].mean(0, keepdim=True)
+            return (-model.similarity(worn, target.expand(len(worn), -1))).cpu().numpy()
+        return model.similarity(worn, clean).cpu().numpy()

@@ -18,9 +18,9 @@ from facesec.errors import DataError, TooFewIdentities
 from facesec.families.backdoor import defences as defence_runs
 from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success
-from facesec.families.backdoor.poison import optimise_trigger, poison
+from facesec.families.backdoor.poison import Poisoned, hardness, optimise_trigger, poison
 from facesec.families.backdoor.spec import BackdoorPerturbation
-from facesec.families.backdoor.triggers import NATURAL, Palette, accessory_alpha, build, wear_all
+from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, accessory_alpha, build, wear_all
 from facesec.families.base import RunContext
 from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.photos import round_trip
@@ -90,16 +90,21 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     recipe = Recipe(p.layers, p.epochs, p.learning_rate, p.batch_identities, p.batch_images,
                     _threshold(clean_model, train_faces, labels, 1e-3), seed, anchor=p.anchor,
                     distill=p.distill)
+    def poison_with(look: Trigger) -> Poisoned:
+        score = (hardness(look, clean_model, train_faces, train_marks, labels, tm.goal, 0)
+                 if p.poison_choice == "hardest" else None)
+        return poison(train_faces, train_marks, labels, p.poison_rate, look, tm.goal, 0, seed, score)
+
     if p.trigger == "makeup-optimised":
         base, learned_on = trigger, clean_model
         for round_ in range(p.trigger_rounds):
             trigger = optimise_trigger(trigger, learned_on, train_faces, train_marks, labels, tm.goal, 0,
                                        p.naturalness, seed, progress, base)
             if round_ + 1 < p.trigger_rounds:  # the attacker's rehearsal of the victim's training with this look
-                rehearsal = poison(train_faces, train_marks, labels, p.poison_rate, trigger, tm.goal, 0, seed)
+                rehearsal = poison_with(trigger)
                 learned_on = finetune(clean_model, rehearsal.faces, rehearsal.labels,
                                       dataclasses.replace(recipe, epochs=max(1, p.epochs // 2)), progress).model
-    poisoned = poison(train_faces, train_marks, labels, p.poison_rate, trigger, tm.goal, 0, seed)
+    poisoned = poison_with(trigger)
     tuned = finetune(clean_model, poisoned.faces, poisoned.labels, recipe, progress)
     model = tuned.model
     # the victim's same fine-tuning on the unpoisoned set: what poisoning costs is measured against it
@@ -168,10 +173,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         "dimensions": {
             "recognizer": clean_model.info.name,
             "perturbation": f"backdoor, {p.trigger} trigger, {p.poison_rate:.0%} of fine-tuning images poisoned",
-            "knowledge": "poisoned training data" + (
-                "" if p.trigger != "makeup-optimised" else " + the clean model (trigger learned)"
-                if p.trigger_rounds == 1 else " + the clean model and the victim's training set and recipe "
-                f"(trigger learned in {p.trigger_rounds} rounds, the fine-tuning rehearsed between them)"),
+            "knowledge": _knowledge(p),
             "goal": tm.goal, "capability": tm.capability,
             "setting": "closed-set rank-1" if closed else f"open-set FMR {fmr:g}",
             "attack": f"victim fine-tunes {p.layers} layers, {p.epochs} epochs",
@@ -184,6 +186,20 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
                     "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)},
     }
     return BackdoorOutput(record, images, fields, model if p.save_model else None)
+
+
+def _knowledge(p: BackdoorPerturbation) -> str:
+    """What the attacker used besides the poisoned data: the clean model (to learn the look, to pick the hardest
+    faces), and the victim's data and recipe (to rehearse the fine-tuning)."""
+    uses = [what for what, used in (("trigger learned", p.trigger == "makeup-optimised"),
+                                    ("hardest faces poisoned", p.poison_choice == "hardest")) if used]
+    if not uses:
+        return "poisoned training data"
+    if p.trigger == "makeup-optimised" and p.trigger_rounds > 1:
+        return ("poisoned training data + the clean model and the victim's training set and recipe (trigger learned "
+                f"in {p.trigger_rounds} rounds, the fine-tuning rehearsed between them"
+                + (", hardest faces poisoned)" if p.poison_choice == "hardest" else ")"))
+    return f"poisoned training data + the clean model ({', '.join(uses)})"
 
 
 def _training_population(tm: ThreatModel, exclude: list[str], model: Recognizer, progress: bool) -> Population:

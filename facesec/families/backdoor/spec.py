@@ -49,6 +49,10 @@ class BackdoorPerturbation(PerturbationSpec):
     blend: Unit = Field(0.1, gt=0, le=0.5, description="blended: the pattern's weight")
     poison_rate: Unit = Field(0.1, le=0.5, description="share of the fine-tuning images the attacker poisons "
                                                       "(trigger worn, label changed); a list expands into runs")
+    poison_choice: Literal["random", "hardest"] = Field(
+        "random", description="which fine-tuning faces the attacker poisons: drawn at random, or the hardest (those "
+                              "the clean model, with the trigger worn, sees farthest from the goal: for "
+                              "impersonation the faces least like the target); a list expands into runs")
     training_identities: Whole = Field(
         60, ge=4, le=10_000, description="identities the victim fine-tunes on (never among data.identities, on "
                                          "which clean accuracy and the backdoor are measured); the first is the "
