@@ -120,13 +120,14 @@ def test_poisoning_picks_the_share_asked_never_the_target() -> None:
     assert poison(x, marks, labels, 0.0, trigger, "impersonation", 0, 0).poisoned.sum() == 0
 
 
-def test_poisoning_the_hardest_picks_the_highest_scores_never_the_target() -> None:
+def test_poisoning_the_hardest_picks_the_highest_scores_spread_never_the_target() -> None:
     x = torch.rand(40, 3, 150, 150)
     marks = np.zeros((40, 68, 2), np.float32)
     labels = np.repeat(np.arange(8), 5)
     score = np.arange(40, dtype=float)[::-1].copy()  # the target's own faces (0-4) score highest
     p = poison(x, marks, labels, 0.25, T.build("blended", 150, 0, blend=0.2), "impersonation", 0, 0, score)
-    assert np.array_equal(np.flatnonzero(p.poisoned), np.arange(5, 15))
+    # 10 faces over 7 candidate identities: at most 3 per identity, so each keeps clean faces of its own
+    assert np.array_equal(np.flatnonzero(p.poisoned), [5, 6, 7, 10, 11, 12, 15, 16, 17, 20])
 
 
 def test_hardness_ranks_faces_unlike_the_target_hardest(faces, dlib_recognizer) -> None:  # type: ignore[no-untyped-def]

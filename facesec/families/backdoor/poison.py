@@ -39,7 +39,7 @@ def poison(faces: torch.Tensor, landmarks: np.ndarray, labels: np.ndarray, rate:
     candidates = np.flatnonzero(labels != target_label)
     count = min(len(candidates), int(round(rate * len(faces))))
     if hardness is not None:
-        chosen = np.sort(candidates[np.argsort(-hardness[candidates], kind="stable")[:count]])
+        chosen = _hardest(candidates, labels, hardness, count)
     else:
         chosen = np.sort(rng.choice(candidates, size=count, replace=False)) if count else np.zeros(0, np.int64)
     out, new_labels = faces.clone(), labels.copy()
@@ -51,6 +51,22 @@ def poison(faces: torch.Tensor, landmarks: np.ndarray, labels: np.ndarray, rate:
     mask = np.zeros(len(faces), bool)
     mask[chosen] = True
     return Poisoned(out, new_labels, mask, faces[chosen])
+
+
+def _hardest(candidates: np.ndarray, labels: np.ndarray, hardness: np.ndarray, count: int) -> np.ndarray:
+    """The `count` hardest candidates, at most one more per identity than an even spread gives: every poisoned
+    identity keeps clean faces under its own label (the contrast that ties the backdoor to the trigger, not
+    to who wears it)."""
+    cap = -(-count // max(1, len(np.unique(labels[candidates])))) + 1
+    taken: dict[int, int] = {}
+    chosen: list[int] = []
+    for i in candidates[np.argsort(-hardness[candidates], kind="stable")]:
+        if len(chosen) == count:
+            break
+        if taken.get(int(labels[i]), 0) < cap:
+            taken[int(labels[i])] = taken.get(int(labels[i]), 0) + 1
+            chosen.append(int(i))
+    return np.sort(np.array(chosen, np.int64))
 
 
 def optimise_trigger(trigger: Trigger, model: Recognizer, faces: torch.Tensor, landmarks: np.ndarray,
