@@ -20,9 +20,10 @@ class DataError(FacesecError):
 
 
 class TooFewIdentities(DataError):
-    """A dataset has fewer identities with enough usable faces than a run asks for; `available` says how many."""
+    """A dataset has fewer identities with enough usable faces than a run asks for; `available` says how many
+    (None when re-raised with more context, where the message already says it)."""
 
-    def __init__(self, message: str, available: int) -> None:
+    def __init__(self, message: str, available: int | None = None) -> None:
         super().__init__(message)
         self.available = available
 
