@@ -90,7 +90,9 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     recipe = Recipe(p.layers, p.epochs, p.learning_rate, p.batch_identities, p.batch_images,
                     _threshold(clean_model, train_faces, labels, 1e-3), seed, anchor=p.anchor,
                     distill=p.distill)
+
     def poison_with(look: Trigger) -> Poisoned:
+        """The fine-tuning set poisoned with `look`, on the faces `poison_choice` picks."""
         score = (hardness(look, clean_model, train_faces, train_marks, labels, tm.goal, 0)
                  if p.poison_choice == "hardest" else None)
         return poison(train_faces, train_marks, labels, p.poison_rate, look, tm.goal, 0, seed, score)
