@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facesec.families.backdoor.triggers import Trigger
+from facesec.families.backdoor.triggers import Trigger, wear_all
 from facesec.progress import bar
 from facesec.recognizers import Recognizer
 
@@ -114,11 +114,8 @@ def hardness(trigger: Trigger, model: Recognizer, faces: torch.Tensor, landmarks
     minus its similarity to the target's mean embedding; dodging, its similarity to its own clean embedding.
     Poisoning the hardest faces teaches the backdoor the wearers it would otherwise miss (those least like the
     target)."""
-    device = next(model.parameters()).device
     with torch.no_grad():
-        clean = torch.cat([model.embed(faces[i:i + 64].to(device)) for i in range(0, len(faces), 64)])
-        worn = torch.cat([model.embed(trigger.wear(faces[i:i + 64].to(device), landmarks[i:i + 64]))
-                          for i in range(0, len(faces), 64)])
+        clean, worn = model.embed(faces), model.embed(wear_all(trigger, faces, landmarks))
         if goal == "impersonation":
             target = clean[torch.from_numpy(labels == target_label)].mean(0, keepdim=True)
             return (-model.similarity(worn, target.expand(len(worn), -1))).cpu().numpy()
