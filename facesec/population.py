@@ -14,6 +14,7 @@ from facesec.data.align import Template
 from facesec.data.dataset import load_dataset
 from facesec.data.pipeline import align_faces
 from facesec.errors import DataError, TooFewIdentities
+from facesec.progress import bar
 from facesec.spec import Data
 
 
@@ -49,6 +50,7 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
     chosen: list[str] = []
     paths: list[Path] = []
     skipped: list[tuple[Path, str]] = list(ds.skipped)
+    found = bar(total=data.identities, desc=f"faces -> {template.name}", unit="identity", enabled=progress)
     for ident in order:
         if len(chosen) == data.identities:
             break
@@ -62,9 +64,11 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
         if len(faces.paths) < k:
             continue
         chosen.append(ident)
+        found.update()
         crops.append(faces.crops[:k])
         landmarks += faces.landmarks[:k]
         paths += faces.paths[:k]
+    found.close()
     if len(chosen) < data.identities:
         raise TooFewIdentities(f"dataset '{data.dataset}' has only {len(chosen)} identities with {k} usable faces; "
                                f"lower data.identities ({data.identities}) or data.images_per_identity ({k})",

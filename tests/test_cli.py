@@ -132,6 +132,24 @@ def test_progress_is_log_lines_when_not_a_terminal(capsys: pytest.CaptureFixture
     assert capsys.readouterr().err == ""
 
 
+def test_choosing_faces_reports_progress(celeba: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Picking a run's identities (minutes of face detection on an empty cache) shows how far it is, unless
+    asked to be quiet."""
+    from facesec import progress
+    from facesec.data.align import DLIB_150
+    from facesec.population import select
+    from facesec.spec import Data
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    data = Data(identities=3, images_per_identity=2, seed=5)
+    select(data, DLIB_150)
+    err = capsys.readouterr().err
+    assert "faces -> dlib-chip-150" in err and "3/3" in err.splitlines()[-1], err
+    select(data, DLIB_150, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_report_takes_the_suite_folder(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps({"runs": []}))
     out = facesec("report", str(tmp_path))
