@@ -142,8 +142,10 @@ def test_hardness_ranks_faces_unlike_the_target_hardest(faces, dlib_recognizer) 
     assert own.min() > dlib_recognizer.info.native_threshold
 
 
-def test_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An interrupted fine-tuning resumes from its last checkpoint and ends where an uninterrupted one does."""
+def test_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """An interrupted fine-tuning resumes from its last checkpoint, says so, and ends where an uninterrupted one
+    does."""
     model = _toy()
     x = torch.rand(24, 3, 8, 8)
     labels = np.repeat(np.arange(6), 4)
@@ -163,8 +165,11 @@ def test_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(model, x, labels, recipe, False, tmp_path / "b")
     monkeypatch.setattr(ft, "bar", real_bar)
-    resumed = ft.finetune(model, x, labels, recipe, False, tmp_path / "b")
+    capsys.readouterr()
+    resumed = ft.finetune(model, x, labels, recipe, True, tmp_path / "b")
     assert resumed.resumed_from == 2
+    err = capsys.readouterr().err
+    assert "2 of 3 epochs found" in err and "3/3" in err.splitlines()[-1], err
     for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert not any(torch.equal(a, b) for a, b in zip(model.state_dict().values(),

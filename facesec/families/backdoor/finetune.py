@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesec.data.cache import cache_root
-from facesec.progress import bar
+from facesec.progress import bar, note
 from facesec.recognizers import Recognizer
 from facesec.recognizers.dlib_resnet import DlibResNet
 
@@ -195,7 +195,6 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
         forward: Callable[[torch.Tensor], torch.Tensor] = tail
     else:
         inputs, forward = faces, tuned
-    start_embeddings = _batched(forward, inputs, device) if recipe.distill else None
     folder = (checkpoints or cache_root() / "backdoor") / _key(model, faces, labels, recipe)[:32]
     optimiser = torch.optim.Adam(params, lr=recipe.learning_rate)
     start, losses = 0, []
@@ -210,11 +209,15 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
             start, losses = 0, []  # unreadable (e.g. from another torch): train from the start, overwrite it
             tuned.load_state_dict(model.state_dict())
             optimiser = torch.optim.Adam(params, lr=recipe.learning_rate)
+    if start:
+        note(f"fine-tuning: {min(start, recipe.epochs)} of {recipe.epochs} epochs found in {folder}", progress)
+    start_embeddings = _batched(forward, inputs, device) if recipe.distill and start < recipe.epochs else None
     rng = np.random.default_rng(recipe.seed)
     for _ in range(start):  # the data order of the epochs already done, so a resumed run sees the same batches
         batches(labels, recipe.batch_identities, recipe.batch_images, rng)
     target = torch.from_numpy(labels)
-    for epoch in bar(range(start, recipe.epochs), desc="fine-tuning", unit="epoch", enabled=progress):
+    for epoch in bar(range(start, recipe.epochs), desc="fine-tuning", unit="epoch", enabled=progress,
+                     initial=start, total=recipe.epochs):
         total, count = 0.0, 0
         for index in batches(labels, recipe.batch_identities, recipe.batch_images, rng):
             emb = forward(inputs[index].to(device))
