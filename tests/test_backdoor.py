@@ -4,6 +4,7 @@ checkpoints and resume, dlib's fast path), poisoning, validation, and real runs 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,8 @@ BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: univers
     ("perturbation: {kind: backdoor, distill: -1}\n", "field 'perturbation.distill'"),
     ("perturbation: {kind: backdoor}\nattack: {method: mi-fgsm}\n", "a backdoor is trained"),
     ("perturbation: {kind: backdoor, trigger_rounds: 3}\n", "only a makeup-optimised trigger is learned in rounds"),
+    ("perturbation: {kind: backdoor, mitigation: plain, defences: [strip]}\n", "only the fine-tuning and fine-pruning"),
+    ("perturbation: {kind: backdoor, mitigation: none, defences: [fine-tuning]}\n", "field 'perturbation.mitigation'"),
     ("perturbation: {kind: backdoor, trigger: makeup-optimised, trigger_rounds: 0}\n",
      "field 'perturbation.trigger_rounds'"),
 ])
@@ -327,6 +330,32 @@ def test_training_set_detectors_find_an_obvious_poison() -> None:
     assert ss["recall"] == 0.75  # it flags 15% of each label: 3 of 20, all three of them poisoned
     setting.poisoned = Poisoned(faces, labels, np.zeros(80, bool), faces[:0])
     assert D.activation_clustering(setting)["recall"] is None
+
+
+def test_plain_mitigation_drops_the_victims_pulls() -> None:
+    """The mitigations retrain with the victim's recipe, or without its pulls towards the (backdoored) model
+    they start from; everything else stays the victim's."""
+    from facesec.families.backdoor import defences as D
+
+    victim = ft.Recipe("last", 32, 1e-5, 16, 4, 0.5, 3, anchor=2.0, distill=0.1)
+    assert D.mitigation_recipe(victim, "victim") == victim
+    plain = D.mitigation_recipe(victim, "plain")
+    assert (plain.anchor, plain.distill) == (0.0, 0.0)
+    assert dataclasses.replace(plain, anchor=2.0, distill=0.1) == victim
+
+
+def test_report_says_how_a_mitigation_retrained() -> None:
+    """The defence table says how long a mitigation retrained and whether it kept the victim's pull (which holds
+    on to the backdoored model); an older record without those fields still renders."""
+    from facesec.families.backdoor.report import _defence_rows
+
+    after = {"backdoor_asr": {"rate": 0.8, "ci95": [0.7, 0.9]}, "clean_tar": {"rate": 0.86, "ci95": [0.85, 0.87]}}
+    rows = _defence_rows({"fine-tuning": {**after, "epochs": 16, "anchor": 0.0, "distill": 0.1, "time_s": 3},
+                          "fine-pruning": {**after, "epochs": 16, "anchor": 0.0, "distill": 0.0, "time_s": 3},
+                          "old": after})
+    assert "16 epochs" in rows[0][1] and "victim's pull" in rows[0][1] and rows[0][2] == "backdoor survives"
+    assert "16 epochs" in rows[1][1] and "pull" not in rows[1][1]
+    assert "retrained — epochs" in rows[2][1]
 
 
 def test_success_means_what_each_goal_wants() -> None:

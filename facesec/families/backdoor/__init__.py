@@ -86,6 +86,9 @@ class Backdoor(Family):
             raise ValueError("perturbation.parts: only a makeup trigger has parts")
         if p.trigger_rounds > 1 and p.trigger != "makeup-optimised":
             raise ValueError("perturbation.trigger_rounds: only a makeup-optimised trigger is learned in rounds")
+        if p.mitigation != "victim" and not {"fine-tuning", "fine-pruning"} & set(p.defences):
+            raise ValueError("perturbation.mitigation: only the fine-tuning and fine-pruning defences retrain; "
+                             "add one to perturbation.defences or remove mitigation")
 
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.backdoor.run import run_threat_model

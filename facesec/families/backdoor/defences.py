@@ -59,6 +59,7 @@ class Setting:
     backdoored: Recognizer
     poisoned: Poisoned
     recipe: Recipe
+    """How the mitigations retrain (for half its epochs)."""
     trigger: Trigger
     held_faces: torch.Tensor
     held_marks: np.ndarray
@@ -238,11 +239,19 @@ def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
     return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed)), "clean_tar": ev.tar}
 
 
-def _fine_tune(s: Setting, model: Recognizer) -> tuple[Recognizer, float]:
+def mitigation_recipe(victim: Recipe, how: str) -> Recipe:
+    """How the mitigations retrain: the victim's recipe, or (`plain`) without its pulls towards the model it
+    starts from, which here would hold on to the backdoored model's behaviour."""
+    return victim if how == "victim" else dataclasses.replace(victim, anchor=0.0, distill=0.0)
+
+
+def _fine_tune(s: Setting, model: Recognizer) -> tuple[Recognizer, dict[str, Any]]:
+    """`model` retrained on the clean data for half the recipe's epochs; what was done, for the record."""
     t0 = time.perf_counter()
     recipe = dataclasses.replace(s.recipe, epochs=max(2, s.recipe.epochs // 2), seed=s.seed + 7)
     tuned = finetune(model, s.retrain_faces, s.retrain_labels, recipe, s.progress)
-    return tuned.model, time.perf_counter() - t0
+    return tuned.model, {"seconds": time.perf_counter() - t0, "epochs": recipe.epochs,
+                         "anchor": recipe.anchor, "distill": recipe.distill}
 
 
 def _last_linear(model: Recognizer) -> nn.Linear:
@@ -270,13 +279,13 @@ def fine_pruning(s: Setting) -> dict[str, Any]:
     cut = torch.argsort(activity)[:int(PRUNE_SHARE * len(activity))]
     keep[:, cut.to(keep.device)] = 0
     prune.custom_from_mask(layer, "weight", keep)
-    model, seconds = _fine_tune(s, pruned)
-    return {**_after(s, model), "pruned_inputs": len(cut), "seconds": seconds}
+    model, done = _fine_tune(s, pruned)
+    return {**_after(s, model), "pruned_inputs": len(cut), **done}
 
 
 def fine_tuning(s: Setting) -> dict[str, Any]:
-    model, seconds = _fine_tune(s, s.backdoored)
-    return {**_after(s, model), "seconds": seconds}
+    model, done = _fine_tune(s, s.backdoored)
+    return {**_after(s, model), **done}
 
 
 DEFENCES: dict[str, Callable[[Setting], dict[str, Any]]] = {

@@ -56,7 +56,10 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          cost))
         else:
             asr, tar = as_dict(d.get("backdoor_asr")), as_dict(d.get("clean_tar"))
-            rows.append((name, f"backdoor success after: {rate_text(asr)}; clean TAR after: {rate_text(tar)}",
+            pulls = (number(d.get("anchor")) or 0) > 0 or (number(d.get("distill")) or 0) > 0
+            pull = ", with the victim's pull towards the model it starts from" if pulls else ""
+            how = f" (retrained {d.get('epochs', '—')} epochs on clean data{pull})"
+            rows.append((name, f"backdoor success after: {rate_text(asr)}; clean TAR after: {rate_text(tar)}{how}",
                          "removes the backdoor" if (number(asr.get("rate")) or 0) < 0.1 else "backdoor survives",
                          cost))
     return rows

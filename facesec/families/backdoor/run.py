@@ -137,7 +137,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
 
     defences = defence_runs.run_all(p.defences, defence_runs.Setting(
-        clean=benign, backdoored=model, poisoned=poisoned, recipe=recipe, trigger=trigger,
+        clean=benign, backdoored=model, poisoned=poisoned, trigger=trigger,
+        recipe=defence_runs.mitigation_recipe(recipe, p.mitigation),
         held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
         closed=closed, seed=seed,
         progress=progress, retrain_faces=train_faces, retrain_labels=labels))

@@ -76,6 +76,11 @@ class BackdoorPerturbation(PerturbationSpec):
         [], description="run against the backdoored model (and the clean one): activation-clustering, "
                         "spectral-signatures (poisoned-sample detection), neural-cleanse (model scan), strip "
                         "(input-time detection), fine-tuning, fine-pruning (mitigation)")
+    mitigation: Literal["victim", "plain"] = Field(
+        "victim", description="how the fine-tuning and fine-pruning defences retrain (half the victim's epochs, "
+                              "clean data): victim, with the victim's recipe including its anchor and distill "
+                              "pulls towards the model they start from (here the backdoored one); plain, without "
+                              "those pulls")
     save_model: bool = Field(True, description="write the backdoored weights into the run's folder "
                                                "(backdoored.pt, loadable as a dlib-resnet or PyTorch recognizer)")
 
