@@ -16,7 +16,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -239,7 +239,7 @@ def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
     return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed)), "clean_tar": ev.tar}
 
 
-def mitigation_recipe(victim: Recipe, how: str) -> Recipe:
+def mitigation_recipe(victim: Recipe, how: Literal["victim", "plain"]) -> Recipe:
     """How the mitigations retrain: the victim's recipe, or (`plain`) without its pulls towards the model it
     starts from, which here would hold on to the backdoored model's behaviour."""
     return victim if how == "victim" else dataclasses.replace(victim, anchor=0.0, distill=0.0)
