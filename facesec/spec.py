@@ -262,7 +262,8 @@ EXPANDABLE = ("goal", "capability", "knowledge", "perturbation.shape", "perturba
               "perturbation.method", "perturbation.alpha", "perturbation.pairing", "perturbation.prior",
               "perturbation.jitter", "perturbation.restarts", "perturbation.loss", "perturbation.model_augmentation",
               "perturbation.trigger", "perturbation.poison_rate", "perturbation.epochs",
-              "perturbation.trigger_rounds", "perturbation.poison_choice", "perturbation.mitigation", "setting.fmr",
+              "perturbation.trigger_rounds", "perturbation.poison_choice", "perturbation.poison_opacity",
+              "perturbation.mitigation", "setting.fmr",
               "attack.steps", "attack.method", "attack.library")
 """Fields where a list means 'one run per value'."""
 

@@ -244,6 +244,8 @@ BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: univers
     ("perturbation: {kind: backdoor, trigger_rounds: 3}\n", "only a makeup-optimised trigger is learned in rounds"),
     ("perturbation: {kind: backdoor, mitigation: plain, defences: [strip]}\n", "only the fine-tuning and fine-pruning"),
     ("perturbation: {kind: backdoor, mitigation: none, defences: [fine-tuning]}\n", "field 'perturbation.mitigation'"),
+    ("perturbation: {kind: backdoor, trigger: blended, poison_opacity: 0.5}\n", "only a makeup trigger has an opacity"),
+    ("perturbation: {kind: backdoor, poison_opacity: 0}\n", "field 'perturbation.poison_opacity'"),
     ("perturbation: {kind: backdoor, trigger: makeup-optimised, trigger_rounds: 0}\n",
      "field 'perturbation.trigger_rounds'"),
 ])
@@ -299,6 +301,19 @@ def test_no_poisoning_leaves_the_trigger_powerless(celeba: Path, tmp_path: Path,
     assert not torch.allclose(tuned.embed(x), dlib_recognizer.embed(x))
     assert len(r["gallery"]) == 6 and (r["suite_dir"] / r["gallery"][0]["triggered"]).is_file()
     assert (r["suite_dir"] / "index.html").read_text().count("backdoor-defences") == 0
+
+
+def test_fainter_poison_is_stealthier(celeba: Path, tmp_path: Path) -> None:
+    """`poison_opacity` below the worn look's: the poisoned fine-tuning faces change less (higher SSIM and PSNR to
+    their clean selves) while the look worn at attack time stays the same."""
+    runs = {}
+    for name, extra in (("heavy", ""), ("faint", ", poison_opacity: 0.2")):
+        (tmp_path / name).mkdir()
+        runs[name] = _run(tmp_path / name, 0.1, 1, extra)
+    heavy, faint = (runs[n]["metrics"]["stealth"] for n in ("heavy", "faint"))
+    assert faint["ssim"] > heavy["ssim"] + 0.01 and faint["psnr_db"] > heavy["psnr_db"] + 3
+    worn = [(r["suite_dir"] / r["gallery"][0]["triggered"]).read_bytes() for r in runs.values()]
+    assert worn[0] == worn[1]
 
 
 def test_training_set_detectors_find_an_obvious_poison() -> None:

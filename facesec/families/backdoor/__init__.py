@@ -86,6 +86,8 @@ class Backdoor(Family):
             raise ValueError("perturbation.parts: only a makeup trigger has parts")
         if p.trigger_rounds > 1 and p.trigger != "makeup-optimised":
             raise ValueError("perturbation.trigger_rounds: only a makeup-optimised trigger is learned in rounds")
+        if p.poison_opacity is not None and not p.trigger.startswith("makeup"):
+            raise ValueError("perturbation.poison_opacity: only a makeup trigger has an opacity; remove it")
         if p.mitigation != "victim" and not {"fine-tuning", "fine-pruning"} & set(p.defences):
             raise ValueError("perturbation.mitigation: only the fine-tuning and fine-pruning defences retrain; "
                              "add one to perturbation.defences or remove mitigation")

@@ -92,7 +92,10 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
                     distill=p.distill)
 
     def poison_with(look: Trigger) -> Poisoned:
-        """The fine-tuning set poisoned with `look`, on the faces `poison_choice` picks."""
+        """The fine-tuning set poisoned with `look` (at `poison_opacity` when set), on the faces `poison_choice`
+        picks."""
+        if p.poison_opacity is not None:
+            look = dataclasses.replace(look, opacity=p.poison_opacity)
         score = (hardness(look, clean_model, train_faces, train_marks, labels, tm.goal, 0)
                  if p.poison_choice == "hardest" else None)
         return poison(train_faces, train_marks, labels, p.poison_rate, look, tm.goal, 0, seed, score)

@@ -35,6 +35,11 @@ class BackdoorPerturbation(PerturbationSpec):
                               description="makeup: where it is worn")
     colours: Colours = Field(Colours(), description="makeup: the trigger look (RGB in [0, 1] per part)")
     opacity: Unit = Field(0.6, gt=0, description="makeup: how strongly the look covers the skin (0-1)")
+    poison_opacity: Unit | None = Field(
+        None, gt=0, description="makeup: the opacity the poisoned fine-tuning faces wear (null: `opacity`, the look "
+                                "as worn at attack time); fainter poison is stealthier, and a backdoor learned "
+                                "from it opens more surely for the heavier look worn later; a list expands into "
+                                "runs")
     naturalness: Unit = Field(0.15, description="makeup-optimised: how far (per colour channel, 0-1) the learned "
                                                 "colours and texture may move from the look")
     trigger_rounds: Whole = Field(
