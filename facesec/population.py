@@ -84,6 +84,28 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
         skipped=skipped, manifest_sha256=digest.hexdigest())
 
 
+def everyone_but(dataset: str, exclude: list[str], template: Template, progress: bool = True) -> Population:
+    """Every identity of `dataset` not in `exclude`, with all its usable faces (identities left with fewer than two
+    are dropped: they give no genuine pair)."""
+    ds = load_dataset(dataset)
+    skip = set(exclude)
+    files = [(path, ident) for path, ident in ds.items if ident not in skip]
+    faces = align_faces([path for path, _ in files], template, progress=progress)
+    of = dict(files)
+    counts: dict[str, int] = {}
+    for path in faces.paths:
+        counts[of[path]] = counts.get(of[path], 0) + 1
+    names = sorted(ident for ident, n in counts.items() if n >= 2)
+    index = {ident: i for i, ident in enumerate(names)}
+    rows = [k for k, path in enumerate(faces.paths) if of[path] in index]
+    rows.sort(key=lambda k: (index[of[faces.paths[k]]], k))
+    return Population(faces=faces.tensor()[torch.tensor(rows, dtype=torch.long)],
+                      identity=np.array([index[of[faces.paths[k]]] for k in rows], dtype=np.int64), names=names,
+                      paths=[faces.paths[k] for k in rows], template=template,
+                      landmarks=np.stack([faces.landmarks[k] for k in rows]).astype(np.float32),
+                      skipped=list(ds.skipped) + faces.skipped)
+
+
 def select_with_others(data: Data, others: int, field: str, template: Template, progress: bool = True) -> Population:
     """`select` of `data.identities` identities followed by `others` more (named by `field` in the error when
     the dataset has too few): the first ones are the run's subjects, the rest calibrate or serve the attacker."""

@@ -408,3 +408,54 @@ def test_model_scan_does_not_flag_a_clean_model(celeba: Path, dlib_recognizer) -
     assert not verdict["flagged"], verdict["max_anomaly_index"]
     norms = np.array(verdict["mask_norms"], dtype=float)
     assert np.isfinite(norms).all() and (norms < 0.2).all()  # every identity was reached: the scan converged
+
+
+def test_clean_accuracy_on_a_wider_population(faces, dlib_recognizer) -> None:  # type: ignore[no-untyped-def]
+    """With a wider clean population, the threshold, TAR and rank-1 come from it (all its impostor pairs), while
+    the held-out faces keep their own embeddings and enrolments for the attack's measures; given the held-out faces
+    themselves, nothing changes."""
+    from facesec.families.backdoor.measure import evaluate
+
+    held = np.flatnonzero(faces.identity < 4)
+    x, ids, target = faces.faces[held], faces.identity[held], faces.faces[-1]
+    alone = evaluate(dlib_recognizer, x, ids, target, 1e-2)
+    same = evaluate(dlib_recognizer, x, ids, target, 1e-2, (x, ids))
+    assert (same.threshold, same.tar, same.rank1, same.n_impostor) == (alone.threshold, alone.tar, alone.rank1,
+                                                                         alone.n_impostor)
+    wide = evaluate(dlib_recognizer, x, ids, target, 1e-2, (faces.faces, faces.identity))
+    n = len(faces.identity)
+    genuine = sum(int(k) * (int(k) - 1) // 2 for k in np.bincount(faces.identity))
+    assert wide.n_impostor == n * (n - 1) // 2 - genuine and alone.n_impostor < wide.n_impostor
+    assert wide.threshold != alone.threshold
+    assert torch.equal(wide.emb, alone.emb) and np.array_equal(wide.enrolment, alone.enrolment)
+
+
+def test_clean_population_unused_takes_every_identity_never_fine_tuned_on(celeba: Path, tmp_path: Path) -> None:
+    """`clean_population: unused` on a 25-identity folder with 16 fine-tuning identities: clean accuracy is measured
+    on the other 8 with all their faces (the identity with one photo gives no pair and is left out), and the
+    unreadable photo among them is skipped and recorded."""
+    import shutil
+
+    data = tmp_path / "mini"
+    for ident in sorted(p for p in celeba.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 7)[:24]:
+        (data / ident.name).mkdir(parents=True)
+        for photo in sorted(ident.glob("*.jpg"))[:7]:
+            shutil.copy(photo, data / ident.name / photo.name)
+    lonely = next(p for p in sorted(celeba.iterdir()) if p.is_dir() and not (data / p.name).exists())
+    (data / lonely.name).mkdir()
+    shutil.copy(sorted(lonely.glob("*.jpg"))[0], data / lonely.name / "only.jpg")
+    for ident in sorted(data.iterdir())[:24]:  # one unreadable photo per identity: whichever are not fine-tuned on
+        (ident / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    path = _write(tmp_path, f"name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: universal\n"
+                            f"data: {{dataset: {data}, identities: 4, images_per_identity: 5}}\n"
+                            "setting: {kind: open-set, fmr: 1e-2}\nperturbation: {kind: backdoor, poison_rate: 0.1, "
+                            "training_identities: 16, epochs: 1, clean_population: unused}\n")
+    results, _ = run([path], out_root=tmp_path / "out", redact=True, progress=False)
+    m = results["runs"][0]["metrics"]
+    c = m["clean_population"]
+    assert c["kind"] == "unused" and c["identities"] == 8
+    assert 8 * 6 <= c["faces"] <= 8 * 7
+    pairs = c["faces"] * (c["faces"] - 1) // 2  # minus each identity's genuine pairs: 15 or 21 of them
+    assert pairs - 8 * 21 <= m["n_impostor_scores"] <= pairs - 8 * 15
+    skipped = {Path(s["path"]).name for s in results["runs"][0]["skipped_images"]}
+    assert "broken.jpg" in skipped

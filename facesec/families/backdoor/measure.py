@@ -33,21 +33,29 @@ class Evaluation:
 
 
 def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_face: torch.Tensor,
-             fmr: float) -> Evaluation:
+             fmr: float, clean: tuple[torch.Tensor, np.ndarray] | None = None) -> Evaluation:
     """Clean accuracy of `model` on held-out `faces`: threshold at `fmr` from all impostor pairs, TAR over all
-    genuine pairs, rank-1 of each non-enrolment face against the identities' first faces."""
+    genuine pairs, rank-1 of each non-enrolment face against the identities' first faces. With `clean` (faces,
+    identities), those three are measured there instead (a wider population never fine-tuned on), while the
+    held-out faces still carry the attack's measures."""
     emb = model.embed(faces)
-    sims = model.similarity_matrix(emb, emb).cpu().numpy()
-    iu = np.triu_indices(len(ids), k=1)
-    same = ids[iu[0]] == ids[iu[1]]
+    acc_emb, acc_ids = (emb, ids) if clean is None else (model.embed(clean[0]), clean[1])
+    sims = model.similarity_matrix(acc_emb, acc_emb).cpu().numpy()
+    iu = np.triu_indices(len(acc_ids), k=1)
+    same = acc_ids[iu[0]] == acc_ids[iu[1]]
     genuine, impostor = sims[iu][same], sims[iu][~same]
     threshold = protocols.threshold_at_fmr(impostor, fmr)
-    enrolment = np.array([np.flatnonzero(ids == i)[0] for i in np.unique(ids)])
-    probes = np.setdiff1d(np.arange(len(ids)), enrolment)
-    best = sims[np.ix_(probes, enrolment)].argmax(1)
-    return Evaluation(model, emb, ids, enrolment, model.embed(target_face[None]), threshold, int(impostor.size),
+    first = _firsts(acc_ids)
+    probes = np.setdiff1d(np.arange(len(acc_ids)), first)
+    best = sims[np.ix_(probes, first)].argmax(1)
+    return Evaluation(model, emb, ids, _firsts(ids), model.embed(target_face[None]), threshold, int(impostor.size),
                       rate_with_ci(int((genuine > threshold).sum()), int(genuine.size)),
-                      rate_with_ci(int((ids[enrolment][best] == ids[probes]).sum()), len(probes)))
+                      rate_with_ci(int((acc_ids[first][best] == acc_ids[probes]).sum()), len(probes)))
+
+
+def _firsts(ids: np.ndarray) -> np.ndarray:
+    """Index of each identity's first face (its enrolment)."""
+    return np.array([np.flatnonzero(ids == i)[0] for i in np.unique(ids)])
 
 
 def success(ev: Evaluation, worn: torch.Tensor, goal: str, closed_set: bool) -> np.ndarray:

@@ -85,11 +85,19 @@ def _reading(m: dict[str, Any], run: dict[str, Any]) -> str:
     return text + (f". Defences run: {', '.join(caught)} (table below)." if caught else ".")
 
 
+def _clean_population(c: dict[str, Any]) -> str:
+    """Where clean accuracy was measured, in words."""
+    where = "identities never fine-tuned on" if c.get("kind") == "unused" else "held-out identities"
+    n, faces = c.get("identities"), c.get("faces")
+    return f"{n} {where}, {faces} faces" if isinstance(n, int) and isinstance(faces, int) else where
+
+
 def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the backdoor partial shows; every field may be missing from a hand-edited results.json."""
     m = as_dict(run.get("metrics"))
     stealth = as_dict(m.get("stealth"))
-    rows = [("clean TAR at the FMR (held-out identities)", rate_text({"rate": m.get("clean_tar_pretrained")}),
+    where = _clean_population(as_dict(m.get("clean_population")))
+    rows = [(f"clean TAR at the FMR ({where})", rate_text({"rate": m.get("clean_tar_pretrained")}),
              rate_text({"rate": m.get("clean_tar_before"), "ci95": m.get("clean_tar_before_ci95")}),
              rate_text({"rate": m.get("clean_tar_after"), "ci95": m.get("clean_tar_after_ci95")})),
             ("clean rank-1", rate_text({"rate": m.get("clean_rank1_pretrained")}),

@@ -24,7 +24,7 @@ from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, access
 from facesec.families.base import RunContext
 from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.photos import round_trip
-from facesec.population import Population, select
+from facesec.population import Population, everyone_but, select
 from facesec.protocols import supported_fmr
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
@@ -117,9 +117,12 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
 
     faces, marks, ids = pop.faces, pop.landmarks, pop.identity
     worn = wear_all(trigger, faces, marks)
-    pretrained = evaluate(clean_model, faces, ids, target_face, fmr)
-    before = evaluate(benign, faces, ids, target_face, fmr)
-    after = evaluate(model, faces, ids, target_face, fmr)
+    wide = (everyone_but(tm.data.dataset, trained_on.names, clean_model.info.template, progress)
+            if p.clean_population == "unused" else None)
+    clean = None if wide is None else (wide.faces, wide.identity)
+    pretrained = evaluate(clean_model, faces, ids, target_face, fmr, clean)
+    before = evaluate(benign, faces, ids, target_face, fmr, clean)
+    after = evaluate(model, faces, ids, target_face, fmr, clean)
 
     def outcome(ev: Evaluation, x: torch.Tensor) -> np.ndarray:
         return success(ev, x, tm.goal, closed)
@@ -146,6 +149,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         closed=closed, seed=seed,
         progress=progress, retrain_faces=train_faces, retrain_labels=labels))
 
+    skipped = dict(pop.skipped + trained_on.skipped + (wide.skipped if wide is not None else []))
     metrics: dict[str, Any] = {
         "backdoor_asr": rate(asr)["rate"], "backdoor_asr_ci95": rate(asr)["ci95"],
         "asr_without_trigger": rate(no_trigger)["rate"],
@@ -167,7 +171,9 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
                      "trainable_parameters": tuned.trainable_parameters, "recipe": recipe.__dict__},
         "threshold_before": before.threshold, "threshold_after": after.threshold,
         "n_impostor_scores": after.n_impostor, "fmr_supported": supported_fmr(after.n_impostor, fmr),
-        "n_identities": n_eval, "n_skipped_images": len(pop.skipped) + len(trained_on.skipped),
+        "n_identities": n_eval, "n_skipped_images": len(skipped),
+        "clean_population": {"kind": p.clean_population, "identities": len(np.unique(ids)) if wide is None
+                             else len(wide.names), "faces": len(ids) if wide is None else len(wide.identity)},
     }
     metrics["wall_time_s"] = time.perf_counter() - t0
     flags = [] if metrics["fmr_supported"] or closed else [
@@ -185,7 +191,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
             "attack": f"victim fine-tunes {p.layers} layers, {p.epochs} epochs",
         },
         "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
-        "skipped_images": [{"path": str(q), "reason": r} for q, r in dict(pop.skipped + trained_on.skipped).items()],
+        "skipped_images": [{"path": str(q), "reason": r} for q, r in skipped.items()],
         "provenance": {**provenance(tm, clean_model, pop.manifest_sha256, device, started),
                        "training": recipe.__dict__},
         "samples": {"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],

@@ -75,6 +75,12 @@ class BackdoorPerturbation(PerturbationSpec):
                                                            "the starting model's (learning without forgetting: "
                                                            "weight of their squared distance); 0: plain "
                                                            "fine-tuning")
+    clean_population: Literal["held-out", "unused"] = Field(
+        "held-out", description="where clean accuracy (TAR at the FMR, rank-1) and each model's threshold at the FMR "
+                                "are measured: held-out, the data.identities x data.images_per_identity faces the "
+                                "backdoor is tested on; unused, every identity in the dataset never used in "
+                                "fine-tuning with all its usable faces (a tighter estimate: on celeba-mini about "
+                                "twice the identities and three times the faces)")
     batch_identities: Whole = Field(16, ge=2, le=1024, description="identities per batch (metric learning)")
     batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")
     defences: list[Defence] = Field(
