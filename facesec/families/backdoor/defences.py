@@ -73,6 +73,8 @@ class Setting:
     retrain_faces: torch.Tensor
     """The defender's clean data: the training faces without any trigger, with their true labels."""
     retrain_labels: np.ndarray
+    clean_population: tuple[torch.Tensor, np.ndarray] | None = None
+    """Where clean accuracy and thresholds are measured when wider than the held-out faces (faces, identities)."""
 
 
 def _detection(flagged: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
@@ -234,7 +236,7 @@ def strip(s: Setting) -> dict[str, Any]:
 
 def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
     """The backdoor's success and clean TAR of a mitigated model."""
-    ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr)
+    ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr, s.clean_population)
     worn = wear_all(s.trigger, s.held_faces, s.held_marks)
     return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed)), "clean_tar": ev.tar}
 

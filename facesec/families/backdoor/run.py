@@ -147,7 +147,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         recipe=defence_runs.mitigation_recipe(recipe, p.mitigation),
         held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
         closed=closed, seed=seed,
-        progress=progress, retrain_faces=train_faces, retrain_labels=labels))
+        progress=progress, retrain_faces=train_faces, retrain_labels=labels, clean_population=clean))
 
     skipped = dict(pop.skipped + trained_on.skipped + (wide.skipped if wide is not None else []))
     metrics: dict[str, Any] = {
