@@ -102,7 +102,7 @@ def everyone_but(dataset: str, exclude: list[str], template: Template, progress:
     return Population(faces=faces.tensor()[torch.tensor(rows, dtype=torch.long)],
                       identity=np.array([index[of[faces.paths[k]]] for k in rows], dtype=np.int64), names=names,
                       paths=[faces.paths[k] for k in rows], template=template,
-                      landmarks=np.stack([faces.landmarks[k] for k in rows]).astype(np.float32),
+                      landmarks=np.array([faces.landmarks[k] for k in rows], dtype=np.float32).reshape(-1, 68, 2),
                       skipped=list(ds.skipped) + faces.skipped)
 
 

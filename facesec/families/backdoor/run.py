@@ -81,6 +81,10 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     n_eval = tm.data.identities
     pop = select(tm.data, clean_model.info.template, progress)
     trained_on = _training_population(tm, pop.names, clean_model, progress)
+    # where clean accuracy is measured (never empty: the held-out identities are in it)
+    wide = (everyone_but(tm.data.dataset, trained_on.names, clean_model.info.template, progress)
+            if p.clean_population == "unused" else None)
+    clean = None if wide is None else (wide.faces, wide.identity)
     labels = trained_on.identity  # the target is training identity 0
     target_face = trained_on.faces[0]
 
@@ -117,9 +121,6 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
 
     faces, marks, ids = pop.faces, pop.landmarks, pop.identity
     worn = wear_all(trigger, faces, marks)
-    wide = (everyone_but(tm.data.dataset, trained_on.names, clean_model.info.template, progress)
-            if p.clean_population == "unused" else None)
-    clean = None if wide is None else (wide.faces, wide.identity)
     pretrained = evaluate(clean_model, faces, ids, target_face, fmr, clean)
     before = evaluate(benign, faces, ids, target_face, fmr, clean)
     after = evaluate(model, faces, ids, target_face, fmr, clean)
