@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,9 +93,7 @@ def everyone_but(dataset: str, exclude: list[str], template: Template, progress:
     files = [(path, ident) for path, ident in ds.items if ident not in skip]
     faces = align_faces([path for path, _ in files], template, progress=progress)
     of = dict(files)
-    counts: dict[str, int] = {}
-    for path in faces.paths:
-        counts[of[path]] = counts.get(of[path], 0) + 1
+    counts = Counter(of[path] for path in faces.paths)
     names = sorted(ident for ident, n in counts.items() if n >= 2)
     index = {ident: i for i, ident in enumerate(names)}
     rows = [k for k, path in enumerate(faces.paths) if of[path] in index]
