@@ -31,6 +31,8 @@ PHOTO = 256
 FRAMING_SAMPLES = 32
 Z_WEIGHT = 1e-3
 """Pull of the latent towards the prior's shell (|z|^2 about LATENT), so inversion stays on faces."""
+REFINE_LR = 0.02
+"""Adam's learning rate on the generator's first feature maps (`refine`)."""
 
 
 class Generator(nn.Module):
@@ -48,7 +50,15 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Faces in [0, 1], B x 3 x 64 x 64, from latents B x LATENT."""
-        return (self.main(z.view(len(z), LATENT, 1, 1)) + 1) / 2
+        return self.render(self.features(z))
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """The first block's feature maps (B x 512 x 4 x 4): where `refine` lets a face leave the latent's span."""
+        return self.main[:3](z.view(len(z), LATENT, 1, 1))
+
+    def render(self, h: torch.Tensor) -> torch.Tensor:
+        """Faces in [0, 1] from first-block feature maps (`features`)."""
+        return (self.main[3:](h) + 1) / 2
 
 
 def load_generator(device: torch.device) -> Generator:
@@ -142,9 +152,34 @@ def search(generator: Generator, targets: list[Target], z: torch.Tensor, goal: t
     return z.detach()
 
 
-def match(generator: Generator, z: torch.Tensor, goal: torch.Tensor, targets: list[Target], jitter: float,
-          rng: torch.Generator) -> torch.Tensor:
-    """Per latent, the summed score of its face on every target (a grid per latent, or one for all)."""
+def refine(generator: Generator, targets: list[Target], z: torch.Tensor, goal: torch.Tensor, steps: int,
+           radius: float, jitter: float, rng: torch.Generator) -> torch.Tensor:
+    """Faces (B x 3 x 64 x 64, [0, 1]) of the latents `z` refined by Adam on their first feature maps for `steps`
+    steps on the summed scores, each map kept within `radius` of its own norm from where the latent put it
+    (intermediate-layer optimisation, Daras et al. 2021): the face may leave the latent's 100-d span, never the
+    generator's later layers."""
+    device = next(generator.parameters()).device
+    goal = goal.to(device)
+    with torch.no_grad():
+        start = generator.features(z.to(device))
+        limit = radius * start.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    delta = torch.zeros_like(start, requires_grad=True)
+    optimiser = torch.optim.Adam([delta], lr=REFINE_LR)
+    for _ in range(steps):
+        loss = -match(lambda _: generator.render(torch.relu(start + delta)), delta, goal, targets, jitter, rng).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            delta.mul_((limit / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1).clamp_min(1e-12)).clamp(max=1.0))
+    with torch.no_grad():
+        return generator.render(torch.relu(start + delta))
+
+
+def match(generator: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, goal: torch.Tensor,
+          targets: list[Target], jitter: float, rng: torch.Generator) -> torch.Tensor:
+    """Per latent, the summed score of its face (`generator(z)`) on every target (a grid per latent, or one for
+    all)."""
     face = F.interpolate(generator(z), size=(PHOTO, PHOTO), mode="bilinear", align_corners=False)
     total = torch.zeros(len(z), device=z.device)
     for t in targets:

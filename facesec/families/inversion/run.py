@@ -86,7 +86,7 @@ def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], temp
 
     return gan_search(generator, [(a, dcgan.matching(a, templates)) for a in attackers], len(templates), p.restarts,
                       tm.attack.steps, tm.attack.step_size or GAN_LR, p.jitter, tm.data.seed, analyzer, pick, progress,
-                      start, p.erosion)
+                      start, p.erosion, p.refine_steps, p.refine_radius)
 
 
 def _gan_attack(generator: dcgan.Generator, model: Recognizer, target: Judge, templates: torch.Tensor,
@@ -211,7 +211,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     results = {key: _rates(v, cross=False) for key, v in own.items()}
     cross = {j.name: {key: _rates(v, cross=True) for key, v in verdicts[j.name].items()} for j in others}
     head = results["reconstruction"]
-    queries = (0 if p.method == "decoder" else (tm.attack.steps + search.ROUNDS) * p.restarts
+    queries = (0 if p.method == "decoder" else (tm.attack.steps + search.ROUNDS + p.refine_steps) * p.restarts
                if generator is not None else tm.attack.steps)
     metrics: dict[str, Any] = {
         "type1_success_rate": head["type1"]["rate"], "type1_success_rate_ci95": head["type1"]["ci95"],

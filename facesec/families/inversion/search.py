@@ -36,13 +36,16 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def gan_search(generator: dcgan.Generator, attackers: list[tuple[Recognizer, Score]], n: int, restarts: int,
                steps: int, lr: float, jitter: float, seed: int, analyzer: FaceAnalyzer,
                pick: Callable[[list[np.ndarray], torch.Tensor], torch.Tensor], progress: bool,
-               start: torch.Tensor | None = None, erosion: float = 0.0) -> list[np.ndarray]:
+               start: torch.Tensor | None = None, erosion: float = 0.0, refine_steps: int = 0,
+               refine_radius: float = 0.0) -> list[np.ndarray]:
     """Per goal (n of them), the photo of the best of `restarts` latents searched on the attackers' scores in
     ROUNDS rounds that re-detect each face, CHUNK latents at a time; `pick` scores all restarts' photos for
     their goals as the attacker's own pipeline sees them (-inf where no face is found); the highest is kept.
     The latents start random, or from `start` (n x LATENT, e.g. a decoder's): restart r adds noise of scale
     START_SPREAD * r. With `erosion`, the first attacker (the target, a dlib-resnet) is a random ghost of itself
-    at every step (`dlib_resnet.eroded`); picking, re-detection and judging see it as it is."""
+    at every step (`dlib_resnet.eroded`); picking, re-detection and judging see it as it is. With `refine_steps`,
+    each face is then refined on the generator's first feature maps through its last detected crop
+    (`dcgan.refine`, within `refine_radius`) before the pick."""
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(n * restarts, dcgan.LATENT, generator=rng)
     if start is not None:
@@ -62,6 +65,14 @@ def gan_search(generator: dcgan.Generator, attackers: list[tuple[Recognizer, Sco
                                        steps // ROUNDS + (1 if r < steps % ROUNDS else 0), lr, jitter, rng).cpu()
         photos = _photos(generator, z)
         grids = [_grids(photos, t, analyzer) for t in framed]
+    if refine_steps:
+        photos = []
+        for first in range(0, len(z), CHUNK):
+            part = slice(first, first + CHUNK)
+            targets = [dataclasses.replace(t, grid=g[part]) for t, g in zip(framed, grids, strict=True)
+                       if g is not None]
+            photos += dcgan.photos(dcgan.refine(generator, targets, z[part], goal[part], refine_steps, refine_radius,
+                                                jitter, rng))
     best = pick(photos, goal).cpu().view(restarts, n).argmax(0)
     return [photos[int(best[i]) * n + i] for i in range(n)]
 

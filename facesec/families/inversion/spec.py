@@ -46,6 +46,12 @@ class TemplateInversionPerturbation(_Distillation):
                                                     "search step sees the target (dlib-resnet) with every residual "
                                                     "shortcut scaled by a random factor in [1 - erosion, "
                                                     "1 + erosion], a different ghost per face and step")
+    refine_steps: Whole = Field(0, ge=0, le=100_000, description="gan prior: Adam steps after the latent search on "
+                                                                "the generator's first feature maps (intermediate-"
+                                                                "layer optimisation), so the face may leave the "
+                                                                "latent's span; one target pass each")
+    refine_radius: Number = Field(0.3, gt=0, le=10, description="refine_steps: how far the feature maps may move, as "
+                                                                "a share of their own norm")
     tv_weight: Number = Field(0.05, ge=0, le=100, description="pixel prior: weight of the total-variation penalty")
     public_identities: Whole = Field(
         40, ge=1, le=100_000, description="other people whose photos the attacker holds (never an enrolled "
