@@ -42,6 +42,7 @@ def _write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:
     ("perturbation: {kind: template-inversion, erosion: 0.1, method: decoder}\n", "perturbation.erosion: it changes"),
     ("perturbation: {kind: template-inversion, erosion: 0.1}\ntarget: hse-faceres\n", "ghosts are made of dlib"),
     ("perturbation: {kind: template-inversion, distil: 9}\n", "field 'perturbation.distil'"),
+    ("perturbation: {kind: template-inversion, refine_radius: 0}\n", "field 'perturbation.refine_radius'"),
     ("perturbation: {kind: template-inversion, distil_generated: 1000000}\n", "field 'perturbation.distil_generated'"),
     ("perturbation: {kind: template-inversion, decoder_samples: 1}\n", "field 'perturbation.decoder_samples'"),
     ("perturbation: {kind: template-inversion}\ngates: [{metric: attack_success_rate, value: 1}]\n",
@@ -196,6 +197,30 @@ def test_decoder_learns_to_invert_embeddings(gan_installed: Path, dlib_recognize
         decoded = target(dcgan.crop(generator, decoder.decode(trained.decoder, emb), grid))
     own, other = target.similarity(decoded, emb), target.similarity(decoded.roll(1, 0), emb)  # minus distances
     assert own.mean() > other.mean() + 0.015 and (own > other).float().mean() >= 0.6, (own, other)
+
+
+def test_refining_feature_maps_raises_the_match_within_its_radius(gan_installed: Path,
+                                                                 dlib_recognizer: Recognizer) -> None:
+    """Refining on the generator's first feature maps moves faces towards their templates (other generated
+    faces' dlib embeddings); with a vanishing radius the faces stay what the latents give."""
+    from facesec.data.faces import FaceAnalyzer
+    from facesec.priors import dcgan
+
+    generator = dcgan.load_generator(torch.device("cpu"))
+    target = dcgan.target(generator, dlib_recognizer, lambda e, g: dlib_recognizer.similarity(e, templates[g]),
+                          FaceAnalyzer(), seed=0)
+    z, other = torch.randn(2, 4, dcgan.LATENT, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        templates = dlib_recognizer(dcgan.crop(generator, other, target.grid))
+        assert torch.allclose(generator.render(generator.features(z)), generator(z))
+        before = dlib_recognizer.similarity(dlib_recognizer(dcgan.crop(generator, z, target.grid)), templates)
+    goal, rng = torch.arange(4), torch.Generator().manual_seed(0)
+    faces = dcgan.refine(generator, [target], z, goal, 20, 0.3, 0.0, rng)
+    with torch.no_grad():
+        after = dcgan.match(lambda _: faces, faces, goal, [target], 0.0, rng)
+    assert (after > before + 0.05).all(), (before, after)
+    still = dcgan.refine(generator, [target], z, goal, 5, 1e-6, 0.0, rng)
+    assert (still - generator(z)).abs().max() < 1e-3
 
 
 def _generated_faces(target: Recognizer, n: int) -> torch.Tensor:
