@@ -43,6 +43,7 @@ def _write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:
     ("perturbation: {kind: template-inversion, erosion: 0.1}\ntarget: hse-faceres\n", "ghosts are made of dlib"),
     ("perturbation: {kind: template-inversion, distil: 9}\n", "field 'perturbation.distil'"),
     ("perturbation: {kind: template-inversion, refine_radius: 0}\n", "field 'perturbation.refine_radius'"),
+    ("perturbation: {kind: template-inversion, refine_steps: 5, prior: pixel}\n", "perturbation.refine_steps: it"),
     ("perturbation: {kind: template-inversion, distil_generated: 1000000}\n", "field 'perturbation.distil_generated'"),
     ("perturbation: {kind: template-inversion, decoder_samples: 1}\n", "field 'perturbation.decoder_samples'"),
     ("perturbation: {kind: template-inversion}\ngates: [{metric: attack_success_rate, value: 1}]\n",

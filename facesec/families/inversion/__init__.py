@@ -92,9 +92,10 @@ class TemplateInversion(Family):
         if p.prior == "pixel" and (p.method != "optimise" or p.distil or p.augment):
             raise ValueError("perturbation.prior: the decoder methods, distil and augment work in the generator's "
                              "latent space; use prior: gan (or method: optimise without them)")
-        if p.erosion and (p.prior == "pixel" or p.method == "decoder"):
-            raise ValueError("perturbation.erosion: it changes the generator search (prior: gan, method: optimise "
-                             "or decoder-optimise); set it to 0")
+        for field in ("erosion", "refine_steps"):
+            if getattr(p, field) and (p.prior == "pixel" or p.method == "decoder"):
+                raise ValueError(f"perturbation.{field}: it changes the generator search (prior: gan, method: "
+                                 "optimise or decoder-optimise); set it to 0")
         target = tm.target if isinstance(tm.target, str) else tm.target.get("name")
         if p.erosion and target not in ("dlib-resnet", "surrogate"):
             raise ValueError(f"perturbation.erosion: ghosts are made of dlib-resnet's residual blocks; the target "
