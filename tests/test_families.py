@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from facesec import families
 from facesec.engine import run_threat_model
 from facesec.errors import ConfigError
 from facesec.families import Family, MetricInfo, RunContext, RunOutput, Supports
+from facesec.metrics import wilson_interval
 from facesec.spec import PerturbationSpec, load_threat_models
 
 FIXTURE = Path(__file__).parent / "fixtures" / "evasion_metrics.json"
@@ -89,20 +91,29 @@ def test_family_from_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         load_threat_models(path)
 
 
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    return bool(a == b)
+RATES = {"attack_success_rate": "n_attempts", "noise_success_rate": "n_attempts",
+         "plain_accessory_success_rate": "n_attempts", "eot_success_rate": "n_attempts",
+         "clean_success_rate": "n_samples", "protocol_before": "n_samples", "protocol_after": "n_samples"}
+"""Shares of decisions, and what they are shares of: each may move by one decision between machines."""
+OPTIMISED = {"similarity_after_mean": (0.01, 0.0), "similarity_shift_mean": (0.01, 0.0),
+             "l2_mean": (0.0, 0.05), "linf_mean": (0.0, 0.05), "ssim_mean": (0.005, 0.0)}
+"""Means over optimised faces: (absolute, relative) tolerance."""
+ONE_PASS = 1e-4
+"""Relative tolerance of every other float (thresholds, clean similarities: one forward pass, no optimisation)."""
 
 
+@pytest.mark.numerics
 def test_evasion_metrics_unchanged_by_the_move(celeba: Path) -> None:
     """Small quickstart and accessory runs give the metrics recorded in the fixture: first before families became
     plug-ins (b3b87bc), recorded again when attacks moved into shards with random numbers of their own (success
-    rates unchanged; random starts, fresh transforms and the random-colour baseline drew other numbers)."""
+    rates unchanged; random starts, fresh transforms and the random-colour baseline drew other numbers).
+
+    The fixture holds one machine's numbers, and an optimisation amplifies the last bits in which CPUs differ
+    (oneDNN and MKL pick AVX2 or AVX-512 kernels by the processor). Tolerances were chosen from the spread of these
+    metrics over seven numerics on one machine (2026-12-06: 1, 2 and 3 threads; oneDNN + MKL held to AVX2; ATen
+    too; SSE4.1): the thread count changed nothing, the instruction set moved the accessory runs by at most 1 of
+    80 EOT decisions, no attack decision, 0.0017 in mean similarity, 0.8% in L2, 1.5% in L-inf and 0.0006 in SSIM,
+    and one-pass values by 2e-7 relative; each tolerance is three (L-inf) to ten times that."""
     expected = json.loads(FIXTURE.read_text())
     seen = {}
     for f in ("threat_models/quickstart.yaml", "threat_models/accessory-eyeglasses-dodging.yaml",
@@ -112,5 +123,20 @@ def test_evasion_metrics_unchanged_by_the_move(celeba: Path) -> None:
             seen[tm.name] = {k: v for k, v in metrics.items() if not k.endswith("time_s")}
     assert seen.keys() == expected.keys()
     for name, metrics in expected.items():
-        different = {k: (v, seen[name].get(k)) for k, v in metrics.items() if not _close(v, seen[name].get(k))}
+        assert seen[name].keys() == metrics.keys(), name
+        different = {k: (v, seen[name][k]) for k, v in metrics.items() if not _close(k, v, metrics, seen[name])}
         assert not different, f"{name}: {different}"
+
+
+def _close(key: str, a: Any, recorded: dict[str, Any], seen: dict[str, Any]) -> bool:
+    """Whether metric `key` of the fixture (`a`) and of this run agree within what machines change."""
+    b = seen[key]
+    if key == "attack_success_ci95":  # the Wilson interval of this run's count (the count is checked as a rate)
+        n = seen["n_attempts"]
+        return bool(np.allclose(b, wilson_interval(round(seen["attack_success_rate"] * n), n), atol=1e-9))
+    if not isinstance(a, float) or not isinstance(b, float):
+        return bool(a == b)
+    if key in RATES:
+        return abs(a - b) <= 1 / max(1, recorded[RATES[key]]) + 1e-9
+    absolute, relative = OPTIMISED.get(key, (0.0, ONE_PASS))
+    return math.isclose(a, b, rel_tol=relative, abs_tol=max(absolute, 1e-9))

@@ -179,9 +179,18 @@ def test_classifier_inversion_run_with_model_augmentation(tmp_path: Path, celeba
     assert "Classifier inversion: what this means" in html and "times chance" in html and "faces redacted" in html
 
 
+@pytest.mark.numerics
 def test_decoder_learns_to_invert_embeddings(gan_installed: Path, dlib_recognizer: Recognizer) -> None:
     """Trained on generated faces only, the decoder turns dlib embeddings of faces it never saw into faces
-    closer to them than to the other embeddings' decoded faces; its training queries are counted."""
+    closer to them than to the other embeddings; its training queries are counted.
+
+    Training amplifies the last bits in which CPUs differ, so the test reads a statistic with room rather than
+    one draw's coin flips: over 128 new faces, the share of the other embeddings each decoded face is farther
+    from than from its own (0.5 by chance). Measured 2026-12-06 over training seeds 0-3 x evaluation draws
+    99-101 (2 threads) and seed 0 with oneDNN, MKL and ATen held to AVX2: 0.69-0.77, mean own-minus-other
+    similarity 0.041-0.076; the bounds leave over three times the spread of those fifteen draws. (The share of
+    32 faces closer to their own embedding than to one other, asserted before at 0.6, ranged 0.63-0.84 here and
+    was 0.53 on the machine that found the problem.)"""
     from facesec.data.faces import FaceAnalyzer
     from facesec.families.inversion import decoder
     from facesec.priors import dcgan
@@ -192,12 +201,15 @@ def test_decoder_learns_to_invert_embeddings(gan_installed: Path, dlib_recognize
     trained = decoder.train(target, generator, grid, torch.zeros(0, 128), samples=1024, steps=40, seed=0,
                             progress=False)
     assert trained.queries == 1024 + 40 * decoder.BATCH
-    z_new = torch.randn(32, dcgan.LATENT, generator=torch.Generator().manual_seed(99))
+    z_new = torch.randn(128, dcgan.LATENT, generator=torch.Generator().manual_seed(99))
     with torch.no_grad():
         emb = target(dcgan.crop(generator, z_new, grid))
         decoded = target(dcgan.crop(generator, decoder.decode(trained.decoder, emb), grid))
-    own, other = target.similarity(decoded, emb), target.similarity(decoded.roll(1, 0), emb)  # minus distances
-    assert own.mean() > other.mean() + 0.015 and (own > other).float().mean() >= 0.6, (own, other)
+    sim = target.similarity_matrix(decoded, emb)  # decoded face i against embedding j (minus distances)
+    own, others = sim.diag(), ~torch.eye(len(sim), dtype=torch.bool)
+    farther_from_others = ((sim < own[:, None]) & others).sum(1) / (len(sim) - 1)
+    gap = own.mean() - sim[others].mean()
+    assert farther_from_others.mean() >= 0.6 and gap >= 0.015, (farther_from_others.mean(), gap)
 
 
 def test_refining_feature_maps_raises_the_match_within_its_radius(gan_installed: Path,

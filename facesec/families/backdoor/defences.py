@@ -12,6 +12,7 @@ verdict is about a model, on the clean one too (a scan must not flag a clean mod
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -99,12 +100,24 @@ def activation_clustering(s: Setting) -> dict[str, Any]:
     emb, groups = _by_label(s)
     groups = [g for g in groups if len(g) >= 4]
     dims = min(10, min(len(g) for g in groups) - 1)
-    clusters, _ = cluster_activations([emb[g] for g in groups], nb_clusters=2, nb_dims=dims, reduce="PCA")
+    with _numpy_seeded(s.seed):  # ART's k-means takes no random_state: it draws from NumPy's global generator
+        clusters, _ = cluster_activations([emb[g] for g in groups], nb_clusters=2, nb_dims=dims, reduce="PCA")
     flagged = np.zeros(len(emb), bool)
     for g, assigned in zip(groups, clusters, strict=True):
         sizes = np.bincount(assigned, minlength=2) / len(assigned)
         flagged[g] = sizes[assigned] < RELATIVE_SIZE
     return _detection(flagged, s.poisoned.poisoned)
+
+
+@contextlib.contextmanager
+def _numpy_seeded(seed: int) -> Iterator[None]:
+    """NumPy's global generator seeded for a library call that offers no seed, and put back as it was after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def spectral_signatures(s: Setting) -> dict[str, Any]:
