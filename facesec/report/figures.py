@@ -20,6 +20,8 @@ from matplotlib.ticker import NullFormatter
 from numpy.typing import ArrayLike
 from PIL import Image, ImageFilter
 
+from facesec.data.images import UnusableImage, decode
+
 MAX_SIDE = 320
 """Gallery images are shrunk to at most this many pixels a side, so the report stays small."""
 
@@ -67,16 +69,13 @@ def load_image(root: Path, relative: object, mode: str = "RGB") -> Image.Image |
     """
     if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
         return None
-    base = root.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base) or not path.is_file():
-        return None
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                return None
-            image = im.convert(mode)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        base = root.resolve()
+        path = (base / relative).resolve()
+        if not path.is_relative_to(base):
+            return None
+        image = decode(path, lambda im: im.convert(mode), MAX_PIXELS)
+    except (OSError, ValueError, UnusableImage):  # a name too long, a NUL byte, a file no decoder can read
         return None
     image.thumbnail((MAX_SIDE, MAX_SIDE))
     return image
