@@ -27,7 +27,7 @@ from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
 from facesec.results import document, save, slug, write_run
 from facesec.spec import MAX_RUNS, ThreatModel, Transfer, load_threat_models
-from facesec.suite_files import suite_lock
+from facesec.suite_files import refuse_links, suite_lock
 
 
 def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:
@@ -148,6 +148,7 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
     name = suite or (Path(files[0]).stem if len(files) == 1 else "suite")
     out_dir = Path(out_root) / slug(name)
     if main:
+        refuse_links(Path(out_root), out_dir / "runs")
         out_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     with suite_lock(out_dir) if main else contextlib.nullcontext():

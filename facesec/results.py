@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ import pandas as pd
 
 from facesec import __version__
 from facesec.families.base import RunOutput
-from facesec.suite_files import write_atomic
+from facesec.suite_files import RUN_MARKER, made_by_facesec, refuse_links, write_atomic
 
 SCHEMA_VERSION = 1
 VOLATILE = frozenset({"created", "started", "finished", "attack_time_s", "wall_time_s", "processes"})
@@ -50,23 +51,26 @@ def _cell(text: str) -> str:
 
 
 def write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any]:
-    """The run's record for results.json: its samples as a CSV, its family's files beside it."""
+    """The run's record for results.json: its samples as a CSV, its family's files beside it. A folder of that
+    name that facesec did not make (no marker, or a link) is left alone: the run takes another name."""
     record = dict(output.record)
     samples = record.pop("samples")
+    runs = out_dir / "runs"
+    refuse_links(out_dir, runs)
     name = slug(record["name"])
-    while name in used:
+    while name in used or (os.path.lexists(runs / name) and not made_by_facesec(runs / name)):
         name += "_"
     used.add(name)
-    run_dir = out_dir / "runs" / name
-    building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_made(out_dir / "runs")))
+    run_dir = runs / name
+    building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_made(runs)))
     try:  # written beside its place, moved in whole: a crash never leaves half a run folder
+        (building / RUN_MARKER).write_text("written by facesec; a run folder without this file is never replaced\n")
         table = pd.DataFrame(samples)
         csv_safe(table).to_csv(building / "samples.csv", index=False)
         record["samples_csv"] = f"runs/{name}/samples.csv"
         record.update(output.write_artefacts(building, f"runs/{name}", table))
-        old = run_dir.with_name(f".{name}.old")
-        if run_dir.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        old = building.with_name(building.name + ".old")  # a fresh name: nothing else is ever removed
+        if made_by_facesec(run_dir):
             run_dir.rename(old)
         building.rename(run_dir)
         shutil.rmtree(old, ignore_errors=True)

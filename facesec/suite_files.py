@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 from facesec.errors import ConfigError
 
 LOCK = ".facesec.lock"
+RUN_MARKER = ".facesec-run"
+"""The file facesec writes into each run folder it makes: only a folder holding it is ever replaced."""
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -25,6 +28,25 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def refuse_links(root: Path, folder: Path) -> None:
+    """ConfigError when `folder`, or a folder between `root` and it, is a symbolic link: facesec writes and deletes
+    only inside the output folder it was given, and a link (one committed to a repository, say) leads elsewhere."""
+    current = root
+    for part in folder.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            raise ConfigError(f"{current}: is a symbolic link; facesec writes only into real folders under {root}: "
+                              "remove the link, or choose another --out or --suite")
+
+
+def made_by_facesec(run_dir: Path) -> bool:
+    """Whether `run_dir` is a real folder holding facesec's marker file (itself a real file, not a link)."""
+    try:
+        return stat.S_ISDIR(os.lstat(run_dir).st_mode) and stat.S_ISREG(os.lstat(run_dir / RUN_MARKER).st_mode)
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from facesec.api import run
 from facesec.errors import ConfigError, DataError
-from facesec.suite_files import LOCK, suite_lock, write_atomic
+from facesec.suite_files import LOCK, RUN_MARKER, suite_lock, write_atomic
 
 SMALL = ("name: {name}\ndata: {{identities: {ids}, images_per_identity: 2}}\ngoal: dodging\n"
          "attack: {{steps: 1}}\n")
@@ -66,3 +66,40 @@ def test_resume_keeps_matching_runs_and_reruns_changed_ones(tmp_path: Path, cele
     fresh, _ = run([one], out_root=tmp_path / "reports", suite="s", progress=False)  # without --resume: run again
     assert fresh["runs"][0]["provenance"]["started"] >= first["runs"][0]["provenance"]["started"]
     assert len(fresh["runs"]) == 1 and json.loads((folder / "results.json").read_text())["runs"][0]["name"] == "one"
+
+
+def test_a_link_in_the_output_folder_is_refused(tmp_path: Path) -> None:
+    """A `runs/` (or suite folder) that is a symbolic link, committed to a repository say, would have facesec
+    delete and write outside --out: refused in one line before anything runs, the other folder untouched."""
+    spec = tmp_path / "x.yaml"
+    spec.write_text(SMALL.format(name="x", ids=2))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "runs" / "x").mkdir(parents=True)
+    (elsewhere / "runs" / "x" / "keep.txt").write_text("someone else's")
+    (tmp_path / "reports" / "s").mkdir(parents=True)
+    (tmp_path / "reports" / "s" / "runs").symlink_to(elsewhere / "runs")
+    (tmp_path / "reports" / "t").symlink_to(elsewhere)
+    for suite in ("s", "t"):
+        with pytest.raises(ConfigError, match=rf"reports/{suite}(/runs)?: is a symbolic link; facesec writes only"):
+            run([spec], out_root=tmp_path / "reports", suite=suite, progress=False)
+    assert [p.name for p in (elsewhere / "runs" / "x").iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["runs"]
+
+
+def test_only_run_folders_facesec_made_are_replaced(tmp_path: Path, celeba: Path) -> None:
+    """A run folder is replaced on a rerun only when it holds facesec's marker; a folder of the same name that
+    someone else put there (or a link) is left as it was and the run takes another name."""
+    spec = tmp_path / "x.yaml"
+    spec.write_text(SMALL.format(name="x", ids=2))
+    runs = tmp_path / "reports" / "s" / "runs"
+    (runs / "x").mkdir(parents=True)
+    (runs / "x" / "keep.txt").write_text("not facesec's")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (runs / "x_").symlink_to(outside)
+    results, folder = run([spec], out_root=tmp_path / "reports", suite="s", progress=False)
+    assert results["runs"][0]["samples_csv"] == "runs/x__/samples.csv" and (runs / "x__" / RUN_MARKER).is_file()
+    assert [p.name for p in (runs / "x").iterdir()] == ["keep.txt"] and list(outside.iterdir()) == []
+    again, _ = run([spec], out_root=tmp_path / "reports", suite="s", progress=False)  # its own folder: replaced
+    assert again["runs"][0]["samples_csv"] == "runs/x__/samples.csv"
+    assert sorted(p.name for p in runs.iterdir()) == ["x", "x_", "x__"]
