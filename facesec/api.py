@@ -152,7 +152,10 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         out_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     with suite_lock(out_dir) if main else contextlib.nullcontext():
-        previous = resume.finished(_earlier(out_dir / "results.json")) if resume_runs and main else {}
+        previous, problems = resume.finished(_earlier(out_dir / "results.json"), out_dir) if resume_runs and main \
+            else ({}, [])
+        for problem in problems:
+            note(f"--resume: {out_dir / 'results.json'}: {problem}")
         records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, redact)
         results = document(name, records)
         if main:
@@ -192,8 +195,8 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
             prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
         keys.append(resume.resume_key(tm, prints[tm.data.dataset]))
         done = previous.get((tm.name, keys[-1]))
-        if done is not None and (out_dir / str(done.get("samples_csv", ""))).is_file():
-            reused[number] = done
+        if done is not None:
+            reused[number] = {**done, "gates": _gated(tm, done)}  # gates judged again: a record is never trusted
     kept = distributed.exchange("resume", sorted(reused))[0]
     for number, (source, tm) in enumerate(bar(models, desc="threat models", unit="run", enabled=progress), 1):
         if number in kept:
@@ -214,8 +217,7 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
         else:
             output.record["provenance"]["trusted_code"] = code_trusted()
             output.record["provenance"]["processes"] = distributed.processes()
-            gate_metrics = {**output.record["metrics"], "validity": output.record["validity"]}
-            output.record["gates"] = gates.evaluate_gates([g.model_dump() for g in tm.gates], gate_metrics)
+            output.record["gates"] = _gated(tm, output.record)
         output.record["resume_key"] = keys[number - 1]
         note(f"run {number}/{len(models)} {tm.name}: {_outcome(output.record)} in "
              f"{time.perf_counter() - started:.0f} s", progress)
@@ -223,6 +225,12 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
         save(document(suite, records), out_dir)
         render_report(out_dir / "results.json", redact=redact)
     return records, failures
+
+
+def _gated(tm: ThreatModel, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The threat model's gates judged on a run record's metrics and validity."""
+    measured = {**record["metrics"], "validity": record["validity"]}
+    return gates.evaluate_gates([g.model_dump() for g in tm.gates], measured)
 
 
 def _one_run(tm: ThreatModel, source: str, device: torch.device,
@@ -256,9 +264,11 @@ def _outcome(record: dict[str, Any]) -> str:
 
 def _earlier(path: Path) -> dict[str, Any] | None:
     """An earlier results.json of this suite, or None when there is none or it cannot be read."""
+    if path.is_symlink():  # never read through a link in the output folder
+        return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 

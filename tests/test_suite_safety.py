@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from facesec.api import run
+from facesec.cli import main
 from facesec.errors import ConfigError, DataError
 from facesec.suite_files import LOCK, RUN_MARKER, suite_lock, write_atomic
 
@@ -103,3 +104,30 @@ def test_only_run_folders_facesec_made_are_replaced(tmp_path: Path, celeba: Path
     again, _ = run([spec], out_root=tmp_path / "reports", suite="s", progress=False)  # its own folder: replaced
     assert again["runs"][0]["samples_csv"] == "runs/x__/samples.csv"
     assert sorted(p.name for p in runs.iterdir()) == ["x", "x_", "x__"]
+
+
+def test_resume_trusts_nothing_it_finds(tmp_path: Path, celeba: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reused record has its gates judged again from its metrics (a gate set to passed by hand fails again);
+    a record facesec would not have written (fields missing or of the wrong shape, samples outside its run
+    folder) is run again with a warning, never a crash."""
+    spec = tmp_path / "x.yaml"
+    spec.write_text(SMALL.format(name="x", ids=2) + "gates: [{metric: attack_success_rate, op: '<', value: -1}]\n")
+    args = ["run", str(spec), "--out", str(tmp_path / "reports"), "--suite", "s", "--resume"]
+    assert main(args) == 1
+    path = tmp_path / "reports" / "s" / "results.json"
+    first = json.loads(path.read_text())["runs"][0]
+    forged = {**first, "gates": [{**first["gates"][0], "passed": True}]}
+    path.write_text(json.dumps({**json.loads(path.read_text()), "runs": [forged]}))
+    assert main(args) == 1  # reused (same record), judged again
+    again = json.loads(path.read_text())["runs"][0]
+    assert again["provenance"] == first["provenance"] and again["gates"][0]["passed"] is False
+    capsys.readouterr()
+    for broken in ({"metrics": "x"}, {"validity": None}, {"resume_key": [1]},
+                   {"metrics": {**first["metrics"], "attack_success_ci95": [1]}},
+                   {"samples_csv": "../../../../../etc/passwd"}, {"samples_csv": "runs/x/../../../x.csv"}):
+        path.write_text(json.dumps({"runs": [{**first, **broken}]}))
+        assert main(args) == 1
+        rerun = json.loads(path.read_text())["runs"][0]
+        assert rerun["samples_csv"] == "runs/x/samples.csv" and isinstance(rerun["metrics"], dict), broken
+        assert len(rerun["metrics"]["attack_success_ci95"]) == 2 and rerun["resume_key"] == first["resume_key"]
+        assert "--resume: " in capsys.readouterr().err, broken
