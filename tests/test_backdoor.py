@@ -248,6 +248,11 @@ BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: univers
     ("perturbation: {kind: backdoor, poison_opacity: 0}\n", "field 'perturbation.poison_opacity'"),
     ("perturbation: {kind: backdoor, trigger: makeup-optimised, trigger_rounds: 0}\n",
      "field 'perturbation.trigger_rounds'"),
+    ("perturbation: {kind: backdoor, training_images_per_identity: 2, defences: [activation-clustering]}\n",
+     r"activation-clustering .* needs at least 4 of them \(here 2\); raise perturbation.training_images_per_identity"),
+    ("perturbation: {kind: backdoor, poison_rate: 0, training_images_per_identity: 3,\n"
+     "               defences: [activation-clustering]}\n",
+     r"activation-clustering .* needs at least 4 of them \(here 3\)"),
 ])
 def test_backdoor_refuses_what_it_cannot_mean(tmp_path: Path, extra: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

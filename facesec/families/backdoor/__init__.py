@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from facesec.families import register
-from facesec.families.backdoor.spec import BackdoorPerturbation
+from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
 
 if TYPE_CHECKING:
@@ -88,6 +88,11 @@ class Backdoor(Family):
             raise ValueError("perturbation.trigger_rounds: only a makeup-optimised trigger is learned in rounds")
         if p.poison_opacity is not None and not p.trigger.startswith("makeup"):
             raise ValueError("perturbation.poison_opacity: only a makeup trigger has an opacity; remove it")
+        per_identity = p.training_images_per_identity or tm.data.images_per_identity
+        if "activation-clustering" in p.defences and per_identity < CLUSTERED_FACES:
+            raise ValueError(f"perturbation.defences: activation-clustering splits each identity's fine-tuning faces "
+                             f"in two and needs at least {CLUSTERED_FACES} of them (here {per_identity}); raise "
+                             "perturbation.training_images_per_identity or remove the defence")
         if p.mitigation != "victim" and not {"fine-tuning", "fine-pruning"} & set(p.defences):
             raise ValueError("perturbation.mitigation: only the fine-tuning and fine-pruning defences retrain; "
                              "add one to perturbation.defences or remove mitigation")

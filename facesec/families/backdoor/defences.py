@@ -26,6 +26,7 @@ from torch import nn
 from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import evaluate, rate, success
 from facesec.families.backdoor.poison import Poisoned
+from facesec.families.backdoor.spec import CLUSTERED_FACES
 from facesec.families.backdoor.triggers import Trigger, wear_all
 from facesec.progress import bar
 from facesec.recognizers import Recognizer
@@ -98,7 +99,7 @@ def activation_clustering(s: Setting) -> dict[str, Any]:
     from art.defences.detector.poison.activation_defence import cluster_activations
 
     emb, groups = _by_label(s)
-    groups = [g for g in groups if len(g) >= 4]
+    groups = [g for g in groups if len(g) >= CLUSTERED_FACES]
     dims = min(10, min(len(g) for g in groups) - 1)
     with _numpy_seeded(s.seed):  # ART's k-means takes no random_state: it draws from NumPy's global generator
         clusters, _ = cluster_activations([emb[g] for g in groups], nb_clusters=2, nb_dims=dims, reduce="PCA")

@@ -14,6 +14,10 @@ Defence = Literal["activation-clustering", "spectral-signatures", "neural-cleans
 RGB = tuple[Unit, Unit, Unit]
 
 
+CLUSTERED_FACES = 4
+"""Faces a label needs for activation clustering (PCA to fewer dimensions than faces, then two clusters)."""
+
+
 class Colours(Strict):
     """The trigger's makeup look: one RGB colour in [0, 1] per part."""
 
