@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facesec import distributed, gates, metrics, protocols, resume
+from facesec import distributed, gates, metrics, protocols, resume, safe_json
 from facesec.data.dataset import load_dataset
 from facesec.data.dataset import resolve as resolve_dataset
 from facesec.data.images import IMAGE_SUFFIXES
@@ -267,8 +266,8 @@ def _earlier(path: Path) -> dict[str, Any] | None:
     if path.is_symlink():  # never read through a link in the output folder
         return None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        doc = safe_json.load(path)
+    except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -318,8 +317,8 @@ def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
 
 def _read_results(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        doc = safe_json.load(path)
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read results.json ({exc})") from exc
     if not isinstance(doc, dict) or "runs" not in doc:
         raise ConfigError(f"{path}: not a facesec results.json (no 'runs')")

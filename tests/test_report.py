@@ -580,3 +580,22 @@ def test_rating_cutoffs() -> None:
     runs[1]["metrics"]["attack_success_rate"] = float("nan")
     assert summary.ratings(runs)[0].rating == "not robust"
     assert "—" in summary.findings(runs)[1].text
+
+
+def test_hostile_results_are_one_line_errors_or_left_out(tmp_path: Path) -> None:
+    """Numbers beyond float range and nesting beyond any results.json facesec writes are one-line errors (exit 2);
+    a gallery name too long for the file system is an image left out; a file named outside the folder is no link."""
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    morph = {"name": "m", "family": "morph", "metrics": {"mmpmr": 10**400}}
+    for huge in (_run("r", 8 / 255, 10**400, [0.4, 0.6]), morph):
+        with pytest.raises(ConfigError, match=r"not a readable results.json \(a number of 401 digits"):
+            render_report(_write(folder, [huge]))
+    (folder / "results.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match=r"not a readable results.json \(nested deeper than 64 levels\)"):
+        render_report(folder / "results.json")
+    (tmp_path / "outside.csv").write_text("secret\n")
+    run = _run("r", 8 / 255, 0.5, [0.4, 0.6], samples_csv="../outside.csv",
+               gallery=[{"identity": "x", "clean": "x" * 300 + ".png", "adversarial": "a\0b.png"}])
+    html = render_report(_write(folder, [run])).read_text(encoding="utf-8")
+    assert "outside.csv" in html and not [u for u in _links(html).urls if "outside" in u]

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader
 
-from facesec import families
+from facesec import families, safe_json
 from facesec.errors import ConfigError
 from facesec.report import figures, summary
 from facesec.report.fields import as_dict, as_list, family_of, number
@@ -229,10 +229,10 @@ def render_report(results_path: Path, out_path: Path | None = None, redact: bool
 def load_results(path: Path) -> dict[str, Any]:
     """The results.json mapping; ConfigError naming the file when it is missing or not results."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = safe_json.load(path)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found (write it with `facesec run`)") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: not a readable results.json ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
         raise ConfigError(f"{path}: not a results.json (expected a mapping with a 'runs' list)")
@@ -646,8 +646,9 @@ def _sweeps(raw_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def _link(target: Any, results_dir: Path, out_dir: Path) -> Link:
     """A file named in results.json as a link from the report, and whether it is there inside the results folder."""
-    href = _relative_href(target, results_dir, out_dir)
-    return Link(_text(target), href, href is not None and _inside(results_dir, target))
+    path = _inside(results_dir, target)
+    href = _relative_href(target, results_dir, out_dir) if path is not None else None
+    return Link(_text(target), href, path is not None and path.is_file())
 
 
 def _relative_href(target: Any, results_dir: Path, out_dir: Path) -> str | None:
@@ -658,9 +659,17 @@ def _relative_href(target: Any, results_dir: Path, out_dir: Path) -> str | None:
     return quote(Path(rel).as_posix(), safe="/")
 
 
-def _inside(root: Path, relative: Any) -> bool:
-    path = (root / str(relative)).resolve()
-    return path.is_relative_to(root.resolve()) and path.is_file()
+def _inside(root: Path, relative: Any) -> Path | None:
+    """The path `relative` names when it stays inside `root` (None for an absolute path, a URL, a name that leaves
+    `root` or that the file system cannot take), whether or not a file is there."""
+    if not isinstance(relative, str) or not relative or ":" in relative or relative.startswith(("/", "\\")):
+        return None
+    try:
+        path = (root / relative).resolve()
+        path.is_file()  # raises for a name too long
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return None
+    return path if path.is_relative_to(root.resolve()) else None
 
 
 def _environment(runs: list[Any]) -> Environment:
