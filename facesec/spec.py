@@ -357,10 +357,13 @@ def _parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected path.to.key=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise ConfigError(f"--set {key.strip()}: value longer than {MAX_DOCUMENT_BYTES:,} characters")
+        try:  # the threat-model loader's limits: no aliases, bounded nesting
+            value = yaml.load(raw, Loader=_ThreatModelLoader) if raw.strip() else ""  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+            problem = getattr(exc, "problem", None) or exc.__class__.__name__
+            raise ConfigError(f"--set {key.strip()}: value is not plain YAML ({problem})") from exc
         parsed.append((key.strip(), value))
     return parsed
 

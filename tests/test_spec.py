@@ -53,6 +53,17 @@ def test_overrides(tmp_path: Path) -> None:
         load_threat_models(path, ["goal"])
 
 
+@pytest.mark.parametrize(("value", "problem"), [
+    ("[&a 1, *a]", r"aliases \(\*name\) are not allowed"),
+    ("[" * 5000 + "]" * 5000, "nested more than 32 levels deep"),
+    ("!!python/object/apply:os.system ['true']", "could not determine a constructor"),
+])
+def test_override_values_load_as_threat_models_do(tmp_path: Path, value: str, problem: str) -> None:
+    """`--set` values go through the threat-model loader and its limits: one line naming the key, never a crash."""
+    with pytest.raises(ConfigError, match=rf"^--set data.seed: value is not plain YAML \({problem}"):
+        load_threat_models(write(tmp_path, GOOD), [f"data.seed={value}"])
+
+
 BAD = {
     "unknown_key": ("name: x\ncolour: red\n", "field 'colour': unknown key"),
     "nested_unknown_key": ("name: x\nperturbation: {kind: pixel, epsilon: 0.1}\n", "field 'perturbation.epsilon'"),
