@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--name", required=True, help="the dataset's name (then `data: {dataset: NAME}`)")
     im.add_argument("--no-detect", action="store_true",
                     help="do not require exactly one detected face per photo (faster; runs skip them later)")
+    im.add_argument("--follow-links", action="store_true",
+                    help="also take photos reached through links out of SOURCE, or listed by the CSV outside its "
+                         "folder (absolute or ../ paths); without it they are skipped with the reason")
     fe_d = da_sub.add_parser("fetch", help="download a public dataset's archive (resumable), check its published "
                                            "checksum and unpack it into the data folder")
     fe_d.add_argument("name", choices=["lfw"], help="lfw: Labeled Faces in the Wild (the official lfw.tgz)")
@@ -339,7 +342,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "import":
         from facesec.data.importer import import_dataset
 
-        done = import_dataset(args.source, args.name, detect=not args.no_detect, progress=True)
+        done = import_dataset(args.source, args.name, detect=not args.no_detect, progress=True,
+                              follow_links=args.follow_links)
         print(f"{done.name}: {done.images:,} photos of {done.identities:,} identities in {done.root}; "
               f"{len(done.skipped)} skipped (listed in {done.root / 'skipped.csv'})")
         for where, reason in done.skipped[:10]:

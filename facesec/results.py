@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from facesec import __version__
+from facesec.csv_cells import safe_cell
 from facesec.families.base import RunOutput
 from facesec.suite_files import RUN_MARKER, made_by_facesec, refuse_links, write_atomic
 
@@ -29,10 +30,6 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip(".-").strip("-")[:120] or "run"
 
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-"""A CSV cell starting with one of these is read as a formula by spreadsheets; such text gets a leading quote."""
-
-
 def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
     """The table with text cells that a spreadsheet would run as formulas (identity names from a dataset
     someone else made) prefixed with an apostrophe, and file names that are not UTF-8 made printable;
@@ -40,14 +37,8 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
     safe = table.copy()
     for column in safe.columns:
         if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = [_cell(v) if isinstance(v, str) else v for v in safe[column]]
+            safe[column] = [safe_cell(v) if isinstance(v, str) else v for v in safe[column]]
     return safe
-
-
-def _cell(text: str) -> str:
-    """A text cell: bytes that were not UTF-8 (file names) shown as \\xNN, a formula start defused."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return f"'{text}" if text.startswith(FORMULA_START) else text
 
 
 def write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any]:

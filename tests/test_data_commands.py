@@ -89,11 +89,42 @@ def test_import_copies_usable_photos_and_lists_the_rest(data_home: Path, tmp_pat
 def test_import_from_a_csv_keeps_labels_and_stays_inside(data_home: Path, tmp_path: Path, photos) -> None:  # type: ignore[no-untyped-def]
     rows = ["path,identity"] + [f"{f},../../{name}/evil" for name, files in photos for f in files[:2]]
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
-    done = import_dataset(tmp_path / "list.csv", "listed", detect=False)
+    done = import_dataset(tmp_path / "list.csv", "listed", detect=False, follow_links=True)  # absolute paths
     assert done.images == 6 and not done.skipped
     written = [p for p in (data_home.parent.parent).rglob("*") if p.is_file()]
     assert all(p.resolve().is_relative_to(done.root.resolve()) for p in written)
     assert set(load_dataset("listed").identities) == {f"../../{name}/evil" for name, _ in photos}
+
+
+def test_import_takes_nothing_from_outside_source(data_home: Path, tmp_path: Path, photos,  # type: ignore[no-untyped-def]
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Photos reached through a link out of SOURCE, and CSV rows naming files outside the CSV's folder (absolute or
+    ../), are skipped with the reason; skipped.csv defuses cells a spreadsheet would run as formulas."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(photos[1][1][0], outside / "private.jpg")
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    for f in photos[0][1]:
+        shutil.copy(f, src / "a" / f.name)
+    (src / "a" / "linked.jpg").symlink_to(outside / "private.jpg")
+    (src / "b").symlink_to(outside)
+    (src / "a" / "x.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "=HYPERLINK(1)").symlink_to(src)  # a SOURCE named like a formula: every skipped path starts so
+    done = import_dataset(Path("=HYPERLINK(1)"), "linked", detect=False)
+    assert done.images == 3 and set(load_dataset("linked").identities) == {"a"}
+    reasons = {Path(p).name: r for p, r in done.skipped}
+    assert "outside" in reasons["linked.jpg"] and "outside" in reasons["private.jpg"] and "--follow-links" in \
+        reasons["linked.jpg"]
+    assert "\n'=HYPERLINK(1)/a/x.txt,not an image file name" in (done.root / "skipped.csv").read_text()
+    rows = ["path,identity", f"{photos[0][1][0]},x", "../outside/private.jpg,x", "ok.jpg,x"]
+    listing = tmp_path / "list" / "list.csv"
+    listing.parent.mkdir()
+    shutil.copy(photos[0][1][1], listing.parent / "ok.jpg")
+    listing.write_text("\n".join(rows) + "\n")
+    done = import_dataset(listing, "listed", detect=False)
+    assert done.images == 1 and len([r for _, r in done.skipped if "outside" in r]) == 2
 
 
 @pytest.mark.parametrize(("name", "message"), [("../up", "--name"), (".hidden", "--name"), ("a/b", "--name")])
@@ -250,7 +281,7 @@ def test_import_takes_odd_names_bom_csvs_and_skips_repeats(data_home: Path, tmp_
     files = [f for _, fs in photos for f in fs]
     rows = [f"{files[0]},a", f"{files[0]},a", f"{files[1]},b", f"{tmp_path / 'notes.txt'},b"]
     (tmp_path / "bom.csv").write_text("\ufeffpath,identity\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    done = import_dataset(tmp_path / "bom.csv", "bom", detect=False)
+    done = import_dataset(tmp_path / "bom.csv", "bom", detect=False, follow_links=True)  # absolute paths
     assert done.images == 2
     assert sorted(r.split(" ")[0] for _, r in done.skipped) == ["listed", "not"]
 

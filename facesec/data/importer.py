@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from facesec.csv_cells import safe_cell
 from facesec.data.dataset import data_roots
 from facesec.data.faces import FaceAnalyzer, NoFace
 from facesec.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, UnusableImage, read_rgb, regular_file
@@ -87,16 +88,20 @@ def _from_csv(source: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str
     return items, skipped
 
 
-def import_dataset(source: str | Path, name: str, detect: bool = True, progress: bool = False) -> Imported:
+def import_dataset(source: str | Path, name: str, detect: bool = True, progress: bool = False,
+                   follow_links: bool = False) -> Imported:
     """Check every photo (readable, within size limits, and with `detect` exactly one face) and copy the good ones
-    into the first data folder as `name`, with its manifest.csv and a skipped.csv of what was left out."""
+    into the first data folder as `name`, with its manifest.csv and a skipped.csv of what was left out. Photos
+    outside SOURCE (through links, or CSV paths outside the CSV's folder) are skipped unless `follow_links`."""
     source = Path(source).expanduser()
     if not NAME.fullmatch(name):
         raise DataError(f"--name {name!r}: use letters, digits, '_', '.', '-' (up to 64, not starting with a dot)")
     if source.is_dir():
         items, skipped = _from_folder(source)
+        inside = source
     elif source.is_file() and source.suffix.lower() == ".csv":
         items, skipped = _from_csv(source)
+        inside = source.parent
     else:
         raise DataError(f"{source}: not a folder of identity folders, nor a .csv of path,identity")
     if not items:
@@ -124,6 +129,10 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
     folders: dict[str, str] = {}
     try:
         for path, ident in bar(items, desc="importing photos", unit="photo", enabled=progress):
+            if not follow_links and not _within(path, inside):
+                skipped.append((str(path), f"outside {inside} (reached through a link, or an absolute or ../ "
+                                           "path); not imported without --follow-links"))
+                continue
             folder = folders.get(ident) or _slug(ident)
             target = partial / folder / f"{len(rows):07d}{path.suffix.lower()}"
             try:
@@ -140,10 +149,18 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
         shutil.rmtree(partial, ignore_errors=True)
         raise DataError(f"{source}: none of {len(items)} photos is usable; first reasons: "
                         + "; ".join(f"{p}: {r}" for p, r in skipped[:3]))
-    _write_csv(partial / "manifest.csv", ("path", "identity"), rows)
-    _write_csv(partial / "skipped.csv", ("path", "reason"), skipped)
+    _write_csv(partial / "manifest.csv", ("path", "identity"), rows, paths_read_back=True)
+    _write_csv(partial / "skipped.csv", ("path", "reason"), skipped, paths_read_back=False)
     partial.rename(final)
     return Imported(name, final, len(rows), len(folders), skipped)
+
+
+def _within(path: Path, root: Path) -> bool:
+    """Whether `path`, every link in it followed, is a file inside `root`: photos are taken from SOURCE only."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL byte, a link loop
+        return False
 
 
 def _copy_checked(path: Path, target: Path, analyzer: FaceAnalyzer | None) -> None:
@@ -168,8 +185,10 @@ def _copy_checked(path: Path, target: Path, analyzer: FaceAnalyzer | None) -> No
         raise
 
 
-def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[str, str]], paths_read_back: bool) -> None:
+    """A two-column CSV whose text cells a spreadsheet will not run as formulas; with `paths_read_back` the first
+    column is kept as written (facesec's own folder names, read back by the dataset loader)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows((a if paths_read_back else safe_cell(a), safe_cell(b)) for a, b in rows)
