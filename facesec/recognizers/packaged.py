@@ -10,6 +10,7 @@ naming the command that fixes it.
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from facesec import archives
 from facesec.data.cache import cache_root, file_digest
 from facesec.errors import WeightsError
 
@@ -29,6 +31,10 @@ NPM_TIMEOUT_S = 600
 MAX_MEMBER_BYTES = 256 << 20
 """A model file larger than this in a package is refused unread."""
 MAX_SCAN_MEMBERS = 20_000
+MAX_UNPACKED_BYTES = 1 << 30
+"""A package tarball decompressing to more is refused (@vladmandic/human 3.3.6 is a 28.6 MB .tgz of models)."""
+MAX_UNPACK_SECONDS = 300.0
+"""Reading a package tarball longer than this is stopped."""
 """A package with more entries than this before the model files is refused (an archive bomb)."""
 
 
@@ -215,7 +221,7 @@ def _from_tarball(model: PackagedModel, source: Path) -> dict[str, bytes]:
     wanted = {f"package/{m}": m for m in model.files}
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(source, "r:*") as tar:
+        with archives.open_stream(source, MAX_UNPACKED_BYTES, MAX_UNPACK_SECONDS) as tar:
             for count, info in enumerate(tar):
                 if count > MAX_SCAN_MEMBERS:
                     raise WeightsError(f"{source}: more than {MAX_SCAN_MEMBERS:,} entries; not an npm package")
@@ -229,7 +235,9 @@ def _from_tarball(model: PackagedModel, source: Path) -> dict[str, bytes]:
                 found[wanted[info.name]] = fh.read()
                 if len(found) == len(wanted):
                     break
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except archives.TooLarge as exc:
+        raise WeightsError(f"{source}: refused: {exc}; not an npm package of a face model") from exc
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
         raise WeightsError(f"{source}: not a readable package tarball ({first})") from exc
     missing = sorted(set(model.files) - set(found))
