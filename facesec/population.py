@@ -82,7 +82,7 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
         faces=torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div(255.0),
         identity=np.repeat(np.arange(len(chosen)), k),
         names=chosen, paths=paths, template=template, landmarks=np.stack(landmarks).astype(np.float32),
-        skipped=skipped, manifest_sha256=digest.hexdigest())
+        skipped=_in_dataset(skipped, ds.root), manifest_sha256=digest.hexdigest())
 
 
 def everyone_but(dataset: str, exclude: list[str], template: Template, progress: bool = True) -> Population:
@@ -102,7 +102,13 @@ def everyone_but(dataset: str, exclude: list[str], template: Template, progress:
                       identity=np.array([index[of[faces.paths[k]]] for k in rows], dtype=np.int64), names=names,
                       paths=[faces.paths[k] for k in rows], template=template,
                       landmarks=np.array([faces.landmarks[k] for k in rows], dtype=np.float32).reshape(-1, 68, 2),
-                      skipped=list(ds.skipped) + faces.skipped)
+                      skipped=_in_dataset(list(ds.skipped) + faces.skipped, ds.root))
+
+
+def _in_dataset(skipped: list[tuple[Path, str]], root: Path) -> list[tuple[Path, str]]:
+    """Skipped files named relative to the dataset's folder: a run's record (and a report handed to someone else)
+    names no folder of the machine that made it."""
+    return [(p.relative_to(root) if p.is_relative_to(root) else Path(p.name), r) for p, r in skipped]
 
 
 def select_with_others(data: Data, others: int, field: str, template: Template, progress: bool = True) -> Population:
