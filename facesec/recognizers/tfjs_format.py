@@ -11,7 +11,6 @@ be a constant of the graph, and paths may not leave the model's folder.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,10 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from facesec import safe_json
 from facesec.errors import WeightsError
 
 MAX_JSON_BYTES = 64 << 20
 """A topology larger than this is refused unread (real graph models have a few MB at most)."""
+
+MAX_WEIGHT_BYTES = 2 << 30
+"""Weights taking more are refused before any shard is read (hse-faceres has 7 MB; an IResNet-100, 261 MB)."""
+MAX_RANK = 8
+"""A weight of more dimensions is refused (convolution kernels have four)."""
 
 STORED = {"float32": ("<f4", 4), "int32": ("<i4", 4), "bool": ("u1", 1)}
 """Unquantised dtypes: numpy type and bytes per element."""
@@ -65,8 +70,8 @@ def read_graph_model(path: str | Path) -> GraphModel:
         raise WeightsError(f"{source}: {size:,} bytes is too large for a TF.js model.json (limit {MAX_JSON_BYTES:,})")
     raw = json_path.read_bytes()
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        doc = safe_json.loads(raw)  # nesting and number length bounded: a crafted attribute cannot crash a copy
+    except ValueError as exc:
         raise WeightsError(f"{source}: not valid JSON ({str(exc).splitlines()[0][:120]})") from exc
     if not isinstance(doc, dict):
         raise WeightsError(f"{source}: not a TF.js model (top level is not an object)")
@@ -117,6 +122,8 @@ def _shard_path(folder: Path, name: Any, source: str) -> Path:
     if rel.is_absolute() or ".." in rel.parts or "://" in name or "\\" in name:
         raise WeightsError(f"{source}: weight shard {name!r} lies outside the model's folder; refused")
     path = folder / Path(*rel.parts)
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise WeightsError(f"{source}: weight shard {name!r} is a link out of the model's folder; refused")
     if not path.is_file():
         raise WeightsError(f"{source}: weight shard {name!r} not found beside the model file")
     return path
@@ -132,6 +139,9 @@ def _spec_size(spec: Any, source: str) -> tuple[str, tuple[int, ...], int, dict[
                                               for d in shape):
         raise WeightsError(f"{source}: weight {name!r} has no valid shape ({shape!r})")
     count = math.prod(shape)
+    if len(shape) > MAX_RANK or max(shape, default=0) > MAX_WEIGHT_BYTES or count > MAX_WEIGHT_BYTES:
+        raise WeightsError(f"{source}: weight {name!r} has shape {str(shape)[:80]}: more than {MAX_RANK} dimensions, "
+                           f"or a dimension or a count over {MAX_WEIGHT_BYTES:,}; refused")
     quant = spec.get("quantization")
     dtype = spec.get("dtype")
     if quant is not None:
@@ -177,6 +187,8 @@ def _read_weights(json_path: Path, manifest: Any, digest: Any) -> tuple[dict[str
         shards = [_shard_path(json_path.parent, name, source) for name in group["paths"]]
         specs = [_spec_size(spec, source) for spec in group["weights"]]
         expected = sum(s[2] for s in specs)
+        if total + expected > MAX_WEIGHT_BYTES:
+            raise WeightsError(f"{source}: its weights take more than {MAX_WEIGHT_BYTES:,} bytes; refused unread")
         available = sum(p.stat().st_size for p in shards)
         if available != expected:
             what = "unread bytes" if available > expected else "bytes missing"
