@@ -389,6 +389,27 @@ def test_tfjs_loader_refuses_links_out_and_sizes_it_cannot_hold(tmp_path: Path, 
         read_graph_model(path)
 
 
+_CONV = _node("c", "Conv2D", "x", "w", strides=_ints(1, 1, 1, 1), padding=_s("SAME"))
+
+
+@pytest.mark.parametrize(("nodes", "extra", "problem"), [
+    ([_CONV, _node("r", "Relu", "c"), _node("y", "Minimum", "r")], {}, r"node 'y' \(Minimum\) cannot run"),
+    ([_CONV, _node("r", "Relu", "c"), _node("y", "Minimum", "r", "^c")], {}, r"node 'y' \(Minimum\) cannot run"),
+    ([_CONV, _node("y", "Mean", "c", "ax")], {"ax": np.array(1.5, np.float32)}, r"node 'y' \(Mean\) cannot run"),
+    ([_CONV, _node("y", "Relu", "c:" + "9" * 5000)], {}, "an output index of 5,000 digits"),
+], ids=["minimum-one-input", "minimum-control-input", "float-axes", "long-output-index"])
+def test_crafted_graphs_are_one_line_errors(tmp_path: Path, rng: np.random.Generator, nodes: list[dict[str, Any]],
+                                            extra: dict[str, np.ndarray], problem: str) -> None:
+    """Graphs that crashed the loader (IndexError in the fusing pass, AttributeError, a 5,000-digit output index)
+    are refused with one WeightsError line naming the node or input."""
+    weights = {"w": rng.normal(size=(3, 3, 2, 4)).astype(np.float32), **extra}
+    path = write_model(tmp_path, nodes, weights)
+    with pytest.raises(WeightsError, match=problem):
+        graph = TfjsGraph(read_graph_model(path), "y")
+        with torch.no_grad():
+            graph(torch.from_numpy(rng.normal(size=(1, 6, 6, 2)).astype(np.float32)))
+
+
 def _gnu_long_name(size: int) -> bytes:
     """A tar header announcing a GNU long name of `size` bytes."""
     import tarfile

@@ -89,9 +89,11 @@ def fold_convolutions(order: list[str], nodes: dict[str, Node], weights: dict[st
                 bias = bias + b
             elif activation is None and op in ("Relu", "Relu6"):
                 activation = op
-            elif activation == "Relu" and op == "Minimum" and _scalar(nodes, weights, others[0]) == 6.0:
+            elif activation == "Relu" and op == "Minimum" and len(others) == 1 \
+                    and _scalar(nodes, weights, others[0]) == 6.0:
                 activation = "Relu6"
-            elif activation is not None and op == "Maximum" and _scalar(nodes, weights, others[0]) == 0.0:
+            elif activation is not None and op == "Maximum" and len(others) == 1 \
+                    and _scalar(nodes, weights, others[0]) == 0.0:
                 pass  # already non-negative
             else:
                 break

@@ -286,6 +286,8 @@ def _bound(a: list[Value], side: str) -> torch.Tensor:
 def _ref(text: str) -> tuple[str, int]:
     """An input reference `name` or `name:k` as (node, output index)."""
     name, _, index = text.partition(":")
+    if len(index) > 6:
+        raise WeightsError(f"input {text[:60]!r}: an output index of {len(index):,} digits")
     return name, int(index) if index.isdigit() else 0
 
 
@@ -353,7 +355,8 @@ class TfjsGraph(nn.Module):
                 inputs = [values[self._source(i)] for i in node.get("input", []) if not i.startswith("^")]
                 try:
                     values[name] = OPS[op](node, inputs)
-                except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
+                except (RuntimeError, ValueError, IndexError, KeyError, TypeError, AttributeError, ArithmeticError) \
+                        as exc:  # whatever an op raises on inputs a crafted graph gives it
                     shapes = ", ".join(str(tuple(t.shape)) if isinstance(t, torch.Tensor) else "()" for t in inputs)
                     op = node.get("folded_from", op)
                     raise WeightsError(f"{self.source}: node {name!r} ({op}) cannot run on inputs of shapes "
