@@ -195,3 +195,13 @@ def test_a_recognizer_that_outputs_nan_is_refused(tmp_path: Path, monkeypatch: p
     assert main(["run", str(spec), "--out", str(tmp_path / "reports")]) == 2
     record = (tmp_path / "reports" / "nan" / "results.json").read_text()
     assert '"passed": false' in record and '"passed": true' not in record
+
+
+def test_a_recognizer_without_weights_embeds_on_the_cpu() -> None:
+    """A model holding no parameters or buffers (a graph of integer constants, say) embeds like any other (it
+    raised StopIteration looking for its device)."""
+    from facesec.data.align import DLIB_150
+    from facesec.recognizers import RecognizerInfo
+
+    model = Recognizer(torch.nn.Flatten(), RecognizerInfo("flat", 8, DLIB_150, 192, "euclidean", None, None))
+    assert model.device == torch.device("cpu") and model.embed(torch.rand(3, 3, 8, 8)).shape == (3, 192)

@@ -8,6 +8,7 @@ Its `info` says how to align faces for it, how to compare embeddings and which w
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -52,13 +53,19 @@ class Recognizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @property
+    def device(self) -> torch.device:
+        """Where its weights live (the CPU for a model that holds none, such as a graph of integer constants)."""
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return first.device if first is not None else torch.device("cpu")
+
     @torch.no_grad()
     def embed(self, x: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
         """float32 embeddings of many crops, computed in batches on the model's device, returned on x's.
 
         `x` is float in [0, 1], or uint8 0..255 (converted a batch at a time: a dataset's crops as floats
         would take four times the memory)."""
-        device = next(self.parameters()).device
+        device = self.device
 
         def batch(i: int) -> torch.Tensor:
             b = x[i:i + batch_size].to(device)
@@ -209,9 +216,8 @@ def load(spec: str | dict[str, Any], device: str | torch.device | None = None) -
 def _probe(model: Recognizer, name: str) -> None:
     """WeightsError when the embedding of a plain grey face is NaN or infinite: such a model (broken weights, a
     wrong normalisation) would make every attack look like a failure and every gate on attack success pass."""
-    first = next(iter(model.parameters()), None)
     size = model.info.input_size
-    grey = torch.full((1, 3, size, size), 0.5, device=first.device if first is not None else None)
+    grey = torch.full((1, 3, size, size), 0.5, device=model.device)
     with torch.no_grad():
         embedding = model(grey)
     if not bool(torch.isfinite(embedding).all()):
