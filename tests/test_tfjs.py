@@ -496,3 +496,21 @@ def test_hostile_values_are_refused(tmp_path: Path, rng: np.random.Generator) ->
     graph = TfjsGraph(read_graph_model(path), "y")
     with pytest.raises(WeightsError, match="node 'y' \\(Pad\\).*between 0 and 1024"):
         graph(torch.zeros(1, 6, 6, 2))
+
+
+def test_validate_opens_a_tfjs_target(tmp_path: Path, rng: np.random.Generator,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`validate` reads a TF.js target's model.json and checks its shards' names and sizes (no weight is read),
+    so a broken model fails in one line before any run."""
+    from facesec.cli import main
+
+    w = rng.normal(size=(2, 3)).astype(np.float32)
+    path = write_model(tmp_path / "m", [_node("y", "MatMul", "x", "w")], {"w": w})
+    spec = tmp_path / "t.yaml"
+    spec.write_text(f"name: t\ntarget: {{name: tfjs, weights: '{path}', output: y}}\n")
+    assert main(["validate", str(spec)]) == 0
+    (path.parent / "group1-shard1of1.bin").write_bytes(b"\0" * 5)
+    capsys.readouterr()
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "field 'target'" in err and "holds 5 bytes but its manifest describes 24" in err and "\n" not in err

@@ -9,6 +9,7 @@ from facesec.errors import ConfigError, NotFetched, WeightsError
 from facesec.recognizers import packaged, weights
 from facesec.recognizers.base import available as available_recognizers
 from facesec.recognizers.base import check_trust
+from facesec.recognizers.tfjs_format import read_graph_model
 
 
 def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
@@ -21,6 +22,12 @@ def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
     check_trust(where, name)
     if isinstance(spec, dict):
         _check_weights_fields(where, spec)
+    if name == "tfjs" and isinstance(spec, dict) and isinstance(spec.get("weights"), str) \
+            and not weights.is_url(spec["weights"]):
+        try:  # model.json and the shards' names and sizes: a broken model fails here, not mid-suite
+            read_graph_model(spec["weights"], read_weights=False)
+        except WeightsError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
     if name in packaged.PACKAGED:  # a missing model fails here, before any run, with the fetch command
         try:
             packaged.installed(name)

@@ -61,8 +61,9 @@ def locate(path: str | Path) -> Path:
     return p
 
 
-def read_graph_model(path: str | Path) -> GraphModel:
-    """Parse a TF.js graph model strictly; WeightsError (one line) for anything unexpected."""
+def read_graph_model(path: str | Path, read_weights: bool = True) -> GraphModel:
+    """Parse a TF.js graph model strictly; WeightsError (one line) for anything unexpected. Without
+    `read_weights` only model.json and the shards' names and sizes are checked (cheap: what `validate` does)."""
     json_path = locate(path)
     source = str(json_path)
     size = json_path.stat().st_size
@@ -94,7 +95,7 @@ def read_graph_model(path: str | Path) -> GraphModel:
             raise WeightsError(f"{source}: two nodes are named {node['name']!r}")
         nodes[node["name"]] = node
     digest = hashlib.sha256(raw)
-    weights, n_bytes = _read_weights(json_path, doc.get("weightsManifest"), digest)
+    weights, n_bytes = _read_weights(json_path, doc.get("weightsManifest"), digest, read_weights)
     for name, value in weights.items():
         node = nodes.get(name)
         if node is None or node["op"] != "Const":
@@ -173,8 +174,9 @@ def _decode(data: bytes, spec: dict[str, Any], shape: tuple[int, ...], quant: di
     return value.reshape(shape).copy()
 
 
-def _read_weights(json_path: Path, manifest: Any, digest: Any) -> tuple[dict[str, np.ndarray], int]:
-    """Every weight of every group, with each group's shards consumed to the last byte."""
+def _read_weights(json_path: Path, manifest: Any, digest: Any, read: bool) -> tuple[dict[str, np.ndarray], int]:
+    """Every weight of every group, with each group's shards consumed to the last byte (without `read`, only the
+    shards' names and sizes checked against the manifest)."""
     source = str(json_path)
     if not isinstance(manifest, list):
         raise WeightsError(f"{source}: no weightsManifest list")
@@ -195,6 +197,9 @@ def _read_weights(json_path: Path, manifest: Any, digest: Any) -> tuple[dict[str
             raise WeightsError(f"{source}: weight group {g} ({', '.join(group['paths'])}) holds {available:,} bytes "
                                f"but its manifest describes {expected:,}: {abs(available - expected):,} {what} "
                                "(truncated or edited file?)")
+        total += expected
+        if not read:
+            continue
         data = b"".join(p.read_bytes() for p in shards)
         if len(data) != expected:  # a file changed between stat and read
             raise WeightsError(f"{source}: weight group {g} changed while being read")
@@ -208,5 +213,4 @@ def _read_weights(json_path: Path, manifest: Any, digest: Any) -> tuple[dict[str
                 raise WeightsError(f"{source}: weight {name!r} holds NaN or infinite values")
             weights[name] = value
             offset += nbytes
-        total += expected
     return weights, total
