@@ -188,9 +188,10 @@ def test_decoder_learns_to_invert_embeddings(gan_installed: Path, dlib_recognize
     one draw's coin flips: over 128 new faces, the share of the other embeddings each decoded face is farther
     from than from its own (0.5 by chance). Measured 2026-12-06 over training seeds 0-3 x evaluation draws
     99-101 (2 threads) and seed 0 with oneDNN, MKL and ATen held to AVX2: 0.69-0.77, mean own-minus-other
-    similarity 0.041-0.076; the bounds leave over three times the spread of those fifteen draws. (The share of
-    32 faces closer to their own embedding than to one other, asserted before at 0.6, ranged 0.63-0.84 here and
-    was 0.53 on the machine that found the problem.)"""
+    similarity 0.041-0.076. The bounds sit 5.8 (share) and 5.0 (gap) standard deviations of those fifteen draws
+    below their means, 4.0 and 3.0 below the lowest draw. (The share of 32 faces closer to their own embedding
+    than to one other, asserted before at 0.6, ranged 0.63-0.84 here and was 0.53 on the machine that found the
+    problem.)"""
     from facesec.data.faces import FaceAnalyzer
     from facesec.families.inversion import decoder
     from facesec.priors import dcgan
