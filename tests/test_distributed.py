@@ -55,7 +55,7 @@ def test_two_processes_write_the_results_one_process_writes(celeba: Path, tmp_pa
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr[-2000:]
     two = _torchrun(2, "-m", "facesec", "run", "suite.yaml", "--out", "two", cwd=tmp_path)
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-12000:]  # a worker's own abort message comes before torchrun's summary
     a, b = (json.loads((tmp_path / out / "suite" / "results.json").read_text()) for out in ("one", "two"))
     assert [r["provenance"]["processes"] for r in b["runs"]] == [2, 2]
     assert a["runs"][0]["metrics"]["n_attempts"] > 4  # more than one shard, so the second process had work

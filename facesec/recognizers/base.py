@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from facesec.data.align import Template
-from facesec.errors import ConfigError, WeightsError
+from facesec.errors import ConfigError
 from facesec.progress import bar
 
 Comparison = Literal["cosine", "euclidean"]
@@ -209,17 +209,4 @@ def load(spec: str | dict[str, Any], device: str | torch.device | None = None) -
         p.requires_grad_(False)
     if device is not None:
         model.to(device)
-    _probe(model, name)
     return model
-
-
-def _probe(model: Recognizer, name: str) -> None:
-    """WeightsError when the embedding of a plain grey face is NaN or infinite: such a model (broken weights, a
-    wrong normalisation) would make every attack look like a failure and every gate on attack success pass."""
-    size = model.info.input_size
-    grey = torch.full((1, 3, size, size), 0.5, device=model.device)
-    with torch.no_grad():
-        embedding = model(grey)
-    if not bool(torch.isfinite(embedding).all()):
-        raise WeightsError(f"recognizer '{name}': its embedding of a plain grey face is NaN or infinite; the "
-                           "weights or the model's normalisation are broken")
