@@ -18,7 +18,7 @@ from facesec.data.dataset import resolve as resolve_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
-from facesec.engine import RunOutput, preflight, run_threat_model, runs_here
+from facesec.engine import NONFINITE, RunOutput, preflight, run_threat_model, runs_here
 from facesec.errors import ConfigError, DataError, FacesecError, NotFetched
 from facesec.progress import bar, note
 from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
@@ -229,7 +229,13 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
 def _gated(tm: ThreatModel, record: dict[str, Any]) -> list[dict[str, Any]]:
     """The threat model's gates judged on a run record's metrics and validity."""
     measured = {**record["metrics"], "validity": record["validity"]}
-    return gates.evaluate_gates([g.model_dump() for g in tm.gates], measured)
+    judged = gates.evaluate_gates([g.model_dump() for g in tm.gates], measured)
+    bad = record["validity"].get(NONFINITE)
+    if bad:  # a broken model makes attacks fail: no gate of such a run may pass
+        judged = [{**g, "passed": False} for g in judged] + [
+            {"metric": f"validity.{NONFINITE}", "op": "==", "value": 0, "actual": bad, "passed": False,
+             "error": f"{bad} embedding(s) were NaN or infinite"}]
+    return judged
 
 
 def _one_run(tm: ThreatModel, source: str, device: torch.device,

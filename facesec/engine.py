@@ -3,29 +3,46 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
 from facesec import distributed, families
 from facesec.errors import ConfigError
 from facesec.families import RunContext, RunOutput
-from facesec.recognizers.base import query_only
+from facesec.recognizers.base import query_only, watching_embeddings
 from facesec.spec import ThreatModel
 
-__all__ = ["RunOutput", "preflight", "run_threat_model", "runs_here"]
+NONFINITE = "nonfinite_embeddings"
+"""The `validity` entry counting NaN or infinite embeddings; any above 0 fails the run's gates."""
+
+__all__ = ["NONFINITE", "RunOutput", "preflight", "run_threat_model", "runs_here"]
 
 
 def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> RunOutput:
     """Attack the threat model's population with its family; the record names the family and its headline metric.
     Under torchrun, a family that shards uses every process; any other runs in process 0 alone (see `runs_here`)."""
     family = families.get(tm.perturbation.kind)
-    with contextlib.nullcontext() if family.shards(tm) else distributed.alone():
+    with contextlib.nullcontext() if family.shards(tm) else distributed.alone(), watching_embeddings() as bad:
         out = family.run(tm, RunContext(device, source, progress))
+        nonfinite = sum(distributed.exchange("non-finite embeddings", bad.total()))
+    if nonfinite:
+        _flag_nonfinite(out.record, nonfinite)
     info = family.metrics[family.headline]
     out.record["family"] = family.name
     out.record["headline"] = {"metric": family.headline, "label": info.label or family.headline,
                               "better": info.better}
     return out
+
+
+def _flag_nonfinite(record: dict[str, Any], count: int) -> None:
+    """Record in `validity` that the recognizers gave `count` NaN or infinite embeddings (api fails the gates)."""
+    validity = record.setdefault("validity", {})
+    flags = validity.setdefault("flags", [])
+    flags.append(f"{count} embedding(s) held NaN or infinite values: the recognizer is broken for these inputs, "
+                 "so no success rate of this run means anything")
+    validity["n_flags"] = len(flags)
+    validity[NONFINITE] = count
 
 
 def preflight(tm: ThreatModel) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import sys
 import textwrap
 import threading
@@ -180,3 +181,33 @@ def test_a_recognizer_without_weights_embeds_on_the_cpu() -> None:
 
     model = Recognizer(torch.nn.Flatten(), RecognizerInfo("flat", 8, DLIB_150, 192, "euclidean", None, None))
     assert model.device == torch.device("cpu") and model.embed(torch.rand(3, 3, 8, 8)).shape == (3, 192)
+
+
+class _NaNOnBrightFaces(torch.nn.Module):
+    """Finite on dark crops, NaN on bright ones: no probe at load time would see it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        out = torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1).repeat(1, 43)[:, :128]
+        return torch.where(mean.flatten(1) > 0.3, torch.full_like(out, float("nan")), out)
+
+
+def test_nan_embeddings_in_a_run_fail_its_gates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 celeba: Path) -> None:
+    """A model whose embeddings are NaN made attacks fail (ASR 0.0) and so passed a gate on attack success: the
+    run now counts non-finite embeddings, flags them and fails every gate (exit 1, never 0)."""
+    from facesec.cli import main
+    from facesec.data.align import DLIB_150
+    from facesec.recognizers import RecognizerInfo, base
+
+    info = RecognizerInfo("nan-net", 150, DLIB_150, 128, "euclidean", -0.6, None)
+    monkeypatch.setitem(base._REGISTRY, "nan-net", lambda: Recognizer(_NaNOnBrightFaces(), info))
+    spec = tmp_path / "nan.yaml"
+    spec.write_text("name: nan\ntarget: nan-net\ndata: {identities: 3, images_per_identity: 2}\ngoal: dodging\n"
+                    "attack: {steps: 1}\ngates: [{metric: attack_success_rate, op: '<=', value: 1.0}]\n")
+    assert main(["run", str(spec), "--out", str(tmp_path / "reports")]) == 1
+    record = json.loads((tmp_path / "reports" / "nan" / "results.json").read_text())["runs"][0]
+    assert record["validity"]["nonfinite_embeddings"] > 0
+    assert any("NaN or infinite" in f for f in record["validity"]["flags"])
+    assert [g["passed"] for g in record["gates"]] == [False, False]
+    assert record["gates"][1]["metric"] == "validity.nonfinite_embeddings"

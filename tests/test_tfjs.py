@@ -514,3 +514,11 @@ def test_validate_opens_a_tfjs_target(tmp_path: Path, rng: np.random.Generator,
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err.strip()
     assert "field 'target'" in err and "holds 5 bytes but its manifest describes 24" in err and "\n" not in err
+
+
+def test_a_graph_that_gives_nan_is_refused_when_built(tmp_path: Path) -> None:
+    """The build probe (a black image) must give finite embeddings: log(0) is -inf, so this graph is refused."""
+    nodes = [_node("l", "Log", "x"), _node("emb", "Mean", "l", "axes")]
+    write_model(tmp_path, nodes, {"axes": np.array([1, 2], np.int32)}, input_shape=(-1, 112, 112, 3))
+    with pytest.raises(WeightsError, match="node 'emb' gives NaN or infinite values for a black image"):
+        load({"name": "tfjs", "weights": str(tmp_path), "output": "emb"})

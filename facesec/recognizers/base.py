@@ -42,6 +42,36 @@ class RecognizerInfo:
     """False for black boxes (e.g. dlib's C++ model): attacked only by transfer or queries."""
 
 
+class NonFinite:
+    """Counts the embeddings holding a NaN or an infinity that any Recognizer gives while a run watches: such
+    a model makes every attack look like a failure, so the engine fails the run's gates on it. Counts stay on
+    the device (no synchronisation per forward pass) until `total` is read."""
+
+    def __init__(self) -> None:
+        self._counts: dict[torch.device, torch.Tensor] = {}
+
+    def add(self, embeddings: torch.Tensor) -> None:
+        bad = (~torch.isfinite(embeddings.detach())).reshape(len(embeddings), -1).any(dim=1).sum()
+        self._counts[bad.device] = self._counts.get(bad.device, 0) + bad
+
+    def total(self) -> int:
+        return sum(int(c) for c in self._counts.values())
+
+
+_WATCHING: list[NonFinite] = []
+
+
+@contextmanager
+def watching_embeddings() -> Iterator[NonFinite]:
+    """Count non-finite embeddings while the block runs (in any thread, from any Recognizer)."""
+    count = NonFinite()
+    _WATCHING.append(count)
+    try:
+        yield count
+    finally:
+        _WATCHING.remove(count)
+
+
 class Recognizer(nn.Module):
     """Wraps a network with its `RecognizerInfo`; forward returns embeddings."""
 
@@ -51,7 +81,10 @@ class Recognizer(nn.Module):
         self.info = info
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        for count in _WATCHING:
+            count.add(out)
+        return out
 
     @property
     def device(self) -> torch.device:

@@ -64,6 +64,9 @@ def build(weights: str | Path, output: str | None, name: str, template: str, inp
     if probe.dim() != 2 or (embedding_size is not None and probe.shape[1] != embedding_size):
         raise WeightsError(f"{model.source}: node {output!r} gives shape {tuple(probe.shape)}, not N x "
                            f"{embedding_size or 'D'} embeddings; choose another 'output'")
+    if not bool(torch.isfinite(probe).all()):
+        raise WeightsError(f"{model.source}: node {output!r} gives NaN or infinite values for a black image; "
+                           "the weights or the graph are broken")
     info = RecognizerInfo(name, input_size, TEMPLATES[template], int(probe.shape[1]), comparison, threshold,
                           model.sha256)
     return Recognizer(net, info)
