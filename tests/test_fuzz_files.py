@@ -1,8 +1,9 @@
 """Seeded, bounded fuzzing of the files facesec reads back or is handed: mutated images through `read_rgb`,
-mutated results.json through `report` and `--resume`, mutated TF.js graph models through the loader and mutated
-package tarballs through `models fetch --from`. Each input is used or refused with one line (UnusableImage,
-ConfigError, WeightsError), never another exception, within a time and a memory cap per input (Python and
-NumPy allocations, measured with tracemalloc)."""
+mutated results.json through `report` and `--resume`, mutated TF.js graph models through `validate`'s check
+and the loader, and mutated package tarballs through `models fetch --from`. Each input is used or refused with
+one line (UnusableImage, ConfigError, WeightsError), never another exception, within a time and a memory cap
+per input: Python and NumPy allocations measured with tracemalloc, and on Linux the address space capped with
+setrlimit (an allocation refused by the cap is a failure too, not a one-line refusal)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import copy
 import io
 import json
 import random
+import re
+import resource
+import sys
 import tarfile
 import time
 import tracemalloc
@@ -26,6 +30,7 @@ from facesec import resume
 from facesec.data.images import UnusableImage, read_rgb
 from facesec.errors import ConfigError, WeightsError
 from facesec.recognizers import packaged
+from facesec.recognizers.preflight import check_recognizer
 from facesec.recognizers.tfjs_format import read_graph_model
 from facesec.recognizers.tfjs_graph import TfjsGraph
 from facesec.report.render import render_report
@@ -36,6 +41,8 @@ SECONDS = 20.0
 """Time one input may take."""
 BYTES = 512 << 20
 """Memory (Python and NumPy allocations) one input may take."""
+ADDRESS_SPACE = 1 << 30
+"""Address space one input may add to the process (Linux: RLIMIT_AS), torch's allocations included."""
 HOSTILE: list[Any] = [None, True, -1, 0, 10**300, 1e308, "", "../../etc/passwd", "/etc/passwd", [], [1], {},
                       "=1+1", "é" * 300, [[[[[]]]]], {"a": {"b": {"c": {}}}}, "a\0b", 2**63, -1e-300]
 
@@ -45,9 +52,15 @@ def _bounded(what: str) -> Iterator[None]:
     """Fail when the block takes longer than SECONDS or allocates more than BYTES."""
     tracemalloc.start()
     started = time.monotonic()
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    if sys.platform == "linux":
+        used = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+        cap = used + ADDRESS_SPACE
+        resource.setrlimit(resource.RLIMIT_AS, (cap if limits[1] < 0 else min(cap, limits[1]), limits[1]))
     try:
         yield
     finally:
+        resource.setrlimit(resource.RLIMIT_AS, limits)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert time.monotonic() - started < SECONDS, f"{what}: took {time.monotonic() - started:.1f} s"
@@ -94,6 +107,7 @@ def _pick(doc: Any, rng: random.Random) -> tuple[Any, Any]:
 
 def _one_line(exc: Exception) -> None:
     assert "\n" not in str(exc) and str(exc), repr(exc)
+    assert not re.search("allocate|MemoryError|Cannot allocate", str(exc)), f"over the memory cap: {exc}"
 
 
 def _fuzz(inputs: int, seed: int, make: Callable[[random.Random, int], Any], use: Callable[[Any], None],
@@ -175,11 +189,12 @@ def test_mutated_tfjs_models_load_or_are_refused(tmp_path: Path) -> None:
     def use(path: Path) -> None:
         import torch
 
+        check_recognizer("target", {"name": "tfjs", "weights": str(path), "output": "y"})  # what `validate` does
         graph = TfjsGraph(read_graph_model(path), "y")
         with torch.no_grad():
             graph(torch.from_numpy(x))
 
-    _fuzz(200, 2, make, use, (WeightsError,))
+    _fuzz(200, 2, make, use, (WeightsError, ConfigError))
 
 
 def test_mutated_package_tarballs_are_fetched_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -491,11 +492,12 @@ def test_hostile_values_are_refused(tmp_path: Path, rng: np.random.Generator) ->
     path = write_model(tmp_path / "nan", [_node("y", "Conv2D", "x", "w", padding=_s("VALID"))], {"w": w})
     with pytest.raises(WeightsError, match="'w' holds NaN"):
         read_graph_model(path)
-    pads = np.array([[0, 0], [10**6, 10**6], [0, 0], [0, 0]], np.int32)
-    path = write_model(tmp_path / "pad", [_node("y", "Pad", "x", "p")], {"p": pads})
-    graph = TfjsGraph(read_graph_model(path), "y")
-    with pytest.raises(WeightsError, match="node 'y' \\(Pad\\).*between 0 and 1024"):
-        graph(torch.zeros(1, 6, 6, 2))
+    for amounts, problem in [([[0, 0], [2000, 0], [0, 0], [0, 0]], "between 0 and 1024"),
+                             ([[1024, 1024]] * 4, "would make 17,721,345,712,200 values .* 16,777,216 per node")]:
+        path = write_model(tmp_path / "pad", [_node("y", "Pad", "x", "p")], {"p": np.array(amounts, np.int32)})
+        graph = TfjsGraph(read_graph_model(path), "y")
+        with pytest.raises(WeightsError, match=f"node 'y' \\(Pad\\).*{problem}"):
+            graph(torch.zeros(1, 6, 6, 2))
 
 
 def test_validate_opens_a_tfjs_target(tmp_path: Path, rng: np.random.Generator,
@@ -522,3 +524,57 @@ def test_a_graph_that_gives_nan_is_refused_when_built(tmp_path: Path) -> None:
     write_model(tmp_path, nodes, {"axes": np.array([1, 2], np.int32)}, input_shape=(-1, 112, 112, 3))
     with pytest.raises(WeightsError, match="node 'emb' gives NaN or infinite values for a black image"):
         load({"name": "tfjs", "weights": str(tmp_path), "output": "emb"})
+
+
+_GREEDY = """
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from facesec.errors import WeightsError
+from facesec.recognizers import load
+out = {}
+for case in sys.argv[2:]:
+    try:
+        load({"name": "tfjs", "weights": case, "output": "y", "input_size": 112, "template": "arcface-112"})
+        out[case] = "loaded"
+    except WeightsError as exc:
+        out[case] = str(exc)
+out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def test_graphs_that_would_exhaust_memory_are_refused_before_allocating(tmp_path: Path,
+                                                                        rng: np.random.Generator) -> None:
+    """Models of a few hundred bytes that took gigabytes to build (an EXPLICIT padding, an outer product of the
+    input with itself, a convolution to a million channels) and a topology of 20,001 nodes are refused in one
+    line, and the process building all of them stays under 1 GB (ru_maxrss; importing torch takes ~0.4 GB)."""
+    shape = (-1, 112, 112, 3)
+    one = np.ones((1, 1, 3, 1), np.float32)
+    cases = {
+        "explicit-padding": ([_node("y", "Conv2D", "x", "w", strides=_ints(1, 1, 1, 1), padding=_s("EXPLICIT"),
+                                    explicit_paddings=_ints(0, 0, 10**5, 10**5, 10**5, 10**5, 0, 0))], {"w": one},
+                             "explicit_paddings .* between 0 and 1024"),
+        "padding-within-range": ([_node("y", "Conv2D", "x", "w", strides=_ints(1, 1, 1, 1), padding=_s("EXPLICIT"),
+                                        explicit_paddings=_ints(0, 0, 1024, 1024, 1024, 1024, 0, 0))],
+                                 {"w": np.ones((1, 1, 3, 64), np.float32)}, r"node 'y' \(Conv2D\) would make"),
+        "outer-product": ([_node("a", "Reshape", "x", "col"), _node("b", "Reshape", "x", "row"),
+                           _node("y", "Mul", "a", "b")],
+                          {"col": np.array([-1, 1], np.int32), "row": np.array([1, -1], np.int32)},
+                          r"node 'y' \(Mul\) would make 1,416,167,424 values"),
+        "million-channels": ([_node("y", "Conv2D", "x", "w", strides=_ints(1, 1, 1, 1), padding=_s("VALID"))],
+                             {"w": np.ones((1, 1, 3, 10**6), np.float32)}, r"node 'y' \(Conv2D\) would make"),
+        "many-nodes": ([_node(f"n{i}", "Identity", "x") for i in range(19_999)] + [_node("y", "Identity", "x")], {},
+                       "20,001 nodes; more than 20,000 are refused"),
+    }
+    for name, (nodes, weights, _) in cases.items():
+        write_model(tmp_path / name, nodes, weights, input_shape=shape)
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _GREEDY, str(Path(__file__).parents[1]),
+                           *(str(tmp_path / name) for name in cases)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    for name, (_, _, problem) in cases.items():
+        message = out[str(tmp_path / name)]
+        assert re.search(problem, message) and "\n" not in message, (name, message)
+    assert out["peak_mb"] < 1024, out["peak_mb"]

@@ -26,6 +26,8 @@ MAX_JSON_BYTES = 64 << 20
 
 MAX_WEIGHT_BYTES = 2 << 30
 """Weights taking more are refused before any shard is read (hse-faceres has 7 MB; an IResNet-100, 261 MB)."""
+MAX_NODES = 20_000
+"""A topology of more nodes is refused (hse-faceres has 84; large ResNets a few thousand)."""
 MAX_RANK = 8
 """A weight of more dimensions is refused (convolution kernels have four)."""
 
@@ -84,6 +86,8 @@ def read_graph_model(path: str | Path, read_weights: bool = True) -> GraphModel:
     node_list = topology.get("node") if isinstance(topology, dict) else None
     if not isinstance(node_list, list) or not node_list:
         raise WeightsError(f"{source}: modelTopology has no 'node' list")
+    if len(node_list) > MAX_NODES:
+        raise WeightsError(f"{source}: {len(node_list):,} nodes; more than {MAX_NODES:,} are refused")
     nodes: dict[str, dict[str, Any]] = {}
     for node in node_list:
         if not isinstance(node, dict) or not isinstance(node.get("name"), str) or not isinstance(node.get("op"), str):

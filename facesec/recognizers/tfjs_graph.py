@@ -8,7 +8,6 @@ output is refused when the model is built, and one forward pass at build time ch
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -18,91 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesec.errors import WeightsError
+from facesec.recognizers.tfjs_attrs import MAX_PAD, Node, attr, check_nhwc, const_ints, pads, spatial
 from facesec.recognizers.tfjs_format import GraphModel
 from facesec.recognizers.tfjs_fuse import fold_convolutions
+from facesec.recognizers.tfjs_limits import MAX_FORWARD_VALUES, MAX_NODE_VALUES, planned_values
 
-Node = dict[str, Any]
 Value = Any
 """A tensor, or a Python float for a scalar float constant (so clamps need no device tensor)."""
 OpFn = Callable[[Node, list[Value]], torch.Tensor]
 
 
-def _attr(node: Node, key: str, default: Any = None) -> Any:
-    """A GraphDef attribute as a Python value: ints, floats, bools, strings and their lists."""
-    value = node.get("attr", {}).get(key)
-    if value is None:
-        return default
-    if "list" in value:
-        lst = value["list"]
-        if "i" in lst:
-            return [int(v) for v in lst["i"]]
-        if "s" in lst:
-            return [base64.b64decode(v).decode() for v in lst["s"]]
-        if "f" in lst:
-            return [float(v) for v in lst["f"]]
-        return []
-    if "s" in value:
-        return base64.b64decode(value["s"]).decode()
-    if "i" in value:
-        return int(value["i"])
-    if "f" in value:
-        return float(value["f"])
-    if "b" in value:
-        return bool(value["b"])
-    return default
-
-
-def _const_ints(t: torch.Tensor) -> list[int]:
-    return [int(v) for v in t.flatten().tolist()]
-
-
-def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's SAME padding along one axis: the extra pixel goes after (bottom/right)."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def _spatial(node: Node, key: str, default: int = 1) -> tuple[int, int]:
-    values = _attr(node, key, [default] * 4)
-    return (values[1], values[2]) if len(values) == 4 else (values[0], values[1])
-
-
-def _check_nhwc(node: Node) -> None:
-    fmt = _attr(node, "data_format", "NHWC")
-    if fmt != "NHWC":
-        raise WeightsError(f"node {node['name']!r} ({node['op']}): data_format {fmt} is not supported (NHWC only)")
-
-
-def _pads(x: torch.Tensor, node: Node, kernel: tuple[int, int], stride: tuple[int, int],
-          dilation: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) padding of x (NCHW view) as the node's `padding` says (SAME, VALID, EXPLICIT)."""
-    padding = _attr(node, "padding", "VALID")
-    if padding == "VALID":
-        return 0, 0, 0, 0
-    if padding == "SAME":
-        top, bottom = _same_pads(x.shape[2], kernel[0], stride[0], dilation[0])
-        left, right = _same_pads(x.shape[3], kernel[1], stride[1], dilation[1])
-    elif padding == "EXPLICIT":
-        p = _attr(node, "explicit_paddings", [])
-        if len(p) != 8:
-            raise WeightsError(f"node {node['name']!r}: EXPLICIT padding needs 8 explicit_paddings")
-        top, bottom, left, right = p[2], p[3], p[4], p[5]
-    else:
-        raise WeightsError(f"node {node['name']!r}: unknown padding {padding!r}")
-    return top, bottom, left, right
-
-
 def _pad_nchw(x: torch.Tensor, node: Node, kernel: tuple[int, int], stride: tuple[int, int],
               dilation: tuple[int, int], value: float = 0.0) -> torch.Tensor:
     """x (NCHW view) padded as the node's `padding` says."""
-    top, bottom, left, right = _pads(x, node, kernel, stride, dilation)
+    top, bottom, left, right = pads(x, node, kernel, stride, dilation)
     return F.pad(x, (left, right, top, bottom), value=value) if top or bottom or left or right else x
 
 
 def _conv(node: Node, x: torch.Tensor, w: torch.Tensor, depthwise: bool) -> torch.Tensor:
     """Conv2D (filter HWIO) or DepthwiseConv2dNative (filter HW, in, multiplier) on NHWC input."""
-    _check_nhwc(node)
+    check_nhwc(node)
     if x.dim() != 4 or w.dim() != 4:
         raise ValueError(f"expects 4-d input and filter, got {tuple(x.shape)} and {tuple(w.shape)}")
     kh, kw, cin, cout = w.shape
@@ -114,9 +48,9 @@ def _conv(node: Node, x: torch.Tensor, w: torch.Tensor, depthwise: bool) -> torc
         if x.shape[3] % cin:
             raise ValueError(f"filter for {cin} input channels, input has {x.shape[3]}")
         weight, groups = w.permute(3, 2, 0, 1), x.shape[3] // cin
-    stride, dilation = _spatial(node, "strides"), _spatial(node, "dilations")
+    stride, dilation = spatial(node, "strides"), spatial(node, "dilations")
     xn = x.permute(0, 3, 1, 2)
-    top, bottom, left, right = _pads(xn, node, (kh, kw), stride, dilation)
+    top, bottom, left, right = pads(xn, node, (kh, kw), stride, dilation)
     if top == bottom and left == right:  # the convolution pads by itself: no padded copy of the input
         padding = (top, left)
     else:
@@ -131,13 +65,13 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor, Node], torch.Tensor]] = {
     "Selu": lambda x, n: F.selu(x),
     "Sigmoid": lambda x, n: torch.sigmoid(x),
     "Tanh": lambda x, n: torch.tanh(x),
-    "LeakyRelu": lambda x, n: F.leaky_relu(x, _attr(n, "alpha", _attr(n, "leakyrelu_alpha", 0.2))),
+    "LeakyRelu": lambda x, n: F.leaky_relu(x, attr(n, "alpha", attr(n, "leakyrelu_alpha", 0.2))),
 }
 
 
 def _fused(node: Node, y: torch.Tensor, extra: list[torch.Tensor]) -> torch.Tensor:
     """The `fused_ops` tail of _FusedConv2D, FusedDepthwiseConv2dNative and _FusedMatMul."""
-    ops = _attr(node, "fused_ops", [])
+    ops = attr(node, "fused_ops", [])
     args = list(extra)
     for op in ops:
         if op == "BiasAdd":
@@ -162,24 +96,24 @@ def _unary(fn: Callable[[torch.Tensor, Node], torch.Tensor]) -> OpFn:
 
 def _reduce(fn: Callable[..., torch.Tensor]) -> OpFn:
     def op(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
-        x, axes = a[0], _const_ints(a[1])
+        x, axes = a[0], const_ints(a[1])
         dims = sorted({d % x.dim() for d in axes})
-        keep = bool(_attr(node, "keep_dims", False))
+        keep = bool(attr(node, "keep_dims", False))
         return fn(x, dim=dims, keepdim=keep) if dims else x
 
     return op
 
 
 def _matmul(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
-    x = a[0].transpose(-1, -2) if _attr(node, "transpose_a", False) else a[0]
-    w = a[1].transpose(-1, -2) if _attr(node, "transpose_b", False) else a[1]
+    x = a[0].transpose(-1, -2) if attr(node, "transpose_a", False) else a[0]
+    w = a[1].transpose(-1, -2) if attr(node, "transpose_b", False) else a[1]
     return x @ w
 
 
 def _pool(kind: str) -> OpFn:
     def op(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
-        _check_nhwc(node)
-        kernel, stride = _spatial(node, "ksize"), _spatial(node, "strides")
+        check_nhwc(node)
+        kernel, stride = spatial(node, "ksize"), spatial(node, "strides")
         xn = a[0].permute(0, 3, 1, 2)
         if kind == "max":
             out = F.max_pool2d(_pad_nchw(xn, node, kernel, stride, (1, 1), float("-inf")), kernel, stride)
@@ -193,17 +127,13 @@ def _pool(kind: str) -> OpFn:
     return op
 
 
-MAX_PAD = 1024
-"""Pad amounts above this per side are refused: a hostile model must not allocate without bound."""
-
-
 def _pad(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
-    pads = _const_ints(a[1])
-    if len(pads) != 2 * a[0].dim() or not all(0 <= p <= MAX_PAD for p in pads):
-        raise ValueError(f"paddings {pads[:8]} must be 2 per axis, each between 0 and {MAX_PAD}")
-    flat = [v for i in reversed(range(a[0].dim())) for v in (pads[2 * i], pads[2 * i + 1])]
+    amounts = const_ints(a[1])
+    if len(amounts) != 2 * a[0].dim() or not all(0 <= p <= MAX_PAD for p in amounts):
+        raise ValueError(f"paddings {amounts[:8]} must be 2 per axis, each between 0 and {MAX_PAD}")
+    flat = [v for i in reversed(range(a[0].dim())) for v in (amounts[2 * i], amounts[2 * i + 1])]
     if node["op"] == "MirrorPad":
-        mode = {"REFLECT": "reflect", "SYMMETRIC": None}[_attr(node, "mode", "REFLECT")]
+        mode = {"REFLECT": "reflect", "SYMMETRIC": None}[attr(node, "mode", "REFLECT")]
         if mode is None:
             raise WeightsError(f"node {node['name']!r}: MirrorPad SYMMETRIC is not supported")
         return F.pad(a[0].permute(0, 3, 1, 2), flat[:4], mode=mode).permute(0, 2, 3, 1)
@@ -212,13 +142,13 @@ def _pad(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _batch_norm(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
-    _check_nhwc(node)
+    check_nhwc(node)
     x, scale, offset, mean, var = a[:5]
-    return (x - mean) * torch.rsqrt(var + _attr(node, "epsilon", 1e-3)) * scale + offset
+    return (x - mean) * torch.rsqrt(var + attr(node, "epsilon", 1e-3)) * scale + offset
 
 
 def _squeeze(node: Node, a: list[torch.Tensor]) -> torch.Tensor:
-    dims = _attr(node, "squeeze_dims", [])
+    dims = attr(node, "squeeze_dims", [])
     x = a[0]
     if not dims:
         return x.squeeze()
@@ -265,10 +195,10 @@ OPS: dict[str, OpFn] = {
     "MirrorPad": _pad,
     "FusedBatchNorm": _batch_norm,
     "FusedBatchNormV3": _batch_norm,
-    "Reshape": lambda n, a: a[0].reshape(_const_ints(a[1])),
+    "Reshape": lambda n, a: a[0].reshape(const_ints(a[1])),
     "Squeeze": _squeeze,
-    "ExpandDims": lambda n, a: a[0].unsqueeze(_const_ints(a[1])[0]),
-    "ConcatV2": lambda n, a: torch.cat(a[:-1], dim=_const_ints(a[-1])[0]),
+    "ExpandDims": lambda n, a: a[0].unsqueeze(const_ints(a[1])[0]),
+    "ConcatV2": lambda n, a: torch.cat(a[:-1], dim=const_ints(a[-1])[0]),
 }
 """TensorFlow op name -> implementation on the node and its input tensors."""
 
@@ -343,6 +273,8 @@ class TfjsGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[str, Value] = {}
+        faces = max(len(x), 1)
+        held = 0  # values all nodes' outputs hold: bounded per face (tfjs_limits)
         for name in self.order:
             node = self.nodes[name]
             op = node["op"]
@@ -353,15 +285,30 @@ class TfjsGraph(nn.Module):
                     self.scalars.get(name, self.int_consts.get(name))
             else:
                 inputs = [values[self._source(i)] for i in node.get("input", []) if not i.startswith("^")]
-                try:
-                    values[name] = OPS[op](node, inputs)
-                except (RuntimeError, ValueError, IndexError, KeyError, TypeError, AttributeError, ArithmeticError) \
-                        as exc:  # whatever an op raises on inputs a crafted graph gives it
-                    shapes = ", ".join(str(tuple(t.shape)) if isinstance(t, torch.Tensor) else "()" for t in inputs)
-                    op = node.get("folded_from", op)
-                    raise WeightsError(f"{self.source}: node {name!r} ({op}) cannot run on inputs of shapes "
-                                       f"{shapes}: {str(exc).splitlines()[0]}") from exc
+                self._check_size(name, planned_values(op, node, inputs), held, faces)
+                values[name] = self._run(name, node, inputs)
+                made = values[name].numel() if isinstance(values[name], torch.Tensor) else 1
+                self._check_size(name, made, held, faces)
+                held += made
         return values[self._source(self.output)]
+
+    def _run(self, name: str, node: Node, inputs: list[Value]) -> torch.Tensor:
+        """One node's output; whatever the op raises on inputs a crafted graph gives it is one WeightsError."""
+        try:
+            return OPS[node["op"]](node, inputs)
+        except (RuntimeError, ValueError, IndexError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
+            shapes = ", ".join(str(tuple(t.shape)) if isinstance(t, torch.Tensor) else "()" for t in inputs)
+            op = node.get("folded_from", node["op"])
+            raise WeightsError(f"{self.source}: node {name!r} ({op}) cannot run on inputs of shapes "
+                               f"{shapes}: {str(exc).splitlines()[0]}") from exc
+
+    def _check_size(self, name: str, values: int, held: int, faces: int) -> None:
+        """WeightsError before a node's output (`values`) passes the per-face limits, alone or with the `held` rest."""
+        if values > MAX_NODE_VALUES * faces or held + values > MAX_FORWARD_VALUES * faces:
+            op = self.nodes[name].get("folded_from", self.nodes[name]["op"])
+            raise WeightsError(f"{self.source}: node {name!r} ({op}) would make {values:,} values ({held:,} held "
+                               f"before it) for {faces} face(s); the limits are {MAX_NODE_VALUES:,} per node and "
+                               f"{MAX_FORWARD_VALUES:,} in all, per face")
 
     def _source(self, ref: str) -> str:
         name = _ref(ref)[0]
