@@ -40,7 +40,7 @@ from facesec.attacks import Budget, Objective, create
 from facesec.device import pick_device
 from facesec.population import select
 from facesec.recognizers import load
-from facesec.spec import Data
+from facesec.threat_model import Data
 
 LIBRARIES = ("native", "torchattacks", "art")
 AGREEMENT_POINTS = 2.0

@@ -22,7 +22,7 @@ from facesec.data.align import DLIB_150
 from facesec.families.backdoor import finetune as ft
 from facesec.population import select
 from facesec.recognizers import load
-from facesec.spec import Data
+from facesec.threat_model import Data
 
 
 def plain(model, faces, labels, recipe):  # type: ignore[no-untyped-def]

@@ -20,13 +20,15 @@ from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
 from facesec.engine import NONFINITE, RunOutput, preflight, run_threat_model, runs_here
 from facesec.errors import ConfigError, DataError, FacesecError, NotFetched
+from facesec.loading import load_threat_models
+from facesec.matrix import MAX_RUNS
 from facesec.progress import bar, note
 from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
 from facesec.recognizers.preflight import check_recognizer
 from facesec.report import render_report
 from facesec.results import document, save, slug, write_run
-from facesec.spec import MAX_RUNS, ThreatModel, Transfer, load_threat_models
 from facesec.suite_files import refuse_links, suite_lock
+from facesec.threat_model import ThreatModel, Transfer
 
 
 def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:

@@ -355,7 +355,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from facesec.spec import json_schema
+    from facesec.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0

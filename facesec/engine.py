@@ -11,7 +11,7 @@ from facesec import distributed, families
 from facesec.errors import ConfigError
 from facesec.families import RunContext, RunOutput
 from facesec.recognizers.base import query_only, watching_embeddings
-from facesec.spec import ThreatModel
+from facesec.threat_model import ThreatModel
 
 NONFINITE = "nonfinite_embeddings"
 """The `validity` entry counting NaN or infinite embeddings; any above 0 fails the run's gates."""

@@ -21,7 +21,7 @@ from facesec.attacks.reframe import Reframed, crop_grid
 from facesec.errors import ConfigError
 from facesec.population import Population, realign
 from facesec.recognizers import Recognizer, load
-from facesec.spec import Query, ThreatModel, Transfer
+from facesec.threat_model import Query, ThreatModel, Transfer
 
 
 @dataclass

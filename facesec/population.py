@@ -16,7 +16,7 @@ from facesec.data.dataset import load_dataset
 from facesec.data.pipeline import align_faces
 from facesec.errors import DataError, TooFewIdentities
 from facesec.progress import bar
-from facesec.spec import Data
+from facesec.threat_model import Data
 
 
 @dataclass

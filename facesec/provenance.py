@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from facesec.recognizers import Recognizer
-from facesec.spec import ThreatModel
+from facesec.threat_model import ThreatModel
 
 PACKAGES = ("facesec", "torch", "numpy", "dlib-bin", "torchattacks", "adversarial-robustness-toolbox", "onnx2torch")
 

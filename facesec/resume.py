@@ -14,8 +14,8 @@ from typing import Any
 
 import facesec
 from facesec.data.dataset import load_dataset
-from facesec.spec import ThreatModel
 from facesec.suite_files import made_by_facesec
+from facesec.threat_model import ThreatModel
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from facesec import protocols
 from facesec.attacks import Objective
 from facesec.population import Population
 from facesec.recognizers import Recognizer
-from facesec.spec import ClosedSet, ThreatModel
+from facesec.threat_model import ClosedSet, ThreatModel
 
 
 @dataclass

@@ -19,7 +19,7 @@ from facesec.data.pipeline import align_faces
 from facesec.engine import run_threat_model
 from facesec.errors import ConfigError
 from facesec.results import build_results
-from facesec.spec import ThreatModel
+from facesec.threat_model import ThreatModel
 
 STILL = eot.Variation(0, 0, 0, 0, 0, 0)
 

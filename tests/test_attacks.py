@@ -13,7 +13,7 @@ from facesec.attacks import Budget, Objective
 from facesec.engine import RunOutput, run_threat_model
 from facesec.population import select
 from facesec.recognizers import Recognizer, load
-from facesec.spec import Data, ThreatModel
+from facesec.threat_model import Data, ThreatModel
 
 CPU = torch.device("cpu")
 

@@ -18,8 +18,8 @@ from facesec.errors import ConfigError, DataError
 from facesec.families.backdoor import finetune as ft
 from facesec.families.backdoor import triggers as T
 from facesec.families.backdoor.poison import hardness, poison
+from facesec.loading import load_threat_models
 from facesec.recognizers import Recognizer, RecognizerInfo
-from facesec.spec import load_threat_models
 
 
 def _write(tmp_path: Path, text: str, name: str = "bd.yaml") -> Path:
@@ -32,7 +32,7 @@ def _write(tmp_path: Path, text: str, name: str = "bd.yaml") -> Path:
 def faces(celeba: Path):  # type: ignore[no-untyped-def]
     """12 identities x 6 aligned dlib crops with their landmarks."""
     from facesec.population import select
-    from facesec.spec import Data
+    from facesec.threat_model import Data
 
     return select(Data(dataset="celeba-mini", identities=12, images_per_identity=6, seed=3), DLIB_150, progress=False)
 
@@ -410,7 +410,7 @@ def test_model_scan_does_not_flag_a_clean_model(celeba: Path, dlib_recognizer) -
     abnormally small (an under-converged scan, e.g. 60 steps, flags clean identities by chance)."""
     from facesec.families.backdoor import defences as D
     from facesec.population import select
-    from facesec.spec import Data
+    from facesec.threat_model import Data
 
     pop = select(Data(dataset="celeba-mini", identities=20, images_per_identity=4, seed=11), DLIB_150,
                  progress=False)

@@ -139,7 +139,7 @@ def test_choosing_faces_reports_progress(celeba: Path, capsys: pytest.CaptureFix
     from facesec import progress
     from facesec.data.align import DLIB_150
     from facesec.population import select
-    from facesec.spec import Data
+    from facesec.threat_model import Data
 
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
     data = Data(identities=3, images_per_identity=2, seed=5)

@@ -11,8 +11,8 @@ import torch
 
 from facesec.api import run
 from facesec.errors import ConfigError
+from facesec.loading import load_threat_models
 from facesec.recognizers import Recognizer
-from facesec.spec import load_threat_models
 
 SMALL = ("name: inv\ndata: {identities: 4, images_per_identity: 3}\n"
          "perturbation: {kind: template-inversion, restarts: 2, public_identities: 30}\n"
@@ -61,7 +61,7 @@ def test_true_face_presented_as_a_photo_is_accepted(celeba: Path, dlib_recognize
     from facesec.families.inversion.search import embed_photos, to_photos
     from facesec.families.judges import calibrated_judge
     from facesec.population import select
-    from facesec.spec import Data
+    from facesec.threat_model import Data
 
     pop = select(Data(dataset=str(celeba), identities=12, images_per_identity=3), dlib_recognizer.info.template,
                  progress=False)
@@ -109,7 +109,7 @@ def test_pixel_prior_moves_the_mean_face_towards_the_template(tmp_path: Path, ce
     from facesec.families.inversion.run import _pixel_inversion
     from facesec.families.judges import calibrated_judge
     from facesec.population import select
-    from facesec.spec import Data
+    from facesec.threat_model import Data
 
     pop = select(Data(dataset=str(celeba), identities=6, images_per_identity=2), dlib_recognizer.info.template,
                  progress=False)

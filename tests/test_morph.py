@@ -13,7 +13,7 @@ from facesec.api import run
 from facesec.engine import run_threat_model
 from facesec.errors import ConfigError
 from facesec.families.morph import pairs
-from facesec.spec import load_threat_models
+from facesec.loading import load_threat_models
 
 SMALL = ("name: m\ndata: {identities: 8, images_per_identity: 4}\n"
          "perturbation: {kind: morph, pairs: 4, calibration_identities: 8, fmrs: [1e-2]}\n"
@@ -135,7 +135,7 @@ def test_schema_baseline_and_refusals(tmp_path: Path) -> None:
     """`facesec schema` lists every family's keys; a morph run's baseline compares its headline; morph-only
     nonsense is refused."""
     from facesec.gates import apply_baseline
-    from facesec.spec import json_schema
+    from facesec.schema import json_schema
 
     schema = json_schema()
     assert {"$ref": "#/$defs/MorphPerturbation"} in schema["properties"]["perturbation"]["oneOf"]

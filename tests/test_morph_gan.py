@@ -14,9 +14,9 @@ import torch
 from facesec.data.faces import FaceAnalyzer
 from facesec.engine import run_threat_model
 from facesec.errors import WeightsError
+from facesec.loading import load_threat_models
 from facesec.priors import dcgan as gan
 from facesec.recognizers import packaged
-from facesec.spec import load_threat_models
 
 MEMBER = "gan_face_generate/weights.tar"
 

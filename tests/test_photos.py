@@ -14,7 +14,7 @@ from facesec.data.faces import FaceAnalyzer
 from facesec.data.images import read_rgb
 from facesec.data.pipeline import align_faces
 from facesec.engine import run_threat_model
-from facesec.spec import ThreatModel
+from facesec.threat_model import ThreatModel
 
 
 def test_no_change_gives_back_the_same_crops(face_files: list[Path]) -> None:

@@ -96,7 +96,7 @@ def test_issue_acceptance_on_50_identities(celeba: Path) -> None:
     import torch
 
     from facesec.engine import run_threat_model
-    from facesec.spec import load_threat_models
+    from facesec.loading import load_threat_models
 
     cpu = torch.device("cpu")
     for tm in load_threat_models("threat_models/whitebox-open-set.yaml", ["capability=individual"]):

@@ -102,7 +102,7 @@ BAD_SPECS = {
 def test_bad_values_fail_validation_with_one_line(tmp_path: Path) -> None:
     """Values that used to pass `validate` and crash (or hang) later now fail at load, naming file and field."""
     from facesec.errors import ConfigError
-    from facesec.spec import load_threat_models
+    from facesec.loading import load_threat_models
 
     for case, (text, expected) in BAD_SPECS.items():
         path = tmp_path / f"{case}.yaml"
@@ -120,7 +120,7 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     import time
 
     from facesec.errors import ConfigError
-    from facesec.spec import load_threat_models
+    from facesec.loading import load_threat_models
 
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [
         f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from facesec.errors import ConfigError
-from facesec.spec import load_threat_models
+from facesec.loading import load_threat_models
 
 GOOD = """\
 name: sweep

@@ -18,8 +18,8 @@ from facesec.engine import run_threat_model
 from facesec.errors import ConfigError
 from facesec.recognizers import load
 from facesec.recognizers.students import build
-from facesec.spec import ThreatModel
 from facesec.surrogates.distill import CARD, STUDENT, Settings, mix, probe, train
+from facesec.threat_model import ThreatModel
 
 
 def _tm(celeba: Path, **fields: object) -> ThreatModel:

@@ -18,7 +18,7 @@ from facesec.accessories.printability import load_palette
 from facesec.attacks.accessory import AccessoryAttack, Region
 from facesec.attacks.objectives import Criterion
 from facesec.families.evasion.spec import AccessoryPerturbation
-from facesec.spec import ThreatModel
+from facesec.threat_model import ThreatModel
 
 DEFAULT_STEP = 1 / 32
 Success = Callable[[torch.Tensor], np.ndarray]

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
-from facesec.spec import Strict
+from facesec.fields import Strict
 
 Norm = Literal["linf", "l2"]
 

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
 from facesec.attacks.objectives import Criterion
-from facesec.spec import Ceiling, Number, Strict, Unit, Whole
+from facesec.fields import Ceiling, Number, Strict, Unit, Whole
 
 SUCCESS_TOLERANCE = 1e-4
 """An iterate counts as a success only this far past the decision boundary (robust to re-batching)."""

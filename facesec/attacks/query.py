@@ -18,7 +18,7 @@ from pydantic import Field
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
 from facesec.attacks.objectives import Criterion, Objective
 from facesec.errors import ConfigError, FacesecError
-from facesec.spec import Number, Strict, Whole
+from facesec.fields import Number, Strict, Whole
 
 Output = Literal["scores", "decisions"]
 

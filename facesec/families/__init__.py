@@ -18,7 +18,7 @@ _REGISTRY: dict[str, type[Family]] = {}
 _INSTANCES: dict[str, Family] = {}
 
 __all__ = ["ENTRY_POINT_GROUP", "Family", "MetricInfo", "RunContext", "RunOutput", "Supports", "available", "get",
-           "register"]
+           "kinds", "register"]
 
 
 def register(cls: type[Family]) -> type[Family]:
@@ -38,6 +38,13 @@ def available() -> dict[str, Callable[[], Family]]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, _lazy(ep))
     return found
+
+
+def kinds() -> list[str]:
+    """Every family's kind: built-ins by their `order`, then installed ones by name (not imported to sort them)."""
+    known = available()
+    order = {k: (_REGISTRY[k].order, k) if k in _REGISTRY else (1 << 30, k) for k in known}
+    return sorted(known, key=order.__getitem__)
 
 
 def _lazy(ep: Any) -> Callable[[], Family]:

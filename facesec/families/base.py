@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from facesec.spec import ThreatModel
+    from facesec.threat_model import ThreatModel
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ class Family(ABC):
 
     name: ClassVar[str]
     """The `perturbation.kind` that selects it."""
+    order: ClassVar[int] = 100
+    """Where it comes in lists of families (error messages, the schema); ties by name."""
+    expandable: ClassVar[tuple[str, ...]] = ()
+    """Fields of its section where a list means one run per value (the matrix), in the order runs are named."""
     Spec: ClassVar[type[BaseModel]]
     supports: ClassVar[Supports] = Supports()
     metrics: ClassVar[dict[str, MetricInfo]]

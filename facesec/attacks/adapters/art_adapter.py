@@ -12,7 +12,7 @@ from facesec.attacks.adapters.heads import LogitsHead, tasks
 from facesec.attacks.base import Attack, AttackOutput, Budget, register
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
-from facesec.spec import Number, Strict, Whole
+from facesec.fields import Number, Strict, Whole
 
 
 class ArtParams(Strict):

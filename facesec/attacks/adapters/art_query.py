@@ -20,7 +20,7 @@ from facesec.attacks.base import Attack, AttackOutput, Budget, register
 from facesec.attacks.objectives import Criterion
 from facesec.attacks.query import Oracle, QueryBudgetExceeded
 from facesec.errors import ConfigError
-from facesec.spec import Strict, Whole
+from facesec.fields import Strict, Whole
 
 
 class HopSkipJumpAttack(Attack):

@@ -11,7 +11,7 @@ from facesec.attacks.adapters.heads import LogitsHead, tasks
 from facesec.attacks.base import Attack, AttackOutput, Budget, NoParams, register
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
-from facesec.spec import Number, Strict
+from facesec.fields import Number, Strict
 
 
 class MomentumParams(Strict):

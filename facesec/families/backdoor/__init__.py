@@ -13,7 +13,7 @@ from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
 
 if TYPE_CHECKING:
-    from facesec.spec import ThreatModel
+    from facesec.threat_model import ThreatModel
 
 _M = MetricInfo
 METRICS: dict[str, MetricInfo] = {
@@ -63,6 +63,9 @@ class Backdoor(Family):
     """Poison, fine-tune, measure and scan: the model-release question 'could this model carry a backdoor?'"""
 
     name: ClassVar[str] = "backdoor"
+    order: ClassVar[int] = 5
+    expandable: ClassVar[tuple[str, ...]] = ("trigger", "poison_rate", "epochs", "trigger_rounds", "poison_choice",
+                                             "poison_opacity", "mitigation")
     Spec = BackdoorPerturbation
     supports: ClassVar[Supports] = Supports(goals=("impersonation", "dodging"), capabilities=("universal",),
                                             knowledge=("white-box",), settings=("open-set", "closed-set"))

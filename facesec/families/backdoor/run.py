@@ -28,7 +28,7 @@ from facesec.population import Population, everyone_but, select
 from facesec.protocols import supported_fmr
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
-from facesec.spec import ClosedSet, OpenSet, ThreatModel
+from facesec.threat_model import ClosedSet, OpenSet, ThreatModel
 
 ROBUSTNESS: dict[str, dict[str, Any]] = {"half_opacity": {"strength": 0.5}, "moved": {"shift": (0.03, 0.03)}}
 """Variations of the trigger a wearer would not get exactly right (round trip through a photo: see below)."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from facesec.spec import Number, PerturbationSpec, Strict, Unit, Whole
+from facesec.fields import Number, PerturbationSpec, Strict, Unit, Whole
 
 Part = Literal["lips", "eyeshadow", "blush"]
 Defence = Literal["activation-clustering", "spectral-signatures", "neural-cleanse", "strip", "fine-tuning",

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ValidationError
 from facesec.families import register
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
 from facesec.families.evasion.spec import AccessoryParams, AccessoryPerturbation, PixelPerturbation
-from facesec.spec import SpecError
+from facesec.fields import SpecError
 
 if TYPE_CHECKING:
-    from facesec.spec import ThreatModel
+    from facesec.threat_model import ThreatModel
 
 QUERY_METHODS = {"scores": ("square",), "decisions": ("hopskipjump",)}
 """Attacks that need only what the target returns."""
@@ -98,11 +98,13 @@ class Pixel(_Evasion):
     """Additive noise bounded in L-inf or L2 (white-box, transfer or query attacks)."""
 
     name: ClassVar[str] = "pixel"
+    order: ClassVar[int] = 0
+    expandable: ClassVar[tuple[str, ...]] = ("eps", "norm")
     Spec = PixelPerturbation
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
 
     def check(self, tm: ThreatModel) -> None:
-        from facesec.spec import Query
+        from facesec.threat_model import Query
 
         if isinstance(tm.knowledge, Query):
             allowed = QUERY_METHODS[tm.knowledge.output]
@@ -131,6 +133,8 @@ class Accessory(_Evasion):
     """Eyeglass frames, a sticker or a face mask placed from the landmarks, its colours optimised."""
 
     name: ClassVar[str] = "accessory"
+    order: ClassVar[int] = 1
+    expandable: ClassVar[tuple[str, ...]] = ("shape",)
     Spec = AccessoryPerturbation
     supports: ClassVar[Supports] = Supports(knowledge=("white-box", "transfer"))
     metrics: ClassVar[dict[str, MetricInfo]] = ACCESSORY_METRICS

@@ -26,7 +26,7 @@ from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbati
 from facesec.population import Population, select
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
-from facesec.spec import ThreatModel, Transfer
+from facesec.threat_model import ThreatModel, Transfer
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
 SANITY_MIN_ASR = 0.95

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from facesec.spec import Budget, Ceiling, Number, PerturbationSpec, Strict, Unit, Whole
+from facesec.fields import Budget, Ceiling, Number, PerturbationSpec, Strict, Unit, Whole
 
 
 class PixelPerturbation(PerturbationSpec):

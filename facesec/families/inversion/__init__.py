@@ -12,7 +12,7 @@ from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Sup
 from facesec.families.inversion.spec import ClassifierInversionPerturbation, TemplateInversionPerturbation
 
 if TYPE_CHECKING:
-    from facesec.spec import ThreatModel
+    from facesec.threat_model import ThreatModel
 
 _M = MetricInfo
 METRICS: dict[str, MetricInfo] = {
@@ -71,6 +71,8 @@ class TemplateInversion(Family):
     """Each enrolled identity's leaked template inverted through the target into a face, judged as a photo."""
 
     name: ClassVar[str] = "template-inversion"
+    order: ClassVar[int] = 3
+    expandable: ClassVar[tuple[str, ...]] = ("method", "prior", "jitter", "restarts")
     Spec = TemplateInversionPerturbation
     supports: ClassVar[Supports] = Supports(goals=("impersonation",), capabilities=("individual",),
                                             knowledge=("white-box",), settings=("open-set",))
@@ -160,6 +162,8 @@ class ClassifierInversion(Family):
     generator prior; judged by an evaluation model trained on the same classes (GMI, LOMMA, MIBench)."""
 
     name: ClassVar[str] = "classifier-inversion"
+    order: ClassVar[int] = 4
+    expandable: ClassVar[tuple[str, ...]] = ("jitter", "restarts", "loss", "model_augmentation")
     Spec = ClassifierInversionPerturbation
     supports: ClassVar[Supports] = Supports(goals=("impersonation",), capabilities=("individual",),
                                             knowledge=("white-box",), settings=("closed-set",))

@@ -28,7 +28,7 @@ from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
-from facesec.spec import ThreatModel
+from facesec.threat_model import ThreatModel
 
 HEAD_STEPS = 400
 HEAD_LR = 0.05

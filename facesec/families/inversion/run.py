@@ -29,7 +29,7 @@ from facesec.protocols import supported_fmr
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
 from facesec.recognizers.dlib_resnet import DlibResNet
-from facesec.spec import OpenSet, ThreatModel
+from facesec.threat_model import OpenSet, ThreatModel
 
 PIXEL_LR = 0.01
 GAN_LR = 0.05

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from facesec.spec import Number, PerturbationSpec, Unit, Whole
+from facesec.fields import Number, PerturbationSpec, Unit, Whole
 
 
 class _Distillation(PerturbationSpec):

@@ -11,7 +11,7 @@ from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Sup
 from facesec.families.morph.spec import MorphPerturbation
 
 if TYPE_CHECKING:
-    from facesec.spec import ThreatModel
+    from facesec.threat_model import ThreatModel
 
 
 
@@ -61,6 +61,8 @@ class Morph(Family):
     """Morphs of two subjects' photos submitted as enrolments; both contributors' own probes verified against them."""
 
     name: ClassVar[str] = "morph"
+    order: ClassVar[int] = 2
+    expandable: ClassVar[tuple[str, ...]] = ("eps", "method", "alpha", "pairing")
     Spec = MorphPerturbation
     supports: ClassVar[Supports] = Supports(goals=("impersonation",), capabilities=("individual",),
                                             knowledge=("white-box", "transfer"), settings=("open-set",))

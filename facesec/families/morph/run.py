@@ -29,7 +29,7 @@ from facesec.priors import dcgan as gan
 from facesec.progress import bar
 from facesec.provenance import provenance
 from facesec.recognizers import Recognizer, load
-from facesec.spec import OpenSet, ThreatModel, Transfer
+from facesec.threat_model import OpenSet, ThreatModel, Transfer
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from facesec.spec import Budget, PerturbationSpec, Unit, Whole
+from facesec.fields import Budget, PerturbationSpec, Unit, Whole
 
 
 class MorphPerturbation(PerturbationSpec):

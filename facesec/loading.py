@@ -1,0 +1,54 @@
+"""Threat-model files loaded: read safely, `--set` overrides applied, the matrix expanded, each run validated;
+any problem is one ConfigError line naming the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from facesec.errors import ConfigError
+from facesec.fields import SpecError
+from facesec.matrix import MAX_RUNS, expand, set_path
+from facesec.threat_model import ThreatModel
+from facesec.yaml_safe import parse_overrides, read_document
+
+_UNION_TAGS = ("open-set", "closed-set", "white-box", "transfer", "query")
+"""Discriminator values pydantic puts in error locations; the YAML has no such level."""
+
+
+def _describe_error(source: str, err: ErrorDetails) -> str:
+    inner = err.get("ctx", {}).get("error")
+    if isinstance(inner, SpecError) and inner.errors:  # a section's own error, under the section's place
+        first = inner.errors[0]
+        return _describe_error(source, {**first, "loc": (*inner.at, *first["loc"])})
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return (f"{source}: field '{loc}': unknown key; remove it or check its spelling "
+                "(`facesec schema` lists the keys)")
+    given = err.get("input")
+    if not loc:  # a check across fields: its message names them
+        return f"{source}: {err['msg'].removeprefix('Value error, ')}"
+    shown = "" if kind == "missing" else f" (got {given!r})"
+    return f"{source}: field '{loc}': {err['msg']}{shown}"
+
+
+def load_threat_models(path: str | Path, overrides: list[str] | None = None,
+                       max_runs: int = MAX_RUNS) -> list[ThreatModel]:
+    """Validated threat models of one file: its matrix expanded, `--set path=value` applied first."""
+    doc = read_document(path)
+    for key, value in parse_overrides(overrides or []):
+        set_path(doc, key, value)
+    models = []
+    try:
+        runs = expand(doc, max_runs)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    for run in runs:
+        try:
+            models.append(ThreatModel.model_validate(run))
+        except ValidationError as exc:
+            raise ConfigError(_describe_error(str(path), exc.errors()[0])) from exc
+    return models

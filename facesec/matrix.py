@@ -1,0 +1,90 @@
+"""The matrix: a list where a threat model takes one value (`goal: [dodging, impersonation]`, `eps: [2/255,
+8/255]`) means one run per combination. The core's dimensions expand; a family names its own fields
+(`Family.expandable`)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+from facesec import families
+from facesec.errors import ConfigError
+
+MAX_RUNS = 1000
+"""A matrix expanding to more runs is refused unless the limit is raised (`--max-runs`)."""
+CORE_EXPANDABLE = ("goal", "capability", "knowledge", "setting.fmr", "attack.steps", "attack.method",
+                   "attack.library")
+"""Fields outside `perturbation` where a list means 'one run per value'."""
+
+
+def expandable(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The dotted fields of `doc` where a list expands: the core's, then its family's (`perturbation.<field>`)."""
+    section = doc.get("perturbation")
+    kind = section.get("kind", "pixel") if isinstance(section, dict) else None
+    own = families.get(kind).expandable if isinstance(kind, str) and kind in families.kinds() else ()
+    return CORE_EXPANDABLE[:3] + tuple(f"perturbation.{f}" for f in own) + CORE_EXPANDABLE[3:]
+
+
+def _get(doc: dict[str, Any], path: str) -> Any:
+    node: Any = doc
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """Set a dotted path; numeric parts index lists (gates.0.value)."""
+    keys = path.split(".")
+    node: Any = doc
+    for i, key in enumerate(keys):
+        is_last = i == len(keys) - 1
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            if is_last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if is_last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError(f"--set {path}: cannot reach '{key}' (not a mapping, or no such list item)")
+
+
+def _label(value: Any) -> str:
+    """A short name for one value of a matrix axis: mappings by their kind and the models they name."""
+    if not isinstance(value, dict):
+        return str(value)
+    models = [m if isinstance(m, str) else Path(str(m.get("weights") or m.get("name", "?"))).name
+              for m in value.get("surrogates", [])]
+    return "+".join([str(value.get("kind", "?"))] + models) if models else str(value.get("kind", value))
+
+
+def expand(doc: dict[str, Any], max_runs: int = MAX_RUNS) -> list[dict[str, Any]]:
+    """One document per combination of the list-valued expandable fields; names get a suffix. The number
+    of runs is checked before anything is expanded."""
+    axes = [(p, v) for p in expandable(doc) if isinstance(v := _get(doc, p), list)]
+    for path, values in axes:
+        if not values:
+            raise ConfigError(f"field '{path}': empty list; give at least one value")
+    total = math.prod(len(values) for _, values in axes)
+    if total > max_runs:
+        raise ConfigError(f"the matrix expands to {total:,} runs, more than the limit of {max_runs:,}; shorten its "
+                          "lists or raise the limit with --max-runs")
+    if not axes:
+        return [doc]
+    runs = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        run = copy.deepcopy(doc)
+        for (path, _), value in zip(axes, combo, strict=True):
+            set_path(run, path, value)
+        suffix = ",".join(f"{path.split('.')[-1]}={_label(v)}" for (path, _), v in zip(axes, combo, strict=True))
+        run["name"] = f"{doc.get('name', '')}[{suffix}]"
+        runs.append(run)
+    return runs

@@ -1,0 +1,170 @@
+"""The threat model: one evaluation's target, data, the four FACESEC dimensions, setting, attack and gates.
+
+A family's own section (`perturbation`) is validated by the Spec its `kind` selects.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Discriminator, Field, SerializeAsAny, Tag, ValidationError, model_validator
+
+from facesec import families
+from facesec.fields import Budget, Number, PerturbationSpec, SpecError, Strict, Whole
+
+
+class Data(Strict):
+    """Which faces: a dataset folder or its name under $FACESEC_DATA, and how many of them."""
+
+    dataset: str = Field("celeba-mini", min_length=1)
+    identities: Whole = Field(10, ge=2, le=100_000, description="identities sampled from the dataset")
+    images_per_identity: Whole = Field(5, ge=2, le=10_000, description="images per identity (enrolment + probes)")
+    seed: Whole = Field(0, ge=0, le=2**32 - 1)
+
+
+class OpenSet(Strict):
+    """1:1 verification at a threshold calibrated on clean impostor pairs at `fmr`."""
+
+    kind: Literal["open-set"] = "open-set"
+    fmr: Number = Field(1e-3, gt=0, lt=1)
+
+
+class ClosedSet(Strict):
+    """Identification over a gallery of enrolled identities."""
+
+    kind: Literal["closed-set"] = "closed-set"
+    gallery_images: Whole = Field(1, ge=1, le=10_000, description="enrolment images per identity")
+
+
+class Attack(Strict):
+    """The optimiser, the library that runs it, and its parameters."""
+
+    method: Literal["pgd", "fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm", "cw", "square", "hopskipjump"] = "pgd"
+    library: Literal["native", "torchattacks", "art"] = "native"
+    steps: Whole = Field(20, ge=0, le=100_000)
+    step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM), "
+                                     "1/32 (accessories)")
+    random_start: bool | None = Field(None, description="default: the method's own (PGD, CW yes; FGSM, MI-FGSM no)")
+    params: dict[str, int | float | bool | str] = Field({}, description="typed per optimiser: `facesec list` shows "
+                                                        "which each takes (accessories: momentum, kappa, batch_size)")
+    sanity_samples: Whole = Field(8, ge=1, le=100_000, description="samples for the unbounded-budget validity check")
+    shard_size: Whole = Field(32, ge=1, le=100_000, description=(
+        "attempts in one shard: torchrun processes take shards in turn, and each shard draws its own random "
+        "numbers, so results depend on shard_size but never on the number of processes"))
+
+
+class Transfer(Strict):
+    """The attacker crafts on surrogate recognizers (stolen students, or any registered model) and
+    the target is judged on what they made: it is never differentiated."""
+
+    kind: Literal["transfer"] = "transfer"
+    surrogates: list[str | dict[str, Any]] = Field(
+        min_length=1, description="recognizer names or spec mappings, e.g. {name: surrogate, weights: DIR}; "
+                                  "several = an ensemble (library: native)")
+
+
+class Query(Strict):
+    """The attacker only sends images and reads the answers: scores (similarities) or decisions."""
+
+    kind: Literal["query"] = "query"
+    output: Literal["scores", "decisions"] = "scores"
+    budget: Whole = Field(1000, ge=1, le=10_000_000, description="queries per attacked face; one more is refused")
+
+
+def _knowledge_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    return value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+
+
+Knowledge = Annotated[
+    Annotated[Literal["white-box"], Tag("white-box")] | Annotated[Transfer, Tag("transfer")]
+    | Annotated[Query, Tag("query")],
+    Discriminator(_knowledge_kind)]
+"""`white-box`, or a mapping whose `kind` is transfer or query."""
+
+
+class Gate(Strict):
+    """A condition a run must meet, e.g. attack_success_rate <= 0.5; the metric must be one its family records."""
+
+    metric: str = Field(min_length=1)
+    op: Literal["<", "<=", ">", ">=", "=="] = "<="
+    value: Number
+
+
+def _family_section(value: Any) -> Any:
+    """Validate `perturbation` with its family's Spec (a mapping without `kind` is a pixel perturbation)."""
+    if isinstance(value, PerturbationSpec):
+        return value
+    if isinstance(value, dict) and "kind" not in value:  # the first files had no kind
+        value = {"kind": "pixel", **value}
+    if not isinstance(value, dict):
+        raise ValueError(f"perturbation: a mapping such as {{kind: pixel, eps: 8/255}} (got {value!r})")
+    kind = value.get("kind")
+    known = families.kinds()
+    if not isinstance(kind, str) or kind not in known:
+        raise ValueError(f"perturbation.kind: {kind!r} is not an attack family; use one of "
+                         f"{', '.join(repr(k) for k in known)}")
+    try:
+        return families.get(kind).Spec.model_validate(value)
+    except ValidationError as exc:
+        raise SpecError(exc.errors()) from None
+
+
+class ThreatModel(Strict):
+    """One evaluation: target, data, the four FACESEC dimensions, setting, attack and gates."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    target: str | dict[str, Any] = Field("dlib-resnet", description="recognizer name or spec mapping")
+    data: Data = Data()
+    perturbation: Annotated[SerializeAsAny[PerturbationSpec], BeforeValidator(_family_section)] = Field(
+        default_factory=lambda: _family_section({"kind": "pixel"}),
+        description="kind: pixel | accessory | morph | template-inversion | classifier-inversion | "
+                    "backdoor (or an installed family); the rest is the family's own")
+    knowledge: Knowledge = "white-box"
+    goal: Literal["dodging", "impersonation"] = "dodging"
+    capability: Literal["individual", "universal"] = "individual"
+    setting: Annotated[OpenSet | ClosedSet, Field(discriminator="kind")] = OpenSet()
+    attack: Attack = Attack()
+    photo_round_trip: bool = Field(False, description="also judge each attack pasted into its original photo at 8 "
+                                   "bits, with the face detected and aligned again (as a deployed system would)")
+    gates: list[Gate] = []
+
+    @model_validator(mode="after")
+    def _probes_remain(self) -> ThreatModel:
+        if isinstance(self.setting, ClosedSet) and self.setting.gallery_images >= self.data.images_per_identity:
+            raise ValueError(f"setting.gallery_images ({self.setting.gallery_images}) must be below "
+                             f"data.images_per_identity ({self.data.images_per_identity}) so that probes remain")
+        return self
+
+    @model_validator(mode="after")
+    def _ensemble_is_native(self) -> ThreatModel:
+        if isinstance(self.knowledge, Transfer) and len(self.knowledge.surrogates) > 1 \
+                and self.attack.library != "native":
+            raise ValueError("knowledge.surrogates: an ensemble of surrogates is attacked by library: native only")
+        return self
+
+    @model_validator(mode="after")
+    def _family_fits(self) -> ThreatModel:
+        """The family supports the dimensions chosen, its own checks pass, and every gate names its metrics."""
+        family = families.get(self.perturbation.kind)
+        kind = self.perturbation.kind
+        knowledge = self.knowledge if isinstance(self.knowledge, str) else self.knowledge.kind
+        for field, value, allowed in (("goal", self.goal, family.supports.goals),
+                                      ("capability", self.capability, family.supports.capabilities),
+                                      ("knowledge", knowledge, family.supports.knowledge),
+                                      ("setting.kind", self.setting.kind, family.supports.settings)):
+            if value in allowed:
+                continue
+            if field in ("goal", "capability") and field not in self.model_fields_set:
+                setattr(self, field, allowed[0])  # a default the family gives no meaning to: the family's own
+            else:
+                raise ValueError(f"{field}: perturbation.kind {kind} supports {' or '.join(allowed)} (got {value})")
+        family.check(self)
+        names = family.gate_metrics()
+        for i, gate in enumerate(self.gates):
+            if gate.metric not in names:
+                raise ValueError(f"field 'gates.{i}.metric': {gate.metric!r} is not a metric of perturbation.kind "
+                                 f"{kind}; gates may test {', '.join(names)}")
+        return self
