@@ -1,5 +1,5 @@
 """One small threat model per family (tests/fixtures/small) run as a suite, its records stripped of what a
-clock, a path or the code's own digest decides: what a change that moves code must leave as it was."""
+clock, the cache, a path or the code's own digest decides: what a change that moves code must leave as it was."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 SMALL = Path(__file__).parent / "fixtures" / "small"
 FIXTURE = Path(__file__).parent / "fixtures" / "small_results.json"
 _CLOCK = ("time_s", "seconds")
+_CACHE = {"resumed_from_epoch"}
+"""Entries a warm cache decides (a fine-tune resumed from its checkpoint gives the same weights)."""
 _DROPPED = {"resume_key", "source"}
 _PROVENANCE_KEPT = {"spec_sha256", "weights_sha256", "data_manifest_sha256", "seed", "device", "trusted_code",
                     "processes"}
@@ -31,9 +33,9 @@ def _strip(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stable(value: Any) -> Any:
-    """The value with every clock-decided entry (a key ending in one of _CLOCK) removed, at any depth."""
+    """The value with every entry a clock or the cache decides removed, at any depth."""
     if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if not k.endswith(_CLOCK)}
+        return {k: _stable(v) for k, v in value.items() if not k.endswith(_CLOCK) and k not in _CACHE}
     if isinstance(value, list):
         return [_stable(v) for v in value]
     return value
