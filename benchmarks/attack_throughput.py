@@ -39,7 +39,7 @@ import torch
 from facesec.attacks import Budget, Objective, create
 from facesec.device import pick_device
 from facesec.population import select
-from facesec.recognizers import load
+from facesec.recognizers.base import load
 from facesec.threat_model import Data
 
 LIBRARIES = ("native", "torchattacks", "art")

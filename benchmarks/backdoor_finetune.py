@@ -21,7 +21,7 @@ import torch
 from facesec.data.align import DLIB_150
 from facesec.families.backdoor import finetune as ft
 from facesec.population import select
-from facesec.recognizers import load
+from facesec.recognizers.base import load
 from facesec.threat_model import Data
 
 

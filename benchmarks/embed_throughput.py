@@ -23,7 +23,8 @@ import torch
 from facesec.data.dataset import load_dataset
 from facesec.data.pipeline import align_faces
 from facesec.dlib_models import models_dir
-from facesec.recognizers import Recognizer, load, packaged
+from facesec.recognizers import packaged
+from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.dlib_resnet import MODEL_FILE
 from facesec.recognizers.tfjs import HSE_OUTPUT, Nhwc
 from facesec.recognizers.tfjs_format import read_graph_model

@@ -12,7 +12,7 @@ import time
 
 from facesec.api import evaluate
 from facesec.data.align import HSE_CANDIDATES
-from facesec.recognizers import load
+from facesec.recognizers.base import load
 
 
 def main() -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +13,21 @@ import torch
 
 from facesec import distributed, gates, metrics, protocols, resume, safe_json
 from facesec.data.dataset import load_dataset
-from facesec.data.dataset import resolve as resolve_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
-from facesec.engine import NONFINITE, RunOutput, preflight, run_threat_model, runs_here
-from facesec.errors import ConfigError, DataError, FacesecError, NotFetched
+from facesec.engine import NONFINITE, RunOutput, run_threat_model, runs_here
+from facesec.errors import ConfigError, DataError, FacesecError
 from facesec.loading import load_threat_models
 from facesec.matrix import MAX_RUNS
 from facesec.progress import bar, note
-from facesec.recognizers import Recognizer, code_trusted, load, trusting_code
-from facesec.recognizers.preflight import check_recognizer
+from facesec.recognizers.base import Recognizer, load
+from facesec.recognizers.trust import code_trusted, trusting_code
 from facesec.report import render_report
 from facesec.results import document, save, slug, write_run
 from facesec.suite_files import refuse_links, suite_lock
-from facesec.threat_model import ThreatModel, Transfer
+from facesec.threat_model import ThreatModel
+from facesec.validation import check
 
 
 def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:
@@ -290,37 +289,6 @@ def _failed(tm: ThreatModel, source: str, error: Exception) -> RunOutput:
         "gates": [{"metric": "run_completed", "op": "==", "value": 1, "actual": 0, "passed": False, "error": text}],
         "samples": {},
     })
-
-
-def check(files: Sequence[str | Path], overrides: Sequence[str] = (), trust_code: bool = False,
-          max_runs: int = MAX_RUNS, missing: list[str] | None = None) -> list[tuple[str, ThreatModel]]:
-    """Load and pre-flight every threat model before anything runs: recognizer, dataset and attack
-    must exist and fit, so a late error cannot lose a suite's finished runs. With a `missing` list, what a
-    facesec command would make (a model to fetch, a student to train) is noted there instead of refused."""
-    with trusting_code(trust_code):
-        return _check(files, overrides, max_runs, missing)
-
-
-def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
-           missing: list[str] | None = None) -> list[tuple[str, ThreatModel]]:
-    models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides), max_runs)]
-    for source, tm in models:
-        surrogates = tm.knowledge.surrogates if isinstance(tm.knowledge, Transfer) else []
-        specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]
-        steps: list[Callable[[], object]] = [
-            functools.partial(check_recognizer, f"field '{field}'", spec) for field, spec in specs]
-        steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(preflight, tm)]
-        for step in steps:
-            try:
-                step()
-            except NotFetched as exc:
-                if missing is None:
-                    raise NotFetched(f"{source}: {tm.name}: {exc}") from exc
-                if f"{source}: {exc}" not in missing:
-                    missing.append(f"{source}: {exc}")
-            except FacesecError as exc:
-                raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
-    return models
 
 
 def _read_results(path: Path) -> dict[str, Any]:

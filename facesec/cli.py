@@ -194,19 +194,19 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from facesec import attacks, families
-    from facesec.recognizers import available
+    from facesec import families
+    from facesec.plugins import ATTACKS, RECOGNIZERS, attack_params
 
     print("recognizers:")
-    for name in sorted(available()):
+    for name in RECOGNIZERS.names():
         print(f"  {name}")
     print("attacks (library/method: attack.params it takes):")
-    for name in attacks.available():
+    for name in ATTACKS.names():
         library, method = name.split("/")
-        params = ", ".join(attacks.params_model(library, method).model_fields) or "none"
+        params = ", ".join(attack_params(library, method).model_fields) or "none"
         print(f"  {name}: {params}")
     print("attack families (perturbation.kind: headline metric):")
-    for kind in sorted(families.available()):
+    for kind in families.kinds():
         try:
             print(f"  {kind}: {families.get(kind).headline}")
         except FacesecError as exc:  # a broken plug-in: say so, list the rest
@@ -280,7 +280,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from facesec.api import check
+    from facesec.validation import check
 
     failed = False
     for path in args.files:

@@ -8,15 +8,14 @@ from typing import Any
 import torch
 
 from facesec import distributed, families
-from facesec.errors import ConfigError
 from facesec.families import RunContext, RunOutput
-from facesec.recognizers.base import query_only, watching_embeddings
+from facesec.recognizers.base import watching_embeddings
 from facesec.threat_model import ThreatModel
 
 NONFINITE = "nonfinite_embeddings"
 """The `validity` entry counting NaN or infinite embeddings; any above 0 fails the run's gates."""
 
-__all__ = ["NONFINITE", "RunOutput", "preflight", "run_threat_model", "runs_here"]
+__all__ = ["NONFINITE", "RunOutput", "run_threat_model", "runs_here"]
 
 
 def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> RunOutput:
@@ -43,18 +42,6 @@ def _flag_nonfinite(record: dict[str, Any], count: int) -> None:
                  "so no success rate of this run means anything")
     validity["n_flags"] = len(flags)
     validity[NONFINITE] = count
-
-
-def preflight(tm: ThreatModel) -> None:
-    """Build what the threat model's family can build before any run, so a bad setting fails early; a
-    white-box attack on a registered black box (dlib-cpp, onnxruntime) is refused here, not mid-suite."""
-    family = families.get(tm.perturbation.kind)
-    name = tm.target if isinstance(tm.target, str) else tm.target.get("name")
-    if isinstance(name, str) and query_only(name) and family.needs_target_gradients(tm):
-        raise ConfigError(f"field 'knowledge': {name} gives no gradients (it is run as a black box); use "
-                          "knowledge: {kind: transfer, surrogates: [...]}" +
-                          (" or {kind: query, ...}" if "query" in family.supports.knowledge else ""))
-    family.preflight(tm)
 
 
 def runs_here(tm: ThreatModel) -> bool:

@@ -20,7 +20,7 @@ from facesec.attacks.query import Oracle
 from facesec.attacks.reframe import Reframed, crop_grid
 from facesec.errors import ConfigError
 from facesec.population import Population, realign
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import Query, ThreatModel, Transfer
 
 

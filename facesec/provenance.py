@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 from facesec.threat_model import ThreatModel
 
 PACKAGES = ("facesec", "torch", "numpy", "dlib-bin", "torchattacks", "adversarial-robustness-toolbox", "onnx2torch")

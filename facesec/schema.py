@@ -7,6 +7,7 @@ from typing import Any
 
 from facesec import families
 from facesec.matrix import CORE_EXPANDABLE
+from facesec.plugins import ATTACKS
 from facesec.threat_model import ThreatModel
 
 
@@ -15,6 +16,9 @@ def json_schema() -> dict[str, Any]:
     core's fields, and each family's own in its section), and `perturbation` is chosen by `kind`."""
     schema = ThreatModel.model_json_schema()
     defs = schema.setdefault("$defs", {})
+    for part, values in (("library", {n.split("/")[0] for n in ATTACKS.names()}),
+                         ("method", {n.split("/")[1] for n in ATTACKS.names()})):
+        defs["Attack"]["properties"][part]["enum"] = sorted(values)
     sections = []
     for kind in families.kinds():
         family = families.get(kind)

@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, Discriminator, Field, SerializeAsAny, Tag,
 
 from facesec import families
 from facesec.fields import Budget, Number, PerturbationSpec, SpecError, Strict, Whole
+from facesec.plugins import ATTACKS
 
 
 class Data(Strict):
@@ -39,8 +40,10 @@ class ClosedSet(Strict):
 class Attack(Strict):
     """The optimiser, the library that runs it, and its parameters."""
 
-    method: Literal["pgd", "fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm", "cw", "square", "hopskipjump"] = "pgd"
-    library: Literal["native", "torchattacks", "art"] = "native"
+    method: str = Field("pgd", min_length=1, max_length=100,
+                        description="an attack of the library (`facesec list` shows them)")
+    library: str = Field("native", min_length=1, max_length=100,
+                         description="native, torchattacks, art, or an installed one")
     steps: Whole = Field(20, ge=0, le=100_000)
     step_size: Budget | None = Field(None, description="default: 2.5 * eps / steps (PGD), eps / steps (MI-FGSM), "
                                      "1/32 (accessories)")
@@ -51,6 +54,14 @@ class Attack(Strict):
     shard_size: Whole = Field(32, ge=1, le=100_000, description=(
         "attempts in one shard: torchrun processes take shards in turn, and each shard draws its own random "
         "numbers, so results depend on shard_size but never on the number of processes"))
+
+
+    @model_validator(mode="after")
+    def _registered(self) -> Attack:
+        if f"{self.library}/{self.method}" not in ATTACKS:
+            raise ValueError(f"attack: no method {self.method} in library {self.library}; available: "
+                             f"{', '.join(ATTACKS.names())}")
+        return self
 
 
 class Transfer(Strict):

@@ -14,7 +14,7 @@ import torch
 from facesec import protocols
 from facesec.attacks import Objective
 from facesec.population import Population
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 from facesec.threat_model import ClosedSet, ThreatModel
 
 

@@ -70,6 +70,6 @@ def face_files(celeba: Path) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def dlib_recognizer():  # type: ignore[no-untyped-def]
-    from facesec.recognizers import load
+    from facesec.recognizers.base import load
 
     return load("dlib-resnet")

@@ -12,7 +12,7 @@ from facesec import attacks
 from facesec.attacks import Budget, Objective
 from facesec.engine import RunOutput, run_threat_model
 from facesec.population import select
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import Data, ThreatModel
 
 CPU = torch.device("cpu")

@@ -19,7 +19,7 @@ from facesec.families.backdoor import finetune as ft
 from facesec.families.backdoor import triggers as T
 from facesec.families.backdoor.poison import hardness, poison
 from facesec.loading import load_threat_models
-from facesec.recognizers import Recognizer, RecognizerInfo
+from facesec.recognizers.base import Recognizer, RecognizerInfo
 
 
 def _write(tmp_path: Path, text: str, name: str = "bd.yaml") -> Path:
@@ -292,7 +292,7 @@ def test_no_poisoning_leaves_the_trigger_powerless(celeba: Path, tmp_path: Path,
                                                    faces) -> None:
     """0% poisoning: the trigger opens nothing (its success stays at the rate without it), and the record, the
     gallery and the model file are written; the file loads as a dlib-resnet recognizer (the fine-tuned one)."""
-    from facesec.recognizers import load
+    from facesec.recognizers.base import load
 
     r = _run(tmp_path, 0.0, 2)
     m = r["metrics"]

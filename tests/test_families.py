@@ -25,7 +25,7 @@ SMALL = ["data.identities=6", "data.images_per_identity=3", "attack.steps=5"]
 
 
 def test_builtin_families_registered() -> None:
-    known = families.available()
+    known = families.kinds()
     assert {"pixel", "accessory", "morph"} <= set(known)
     for kind in ("pixel", "accessory", "morph"):
         family = families.get(kind)
@@ -73,7 +73,9 @@ class _EntryPoint:
 
 
 def test_family_from_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(families, "entry_points", lambda group: [_EntryPoint()] if group == families.ENTRY_POINT_GROUP
+    from facesec import registry
+
+    monkeypatch.setattr(registry, "entry_points", lambda group: [_EntryPoint()] if group == "facesec.families"
                         else [])
     monkeypatch.setattr(families, "_INSTANCES", {})
     path = tmp_path / "e.yaml"

@@ -12,7 +12,7 @@ import torch
 from facesec.api import run
 from facesec.errors import ConfigError
 from facesec.loading import load_threat_models
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 SMALL = ("name: inv\ndata: {identities: 4, images_per_identity: 3}\n"
          "perturbation: {kind: template-inversion, restarts: 2, public_identities: 30}\n"

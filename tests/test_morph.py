@@ -112,7 +112,7 @@ def test_undetected_morph_is_a_failed_attack() -> None:
 
 
 def test_unknown_judging_recognizer_fails_preflight(tmp_path: Path, celeba: Path) -> None:
-    from facesec.api import check
+    from facesec.validation import check
 
     path = _write(tmp_path, SMALL.replace("fmrs: [1e-2]", "fmrs: [1e-2], recognizers: [no-such-model]"))
     with pytest.raises(ConfigError, match=r"field 'perturbation.recognizers.0': unknown recognizer 'no-such-model'"):

@@ -126,7 +126,7 @@ def test_full_morph_has_b_geometry(pair: tuple[Photo, Photo], analyzer: FaceAnal
 
 def test_recognizer_sees_both_identities_in_the_morph(pair: tuple[Photo, Photo], half: np.ndarray,
                                                       analyzer: FaceAnalyzer) -> None:
-    from facesec.recognizers import load
+    from facesec.recognizers.base import load
 
     model = load("dlib-resnet", torch.device("cpu"))
 

@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from facesec.errors import ConfigError, WeightsError
-from facesec.recognizers import Recognizer, load, trusting_code, weights
+from facesec.recognizers import weights
+from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.iresnet import IRESNET_LAYERS, IResNet
+from facesec.recognizers.trust import trusting_code
 
 
 def _random_iresnet(depth: int = 18, seed: int = 0) -> IResNet:
@@ -125,7 +127,7 @@ def test_weights_by_url_and_sha256(tmp_path: Path, checkpoint: tuple[Path, IResN
 
 def test_module_factory_strings_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_recognizers.py").write_text(textwrap.dedent("""
-        from facesec.recognizers import load
+        from facesec.recognizers.base import load
 
         def small():
             return load("iresnet18")
@@ -167,7 +169,7 @@ def test_entry_point_plugins_are_found(tmp_path: Path, monkeypatch: pytest.Monke
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-pkg\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[facesec.recognizers]\nmy-plugin = plugin_pkg:make\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    from facesec.recognizers import available
+    from facesec.recognizers.base import available
 
     assert "my-plugin" in available()
     assert load("my-plugin").info.name == "iresnet18"
@@ -177,7 +179,7 @@ def test_a_recognizer_without_weights_embeds_on_the_cpu() -> None:
     """A model holding no parameters or buffers (a graph of integer constants, say) embeds like any other (it
     raised StopIteration looking for its device)."""
     from facesec.data.align import DLIB_150
-    from facesec.recognizers import RecognizerInfo
+    from facesec.recognizers.base import RecognizerInfo
 
     model = Recognizer(torch.nn.Flatten(), RecognizerInfo("flat", 8, DLIB_150, 192, "euclidean", None, None))
     assert model.device == torch.device("cpu") and model.embed(torch.rand(3, 3, 8, 8)).shape == (3, 192)
@@ -198,10 +200,12 @@ def test_nan_embeddings_in_a_run_fail_its_gates(tmp_path: Path, monkeypatch: pyt
     run now counts non-finite embeddings, flags them and fails every gate (exit 1, never 0)."""
     from facesec.cli import main
     from facesec.data.align import DLIB_150
-    from facesec.recognizers import RecognizerInfo, base
+    from facesec.plugins import RECOGNIZERS
+    from facesec.recognizers.base import RecognizerInfo, register
 
     info = RecognizerInfo("nan-net", 150, DLIB_150, 128, "euclidean", -0.6, None)
-    monkeypatch.setitem(base._REGISTRY, "nan-net", lambda: Recognizer(_NaNOnBrightFaces(), info))
+    monkeypatch.setattr(RECOGNIZERS, "_entries", {**RECOGNIZERS._entries})  # the registration ends with the test
+    register("nan-net")(lambda: Recognizer(_NaNOnBrightFaces(), info))
     spec = tmp_path / "nan.yaml"
     spec.write_text("name: nan\ntarget: nan-net\ndata: {identities: 3, images_per_identity: 2}\ngoal: dodging\n"
                     "attack: {steps: 1}\ngates: [{metric: attack_success_rate, op: '<=', value: 1.0}]\n")

@@ -61,7 +61,8 @@ def test_torchscript_needs_trust_because_it_can_write_files(tmp_path: Path, cele
     import pytest
 
     from facesec.errors import ConfigError
-    from facesec.recognizers import load, trusting_code
+    from facesec.recognizers.base import load
+    from facesec.recognizers.trust import trusting_code
 
     marker, model_file = tmp_path / "written", tmp_path / "model.pt"
     torch.jit.script(_Writes(str(marker))).save(str(model_file))
@@ -159,7 +160,7 @@ def test_blocked_pickle_is_one_line(tmp_path: Path) -> None:
     import pytest
 
     from facesec.errors import WeightsError
-    from facesec.recognizers import load
+    from facesec.recognizers.base import load
 
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"x": __import__("collections").OrderedDict}))

@@ -121,8 +121,14 @@ BAD = {
     "param_square": ("name: x\nknowledge: {kind: query}\nattack: {method: square, params: {p_init: 0}}\n",
                      "field 'attack.params.p_init'"),
     "param_hopskipjump": ("name: x\nknowledge: {kind: query, output: decisions}\n"
-                          "attack: {method: hopskipjump, params: {max_eval: 1e9}}\n",
+                          "attack: {method: hopskipjump, library: art, params: {max_eval: 1e9}}\n",
                           "field 'attack.params.max_eval'"),
+    "cw_in_torchattacks": ("name: x\nattack: {method: cw, library: torchattacks}\n",
+                           "attack: no method cw in library torchattacks"),
+    "universal_in_art": ("name: x\ncapability: universal\nattack: {library: art}\n",
+                         "capability: universal needs library: native (art/pgd makes per-image"),
+    "unregistered_attack": ("name: x\nknowledge: {kind: query, output: decisions}\nattack: {method: hopskipjump}\n",
+                            "attack: no method hopskipjump in library native; available: art/fgsm"),
     "param_torchattacks": ("name: x\nattack: {library: torchattacks, params: {decay: 1}}\n",
                            "torchattacks/pgd does not take it; its params: none"),
     "param_accessory": ("name: x\nperturbation: {kind: accessory}\nattack: {params: {eps: 1}}\n",
@@ -157,8 +163,6 @@ def test_validate_ok_and_schema(celeba: Path, tmp_path: Path) -> None:
 PREFLIGHT = {
     "unknown_target": ("target: nope\n", "field 'target': unknown recognizer 'nope'"),
     "missing_dataset": ("data: {dataset: no-such-data}\n", "dataset 'no-such-data' not found"),
-    "cw_in_torchattacks": ("attack: {method: cw, library: torchattacks}\n", "no attack 'cw' in library 'torchattacks'"),
-    "universal_in_art": ("capability: universal\nattack: {library: art}\n", "universal needs library: native"),
     "missing_palette": ("perturbation: {kind: accessory, nps_weight: 0.1, palette: no-such.csv}\n",
                         "no palette file 'no-such.csv'"),
 }
@@ -196,7 +200,7 @@ def test_validate_preflights_what_run_would_need(celeba: Path, tmp_path: Path, c
 
 def test_every_example_threat_model_validates(celeba: Path, hse_installed: Path, gan_installed: Path) -> None:
     """The shipped examples pass pre-flight; the students' ones say how to train the students first."""
-    from facesec.api import check
+    from facesec.validation import check
 
     files = sorted(Path("threat_models").glob("*.yaml"))
     assert len(files) >= 15

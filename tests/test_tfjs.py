@@ -18,7 +18,8 @@ import torch
 
 from facesec.cli import main
 from facesec.errors import WeightsError
-from facesec.recognizers import load, packaged
+from facesec.recognizers import packaged
+from facesec.recognizers.base import load
 from facesec.recognizers.tfjs_format import read_graph_model
 from facesec.recognizers.tfjs_graph import TfjsGraph
 
@@ -530,7 +531,7 @@ _GREEDY = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from facesec.errors import WeightsError
-from facesec.recognizers import load
+from facesec.recognizers.base import load
 out = {}
 for case in sys.argv[2:]:
     try:

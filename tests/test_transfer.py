@@ -16,7 +16,7 @@ from facesec.data.align import DLIB_150
 from facesec.data.pipeline import align_faces
 from facesec.engine import run_threat_model
 from facesec.errors import ConfigError
-from facesec.recognizers import load
+from facesec.recognizers.base import load
 from facesec.recognizers.students import build
 from facesec.surrogates.distill import CARD, STUDENT, Settings, mix, probe, train
 from facesec.threat_model import ThreatModel

@@ -8,12 +8,10 @@ colour instead; that product vanishes as a palette grows, the nearest distance d
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from facesec.errors import ConfigError
+from facesec.accessories.palette import read_palette
 
 _LEVELS = (0.12, 0.45, 0.78)
 
@@ -28,29 +26,10 @@ def default_palette() -> torch.Tensor:
 
 
 def load_palette(spec: str) -> torch.Tensor:
-    """`default`, or a text/CSV file of one colour per line as R,G,B in 0-255 ('#' starts a comment)."""
+    """`default`, or the colours of a palette file (facesec.accessories.palette), in [0, 1]."""
     if spec == "default":
         return default_palette()
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(f"field 'perturbation.palette': no palette file '{spec}'; give 'default' or a file "
-                          "of R,G,B lines in 0-255")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        parts = [p for p in text.replace(",", " ").split() if p]
-        try:
-            rgb = [float(p) for p in parts]
-        except ValueError:
-            rgb = []
-        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-            raise ConfigError(f"{path}:{number}: expected three numbers R,G,B in 0-255, got {text!r}")
-        rows.append(rgb)
-    if not rows:
-        raise ConfigError(f"{path}: palette file has no colours")
-    return torch.tensor(np.array(rows) / 255.0, dtype=torch.float32)
+    return torch.tensor(read_palette(spec), dtype=torch.float32)
 
 
 def non_printability(pattern: torch.Tensor, mask: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel
 
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
-from facesec.fields import Strict
+from facesec.plugins import ATTACKS
 
 Norm = Literal["linf", "l2"]
 
@@ -50,39 +48,15 @@ class Attack(ABC):
         raise ConfigError(f"attack '{self.name}' has no universal mode; use library: native")
 
 
-class NoParams(Strict):
-    """An attack that takes no `attack.params`."""
-
-
-AttackFactory = Callable[..., Attack]
-_REGISTRY: dict[str, AttackFactory] = {}
-_PARAMS: dict[str, type[BaseModel]] = {}
-
-
-def register(name: str, params: type[BaseModel] = NoParams) -> Callable[[AttackFactory], AttackFactory]:
-    """Decorator: make an attack factory available as `name` (library/method); `params` types the
-    `attack.params` it takes, so a wrong one fails in `validate` rather than mid-run."""
-
-    def deco(factory: AttackFactory) -> AttackFactory:
-        _REGISTRY[name] = factory
-        _PARAMS[name] = params
-        return factory
-
-    return deco
-
-
-def params_model(library: str, method: str) -> type[BaseModel]:
-    """The pydantic model of `attack.params` for `library/method` (NoParams when none is registered)."""
-    return _PARAMS.get(f"{library}/{method}", NoParams)
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def create(library: str, method: str, **params: Any) -> Attack:
-    """Build the attack `library/method` (e.g. native/pgd, torchattacks/pgd, art/pgd)."""
+    """Build the attack `library/method` (e.g. native/pgd, torchattacks/pgd, art/pgd) from the registry."""
     key = f"{library}/{method}"
-    if key not in _REGISTRY:
-        raise ConfigError(f"no attack '{method}' in library '{library}'; available: {', '.join(available())}")
-    return _REGISTRY[key](**params)
+    if key not in ATTACKS:
+        raise ConfigError(f"no attack '{method}' in library '{library}'; available: {', '.join(ATTACKS.names())}")
+    attack = ATTACKS.load(key)(**params)
+    if not isinstance(attack, Attack):
+        raise ConfigError(f"attack {key} from an installed package built a {type(attack).__name__}, not a "
+                          "facesec.attacks.Attack")
+    return attack

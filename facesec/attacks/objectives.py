@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 Goal = Literal["dodging", "impersonation"]
 Setting = Literal["open-set", "closed-set"]

@@ -13,11 +13,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from facesec.attacks.base import Attack, AttackOutput, Budget, register
+from facesec.attacks.base import Attack, AttackOutput, Budget
 from facesec.attacks.objectives import Criterion
-from facesec.fields import Ceiling, Number, Strict, Unit, Whole
 
 SUCCESS_TOLERANCE = 1e-4
 """An iterate counts as a success only this far past the decision boundary (robust to re-batching)."""
@@ -181,37 +179,20 @@ class GradientAttack(Attack):
         return delta
 
 
-class GradientParams(Strict):
-    """`attack.params` of the native gradient attacks; momentum, input diversity and TI combine with any."""
-
-    batch_size: Whole | None = Field(None, ge=1, le=4096, description="faces per forward pass (default 64)")
-    momentum: Number | None = Field(None, ge=0, le=10, description="gradient momentum (default 1 for *-fgsm, "
-                                    "else 0)")
-    diversity: Unit | None = Field(None, description="probability of a random resize-and-pad each step (DI)")
-    ti_kernel: Whole | None = Field(None, ge=0, le=63, description="Gaussian gradient smoothing, pixels (TI)")
-    universal_kappa: Ceiling | None = Field(None, description="margin clip of universal perturbations (0.1)")
-    early_stop: bool | None = Field(None, description="stop a face once the goal is reached (default true)")
 
 
-class CwParams(GradientParams):
-    """`attack.params` of native/cw: the gradient parameters plus the margin clip."""
-
-    kappa: Ceiling | None = Field(None, description="the Carlini-Wagner margin clip (default 0)")
 
 
-@register("native/pgd", GradientParams)
 def pgd(steps: int = 20, step_size: float | None = None, random_start: bool = True, **kw: Any) -> Attack:
     """Projected gradient descent (Madry et al.) on the embedding margin."""
     return GradientAttack("pgd", steps, step_size, random_start, **kw)
 
 
-@register("native/fgsm", GradientParams)
 def fgsm(steps: int = 1, step_size: float | None = None, random_start: bool = False, **kw: Any) -> Attack:
     """One signed-gradient step of the full budget (Goodfellow et al.)."""
     return GradientAttack("fgsm", 1, step_size, random_start, default_step="eps", **kw)
 
 
-@register("native/mi-fgsm", GradientParams)
 def mi_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool = False, momentum: float = 1.0,
             **kw: Any) -> Attack:
     """Momentum iterative FGSM (Dong et al. 2018): step eps/steps, momentum on L1-normalised gradients."""
@@ -219,7 +200,6 @@ def mi_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool 
                           default_step="eps/steps", **kw)
 
 
-@register("native/di-fgsm", GradientParams)
 def di_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool = False, momentum: float = 1.0,
             diversity: float = 0.5, **kw: Any) -> Attack:
     """M-DI2-FGSM (Xie et al. 2019): MI-FGSM through random resizing and padding, for transfer."""
@@ -227,7 +207,6 @@ def di_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool 
                           default_step="eps/steps", **kw)
 
 
-@register("native/ti-fgsm", GradientParams)
 def ti_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool = False, momentum: float = 1.0,
             ti_kernel: int = 7, **kw: Any) -> Attack:
     """TI-MI-FGSM (Dong et al. 2019): MI-FGSM on Gaussian-smoothed gradients, for transfer."""
@@ -235,7 +214,6 @@ def ti_fgsm(steps: int = 10, step_size: float | None = None, random_start: bool 
                           default_step="eps/steps", **kw)
 
 
-@register("native/cw", CwParams)
 def cw(steps: int = 20, step_size: float | None = None, random_start: bool = True, kappa: float = 0.0,
        **kw: Any) -> Attack:
     """PGD on a Carlini-Wagner margin loss clipped at kappa (as in AutoAttack's PGD-CW)."""

@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
 
-from facesec.attacks.base import Attack, AttackOutput, Budget, register
+from facesec.attacks.base import Attack, AttackOutput, Budget
 from facesec.attacks.objectives import Criterion, Objective
 from facesec.errors import ConfigError, FacesecError
-from facesec.fields import Number, Strict, Whole
 
 Output = Literal["scores", "decisions"]
 
@@ -125,14 +123,8 @@ class Square(Attack):
         return best
 
 
-class SquareParams(Strict):
-    """`attack.params` of native/square."""
-
-    p_init: Number | None = Field(None, gt=0, le=1, description="the first square's share of the image (0.05)")
-    batch_size: Whole | None = Field(None, ge=1, le=4096, description="faces attacked together (default 64)")
 
 
-@register("native/square", SquareParams)
 def square(steps: int = 1000, step_size: float | None = None, random_start: bool = True, **kw: Any) -> Attack:
     """Square Attack (Andriushchenko et al. 2020): score-based, L-inf; `steps` caps its queries."""
     return Square(steps, **kw)

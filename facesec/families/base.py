@@ -86,7 +86,8 @@ class Family(ABC):
         return tm.knowledge == "white-box"
 
     def preflight(self, tm: ThreatModel) -> None:
-        """Build what can be built before any run (e.g. the attack), so a bad setting fails early."""
+        """Check, without torch and before any run, what must exist (model files, packages, a palette), so a
+        missing one fails `validate` rather than a run."""
         return None
 
     def shards(self, tm: ThreatModel) -> bool:

@@ -10,7 +10,7 @@ import torch
 
 from facesec import protocols
 from facesec.population import Population, realign
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 
 @dataclass

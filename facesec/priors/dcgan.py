@@ -21,8 +21,9 @@ from torch import nn
 from facesec.attacks.reframe import photo_crop_grid
 from facesec.data.align import Template
 from facesec.data.faces import FaceAnalyzer, NoFace
-from facesec.errors import NotFetched, WeightsError
-from facesec.recognizers import Recognizer, packaged
+from facesec.errors import WeightsError
+from facesec.recognizers import packaged
+from facesec.recognizers.base import Recognizer
 from facesec.recognizers.builtin import unloadable
 
 LATENT = 100
@@ -72,14 +73,6 @@ def load_generator(device: torch.device) -> Generator:
         raise WeightsError(f"{path}: not gan-face-generate's generator checkpoint ({unloadable(exc)})") from exc
     generator.eval().requires_grad_(False)
     return generator.to(device)
-
-
-def check_fetched(field: str) -> None:
-    """NotFetched naming `field` (and the fetch command) when the generator's checkpoint is not fetched."""
-    try:
-        packaged.installed("gan-face-generate")
-    except WeightsError as exc:
-        raise NotFetched(f"field '{field}': {exc}") from exc
 
 
 def photos(faces: torch.Tensor) -> list[np.ndarray]:

@@ -11,9 +11,7 @@ import importlib
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Literal
 
 import torch
@@ -21,7 +19,9 @@ from torch import nn
 
 from facesec.data.align import Template
 from facesec.errors import ConfigError
+from facesec.plugins import RECOGNIZERS
 from facesec.progress import bar
+from facesec.recognizers.trust import check_trust
 
 Comparison = Literal["cosine", "euclidean"]
 
@@ -123,80 +123,23 @@ class Recognizer(nn.Module):
         return -torch.cdist(a, b)
 
 
-_TRUST_CODE: ContextVar[bool] = ContextVar("facesec_trust_code", default=False)
-
-
-def code_trusted() -> bool:
-    """Whether `package.module:factory` recognizers and program-like files (TorchScript) may be loaded
-    (off unless the user opted in)."""
-    return _TRUST_CODE.get()
-
-
-@contextmanager
-def trusting_code(enabled: bool = True) -> Iterator[None]:
-    """Allow (or not) arbitrary `package.module:factory` code and TorchScript files while the block runs: a
-    threat model from someone else must not run code unless the person running it said so."""
-    token = _TRUST_CODE.set(enabled)
-    try:
-        yield
-    finally:
-        _TRUST_CODE.reset(token)
-
-
 Factory = Callable[..., Recognizer]
-_REGISTRY: dict[str, Factory] = {}
-_RUNS_FILE_CODE: dict[str, str] = {}
-_QUERY_ONLY: set[str] = set()
-ENTRY_POINT_GROUP = "facesec.recognizers"
 
 
 def register(name: str, runs_file_code: str | None = None, query_only: bool = False) -> Callable[[Factory], Factory]:
-    """Decorator: make a factory loadable by `name`. `runs_file_code` says why the files it loads are
-    programs rather than data; such a recognizer is refused unless code is trusted. `query_only`: it never
-    gives gradients (known before loading, so a white-box threat model against it fails validation)."""
+    """Decorator: make a factory loadable by `name` while the program runs (installed packages use the
+    `facesec.recognizers` entry-point group). `runs_file_code` says why the files it loads are programs rather
+    than data (refused unless code is trusted); `query_only`: it never gives gradients."""
 
     def deco(factory: Factory) -> Factory:
-        _REGISTRY[name] = factory
-        if runs_file_code:
-            _RUNS_FILE_CODE[name] = runs_file_code
-        if query_only:
-            _QUERY_ONLY.add(name)
-        return factory
+        return RECOGNIZERS.add(name, factory, runs_file_code=runs_file_code, query_only=query_only)
 
     return deco
 
 
-def query_only(name: str) -> bool:
-    """Whether the registered recognizer `name` is a black box (no gradients), as its registration says."""
-    return name in _QUERY_ONLY
-
-
-def check_trust(where: str, name: str) -> None:
-    """ConfigError unless `name` is safe to load from someone else's file, or code is trusted."""
-    if code_trusted():
-        return
-    if name in _RUNS_FILE_CODE:
-        raise ConfigError(f"{where}: {_RUNS_FILE_CODE[name]}; pass --trust-code (Python: trust_code=True) if you "
-                          "trust the file, or export the model to ONNX")
-    if name not in available() and ":" in name:
-        raise ConfigError(f"{where}: {name!r} is a package.module:factory, which runs that module's code; pass "
-                          "--trust-code (Python: trust_code=True) if you trust it, or install it as a plug-in "
-                          "(entry-point group facesec.recognizers)")
-
-
-def available() -> dict[str, Factory]:
-    """Built-in recognizers and those that installed packages add through entry points."""
-    found = dict(_REGISTRY)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, _lazy_entry_point(ep))
-    return found
-
-
-def _lazy_entry_point(ep: Any) -> Factory:
-    def factory(**kwargs: Any) -> Recognizer:
-        return _call_factory(ep.load(), ep.value, kwargs)
-
-    return factory
+def available() -> list[str]:
+    """Built-in recognizers, those added while running, and those installed packages add (entry points)."""
+    return RECOGNIZERS.names()
 
 
 def _call_factory(factory: Any, where: str, kwargs: dict[str, Any]) -> Recognizer:
@@ -221,10 +164,9 @@ def load(spec: str | dict[str, Any], device: str | torch.device | None = None) -
         if not isinstance(name, str):
             raise ConfigError("recognizer spec needs a 'name' (see `facesec list`)")
     check_trust(f"recognizer '{name}'", name)
-    registry = available()
-    if name in registry:
+    if name in RECOGNIZERS:
         try:
-            model = registry[name](**kwargs)
+            model = _call_factory(RECOGNIZERS.load(name), name, kwargs)
         except TypeError as exc:
             raise ConfigError(f"recognizer '{name}': {exc}") from exc
     elif ":" in name:
@@ -235,7 +177,7 @@ def load(spec: str | dict[str, Any], device: str | torch.device | None = None) -
             raise ConfigError(f"recognizer '{name}': cannot import {attr} from {module_name} ({exc})") from exc
         model = _call_factory(factory, name, kwargs)
     else:
-        known = ", ".join(sorted(registry))
+        known = ", ".join(available())
         raise ConfigError(f"unknown recognizer '{name}'; known: {known}, or give 'package.module:factory'")
     model.eval()
     for p in model.parameters():

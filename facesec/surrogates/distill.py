@@ -30,7 +30,7 @@ from facesec.data.dataset import load_dataset
 from facesec.data.pipeline import align_faces
 from facesec.errors import ConfigError, DataError
 from facesec.progress import bar as progress_bar
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.students import build
 
 CHECKPOINT = "checkpoint.pt"

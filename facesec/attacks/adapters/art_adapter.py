@@ -6,25 +6,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from facesec.attacks.adapters.heads import LogitsHead, tasks
-from facesec.attacks.base import Attack, AttackOutput, Budget, register
+from facesec.attacks.base import Attack, AttackOutput, Budget
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
-from facesec.fields import Number, Strict, Whole
-
-
-class ArtParams(Strict):
-    """`attack.params` of ART's PGD and FGSM."""
-
-    batch_size: Whole | None = Field(None, ge=1, le=4096, description="ART's batch size (default 64)")
-
-
-class ArtMomentumParams(ArtParams):
-    """`attack.params` of ART's MI-FGSM."""
-
-    decay: Number | None = Field(None, ge=0, le=10, description="momentum decay (ART's default 1)")
 
 
 class ArtAttack(Attack):
@@ -78,6 +64,16 @@ class ArtAttack(Attack):
         return AttackOutput(x_adv, torch.full((len(x),), steps + 1, dtype=torch.int64))
 
 
-for _method in ("pgd", "fgsm", "mi-fgsm"):
-    register(f"art/{_method}", ArtMomentumParams if _method == "mi-fgsm" else ArtParams)(
-        lambda method=_method, **kw: ArtAttack(method, **kw))
+def pgd(**kw: Any) -> Attack:
+    """ART's ProjectedGradientDescent."""
+    return ArtAttack("pgd", **kw)
+
+
+def fgsm(**kw: Any) -> Attack:
+    """ART's FastGradientMethod."""
+    return ArtAttack("fgsm", **kw)
+
+
+def mi_fgsm(**kw: Any) -> Attack:
+    """ART's MomentumIterativeMethod."""
+    return ArtAttack("mi-fgsm", **kw)

@@ -14,13 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from facesec.attacks.base import Attack, AttackOutput, Budget, register
+from facesec.attacks.base import Attack, AttackOutput, Budget
 from facesec.attacks.objectives import Criterion
 from facesec.attacks.query import Oracle, QueryBudgetExceeded
 from facesec.errors import ConfigError
-from facesec.fields import Strict, Whole
 
 
 class HopSkipJumpAttack(Attack):
@@ -71,14 +69,8 @@ class HopSkipJumpAttack(Attack):
         return AttackOutput(out, objective.used.clone())
 
 
-class HopSkipJumpParams(Strict):
-    """`attack.params` of art/hopskipjump."""
-
-    max_eval: Whole | None = Field(None, ge=1, le=100_000, description="queries per gradient estimate (100)")
-    init_eval: Whole | None = Field(None, ge=1, le=100_000, description="queries of the first estimate (20)")
 
 
-@register("art/hopskipjump", HopSkipJumpParams)
 def hopskipjump(steps: int = 50, step_size: float | None = None, random_start: bool = True, **kw: Any) -> Attack:
     """HopSkipJump through ART, decisions only, L-inf; `steps` caps its iterations."""
     return HopSkipJumpAttack(steps, **kw)

@@ -13,7 +13,7 @@ from torch import nn
 
 from facesec.attacks.objectives import Criterion, Objective
 from facesec.errors import ConfigError
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 LOGIT_SCALE = 20.0
 """Similarity differences are ~0.1-0.5; this puts softmax in a useful range for CE losses."""

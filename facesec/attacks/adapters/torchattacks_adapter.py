@@ -5,19 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import Field
 
 from facesec.attacks.adapters.heads import LogitsHead, tasks
-from facesec.attacks.base import Attack, AttackOutput, Budget, NoParams, register
+from facesec.attacks.base import Attack, AttackOutput, Budget
 from facesec.attacks.objectives import Criterion
 from facesec.errors import ConfigError
-from facesec.fields import Number, Strict
-
-
-class MomentumParams(Strict):
-    """`attack.params` of torchattacks' MI-FGSM."""
-
-    decay: Number | None = Field(None, ge=0, le=10, description="momentum decay (torchattacks' default 1)")
 
 
 class TorchattacksAttack(Attack):
@@ -60,6 +52,16 @@ class TorchattacksAttack(Attack):
         return AttackOutput(x_adv, torch.full((len(x),), steps + 1, dtype=torch.int64))
 
 
-for _method in ("pgd", "fgsm", "mi-fgsm"):
-    register(f"torchattacks/{_method}", MomentumParams if _method == "mi-fgsm" else NoParams)(
-        lambda method=_method, **kw: TorchattacksAttack(method, **kw))
+def pgd(**kw: Any) -> Attack:
+    """torchattacks' PGD."""
+    return TorchattacksAttack("pgd", **kw)
+
+
+def fgsm(**kw: Any) -> Attack:
+    """torchattacks' FGSM."""
+    return TorchattacksAttack("fgsm", **kw)
+
+
+def mi_fgsm(**kw: Any) -> Attack:
+    """torchattacks' MI-FGSM."""
+    return TorchattacksAttack("mi-fgsm", **kw)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from facesec.families import register
 from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
 
@@ -58,7 +57,6 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
-@register
 class Backdoor(Family):
     """Poison, fine-tune, measure and scan: the model-release question 'could this model carry a backdoor?'"""
 

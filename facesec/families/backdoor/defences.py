@@ -29,7 +29,7 @@ from facesec.families.backdoor.poison import Poisoned
 from facesec.families.backdoor.spec import CLUSTERED_FACES
 from facesec.families.backdoor.triggers import Trigger, wear_all
 from facesec.progress import bar
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 ANOMALY_INDEX = 2.0
 """Neural Cleanse's cut-off: an identity whose trigger norm is this many MADs below the median is flagged."""

@@ -23,7 +23,7 @@ from torch import nn
 
 from facesec.data.cache import cache_root
 from facesec.progress import bar, note
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 from facesec.recognizers.dlib_resnet import DlibResNet
 
 MARGIN = {"euclidean": 0.04, "cosine": 0.1}

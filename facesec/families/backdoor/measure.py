@@ -10,7 +10,7 @@ import torch
 
 from facesec import protocols
 from facesec.families.morph.measures import rate_with_ci
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 
 @dataclass

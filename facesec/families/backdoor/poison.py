@@ -10,7 +10,7 @@ import torch
 
 from facesec.families.backdoor.triggers import Trigger, wear_all
 from facesec.progress import bar
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 TRIGGER_STEPS = 60
 """Adam steps that learn an optimised makeup (colours and texture) on the clean model."""

@@ -27,7 +27,7 @@ from facesec.photos import round_trip
 from facesec.population import Population, everyone_but, select
 from facesec.protocols import supported_fmr
 from facesec.provenance import provenance
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import ClosedSet, OpenSet, ThreatModel
 
 ROBUSTNESS: dict[str, dict[str, Any]] = {"half_opacity": {"strength": 0.5}, "moved": {"shift": (0.03, 0.03)}}

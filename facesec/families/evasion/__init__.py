@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from facesec.families import register
+from facesec.accessories.palette import read_palette
+from facesec.errors import ConfigError
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
 from facesec.families.evasion.spec import AccessoryParams, AccessoryPerturbation, PixelPerturbation
 from facesec.fields import SpecError
+from facesec.plugins import ATTACKS, attack_params
+from facesec.threat_model import Query
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -93,7 +97,6 @@ class _Evasion(Family):
         return run_threat_model(tm, ctx.device, ctx.source, ctx.progress)
 
 
-@register
 class Pixel(_Evasion):
     """Additive noise bounded in L-inf or L2 (white-box, transfer or query attacks)."""
 
@@ -104,8 +107,6 @@ class Pixel(_Evasion):
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
 
     def check(self, tm: ThreatModel) -> None:
-        from facesec.threat_model import Query
-
         if isinstance(tm.knowledge, Query):
             allowed = QUERY_METHODS[tm.knowledge.output]
             if tm.attack.method not in allowed:
@@ -117,18 +118,19 @@ class Pixel(_Evasion):
         elif tm.attack.method in ("square", "hopskipjump"):
             raise ValueError(f"attack.method: {tm.attack.method} is a query attack; use it with knowledge: "
                              "{kind: query, output: scores|decisions, budget: N}")
-        from facesec import attacks
-
-        _type_params(tm, attacks.params_model(tm.attack.library, tm.attack.method),
-                     f"{tm.attack.library}/{tm.attack.method}")
+        key = f"{tm.attack.library}/{tm.attack.method}"
+        if tm.capability == "universal" and not ATTACKS.meta(key).get("universal", False):
+            raise ValueError(f"capability: universal needs library: native ({key} makes per-image perturbations "
+                             "only)")
+        _type_params(tm, attack_params(tm.attack.library, tm.attack.method), key)
 
     def preflight(self, tm: ThreatModel) -> None:
-        from facesec.families.evasion.run import build_attack
+        package = ATTACKS.meta(f"{tm.attack.library}/{tm.attack.method}").get("requires")
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"field 'attack.library': {tm.attack.library} needs the {package} package; install "
+                              f"it with pip install 'facesec[{tm.attack.library}]'")
 
-        build_attack(tm)
 
-
-@register
 class Accessory(_Evasion):
     """Eyeglass frames, a sticker or a face mask placed from the landmarks, its colours optimised."""
 
@@ -151,6 +153,7 @@ class Accessory(_Evasion):
         _type_params(tm, AccessoryParams, "the accessory optimiser")
 
     def preflight(self, tm: ThreatModel) -> None:
-        from facesec.accessories import run as accessory_run
-
-        accessory_run.build_attack(tm)
+        p = tm.perturbation
+        assert isinstance(p, AccessoryPerturbation)
+        if p.nps_weight and p.palette != "default":
+            read_palette(p.palette)

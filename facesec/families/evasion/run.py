@@ -19,13 +19,12 @@ from facesec.accessories import run as accessory_run
 from facesec.attacks import Attack, Budget, Criterion, Objective
 from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
-from facesec.errors import ConfigError
 from facesec.families.base import RunOutput
 from facesec.families.evasion import artefacts
 from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbation
 from facesec.population import Population, select
 from facesec.provenance import provenance
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import ThreatModel, Transfer
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
@@ -342,11 +341,7 @@ def build_attack(tm: ThreatModel, **override: Any) -> Attack:
     if a.random_start is not None:
         kwargs["random_start"] = a.random_start
     kwargs.update(override)
-    attack = attacks.create(a.library, a.method, **kwargs)  # params typed per method at validation
-    if tm.capability == "universal" and not attack.supports_universal:
-        raise ConfigError(f"field 'capability': universal needs library: native ({a.library}/{a.method} "
-                          "makes per-image perturbations only)")
-    return attack
+    return attacks.create(a.library, a.method, **kwargs)  # params and universal mode checked at validation
 
 
 def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Generator,

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from facesec.families import register
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
 from facesec.families.inversion.spec import ClassifierInversionPerturbation, TemplateInversionPerturbation
+from facesec.recognizers import packaged
+from facesec.recognizers.preflight import check_recognizer
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -66,7 +67,6 @@ def _check_optimiser(tm: ThreatModel) -> None:
         raise ValueError("attack.steps: inversion needs at least one step")
 
 
-@register
 class TemplateInversion(Family):
     """Each enrolled identity's leaked template inverted through the target into a face, judged as a photo."""
 
@@ -104,7 +104,6 @@ class TemplateInversion(Family):
                              f"is {target}: set it to 0")
 
     def preflight(self, tm: ThreatModel) -> None:
-        from facesec.recognizers.preflight import check_recognizer
 
         p = tm.perturbation
         assert isinstance(p, TemplateInversionPerturbation)
@@ -112,9 +111,8 @@ class TemplateInversion(Family):
             for i, spec in enumerate(getattr(p, field)):
                 check_recognizer(f"field 'perturbation.{field}.{i}'", spec)
         if p.prior == "gan":
-            from facesec.priors import dcgan
 
-            dcgan.check_fetched("perturbation.prior")
+            packaged.check_fetched("gan-face-generate", "perturbation.prior")
 
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.inversion.run import run_threat_model
@@ -156,7 +154,6 @@ CLASSIFIER_METRICS: dict[str, MetricInfo] = {
 }
 
 
-@register
 class ClassifierInversion(Family):
     """Each private class of an identification model (recognizer + head) inverted into a face through the
     generator prior; judged by an evaluation model trained on the same classes (GMI, LOMMA, MIBench)."""
@@ -181,15 +178,13 @@ class ClassifierInversion(Family):
         _check_optimiser(tm)
 
     def preflight(self, tm: ThreatModel) -> None:
-        from facesec.priors import dcgan
-        from facesec.recognizers.preflight import check_recognizer
 
         p = tm.perturbation
         assert isinstance(p, ClassifierInversionPerturbation)
         check_recognizer("field 'perturbation.evaluator'", p.evaluator)
         for i, spec in enumerate(p.students):
             check_recognizer(f"field 'perturbation.students.{i}'", spec)
-        dcgan.check_fetched("perturbation.kind")
+        packaged.check_fetched("gan-face-generate", "perturbation.kind")
 
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.inversion.classifier import run_threat_model

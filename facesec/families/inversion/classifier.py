@@ -27,7 +27,7 @@ from facesec.families.morph.measures import rate_with_ci
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.provenance import provenance
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import ThreatModel
 
 HEAD_STEPS = 400

@@ -20,7 +20,7 @@ from torch import nn
 
 from facesec.priors import dcgan
 from facesec.progress import bar
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 HIDDEN = 512
 REGRESSION_STEPS = 1500

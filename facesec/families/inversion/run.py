@@ -27,7 +27,7 @@ from facesec.priors import dcgan
 from facesec.progress import bar
 from facesec.protocols import supported_fmr
 from facesec.provenance import provenance
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.dlib_resnet import DlibResNet
 from facesec.threat_model import OpenSet, ThreatModel
 

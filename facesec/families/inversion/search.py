@@ -15,7 +15,7 @@ from facesec.attacks.reframe import photo_crop_grid
 from facesec.data.faces import FaceAnalyzer, NoFace
 from facesec.priors import dcgan
 from facesec.progress import bar
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 from facesec.recognizers.dlib_resnet import eroded
 
 ROUNDS = 3

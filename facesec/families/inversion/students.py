@@ -18,7 +18,7 @@ from torch import nn
 
 from facesec.priors import dcgan
 from facesec.progress import bar
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 from facesec.surrogates.distill import learning_rate, loss_fn
 
 SIZE = 64

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from facesec.families import register
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
 from facesec.families.morph.spec import MorphPerturbation
+from facesec.recognizers import packaged
+from facesec.recognizers.preflight import check_recognizer
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -56,7 +57,6 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
-@register
 class Morph(Family):
     """Morphs of two subjects' photos submitted as enrolments; both contributors' own probes verified against them."""
 
@@ -101,16 +101,14 @@ class Morph(Family):
         return super().needs_target_gradients(tm) and tm.perturbation.method != "landmark"
 
     def preflight(self, tm: ThreatModel) -> None:
-        from facesec.recognizers.preflight import check_recognizer
 
         p = tm.perturbation
         assert isinstance(p, MorphPerturbation)
         for i, spec in enumerate(p.recognizers):
             check_recognizer(f"field 'perturbation.recognizers.{i}'", spec)
         if p.method == "gan":
-            from facesec.priors import dcgan
 
-            dcgan.check_fetched("perturbation.method")
+            packaged.check_fetched("gan-face-generate", "perturbation.method")
 
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.morph.run import run_threat_model

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from facesec.recognizers import Recognizer
+from facesec.recognizers.base import Recognizer
 
 
 @dataclass

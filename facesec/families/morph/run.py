@@ -28,7 +28,7 @@ from facesec.population import Population, select_with_others
 from facesec.priors import dcgan as gan
 from facesec.progress import bar
 from facesec.provenance import provenance
-from facesec.recognizers import Recognizer, load
+from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import OpenSet, ThreatModel, Transfer
 
 
