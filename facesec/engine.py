@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
 
 from facesec import distributed, families
 from facesec.families import RunContext, RunOutput
+from facesec.provenance import envelope
 from facesec.recognizers.base import watching_embeddings
 from facesec.threat_model import ThreatModel
 
@@ -22,16 +24,29 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     """Attack the threat model's population with its family; the record names the family and its headline metric.
     Under torchrun, a family that shards uses every process; any other runs in process 0 alone (see `runs_here`)."""
     family = families.get(tm.perturbation.kind)
+    started = datetime.now(UTC)
     with contextlib.nullcontext() if family.shards(tm) else distributed.alone(), watching_embeddings() as bad:
         out = family.run(tm, RunContext(device, source, progress))
         nonfinite = sum(distributed.exchange("non-finite embeddings", bad.total()))
     if nonfinite:
         _flag_nonfinite(out.record, nonfinite)
+    _envelope(out.record, tm, source, device, started)
     info = family.metrics[family.headline]
     out.record["family"] = family.name
     out.record["headline"] = {"metric": family.headline, "label": info.label or family.headline,
                               "better": info.better}
     return out
+
+
+def _envelope(record: dict[str, Any], tm: ThreatModel, source: str, device: torch.device, started: datetime) -> None:
+    """What every record holds, whatever its family filled in: name, source, threat model, provenance, validity."""
+    record.setdefault("name", tm.name)
+    record.setdefault("source", source)
+    record.setdefault("threat_model", tm.model_dump(mode="json"))
+    provenance = record.setdefault("provenance", {})
+    for key, value in envelope(tm, device, started).items():
+        provenance.setdefault(key, value)
+    record.setdefault("validity", {"n_flags": 0, "flags": []})
 
 
 def _flag_nonfinite(record: dict[str, Any], count: int) -> None:

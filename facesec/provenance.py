@@ -42,12 +42,18 @@ def spec_sha256(tm: ThreatModel) -> str:
 
 def provenance(tm: ThreatModel, model: Recognizer, manifest_sha256: str, device: torch.device,
                started: datetime) -> dict[str, Any]:
+    """Everything a run was measured with: the `envelope` plus the target's weights and the data's manifest."""
+    core = envelope(tm, device, started)
+    return {**{k: core[k] for k in ("versions", "git_sha", "spec_sha256")}, "weights_sha256": model.info.weights_sha256,
+            "data_manifest_sha256": manifest_sha256, **{k: core[k] for k in ("seed", "device", "started", "finished")}}
+
+
+def envelope(tm: ThreatModel, device: torch.device, started: datetime) -> dict[str, Any]:
+    """What any run was measured with, whatever its family: versions, git SHA, spec hash, seed, device, times."""
     return {
         "versions": package_versions(),
         "git_sha": git_sha(),
         "spec_sha256": spec_sha256(tm),
-        "weights_sha256": model.info.weights_sha256,
-        "data_manifest_sha256": manifest_sha256,
         "seed": tm.data.seed,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "started": started.isoformat(timespec="seconds"),

@@ -9,15 +9,20 @@ import pytest
 import torch
 from PIL import Image
 
-from facesec.accessories import eot, export, regions
-from facesec.accessories import run as accessory_run
-from facesec.accessories.printability import default_palette, load_palette, non_printability, total_variation
-from facesec.attacks.accessory import AccessoryAttack, Region
 from facesec.attacks.objectives import Objective
 from facesec.data.align import DLIB_150
 from facesec.data.pipeline import align_faces
 from facesec.engine import run_threat_model
 from facesec.errors import ConfigError
+from facesec.families.evasion.accessories import eot, export, regions
+from facesec.families.evasion.accessories import run as accessory_run
+from facesec.families.evasion.accessories.printability import (
+    default_palette,
+    load_palette,
+    non_printability,
+    total_variation,
+)
+from facesec.families.evasion.accessory_attack import AccessoryAttack, Region
 from facesec.results import build_results
 from facesec.threat_model import ThreatModel
 

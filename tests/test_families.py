@@ -18,7 +18,7 @@ from facesec.errors import ConfigError
 from facesec.families import Family, MetricInfo, RunContext, RunOutput, Supports
 from facesec.fields import PerturbationSpec
 from facesec.loading import load_threat_models
-from facesec.metrics import wilson_interval
+from facesec.measures.rates import wilson_interval
 
 FIXTURE = Path(__file__).parent / "fixtures" / "evasion_metrics.json"
 SMALL = ["data.identities=6", "data.images_per_identity=3", "attack.steps=5"]

@@ -59,7 +59,7 @@ def test_true_face_presented_as_a_photo_is_accepted(celeba: Path, dlib_recognize
     again, matches its own template (type I) for every identity; another person's crop does not."""
     from facesec.data.faces import FaceAnalyzer
     from facesec.families.inversion.search import embed_photos, to_photos
-    from facesec.families.judges import calibrated_judge
+    from facesec.measures.judges import calibrated_judge
     from facesec.population import select
     from facesec.threat_model import Data
 
@@ -107,7 +107,7 @@ def test_pixel_prior_moves_the_mean_face_towards_the_template(tmp_path: Path, ce
     small run records it with one pass per step."""
     from facesec.engine import run_threat_model
     from facesec.families.inversion.run import _pixel_inversion
-    from facesec.families.judges import calibrated_judge
+    from facesec.measures.judges import calibrated_judge
     from facesec.population import select
     from facesec.threat_model import Data
 

@@ -18,10 +18,9 @@ from facesec.families.morph.measures import (
     fnmr,
     map_matrix,
     mmpmr,
-    rate_with_ci,
     rmmr,
 )
-from facesec.metrics import wilson_interval
+from facesec.measures.rates import rate_with_ci, wilson_interval
 from facesec.protocols import supported_fmr, threshold_at_fmr
 
 NINF = -np.inf

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from facesec.accessories import regions
+from facesec.data import regions
 from facesec.data.align import ARCFACE_112, DLIB_150, Template
 from facesec.data.pipeline import align_faces
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from facesec import protocols
-from facesec.families.morph.measures import rate_with_ci
+from facesec.measures.rates import rate_with_ci
 from facesec.recognizers.base import Recognizer
 
 

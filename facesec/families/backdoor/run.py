@@ -22,7 +22,7 @@ from facesec.families.backdoor.poison import Poisoned, hardness, optimise_trigge
 from facesec.families.backdoor.spec import BackdoorPerturbation
 from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, accessory_alpha, build, wear_all
 from facesec.families.base import RunContext
-from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
+from facesec.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.photos import round_trip
 from facesec.population import Population, everyone_but, select
 from facesec.protocols import supported_fmr

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facesec.accessories import regions
+from facesec.data import regions
 
 PARTS = ("lips", "eyeshadow", "blush")
 """Where makeup goes; a trigger wears some of them."""

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from facesec.accessories.palette import read_palette
 from facesec.errors import ConfigError
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+from facesec.families.evasion.accessories.palette import read_palette
 from facesec.families.evasion.spec import AccessoryParams, AccessoryPerturbation, PixelPerturbation
 from facesec.fields import SpecError
 from facesec.plugins import ATTACKS, attack_params

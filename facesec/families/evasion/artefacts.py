@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from PIL import Image
 
-from facesec.accessories import export
-from facesec.families.gallery import png
+from facesec.families.evasion.accessories import export
+from facesec.gallery import png
 
 if TYPE_CHECKING:
     from facesec.families.evasion.run import EvasionOutput

@@ -13,15 +13,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facesec import attacks, distributed, knowledge, metrics, photos, protocols, trial
-from facesec.accessories import export
-from facesec.accessories import run as accessory_run
+from facesec import attacks, distributed, metrics, photos, protocols
 from facesec.attacks import Attack, Budget, Criterion, Objective
 from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
 from facesec.families.base import RunOutput
-from facesec.families.evasion import artefacts
+from facesec.families.evasion import artefacts, knowledge, trial
+from facesec.families.evasion.accessories import export
+from facesec.families.evasion.accessories import run as accessory_run
 from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbation
+from facesec.measures.rates import wilson_interval
 from facesec.population import Population, select
 from facesec.provenance import provenance
 from facesec.recognizers.base import Recognizer, load
@@ -181,7 +182,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         validity["n_flags"] = len(validity["flags"])
     metrics_out = {
         "attack_success_rate": asr,
-        "attack_success_ci95": list(metrics.wilson_interval(n_success, n_attempts)),
+        "attack_success_ci95": list(wilson_interval(n_success, n_attempts)),
         "n_attempts": n_attempts,
         "n_samples": len(x),
         "clean_success_rate": float(clean_success.mean()) if len(x) else 0.0,

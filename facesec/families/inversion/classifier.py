@@ -18,12 +18,12 @@ from torch import nn
 
 from facesec.data.faces import FaceAnalyzer
 from facesec.families.base import RunContext, RunOutput
-from facesec.families.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.families.inversion import search, students
 from facesec.families.inversion.search import aligned, embed_photos, gan_search
 from facesec.families.inversion.spec import ClassifierInversionPerturbation
-from facesec.families.judges import own_view
-from facesec.families.morph.measures import rate_with_ci
+from facesec.gallery import GALLERY_SIZE, GalleryOutput
+from facesec.measures.judges import own_view
+from facesec.measures.rates import rate_with_ci
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.provenance import provenance

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from facesec.data.faces import FaceAnalyzer
 from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
-from facesec.families.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.families.inversion import decoder, search, students
 from facesec.families.inversion.search import aligned, embed_photos, gan_search, to_photos
 from facesec.families.inversion.spec import TemplateInversionPerturbation
-from facesec.families.judges import Judge, calibrated_judge
-from facesec.families.morph.measures import rate_with_ci
+from facesec.gallery import GALLERY_SIZE, GalleryOutput, finite
+from facesec.measures.judges import Judge, calibrated_judge
+from facesec.measures.rates import rate_with_ci
 from facesec.population import select_with_others
 from facesec.priors import dcgan
 from facesec.progress import bar

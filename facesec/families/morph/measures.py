@@ -23,13 +23,12 @@ Definitions (M morphs; S(m, x) = similarity of morph m to probe x; [.] = 1 if tr
   per identity; "both top-2" = both contributors are ranks 1 and 2; "one rank-1" = a contributor is rank 1.
   Ties are resolved against the morph: a contributor only holds a rank when its score is strictly above every
   non-contributor score, and a -inf entry is never returned.
-- Rates come with a 95% Wilson score interval (`facesec.metrics.wilson_interval`).
+- Rates come with a 95% Wilson score interval (`facesec.measures.rates`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -139,20 +138,6 @@ def dedup_search(morph_vs_gallery: np.ndarray, contributor_a: np.ndarray,
     both_top2 = np.minimum(sa, sb) > best_other
     one_rank1 = np.maximum(sa, sb) > best_other
     return both_top2, one_rank1
-
-
-def rate_with_ci(successes: int | float, n: int) -> dict[str, Any]:
-    """Rate successes / n with its 95% Wilson interval (Wilson 1927; `facesec.metrics.wilson_interval`)."""
-    from facesec.metrics import wilson_interval  # deferred: facesec.metrics imports torch
-
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if isinstance(successes, bool) or not isinstance(successes, int | float | np.integer | np.floating) \
-            or not 0 <= successes <= n:  # also refuses nan
-        raise ValueError(f"successes must be a number in [0, n={n}], got {successes!r}")
-    k = int(math.floor(float(successes) + 0.5))  # nearest int, halves rounded up
-    lo, hi = wilson_interval(k, int(n))
-    return {"rate": float(successes) / int(n) if n else math.nan, "ci95": [float(lo), float(hi)]}
 
 
 def _threshold(threshold: float) -> float:

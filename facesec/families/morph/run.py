@@ -18,12 +18,13 @@ from facesec.data.faces import Detection, FaceAnalyzer, NoFace
 from facesec.data.images import read_rgb
 from facesec.errors import ConfigError
 from facesec.families.base import RunContext, RunOutput
-from facesec.families.gallery import GALLERY_SIZE, GalleryOutput, finite
-from facesec.families.judges import Judge, calibrated_judge
 from facesec.families.morph import measures, pairs
 from facesec.families.morph.landmark import landmark_morph
 from facesec.families.morph.optimise import AttackerView, optimise
 from facesec.families.morph.spec import MorphPerturbation
+from facesec.gallery import GALLERY_SIZE, GalleryOutput, finite
+from facesec.measures.judges import Judge, calibrated_judge
+from facesec.measures.rates import rate_with_ci
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan as gan
 from facesec.progress import bar
@@ -269,7 +270,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
              f"of {j.name} (needs {10 / f:.0f}); raise calibration_identities"
              for j in judges for f in fmrs if not by_judge[j.name][f"{f:g}"]["fmr_supported"]]
     metrics: dict[str, Any] = {
-        "mmpmr": head["mmpmr"], "mmpmr_ci95": measures.rate_with_ci(int(mated.sum()), n)["ci95"],
+        "mmpmr": head["mmpmr"], "mmpmr_ci95": rate_with_ci(int(mated.sum()), n)["ci95"],
         "mmpmr_first_probe": head["mmpmr_first_probe"], "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
         "map": map_doc,
         "no_morph_mmpmr": head["no_morph_mmpmr"],

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from facesec import distributed
-from facesec.accessories import eot, regions
-from facesec.accessories.printability import load_palette
-from facesec.attacks.accessory import AccessoryAttack, Region
 from facesec.attacks.objectives import Criterion
+from facesec.data import regions
+from facesec.families.evasion.accessories import eot
+from facesec.families.evasion.accessories.printability import load_palette
+from facesec.families.evasion.accessory_attack import AccessoryAttack, Region
 from facesec.families.evasion.spec import AccessoryPerturbation
 from facesec.threat_model import ThreatModel
 

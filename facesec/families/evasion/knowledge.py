@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from facesec import trial
 from facesec.attacks import Criterion, Ensemble, Objective
 from facesec.attacks.query import Oracle
 from facesec.attacks.reframe import Reframed, crop_grid
 from facesec.errors import ConfigError
+from facesec.families.evasion import trial
 from facesec.population import Population, realign
 from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import Query, ThreatModel, Transfer

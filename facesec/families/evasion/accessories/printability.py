@@ -11,7 +11,7 @@ import itertools
 
 import torch
 
-from facesec.accessories.palette import read_palette
+from facesec.families.evasion.accessories.palette import read_palette
 
 _LEVELS = (0.12, 0.45, 0.78)
 
@@ -26,7 +26,7 @@ def default_palette() -> torch.Tensor:
 
 
 def load_palette(spec: str) -> torch.Tensor:
-    """`default`, or the colours of a palette file (facesec.accessories.palette), in [0, 1]."""
+    """`default`, or the colours of a palette file (facesec.families.evasion.accessories.palette), in [0, 1]."""
     if spec == "default":
         return default_palette()
     return torch.tensor(read_palette(spec), dtype=torch.float32)

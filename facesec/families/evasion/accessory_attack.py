@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from facesec.accessories import eot
-from facesec.accessories.printability import non_printability, total_variation
-from facesec.accessories.regions import wear
 from facesec.attacks.objectives import Criterion
+from facesec.data.regions import wear
+from facesec.families.evasion.accessories import eot
+from facesec.families.evasion.accessories.printability import non_printability, total_variation
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Measures every family uses (rates with their intervals); torch-free, and no family's own."""
