@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from facesec.attacks.objectives import Objective
+from facesec.data import regions
 from facesec.data.align import DLIB_150
 from facesec.data.pipeline import align_faces
 from facesec.engine import run_threat_model
 from facesec.errors import ConfigError
-from facesec.families.evasion.accessories import eot, export, regions
+from facesec.families.evasion.accessories import eot, export
 from facesec.families.evasion.accessories import run as accessory_run
 from facesec.families.evasion.accessories.printability import (
     default_palette,
