@@ -55,10 +55,15 @@ class Registry(Generic[T]):
         return entry.meta if entry is not None else {}
 
     def load(self, name: str) -> T:
-        """The object behind `name`; ConfigError naming the known ones, or the package that failed to load."""
-        if name not in self._loaded:
-            self._loaded[name] = self._import(name)
-        return self._loaded[name]
+        """The object behind `name`; ConfigError naming the known ones, or the package that failed to load.
+        Declared entries are kept once loaded; an installed one is asked for each time (Python keeps its module),
+        so a package installed or removed while the program runs is seen."""
+        if name in self._loaded:
+            return self._loaded[name]
+        found = self._import(name)
+        if name in self._entries:
+            self._loaded[name] = found
+        return found
 
     def _import(self, name: str) -> T:
         entry = self._entries.get(name)

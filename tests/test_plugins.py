@@ -71,6 +71,9 @@ def _install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, sourc
 
 def test_a_family_from_an_entry_point_expands_gates_and_reports(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from facesec import families
+
+    monkeypatch.setattr(families, "_INSTANCES", {})  # no family of that name from another test
     _install(tmp_path, monkeypatch, "echo_family", FAMILY, "facesec.families", "echo = echo_family:Echo")
     (tmp_path / "echo.html.j2").write_text("<h3>Echo</h3><p class=echo>{{ run.view.said }}</p>\n")
     spec = tmp_path / "echo.yaml"
