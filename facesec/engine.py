@@ -43,9 +43,7 @@ def _envelope(record: dict[str, Any], tm: ThreatModel, source: str, device: torc
     record.setdefault("name", tm.name)
     record.setdefault("source", source)
     record.setdefault("threat_model", tm.model_dump(mode="json"))
-    provenance = record.setdefault("provenance", {})
-    for key, value in envelope(tm, device, started).items():
-        provenance.setdefault(key, value)
+    record["provenance"] = {**envelope(tm, device, started), **record.get("provenance", {})}
     record.setdefault("validity", {"n_flags": 0, "flags": []})
 
 

@@ -40,12 +40,9 @@ def spec_sha256(tm: ThreatModel) -> str:
     return hashlib.sha256(json.dumps(tm.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def provenance(tm: ThreatModel, model: Recognizer, manifest_sha256: str, device: torch.device,
-               started: datetime) -> dict[str, Any]:
-    """Everything a run was measured with: the `envelope` plus the target's weights and the data's manifest."""
-    core = envelope(tm, device, started)
-    return {**{k: core[k] for k in ("versions", "git_sha", "spec_sha256")}, "weights_sha256": model.info.weights_sha256,
-            "data_manifest_sha256": manifest_sha256, **{k: core[k] for k in ("seed", "device", "started", "finished")}}
+def measured_on(model: Recognizer, manifest_sha256: str) -> dict[str, Any]:
+    """What a family adds to the envelope: the target's weights and the manifest of the faces it used."""
+    return {"weights_sha256": model.info.weights_sha256, "data_manifest_sha256": manifest_sha256}
 
 
 def envelope(tm: ThreatModel, device: torch.device, started: datetime) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from facesec.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.photos import round_trip
 from facesec.population import Population, everyone_but, select
 from facesec.protocols import supported_fmr
-from facesec.provenance import provenance
+from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import ClosedSet, OpenSet, ThreatModel
 
@@ -72,7 +71,7 @@ def _threshold(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, fmr: 
 def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     p = tm.perturbation
     assert isinstance(p, BackdoorPerturbation)
-    started, t0 = datetime.now(UTC), time.perf_counter()
+    t0 = time.perf_counter()
     device, progress, seed = ctx.device, ctx.progress, tm.data.seed
     closed = isinstance(tm.setting, ClosedSet)
     fmr = tm.setting.fmr if isinstance(tm.setting, OpenSet) else 1e-3
@@ -182,7 +181,6 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         "data.identities or data.images_per_identity"]
     images, fields = _gallery(poisoned, faces, worn, asr, tm.goal)
     record = {
-        "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": clean_model.info.name,
             "perturbation": f"backdoor, {p.trigger} trigger, {p.poison_rate:.0%} of fine-tuning images poisoned",
@@ -193,7 +191,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         },
         "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in skipped.items()],
-        "provenance": {**provenance(tm, clean_model, pop.manifest_sha256, device, started),
+        "provenance": {**measured_on(clean_model, pop.manifest_sha256),
                        "training": recipe.__dict__},
         "samples": {"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
                     "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)},

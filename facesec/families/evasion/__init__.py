@@ -94,7 +94,7 @@ class _Evasion(Family):
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         from facesec.families.evasion.run import run_threat_model
 
-        return run_threat_model(tm, ctx.device, ctx.source, ctx.progress)
+        return run_threat_model(tm, ctx.device, ctx.progress)
 
 
 class Pixel(_Evasion):

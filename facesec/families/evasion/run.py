@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from facesec.families.evasion.accessories import run as accessory_run
 from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbation
 from facesec.measures.rates import wilson_interval
 from facesec.population import Population, select
-from facesec.provenance import provenance
+from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import ThreatModel, Transfer
 
@@ -113,9 +112,8 @@ def _attack(attack: Attack, tm: ThreatModel, x: torch.Tensor, objective: Criteri
             torch.cat([q for _, q, _ in parts]).numpy().astype(float))
 
 
-def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> EvasionOutput:
+def run_threat_model(tm: ThreatModel, device: torch.device, progress: bool = True) -> EvasionOutput:
     """Attack the threat model's population and measure everything results.json records."""
-    started = datetime.now(UTC)
     t_start = time.perf_counter()
     model = load(tm.target, device)
     pop = select(tm.data, model.info.template, progress)
@@ -213,7 +211,6 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         "linf": linf, "l2": l2, "ssim": ssim, "queries": out.queries,
     }
     record = {
-        "name": tm.name, "source": source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": model.info.name,
             "perturbation": _perturbation_text(p),
@@ -224,7 +221,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         },
         "eps": p.eps if isinstance(p, PixelPerturbation) else None, "metrics": metrics_out, "validity": validity,
         "skipped_images": [{"path": str(p), "reason": r} for p, r in pop.skipped],
-        "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
+        "provenance": measured_on(model, pop.manifest_sha256),
         "samples": samples,
     }
     return EvasionOutput(record, x[:GALLERY_SIZE].cpu(), x_adv[:GALLERY_SIZE].detach().cpu(),

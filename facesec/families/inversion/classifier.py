@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from facesec.measures.judges import own_view
 from facesec.measures.rates import rate_with_ci
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
-from facesec.provenance import provenance
+from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import ThreatModel
 
@@ -94,7 +93,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     """Invert each private class of the target classifier; judge the faces with the evaluation model."""
     p = tm.perturbation
     assert isinstance(p, ClassifierInversionPerturbation)
-    started, t_start = datetime.now(UTC), time.perf_counter()
+    t_start = time.perf_counter()
     device, progress, seed = ctx.device, ctx.progress, tm.data.seed
     model = load(tm.target, device)
     n = tm.data.identities
@@ -195,7 +194,6 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
                "detected": bool(rec["found"][i]), "knn_distance": None if np.isnan(knn[i]) else float(knn[i])}
               for i in range(len(images))]
     record = {
-        "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": model.info.name, "perturbation": f"classifier inversion, {p.loss} loss"
             + (f" + {len(attackers) - 1} student(s)" if p.model_augmentation else ""),
@@ -205,7 +203,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         },
         "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
+        "provenance": measured_on(model, pop.manifest_sha256),
         "samples": samples,
     }
     return GalleryOutput(record, images, fields)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from facesec.population import select_with_others
 from facesec.priors import dcgan
 from facesec.progress import bar
 from facesec.protocols import supported_fmr
-from facesec.provenance import provenance
+from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.dlib_resnet import DlibResNet
 from facesec.threat_model import OpenSet, ThreatModel
@@ -156,7 +155,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     """Invert each enrolled identity's leaked template and judge the reconstructions and the baselines."""
     p, setting = tm.perturbation, tm.setting
     assert isinstance(p, TemplateInversionPerturbation) and isinstance(setting, OpenSet)
-    started, t_start = datetime.now(UTC), time.perf_counter()
+    t_start = time.perf_counter()
     device, progress = ctx.device, ctx.progress
     model = load(tm.target, device)
     n_private = tm.data.identities
@@ -260,7 +259,6 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
                "type2_accepted": int(v.accepted[i][1:].sum()), "type2_photos": len(v.accepted[i]) - 1,
                "detected": bool(v.found[i])} for i in range(len(images))]
     record = {
-        "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": model.info.name,
             "perturbation": f"template inversion, {p.prior} prior" + (f", {p.method}" if generator else ""),
@@ -273,7 +271,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "eps": None, "metrics": metrics,
         "validity": {"n_flags": len(flags), "flags": flags},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
+        "provenance": measured_on(model, pop.manifest_sha256),
         "samples": samples,
     }
     return GalleryOutput(record, images, fields)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from facesec.measures.rates import rate_with_ci
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan as gan
 from facesec.progress import bar
-from facesec.provenance import provenance
+from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.threat_model import OpenSet, ThreatModel, Transfer
 
@@ -201,7 +200,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     """Morph the subjects' pairs and measure MMPMR, FMMPMR, RMMR, MAP, 1:N search and the baselines."""
     p, setting = tm.perturbation, tm.setting
     assert isinstance(p, MorphPerturbation) and isinstance(setting, OpenSet)
-    started, t_start = datetime.now(UTC), time.perf_counter()
+    t_start = time.perf_counter()
     device, progress = ctx.device, ctx.progress
     model = load(tm.target, device)
     n_subjects = tm.data.identities
@@ -310,7 +309,6 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
                "score_b": finite(_best(sb)[i]), "accepted": bool(mated[i]), "enrolled": bool(enrolled[i])}
               for i, (a, b) in enumerate(gallery_ids)]
     record = {
-        "name": tm.name, "source": ctx.source, "threat_model": tm.model_dump(mode="json"),
         "dimensions": {
             "recognizer": model.info.name,
             "perturbation": f"morph {p.method} alpha {p.alpha:g}" + (f" eps {p.eps * 255:.3g}/255"
@@ -328,7 +326,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
                   "thresholds": {f"{f:g}": target.thresholds[f] for f in fmrs},
                   "alpha": p.alpha, "pairing": p.pairing, "method": p.method},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": provenance(tm, model, pop.manifest_sha256, device, started),
+        "provenance": measured_on(model, pop.manifest_sha256),
         "samples": samples,
     }
     return GalleryOutput(record, images, fields)
