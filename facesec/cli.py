@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from facesec import __version__
 from facesec.errors import ConfigError, FacesecError
@@ -24,12 +24,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+_TRUST_HELP = "allow package.module:factory recognizers (they run that module's code); off by default"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="facesec", description="Robustness and security evaluation of face recognition.")
     p.add_argument("--version", action="version", version=f"facesec {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _recognizer_commands(sub)
+    _suite_commands(sub)
+    _model_commands(sub)
+    _data_commands(sub)
+    sub.add_parser("list", help="show registered recognizers, attacks, attack families, and datasets found under "
+                                "$FACESEC_DATA")
+    return p
 
+
+def _recognizer_commands(sub: Any) -> None:
+    """eval and embed: a recognizer on a dataset or on images."""
     ev = sub.add_parser("eval", help="clean accuracy of a recognizer on a dataset (verification and rank-1)")
     ev.add_argument("--recognizer", action="append", metavar="NAME",
                     help="registered name or package.module:factory; repeat it to compare recognizers in one "
@@ -39,17 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--pairs-per-identity", type=int, default=20, help="genuine pairs per identity (default 20)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    ev.add_argument("--trust-code", action="store_true",
-                    help="allow package.module:factory recognizers (they run that module's code); off by default")
+    ev.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
     em = sub.add_parser("embed", help="detect, align and embed images into an .npz file")
     em.add_argument("inputs", nargs="+", help="image files or folders")
     em.add_argument("--recognizer", default="dlib-resnet")
     em.add_argument("--out", type=Path, required=True, help="output .npz (paths, embeddings, skipped, reasons)")
     em.add_argument("--device")
-    em.add_argument("--trust-code", action="store_true",
-                    help="allow package.module:factory recognizers (they run that module's code); off by default")
+    em.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
+
+def _suite_commands(sub: Any) -> None:
+    """run, report, validate and schema: threat-model suites and their results."""
     rn = sub.add_parser("run", help="run threat-model files as one suite: results.json, HTML report, gates")
     rn.add_argument("files", nargs="+", type=Path, help="threat-model YAML files")
     rn.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
@@ -68,8 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--resume", action="store_true",
                     help="keep the runs this suite's results.json already holds for the same threat model, code "
                          "and data (after a crash or a kill), run only the rest")
-    rn.add_argument("--trust-code", action="store_true",
-                    help="allow package.module:factory recognizers (they run that module's code); off by default")
+    rn.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
     rp = sub.add_parser("report", help="re-render the HTML report from a results.json (or its suite folder)")
     rp.add_argument("results", type=Path)
@@ -82,11 +95,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="override a field before validation, e.g. --set perturbation.eps=4/255")
     va.add_argument("--max-runs", type=int, default=1000,
                     help="refuse a file whose matrix expands to more runs than this (default 1000)")
-    va.add_argument("--trust-code", action="store_true",
-                    help="allow package.module:factory recognizers (they run that module's code); off by default")
+    va.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
     sub.add_parser("schema", help="print the JSON Schema of threat-model files (for editors)")
 
+
+def _model_commands(sub: Any) -> None:
+    """surrogate and models: students trained from queries, packaged model files."""
     sg = sub.add_parser("surrogate", help="build surrogate recognizers from query access (model stealing)")
     sg_sub = sg.add_subparsers(dest="surrogate_command", required=True, metavar="ACTION")
     tr = sg_sub.add_parser("train", help="distil a student from a teacher's embeddings on a dataset")
@@ -119,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     fe.add_argument("--from", dest="source", type=Path, metavar="FILE",
                     help="the package's .tgz (from `npm pack`) or a folder holding its files, instead of npm")
 
+
+def _data_commands(sub: Any) -> None:
+    """data list, info, import and fetch."""
     da = sub.add_parser("data", help="datasets: list them, describe one, import your own photos, fetch LFW")
     da_sub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     da_sub.add_parser("list", help="the datasets in the data folder ($FACESEC_DATA, or the default one)")
@@ -143,10 +161,6 @@ def _parser() -> argparse.ArgumentParser:
     fe_d.add_argument("--from", dest="source", type=Path, metavar="FILE",
                       help="an archive you downloaded yourself (e.g. when the official server is down)")
     fe_d.add_argument("--url", help="download from this address instead of the publisher's (same archive)")
-
-    sub.add_parser("list", help="show registered recognizers, attacks, attack families, and datasets found under "
-                                "$FACESEC_DATA")
-    return p
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
