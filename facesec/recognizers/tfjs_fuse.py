@@ -113,6 +113,13 @@ def fold_convolutions(order: list[str], nodes: dict[str, Node], weights: dict[st
                                                                     for f in fused]}}
         for const in (f"{name}/folded_filter", f"{name}/folded_bias"):
             nodes[const] = {"name": const, "op": "Const"}
+    new_order = _reschedule(order, nodes, removed, alias.get(output, output))
+    return new_order, {n: nodes[n] for n in new_order}, {n: weights[n] for n in new_order if n in weights}, alias
+
+
+def _reschedule(order: list[str], nodes: dict[str, Node], removed: set[str], output: str) -> list[str]:
+    """The order without the absorbed nodes, each folded convolution after its new constants, and no constant
+    that nothing reads any more."""
     new_order: list[str] = []
     for n in order:
         if n in removed:
@@ -120,6 +127,5 @@ def fold_convolutions(order: list[str], nodes: dict[str, Node], weights: dict[st
         if nodes[n]["op"] in CONVS.values() and f"{n}/folded_filter" in nodes:
             new_order += [f"{n}/folded_filter", f"{n}/folded_bias"]
         new_order.append(n)
-    used = {i for n in new_order for i in _inputs(nodes[n])} | {alias.get(output, output)}
-    new_order = [n for n in new_order if nodes[n]["op"] != "Const" or n in used]
-    return new_order, {n: nodes[n] for n in new_order}, {n: weights[n] for n in new_order if n in weights}, alias
+    used = {i for n in new_order for i in _inputs(nodes[n])} | {output}
+    return [n for n in new_order if nodes[n]["op"] != "Const" or n in used]

@@ -252,7 +252,17 @@ def train(settings: Settings, out_dir: Path, device: torch.device, resume: bool 
                     "generator": generator.get_state(), "queries": queries,
                     "epoch": epoch, "history": history, "mean": mean.cpu(), "scale": scale}, checkpoint)
     torch.save(student.state_dict(), out_dir / STUDENT)
-    card = {
+    card = _card(settings, teacher, faces, queries, time.perf_counter() - started, history,
+                 {"trained": agreement(student, teacher, t_held, faces, faces.held_out, mean, device),
+                  "untrained": agreement(untrained, teacher, t_held, faces, faces.held_out, mean, device)})
+    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _card(settings: Settings, teacher: Recognizer, faces: Faces, queries: int, seconds: float,
+          history: list[dict[str, Any]], held_out: dict[str, Any]) -> dict[str, Any]:
+    """The surrogate card: settings, the teacher it copies, the data, queries spent, and held-out agreement."""
+    return {
         "facesec_version": __version__,
         "settings": asdict(settings),
         "architecture": settings.arch,
@@ -264,10 +274,7 @@ def train(settings: Settings, out_dir: Path, device: torch.device, resume: bool 
                  "train_faces": int(len(faces.train)), "held_out_faces": int(len(faces.held_out)),
                  "held_out_identities": int(len(set(faces.labels[faces.held_out].tolist())))},
         "queries": queries,
-        "train_seconds_this_session": time.perf_counter() - started,
+        "train_seconds_this_session": seconds,
         "history": history,
-        "held_out": {"trained": agreement(student, teacher, t_held, faces, faces.held_out, mean, device),
-                     "untrained": agreement(untrained, teacher, t_held, faces, faces.held_out, mean, device)},
+        "held_out": held_out,
     }
-    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    return card
