@@ -196,140 +196,209 @@ def _at_fmr(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray]
     }
 
 
+@dataclass
+class _Plan:
+    """What a morph run attacks: the population, the judging recognizers, the subjects' pairs."""
+
+    model: Recognizer
+    pop: Population
+    fmrs: list[float]
+    target: Judge
+    judges: list[Judge]
+    attackers: list[Judge]
+    refs: list[np.ndarray]
+    probes: list[np.ndarray]
+    pair_list: list[tuple[int, int]]
+    first: np.ndarray
+    analyzer: FaceAnalyzer
+
+    def side(self, which: int, of: list[np.ndarray]) -> list[np.ndarray]:
+        """`of` for contributor a (0) or b (1) of each pair."""
+        return [of[pair[which]] for pair in self.pair_list]
+
+
+@dataclass
+class _Verdicts:
+    """How the judges scored the morphs: per judge and FMR, the target's scores and its 1:N search."""
+
+    by_judge: dict[str, Any]
+    accepted: dict[float, tuple[list[np.ndarray], list[np.ndarray]]]
+    scores: tuple[list[np.ndarray], list[np.ndarray]]
+    host: tuple[list[np.ndarray], list[np.ndarray]]
+    both_top2: np.ndarray
+    one_top1: np.ndarray
+
+
 def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     """Morph the subjects' pairs and measure MMPMR, FMMPMR, RMMR, MAP, 1:N search and the baselines."""
     p, setting = tm.perturbation, tm.setting
     assert isinstance(p, MorphPerturbation) and isinstance(setting, OpenSet)
     t_start = time.perf_counter()
-    device, progress = ctx.device, ctx.progress
-    model = load(tm.target, device)
-    n_subjects = tm.data.identities
-    pop = select_with_others(tm.data, p.calibration_identities, "perturbation.calibration_identities",
-                             model.info.template, progress)
-    k = tm.data.images_per_identity
-    fmrs = sorted({*p.fmrs, setting.fmr}, reverse=True)
-    target = calibrated_judge(model, pop, fmrs, progress)
-    judges = _unique([target] + [calibrated_judge(load(s, device), pop, fmrs, progress) for s in p.recognizers])
-    analyzer = FaceAnalyzer()
+    plan = _plan(tm, p, ctx)
+    t_attack = time.perf_counter()
+    morphs, landmark = _morphs(plan, tm, p, ctx)
+    attack_time = time.perf_counter() - t_attack
+    enrolled = np.array([f is not None for f in morphs.faces])
+    verdicts = _verdicts(plan, morphs, enrolled, tm.data.images_per_identity - p.references)
+    metrics, flags = _metrics(plan, verdicts, landmark, enrolled, tm, p, setting)
+    metrics["attack_time_s"] = attack_time
+    metrics["wall_time_s"] = time.perf_counter() - t_start
+    return _output(plan, verdicts, morphs, enrolled, metrics, flags, tm, p, setting)
 
+
+def _plan(tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> _Plan:
+    """The population (subjects and calibration identities), the judges with their thresholds, the pairs."""
+    model = load(tm.target, ctx.device)
+    pop = select_with_others(tm.data, p.calibration_identities, "perturbation.calibration_identities",
+                             model.info.template, ctx.progress)
+    assert isinstance(tm.setting, OpenSet)
+    fmrs = sorted({*p.fmrs, tm.setting.fmr}, reverse=True)
+    target = calibrated_judge(model, pop, fmrs, ctx.progress)
+    judges = _unique([target] + [calibrated_judge(load(s, ctx.device), pop, fmrs, ctx.progress)
+                                 for s in p.recognizers])
     members = [np.flatnonzero(pop.identity == i) for i in range(len(pop.names))]
     refs = [m[: p.references] for m in members]
-    probes = [m[p.references:] for m in members]
-    attackers = _attackers(tm, target, pop, device, progress)
-    subject_refs = [refs[i] for i in range(n_subjects)]
-    n_pairs = n_subjects if p.pairs is None else p.pairs
+    attackers = _attackers(tm, target, pop, ctx.device, ctx.progress)
+    subject_refs = [refs[i] for i in range(tm.data.identities)]
+    n_pairs = tm.data.identities if p.pairs is None else p.pairs
     if p.pairing == "lookalike":
         sims = [a.model.similarity_matrix(*(2 * [_templates(a.model, a.emb, subject_refs)])).cpu().numpy()
                 for a in attackers]
         pair_list = pairs.lookalike(np.mean([_standardised(x) for x in sims], axis=0), n_pairs)
     else:
-        pair_list = pairs.random_pairs(n_subjects, n_pairs, np.random.default_rng(tm.data.seed))
-    first = np.array([r[0] for r in refs])
+        pair_list = pairs.random_pairs(tm.data.identities, n_pairs, np.random.default_rng(tm.data.seed))
+    return _Plan(model, pop, fmrs, target, judges, attackers, refs, [m[p.references:] for m in members],
+                 pair_list, np.array([r[0] for r in refs]), FaceAnalyzer())
 
-    t_attack = time.perf_counter()
+
+def _morphs(plan: _Plan, tm: ThreatModel, p: MorphPerturbation,
+            ctx: RunContext) -> tuple[Morphs, tuple[list[np.ndarray], list[np.ndarray], Any] | None]:
+    """The morphs the method makes, and for optimised ones the target's scores of the landmark morphs they
+    started from (else None)."""
     if p.method == "gan":
-        morphs = _gan_morphs(pop, pair_list, first, refs, attackers, tm, p.alpha, analyzer, device)
+        morphs = _gan_morphs(plan.pop, plan.pair_list, plan.first, plan.refs, plan.attackers, tm, p.alpha,
+                             plan.analyzer, ctx.device)
     else:
-        morphs = _landmark_morphs(pop, pair_list, first, p.alpha, analyzer, progress)
-    pa = [probes[a] for a, _ in pair_list]
-    pb = [probes[b] for _, b in pair_list]
-    landmark = None
-    if p.method == "optimised":
-        landmark = _verify(target, morphs, pa, pb, analyzer)
-        morphs = _optimised(morphs, attackers, [refs[a] for a, _ in pair_list], [refs[b] for _, b in pair_list],
-                            tm, p, analyzer, device, progress)
-    attack_time = time.perf_counter() - t_attack
-    enrolled = np.array([f is not None for f in morphs.faces])
+        morphs = _landmark_morphs(plan.pop, plan.pair_list, plan.first, p.alpha, plan.analyzer, ctx.progress)
+    if p.method != "optimised":
+        return morphs, None
+    landmark = _verify(plan.target, morphs, plan.side(0, plan.probes), plan.side(1, plan.probes), plan.analyzer)
+    morphs = _optimised(morphs, plan.attackers, plan.side(0, plan.refs), plan.side(1, plan.refs), tm, p,
+                        plan.analyzer, ctx.device, ctx.progress)
+    return morphs, landmark
 
-    gallery_index = np.array([pr[0] for pr in probes])
+
+def _verdicts(plan: _Plan, morphs: Morphs, enrolled: np.ndarray, attempts: int) -> _Verdicts:
+    """Every judge's scores of the morphs against both contributors' probes, at every FMR; the target's 1:N
+    search over one enrolled photo per identity."""
+    pa, pb = plan.side(0, plan.probes), plan.side(1, plan.probes)
+    gallery_index = np.array([pr[0] for pr in plan.probes])
     by_judge: dict[str, Any] = {}
-    accepted: dict[float, tuple[list[np.ndarray], list[np.ndarray]]] = {f: ([], []) for f in fmrs}
-    for judge in judges:
-        sa, sb, emb = _verify(judge, morphs, pa, pb, analyzer)
-        host_a, host_b = (_host_scores(judge, first, pair_list, q) for q in (pa, pb))
-        by_judge[judge.name] = {f"{f:g}": _at_fmr(judge, f, sa, sb, host_a, host_b) for f in fmrs}
-        for f in fmrs:
-            accepted[f][0].append(measures.accepted_counts(sa, judge.thresholds[f], k - p.references))
-            accepted[f][1].append(measures.accepted_counts(sb, judge.thresholds[f], k - p.references))
-        if judge is target:
-            target_scores, target_host = (sa, sb), (host_a, host_b)
+    accepted: dict[float, tuple[list[np.ndarray], list[np.ndarray]]] = {f: ([], []) for f in plan.fmrs}
+    found: dict[str, Any] = {}
+    for judge in plan.judges:
+        sa, sb, emb = _verify(judge, morphs, pa, pb, plan.analyzer)
+        host_a, host_b = (_host_scores(judge, plan.first, plan.pair_list, q) for q in (pa, pb))
+        by_judge[judge.name] = {f"{f:g}": _at_fmr(judge, f, sa, sb, host_a, host_b) for f in plan.fmrs}
+        for f in plan.fmrs:
+            accepted[f][0].append(measures.accepted_counts(sa, judge.thresholds[f], attempts))
+            accepted[f][1].append(measures.accepted_counts(sb, judge.thresholds[f], attempts))
+        if judge is plan.target:
             search = judge.model.similarity_matrix(emb, judge.emb[torch.from_numpy(gallery_index)]).cpu().numpy()
             search[~enrolled] = -np.inf
-            both_top2, one_top1 = measures.dedup_search(search, np.array([a for a, _ in pair_list]),
-                                                        np.array([b for _, b in pair_list]))
-    sa, sb = target_scores
-    n = len(pair_list)
-    head = by_judge[target.name][f"{setting.fmr:g}"]
-    t = head["threshold"]
-    mated = np.minimum(_best(sa), _best(sb)) > t
-    map_doc = {f"{f:g}": {"recognizers": [j.name for j in judges], "attempts": k - p.references,
-                          "matrix": measures.map_matrix(np.stack(accepted[f][0], 1), np.stack(accepted[f][1], 1),
-                                                        k - p.references).tolist()} for f in fmrs}
-    flags = [f"FMR {f:g} is not supported by {by_judge[j.name][f'{f:g}']['n_impostor_scores']} impostor scores "
+            found = {"scores": (sa, sb), "host": (host_a, host_b), "search": measures.dedup_search(
+                search, np.array([a for a, _ in plan.pair_list]), np.array([b for _, b in plan.pair_list]))}
+    return _Verdicts(by_judge, accepted, found["scores"], found["host"], *found["search"])
+
+
+def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm: ThreatModel,
+             p: MorphPerturbation, setting: OpenSet) -> tuple[dict[str, Any], list[str]]:
+    """The run's metrics at its FMR (and each judge's at every FMR), and its validity flags."""
+    sa, sb = v.scores
+    n, attempts = len(plan.pair_list), tm.data.images_per_identity - p.references
+    head = v.by_judge[plan.target.name][f"{setting.fmr:g}"]
+    mated = np.minimum(_best(sa), _best(sb)) > head["threshold"]
+    map_doc = {f"{f:g}": {"recognizers": [j.name for j in plan.judges], "attempts": attempts,
+                          "matrix": measures.map_matrix(np.stack(v.accepted[f][0], 1), np.stack(v.accepted[f][1], 1),
+                                                        attempts).tolist()} for f in plan.fmrs}
+    flags = [f"FMR {f:g} is not supported by {v.by_judge[j.name][f'{f:g}']['n_impostor_scores']} impostor scores "
              f"of {j.name} (needs {10 / f:.0f}); raise calibration_identities"
-             for j in judges for f in fmrs if not by_judge[j.name][f"{f:g}"]["fmr_supported"]]
+             for j in plan.judges for f in plan.fmrs if not v.by_judge[j.name][f"{f:g}"]["fmr_supported"]]
     metrics: dict[str, Any] = {
         "mmpmr": head["mmpmr"], "mmpmr_ci95": rate_with_ci(int(mated.sum()), n)["ci95"],
         "mmpmr_first_probe": head["mmpmr_first_probe"], "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
         "map": map_doc,
         "no_morph_mmpmr": head["no_morph_mmpmr"],
         "genuine_accept_rate": head["genuine_accept_rate"], "impostor_accept_rate": head["impostor_accept_rate"],
-        "fnmr": head["fnmr"], "threshold": t,
-        "dedup_both_top2": float(both_top2.mean()) if n else 0.0,
-        "dedup_contributor_top1": float(one_top1.mean()) if n else 0.0,
+        "fnmr": head["fnmr"], "threshold": head["threshold"],
+        "dedup_both_top2": float(v.both_top2.mean()) if n else 0.0,
+        "dedup_contributor_top1": float(v.one_top1.mean()) if n else 0.0,
         "n_morphs": n, "morphs_not_enrolled": int((~enrolled).sum()),
-        "pair_similarity_mean": _pair_similarity(attackers[0], subject_refs, pair_list),
-        "at_fmr": by_judge[target.name], "by_recognizer": by_judge,
-        "attack_time_s": attack_time, "n_identities": len(pop.names), "n_subjects": n_subjects,
-        "n_skipped_images": len(pop.skipped),
+        "pair_similarity_mean": _pair_similarity(plan.attackers[0], [plan.refs[i] for i in range(tm.data.identities)],
+                                                 plan.pair_list),
+        "at_fmr": v.by_judge[plan.target.name], "by_recognizer": v.by_judge,
+        "n_identities": len(plan.pop.names), "n_subjects": tm.data.identities,
+        "n_skipped_images": len(plan.pop.skipped),
     }
     if landmark is not None:
-        base = _at_fmr(target, setting.fmr, landmark[0], landmark[1], *target_host)
+        base = _at_fmr(plan.target, setting.fmr, landmark[0], landmark[1], *v.host)
         metrics["landmark_mmpmr"], metrics["landmark_fmmpmr"] = base["mmpmr"], base["fmmpmr"]
         if head["fmmpmr"] <= base["fmmpmr"]:
             flags.append(f"optimisation no better than the landmark morph it started from (FMMPMR "
                          f"{head['fmmpmr']:.2f} <= {base['fmmpmr']:.2f})")
-    metrics["wall_time_s"] = time.perf_counter() - t_start
+    return metrics, flags
+
+
+def _output(plan: _Plan, v: _Verdicts, morphs: Morphs, enrolled: np.ndarray, metrics: dict[str, Any],
+            flags: list[str], tm: ThreatModel, p: MorphPerturbation, setting: OpenSet) -> RunOutput:
+    """The record (dimensions, metrics, validity, the morph scores, per-morph samples) and its gallery."""
+    sa, sb = v.scores
+    pop, first, pair_list = plan.pop, plan.first, plan.pair_list
+    mated = np.minimum(_best(sa), _best(sb)) > metrics["threshold"]
     samples = {
-        "index": np.arange(n), "contributor_a": [pop.names[a] for a, _ in pair_list],
+        "index": np.arange(len(pair_list)), "contributor_a": [pop.names[a] for a, _ in pair_list],
         "contributor_b": [pop.names[b] for _, b in pair_list],
         "photo_a": [str(pop.paths[first[a]]) for a, _ in pair_list],
         "photo_b": [str(pop.paths[first[b]]) for _, b in pair_list], "enrolled": enrolled,
         "score_a": _best(sa), "score_b": _best(sb), "score_a_first": _first(sa), "score_b_first": _first(sb),
         "mated_match": mated,
-        "probes_a_accepted": accepted[setting.fmr][0][0], "probes_b_accepted": accepted[setting.fmr][1][0],
-        "dedup_both_top2": both_top2,
+        "probes_a_accepted": v.accepted[setting.fmr][0][0], "probes_b_accepted": v.accepted[setting.fmr][1][0],
+        "dedup_both_top2": v.both_top2,
     }
     gallery_ids = [(a, b) for a, b in pair_list[:GALLERY_SIZE]]
     crops, _ = _crops(Morphs(morphs.photos[:GALLERY_SIZE], morphs.faces[:GALLERY_SIZE]),
-                      model.info.template, analyzer)
-    images = [{"a": target.pop.faces[first[a]], "morph": crops[i] if enrolled[i] else None,
-               "b": target.pop.faces[first[b]]} for i, (a, b) in enumerate(gallery_ids)]
+                      plan.model.info.template, plan.analyzer)
+    images = [{"a": plan.target.pop.faces[first[a]], "morph": crops[i] if enrolled[i] else None,
+               "b": plan.target.pop.faces[first[b]]} for i, (a, b) in enumerate(gallery_ids)]
     fields = [{"contributor_a": pop.names[a], "contributor_b": pop.names[b], "score_a": finite(_best(sa)[i]),
                "score_b": finite(_best(sb)[i]), "accepted": bool(mated[i]), "enrolled": bool(enrolled[i])}
               for i, (a, b) in enumerate(gallery_ids)]
     record = {
-        "dimensions": {
-            "recognizer": model.info.name,
-            "perturbation": f"morph {p.method} alpha {p.alpha:g}" + (f" eps {p.eps * 255:.3g}/255"
-                                                                     if p.method == "optimised" else ""),
-            "knowledge": "white-box" if not isinstance(tm.knowledge, Transfer)
-            else "transfer from " + " + ".join(a.name for a in attackers),
-            "goal": f"both contributors accepted ({p.pairing} pairs)", "capability": tm.capability,
-            "setting": f"open-set FMR {setting.fmr:g}",
-            "attack": f"{p.method} morph" + {"optimised": f" {tm.attack.steps} steps",
-                                             "gan": f", {tm.attack.steps} inversion steps"}.get(p.method, ""),
-        },
+        "dimensions": _dimensions(plan, tm, p, setting),
         "eps": None, "metrics": metrics,
         "validity": {"n_flags": len(flags), "flags": flags, "morphs_not_enrolled": int((~enrolled).sum())},
         "morph": {"scores": [[finite(x), finite(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
-                  "thresholds": {f"{f:g}": target.thresholds[f] for f in fmrs},
+                  "thresholds": {f"{f:g}": plan.target.thresholds[f] for f in plan.fmrs},
                   "alpha": p.alpha, "pairing": p.pairing, "method": p.method},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": measured_on(model, pop.manifest_sha256),
+        "provenance": measured_on(plan.model, pop.manifest_sha256),
         "samples": samples,
     }
     return GalleryOutput(record, images, fields)
+
+
+def _dimensions(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, setting: OpenSet) -> dict[str, Any]:
+    return {
+        "recognizer": plan.model.info.name,
+        "perturbation": f"morph {p.method} alpha {p.alpha:g}" + (f" eps {p.eps * 255:.3g}/255"
+                                                                 if p.method == "optimised" else ""),
+        "knowledge": "white-box" if not isinstance(tm.knowledge, Transfer)
+        else "transfer from " + " + ".join(a.name for a in plan.attackers),
+        "goal": f"both contributors accepted ({p.pairing} pairs)", "capability": tm.capability,
+        "setting": f"open-set FMR {setting.fmr:g}",
+        "attack": f"{p.method} morph" + {"optimised": f" {tm.attack.steps} steps",
+                                         "gan": f", {tm.attack.steps} inversion steps"}.get(p.method, ""),
+    }
 
 
 def _best(scores: list[np.ndarray]) -> np.ndarray:
