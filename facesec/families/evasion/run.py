@@ -112,64 +112,140 @@ def _attack(attack: Attack, tm: ThreatModel, x: torch.Tensor, objective: Criteri
             torch.cat([q for _, q, _ in parts]).numpy().astype(float))
 
 
+@dataclass
+class _Trial:
+    """What an evasion run attacks: the target and its population, the attempts, what the attacker sees."""
+
+    model: Recognizer
+    pop: Population
+    enrol: np.ndarray
+    att: trial.Attempts
+    objective: Objective
+    x_all: torch.Tensor
+    x: torch.Tensor
+    view: knowledge.AttackerView
+    generator: torch.Generator
+
+
+@dataclass
+class _Outcome:
+    """The clean and attacked faces judged by the target: successes and similarities, before and after."""
+
+    clean: np.ndarray
+    before: np.ndarray
+    success: np.ndarray
+    after: np.ndarray
+    attempted: np.ndarray
+    linf: np.ndarray
+    l2: np.ndarray
+    ssim: np.ndarray
+
+
 def run_threat_model(tm: ThreatModel, device: torch.device, progress: bool = True) -> EvasionOutput:
     """Attack the threat model's population and measure everything results.json records."""
     t_start = time.perf_counter()
+    t = _trial(tm, device, progress)
+    clean, before = _success(t.objective, t.model, t.x)
+    t_attack = time.perf_counter()
+    out = _attack_attempts(tm, t, ~clean, progress)
+    attack_time = time.perf_counter() - t_attack
+    success, after = _success(t.objective, t.model, out.x_adv)
+    linf, l2 = (v.cpu().numpy() for v in metrics.perturbation_norms(t.x, out.x_adv))
+    seen = _Outcome(clean, before, success, after, ~clean, linf, l2, metrics.ssim(t.x, out.x_adv).cpu().numpy())
+    _extra_measures(tm, t, out, seen, progress)
+    metrics_out, validity = _measures(tm, t, out, seen)
+    metrics_out.update({"attack_time_s": attack_time, "wall_time_s": time.perf_counter() - t_start,
+                        "n_identities": len(t.pop.names), "n_skipped_images": len(t.pop.skipped)})
+    return _output(tm, t, out, seen, metrics_out, validity)
+
+
+def _trial(tm: ThreatModel, device: torch.device, progress: bool) -> _Trial:
     model = load(tm.target, device)
     pop = select(tm.data, model.info.template, progress)
-    rng = np.random.default_rng(tm.data.seed)
-    generator = torch.Generator().manual_seed(tm.data.seed)
     x_all = pop.faces.to(device)
     enrol, probes = trial.split(pop, tm)
-    att = trial.attempts(tm, pop, probes, rng)
+    att = trial.attempts(tm, pop, probes, np.random.default_rng(tm.data.seed))
     target = trial.judges(model, tm, pop, enrol, att, x_all, device)
-    objective = target.objective
-    threshold = objective.threshold
-    x = x_all[att.index]
-    x_train = None if att.train_index is None else x_all[att.train_index]
     view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device)
+    return _Trial(model, pop, enrol, att, target.objective, x_all, x_all[att.index], view,
+                  torch.Generator().manual_seed(tm.data.seed))
 
-    clean_success, sim_before = _success(objective, model, x)
-    attempted = ~clean_success
-    t_attack = time.perf_counter()
+
+def _attack_attempts(tm: ThreatModel, t: _Trial, attempted: np.ndarray, progress: bool) -> Attacked:
+    """The perturbation kind's attack on the attempts (pixel noise, or an accessory)."""
     p = tm.perturbation
     assert isinstance(p, PixelPerturbation | AccessoryPerturbation)
     if isinstance(p, AccessoryPerturbation):
-        out = _attack_accessory(tm, p, model, pop, att, x, objective, view, attempted, generator, progress)
+        out = _attack_accessory(tm, p, t.model, t.pop, t.att, t.x, t.objective, t.view, attempted, t.generator,
+                                progress)
     else:
         starts = None
         if tm.goal == "impersonation":  # decision-based attacks start from an image of the target
-            first = {int(pop.identity[i]): i for i in enrol[::-1]}
-            starts = x_all[[first[int(k)] for k in att.labels]]
-        out = _attack_pixel(tm, p, x, view, x_train, generator, starts, progress)
-    if view.transfer:  # how well the attack did on what it could differentiate
-        out.extra["surrogate_success_rate"] = _rate(_judge(view.objective, out.x_adv), attempted)
-    x_adv = out.x_adv
-    attack_time = time.perf_counter() - t_attack
-    adv_success, sim_after = _success(objective, model, x_adv)
-    if isinstance(view.objective, Oracle):  # what the attacker had reached after each number of queries
-        budget = view.objective.budget
+            first = {int(t.pop.identity[i]): i for i in t.enrol[::-1]}
+            starts = t.x_all[[first[int(k)] for k in t.att.labels]]
+        x_train = None if t.att.train_index is None else t.x_all[t.att.train_index]
+        out = _attack_pixel(tm, p, t.x, t.view, x_train, t.generator, starts, progress)
+    if t.view.transfer:  # how well the attack did on what it could differentiate
+        out.extra["surrogate_success_rate"] = _rate(_judge(t.view.objective, out.x_adv), attempted)
+    return out
+
+
+def _extra_measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome, progress: bool) -> None:
+    """Success after each number of queries (query attacks), and through the photo round trip when asked."""
+    if isinstance(t.view.objective, Oracle):  # what the attacker had reached after each number of queries
+        budget = t.view.objective.budget
         marks = sorted({m for m in (1, 10, 30, 100, 300, 1000, 3000, 10000) if m < budget} | {budget})
-        out.extra["asr_at_queries"] = {str(m): _rate(adv_success & (out.queries <= m), attempted) for m in marks}
+        out.extra["asr_at_queries"] = {str(m): _rate(seen.success & (out.queries <= m), seen.attempted)
+                                       for m in marks}
     if tm.photo_round_trip:
-        crops, found = _round_trip([pop.paths[i] for i in att.index], x, x_adv, model, tm, progress)
-        photo_success, _ = _success(objective, model, crops.to(device))
-        out.extra["photo_success_rate"] = _rate(photo_success & found, attempted)
-        out.extra["photo_faces_lost"] = int((~found & attempted).sum())
-    noise_success, _ = _success(objective, model, out.baseline)
-    n_attempts = int(attempted.sum())
-    n_success = int((adv_success & attempted).sum())
+        crops, found = _round_trip([t.pop.paths[i] for i in t.att.index], t.x, out.x_adv, t.model, tm, progress)
+        photo_success, _ = _success(t.objective, t.model, crops.to(t.x.device))
+        out.extra["photo_success_rate"] = _rate(photo_success & found, seen.attempted)
+        out.extra["photo_faces_lost"] = int((~found & seen.attempted).sum())
+
+
+_PROTOCOL_METRIC = {("open-set", "dodging"): "tar", ("open-set", "impersonation"): "target_accept",
+                    ("closed-set", "dodging"): "rank1", ("closed-set", "impersonation"): "target_top1"}
+
+
+def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's metrics and validity checks."""
+    noise_success, _ = _success(t.objective, t.model, out.baseline)
+    n_attempts = int(seen.attempted.sum())
+    n_success = int((seen.success & seen.attempted).sum())
     asr = n_success / n_attempts if n_attempts else 0.0
-    noise_asr = _rate(noise_success, attempted)
-    linf, l2 = (t.cpu().numpy() for t in metrics.perturbation_norms(x, x_adv))
-    ssim = metrics.ssim(x, x_adv).cpu().numpy()
-    final = clean_success | adv_success
-    holds_before = ~clean_success if tm.goal == "dodging" else clean_success
+    noise_asr = _rate(noise_success, seen.attempted)
+    final = seen.clean | seen.success
+    holds_before = ~seen.clean if tm.goal == "dodging" else seen.clean
     holds_after = ~final if tm.goal == "dodging" else final
-    protocol_metric = {("open-set", "dodging"): "tar", ("open-set", "impersonation"): "target_accept",
-                       ("closed-set", "dodging"): "rank1", ("closed-set", "impersonation"): "target_top1"}
     baselines = {k: noise_asr if v is None else v for k, v in out.baselines.items()}
-    validity = _validity(tm, x, view.objective, attempted, out.unbounded, baselines, asr)
+    validity = _validity(tm, t.x, t.view.objective, seen.attempted, out.unbounded, baselines, asr)
+    n_impostor = _fmr_support(tm, t.pop, validity)
+    return {
+        "attack_success_rate": asr,
+        "attack_success_ci95": list(wilson_interval(n_success, n_attempts)),
+        "n_attempts": n_attempts,
+        "n_samples": len(t.x),
+        "clean_success_rate": float(seen.clean.mean()) if len(t.x) else 0.0,
+        "noise_success_rate": noise_asr,
+        **out.extra,
+        "protocol_metric": _PROTOCOL_METRIC[(tm.setting.kind, tm.goal)],
+        "protocol_before": float(holds_before.mean()),
+        "protocol_after": float(holds_after.mean()),
+        "similarity_before_mean": float(seen.before.mean()),
+        "similarity_after_mean": float(seen.after.mean()),
+        "similarity_shift_mean": float((seen.after - seen.before).mean()),
+        "threshold": t.objective.threshold if tm.setting.kind == "open-set" else None,
+        "n_impostor_scores": n_impostor if tm.setting.kind == "open-set" else None,
+        "linf_mean": float(seen.linf.mean()),
+        "l2_mean": float(seen.l2.mean()),
+        "ssim_mean": float(seen.ssim.mean()),
+        "queries_per_sample": float(out.queries.mean()),
+    }, validity
+
+
+def _fmr_support(tm: ThreatModel, pop: Population, validity: dict[str, Any]) -> int:
+    """The population's impostor pairs; flagged in `validity` when too few support the open-set FMR."""
     n_impostor = protocols.pair_counts(np.bincount(pop.identity).tolist())[1]
     if tm.setting.kind == "open-set" and not protocols.supported_fmr(n_impostor, tm.setting.fmr):
         needed = protocols.SUPPORT_COUNT / tm.setting.fmr
@@ -178,54 +254,38 @@ def run_threat_model(tm: ThreatModel, device: torch.device, progress: bool = Tru
             f"{n_impostor * tm.setting.fmr:.1f} above the threshold; needs {needed:.0f}): raise data.identities or "
             "data.images_per_identity, or the FMR")
         validity["n_flags"] = len(validity["flags"])
-    metrics_out = {
-        "attack_success_rate": asr,
-        "attack_success_ci95": list(wilson_interval(n_success, n_attempts)),
-        "n_attempts": n_attempts,
-        "n_samples": len(x),
-        "clean_success_rate": float(clean_success.mean()) if len(x) else 0.0,
-        "noise_success_rate": noise_asr,
-        **out.extra,
-        "protocol_metric": protocol_metric[(tm.setting.kind, tm.goal)],
-        "protocol_before": float(holds_before.mean()),
-        "protocol_after": float(holds_after.mean()),
-        "similarity_before_mean": float(sim_before.mean()),
-        "similarity_after_mean": float(sim_after.mean()),
-        "similarity_shift_mean": float((sim_after - sim_before).mean()),
-        "threshold": threshold if tm.setting.kind == "open-set" else None,
-        "n_impostor_scores": n_impostor if tm.setting.kind == "open-set" else None,
-        "linf_mean": float(linf.mean()),
-        "l2_mean": float(l2.mean()),
-        "ssim_mean": float(ssim.mean()),
-        "queries_per_sample": float(out.queries.mean()),
-        "attack_time_s": attack_time,
-        "wall_time_s": time.perf_counter() - t_start,
-        "n_identities": len(pop.names),
-        "n_skipped_images": len(pop.skipped),
-    }
+    return n_impostor
+
+
+def _output(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome, metrics_out: dict[str, Any],
+            validity: dict[str, Any]) -> EvasionOutput:
+    """The record (dimensions, metrics, validity, per-attempt samples) and the faces its gallery shows."""
+    p = tm.perturbation
+    assert isinstance(p, PixelPerturbation | AccessoryPerturbation)
+    pop, att = t.pop, t.att
     samples = {
-        "index": np.arange(len(x)), "identity": [pop.names[i] for i in att.own],
-        "target": [pop.names[t] if tm.goal == "impersonation" else "" for t in att.labels],
-        "probe_path": [str(pop.paths[i]) for i in att.index], "clean_success": clean_success,
-        "success": adv_success & attempted, "similarity_before": sim_before, "similarity_after": sim_after,
-        "linf": linf, "l2": l2, "ssim": ssim, "queries": out.queries,
+        "index": np.arange(len(t.x)), "identity": [pop.names[i] for i in att.own],
+        "target": [pop.names[k] if tm.goal == "impersonation" else "" for k in att.labels],
+        "probe_path": [str(pop.paths[i]) for i in att.index], "clean_success": seen.clean,
+        "success": seen.success & seen.attempted, "similarity_before": seen.before, "similarity_after": seen.after,
+        "linf": seen.linf, "l2": seen.l2, "ssim": seen.ssim, "queries": out.queries,
     }
     record = {
         "dimensions": {
-            "recognizer": model.info.name,
+            "recognizer": t.model.info.name,
             "perturbation": _perturbation_text(p),
-            "knowledge": view.description, "goal": tm.goal, "capability": tm.capability,
+            "knowledge": t.view.description, "goal": tm.goal, "capability": tm.capability,
             "setting": f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
             "attack": f"{tm.attack.library}/{tm.attack.method}"
                       + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps"),
         },
         "eps": p.eps if isinstance(p, PixelPerturbation) else None, "metrics": metrics_out, "validity": validity,
-        "skipped_images": [{"path": str(p), "reason": r} for p, r in pop.skipped],
-        "provenance": measured_on(model, pop.manifest_sha256),
+        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
+        "provenance": measured_on(t.model, pop.manifest_sha256),
         "samples": samples,
     }
-    return EvasionOutput(record, x[:GALLERY_SIZE].cpu(), x_adv[:GALLERY_SIZE].detach().cpu(),
-                     p.eps if isinstance(p, PixelPerturbation) else None, out.worn)
+    return EvasionOutput(record, t.x[:GALLERY_SIZE].cpu(), out.x_adv[:GALLERY_SIZE].detach().cpu(),
+                         p.eps if isinstance(p, PixelPerturbation) else None, out.worn)
 
 
 def _round_trip(paths: list[Path], x: torch.Tensor, x_adv: torch.Tensor, model: Recognizer, tm: ThreatModel,
