@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,28 +69,79 @@ def _threshold(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, fmr: 
     return protocols.threshold_at_fmr(sims[iu][labels[iu[0]] != labels[iu[1]]], fmr)
 
 
+@dataclass
+class _Faces:
+    """Who a backdoor run concerns: the attacked population, the fine-tuning identities (the target first) and
+    where clean accuracy is measured."""
+
+    clean_model: Recognizer
+    pop: Population
+    trained_on: Population
+    wide: Population | None
+    """Every identity never fine-tuned on (`clean_population: unused`), else None."""
+
+    @property
+    def clean(self) -> tuple[torch.Tensor, np.ndarray] | None:
+        return None if self.wide is None else (self.wide.faces, self.wide.identity)
+
+
+@dataclass
+class _Training:
+    """The trigger, the poisoned set, and the models: backdoored, and the same fine-tuning unpoisoned."""
+
+    trigger: Trigger
+    recipe: Recipe
+    poisoned: Poisoned
+    tuned: Any
+    model: Recognizer
+    benign: Recognizer
+
+
 def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     p = tm.perturbation
     assert isinstance(p, BackdoorPerturbation)
     t0 = time.perf_counter()
-    device, progress, seed = ctx.device, ctx.progress, tm.data.seed
     closed = isinstance(tm.setting, ClosedSet)
     fmr = tm.setting.fmr if isinstance(tm.setting, OpenSet) else 1e-3
-    clean_model = load(tm.target, device)
-    size = clean_model.info.template.size
-    n_eval = tm.data.identities
-    pop = select(tm.data, clean_model.info.template, progress)
-    trained_on = _training_population(tm, pop.names, clean_model, progress)
-    # where clean accuracy is measured (never empty: the held-out identities are in it)
-    wide = (everyone_but(tm.data.dataset, trained_on.names, clean_model.info.template, progress)
-            if p.clean_population == "unused" else None)
-    clean = None if wide is None else (wide.faces, wide.identity)
-    labels = trained_on.identity  # the target is training identity 0
-    target_face = trained_on.faces[0]
+    who = _faces(tm, p, ctx)
+    trained = _train(tm, p, who, ctx.progress)
+    pop = who.pop
+    faces, marks, ids = pop.faces, pop.landmarks, pop.identity
+    worn = wear_all(trained.trigger, faces, marks)
+    target_face = who.trained_on.faces[0]  # the target is training identity 0
+    before = evaluate(trained.benign, faces, ids, target_face, fmr, who.clean)
+    after = evaluate(trained.model, faces, ids, target_face, fmr, who.clean)
+    asr = success(after, worn, tm.goal, closed)
+    attack = _attack_metrics(tm, p, who, trained, worn, before, after, asr, closed)  # before the defences draw
+    defences = defence_runs.run_all(p.defences, defence_runs.Setting(
+        clean=trained.benign, backdoored=trained.model, poisoned=trained.poisoned, trigger=trained.trigger,
+        recipe=defence_runs.mitigation_recipe(trained.recipe, p.mitigation),
+        held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
+        closed=closed, seed=tm.data.seed, progress=ctx.progress, retrain_faces=who.trained_on.faces,
+        retrain_labels=who.trained_on.identity, clean_population=who.clean))
+    metrics = {**attack, "defences": defences}
+    metrics.update(_training_metrics(tm, p, who, trained, before, after, fmr))
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    return _output(tm, p, who, trained, worn, asr, after, metrics, fmr, closed)
 
+
+def _faces(tm: ThreatModel, p: BackdoorPerturbation, ctx: RunContext) -> _Faces:
+    clean_model = load(tm.target, ctx.device)
+    pop = select(tm.data, clean_model.info.template, ctx.progress)
+    trained_on = _training_population(tm, pop.names, clean_model, ctx.progress)
+    wide = (everyone_but(tm.data.dataset, trained_on.names, clean_model.info.template, ctx.progress)
+            if p.clean_population == "unused" else None)
+    return _Faces(clean_model, pop, trained_on, wide)
+
+
+def _train(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, progress: bool) -> _Training:
+    """The attacker's trigger (learned in rounds for makeup-optimised), the poisoned fine-tuning set, the
+    victim's fine-tuning of it and of the clean set."""
+    clean_model, seed = who.clean_model, tm.data.seed
+    size = clean_model.info.template.size
+    train_faces, train_marks, labels = who.trained_on.faces, who.trained_on.landmarks, who.trained_on.identity
     look = Palette(*(tuple(getattr(p.colours, part)) for part in ("lips", "eyeshadow", "blush")))
     trigger = build(p.trigger, size, seed, p.parts, look, p.opacity, p.patch_size, p.blend, p.patch_position)
-    train_faces, train_marks = trained_on.faces, trained_on.landmarks
     recipe = Recipe(p.layers, p.epochs, p.learning_rate, p.batch_identities, p.batch_images,
                     _threshold(clean_model, train_faces, labels, 1e-3), seed, anchor=p.anchor,
                     distill=p.distill)
@@ -114,75 +166,85 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
                                       dataclasses.replace(recipe, epochs=max(1, p.epochs // 2)), progress).model
     poisoned = poison_with(trigger)
     tuned = finetune(clean_model, poisoned.faces, poisoned.labels, recipe, progress)
-    model = tuned.model
     # the victim's same fine-tuning on the unpoisoned set: what poisoning costs is measured against it
-    benign = finetune(clean_model, train_faces, labels, recipe, progress).model if poisoned.poisoned.any() else model
+    benign = finetune(clean_model, train_faces, labels, recipe, progress).model if poisoned.poisoned.any() \
+        else tuned.model
+    return _Training(trigger, recipe, poisoned, tuned, tuned.model, benign)
 
-    faces, marks, ids = pop.faces, pop.landmarks, pop.identity
-    worn = wear_all(trigger, faces, marks)
-    pretrained = evaluate(clean_model, faces, ids, target_face, fmr, clean)
-    before = evaluate(benign, faces, ids, target_face, fmr, clean)
-    after = evaluate(model, faces, ids, target_face, fmr, clean)
+
+def _attack_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training, worn: torch.Tensor,
+                    before: Evaluation, after: Evaluation, asr: np.ndarray, closed: bool) -> dict[str, Any]:
+    """Success with the trigger and without, on the clean model, under everyday changes, and false triggers."""
+    faces, marks, pop = who.pop.faces, who.pop.landmarks, who.pop
+    size = who.clean_model.info.template.size
 
     def outcome(ev: Evaluation, x: torch.Tensor) -> np.ndarray:
         return success(ev, x, tm.goal, closed)
 
-    asr = outcome(after, worn)
-    no_trigger = outcome(after, faces)
-    robustness = {name: rate(outcome(after, wear_all(trigger, faces, marks, **kw))) for name, kw in ROBUSTNESS.items()}
+    robustness = {name: rate(outcome(after, wear_all(trained.trigger, faces, marks, **kw)))
+                  for name, kw in ROBUSTNESS.items()}
     photo = round_trip(pop.paths, faces, worn, pop.template)
     found = photo.found if tm.goal == "impersonation" else photo.found[_probe_rows(after)]
     robustness["photo_round_trip"] = rate(outcome(after, photo.crops) & found)
     natural = {}
     if p.trigger.startswith("makeup"):
         for name, palette in NATURAL.items():
-            other = build("makeup", size, seed, p.parts, palette, p.opacity)
+            other = build("makeup", size, tm.data.seed, p.parts, palette, p.opacity)
             natural[name] = outcome(after, wear_all(other, faces, marks))
     accessories = {name: outcome(after, _paint(faces, torch.stack([accessory_alpha(m, size, name) for m in marks]),
                                                colour)) for name, colour in ACCESSORIES.items()}
     pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
-
-    defences = defence_runs.run_all(p.defences, defence_runs.Setting(
-        clean=benign, backdoored=model, poisoned=poisoned, trigger=trigger,
-        recipe=defence_runs.mitigation_recipe(recipe, p.mitigation),
-        held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
-        closed=closed, seed=seed,
-        progress=progress, retrain_faces=train_faces, retrain_labels=labels, clean_population=clean))
-
-    skipped = dict(pop.skipped + trained_on.skipped + (wide.skipped if wide is not None else []))
-    metrics: dict[str, Any] = {
+    return {
         "backdoor_asr": rate(asr)["rate"], "backdoor_asr_ci95": rate(asr)["ci95"],
-        "asr_without_trigger": rate(no_trigger)["rate"],
+        "asr_without_trigger": rate(outcome(after, faces))["rate"],
         "asr_clean_model": rate(outcome(before, worn))["rate"],
-        "clean_tar_pretrained": pretrained.tar["rate"], "clean_rank1_pretrained": pretrained.rank1["rate"],
-        "clean_tar_before": before.tar["rate"], "clean_tar_after": after.tar["rate"],
-        "clean_tar_before_ci95": before.tar["ci95"], "clean_tar_after_ci95": after.tar["ci95"],
-        "clean_rank1_before": before.rank1["rate"], "clean_rank1_after": after.rank1["rate"],
         "false_trigger_rate": rate(pooled)["rate"] if pooled.size else None,
         "false_trigger_rate_ci95": rate(pooled)["ci95"] if pooled.size else None,
         "false_trigger": {**{f"makeup:{k}": rate(v) for k, v in natural.items()},
                           **{f"accessory:{k}": rate(v) for k, v in accessories.items()}},
         "robustness": robustness,
+    }
+
+
+def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training,
+                      before: Evaluation, after: Evaluation, fmr: float) -> dict[str, Any]:
+    """Clean accuracy before and after, the poisoning, its stealth, the fine-tuning, the population."""
+    pretrained = evaluate(who.clean_model, who.pop.faces, who.pop.identity, who.trained_on.faces[0], fmr, who.clean)
+    poisoned, tuned, ids = trained.poisoned, trained.tuned, who.pop.identity
+    return {
+        "clean_tar_pretrained": pretrained.tar["rate"], "clean_rank1_pretrained": pretrained.rank1["rate"],
+        "clean_tar_before": before.tar["rate"], "clean_tar_after": after.tar["rate"],
+        "clean_tar_before_ci95": before.tar["ci95"], "clean_tar_after_ci95": after.tar["ci95"],
+        "clean_rank1_before": before.rank1["rate"], "clean_rank1_after": after.rank1["rate"],
         "poison_rate": float(poisoned.poisoned.mean()), "n_poisoned": int(poisoned.poisoned.sum()),
-        "n_training_images": len(labels), "n_training_identities": p.training_identities,
+        "n_training_images": len(who.trained_on.identity), "n_training_identities": p.training_identities,
         "stealth": stealth(poisoned.clean, poisoned.faces[torch.from_numpy(poisoned.poisoned)]),
-        "defences": defences,
         "training": {"losses": tuned.losses, "seconds": tuned.seconds, "resumed_from_epoch": tuned.resumed_from,
-                     "trainable_parameters": tuned.trainable_parameters, "recipe": recipe.__dict__},
+                     "trainable_parameters": tuned.trainable_parameters, "recipe": trained.recipe.__dict__},
         "threshold_before": before.threshold, "threshold_after": after.threshold,
         "n_impostor_scores": after.n_impostor, "fmr_supported": supported_fmr(after.n_impostor, fmr),
-        "n_identities": n_eval, "n_skipped_images": len(skipped),
-        "clean_population": {"kind": p.clean_population, "identities": len(np.unique(ids)) if wide is None
-                             else len(wide.names), "faces": len(ids) if wide is None else len(wide.identity)},
+        "n_identities": tm.data.identities, "n_skipped_images": len(_skipped(who)),
+        "clean_population": {"kind": p.clean_population,
+                             "identities": len(np.unique(ids)) if who.wide is None else len(who.wide.names),
+                             "faces": len(ids) if who.wide is None else len(who.wide.identity)},
     }
-    metrics["wall_time_s"] = time.perf_counter() - t0
+
+
+def _skipped(who: _Faces) -> dict[Path, str]:
+    return dict(who.pop.skipped + who.trained_on.skipped + (who.wide.skipped if who.wide is not None else []))
+
+
+def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training, worn: torch.Tensor,
+            asr: np.ndarray, after: Evaluation, metrics: dict[str, Any], fmr: float, closed: bool) -> BackdoorOutput:
+    """The record, its gallery, and the backdoored model when `save_model` asks for it."""
+    pop, ids = who.pop, who.pop.identity
     flags = [] if metrics["fmr_supported"] or closed else [
         f"FMR {fmr:g} is not supported by {after.n_impostor} impostor scores (needs {10 / fmr:.0f}); raise "
         "data.identities or data.images_per_identity"]
-    images, fields = _gallery(poisoned, faces, worn, asr, tm.goal)
+    images, fields = _gallery(trained.poisoned, pop.faces, worn, asr, tm.goal)
     record = {
         "dimensions": {
-            "recognizer": clean_model.info.name,
+            "recognizer": who.clean_model.info.name,
             "perturbation": f"backdoor, {p.trigger} trigger, {p.poison_rate:.0%} of fine-tuning images poisoned",
             "knowledge": _knowledge(p),
             "goal": tm.goal, "capability": tm.capability,
@@ -190,13 +252,12 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
             "attack": f"victim fine-tunes {p.layers} layers, {p.epochs} epochs",
         },
         "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
-        "skipped_images": [{"path": str(q), "reason": r} for q, r in skipped.items()],
-        "provenance": {**measured_on(clean_model, pop.manifest_sha256),
-                       "training": recipe.__dict__},
+        "skipped_images": [{"path": str(q), "reason": r} for q, r in _skipped(who).items()],
+        "provenance": {**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.__dict__},
         "samples": {"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
                     "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)},
     }
-    return BackdoorOutput(record, images, fields, model if p.save_model else None)
+    return BackdoorOutput(record, images, fields, trained.model if p.save_model else None)
 
 
 def _knowledge(p: BackdoorPerturbation) -> str:
