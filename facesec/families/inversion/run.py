@@ -21,7 +21,7 @@ from facesec.families.inversion.spec import TemplateInversionPerturbation
 from facesec.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.measures.judges import Judge, calibrated_judge
 from facesec.measures.rates import rate_with_ci
-from facesec.population import select_with_others
+from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.progress import bar
 from facesec.protocols import supported_fmr
@@ -151,67 +151,110 @@ def _leaked(model: Recognizer, emb: torch.Tensor) -> torch.Tensor:
     return F.normalize(emb, dim=-1) if model.info.comparison == "cosine" else emb
 
 
+@dataclass
+class _Leak:
+    """The leaked templates and who judges what is rebuilt from them: the target (its threshold), the other
+    recognizers, the private identities' photos and the public ones the attacker may use."""
+
+    model: Recognizer
+    pop: Population
+    target: Judge
+    others: list[Judge]
+    members: list[np.ndarray]
+    public: np.ndarray
+    enrolment: np.ndarray
+    templates: torch.Tensor
+    analyzer: FaceAnalyzer
+
+
 def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     """Invert each enrolled identity's leaked template and judge the reconstructions and the baselines."""
     p, setting = tm.perturbation, tm.setting
     assert isinstance(p, TemplateInversionPerturbation) and isinstance(setting, OpenSet)
     t_start = time.perf_counter()
-    device, progress = ctx.device, ctx.progress
-    model = load(tm.target, device)
-    n_private = tm.data.identities
-    pop = select_with_others(tm.data, p.public_identities, "perturbation.public_identities", model.info.template,
-                             progress)
-    target = calibrated_judge(model, pop, [setting.fmr], progress)
-    others = [calibrated_judge(load(s, device), pop, [setting.fmr], progress) for s in p.recognizers]
-    analyzer = FaceAnalyzer()
-    members = [np.flatnonzero(pop.identity == i) for i in range(n_private)]
-    public = np.flatnonzero(pop.identity >= n_private)
-    enrolment = np.array([m[0] for m in members])
-    templates = _leaked(model, target.emb[torch.from_numpy(enrolment)]).to(device)
-
+    leak = _leak(tm, p, setting, ctx)
     t_attack = time.perf_counter()
-    generator = dcgan.load_generator(device) if p.prior == "gan" else None
-    mean_face = target.pop.faces[torch.from_numpy(public)].mean(0, keepdim=True)
+    generator = dcgan.load_generator(ctx.device) if p.prior == "gan" else None
+    mean_face = leak.target.pop.faces[torch.from_numpy(leak.public)].mean(0, keepdim=True)
     training: dict[str, Any] = {"queries": 0}
     decoded = None
     if generator is not None:
-        reconstructions, decoded, training = _gan_attack(generator, model, target, templates, public, tm, analyzer,
-                                                         progress)
+        reconstructions, decoded, training = _gan_attack(generator, leak.model, leak.target, leak.templates,
+                                                         leak.public, tm, leak.analyzer, ctx.progress)
     else:
-        crops = _pixel_inversion(target, templates, mean_face.to(device), tm.attack.steps,
-                                 tm.attack.step_size or PIXEL_LR, p.tv_weight, progress)
+        crops = _pixel_inversion(leak.target, leak.templates, mean_face.to(ctx.device), tm.attack.steps,
+                                 tm.attack.step_size or PIXEL_LR, p.tv_weight, ctx.progress)
         reconstructions = to_photos(crops)
     attack_time = time.perf_counter() - t_attack
+    attempts, nearest = _attempts(leak, tm, p, reconstructions, decoded, generator, mean_face, ctx.device)
+    verdicts = _judged(leak, attempts, nearest)
+    metrics, flags = _metrics(leak, verdicts, tm, p, setting, training, generator is not None)
+    metrics["attack_time_s"] = attack_time
+    metrics["wall_time_s"] = time.perf_counter() - t_start
+    return _output(leak, verdicts, nearest, reconstructions, metrics, flags, tm, p, setting, generator is not None)
 
+
+def _leak(tm: ThreatModel, p: TemplateInversionPerturbation, setting: OpenSet, ctx: RunContext) -> _Leak:
+    model = load(tm.target, ctx.device)
+    n_private = tm.data.identities
+    pop = select_with_others(tm.data, p.public_identities, "perturbation.public_identities", model.info.template,
+                             ctx.progress)
+    target = calibrated_judge(model, pop, [setting.fmr], ctx.progress)
+    others = [calibrated_judge(load(s, ctx.device), pop, [setting.fmr], ctx.progress) for s in p.recognizers]
+    members = [np.flatnonzero(pop.identity == i) for i in range(n_private)]
+    enrolment = np.array([m[0] for m in members])
+    templates = _leaked(model, target.emb[torch.from_numpy(enrolment)]).to(ctx.device)
+    return _Leak(model, pop, target, others, members, np.flatnonzero(pop.identity >= n_private), enrolment,
+                 templates, FaceAnalyzer())
+
+
+def _attempts(leak: _Leak, tm: ThreatModel, p: TemplateInversionPerturbation, reconstructions: list[np.ndarray],
+              decoded: list[np.ndarray] | None, generator: Any, mean_face: torch.Tensor,
+              device: torch.device) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
+    """The reconstructions and the baselines to judge (the mean public face, the decoder's start, a random face
+    of the prior), and each template's nearest public face (judged by its embedding)."""
+    n_private = tm.data.identities
     with torch.no_grad():
         prior = dcgan.load_generator(device) if generator is None and _gan_available() else generator
         random_faces = (dcgan.photos(prior(torch.randn(n_private, dcgan.LATENT, generator=torch.Generator()
                                                        .manual_seed(tm.data.seed + 1)).to(device)))
                         if prior is not None else None)
-    mean_photos = to_photos(mean_face.expand(n_private, -1, -1, -1))
-    public_sims = model.similarity_matrix(templates, target.emb[torch.from_numpy(public)].to(device)).cpu()
-    nearest = public[public_sims.argmax(1).numpy()]
-
-    attempts = {"reconstruction": reconstructions, "mean_public_face": mean_photos}
+    public_sims = leak.model.similarity_matrix(leak.templates,
+                                               leak.target.emb[torch.from_numpy(leak.public)].to(device)).cpu()
+    attempts = {"reconstruction": reconstructions,
+                "mean_public_face": to_photos(mean_face.expand(n_private, -1, -1, -1))}
     if p.method == "decoder-optimise" and decoded is not None:
         attempts["decoded_face"] = decoded  # the search's start: what the decoder alone gave
     if random_faces is not None:
         attempts["random_prior_sample"] = random_faces
+    return attempts, leak.public[public_sims.argmax(1).numpy()]
+
+
+def _judged(leak: _Leak, attempts: dict[str, list[np.ndarray]], nearest: np.ndarray) -> dict[str, dict[str, Verdict]]:
+    """Every judge's verdict on every attempt, by judge and attempt."""
     verdicts: dict[str, dict[str, Verdict]] = {}
-    for judge in [target, *others]:
+    for judge in [leak.target, *leak.others]:
         verdicts[judge.name] = {}
         for key, photos in attempts.items():
-            emb, found = embed_photos(judge.model, photos, analyzer, judge.emb.device)
-            verdicts[judge.name][key] = _verdict(judge, emb, found, members)
+            emb, found = embed_photos(judge.model, photos, leak.analyzer, judge.emb.device)
+            verdicts[judge.name][key] = _verdict(judge, emb, found, leak.members)
         near = judge.emb[torch.from_numpy(nearest)]
-        verdicts[judge.name]["nearest_public_face"] = _verdict(judge, near, np.ones(n_private, bool), members)
+        verdicts[judge.name]["nearest_public_face"] = _verdict(judge, near, np.ones(len(nearest), bool),
+                                                               leak.members)
+    return verdicts
 
+
+def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatModel,
+             p: TemplateInversionPerturbation, setting: OpenSet, training: dict[str, Any],
+             gan: bool) -> tuple[dict[str, Any], list[str]]:
+    """Type-I and type-II success, the baselines, each other recognizer's view, and the validity flags."""
+    target, others = leak.target, leak.others
     own = verdicts[target.name]
     results = {key: _rates(v, cross=False) for key, v in own.items()}
     cross = {j.name: {key: _rates(v, cross=True) for key, v in verdicts[j.name].items()} for j in others}
     head = results["reconstruction"]
     queries = (0 if p.method == "decoder" else (tm.attack.steps + search.ROUNDS + p.refine_steps) * p.restarts
-               if generator is not None else tm.attack.steps)
+               if gan else tm.attack.steps)
     metrics: dict[str, Any] = {
         "type1_success_rate": head["type1"]["rate"], "type1_success_rate_ci95": head["type1"]["ci95"],
         "type2_success_rate": head["type2"]["rate"], "type2_success_rate_ci95": head["type2"]["ci95"],
@@ -229,8 +272,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "queries_per_sample": queries, "training_queries": training.pop("queries"), **training,
         "threshold": target.thresholds[setting.fmr],
         "n_impostor_scores": target.impostor.size, "fmr_supported": supported_fmr(target.impostor.size, setting.fmr),
-        "n_identities": n_private, "n_public_identities": len(pop.names) - n_private,
-        "attack_time_s": attack_time, "n_skipped_images": len(pop.skipped),
+        "n_identities": tm.data.identities, "n_public_identities": len(leak.pop.names) - tm.data.identities,
+        "n_skipped_images": len(leak.pop.skipped),
     }
     for base, r in results.items():
         if base != "reconstruction":
@@ -240,8 +283,15 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         f"{10 / setting.fmr:.0f}); raise perturbation.public_identities"]
     flags += [f"{j.name}: FMR {setting.fmr:g} is not supported by {j.impostor.size} impostor scores"
               for j in others if not supported_fmr(j.impostor.size, setting.fmr)]
-    metrics["wall_time_s"] = time.perf_counter() - t_start
-    v = own["reconstruction"]
+    return metrics, flags
+
+
+def _output(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], nearest: np.ndarray,
+            reconstructions: list[np.ndarray], metrics: dict[str, Any], flags: list[str], tm: ThreatModel,
+            p: TemplateInversionPerturbation, setting: OpenSet, gan: bool) -> RunOutput:
+    """The record (dimensions, metrics, validity, per-identity samples) and its gallery."""
+    pop, n_private, enrolment = leak.pop, tm.data.identities, leak.enrolment
+    v = verdicts[leak.target.name]["reconstruction"]
     samples = {
         "index": np.arange(n_private), "identity": [pop.names[i] for i in range(n_private)],
         "enrolment_photo": [str(pop.paths[i]) for i in enrolment], "detected": v.found,
@@ -250,28 +300,28 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
         "type2_accepted": [int(a[1:].sum()) for a in v.accepted], "type2_photos": [len(a) - 1 for a in v.accepted],
         "nearest_public_identity": [pop.names[pop.identity[i]] for i in nearest],
         **{f"cross_{j.name}_accepted": [int(a.sum()) for a in verdicts[j.name]["reconstruction"].accepted]
-           for j in others},
+           for j in leak.others},
     }
-    shown, _ = aligned(model, reconstructions[:GALLERY_SIZE], analyzer)
-    images = [{"enrolment": target.pop.faces[enrolment[i]], "reconstruction": shown[i],
-               "probe": target.pop.faces[members[i][1]]} for i in range(min(GALLERY_SIZE, n_private))]
+    shown, _ = aligned(leak.model, reconstructions[:GALLERY_SIZE], leak.analyzer)
+    images = [{"enrolment": leak.target.pop.faces[enrolment[i]], "reconstruction": shown[i],
+               "probe": leak.target.pop.faces[leak.members[i][1]]} for i in range(min(GALLERY_SIZE, n_private))]
     fields = [{"identity": pop.names[i], "type1_score": finite(v.scores[i][0]), "type1": bool(v.accepted[i][0]),
                "type2_accepted": int(v.accepted[i][1:].sum()), "type2_photos": len(v.accepted[i]) - 1,
                "detected": bool(v.found[i])} for i in range(len(images))]
     record = {
         "dimensions": {
-            "recognizer": model.info.name,
-            "perturbation": f"template inversion, {p.prior} prior" + (f", {p.method}" if generator else ""),
+            "recognizer": leak.model.info.name,
+            "perturbation": f"template inversion, {p.prior} prior" + (f", {p.method}" if gan else ""),
             "knowledge": "white-box" + (f" + {len(p.augment) + p.distil} augmenting model(s)"
                                         if p.augment or p.distil else ""),
             "goal": "a face accepted as the enrolled person", "capability": tm.capability,
             "setting": f"open-set FMR {setting.fmr:g}",
-            "attack": f"Adam, {tm.attack.steps} steps" + (f" x {p.restarts} restarts" if generator else ""),
+            "attack": f"Adam, {tm.attack.steps} steps" + (f" x {p.restarts} restarts" if gan else ""),
         },
         "eps": None, "metrics": metrics,
         "validity": {"n_flags": len(flags), "flags": flags},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": measured_on(model, pop.manifest_sha256),
+        "provenance": measured_on(leak.model, pop.manifest_sha256),
         "samples": samples,
     }
     return GalleryOutput(record, images, fields)
