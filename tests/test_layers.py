@@ -1,7 +1,7 @@
 """The import layers docs/architecture.md draws, checked on the source (an AST walk; imports under
 `if TYPE_CHECKING` are annotations, not imports): the core knows no family, no family imports another, the
 leaves import nothing of facesec, packages import each other without cycles, and the configuration layer
-(what `facesec validate` needs) loads without torch."""
+(what `facesec validate` needs) loads without torch; and functions fit on a screen."""
 
 from __future__ import annotations
 
@@ -98,3 +98,15 @@ def test_the_configuration_layer_loads_without_torch() -> None:
         "from facesec import families\n[families.get(k) for k in families.kinds()]\nprint('torch' in sys.modules)\n"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_functions_fit_on_a_screen() -> None:
+    """No function in facesec longer than 80 lines (the five family runners were 116-135 before issue 38)."""
+    long = [f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})"
+            for path in ROOT.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, long

@@ -89,22 +89,59 @@ def _score(c: Classifier, loss: str, public_mean: torch.Tensor | None, weight: f
     return score
 
 
+@dataclass
+class _Setup:
+    """The target classifier (a head on the recognizer's embeddings of the private identities), the evaluation
+    model's classifier, and the faces: private and public."""
+
+    model: Recognizer
+    pop: Population
+    emb: torch.Tensor
+    public: torch.Tensor
+    target: Classifier
+    evaluator: Classifier
+    held_out: float
+    """The evaluation model's accuracy on one held-out photo per private identity."""
+    analyzer: FaceAnalyzer
+    generator: Any
+
+
 def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     """Invert each private class of the target classifier; judge the faces with the evaluation model."""
     p = tm.perturbation
     assert isinstance(p, ClassifierInversionPerturbation)
     t_start = time.perf_counter()
-    device, progress, seed = ctx.device, ctx.progress, tm.data.seed
-    model = load(tm.target, device)
+    setup = _setup(tm, p, ctx)
+    attackers, distillation = _attackers(setup, tm, p, ctx)
+    t_attack = time.perf_counter()
+    own_score = attackers[0][1]
+
+    def pick(photos: list[np.ndarray], goal: torch.Tensor) -> torch.Tensor:
+        e, found = embed_photos(setup.model, photos, setup.analyzer, ctx.device)
+        s = own_score(e, goal.to(ctx.device))
+        return s.masked_fill(~torch.from_numpy(found).to(s.device), -torch.inf)
+
     n = tm.data.identities
+    reconstructions = gan_search(setup.generator, attackers, n, p.restarts, tm.attack.steps,
+                                 tm.attack.step_size or GAN_LR, p.jitter, tm.data.seed, setup.analyzer, pick,
+                                 ctx.progress)
+    attack_time = time.perf_counter() - t_attack
+    with torch.no_grad():
+        random_faces = dcgan.photos(setup.generator(torch.randn(n, dcgan.LATENT, generator=torch.Generator()
+                                                                .manual_seed(tm.data.seed + 1)).to(ctx.device)))
+    return _output(setup, reconstructions, random_faces, distillation, len(attackers) - 1, tm, p, ctx.device,
+                   {"attack_time_s": attack_time, "t_start": t_start})
+
+
+def _setup(tm: ThreatModel, p: ClassifierInversionPerturbation, ctx: RunContext) -> _Setup:
+    device, progress, seed, n = ctx.device, ctx.progress, tm.data.seed, tm.data.identities
+    model = load(tm.target, device)
     pop = select_with_others(tm.data, p.public_identities, "perturbation.public_identities", model.info.template,
                              progress)
     private = torch.from_numpy(np.flatnonzero(pop.identity < n))
-    public = torch.from_numpy(np.flatnonzero(pop.identity >= n))
     labels = torch.from_numpy(pop.identity).long().to(device)
     emb = model.embed(pop.faces, progress=progress)
     target = Classifier(model, train_head(emb[private], labels[private], n, seed), pop, emb)
-
     evaluator_model = load(p.evaluator, device)
     ev_pop, ev_emb = own_view(evaluator_model, pop, progress)
     last = torch.tensor([int(np.flatnonzero(pop.identity == i)[-1]) for i in range(n)])
@@ -112,98 +149,94 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     evaluator = Classifier(evaluator_model, train_head(ev_emb[fit], labels[fit], n, seed + 1), ev_pop, ev_emb)
     with torch.no_grad():
         held_out = float((evaluator.head(ev_emb[last]).argmax(1).cpu() == torch.arange(n)).float().mean())
+    return _Setup(model, pop, emb, torch.from_numpy(np.flatnonzero(pop.identity >= n)), target, evaluator, held_out,
+                  FaceAnalyzer(), dcgan.load_generator(device))
 
+
+def _attackers(setup: _Setup, tm: ThreatModel, p: ClassifierInversionPerturbation,
+               ctx: RunContext) -> tuple[list[tuple[Recognizer, Any]], dict[str, Any]]:
+    """The scores the search climbs: the target's, and with model augmentation each student's (a head trained
+    on the target's answers); what distilling the students cost."""
+    device, progress, seed, n = ctx.device, ctx.progress, tm.data.seed, tm.data.identities
+    model, pop, emb, public, target = setup.model, setup.pop, setup.emb, setup.public, setup.target
     public_mean = F.normalize(emb[public], dim=-1).mean(0) if p.loss == "logit" else None
     attackers = [(model, _score(target, p.loss, public_mean, p.feature_weight))]
-    analyzer = FaceAnalyzer()
-    generator = dcgan.load_generator(device)
     distillation: dict[str, Any] = {"training_queries": 0}
-    if p.model_augmentation:
-        with torch.no_grad():
-            soft = target.head(emb[public]).softmax(1)
-        # (student, its features of the distillation faces, the target's probabilities for those faces,
-        # its embeddings of the population)
-        heads_on: list[tuple[Recognizer, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for spec in p.students:
-            student = load(spec, device)
-            s_emb = own_view(student, pop, progress)[1]
-            heads_on.append((student, s_emb[public], soft, s_emb))
-        if p.distil:
-            grid = dcgan.crop_grid(generator, model.info.template, analyzer, seed)
-            faces = students.training_faces(pop.faces[public], generator, grid, p.distil_generated, seed)
-            distilled = students.distil(model, faces, p.distil, seed, progress, p.distil_epochs)
-            with torch.no_grad():
-                soft_all = target.head(distilled.teacher.to(device)).softmax(1)
-            heads_on += [(s, s.embed(faces.to(device)), soft_all, own_view(s, pop, progress)[1])
-                         for s in distilled.students]
-            distillation = {"training_queries": distilled.queries,
-                            "students_centred_cosine": distilled.centred_cosine}
-        for i, (student, feats, probs, s_emb) in enumerate(heads_on):
-            head = train_head(feats, probs.argmax(1), n, seed + 2 + i, soft=probs)
-            s_mean = F.normalize(feats, dim=-1).mean(0) if p.loss == "logit" else None
-            attackers.append((student, _score(Classifier(student, head, pop, s_emb), p.loss, s_mean,
-                                              p.feature_weight)))
-
-    t_attack = time.perf_counter()
-    own_score = attackers[0][1]
-
-    def pick(photos: list[np.ndarray], goal: torch.Tensor) -> torch.Tensor:
-        e, found = embed_photos(model, photos, analyzer, device)
-        s = own_score(e, goal.to(device))
-        return s.masked_fill(~torch.from_numpy(found).to(s.device), -torch.inf)
-
-    reconstructions = gan_search(generator, attackers, n, p.restarts, tm.attack.steps,
-                                 tm.attack.step_size or GAN_LR, p.jitter, seed, analyzer, pick, progress)
-    attack_time = time.perf_counter() - t_attack
+    if not p.model_augmentation:
+        return attackers, distillation
     with torch.no_grad():
-        random_faces = dcgan.photos(generator(torch.randn(n, dcgan.LATENT, generator=torch.Generator()
-                                                          .manual_seed(seed + 1)).to(device)))
+        soft = target.head(emb[public]).softmax(1)
+    # (student, its features of the distillation faces, the target's probabilities for those faces,
+    # its embeddings of the population)
+    heads_on: list[tuple[Recognizer, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for spec in p.students:
+        student = load(spec, device)
+        s_emb = own_view(student, pop, progress)[1]
+        heads_on.append((student, s_emb[public], soft, s_emb))
+    if p.distil:
+        grid = dcgan.crop_grid(setup.generator, model.info.template, setup.analyzer, seed)
+        faces = students.training_faces(pop.faces[public], setup.generator, grid, p.distil_generated, seed)
+        distilled = students.distil(model, faces, p.distil, seed, progress, p.distil_epochs)
+        with torch.no_grad():
+            soft_all = target.head(distilled.teacher.to(device)).softmax(1)
+        heads_on += [(s, s.embed(faces.to(device)), soft_all, own_view(s, pop, progress)[1])
+                     for s in distilled.students]
+        distillation = {"training_queries": distilled.queries, "students_centred_cosine": distilled.centred_cosine}
+    for i, (student, feats, probs, s_emb) in enumerate(heads_on):
+        head = train_head(feats, probs.argmax(1), n, seed + 2 + i, soft=probs)
+        s_mean = F.normalize(feats, dim=-1).mean(0) if p.loss == "logit" else None
+        attackers.append((student, _score(Classifier(student, head, pop, s_emb), p.loss, s_mean, p.feature_weight)))
+    return attackers, distillation
 
-    judged = {key: _judge(evaluator, photos, analyzer, device, n)
+
+def _output(setup: _Setup, reconstructions: list[np.ndarray], random_faces: list[np.ndarray],
+            distillation: dict[str, Any], n_students: int, tm: ThreatModel, p: ClassifierInversionPerturbation,
+            device: torch.device, times: dict[str, float]) -> RunOutput:
+    """The evaluation model's verdicts, the metrics, and the record with its gallery."""
+    n, pop, analyzer = tm.data.identities, setup.pop, setup.analyzer
+    judged = {key: _judge(setup.evaluator, photos, analyzer, device, n)
               for key, photos in (("reconstruction", reconstructions), ("random_prior_sample", random_faces))}
-    own_top1 = _judge(target, reconstructions, analyzer, device, n)["top1"]
+    own_top1 = _judge(setup.target, reconstructions, analyzer, device, n)["top1"]
     rec = judged["reconstruction"]
-    knn = _knn(evaluator, reconstructions, analyzer, device, n)
-    top5 = min(5, n)
+    knn = _knn(setup.evaluator, reconstructions, analyzer, device, n)
     metrics: dict[str, Any] = {
         "attack_accuracy_top1": rec["top1"].mean(), "attack_accuracy_top1_ci95":
             rate_with_ci(int(rec["top1"].sum()), n)["ci95"],
         "attack_accuracy_top5": rec["top5"].mean(), "attack_accuracy_top5_ci95":
             rate_with_ci(int(rec["top5"].sum()), n)["ci95"],
         "knn_distance": float(np.nanmean(knn)) if np.isfinite(knn).any() else None,
-        "chance_top1": 1 / n, "chance_top5": top5 / n,
+        "chance_top1": 1 / n, "chance_top5": min(5, n) / n,
         "target_accuracy_top1": float(own_top1.mean()),
         "random_prior_sample_top1": float(judged["random_prior_sample"]["top1"].mean()),
         "random_prior_sample_top5": float(judged["random_prior_sample"]["top5"].mean()),
-        "evaluator_accuracy": held_out, "reconstructions_detected": float(rec["found"].mean()),
+        "evaluator_accuracy": setup.held_out, "reconstructions_detected": float(rec["found"].mean()),
         "queries_per_sample": (tm.attack.steps + search.ROUNDS) * p.restarts, **distillation,
-        "n_identities": n, "n_public_identities": len(pop.names) - n, "attack_time_s": attack_time,
-        "n_skipped_images": len(pop.skipped),
+        "n_identities": n, "n_public_identities": len(pop.names) - n, "attack_time_s": times["attack_time_s"],
+        "n_skipped_images": len(pop.skipped), "wall_time_s": time.perf_counter() - times["t_start"],
     }
-    flags = [] if held_out >= 0.5 else [
-        f"the evaluation model recognises only {held_out:.0%} of held-out private photos; its verdicts are weak"]
-    metrics["wall_time_s"] = time.perf_counter() - t_start
+    flags = [] if setup.held_out >= 0.5 else [f"the evaluation model recognises only {setup.held_out:.0%} of "
+                                              "held-out private photos; its verdicts are weak"]
     samples = {
         "index": np.arange(n), "identity": pop.names[:n], "detected": rec["found"], "evaluator_top1": rec["top1"],
         "evaluator_top5": rec["top5"], "evaluator_rank": rec["rank"], "target_top1": own_top1, "knn_distance": knn,
     }
     first = [int(np.flatnonzero(pop.identity == i)[0]) for i in range(n)]
-    shown, _ = aligned(model, reconstructions[:GALLERY_SIZE], analyzer)
+    shown, _ = aligned(setup.model, reconstructions[:GALLERY_SIZE], analyzer)
     images = [{"private": pop.faces[first[i]], "reconstruction": shown[i]} for i in range(min(GALLERY_SIZE, n))]
     fields = [{"identity": pop.names[i], "evaluator_top1": bool(rec["top1"][i]), "evaluator_rank": int(rec["rank"][i]),
                "detected": bool(rec["found"][i]), "knn_distance": None if np.isnan(knn[i]) else float(knn[i])}
               for i in range(len(images))]
     record = {
         "dimensions": {
-            "recognizer": model.info.name, "perturbation": f"classifier inversion, {p.loss} loss"
-            + (f" + {len(attackers) - 1} student(s)" if p.model_augmentation else ""),
+            "recognizer": setup.model.info.name, "perturbation": f"classifier inversion, {p.loss} loss"
+            + (f" + {n_students} student(s)" if p.model_augmentation else ""),
             "knowledge": "white-box", "goal": "a face the model assigns to the class", "capability": tm.capability,
             "setting": f"closed-set, {n} private identities",
             "attack": f"Adam, {tm.attack.steps} steps x {p.restarts} restarts",
         },
         "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
         "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": measured_on(model, pop.manifest_sha256),
+        "provenance": measured_on(setup.model, pop.manifest_sha256),
         "samples": samples,
     }
     return GalleryOutput(record, images, fields)
