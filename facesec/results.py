@@ -20,6 +20,7 @@ from facesec.families.base import RunOutput
 from facesec.suite_files import RUN_MARKER, made_by_facesec, refuse_links, write_atomic
 
 SCHEMA_VERSION = 1
+"""The results.json layout this code writes and reads (docs/results-schema.md); the report refuses others."""
 VOLATILE = frozenset({"created", "started", "finished", "attack_time_s", "wall_time_s", "processes"})
 """Keys of clock readings and the process count: what may differ between two runs of the same suite."""
 

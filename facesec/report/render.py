@@ -23,9 +23,9 @@ from facesec.errors import ConfigError
 from facesec.plugins import FAMILIES
 from facesec.report import figures, summary
 from facesec.report.fields import as_dict, as_list, family_of, number
+from facesec.results import SCHEMA_VERSION
 from facesec.suite_files import write_atomic
 
-SCHEMA_VERSION = 1
 DASH = "—"
 MATRIX_ROW_KEYS = ("recognizer", "perturbation", "knowledge", "setting", "attack")
 MATRIX_COLUMN_KEYS = ("goal", "capability")
