@@ -26,8 +26,11 @@ def number(value: Any) -> float | None:
 
 
 def family_of(run: dict[str, Any]) -> Family | None:
-    """The run's attack family (by `family`, else its threat model's perturbation kind); None when unknown here."""
-    kind = run.get("family") or as_dict(as_dict(run.get("threat_model")).get("perturbation")).get("kind") or "pixel"
+    """The run's attack family (by `family`, else its threat model's perturbation kind); None when the record
+    names none, or one not installed here (the report then shows the generic layout, guessing nothing)."""
+    kind = run.get("family") or as_dict(as_dict(run.get("threat_model")).get("perturbation")).get("kind")
+    if not kind:
+        return None
     try:
         return families.get(str(kind))
     except FacesecError:  # a family not installed here (or a broken plug-in)
