@@ -73,6 +73,8 @@ class Family(ABC):
     metrics: ClassVar[dict[str, MetricInfo]]
     headline: ClassVar[str]
     """The metric the matrix and the summary show for a run, e.g. attack_success_rate or mmpmr."""
+    legend: ClassVar[str | None] = None
+    """What the suite matrix's cell of one of its runs shows, in a sentence under the matrix (plain text)."""
     report_partial: ClassVar[str | None] = None
     """Template file (in `template_dir`) of the family's per-run report section; None: the evasion layout."""
     template_dir: ClassVar[Path | None] = None

@@ -197,12 +197,12 @@ class Report:
     baseline_path: str | None
     baseline: list[Gate] | None
     redacted: bool
-    has_accessory: bool = False
+    legends: list[tuple[str, str]] = field(default_factory=list)
+    """Each family's sentence on what its matrix cells show: (kind, text), in the order its runs come."""
     has_transfer: bool = False
     has_query: bool = False
     family_figures: list[tuple[str, str]] = field(default_factory=list)
     """Figures across runs of one family (MMPMR against alpha ...): (title, data URI)."""
-    has_morph: bool = False
     headlines: list[tuple[str, str]] = field(default_factory=list)
     """Per distinct headline of the runs: its label and what it means (from the family's metrics)."""
     gates_held: int = 0
@@ -271,10 +271,9 @@ def build_report(results: dict[str, Any], results_dir: Path, out_dir: Path, reda
         baseline_path=_text(baseline_doc.get("path")) if baseline_doc else None,
         baseline=baseline,
         redacted=redact,
-        has_accessory=any(run.accessory for run in runs),
+        legends=_legends(raw_runs),
         has_transfer=any(run.knowledge == "transfer" for run in runs),
         has_query=any(run.knowledge == "query" for run in runs),
-        has_morph=any(run.headline_label == "MMPMR" for run in runs),
         headlines=_headlines(raw_runs, runs),
         gates_held=len(all_gates) - len(failed),
         gates_total=len(all_gates),
@@ -401,6 +400,16 @@ def _threshold_text(value: Any) -> str:
     """The verification threshold on the similarity scale, as shown beside similarities (empty: none recorded)."""
     value = number(value)
     return "" if value is None else f"{value:.3f}"
+
+
+def _legends(runs: list[Any]) -> list[tuple[str, str]]:
+    """(kind, legend) of each family these runs belong to that has one, once, in the order the runs come."""
+    found: dict[str, str] = {}
+    for run in runs:
+        family = family_of(run) if isinstance(run, dict) else None
+        if family is not None and family.legend and family.name not in found:
+            found[family.name] = family.legend
+    return list(found.items())
 
 
 def _is_accessory(run: dict[str, Any]) -> bool:

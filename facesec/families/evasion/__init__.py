@@ -137,6 +137,11 @@ class Accessory(_Evasion):
     name: ClassVar[str] = "accessory"
     order: ClassVar[int] = 1
     expandable: ClassVar[tuple[str, ...]] = ("shape",)
+    legend: ClassVar[str | None] = (
+        "Accessory runs: the ASR is the optimised accessory worn as is (digital); plain = success of a plain, "
+        "non-optimised accessory of the same shape (what occlusion alone does); EOT = success of the optimised "
+        "accessory under fresh random shifts, rotations, scales, lighting and blur not used to optimise it (how it "
+        "may fare printed and worn).")
     Spec = AccessoryPerturbation
     supports: ClassVar[Supports] = Supports(knowledge=("white-box", "transfer"))
     metrics: ClassVar[dict[str, MetricInfo]] = ACCESSORY_METRICS

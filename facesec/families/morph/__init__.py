@@ -63,6 +63,10 @@ class Morph(Family):
     name: ClassVar[str] = "morph"
     order: ClassVar[int] = 2
     expandable: ClassVar[tuple[str, ...]] = ("eps", "method", "alpha", "pairing")
+    legend: ClassVar[str | None] = (
+        "Morph runs: the cell shows MMPMR, the share of morphed enrolment photos that accept both people whose "
+        "faces were morphed, each verified with their own photo, at the run's threshold (Scherhag et al. 2017). "
+        "Lower is more robust.")
     Spec = MorphPerturbation
     supports: ClassVar[Supports] = Supports(goals=("impersonation",), capabilities=("individual",),
                                             knowledge=("white-box", "transfer"), settings=("open-set",))
