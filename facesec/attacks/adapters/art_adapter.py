@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,16 +65,9 @@ class ArtAttack(Attack):
         return AttackOutput(x_adv, torch.full((len(x),), steps + 1, dtype=torch.int64))
 
 
-def pgd(**kw: Any) -> Attack:
-    """ART's ProjectedGradientDescent."""
-    return ArtAttack("pgd", **kw)
+def _factory(method: str) -> Callable[..., Attack]:
+    """The registry's factory of ART's `method` (facesec.plugins names pgd, fgsm and mi_fgsm)."""
+    return lambda **kw: ArtAttack(method, **kw)
 
 
-def fgsm(**kw: Any) -> Attack:
-    """ART's FastGradientMethod."""
-    return ArtAttack("fgsm", **kw)
-
-
-def mi_fgsm(**kw: Any) -> Attack:
-    """ART's MomentumIterativeMethod."""
-    return ArtAttack("mi-fgsm", **kw)
+pgd, fgsm, mi_fgsm = _factory("pgd"), _factory("fgsm"), _factory("mi-fgsm")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,16 +53,9 @@ class TorchattacksAttack(Attack):
         return AttackOutput(x_adv, torch.full((len(x),), steps + 1, dtype=torch.int64))
 
 
-def pgd(**kw: Any) -> Attack:
-    """torchattacks' PGD."""
-    return TorchattacksAttack("pgd", **kw)
+def _factory(method: str) -> Callable[..., Attack]:
+    """The registry's factory of torchattacks' `method` (facesec.plugins names pgd, fgsm and mi_fgsm)."""
+    return lambda **kw: TorchattacksAttack(method, **kw)
 
 
-def fgsm(**kw: Any) -> Attack:
-    """torchattacks' FGSM."""
-    return TorchattacksAttack("fgsm", **kw)
-
-
-def mi_fgsm(**kw: Any) -> Attack:
-    """torchattacks' MI-FGSM."""
-    return TorchattacksAttack("mi-fgsm", **kw)
+pgd, fgsm, mi_fgsm = _factory("pgd"), _factory("fgsm"), _factory("mi-fgsm")
