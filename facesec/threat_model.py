@@ -59,7 +59,7 @@ class Attack(Strict):
     @model_validator(mode="after")
     def _registered(self) -> Attack:
         if f"{self.library}/{self.method}" not in ATTACKS:
-            raise ValueError(f"attack: no method {self.method} in library {self.library}; available: "
+            raise ValueError(f"attack: no method {self.method!r} in library {self.library!r}; available: "
                              f"{', '.join(ATTACKS.names())}")
         return self
 
