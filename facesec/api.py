@@ -10,21 +10,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import JsonValue
 
 from facesec import distributed, gates, metrics, protocols, resume, safe_json
 from facesec.data.dataset import load_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
-from facesec.engine import NONFINITE, RunOutput, run_threat_model, runs_here
+from facesec.engine import NONFINITE, FinishedRun, run_threat_model, runs_here
 from facesec.errors import ConfigError, DataError, FacesecError
 from facesec.loading import load_threat_models
 from facesec.matrix import MAX_RUNS
 from facesec.progress import bar, note
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.trust import code_trusted, trusting_code
+from facesec.record import GateResult, Results, RunRecord, Validity
 from facesec.report import render_report
-from facesec.results import document, save, slug, write_run
+from facesec.results import document, read_results, save, slug, write_run
 from facesec.suite_files import refuse_links, suite_lock
 from facesec.threat_model import ThreatModel
 from facesec.validation import check
@@ -122,7 +124,7 @@ def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: st
         suite: str | None = None, device: str | None = None, baseline: str | Path | None = None,
         max_asr_increase: float = 0.0, junit: str | Path | None = None, redact: bool = False,
         progress: bool = True, trust_code: bool = False, max_runs: int = MAX_RUNS,
-        resume_runs: bool = False) -> tuple[dict[str, Any], Path]:
+        resume_runs: bool = False) -> tuple[Results, Path]:
     """Run threat-model files as one suite; write results.json, per-run files and the HTML report.
 
     Returns the results document and the suite folder. Gates are evaluated per run; with
@@ -138,7 +140,7 @@ def run(files: Sequence[str | Path], overrides: Sequence[str] = (), out_root: st
 
 def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | Path, suite: str | None,
          device: str | None, baseline: str | Path | None, max_asr_increase: float, junit: str | Path | None,
-         redact: bool, progress: bool, max_runs: int, resume_runs: bool) -> tuple[dict[str, Any], Path]:
+         redact: bool, progress: bool, max_runs: int, resume_runs: bool) -> tuple[Results, Path]:
     models = check(files, overrides, code_trusted(), max_runs)
     if not models:
         raise ConfigError("no threat models to run")
@@ -160,43 +162,34 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         results = document(name, records)
         if main:
             if old is not None:
-                results["baseline"] = gates.apply_baseline(results, old, max_asr_increase,
-                                                           baseline_path=str(baseline))
+                results.baseline = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
             save(results, out_dir)
             if junit:
                 gates.write_junit(results, Path(junit))
             render_report(out_dir / "results.json", redact=redact)
-    results = distributed.exchange("results", results if main else {})[0]  # the document process 0 wrote
+    written = distributed.exchange("results", results if main else None)[0]  # the document process 0 wrote
+    assert written is not None
     if failures and main:  # the finished runs are written and reported; now say what failed
         first = failures[0]
         more = f" ({len(failures) - 1} more failed run(s) in {out_dir / 'results.json'})" if len(failures) > 1 else ""
         if isinstance(first, FacesecError):
             raise type(first)(f"{first}{more}; the other runs are written to {out_dir}") from first
         raise first
-    return results, out_dir
+    return written, out_dir
 
 
 def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, out_dir: Path,
-             suite: str, previous: dict[tuple[str, str], dict[str, Any]],
-             redact: bool) -> tuple[list[dict[str, Any]], list[Exception]]:
+             suite: str, previous: dict[tuple[str, str], RunRecord],
+             redact: bool) -> tuple[list[RunRecord], list[Exception]]:
     """Every run in turn, each written (and the report rebuilt) as soon as it finishes, so a crash keeps
     what was done; a run recorded in `previous` under the same resume key is reused, not run again; one
     that fails is recorded as failed and never costs the others. Under torchrun every process goes through
     the runs together (see `engine.runs_here`); process 0 records them."""
     main = distributed.is_main()
-    records: list[dict[str, Any]] = []
+    records: list[RunRecord] = []
     failures: list[Exception] = []
-    used = {Path(str(r.get("samples_csv", ""))).parent.name for r in previous.values()}
-    prints: dict[str, str] = {}
-    keys: list[str] = []
-    reused: dict[int, dict[str, Any]] = {}
-    for number, (_, tm) in enumerate(models, 1):
-        if tm.data.dataset not in prints:
-            prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
-        keys.append(resume.resume_key(tm, prints[tm.data.dataset]))
-        done = previous.get((tm.name, keys[-1]))
-        if done is not None:
-            reused[number] = {**done, "gates": _gated(tm, done)}  # gates judged again: a record is never trusted
+    used = {Path(str(r.samples_csv)).parent.name for r in previous.values()}
+    keys, reused = _reusable(models, previous)
     kept = distributed.exchange("resume", sorted(reused))[0]
     for number, (source, tm) in enumerate(bar(models, desc="threat models", unit="run", enabled=progress), 1):
         if number in kept:
@@ -205,49 +198,67 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
             continue
         note(f"run {number}/{len(models)} {tm.name}: started", progress)
         started = time.perf_counter()
-        output, error = _one_run(tm, source, device, progress)
+        finished, error = _one_run(tm, source, device, progress)
         problems = [e for e in distributed.exchange(f"run {number}", None if error is None else str(error)) if e]
-        if output is None:  # not process 0: it records the run
+        if finished is None:  # not process 0: it records the run
             continue
         if error is None and problems:  # another process failed outside the shards
             error = distributed.ShardFailed(f"{source}: {tm.name}: {problems[0]}")
-            output = _failed(tm, source, error)
+            finished = _failed(tm, source, error)
+        record = finished.record
         if error is not None:
             failures.append(error)
         else:
-            output.record["provenance"]["trusted_code"] = code_trusted()
-            output.record["provenance"]["processes"] = distributed.processes()
-            output.record["gates"] = _gated(tm, output.record)
-        output.record["resume_key"] = keys[number - 1]
-        note(f"run {number}/{len(models)} {tm.name}: {_outcome(output.record)} in "
+            assert record.provenance is not None
+            record.provenance.trusted_code = code_trusted()
+            record.provenance.processes = distributed.processes()
+            record.gates = _gated(tm, record)
+        record.resume_key = keys[number - 1]
+        note(f"run {number}/{len(models)} {tm.name}: {_outcome(record)} in "
              f"{time.perf_counter() - started:.0f} s", progress)
-        records.append(write_run(output, out_dir, used))
+        records.append(write_run(finished, out_dir, used))
         save(document(suite, records), out_dir)
         render_report(out_dir / "results.json", redact=redact)
     return records, failures
 
 
-def _gated(tm: ThreatModel, record: dict[str, Any]) -> list[dict[str, Any]]:
+def _reusable(models: list[tuple[str, ThreatModel]],
+              previous: dict[tuple[str, str], RunRecord]) -> tuple[list[str], dict[int, RunRecord]]:
+    """Each run's resume key, and the earlier records (by run number) recorded under it, their gates judged
+    again (a record is never trusted)."""
+    prints: dict[str, str] = {}
+    keys: list[str] = []
+    reused: dict[int, RunRecord] = {}
+    for number, (_, tm) in enumerate(models, 1):
+        if tm.data.dataset not in prints:
+            prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
+        keys.append(resume.resume_key(tm, prints[tm.data.dataset]))
+        done = previous.get((tm.name, keys[-1]))
+        if done is not None:
+            reused[number] = done.model_copy(update={"gates": _gated(tm, done)})
+    return keys, reused
+
+
+def _gated(tm: ThreatModel, record: RunRecord) -> list[GateResult]:
     """The threat model's gates judged on a run record's metrics and validity."""
-    measured = {**record["metrics"], "validity": record["validity"]}
-    judged = gates.evaluate_gates([g.model_dump() for g in tm.gates], measured)
-    bad = record["validity"].get(NONFINITE)
+    judged = gates.judge([g.model_dump() for g in tm.gates], record)
+    bad = record.validity.extra(NONFINITE) if record.validity is not None else None
     if bad:  # a broken model makes attacks fail: no gate of such a run may pass
-        judged = [{**g, "passed": False} for g in judged] + [
-            {"metric": f"validity.{NONFINITE}", "op": "==", "value": 0, "actual": bad, "passed": False,
-             "error": f"{bad} embedding(s) were NaN or infinite"}]
+        judged = [g.model_copy(update={"passed": False}) for g in judged] + [GateResult(
+            metric=f"validity.{NONFINITE}", op="==", value=0, actual=bad if isinstance(bad, int) else None,
+            passed=False, error=f"{bad} embedding(s) were NaN or infinite")]
     return judged
 
 
 def _one_run(tm: ThreatModel, source: str, device: torch.device,
-             progress: bool) -> tuple[RunOutput | None, Exception | None]:
-    """The run's output, or the record of its failure and the error; outside process 0 no output (the process
+             progress: bool) -> tuple[FinishedRun | None, Exception | None]:
+    """The finished run, or the record of its failure and the error; outside process 0 none (the process
     works on its shards, or has no part in the run)."""
     if not runs_here(tm):
         return None, None
     try:
-        output = run_threat_model(tm, device, source, progress)
-        return (output if distributed.is_main() else None), None
+        finished = run_threat_model(tm, device, source, progress)
+        return (finished if distributed.is_main() else None), None
     except distributed.OutOfStep:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded, then raised again after the suite is written
@@ -255,47 +266,40 @@ def _one_run(tm: ThreatModel, source: str, device: torch.device,
         return (_failed(tm, source, error) if distributed.is_main() else None), error
 
 
-def _outcome(record: dict[str, Any]) -> str:
+def _outcome(record: RunRecord) -> str:
     """The run's headline, attempts and skipped images in a few words (or why it failed)."""
-    m = record.get("metrics") or {}
-    head = record.get("headline") or {}
-    key = head.get("metric", "attack_success_rate")
-    if not isinstance(m.get(key), int | float):
+    m = record.metrics
+    key = record.headline_metric()
+    value = m.get(key)
+    if not isinstance(value, int | float):
         return "failed"
-    label = "ASR" if key == "attack_success_rate" else head.get("label", key)
+    label = "ASR" if key == "attack_success_rate" or record.headline is None else record.headline.label
     attempts = f", {m['n_attempts']} attempts" if isinstance(m.get("n_attempts"), int) else ""
-    skipped = len(record.get("skipped_images") or [])
-    return f"{label} {m[key]:.3f}{attempts}, {skipped} image(s) skipped"
+    return f"{label} {value:.3f}{attempts}, {len(record.skipped_images)} image(s) skipped"
 
 
-def _earlier(path: Path) -> dict[str, Any] | None:
-    """An earlier results.json of this suite, or None when there is none or it cannot be read."""
+def _earlier(path: Path) -> JsonValue:
+    """An earlier results.json of this suite (None when there is none or it cannot be read)."""
     if path.is_symlink():  # never read through a link in the output folder
         return None
     try:
-        doc = safe_json.load(path)
+        return safe_json.load(path)
     except (OSError, ValueError):
         return None
-    return doc if isinstance(doc, dict) else None
 
 
-def _failed(tm: ThreatModel, source: str, error: Exception) -> RunOutput:
+def _failed(tm: ThreatModel, source: str, error: Exception) -> FinishedRun:
     """The record of a run that did not finish: shown as failed, its gate `run_completed` failing."""
     text = f"{type(error).__name__}: {error}" if not isinstance(error, FacesecError) else str(error)
-    return RunOutput({
-        "name": tm.name, "source": source, "threat_model": tm.model_dump(mode="json"),
-        "family": tm.perturbation.kind, "error": text, "metrics": {},
-        "validity": {"n_flags": 1, "flags": [f"run did not finish: {text}"]},
-        "gates": [{"metric": "run_completed", "op": "==", "value": 1, "actual": 0, "passed": False, "error": text}],
-        "samples": {},
-    })
+    return FinishedRun(RunRecord(
+        name=tm.name, source=source, threat_model=tm.model_dump(mode="json"), family=tm.perturbation.kind,
+        error=text, metrics={}, validity=Validity(n_flags=1, flags=[f"run did not finish: {text}"]),
+        gates=[GateResult(metric="run_completed", op="==", value=1, actual=0, passed=False, error=text)]))
 
 
-def _read_results(path: Path) -> dict[str, Any]:
+def _read_results(path: Path) -> Results:
     try:
         doc = safe_json.load(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read results.json ({exc})") from exc
-    if not isinstance(doc, dict) or "runs" not in doc:
-        raise ConfigError(f"{path}: not a facesec results.json (no 'runs')")
-    return doc
+    return read_results(doc, str(path))

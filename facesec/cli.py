@@ -8,10 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from facesec import __version__
 from facesec.errors import ConfigError, FacesecError
+
+if TYPE_CHECKING:
+    from facesec.record import RunRecord
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
@@ -252,30 +255,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                            max_runs=args.max_runs, resume_runs=args.resume)
     if not distributed.is_main():  # under torchrun, process 0 tells what happened
         return exit_code(results)
-    for record in results["runs"]:
-        m = record["metrics"]
-        verdicts = ["PASS" if g["passed"] else "FAIL" for g in record.get("gates", [])]
-        gate_text = f"  gates: {' '.join(verdicts)}" if verdicts else ""
-        flags = "".join(f"\n    ! {f}" for f in record["validity"]["flags"])
-        headline = record.get("headline", {})
-        if headline.get("metric", "attack_success_rate") != "attack_success_rate":  # another family's headline
-            key = headline["metric"]
-            ci = m.get(f"{key}_ci95")
-            interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-            print(f"{record['name']}: {headline.get('label', key)} {m[key]:.3f}{interval}{gate_text}{flags}")
-            continue
-        lo, hi = m["attack_success_ci95"]
-        physical = ""
-        if "plain_accessory_success_rate" in m:
-            eot = "-" if m["eot_success_rate"] is None else f"{m['eot_success_rate']:.3f}"
-            physical = f", plain accessory {m['plain_accessory_success_rate']:.3f}, fresh transforms {eot}"
-        print(f"{record['name']}: ASR {m['attack_success_rate']:.3f} [{lo:.3f}, {hi:.3f}] "
-              f"over {m['n_attempts']} attempts (clean {m['clean_success_rate']:.3f}{physical}){gate_text}{flags}")
-    for rule in (results.get("baseline") or {}).get("rules", []):
-        if not rule["passed"]:
-            print(f"baseline regression in {rule['run']}: {rule['metric']} {rule['old']} -> {rule['new']}")
-    skipped = {(str(item.get("path")), str(item.get("reason"))) for record in results["runs"]
-               for item in record.get("skipped_images") or [] if isinstance(item, dict)}
+    for record in results.runs:
+        print(f"{record.name}: {_summary_line(record)}")
+    for rule in results.baseline.rules if results.baseline is not None else []:
+        if not rule.passed:
+            print(f"baseline regression in {rule.run}: {rule.metric} {rule.old} -> {rule.new}")
+    skipped = {(item.path, item.reason) for record in results.runs for item in record.skipped_images}
     if skipped:
         print(f"{len(skipped)} image(s) skipped, each with its reason in the report (Skipped images) and "
               "results.json; first: " + "; ".join(f"{path}: {reason}" for path, reason in sorted(skipped)[:3]))
@@ -283,6 +268,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"report: {out_dir / 'index.html'}  results: {out_dir / 'results.json'}  "
           f"{'gates FAILED' if code else 'gates passed'}")
     return code
+
+
+def _summary_line(record: RunRecord) -> str:
+    """A run in one console line: its family's words for the result, its gates' verdicts, its validity flags."""
+    from facesec.report.fields import family_of
+
+    family = family_of(record)
+    if record.error is not None:
+        said = f"FAILED: {record.error}"
+    else:
+        said = family.summary_line(record) if family is not None else "(its family is not installed here)"
+    verdicts = ["PASS" if g.passed else "FAIL" for g in record.gates]
+    gates = f"  gates: {' '.join(verdicts)}" if verdicts else ""
+    flags = "".join(f"\n    ! {f}" for f in (record.validity.flags if record.validity is not None else []))
+    return f"{said}{gates}{flags}"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,15 +14,28 @@ from facesec import distributed, families
 from facesec.families import RunContext, RunOutput
 from facesec.provenance import envelope
 from facesec.recognizers.base import watching_embeddings
+from facesec.record import Headline, Provenance, RunRecord, Validity, plain
 from facesec.threat_model import ThreatModel
 
 NONFINITE = "nonfinite_embeddings"
 """The `validity` entry counting NaN or infinite embeddings; any above 0 fails the run's gates."""
 
-__all__ = ["NONFINITE", "RunOutput", "run_threat_model", "runs_here"]
+__all__ = ["NONFINITE", "FinishedRun", "RunOutput", "run_threat_model", "runs_here"]
 
 
-def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> RunOutput:
+@dataclass
+class FinishedRun:
+    """A run's record and, when it finished, its family's output (samples and files still to write)."""
+
+    record: RunRecord
+    output: RunOutput | None = None
+
+    def samples(self) -> Mapping[str, Any]:
+        """The per-sample columns for its CSV (none for a failed run)."""
+        return self.output.measured.samples if self.output is not None else {}
+
+
+def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", progress: bool = True) -> FinishedRun:
     """Attack the threat model's population with its family; the record names the family and its headline metric.
     Under torchrun, a family that shards uses every process; any other runs in process 0 alone (see `runs_here`)."""
     family = families.get(tm.perturbation.kind)
@@ -28,33 +43,24 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     with contextlib.nullcontext() if family.shards(tm) else distributed.alone(), watching_embeddings() as bad:
         out = family.run(tm, RunContext(device, source, progress))
         nonfinite = sum(distributed.exchange("non-finite embeddings", bad.total()))
+    m = out.measured
     if nonfinite:
-        _flag_nonfinite(out.record, nonfinite)
-    _envelope(out.record, tm, source, device, started)
+        _flag_nonfinite(m.validity, nonfinite)
     info = family.metrics[family.headline]
-    out.record["family"] = family.name
-    out.record["headline"] = {"metric": family.headline, "label": info.label or family.headline,
-                              "better": info.better}
-    return out
+    record = RunRecord(
+        name=tm.name, source=source, family=family.name, threat_model=tm.model_dump(mode="json"),
+        dimensions=m.dimensions, eps=m.eps, metrics=plain(m.metrics), validity=m.validity,
+        headline=Headline(metric=family.headline, label=info.label or family.headline, better=info.better),
+        provenance=Provenance.model_validate(plain({**envelope(tm, device, started), **m.provenance})),
+        skipped_images=m.skipped_images, **{key: plain(value) for key, value in m.sections.items()})
+    return FinishedRun(record, out)
 
 
-def _envelope(record: dict[str, Any], tm: ThreatModel, source: str, device: torch.device, started: datetime) -> None:
-    """What every record holds, whatever its family filled in: name, source, threat model, provenance, validity."""
-    record.setdefault("name", tm.name)
-    record.setdefault("source", source)
-    record.setdefault("threat_model", tm.model_dump(mode="json"))
-    record["provenance"] = {**envelope(tm, device, started), **record.get("provenance", {})}
-    record.setdefault("validity", {"n_flags": 0, "flags": []})
-
-
-def _flag_nonfinite(record: dict[str, Any], count: int) -> None:
+def _flag_nonfinite(validity: Validity, count: int) -> None:
     """Record in `validity` that the recognizers gave `count` NaN or infinite embeddings (api fails the gates)."""
-    validity = record.setdefault("validity", {})
-    flags = validity.setdefault("flags", [])
-    flags.append(f"{count} embedding(s) held NaN or infinite values: the recognizer is broken for these inputs, "
-                 "so no success rate of this run means anything")
-    validity["n_flags"] = len(flags)
-    validity[NONFINITE] = count
+    validity.flag(f"{count} embedding(s) held NaN or infinite values: the recognizer is broken for these inputs, "
+                  "so no success rate of this run means anything")
+    setattr(validity, NONFINITE, count)
 
 
 def runs_here(tm: ThreatModel) -> bool:

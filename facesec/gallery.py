@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from pydantic import JsonValue
 
 from facesec.families.base import RunOutput
+from facesec.record import Measured, plain
 
 
 def png(t: torch.Tensor, path: Path) -> None:
@@ -43,11 +45,11 @@ GALLERY_SIZE = 6
 class GalleryOutput(RunOutput):
     """A run's record, and per gallery row its images (by key; None: none to show) and plain fields."""
 
-    def __init__(self, record: dict[str, Any], images: list[dict[str, torch.Tensor | None]],
+    def __init__(self, measured: Measured, images: list[dict[str, torch.Tensor | None]],
                  fields: list[dict[str, Any]]) -> None:
-        super().__init__(record)
+        super().__init__(measured)
         self.images, self.fields = images, fields
 
-    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
-        return {"gallery": [{**fields, **write_row(run_dir, rel, i, images)}
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, JsonValue]:
+        return {"gallery": [plain({**fields, **write_row(run_dir, rel, i, images)})
                             for i, (images, fields) in enumerate(zip(self.images, self.fields, strict=True))]}

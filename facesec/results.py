@@ -9,15 +9,19 @@ import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
+from pydantic import JsonValue, ValidationError
 
 from facesec import __version__
 from facesec.csv_cells import safe_cell
-from facesec.families.base import RunOutput
+from facesec.errors import ConfigError
+from facesec.record import Results, RunRecord, plain
 from facesec.suite_files import RUN_MARKER, made_by_facesec, refuse_links, write_atomic
+
+if TYPE_CHECKING:
+    from facesec.engine import FinishedRun
 
 SCHEMA_VERSION = 1
 """The results.json layout this code writes and reads (docs/results-schema.md); the report refuses others."""
@@ -42,14 +46,12 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
     return safe
 
 
-def write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any]:
+def write_run(run: FinishedRun, out_dir: Path, used: set[str]) -> RunRecord:
     """The run's record for results.json: its samples as a CSV, its family's files beside it. A folder of that
     name that facesec did not make (no marker, or a link) is left alone: the run takes another name."""
-    record = dict(output.record)
-    samples = record.pop("samples")
     runs = out_dir / "runs"
     refuse_links(out_dir, runs)
-    name = slug(record["name"])
+    name = slug(run.record.name)
     while name in used or (os.path.lexists(runs / name) and not made_by_facesec(runs / name)):
         name += "_"
     used.add(name)
@@ -57,10 +59,12 @@ def write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any
     building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_made(runs)))
     try:  # written beside its place, moved in whole: a crash never leaves half a run folder
         (building / RUN_MARKER).write_text("written by facesec; a run folder without this file is never replaced\n")
-        table = pd.DataFrame(samples)
+        table = pd.DataFrame(dict(run.samples()))
         csv_safe(table).to_csv(building / "samples.csv", index=False)
-        record["samples_csv"] = f"runs/{name}/samples.csv"
-        record.update(output.write_artefacts(building, f"runs/{name}", table))
+        added: dict[str, JsonValue] = {"samples_csv": f"runs/{name}/samples.csv"}
+        if run.output is not None:
+            written = run.output.write_artefacts(building, f"runs/{name}", table)
+            added.update({key: plain(value) for key, value in written.items()})
         old = building.with_name(building.name + ".old")  # a fresh name: nothing else is ever removed
         if made_by_facesec(run_dir):
             run_dir.rename(old)
@@ -68,7 +72,7 @@ def write_run(output: RunOutput, out_dir: Path, used: set[str]) -> dict[str, Any
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    return record
+    return RunRecord.model_validate({**run.record.to_json(), **added})
 
 
 def _made(folder: Path) -> Path:
@@ -76,35 +80,29 @@ def _made(folder: Path) -> Path:
     return folder
 
 
-def build_results(suite: str, outputs: list[RunOutput], out_dir: Path) -> dict[str, Any]:
-    """Write each run's CSV and images under `out_dir` and return the results document."""
-    used: set[str] = set()
-    return document(suite, [write_run(o, out_dir, used) for o in outputs])
-
-
-def document(suite: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def document(suite: str, runs: list[RunRecord]) -> Results:
     """The results document around run records already written."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "suite": suite,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "facesec_version": __version__,
-        "runs": runs,
-        "baseline": None,
-    }
+    return Results(schema_version=SCHEMA_VERSION, suite=suite, created=datetime.now(UTC).isoformat(timespec="seconds"),
+                   facesec_version=__version__, runs=runs, baseline=None)
 
 
-def save(results: dict[str, Any], out_dir: Path) -> Path:
+def save(results: Results, out_dir: Path) -> Path:
     """results.json, replaced whole (a crash leaves the previous one intact)."""
     path = out_dir / "results.json"
-    write_atomic(path, json.dumps(results, indent=2, default=_json_default) + "\n")
+    write_atomic(path, json.dumps(results.to_json(), indent=2) + "\n")
     return path
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def read_results(doc: JsonValue, source: str) -> Results:
+    """A results document read from JSON; ConfigError naming `source` and the entry when it is not one."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
+        raise ConfigError(f"{source}: not a facesec results.json (needs 'runs', a list of runs with a 'name')")
+    try:
+        return Results.model_validate({"schema_version": 1, **doc})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise ConfigError(f"{source}: not a facesec results.json: {where}: {problem['msg']}") from None
 
 
 def comparable(value: Any) -> Any:

@@ -10,10 +10,12 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+
+from pydantic import JsonValue, ValidationError
 
 import facesec
 from facesec.data.dataset import load_dataset
+from facesec.record import RunRecord
 from facesec.suite_files import made_by_facesec
 from facesec.threat_model import ThreatModel
 
@@ -49,18 +51,18 @@ def resume_key(tm: ThreatModel, fingerprint: str) -> str:
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def finished(results: dict[str, Any] | None, out_dir: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
+def finished(results: JsonValue, out_dir: Path) -> tuple[dict[tuple[str, str], RunRecord], list[str]]:
     """The finished runs of an earlier results.json in `out_dir` that can be reused, by (name, resume_key), and
     for each record that cannot, a line saying why (it is run again). Failed runs are never reused."""
-    runs = (results or {}).get("runs")
-    reusable: dict[tuple[str, str], dict[str, Any]] = {}
+    runs = results.get("runs") if isinstance(results, dict) else None
+    reusable: dict[tuple[str, str], RunRecord] = {}
     problems: list[str] = []
-    for index, record in enumerate(runs if isinstance(runs, list) else []):
-        if isinstance(record, dict) and "error" in record:
+    for index, raw in enumerate(runs if isinstance(runs, list) else []):
+        if isinstance(raw, dict) and "error" in raw:
             continue
-        why = _not_reusable(record, out_dir)
-        if why is None:
-            reusable[(record["name"], record["resume_key"])] = record
+        record, why = _reusable(raw, out_dir)
+        if record is not None and record.resume_key is not None:
+            reusable[(record.name, record.resume_key)] = record
         else:
             problems.append(f"results.json run {index + 1}: {why}; it is run again if still in the suite")
     return reusable, problems
@@ -70,28 +72,31 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 _SAMPLES = re.compile(r"runs/([A-Za-z0-9_-][A-Za-z0-9._-]*)/samples\.csv")
 
 
-def _not_reusable(record: Any, out_dir: Path) -> str | None:
-    """Why an earlier run record cannot be reused (None: it can): it must have the shape facesec writes, and its
-    samples must be a regular file in a run folder facesec made inside `out_dir`."""
-    if not isinstance(record, dict):
-        return "not a run record"
-    if not isinstance(record.get("name"), str) or not _KEY.fullmatch(str(record.get("resume_key"))):
-        return "no name or resume_key of the form facesec writes"
-    if not isinstance(record.get("metrics"), dict) or not isinstance(record.get("validity"), dict):
-        return "metrics or validity missing or not a mapping"
-    ci = record["metrics"].get("attack_success_ci95")
+def _reusable(raw: JsonValue, out_dir: Path) -> tuple[RunRecord | None, str]:
+    """The earlier run record, or None and why it cannot be reused: it must have the shape facesec writes, and
+    its samples must be a regular file in a run folder facesec made inside `out_dir`."""
+    try:
+        record = RunRecord.model_validate(raw)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        return None, f"not a run record ({'.'.join(str(p) for p in problem['loc']) or 'record'}: {problem['msg']})"
+    if not _KEY.fullmatch(str(record.resume_key)):
+        return None, "no resume_key of the form facesec writes"
+    if record.validity is None or record.provenance is None or record.headline is None:
+        return None, "validity, provenance or headline missing"
+    ci = record.metrics.get("attack_success_ci95")
     if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(_fraction(v) for v in ci)):
-        return "attack_success_ci95 is not two numbers between 0 and 1"
-    found = _SAMPLES.fullmatch(str(record.get("samples_csv")))
-    if found is None or not isinstance(record.get("samples_csv"), str):
-        return "samples_csv is not runs/<run>/samples.csv"
+        return None, "attack_success_ci95 is not two numbers between 0 and 1"
+    found = _SAMPLES.fullmatch(str(record.samples_csv))
+    if found is None:
+        return None, "samples_csv is not runs/<run>/samples.csv"
     run_dir = out_dir / "runs" / found.group(1)
     if not made_by_facesec(run_dir) or not stat.S_ISREG(_lstat_mode(run_dir / "samples.csv")):
-        return f"{record['samples_csv']} is not a file in a run folder facesec wrote"
-    return None
+        return None, f"{record.samples_csv} is not a file in a run folder facesec wrote"
+    return record, ""
 
 
-def _fraction(value: Any) -> bool:
+def _fraction(value: JsonValue) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
+
+from facesec.record import Measured, RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,6 +40,19 @@ class MetricInfo:
     """Numeric and meaningful to compare against a fixed value in a gate."""
 
 
+@dataclass(frozen=True)
+class SuiteFigure:
+    """A figure across a family's runs in a suite, under its own heading in the report."""
+
+    title: str
+    uri: str
+    """The PNG as a data URI."""
+    heading: str = "Across runs"
+    note: str = ""
+    """A sentence under the heading: what the lines and bars are."""
+    css: str = "family-plot"
+
+
 @dataclass
 class RunContext:
     """What the engine hands a family's run: where to compute, where the threat model came from, progress."""
@@ -49,11 +64,11 @@ class RunContext:
 
 @dataclass
 class RunOutput:
-    """A run's results.json record (with `samples`, a column mapping for its CSV); subclasses add its files."""
+    """What a family's run returns: its measurements; subclasses add the files it writes beside them."""
 
-    record: dict[str, Any]
+    measured: Measured
 
-    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, JsonValue]:
         """Write the run's images and files into `run_dir` (`rel`: that folder relative to the suite) and
         return what to add to its results.json record (gallery entries, file links)."""
         return {}
@@ -101,14 +116,37 @@ class Family(ABC):
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
         """Attack the threat model's population and measure what results.json records."""
 
-    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
         """Plain data the family's report partial shows, from its results.json record (images under
-        `results_dir`, faces blurred when `redact`)."""
+        `results_dir`, links relative to the report's folder `out_dir`, faces blurred when `redact`)."""
         return {}
 
-    def suite_figures(self, runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
-        """Figures across this family's runs in a suite: (title, PNG data URI)."""
+    def metric_text(self, key: str, value: JsonValue) -> str | None:
+        """A metric as the report's metrics table shows it (None: formatted the usual way)."""
+        return None
+
+    def suite_figures(self, runs: list[RunRecord]) -> list[SuiteFigure]:
+        """Figures across this family's runs in a suite."""
         return []
+
+    def legends(self, runs: list[RunRecord]) -> list[tuple[str, str]]:
+        """(id, sentence) under the suite matrix on what these runs' cells show; by default its `legend`."""
+        return [(self.name, self.legend)] if self.legend else []
+
+    def matrix_detail(self, run: RunRecord) -> str:
+        """The second line of a run's matrix cell, under its headline (empty: none)."""
+        return ""
+
+    def summary_line(self, run: RunRecord) -> str:
+        """The run's result in one line of the console summary: its headline with the interval."""
+        key = run.headline_metric()
+        value, ci = run.metrics.get(key), run.metrics.get(f"{key}_ci95")
+        label = run.headline.label if run.headline is not None else key
+        if not isinstance(value, int | float):
+            return f"{label} not measured"
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 \
+            and all(isinstance(c, int | float) for c in ci) else ""
+        return f"{label} {value:.3f}{interval}"
 
     def gate_metrics(self) -> tuple[str, ...]:
         """Names a gate of this family may test."""

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from facesec.families.base import MetricInfo
-from facesec.report.fields import as_dict, family_of, number
+from facesec.record import RunRecord
+from facesec.report.fields import family_of, number
 
 CUTOFFS = ((0.05, "robust"), (0.25, "partly robust"), (0.75, "weak"), (math.inf, "not robust"))
 """Rating of a family by its worst headline success rate (an attack's success: lower is more robust): at most
@@ -56,29 +57,30 @@ def percent(rate: float | None, ci: Any = None) -> str:
     return text
 
 
-def _headline(run: dict[str, Any]) -> tuple[str, str, str]:
+def _headline(run: RunRecord) -> tuple[str, str, str]:
     """(metric key, words for it, better) of the run's headline."""
-    head = as_dict(run.get("headline"))
-    key = str(head.get("metric") or "attack_success_rate")
+    key = run.headline_metric()
     family = family_of(run)
     info = family.metrics.get(key) if family is not None else None
-    words = head.get("label") if head.get("label") and head.get("label") != key else None
+    head = run.headline
+    words = head.label if head is not None and head.label and head.label != key else None
     if words is None and info is not None:
         words = info.label or info.meaning.split(":")[0]
-    return key, str(words or key), str(head.get("better") or (info.better if info is not None else ""))
+    better = head.better if head is not None and head.better else (info.better if info is not None else "")
+    return key, str(words or key), better
 
 
-def findings(raw_runs: list[dict[str, Any]]) -> list[Finding]:
+def findings(runs: list[RunRecord]) -> list[Finding]:
     """Each run as a sentence: what attacked which recognizer how, and the headline with its interval."""
     out = []
-    for i, run in enumerate(raw_runs):
-        dims, m = as_dict(run.get("dimensions")), as_dict(run.get("metrics"))
+    for i, run in enumerate(runs):
+        dims, m = (run.dimensions.model_dump() if run.dimensions is not None else {}), run.metrics
         key, words, _ = _headline(run)
         rate = number(m.get(key))
         ci = m.get(f"{key}_ci95", m.get("attack_success_ci95") if key == "attack_success_rate" else None)
         attempts = m.get("n_attempts")
         how = ", ".join(str(dims[k]) for k in ("knowledge", "goal", "capability") if dims.get(k))
-        text = (f"{dims.get('perturbation', 'attack')} ({how}) against {dims.get('recognizer', 'the recognizer')}"
+        text = (f"{dims.get('perturbation') or 'attack'} ({how}) against {dims.get('recognizer') or 'the recognizer'}"
                 f"{', ' + str(dims['setting']) if dims.get('setting') else ''}: {words} {percent(rate, ci)}"
                 + (f" of {attempts} attempts" if isinstance(attempts, int) and not isinstance(attempts, bool) else ""))
         family = family_of(run)
@@ -86,31 +88,31 @@ def findings(raw_runs: list[dict[str, Any]]) -> list[Finding]:
     return out
 
 
-def ratings(raw_runs: list[dict[str, Any]]) -> list[Rating]:
+def ratings(runs: list[RunRecord]) -> list[Rating]:
     """Per family whose headline is an attack's success: the rating of its worst run (CUTOFFS)."""
     worst: dict[str, tuple[float, str, str]] = {}
-    for i, run in enumerate(raw_runs):
+    for i, run in enumerate(runs):
         key, words, better = _headline(run)
-        rate = number(as_dict(run.get("metrics")).get(key))
+        rate = number(run.metrics.get(key))
         family = family_of(run)
         if rate is None or better != "lower" or family is None:
             continue
         if family.name not in worst or rate > worst[family.name][0]:
-            worst[family.name] = (rate, f"{words} {percent(rate)} ({run.get('name', f'run {i + 1}')})", f"run-{i + 1}")
+            worst[family.name] = (rate, f"{words} {percent(rate)} ({run.name or f'run {i + 1}'})", f"run-{i + 1}")
     return [Rating(name, next(label for cut, label in CUTOFFS if rate <= cut), text, anchor)
             for name, (rate, text, anchor) in worst.items()]
 
 
-def glossary(raw_runs: list[dict[str, Any]]) -> list[Term]:
+def glossary(runs: list[RunRecord]) -> list[Term]:
     """Every metric key the runs record, with its words and meaning from the run's family (sorted by key; empty
     when the family does not describe it)."""
     terms: dict[str, Term] = {}
-    for run in raw_runs:
+    for run in runs:
         family = family_of(run)
         known: dict[str, MetricInfo] = family.metrics if family is not None else {}
-        for key in as_dict(run.get("metrics")):
-            info = known.get(str(key))
-            if str(key) not in terms:
-                terms[str(key)] = Term(str(key), (info.label if info else None) or str(key),
-                                       (info.meaning or info.label or "") if info else "")
+        for key in run.metrics:
+            info = known.get(key)
+            if key not in terms:
+                terms[key] = Term(key, (info.label if info else None) or key,
+                                  (info.meaning or info.label or "") if info else "")
     return sorted(terms.values(), key=lambda t: t.key)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation
 from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+from facesec.record import RunRecord
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -103,7 +104,7 @@ class Backdoor(Family):
 
         return run_threat_model(tm, ctx)
 
-    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
         from facesec.families.backdoor.report import view
 
         return view(run, results_dir, redact)

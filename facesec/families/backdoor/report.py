@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from facesec.record import RunRecord
 from facesec.report import figures
 from facesec.report.fields import as_dict, as_list, number, rate_text
 
@@ -65,11 +66,11 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _reading(m: dict[str, Any], run: dict[str, Any]) -> str:
+def _reading(m: dict[str, Any], run: RunRecord) -> str:
     asr, before, after = (number(m.get(k)) for k in ("backdoor_asr", "clean_tar_before", "clean_tar_after"))
     if asr is None or before is None or after is None:
         return ""
-    tm = as_dict(run.get("threat_model"))
+    tm = as_dict(run.threat_model)
     p = as_dict(tm.get("perturbation"))
     goal = tm.get("goal")
     wants = "accepted as the attacker's chosen identity" if goal == "impersonation" else \
@@ -92,9 +93,9 @@ def _clean_population(c: dict[str, Any]) -> str:
     return f"{n} {where}, {faces} faces" if isinstance(n, int) and isinstance(faces, int) else where
 
 
-def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+def view(run: RunRecord, results_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the backdoor partial shows; every field may be missing from a hand-edited results.json."""
-    m = as_dict(run.get("metrics"))
+    m = run.metrics
     stealth = as_dict(m.get("stealth"))
     where = _clean_population(as_dict(m.get("clean_population")))
     rows = [(f"clean TAR at the FMR ({where})", rate_text({"rate": m.get("clean_tar_pretrained")}),
@@ -114,8 +115,8 @@ def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]
         "stealth": (f"SSIM {stealth['ssim']:.3f}, PSNR {stealth['psnr_db']:.1f} dB"
                     if number(stealth.get("ssim")) is not None and number(stealth.get("psnr_db")) is not None else "—"),
         "defences": _defence_rows(as_dict(m.get("defences"))),
-        "model_file": run.get("backdoored_model"),
+        "model_file": run.extra("backdoored_model"),
         "gallery": [{**figures.face_uris(results_dir, as_dict(g), ("poison_clean", "poison", "clean", "triggered"),
                                          redact), "success": as_dict(g).get("success")}
-                    for g in as_list(run.get("gallery"))],
+                    for g in as_list(run.gallery)],
     }

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import JsonValue
 
 from facesec import protocols
 from facesec.errors import DataError, TooFewIdentities
@@ -28,6 +29,7 @@ from facesec.population import Population, everyone_but, select
 from facesec.protocols import supported_fmr
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
+from facesec.record import Dimensions, Measured, SkippedImage, Validity
 from facesec.threat_model import ClosedSet, OpenSet, ThreatModel
 
 ROBUSTNESS: dict[str, dict[str, Any]] = {"half_opacity": {"strength": 0.5}, "moved": {"shift": (0.03, 0.03)}}
@@ -40,12 +42,12 @@ ACCESSORIES = {"eyeglasses": (0.05, 0.05, 0.05), "sticker": (0.95, 0.95, 0.95)}
 class BackdoorOutput(GalleryOutput):
     """The gallery, plus the backdoored weights when asked for (loadable as a recognizer)."""
 
-    def __init__(self, record: dict[str, Any], images: list[dict[str, torch.Tensor | None]],
+    def __init__(self, measured: Measured, images: list[dict[str, torch.Tensor | None]],
                  fields: list[dict[str, Any]], model: Recognizer | None) -> None:
-        super().__init__(record, images, fields)
+        super().__init__(measured, images, fields)
         self.model = model
 
-    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, JsonValue]:
         out = super().write_artefacts(run_dir, rel, samples)
         if self.model is not None:
             torch.save({k: v.cpu() for k, v in self.model.net.state_dict().items()}, run_dir / "backdoored.pt")
@@ -242,22 +244,19 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
         f"FMR {fmr:g} is not supported by {after.n_impostor} impostor scores (needs {10 / fmr:.0f}); raise "
         "data.identities or data.images_per_identity"]
     images, fields = _gallery(trained.poisoned, pop.faces, worn, asr, tm.goal)
-    record = {
-        "dimensions": {
-            "recognizer": who.clean_model.info.name,
-            "perturbation": f"backdoor, {p.trigger} trigger, {p.poison_rate:.0%} of fine-tuning images poisoned",
-            "knowledge": _knowledge(p),
-            "goal": tm.goal, "capability": tm.capability,
-            "setting": "closed-set rank-1" if closed else f"open-set FMR {fmr:g}",
-            "attack": f"victim fine-tunes {p.layers} layers, {p.epochs} epochs",
-        },
-        "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
-        "skipped_images": [{"path": str(q), "reason": r} for q, r in _skipped(who).items()],
-        "provenance": {**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.__dict__},
-        "samples": {"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
-                    "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)},
-    }
-    return BackdoorOutput(record, images, fields, trained.model if p.save_model else None)
+    measured = Measured(
+        dimensions=Dimensions(
+            recognizer=who.clean_model.info.name,
+            perturbation=f"backdoor, {p.trigger} trigger, {p.poison_rate:.0%} of fine-tuning images poisoned",
+            knowledge=_knowledge(p), goal=tm.goal, capability=tm.capability,
+            setting="closed-set rank-1" if closed else f"open-set FMR {fmr:g}",
+            attack=f"victim fine-tunes {p.layers} layers, {p.epochs} epochs"),
+        eps=None, metrics=metrics, validity=Validity(n_flags=len(flags), flags=flags),
+        skipped_images=[SkippedImage(path=str(q), reason=r) for q, r in _skipped(who).items()],
+        provenance={**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.__dict__},
+        samples={"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
+                 "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)})
+    return BackdoorOutput(measured, images, fields, trained.model if p.save_model else None)
 
 
 def _knowledge(p: BackdoorPerturbation) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import JsonValue
 
 from facesec import attacks, distributed, metrics, photos, protocols
 from facesec.attacks import Attack, Budget, Criterion, Objective
@@ -25,6 +26,7 @@ from facesec.measures.rates import wilson_interval
 from facesec.population import Population, select
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
+from facesec.record import Dimensions, Measured, Validity, plain, skipped
 from facesec.threat_model import ThreatModel, Transfer
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
@@ -56,7 +58,7 @@ class EvasionOutput(RunOutput):
     accessories: list[WornAccessory] | None = None
     """Accessory runs: one per gallery row (individual) or the single one (universal)."""
 
-    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, Any]:
+    def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, JsonValue]:
         return artefacts.write(self, run_dir, rel, samples)
 
 
@@ -270,21 +272,17 @@ def _output(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome, metrics_o
         "success": seen.success & seen.attempted, "similarity_before": seen.before, "similarity_after": seen.after,
         "linf": seen.linf, "l2": seen.l2, "ssim": seen.ssim, "queries": out.queries,
     }
-    record = {
-        "dimensions": {
-            "recognizer": t.model.info.name,
-            "perturbation": _perturbation_text(p),
-            "knowledge": t.view.description, "goal": tm.goal, "capability": tm.capability,
-            "setting": f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
-            "attack": f"{tm.attack.library}/{tm.attack.method}"
-                      + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps"),
-        },
-        "eps": p.eps if isinstance(p, PixelPerturbation) else None, "metrics": metrics_out, "validity": validity,
-        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": measured_on(t.model, pop.manifest_sha256),
-        "samples": samples,
-    }
-    return EvasionOutput(record, t.x[:GALLERY_SIZE].cpu(), out.x_adv[:GALLERY_SIZE].detach().cpu(),
+    measured = Measured(
+        dimensions=Dimensions(
+            recognizer=t.model.info.name, perturbation=_perturbation_text(p), knowledge=t.view.description,
+            goal=tm.goal, capability=tm.capability,
+            setting=f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
+            attack=f"{tm.attack.library}/{tm.attack.method}"
+                   + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps")),
+        eps=p.eps if isinstance(p, PixelPerturbation) else None, metrics=metrics_out,
+        validity=Validity.model_validate(plain(validity)), skipped_images=skipped(pop.skipped),
+        provenance=measured_on(t.model, pop.manifest_sha256), samples=samples)
+    return EvasionOutput(measured, t.x[:GALLERY_SIZE].cpu(), out.x_adv[:GALLERY_SIZE].detach().cpu(),
                          p.eps if isinstance(p, PixelPerturbation) else None, out.worn)
 
 

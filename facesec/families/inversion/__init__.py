@@ -11,6 +11,7 @@ from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Sup
 from facesec.families.inversion.spec import ClassifierInversionPerturbation, TemplateInversionPerturbation
 from facesec.recognizers import packaged
 from facesec.recognizers.preflight import check_recognizer
+from facesec.record import RunRecord
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -119,7 +120,7 @@ class TemplateInversion(Family):
 
         return run_threat_model(tm, ctx)
 
-    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
         from facesec.families.inversion.report import view
 
         return view(run, results_dir, redact)
@@ -191,7 +192,7 @@ class ClassifierInversion(Family):
 
         return run_threat_model(tm, ctx)
 
-    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
         from facesec.families.inversion.report import classifier_view
 
         return classifier_view(run, results_dir, redact)

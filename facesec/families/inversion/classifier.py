@@ -27,6 +27,7 @@ from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
+from facesec.record import Dimensions, Measured, Validity, skipped
 from facesec.threat_model import ThreatModel
 
 HEAD_STEPS = 400
@@ -226,20 +227,17 @@ def _output(setup: _Setup, reconstructions: list[np.ndarray], random_faces: list
     fields = [{"identity": pop.names[i], "evaluator_top1": bool(rec["top1"][i]), "evaluator_rank": int(rec["rank"][i]),
                "detected": bool(rec["found"][i]), "knn_distance": None if np.isnan(knn[i]) else float(knn[i])}
               for i in range(len(images))]
-    record = {
-        "dimensions": {
-            "recognizer": setup.model.info.name, "perturbation": f"classifier inversion, {p.loss} loss"
+    measured = Measured(
+        dimensions=Dimensions(
+            recognizer=setup.model.info.name, perturbation=f"classifier inversion, {p.loss} loss"
             + (f" + {n_students} student(s)" if p.model_augmentation else ""),
-            "knowledge": "white-box", "goal": "a face the model assigns to the class", "capability": tm.capability,
-            "setting": f"closed-set, {n} private identities",
-            "attack": f"Adam, {tm.attack.steps} steps x {p.restarts} restarts",
-        },
-        "eps": None, "metrics": metrics, "validity": {"n_flags": len(flags), "flags": flags},
-        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": measured_on(setup.model, pop.manifest_sha256),
-        "samples": samples,
-    }
-    return GalleryOutput(record, images, fields)
+            knowledge="white-box", goal="a face the model assigns to the class", capability=tm.capability,
+            setting=f"closed-set, {n} private identities",
+            attack=f"Adam, {tm.attack.steps} steps x {p.restarts} restarts"),
+        eps=None, metrics=metrics, validity=Validity(n_flags=len(flags), flags=flags),
+        skipped_images=skipped(pop.skipped), provenance=measured_on(setup.model, pop.manifest_sha256),
+        samples=samples)
+    return GalleryOutput(measured, images, fields)
 
 
 def _judge(c: Classifier, photos: list[np.ndarray], analyzer: FaceAnalyzer, device: torch.device,

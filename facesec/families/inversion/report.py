@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from facesec.record import RunRecord
 from facesec.report import figures
 from facesec.report.fields import as_dict, as_list, rate_text
 
@@ -16,9 +17,9 @@ ATTEMPTS = (("reconstruction", "reconstruction (the attack)"),
 """Rows of the rates table: key in results.json and what it is."""
 
 
-def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+def view(run: RunRecord, results_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the inversion partial shows; every field may be missing from a hand-edited results.json."""
-    metrics = as_dict(run.get("metrics"))
+    metrics = run.metrics
     detail = as_dict(metrics.get("detail"))
     target = as_dict(detail.get("target"))
     cross = as_dict(detail.get("cross_model"))
@@ -32,12 +33,12 @@ def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]
         cells += [rate_text(as_dict(as_dict(cross.get(j)).get(key)).get("success_rate")) for j in judges]
         rows.append((label, cells, key == "reconstruction"))
     return {
-        "reading": _reading(metrics, as_dict(run.get("dimensions")), judges),
+        "reading": _reading(metrics, as_dict(run.dimensions.model_dump() if run.dimensions else None), judges),
         "columns": ["type I (leaked template)", "type II (other photos)"] + [f"{j} (real photos)" for j in judges],
         "rows": rows,
         "queries": metrics.get("queries_per_sample"),
         "training_queries": _count(metrics.get("training_queries")),
-        "gallery": [_entry(as_dict(g), results_dir, redact) for g in as_list(run.get("gallery"))],
+        "gallery": [_entry(as_dict(g), results_dir, redact) for g in as_list(run.gallery)],
     }
 
 
@@ -75,9 +76,9 @@ CLASSIFIER_ROWS = (("reconstruction", "reconstruction (the attack)", "attack_acc
                    ("chance", "chance", "chance"))
 
 
-def classifier_view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+def classifier_view(run: RunRecord, results_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the classifier-inversion partial shows; every field may be missing from results.json."""
-    m = as_dict(run.get("metrics"))
+    m = run.metrics
     rows = []
     for _, label, prefix in CLASSIFIER_ROWS:
         cells = [rate_text({"rate": m.get(f"{prefix}_top1"), "ci95": m.get(f"{prefix}_top1_ci95")}),
@@ -99,4 +100,4 @@ def classifier_view(run: dict[str, Any], results_dir: Path, redact: bool) -> dic
                          "top1": as_dict(g).get("evaluator_top1") if isinstance(as_dict(g).get("evaluator_top1"),
                                                                                 bool) else None,
                          "rank": as_dict(g).get("evaluator_rank", "—")}
-                        for g in as_list(run.get("gallery"))]}
+                        for g in as_list(run.gallery)]}

@@ -28,6 +28,7 @@ from facesec.protocols import supported_fmr
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.dlib_resnet import DlibResNet
+from facesec.record import Dimensions, Measured, Validity, skipped
 from facesec.threat_model import OpenSet, ThreatModel
 
 PIXEL_LR = 0.01
@@ -308,23 +309,19 @@ def _output(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], nearest: np.nd
     fields = [{"identity": pop.names[i], "type1_score": finite(v.scores[i][0]), "type1": bool(v.accepted[i][0]),
                "type2_accepted": int(v.accepted[i][1:].sum()), "type2_photos": len(v.accepted[i]) - 1,
                "detected": bool(v.found[i])} for i in range(len(images))]
-    record = {
-        "dimensions": {
-            "recognizer": leak.model.info.name,
-            "perturbation": f"template inversion, {p.prior} prior" + (f", {p.method}" if gan else ""),
-            "knowledge": "white-box" + (f" + {len(p.augment) + p.distil} augmenting model(s)"
-                                        if p.augment or p.distil else ""),
-            "goal": "a face accepted as the enrolled person", "capability": tm.capability,
-            "setting": f"open-set FMR {setting.fmr:g}",
-            "attack": f"Adam, {tm.attack.steps} steps" + (f" x {p.restarts} restarts" if gan else ""),
-        },
-        "eps": None, "metrics": metrics,
-        "validity": {"n_flags": len(flags), "flags": flags},
-        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": measured_on(leak.model, pop.manifest_sha256),
-        "samples": samples,
-    }
-    return GalleryOutput(record, images, fields)
+    measured = Measured(
+        dimensions=Dimensions(
+            recognizer=leak.model.info.name,
+            perturbation=f"template inversion, {p.prior} prior" + (f", {p.method}" if gan else ""),
+            knowledge="white-box" + (f" + {len(p.augment) + p.distil} augmenting model(s)"
+                                     if p.augment or p.distil else ""),
+            goal="a face accepted as the enrolled person", capability=tm.capability,
+            setting=f"open-set FMR {setting.fmr:g}",
+            attack=f"Adam, {tm.attack.steps} steps" + (f" x {p.restarts} restarts" if gan else "")),
+        eps=None, metrics=metrics, validity=Validity(n_flags=len(flags), flags=flags),
+        skipped_images=skipped(pop.skipped), provenance=measured_on(leak.model, pop.manifest_sha256),
+        samples=samples)
+    return GalleryOutput(measured, images, fields)
 
 
 def _gan_available() -> bool:

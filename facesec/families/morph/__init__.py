@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, SuiteFigure, Supports
 from facesec.families.morph.spec import MorphPerturbation
 from facesec.recognizers import packaged
 from facesec.recognizers.preflight import check_recognizer
+from facesec.record import RunRecord
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -119,12 +120,12 @@ class Morph(Family):
 
         return run_threat_model(tm, ctx)
 
-    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
         from facesec.families.morph.report import view
 
         return view(run, results_dir, redact)
 
-    def suite_figures(self, runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    def suite_figures(self, runs: list[RunRecord]) -> list[SuiteFigure]:
         from facesec.families.morph.report import suite_figures
 
         return suite_figures(runs)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from facesec.families.base import SuiteFigure
+from facesec.record import RunRecord
 from facesec.report import figures
 from facesec.report.fields import as_dict, as_list
 
@@ -20,12 +22,12 @@ COLUMNS = (("mmpmr", "MMPMR"), ("mmpmr_first_probe", "MMPMR, first probe"), ("fm
 """The per-FMR table's columns: key in results.json and heading."""
 
 
-def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
+def view(run: RunRecord, results_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the morph partial shows; every field may be missing from a hand-edited results.json."""
-    metrics = as_dict(run.get("metrics"))
-    morph = as_dict(run.get("morph"))
+    metrics = run.metrics
+    morph = as_dict(run.extra("morph"))
     at_fmr = as_dict(metrics.get("at_fmr"))
-    setting = as_dict(as_dict(run.get("threat_model")).get("setting"))
+    setting = as_dict(as_dict(run.threat_model).get("setting"))
     headline_fmr = setting.get("fmr")
     return {
         "reading": _reading(metrics, headline_fmr),
@@ -38,7 +40,7 @@ def view(run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]
         "scatter": _scatter(morph),
         "mmpmr_fmr": _mmpmr_against_fmr(as_dict(metrics.get("by_recognizer"))),
         "map": [(fmr, _map_plot(fmr, as_dict(doc))) for fmr, doc in as_dict(metrics.get("map")).items()],
-        "pairs": [_pair(as_dict(g), results_dir, redact) for g in as_list(run.get("gallery"))],
+        "pairs": [_pair(as_dict(g), results_dir, redact) for g in as_list(run.gallery)],
     }
 
 
@@ -134,14 +136,14 @@ def _pair(g: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
             "enrolled": g.get("enrolled") is not False}
 
 
-def suite_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def suite_figures(runs: list[RunRecord]) -> list[SuiteFigure]:
     """MMPMR against alpha, one line per (recognizer, method, pairing) with runs at two or more alphas."""
     lines: dict[str, list[tuple[float, float]]] = {}
     for run in runs:
-        morph, metrics = as_dict(run.get("morph")), as_dict(run.get("metrics"))
+        morph, metrics = as_dict(run.extra("morph")), run.metrics
         alpha, mmpmr = morph.get("alpha"), metrics.get("mmpmr")
         if isinstance(alpha, int | float) and isinstance(mmpmr, int | float):
-            dims = as_dict(run.get("dimensions"))
+            dims = as_dict(run.dimensions.model_dump() if run.dimensions else None)
             key = f"{dims.get('recognizer', '?')} · {morph.get('method', '?')} · {morph.get('pairing', '?')} pairs"
             lines.setdefault(key, []).append((float(alpha), float(mmpmr)))
     lines = {k: sorted(v) for k, v in lines.items() if len({a for a, _ in v}) >= 2}
@@ -155,7 +157,7 @@ def suite_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     ax.set_xlabel("alpha (contributor B's weight)")
     ax.set_ylabel("MMPMR")
     ax.legend(fontsize=7)
-    return [("MMPMR against alpha", figures.figure_uri(fig))]
+    return [SuiteFigure("MMPMR against alpha", figures.figure_uri(fig))]
 
 
 def _fmt(value: Any) -> str:

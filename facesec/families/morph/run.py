@@ -29,6 +29,7 @@ from facesec.priors import dcgan as gan
 from facesec.progress import bar
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
+from facesec.record import Dimensions, Measured, Validity, skipped
 from facesec.threat_model import OpenSet, ThreatModel, Transfer
 
 
@@ -373,22 +374,19 @@ def _output(plan: _Plan, v: _Verdicts, morphs: Morphs, enrolled: np.ndarray, met
     fields = [{"contributor_a": pop.names[a], "contributor_b": pop.names[b], "score_a": finite(_best(sa)[i]),
                "score_b": finite(_best(sb)[i]), "accepted": bool(mated[i]), "enrolled": bool(enrolled[i])}
               for i, (a, b) in enumerate(gallery_ids)]
-    record = {
-        "dimensions": _dimensions(plan, tm, p, setting),
-        "eps": None, "metrics": metrics,
-        "validity": {"n_flags": len(flags), "flags": flags, "morphs_not_enrolled": int((~enrolled).sum())},
-        "morph": {"scores": [[finite(x), finite(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
-                  "thresholds": {f"{f:g}": plan.target.thresholds[f] for f in plan.fmrs},
-                  "alpha": p.alpha, "pairing": p.pairing, "method": p.method},
-        "skipped_images": [{"path": str(q), "reason": r} for q, r in pop.skipped],
-        "provenance": measured_on(plan.model, pop.manifest_sha256),
-        "samples": samples,
-    }
-    return GalleryOutput(record, images, fields)
+    measured = Measured(
+        dimensions=_dimensions(plan, tm, p, setting), eps=None, metrics=metrics,
+        validity=Validity(n_flags=len(flags), flags=flags, morphs_not_enrolled=int((~enrolled).sum())),
+        sections={"morph": {"scores": [[finite(x), finite(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
+                            "thresholds": {f"{f:g}": plan.target.thresholds[f] for f in plan.fmrs},
+                            "alpha": p.alpha, "pairing": p.pairing, "method": p.method}},
+        skipped_images=skipped(pop.skipped), provenance=measured_on(plan.model, pop.manifest_sha256),
+        samples=samples)
+    return GalleryOutput(measured, images, fields)
 
 
-def _dimensions(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, setting: OpenSet) -> dict[str, Any]:
-    return {
+def _dimensions(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, setting: OpenSet) -> Dimensions:
+    return Dimensions.model_validate({
         "recognizer": plan.model.info.name,
         "perturbation": f"morph {p.method} alpha {p.alpha:g}" + (f" eps {p.eps * 255:.3g}/255"
                                                                  if p.method == "optimised" else ""),
@@ -398,7 +396,7 @@ def _dimensions(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, setting: Ope
         "setting": f"open-set FMR {setting.fmr:g}",
         "attack": f"{p.method} morph" + {"optimised": f" {tm.attack.steps} steps",
                                          "gan": f", {tm.attack.steps} inversion steps"}.get(p.method, ""),
-    }
+    })
 
 
 def _best(scores: list[np.ndarray]) -> np.ndarray:

@@ -1,0 +1,186 @@
+"""The run record, typed: one run's entry in results.json. A family measures (`Measured`); the engine wraps that in
+the envelope every run shares (identity, provenance, headline, gates, resume key). Imports nothing from facesec.
+
+Written with `exclude_unset`, so a record holds exactly the entries that were given: a failed run has no
+dimensions, a gate that could be judged no `error`; read back, it keeps what the file held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, JsonValue
+
+__all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "Measured", "Provenance", "Results",
+           "RunRecord", "SkippedImage", "Validity", "plain", "skipped"]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    """A part whose family may add entries of its own (JSON values) beside the typed ones."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, JsonValue]
+
+    def extra(self, key: str) -> JsonValue:
+        """A family's own entry (None when absent)."""
+        return (self.model_extra or {}).get(key)
+
+
+class Dimensions(BaseModel):
+    """The threat model's dimensions in words, as the matrix and the report show them."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str]
+    recognizer: str = ""
+    perturbation: str = ""
+    knowledge: str = ""
+    goal: str = ""
+    capability: str = ""
+    setting: str = ""
+    attack: str = ""
+
+
+class Validity(_Open):
+    """Warnings that a run's numbers may not mean what they seem, and the counts behind them."""
+
+    n_flags: int = 0
+    flags: list[str] = []
+
+    def flag(self, text: str) -> None:
+        """Add a warning (and count it)."""
+        self.flags = [*self.flags, text]
+        self.n_flags = len(self.flags)
+
+
+class SkippedImage(_Closed):
+    path: str
+    reason: str
+
+
+class Headline(_Closed):
+    """The metric the matrix and summary show for the run, its words, and which direction is better."""
+
+    metric: str
+    label: str
+    better: Literal["lower", "higher", ""] = ""
+
+
+class GateResult(_Open):
+    """A gate of the threat model judged on the run: the value reached and the verdict (None: no verdict)."""
+
+    metric: str
+    op: str
+    value: int | float
+    actual: int | float | None = None
+    passed: bool | None = None
+    error: str | None = None
+
+
+class Provenance(_Open):
+    """What a run was measured with: versions, hashes, seed, device, times (a family adds its own entries)."""
+
+    started: str | None = None
+    finished: str | None = None
+    trusted_code: bool | None = None
+    processes: int | None = None
+
+
+class RunRecord(_Open):
+    """One run of results.json; a family's own sections (morph scores, print files ...) sit beside the envelope."""
+
+    name: str
+    source: str = ""
+    family: str | None = None
+    threat_model: dict[str, JsonValue] | None = None
+    dimensions: Dimensions | None = None
+    eps: float | None = None
+    metrics: dict[str, JsonValue] = {}
+    validity: Validity | None = None
+    gates: list[GateResult] = []
+    headline: Headline | None = None
+    provenance: Provenance | None = None
+    skipped_images: list[SkippedImage] = []
+    samples_csv: str | None = None
+    gallery: list[dict[str, JsonValue]] | None = None
+    resume_key: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """The record as results.json holds it."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def headline_metric(self) -> str:
+        """The name of the run's headline metric (attack_success_rate when the record names none)."""
+        return self.headline.metric if self.headline is not None else "attack_success_rate"
+
+
+class BaselineRule(_Open):
+    """One run's headline against the same run in a baseline results.json."""
+
+    run: str
+    metric: str
+    old: int | float | None = None
+    new: int | float | None = None
+    max_increase: float = 0.0
+    passed: bool | None = None
+    note: str | None = None
+    error: str | None = None
+
+
+class Baseline(_Closed):
+    path: str = ""
+    rules: list[BaselineRule] = []
+
+
+class Results(_Open):
+    """The whole results.json: the suite, when and by which facesec it was written, its runs and baseline rules."""
+
+    schema_version: int
+    suite: str = ""
+    created: str = ""
+    facesec_version: str = ""
+    runs: list[RunRecord] = []
+    baseline: Baseline | None = None
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """The document as results.json holds it."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+@dataclass
+class Measured:
+    """What a family's run measured, for the engine to wrap in the envelope: dimensions in words, metrics,
+    validity, the images it skipped, its part of the provenance, one CSV row per sample, and its own sections."""
+
+    dimensions: Dimensions
+    metrics: dict[str, Any]
+    validity: Validity
+    samples: Mapping[str, Any]
+    skipped_images: list[SkippedImage] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    eps: float | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
+
+
+def skipped(items: Iterable[tuple[object, str]]) -> list[SkippedImage]:
+    """The images a population left out, each with its reason, for the record."""
+    return [SkippedImage(path=str(path), reason=reason) for path, reason in items]
+
+
+def plain(value: Any) -> JsonValue:
+    """`value` with numpy scalars and arrays, tuples and non-string keys made plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalar or array
+        return plain(value.tolist())
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
