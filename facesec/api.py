@@ -25,7 +25,7 @@ from facesec.progress import bar, note
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.trust import code_trusted, trusting_code
 from facesec.record import GateResult, Results, RunRecord, Validity
-from facesec.report import render_report
+from facesec.report.render import ReportBuilder
 from facesec.results import document, read_results, save, slug, write_run
 from facesec.suite_files import refuse_links, suite_lock
 from facesec.threat_model import ThreatModel
@@ -158,7 +158,8 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
             else ({}, [])
         for problem in problems:
             note(f"--resume: {out_dir / 'results.json'}: {problem}")
-        records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, redact)
+        page = ReportBuilder(out_dir, redact=redact)
+        records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page)
         results = document(name, records)
         if main:
             if old is not None:
@@ -166,7 +167,7 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
             save(results, out_dir)
             if junit:
                 gates.write_junit(results, Path(junit))
-            render_report(out_dir / "results.json", redact=redact)
+            page.write(results)
     written = distributed.exchange("results", results if main else None)[0]  # the document process 0 wrote
     assert written is not None
     if failures and main:  # the finished runs are written and reported; now say what failed
@@ -180,8 +181,8 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
 
 def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, out_dir: Path,
              suite: str, previous: dict[tuple[str, str], RunRecord],
-             redact: bool) -> tuple[list[RunRecord], list[Exception]]:
-    """Every run in turn, each written (and the report rebuilt) as soon as it finishes, so a crash keeps
+             page: ReportBuilder) -> tuple[list[RunRecord], list[Exception]]:
+    """Every run in turn, each written (and the report updated) as soon as it finishes, so a crash keeps
     what was done; a run recorded in `previous` under the same resume key is reused, not run again; one
     that fails is recorded as failed and never costs the others. Under torchrun every process goes through
     the runs together (see `engine.runs_here`); process 0 records them."""
@@ -217,8 +218,9 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
         note(f"run {number}/{len(models)} {tm.name}: {_outcome(record)} in "
              f"{time.perf_counter() - started:.0f} s", progress)
         records.append(write_run(finished, out_dir, used))
-        save(document(suite, records), out_dir)
-        render_report(out_dir / "results.json", redact=redact)
+        written = document(suite, records)
+        save(written, out_dir)
+        page.write(written)
     return records, failures
 
 

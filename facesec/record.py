@@ -67,7 +67,7 @@ class Headline(_Closed):
     """The metric the matrix and summary show for the run, its words, and which direction is better."""
 
     metric: str
-    label: str
+    label: str = ""
     better: Literal["lower", "higher", ""] = ""
 
 

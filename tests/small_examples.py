@@ -23,6 +23,7 @@ def records(out: Path) -> dict[str, Any]:
     from facesec.api import run
 
     results, _ = run(sorted(SMALL.glob("*.yaml")), out_root=out, suite="small", progress=False)
+    results = results.to_json()
     return {r["name"]: _stable(_strip(r)) for r in results["runs"]}
 
 

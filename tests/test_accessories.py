@@ -24,7 +24,7 @@ from facesec.families.evasion.accessories.printability import (
     total_variation,
 )
 from facesec.families.evasion.accessory_attack import AccessoryAttack, Region
-from facesec.results import build_results
+from facesec.results import write_run
 from facesec.threat_model import ThreatModel
 
 STILL = eot.Variation(0, 0, 0, 0, 0, 0)
@@ -196,15 +196,15 @@ def test_zero_step_run_measures_exactly_the_plain_accessory(celeba: Path, tmp_pa
         "perturbation": {"kind": "accessory", "shape": "eyeglasses", "colour": [0.1, 0.1, 0.1]},
         "attack": {"steps": 0, "sanity_samples": 4}})
     out = run_threat_model(tm, torch.device("cpu"), progress=False)
-    m = out.record["metrics"]
+    record = out.record.to_json()
+    m = record["metrics"]
     assert m["n_attempts"] > 0
     assert m["attack_success_rate"] == m["plain_accessory_success_rate"]
-    assert out.record["eps"] is None and out.record["dimensions"]["perturbation"] == "accessory eyeglasses"
-    assert out.record["validity"]["unbounded_asr"] >= 0.95  # the whole-image run still reaches the goal
-    results = build_results("zero", [out], tmp_path)
-    run = results["runs"][0]
+    assert record["eps"] is None and record["dimensions"]["perturbation"] == "accessory eyeglasses"
+    assert record["validity"]["unbounded_asr"] >= 0.95  # the whole-image run still reaches the goal
+    run = write_run(out, tmp_path, set()).to_json()
     assert set(run["gallery"][0]) >= {"clean", "adversarial", "accessory"} and "perturbation" not in run["gallery"][0]
-    assert len(run["print_files"]) == len(out.clean)
+    assert out.output is not None and len(run["print_files"]) == len(out.output.clean)
     for item in run["print_files"]:
         for key in ("png", "print_png", "mask_png"):
             assert (tmp_path / item[key]).is_file()
@@ -224,6 +224,6 @@ def test_accessory_transfer_keeps_pushing_past_the_surrogate_threshold(celeba: P
     unclipped = {**doc, "attack": {**doc["attack"], "params": {"kappa": float("inf")}}}
     white = run_threat_model(ThreatModel.model_validate(unclipped), cpu, progress=False)
     clipped = run_threat_model(ThreatModel.model_validate(doc), cpu, progress=False)
-    t, w, c = (o.record["metrics"]["similarity_after_mean"] for o in (transfer, white, clipped))
+    t, w, c = (o.record.to_json()["metrics"]["similarity_after_mean"] for o in (transfer, white, clipped))
     assert t == pytest.approx(w, abs=1e-6)
     assert t < c  # dodging: pushed further from the own gallery than the clipped optimiser stops

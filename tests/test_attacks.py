@@ -71,18 +71,20 @@ def test_unbounded_budget_reaches_about_all(celeba: Any, library: str, method: s
     out = run(attack__library=library, attack__method=method, attack__steps=10, perturbation__eps=1.0,
               goal="impersonation", setting=setting)
     if method != "fgsm":  # one full-budget step overshoots: FGSM's check is the engine's PGD sanity run
-        assert out.record["metrics"]["attack_success_rate"] >= 0.95
-    flags = out.record["validity"]["flags"]
-    assert out.record["validity"]["unbounded_asr"] >= 0.95 and [f for f in flags if not f.startswith("FMR ")] == []
+        assert out.record.to_json()["metrics"]["attack_success_rate"] >= 0.95
+    validity = out.record.to_json()["validity"]
+    flags = validity["flags"]
+    assert validity["unbounded_asr"] >= 0.95 and [f for f in flags if not f.startswith("FMR ")] == []
 
 
 def test_an_fmr_the_impostor_pairs_cannot_support_is_flagged(celeba: Any) -> None:
     """4 identities x 3 faces give 54 impostor pairs: FMR 1e-3 needs 10,000 (flagged), FMR 0.2 needs 50 (not)."""
     out = run(setting={"kind": "open-set", "fmr": 1e-3}, attack__steps=1)
-    assert out.record["metrics"]["n_impostor_scores"] == 54
-    assert any(f.startswith("FMR 0.001 is not supported by 54 impostor pairs") for f in out.record["validity"]["flags"])
+    assert out.record.to_json()["metrics"]["n_impostor_scores"] == 54
+    flags = out.record.to_json()["validity"]["flags"]
+    assert any(f.startswith("FMR 0.001 is not supported by 54 impostor pairs") for f in flags)
     out = run(setting={"kind": "open-set", "fmr": 0.2}, attack__steps=1)
-    assert not any(f.startswith("FMR ") for f in out.record["validity"]["flags"])
+    assert not any(f.startswith("FMR ") for f in out.record.to_json()["validity"]["flags"])
 
 
 @pytest.mark.parametrize("method", ["pgd", "mi-fgsm", "cw"])
@@ -92,7 +94,7 @@ def test_more_steps_never_lower_success(celeba: Any, goal: str, method: str) -> 
     common = {"goal": goal, "perturbation__eps": 2 / 255, "attack__step_size": 0.5 / 255,
               "attack__method": method, "setting": {"kind": "closed-set"}}
     few, many = run(attack__steps=2, **common), run(attack__steps=6, **common)
-    s_few, s_many = few.record["samples"]["success"], many.record["samples"]["success"]
+    s_few, s_many = few.samples()["success"], many.samples()["success"]
     assert np.all(s_many >= s_few)
     assert s_many.sum() > s_few.sum() or s_few.all()
 
@@ -101,7 +103,7 @@ def test_more_steps_never_lower_success(celeba: Any, goal: str, method: str) -> 
 def test_budget_is_kept(celeba: Any, norm: str) -> None:
     eps = 4 / 255 if norm == "linf" else 1.0
     out = run(perturbation__norm=norm, perturbation__eps=eps)
-    column = out.record["samples"][norm]
+    column = out.samples()[norm]
     assert np.all(column <= eps + 1e-5) and column.max() > 0.5 * eps
 
 
@@ -111,13 +113,14 @@ def test_universal_is_one_perturbation(celeba: Any) -> None:
     inside = (out.clean > 0.05) & (out.clean < 0.95)  # away from clipping, every face got the same delta
     same = (delta - delta[:1]).abs()[inside & inside[:1]]
     assert same.max() < 1e-5
-    assert out.record["metrics"]["n_samples"] > 0 and out.record["dimensions"]["capability"] == "universal"
+    record = out.record.to_json()
+    assert record["metrics"]["n_samples"] > 0 and record["dimensions"]["capability"] == "universal"
 
 
 def test_noise_baseline_and_validity_fields(celeba: Any) -> None:
     out = run()
-    v = out.record["validity"]
+    v = out.record.to_json()["validity"]
     assert 0.0 <= v["noise_baseline_asr"] <= 1.0 and v["unbounded_n"] > 0 and v["unbounded_asr"] >= 0.95
-    m = out.record["metrics"]
+    m = out.record.to_json()["metrics"]
     lo, hi = m["attack_success_ci95"]
     assert lo <= m["attack_success_rate"] <= hi

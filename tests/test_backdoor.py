@@ -273,6 +273,7 @@ def _run(tmp_path: Path, rate: float, epochs: int, extra: str = "") -> dict:  # 
     path = _write(tmp_path, BASE + f"perturbation: {{kind: backdoor, poison_rate: {rate}, training_identities: 16, "
                                    f"epochs: {epochs}{extra}}}\n")
     results, out = run([path], out_root=tmp_path / "out", redact=True, progress=False)
+    results = results.to_json()
     record = results["runs"][0]
     record["suite_dir"] = out
     return record
@@ -461,6 +462,7 @@ def test_clean_population_unused_takes_every_identity_never_fine_tuned_on(celeba
                             "setting: {kind: open-set, fmr: 1e-2}\nperturbation: {kind: backdoor, poison_rate: 0.1, "
                             "training_identities: 16, epochs: 1, clean_population: unused}\n")
     results, _ = run([path], out_root=tmp_path / "out", redact=True, progress=False)
+    results = results.to_json()
     m = results["runs"][0]["metrics"]
     c = m["clean_population"]
     assert c["kind"] == "unused" and c["identities"] == 8

@@ -19,6 +19,7 @@ from facesec.families import Family, MetricInfo, RunContext, RunOutput, Supports
 from facesec.fields import PerturbationSpec
 from facesec.loading import load_threat_models
 from facesec.measures.rates import wilson_interval
+from facesec.record import Dimensions, Measured, Validity
 
 FIXTURE = Path(__file__).parent / "fixtures" / "evasion_metrics.json"
 SMALL = ["data.identities=6", "data.images_per_identity=3", "attack.steps=5"]
@@ -62,7 +63,7 @@ class Echo(Family):
     headline: ClassVar[str] = "level_seen"
 
     def run(self, tm: Any, ctx: RunContext) -> RunOutput:
-        return RunOutput({"name": tm.name, "metrics": {"level_seen": tm.perturbation.level}, "samples": {"i": [0]}})
+        return RunOutput(Measured(Dimensions(), {"level_seen": tm.perturbation.level}, Validity(), {"i": [0]}))
 
 
 class _EntryPoint:
@@ -84,8 +85,8 @@ def test_family_from_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     tm = load_threat_models(path)[0]
     assert tm.model_dump(mode="json")["perturbation"] == {"kind": "echo", "level": 3}
     out = run_threat_model(tm, torch.device("cpu"))
-    assert out.record["metrics"] == {"level_seen": 3} and out.record["family"] == "echo"
-    assert out.record["headline"]["metric"] == "level_seen"
+    assert out.record.to_json()["metrics"] == {"level_seen": 3} and out.record.to_json()["family"] == "echo"
+    assert out.record.to_json()["headline"]["metric"] == "level_seen"
     path.write_text("name: e\nperturbation: {kind: echo, level: x}\n")
     with pytest.raises(ConfigError, match=r"field 'perturbation.level'"):
         load_threat_models(path)
@@ -122,7 +123,7 @@ def test_evasion_metrics_unchanged_by_the_move(celeba: Path) -> None:
     for f in ("threat_models/quickstart.yaml", "threat_models/accessory-eyeglasses-dodging.yaml",
               "threat_models/accessory-sticker-universal.yaml"):
         for tm in load_threat_models(Path(__file__).parents[1] / f, SMALL):
-            metrics = run_threat_model(tm, torch.device("cpu"), f, progress=False).record["metrics"]
+            metrics = run_threat_model(tm, torch.device("cpu"), f, progress=False).record.to_json()["metrics"]
             seen[tm.name] = {k: v for k, v in metrics.items() if not k.endswith("time_s")}
     assert seen.keys() == expected.keys()
     for name, metrics in expected.items():

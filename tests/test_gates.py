@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from facesec.gates import (
     suite_passed,
     write_junit,
 )
+from facesec.record import Results
+from facesec.results import read_results
 
 METRICS: dict[str, Any] = {
     "attack_success_rate": 0.97,
@@ -38,13 +39,14 @@ def gate(metric: str, op: str, value: float) -> dict[str, Any]:
 
 def run(name: str, asr: float, gates: list[dict[str, Any]] | None = None, flags: list[str] | None = None
         ) -> dict[str, Any]:
+    """A run record as results.json holds it, its gates judged on its metrics."""
     metrics = {"attack_success_rate": asr, "wall_time_s": 1.5}
     return {"name": name, "metrics": metrics, "validity": {"flags": flags or []},
-            "gates": evaluate_gates(gates or [], metrics)}
+            "gates": [g.model_dump(exclude_unset=True) for g in evaluate_gates(gates or [], metrics)]}
 
 
-def results(*runs: dict[str, Any]) -> dict[str, Any]:
-    return {"schema_version": 1, "suite": "quickstart", "runs": list(runs), "baseline": None}
+def results(*runs: dict[str, Any]) -> Results:
+    return read_results({"schema_version": 1, "suite": "quickstart", "runs": list(runs), "baseline": None}, "test")
 
 
 @pytest.mark.parametrize(("op", "value", "passes"), [
@@ -56,76 +58,80 @@ def results(*runs: dict[str, Any]) -> dict[str, Any]:
 ])
 def test_each_op_both_ways(op: str, value: float, passes: bool) -> None:
     [out] = evaluate_gates([gate("attack_success_rate", op, value)], METRICS)
-    assert out == {"metric": "attack_success_rate", "op": op, "value": value, "actual": 0.97, "passed": passes}
-    assert type(out["passed"]) is bool
+    assert out.model_dump(exclude_unset=True) == {"metric": "attack_success_rate", "op": op, "value": value,
+                                                  "actual": 0.97, "passed": passes}
+    assert type(out.passed) is bool
 
 
 def test_equality_allows_float_rounding_and_ints() -> None:
     out = evaluate_gates([gate("x", "==", 0.3), gate("n_attempts", "==", 38)], {"x": 0.1 + 0.2, "n_attempts": 38})
-    assert [g["passed"] for g in out] == [True, True]
+    assert [g.passed for g in out] == [True, True]
 
 
 def test_dotted_lookup() -> None:
     [ok, bad] = evaluate_gates([gate("per_class.dodging.asr", "<=", 0.5), gate("per_class.dodging.asr", ">", 0.5)],
                                METRICS)
-    assert ok["actual"] == 0.4 and ok["passed"] is True
-    assert bad["actual"] == 0.4 and bad["passed"] is False and "error" not in bad
+    assert ok.actual == 0.4 and ok.passed is True
+    assert bad.actual == 0.4 and bad.passed is False and bad.error is None
+    assert "error" not in bad.model_dump(exclude_unset=True)
 
 
 @pytest.mark.parametrize("name", ["attack_sucess_rate", "per_class.impersonation.asr", "attack_success_rate.x"])
 def test_unknown_metric_fails_with_the_available_names(name: str) -> None:
     [out] = evaluate_gates([gate(name, "<=", 0.5)], METRICS)
-    assert out["passed"] is False and out["actual"] is None
-    assert out["error"].startswith(f"unknown metric '{name}'; available: attack_success_ci95, attack_success_rate, ")
-    assert "per_class.dodging.asr" in out["error"]
+    assert out.passed is False and out.actual is None and out.error is not None
+    assert out.error.startswith(f"unknown metric '{name}'; available: attack_success_ci95, attack_success_rate, ")
+    assert "per_class.dodging.asr" in out.error
 
 
 @pytest.mark.parametrize("name", ["protocol_metric", "queries_per_sample", "attack_success_ci95"])
 def test_non_numeric_metric_fails(name: str) -> None:
     [out] = evaluate_gates([gate(name, ">=", 0.0)], METRICS)
-    assert out["passed"] is False and out["error"].startswith(f"metric '{name}' is not a number")
+    assert out.passed is False and out.error is not None and out.error.startswith(f"metric '{name}' is not a number")
 
 
 def test_unknown_op_fails() -> None:
     [out] = evaluate_gates([{"metric": "attack_success_rate", "op": "=<", "value": 0.5}], METRICS)
-    assert out["passed"] is False and "unknown op '=<'" in out["error"]
+    assert out.passed is False and out.error is not None and "unknown op '=<'" in out.error
 
 
 def test_baseline_within_and_beyond_tolerance_and_new_run() -> None:
     old = results(run("a", 0.50), run("b", 0.50), run("gone", 0.1))
     new = results(run("a", 0.55), run("b", 0.5501), run("c", 0.9))
     block = apply_baseline(new, old, max_increase_points=5, baseline_path="old/results.json")
-    assert block["path"] == "old/results.json"
-    a, b, c = block["rules"]
-    assert a == {"run": "a", "metric": "attack_success_rate", "old": 0.5, "new": 0.55, "max_increase": 0.05,
-                 "passed": True}
-    assert b["passed"] is False and b["old"] == 0.5 and b["new"] == 0.5501
-    assert c["run"] == "c" and c["passed"] is True and c["note"] == "new run, no baseline"
+    assert block.path == "old/results.json"
+    a, b, c = block.rules
+    assert a.model_dump(exclude_unset=True) == {"run": "a", "metric": "attack_success_rate", "old": 0.5, "new": 0.55,
+                                                "max_increase": 0.05, "passed": True}
+    assert b.passed is False and b.old == 0.5 and b.new == 0.5501
+    assert c.run == "c" and c.passed is True and c.note == "new run, no baseline"
 
 
 def test_baseline_default_allows_no_increase_but_allows_a_decrease() -> None:
     old = results(run("a", 0.5), run("b", 0.5))
-    rules = apply_baseline(results(run("a", 0.51), run("b", 0.2)), old)["rules"]
-    assert [r["passed"] for r in rules] == [False, True]
+    rules = apply_baseline(results(run("a", 0.51), run("b", 0.2)), old).rules
+    assert [r.passed for r in rules] == [False, True]
 
 
 def test_baseline_other_metric_and_missing_metric() -> None:
     old, new = results(run("a", 0.5)), results(run("a", 0.5))
-    new["runs"][0]["metrics"]["ssim_mean"] = 0.9
-    old["runs"][0]["metrics"]["ssim_mean"] = 0.8
-    [rule] = apply_baseline(new, old, max_increase_points=10, metric="ssim_mean")["rules"]
-    assert rule["passed"] is True and rule["metric"] == "ssim_mean"
-    [rule] = apply_baseline(new, old, metric="l2_mean")["rules"]
-    assert rule["passed"] is False and rule["error"].startswith("unknown metric 'l2_mean'")
-    del old["runs"][0]["metrics"]["ssim_mean"]
-    [rule] = apply_baseline(new, old, metric="ssim_mean")["rules"]
-    assert rule["passed"] is True and rule["old"] is None and rule["new"] == 0.9
-    assert rule["note"].startswith("baseline has no value to compare: unknown metric 'ssim_mean'")
+    new.runs[0].metrics["ssim_mean"] = 0.9
+    old.runs[0].metrics["ssim_mean"] = 0.8
+    [rule] = apply_baseline(new, old, max_increase_points=10, metric="ssim_mean").rules
+    assert rule.passed is True and rule.metric == "ssim_mean"
+    [rule] = apply_baseline(new, old, metric="l2_mean").rules
+    assert rule.passed is False and rule.error is not None and rule.error.startswith("unknown metric 'l2_mean'")
+    del old.runs[0].metrics["ssim_mean"]
+    [rule] = apply_baseline(new, old, metric="ssim_mean").rules
+    assert rule.passed is True and rule.old is None and rule.new == 0.9
+    assert rule.note is not None
+    assert rule.note.startswith("baseline has no value to compare: unknown metric 'ssim_mean'")
 
 
-def test_baseline_that_is_not_results_is_bad_input() -> None:
+@pytest.mark.parametrize("doc", [{"hello": 1}, [], {"runs": {"a": 1}}, {"runs": [{"metrics": {}}]}])
+def test_baseline_that_is_not_results_is_bad_input(doc: Any) -> None:
     with pytest.raises(ConfigError, match=r"old\.json: not a facesec results\.json"):
-        apply_baseline(results(run("a", 0.5)), {"hello": 1}, baseline_path="old.json")
+        read_results(doc, "old.json")
 
 
 def test_suite_passed_and_exit_code() -> None:
@@ -133,13 +139,13 @@ def test_suite_passed_and_exit_code() -> None:
     assert suite_passed(passing) and exit_code(passing) == EXIT_OK
     failing_gate = results(run("a", 0.97, [gate("attack_success_rate", "<=", 0.5)]))
     assert not suite_passed(failing_gate) and exit_code(failing_gate) == EXIT_GATE_FAILED
-    regressed = copy.deepcopy(passing)
-    regressed["baseline"] = apply_baseline(passing, results(run("a", 0.1)))
+    regressed = passing.model_copy(deep=True)
+    regressed.baseline = apply_baseline(passing, results(run("a", 0.1)))
     assert not suite_passed(regressed) and exit_code(regressed) == EXIT_GATE_FAILED
     assert suite_passed(results()) and (EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT) == (0, 1, 2)
 
 
-def read_junit(res: dict[str, Any], tmp_path: Path) -> ET.Element:
+def read_junit(res: Results, tmp_path: Path) -> ET.Element:
     path = tmp_path / "reports" / "junit.xml"
     write_junit(res, path)
     return ET.parse(path).getroot()
@@ -153,7 +159,7 @@ def test_junit_counts_failures_and_system_out(tmp_path: Path) -> None:
         run("no-gates", 0.9, flags=["attack or gradients broken: unbounded run reached 0.40 < 0.95"]),
         run("regressed", 0.6),
     )
-    res["baseline"] = apply_baseline(res, results(run("regressed", 0.5)), max_increase_points=5)
+    res.baseline = apply_baseline(res, results(run("regressed", 0.5)), max_increase_points=5)
     root = read_junit(res, tmp_path)
     assert root.tag == "testsuite" and root.get("name") == "quickstart"
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("4", "2", "0")
@@ -175,7 +181,7 @@ def test_junit_counts_failures_and_system_out(tmp_path: Path) -> None:
 def test_junit_escapes_names(tmp_path: Path) -> None:
     nasty = 'x<script>&"\'</script>]]>\x07'
     res = results(run(nasty, 0.97, [gate("attack_success_rate", "<=", 0.5)], flags=[nasty]))
-    res["suite"] = 'suite<&">'
+    res.suite = 'suite<&">'
     root = read_junit(res, tmp_path)
     [case] = root.iter("testcase")
     assert case.get("name") == nasty.replace("\x07", "\ufffd")

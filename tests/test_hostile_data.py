@@ -67,6 +67,7 @@ def test_non_utf8_identity_name_survives_a_run(tmp_path: Path, celeba: Path) -> 
     spec.write_text(f"name: t\ndata: {{dataset: '{root}', identities: 2, images_per_identity: 3}}\n"
                     "attack: {steps: 1}\n")
     results, out = run([spec], out_root=tmp_path / "reports", progress=False)
+    results = results.to_json()
     csv_text = (out / results["runs"][0]["samples_csv"]).read_text(encoding="utf-8")
     assert "caf\\xe9-\\xff" in csv_text and (out / "index.html").is_file()
 

@@ -84,6 +84,7 @@ def test_gan_inversion_run_beats_its_baselines(tmp_path: Path, celeba: Path, gan
     monkeypatch.setattr(search, "CHUNK", 3)
     path = _write(tmp_path, SMALL + "gates: [{metric: type2_success_rate, op: '<=', value: 0.2}]\n")
     results, out = run([path], out_root=tmp_path / "reports", redact=True, progress=False)
+    results = results.to_json()
     record = results["runs"][0]
     m = record["metrics"]
     assert record["family"] == "template-inversion" and record["headline"]["metric"] == "type2_success_rate"
@@ -122,8 +123,8 @@ def test_pixel_prior_moves_the_mean_face_towards_the_template(tmp_path: Path, ce
 
     text = SMALL.replace("restarts: 2,", "prior: pixel,").replace("steps: 45", "steps: 5")
     out = run_threat_model(load_threat_models(_write(tmp_path, text))[0], torch.device("cpu"), progress=False)
-    assert out.record["dimensions"]["perturbation"] == "template inversion, pixel prior"
-    assert out.record["metrics"]["queries_per_sample"] == 5
+    assert out.record.to_json()["dimensions"]["perturbation"] == "template inversion, pixel prior"
+    assert out.record.to_json()["metrics"]["queries_per_sample"] == 5
 
 
 CLASSIFIER = ("name: cls\ndata: {identities: 6, images_per_identity: 3}\n"
@@ -164,6 +165,7 @@ def test_classifier_inversion_run_with_model_augmentation(tmp_path: Path, celeba
                                                         "students: [iresnet18], distil: 1, distil_generated: 40, "
                                                         "distil_epochs: 2}")
     results, out = run([_write(tmp_path, text)], out_root=tmp_path / "reports", redact=True, progress=False)
+    results = results.to_json()
     record = results["runs"][0]
     m = record["metrics"]
     assert record["family"] == "classifier-inversion" and record["headline"]["metric"] == "attack_accuracy_top1"
@@ -285,11 +287,11 @@ def test_decoder_run_counts_queries_and_keeps_the_decoded_face(tmp_path: Path, c
                                         "decoder_steps: 2, distil: 1, distil_generated: 20, distil_epochs: 1,")
     out = run_threat_model(load_threat_models(_write(tmp_path, text.replace("steps: 45", "steps: 3")))[0],
                            torch.device("cpu"), progress=False)
-    m = out.record["metrics"]
+    m = out.record.to_json()["metrics"]
     assert m["queries_per_sample"] == 3 + 3 and m["training_queries"] == (64 + 2 * 16) + (30 * 3 + 20)
     assert "decoded_face" in m["baselines"] and "decoded_face_type2_rate" in m
-    assert out.record["dimensions"]["perturbation"] == "template inversion, gan prior, decoder-optimise"
-    assert out.record["dimensions"]["knowledge"] == "white-box + 1 augmenting model(s)"
+    assert out.record.to_json()["dimensions"]["perturbation"] == "template inversion, gan prior, decoder-optimise"
+    assert out.record.to_json()["dimensions"]["knowledge"] == "white-box + 1 augmenting model(s)"
 
 
 def test_erosion_makes_a_different_ghost_each_pass_and_leaves_the_network_itself() -> None:

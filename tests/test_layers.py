@@ -12,10 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1] / "facesec"
 FAMILIES = sorted(p.name for p in (ROOT / "families").iterdir() if (p / "__init__.py").is_file())
-LEAVES = {"facesec.errors": set(), "facesec.fields": set(), "facesec.registry": {"facesec.errors"}}
+LEAVES = {"facesec.errors": set(), "facesec.fields": set(), "facesec.record": set(),
+          "facesec.registry": {"facesec.errors"}}
 """Modules and the only facesec modules they may import."""
 TORCH_FREE = ["facesec.fields", "facesec.threat_model", "facesec.yaml_safe", "facesec.matrix", "facesec.loading",
-              "facesec.schema", "facesec.plugins", "facesec.registry", "facesec.attack_params", "facesec.validation",
+              "facesec.schema", "facesec.plugins", "facesec.registry", "facesec.record", "facesec.attack_params", "facesec.validation",
               "facesec.measures.rates", "facesec.recognizers.trust", "facesec.recognizers.preflight",
               "facesec.families", *(f"facesec.families.{f}" for f in FAMILIES),
               *(f"facesec.families.{f}.spec" for f in FAMILIES)]
@@ -110,3 +111,24 @@ def test_functions_fit_on_a_screen() -> None:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
             and (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, long
+
+
+RECORD_NAMES = {"record", "records", "run", "runs", "raw_runs", "results", "baseline", "old", "done", "previous"}
+"""Parameter names that hold a run record or a results document wherever they appear in facesec."""
+
+
+def test_no_untyped_run_record() -> None:
+    """A run record or results document is a `facesec.record` model, never a `dict[str, Any]`: no parameter by
+    one of those names, and no function returning a record or document, is annotated as a plain mapping."""
+    untyped = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            shapes = [ast.unparse(a.annotation) for a in args if a.arg in RECORD_NAMES and a.annotation is not None]
+            if node.name in ("write_run", "document", "read_results", "load_results", "run_threat_model", "run"):
+                shapes.append(ast.unparse(node.returns) if node.returns is not None else "")
+            if any("dict[str, Any]" in shape for shape in shapes):
+                untyped.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name}")
+    assert not untyped, untyped

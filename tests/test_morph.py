@@ -71,6 +71,7 @@ def test_landmark_run_report_and_gate(tmp_path: Path, celeba: Path) -> None:
     path = _write(tmp_path, text + "gates: [{metric: mmpmr, op: '<=', value: 1.0}, {metric: fmmpmr, op: '<', "
                                    "value: 0}]\n")
     results, out = run([path], out_root=tmp_path / "reports", redact=True, progress=False)
+    results = results.to_json()
     record = results["runs"][0]
     m = record["metrics"]
     assert record["family"] == "morph" and record["headline"]["metric"] == "mmpmr"
@@ -95,9 +96,10 @@ def test_optimised_morphs_beat_their_landmark_start(tmp_path: Path, celeba: Path
         + "attack: {method: pgd, steps: 10}\n"
     tm = load_threat_models(_write(tmp_path, text))[0]
     out = run_threat_model(tm, torch.device("cpu"), progress=False)
-    m = out.record["metrics"]
+    m = out.record.to_json()["metrics"]
     assert m["fmmpmr"] > m["landmark_fmmpmr"], json.dumps(m)[:400]
-    assert not out.record["validity"]["flags"] or "optimisation" not in " ".join(out.record["validity"]["flags"])
+    flags = out.record.to_json()["validity"]["flags"]
+    assert not flags or "optimisation" not in " ".join(flags)
 
 
 def test_undetected_morph_is_a_failed_attack() -> None:
@@ -125,7 +127,7 @@ def test_transfer_morphs_from_a_surrogate_with_its_own_crop(tmp_path: Path, cele
     text = SMALL.replace("kind: morph,", "kind: morph, method: optimised, references: 2, recognizers: [hse-faceres],") \
         + "knowledge: {kind: transfer, surrogates: [hse-faceres]}\nattack: {method: pgd, steps: 3}\n"
     out = run_threat_model(load_threat_models(_write(tmp_path, text))[0], torch.device("cpu"), progress=False)
-    record = out.record
+    record = out.record.to_json()
     assert record["dimensions"]["knowledge"] == "transfer from hse-faceres"
     assert set(record["metrics"]["by_recognizer"]) == {"dlib-resnet", "hse-faceres"}
     assert np.array(record["metrics"]["map"]["0.01"]["matrix"]).shape == (2, 2)

@@ -88,7 +88,7 @@ def test_gan_morph_run(tmp_path: Path, celeba: Path, gan_installed: Path) -> Non
     path.write_text("name: g\ndata: {identities: 6, images_per_identity: 3}\n"
                     "perturbation: {kind: morph, method: gan, pairs: 2, calibration_identities: 4, fmrs: [1e-2]}\n"
                     "setting: {kind: open-set, fmr: 1e-2}\nattack: {method: pgd, steps: 3}\n")
-    record = run_threat_model(load_threat_models(path)[0], torch.device("cpu"), progress=False).record
+    record = run_threat_model(load_threat_models(path)[0], torch.device("cpu"), progress=False).record.to_json()
     m = record["metrics"]
     assert record["dimensions"]["attack"] == "gan morph, 3 inversion steps"
     assert m["n_morphs"] == 2 and 0 <= m["mmpmr"] <= 1 and 0 <= m["morphs_not_enrolled"] <= 2

@@ -44,7 +44,7 @@ def test_photo_success_is_measured_for_a_run(celeba: Path) -> None:
     doc = {"name": "t", "data": {"dataset": str(celeba), "identities": 5, "images_per_identity": 3},
            "perturbation": {"kind": "pixel", "eps": "8/255"}, "attack": {"steps": 10, "sanity_samples": 3},
            "photo_round_trip": True}
-    m = run_threat_model(ThreatModel.model_validate(doc), torch.device("cpu"), progress=False).record["metrics"]
+    m = run_threat_model(ThreatModel.model_validate(doc), torch.device("cpu"), progress=False).record.metrics
     assert m["attack_success_rate"] == pytest.approx(1.0)
     assert 0 <= m["photo_success_rate"] <= m["attack_success_rate"] + 1e-9
     assert m["photo_faces_lost"] == 0

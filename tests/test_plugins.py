@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from facesec.families import Family, MetricInfo, RunContext, RunOutput, Supports
 from facesec.fields import PerturbationSpec, Whole
+from facesec.record import Dimensions, Measured, RunRecord, Validity
 
 
 class Spec(PerturbationSpec):
@@ -41,11 +42,10 @@ class Echo(Family):
 
     def run(self, tm: Any, ctx: RunContext) -> RunOutput:
         level = tm.perturbation.level
-        return RunOutput({"name": tm.name, "metrics": {"level_seen": level}, "validity": {"n_flags": 0, "flags": []},
-                          "samples": {"i": [0]}})
+        return RunOutput(Measured(Dimensions(goal="dodging"), {"level_seen": level}, Validity(), {"i": [0]}))
 
-    def report_view(self, run: dict[str, Any], results_dir: Path, redact: bool) -> dict[str, Any]:
-        return {"said": f"echo heard level {run['metrics']['level_seen']}"}
+    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
+        return {"said": f"echo heard level {run.metrics['level_seen']}"}
 '''
 
 ATTACK = '''
@@ -80,6 +80,7 @@ def test_a_family_from_an_entry_point_expands_gates_and_reports(tmp_path: Path,
     spec.write_text("name: e\nperturbation: {kind: echo, level: [1, 3]}\n"
                     "gates: [{metric: level_seen, op: '<=', value: 2}]\n")
     results, out = run([spec], out_root=tmp_path / "out", progress=False)
+    results = results.to_json()
     by_name = {r["name"]: r for r in results["runs"]}
     assert sorted(by_name) == ["e[level=1]", "e[level=3]"]
     assert [g["passed"] for g in by_name["e[level=1]"]["gates"]] == [True]
@@ -95,6 +96,7 @@ def test_an_attack_from_an_entry_point_runs(tmp_path: Path, monkeypatch: pytest.
     spec.write_text("name: m\ndata: {identities: 4, images_per_identity: 2}\nattack: {library: mine, method: pgd, "
                     "steps: 2, sanity_samples: 2}\nsetting: {kind: open-set, fmr: 0.1}\n")
     results, _ = run([spec], out_root=tmp_path / "out", progress=False)
+    results = results.to_json()
     record = results["runs"][0]
     assert not record.get("error") and record["threat_model"]["attack"]["library"] == "mine"
     assert 0 <= record["metrics"]["attack_success_rate"] <= 1

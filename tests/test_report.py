@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from facesec.errors import ConfigError
+from facesec.record import RunRecord
 from facesec.report import figures, render_report
 
 XSS = "<script>alert(1)</script>"
@@ -382,10 +384,11 @@ def test_pixel_runs_unchanged_beside_accessory_runs(accessory_suite: tuple[Path,
     alone_path.write_text(json.dumps({**doc, "runs": doc["runs"][:1]}), encoding="utf-8")
     alone = render_report(alone_path, tmp_path / "alone.html", redact=True).read_text(encoding="utf-8")
     assert _section(mixed, "run-1") == _section(alone, "run-1")
-    body = alone[alone.index("<body>"):]
+    note = "perturbations and accessories alone are shown as they are."  # the redaction note, the same in any suite
+    assert note in alone
+    body = alone[alone.index("<body>"):].replace(note, "")
     for accessory_only in ("accessory-legend", "Print files", 'class="detail"', "accessor", "EOT"):
         assert accessory_only not in body
-    assert "perturbations are shown as they are" in alone
 
 
 QUERY_ASR = {"1": 0.0, "10": 0.05, "30": 0.1, "100": 0.2, "300": 0.3, "1000": 0.4}
@@ -420,6 +423,12 @@ def _between(html: str, start: str, end: str) -> str:
     return html[html.index(start):html.index(end)]
 
 
+def _legend(html: str, kind: str) -> str:
+    """The text of the `kind` legend under the matrix, unescaped."""
+    start = html.index(f'<p class="legend-note" id="{kind}-legend">')
+    return unescape(html[html.index(">", start) + 1:html.index("</p>", start)])
+
+
 def test_matrix_knowledge_rows_and_details(knowledge_suite: Path) -> None:
     html = render_report(knowledge_suite).read_text(encoding="utf-8")
     rows = _matrix_html(html).split("<tr>")[1:]
@@ -429,8 +438,10 @@ def test_matrix_knowledge_rows_and_details(knowledge_suite: Path) -> None:
     assert "0.97 [0.90–0.99]" in white and "detail" not in white
     assert "0.35 [0.25–0.45]" in transfer and '<span class="detail">on surrogate 0.97</span>' in transfer
     assert "0.40 [0.30–0.50]" in query and '<span class="detail">after 100 q 0.20 · 1000 q 0.40</span>' in query
-    assert 'id="transfer-legend"' in html and "<b>on surrogate</b>" in html and "did not transfer" in html
-    assert 'id="query-legend"' in html and "<b>after n q</b>" in html
+    transfer_legend, query_legend = _legend(html, "transfer"), _legend(html, "query")
+    assert "'on surrogate' = success" in transfer_legend and "did not transfer" in transfer_legend
+    assert "'after n q' = the ASR reached" in query_legend
+    assert "<b>" not in transfer_legend + query_legend  # plain text, escaped like any other
     assert 'id="accessory-legend"' not in html
 
 
@@ -458,14 +469,14 @@ def test_accessory_transfer_cell_joins_details(tmp_path: Path) -> None:
 
 def test_queries_plot_exactly_with_query_runs(knowledge_suite: Path) -> None:
     html = render_report(knowledge_suite).read_text(encoding="utf-8")
-    section = _between(html, '<h2 id="asr-queries">', '<h2 id="runs">')
+    section = _between(html, '<h2 id="attack-success-against-queries">', '<h2 id="runs">')
     images = _links(section).images["queries-asr-plot"]
     assert len(images) == 1 and images[0].startswith("data:image/png;base64,")
     assert _decode(images[0]).shape[0] > 100  # a drawn figure, not a stub
     assert "eps-asr-plot" not in html  # no run differs from another only in eps
     doc = json.loads(knowledge_suite.read_text(encoding="utf-8"))
     without = render_report(_write(knowledge_suite.parent, doc["runs"][:2])).read_text(encoding="utf-8")
-    assert 'id="asr-queries"' not in without and "queries-asr-plot" not in without
+    assert 'id="attack-success-against-queries"' not in without and "queries-asr-plot" not in without
     assert 'id="query-legend"' not in without and 'id="transfer-legend"' in without
 
 
@@ -511,7 +522,8 @@ def test_white_box_runs_unchanged_beside_knowledge_runs(knowledge_suite: Path, t
     alone = render_report(alone_path, tmp_path / "alone.html").read_text(encoding="utf-8")
     assert _section(mixed, "run-1") == _section(alone, "run-1")
     body = alone[alone.index("<body>"):]
-    for knowledge_only in ("transfer-legend", "query-legend", "asr-queries", "surrogate", "queries-asr-plot",
+    for knowledge_only in ("transfer-legend", "query-legend", "attack-success-against-queries", "surrogate",
+                           "queries-asr-plot",
                            'class="detail"'):
         assert knowledge_only not in body
 
@@ -528,14 +540,17 @@ def test_malformed_asr_at_queries(tmp_path: Path) -> None:
     assert len(_links(html).images["queries-asr-plot"]) == 1  # one line: the run with counts
 
 
-def test_distortion_against_queries_is_labelled() -> None:
-    from facesec import families
-    from facesec.report.render import _metric_row
+def test_distortion_against_queries_is_labelled(tmp_path: Path) -> None:
+    from facesec.families.evasion.report import metric_text
 
-    labels = {key: info.label for key, info in families.get("pixel").metrics.items() if info.label}
-    row = _metric_row("linf_at_queries", {"100": 0.3268, "10": None, "x": 1}, labels)
-    assert row.key.startswith("median L-inf distance") and row.note == "linf_at_queries"
-    assert row.value == "10:\u00a0— · 100:\u00a00.3268"
+    distances = {"100": 0.3268, "10": None, "x": 1}
+    assert metric_text("linf_at_queries", distances) == "10:\u00a0— · 100:\u00a00.3268"
+    run = _query_run("q", QUERY_ASR, 1000)
+    run["metrics"]["linf_at_queries"] = distances
+    row = re.search(r"<tr><th>([^<]*)<br><code class=\"muted key\">linf_at_queries</code></th><td>([^<]*)</td></tr>",
+                    _section(render_report(_write(tmp_path, [run])).read_text(encoding="utf-8"), "run-1"))
+    assert row is not None and row[1].startswith("median L-inf distance")
+    assert row[2] == "10:\u00a0— · 100:\u00a00.3268"
 
 
 def test_auditor_summary_rating_glossary_and_print(suite: Path) -> None:
@@ -569,15 +584,17 @@ def test_auditor_summary_rating_glossary_and_print(suite: Path) -> None:
 def test_rating_cutoffs() -> None:
     from facesec.report import summary
 
-    runs = [{"family": "pixel", "name": f"r{i}", "headline": {"metric": "attack_success_rate", "better": "lower"},
-             "metrics": {"attack_success_rate": rate}} for i, rate in enumerate([0.0, 0.05])]
+    runs = [RunRecord.model_validate({"family": "pixel", "name": f"r{i}", "metrics": {"attack_success_rate": rate},
+                                      "headline": {"metric": "attack_success_rate", "label": "attack_success_rate",
+                                                   "better": "lower"}})
+            for i, rate in enumerate([0.0, 0.05])]
     assert [r.rating for r in summary.ratings(runs)] == ["robust"]
-    runs[1]["metrics"]["attack_success_rate"] = 0.06
+    runs[1].metrics["attack_success_rate"] = 0.06
     assert [r.rating for r in summary.ratings(runs)] == ["partly robust"]
-    runs[0]["metrics"]["attack_success_rate"] = 0.76
+    runs[0].metrics["attack_success_rate"] = 0.76
     assert summary.ratings(runs)[0].rating == "not robust" and "r0" in summary.ratings(runs)[0].worst
-    runs[0]["metrics"]["attack_success_rate"] = 1.5  # a hand-edited file: still a rating, never a crash
-    runs[1]["metrics"]["attack_success_rate"] = float("nan")
+    runs[0].metrics["attack_success_rate"] = 1.5  # a hand-edited file: still a rating, never a crash
+    runs[1].metrics["attack_success_rate"] = float("nan")
     assert summary.ratings(runs)[0].rating == "not robust"
     assert "—" in summary.findings(runs)[1].text
 

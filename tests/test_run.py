@@ -100,8 +100,8 @@ def test_issue_acceptance_on_50_identities(celeba: Path) -> None:
 
     cpu = torch.device("cpu")
     for tm in load_threat_models("threat_models/whitebox-open-set.yaml", ["capability=individual"]):
-        asr = run_threat_model(tm, cpu).record["metrics"]["attack_success_rate"]
+        asr = run_threat_model(tm, cpu).record.to_json()["metrics"]["attack_success_rate"]
         assert asr >= (0.95 if tm.goal == "dodging" else 0.90), (tm.name, asr)
-    sweep = [run_threat_model(tm, cpu).record["metrics"]["attack_success_rate"]
+    sweep = [run_threat_model(tm, cpu).record.to_json()["metrics"]["attack_success_rate"]
              for tm in load_threat_models("threat_models/eps-sweep.yaml", ["data.identities=10"])]
     assert sweep == sorted(sweep) and sweep[-1] > sweep[0]

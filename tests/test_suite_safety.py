@@ -57,14 +57,18 @@ def test_resume_keeps_matching_runs_and_reruns_changed_ones(tmp_path: Path, cele
     one.write_text(SMALL.format(name="one", ids=2))
     two.write_text(SMALL.format(name="two", ids=2))
     first, folder = run([one, two], out_root=tmp_path / "reports", suite="s", progress=False)
+    first = first.to_json()
     again, _ = run([one, two], out_root=tmp_path / "reports", suite="s", progress=False, resume_runs=True)
+    again = again.to_json()
     assert again["runs"] == first["runs"]  # both kept as they were: same spec, code and data
     two.write_text(SMALL.format(name="two", ids=2).replace("steps: 1", "steps: 2"))
     third, _ = run([one, two], out_root=tmp_path / "reports", suite="s", progress=False, resume_runs=True)
+    third = third.to_json()
     assert third["runs"][0] == first["runs"][0]
     assert third["runs"][1]["threat_model"]["attack"]["steps"] == 2
     assert third["runs"][1]["resume_key"] != first["runs"][1]["resume_key"]
     fresh, _ = run([one], out_root=tmp_path / "reports", suite="s", progress=False)  # without --resume: run again
+    fresh = fresh.to_json()
     assert fresh["runs"][0]["provenance"]["started"] >= first["runs"][0]["provenance"]["started"]
     assert len(fresh["runs"]) == 1 and json.loads((folder / "results.json").read_text())["runs"][0]["name"] == "one"
 
@@ -99,9 +103,11 @@ def test_only_run_folders_facesec_made_are_replaced(tmp_path: Path, celeba: Path
     outside.mkdir()
     (runs / "x_").symlink_to(outside)
     results, folder = run([spec], out_root=tmp_path / "reports", suite="s", progress=False)
+    results = results.to_json()
     assert results["runs"][0]["samples_csv"] == "runs/x__/samples.csv" and (runs / "x__" / RUN_MARKER).is_file()
     assert [p.name for p in (runs / "x").iterdir()] == ["keep.txt"] and list(outside.iterdir()) == []
     again, _ = run([spec], out_root=tmp_path / "reports", suite="s", progress=False)  # its own folder: replaced
+    again = again.to_json()
     assert again["runs"][0]["samples_csv"] == "runs/x__/samples.csv"
     assert sorted(p.name for p in runs.iterdir()) == ["x", "x_", "x__"]
 

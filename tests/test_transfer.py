@@ -32,9 +32,9 @@ def test_transfer_from_the_target_itself_is_the_white_box_attack(celeba: Path) -
     cpu = torch.device("cpu")
     # transfer attacks use every step (no early stop on the surrogate): so does the white-box reference here
     attack = {"steps": 5, "sanity_samples": 3, "params": {"early_stop": False}}
-    white = run_threat_model(_tm(celeba, attack=attack), cpu, progress=False).record
+    white = run_threat_model(_tm(celeba, attack=attack), cpu, progress=False).record.to_json()
     port = {"kind": "transfer", "surrogates": ["dlib-resnet"]}
-    transfer = run_threat_model(_tm(celeba, attack=attack, knowledge=port), cpu, progress=False).record
+    transfer = run_threat_model(_tm(celeba, attack=attack, knowledge=port), cpu, progress=False).record.to_json()
     assert transfer["dimensions"]["knowledge"] == "transfer from dlib-resnet"
     assert white["dimensions"]["knowledge"] == "white-box"
     for key in ("attack_success_rate", "n_attempts", "similarity_after_mean"):
@@ -48,7 +48,7 @@ def test_dlib_cpp_is_a_black_box_reached_by_transfer(celeba: Path) -> None:
     with pytest.raises(ConfigError, match="gives no gradients"):
         run_threat_model(_tm(celeba, target="dlib-cpp"), cpu, progress=False)
     tm = _tm(celeba, target="dlib-cpp", knowledge={"kind": "transfer", "surrogates": ["dlib-resnet"]})
-    record = run_threat_model(tm, cpu, progress=False).record
+    record = run_threat_model(tm, cpu, progress=False).record.to_json()
     # the port and dlib's C++ model agree to 1e-6: crafting on one fools the other almost equally
     assert record["metrics"]["attack_success_rate"] >= record["metrics"]["surrogate_success_rate"] - 0.15
     assert record["metrics"]["attack_success_rate"] > record["metrics"]["noise_success_rate"]
@@ -70,11 +70,12 @@ def test_onnxruntime_target_is_query_only_and_matches_the_port(celeba: Path, fac
     with pytest.raises(ConfigError, match="gives no gradients"):
         run_threat_model(_tm(celeba, target=target), cpu, progress=False)
     port = {"kind": "transfer", "surrogates": ["dlib-resnet"]}
-    record = run_threat_model(_tm(celeba, target=target, knowledge=port), cpu, progress=False).record
+    record = run_threat_model(_tm(celeba, target=target, knowledge=port), cpu, progress=False).record.to_json()
     assert record["metrics"]["attack_success_rate"] >= record["metrics"]["surrogate_success_rate"] - 0.15
     queries = {"kind": "query", "output": "scores", "budget": 30}
     attack = {"method": "square", "library": "native", "steps": 30, "sanity_samples": 3}
-    record = run_threat_model(_tm(celeba, target=target, knowledge=queries, attack=attack), cpu, progress=False).record
+    tm = _tm(celeba, target=target, knowledge=queries, attack=attack)
+    record = run_threat_model(tm, cpu, progress=False).record.to_json()
     assert max(int(q) for q in record["metrics"]["asr_at_queries"]) == 30
 
 
@@ -107,7 +108,7 @@ def test_surrogate_with_its_own_alignment_sees_the_perturbation_where_it_was_mad
 
 def test_transfer_from_a_surrogate_that_aligns_differently(celeba: Path) -> None:
     tm = _tm(celeba, knowledge={"kind": "transfer", "surrogates": ["iresnet18"]})
-    record = run_threat_model(tm, torch.device("cpu"), progress=False).record
+    record = run_threat_model(tm, torch.device("cpu"), progress=False).record.to_json()
     assert record["dimensions"]["knowledge"] == "transfer from iresnet18"
     assert 0 <= record["metrics"]["surrogate_success_rate"] <= 1
     assert record["validity"]["unbounded_n"] > 0

@@ -255,8 +255,8 @@ def _skipped(records: list[RunRecord], runs: list[RunView]) -> list[tuple[str, s
     """Each skipped image once, with its reason and the runs that skipped it."""
     seen: dict[tuple[str, str], list[str]] = {}
     for record, run in zip(records, runs, strict=True):
-        for item in record.skipped_images:
-            seen.setdefault((text(item.path), text(item.reason)), []).append(run.name)
+        for key in dict.fromkeys((text(item.path), text(item.reason)) for item in record.skipped_images):
+            seen.setdefault(key, []).append(run.name)
     return [(", ".join(names) if len(names) < 4 else f"{len(names)} runs", path, reason)
             for (path, reason), names in seen.items()]
 

@@ -77,13 +77,17 @@ def findings(runs: list[RunRecord]) -> list[Finding]:
         dims, m = (run.dimensions.model_dump() if run.dimensions is not None else {}), run.metrics
         key, words, _ = _headline(run)
         rate = number(m.get(key))
+        family = family_of(run)
+        if run.error is not None:
+            out.append(Finding(f"run-{i + 1}", family.name if family else "unknown",
+                               f"{run.name or f'run {i + 1}'} did not finish: {run.error}", None))
+            continue
         ci = m.get(f"{key}_ci95", m.get("attack_success_ci95") if key == "attack_success_rate" else None)
         attempts = m.get("n_attempts")
         how = ", ".join(str(dims[k]) for k in ("knowledge", "goal", "capability") if dims.get(k))
         text = (f"{dims.get('perturbation') or 'attack'} ({how}) against {dims.get('recognizer') or 'the recognizer'}"
                 f"{', ' + str(dims['setting']) if dims.get('setting') else ''}: {words} {percent(rate, ci)}"
                 + (f" of {attempts} attempts" if isinstance(attempts, int) and not isinstance(attempts, bool) else ""))
-        family = family_of(run)
         out.append(Finding(f"run-{i + 1}", family.name if family else "unknown", text, rate))
     return out
 
