@@ -137,14 +137,16 @@ def test_schema_baseline_and_refusals(tmp_path: Path) -> None:
     """`facesec schema` lists every family's keys; a morph run's baseline compares its headline; morph-only
     nonsense is refused."""
     from facesec.gates import apply_baseline
+    from facesec.results import read_results
     from facesec.schema import json_schema
 
     schema = json_schema()
     assert {"$ref": "#/$defs/MorphPerturbation"} in schema["properties"]["perturbation"]["oneOf"]
     assert "anyOf" in schema["$defs"]["MorphPerturbation"]["properties"]["alpha"]  # a list expands
-    run = {"name": "m", "headline": {"metric": "mmpmr"}, "metrics": {"mmpmr": 0.5}}
-    [rule] = apply_baseline({"runs": [run]}, {"runs": [{**run, "metrics": {"mmpmr": 0.4}}]}, 5)["rules"]
-    assert rule["metric"] == "mmpmr" and rule["passed"] is False
+    run = {"name": "m", "headline": {"metric": "mmpmr", "label": "MMPMR"}, "metrics": {"mmpmr": 0.5}}
+    new, old = (read_results({"runs": runs}, "test") for runs in ([run], [{**run, "metrics": {"mmpmr": 0.4}}]))
+    [rule] = apply_baseline(new, old, 5).rules
+    assert rule.metric == "mmpmr" and rule.passed is False
     for extra, message in (("photo_round_trip: true\n", "photo_round_trip: morphs are photos already"),
                            ("attack: {steps: 5}\n", "attack: landmark morphs are not optimised"),
                            ("gates: [{metric: landmark_mmpmr, value: 1}]\n", "recorded by optimised morphs only")):
