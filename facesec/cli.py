@@ -286,7 +286,7 @@ def _summary_line(record: RunRecord) -> str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from facesec.report import render_report
+    from facesec.report.render import render_report
 
     results = args.results / "results.json" if args.results.is_dir() else args.results
     print(render_report(results, args.out, args.redact))

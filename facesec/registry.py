@@ -72,8 +72,8 @@ class Registry(Generic[T]):
         if entry is not None:
             if not isinstance(entry.target, str):
                 return entry.target  # type: ignore[return-value]
-            module, _, attr = entry.target.partition(":")
-            return getattr(importlib.import_module(module), attr)
+            found: T = resolve(entry.target)
+            return found
         for ep in entry_points(group=self.group):
             if ep.name == name:
                 try:
@@ -82,3 +82,9 @@ class Registry(Generic[T]):
                     raise ConfigError(f"{self.what} {name!r} ({ep.value}) from an installed package failed to "
                                       f"load: {type(exc).__name__}: {exc}") from exc
         raise ConfigError(f"unknown {self.what} {name!r}; known: {', '.join(self.names())}")
+
+
+def resolve(target: str) -> Any:
+    """The object a `module:attribute` string names, its module imported now (and kept by Python)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

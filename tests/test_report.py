@@ -18,7 +18,8 @@ from PIL import Image
 
 from facesec.errors import ConfigError
 from facesec.record import RunRecord
-from facesec.report import figures, render_report
+from facesec.report import figures
+from facesec.report.render import render_report
 
 XSS = "<script>alert(1)</script>"
 
@@ -541,7 +542,7 @@ def test_malformed_asr_at_queries(tmp_path: Path) -> None:
 
 
 def test_distortion_against_queries_is_labelled(tmp_path: Path) -> None:
-    from facesec.families.evasion.report import metric_text
+    from facesec.families.evasion.words import metric_text
 
     distances = {"100": 0.3268, "10": None, "x": 1}
     assert metric_text("linf_at_queries", distances) == "10:\u00a0— · 100:\u00a00.3268"

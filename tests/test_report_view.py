@@ -25,7 +25,6 @@ from facesec.families.evasion import METRICS, Accessory, Pixel
 from facesec.families.evasion.report import GalleryItem, PrintFile
 from facesec.plugins import FAMILIES
 from facesec.record import Results, RunRecord
-from facesec.report import render_report
 from facesec.report.fields import DASH
 from facesec.report.links import Link
 from facesec.report.render import (
@@ -39,6 +38,7 @@ from facesec.report.render import (
     asr_style,
     build_report,
     load_results,
+    render_report,
 )
 from facesec.results import read_results
 

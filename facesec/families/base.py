@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, JsonValue
 
 from facesec.record import Measured, RunRecord
+from facesec.registry import resolve
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,9 +91,15 @@ class Family(ABC):
     """The metric the matrix and the summary show for a run, e.g. attack_success_rate or mmpmr."""
     legend: ClassVar[str | None] = None
     """What the suite matrix's cell of one of its runs shows, in a sentence under the matrix (plain text)."""
+    runner: ClassVar[str | None] = None
+    """`module:function` that runs it, `(tm, ctx) -> RunOutput`; imported when a run starts (torch lives there)."""
     report_partial: ClassVar[str | None] = None
-    """Template file (in `template_dir`) of the family's per-run report section; None: the evasion layout."""
+    """Template file (in `template_dir`) of the family's per-run report section; None: none."""
     template_dir: ClassVar[Path | None] = None
+    viewer: ClassVar[str | None] = None
+    """`module:function` giving what the partial shows, `(run, results_dir, out_dir, redact) -> dict`."""
+    plotter: ClassVar[str | None] = None
+    """`module:function` drawing figures across its runs in a suite, `(runs) -> list[SuiteFigure]`."""
 
     def check(self, tm: ThreatModel) -> None:
         """Refuse, with a ValueError naming the field and what is allowed, what the family cannot run."""
@@ -112,22 +119,27 @@ class Family(ABC):
         when not, process 0 runs it alone and the others wait."""
         return False
 
-    @abstractmethod
     def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
-        """Attack the threat model's population and measure what results.json records."""
+        """Attack the threat model's population and measure what results.json records (by its `runner`)."""
+        if self.runner is None:
+            raise NotImplementedError(f"family {self.name!r} declares no runner")
+        output: RunOutput = resolve(self.runner)(tm, ctx)
+        return output
 
     def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
         """Plain data the family's report partial shows, from its results.json record (images under
         `results_dir`, links relative to the report's folder `out_dir`, faces blurred when `redact`)."""
-        return {}
+        view: dict[str, Any] = resolve(self.viewer)(run, results_dir, out_dir, redact) if self.viewer else {}
+        return view
 
     def metric_text(self, key: str, value: JsonValue) -> str | None:
         """A metric as the report's metrics table shows it (None: formatted the usual way)."""
         return None
 
     def suite_figures(self, runs: list[RunRecord]) -> list[SuiteFigure]:
-        """Figures across this family's runs in a suite."""
-        return []
+        """Figures across this family's runs in a suite (by its `plotter`)."""
+        found: list[SuiteFigure] = resolve(self.plotter)(runs) if self.plotter else []
+        return found
 
     def legends(self, runs: list[RunRecord]) -> list[tuple[str, str]]:
         """(id, sentence) under the suite matrix on what these runs' cells show; by default its `legend`."""

@@ -6,11 +6,10 @@ should catch it run and scored."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation
-from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
-from facesec.record import RunRecord
+from facesec.families.base import Family, MetricInfo, Supports
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -70,8 +69,10 @@ class Backdoor(Family):
                                             knowledge=("white-box",), settings=("open-set", "closed-set"))
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
     headline: ClassVar[str] = "backdoor_asr"
+    runner: ClassVar[str | None] = "facesec.families.backdoor.run:run_threat_model"
     report_partial: ClassVar[str | None] = "backdoor.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent
+    viewer: ClassVar[str | None] = "facesec.families.backdoor.report:view"
 
     def check(self, tm: ThreatModel) -> None:
         if tm.attack.library != "native" or tm.attack.method != "pgd" or tm.attack.params:
@@ -99,12 +100,4 @@ class Backdoor(Family):
             raise ValueError("perturbation.mitigation: only the fine-tuning and fine-pruning defences retrain; "
                              "add one to perturbation.defences or remove mitigation")
 
-    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
-        from facesec.families.backdoor.run import run_threat_model
 
-        return run_threat_model(tm, ctx)
-
-    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
-        from facesec.families.backdoor.report import view
-
-        return view(run, results_dir, redact)

@@ -93,7 +93,7 @@ def _clean_population(c: dict[str, Any]) -> str:
     return f"{n} {where}, {faces} faces" if isinstance(n, int) and isinstance(faces, int) else where
 
 
-def view(run: RunRecord, results_dir: Path, redact: bool) -> dict[str, Any]:
+def view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the backdoor partial shows; every field may be missing from a hand-edited results.json."""
     m = run.metrics
     stealth = as_dict(m.get("stealth"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from facesec.errors import ConfigError
-from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, SuiteFigure, Supports
+from facesec.families.base import Family, MetricInfo, Supports
+from facesec.families.evasion import words
 from facesec.families.evasion.accessories.palette import read_palette
 from facesec.families.evasion.spec import AccessoryParams, AccessoryPerturbation, PixelPerturbation
 from facesec.fields import SpecError
@@ -89,46 +90,33 @@ def _type_params(tm: ThreatModel, model: type[BaseModel], optimiser: str) -> Non
 
 class _Evasion(Family):
     headline: ClassVar[str] = "attack_success_rate"
+    runner: ClassVar[str | None] = "facesec.families.evasion.run:run_threat_model"
     report_partial: ClassVar[str | None] = "evasion.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent
+    viewer: ClassVar[str | None] = "facesec.families.evasion.report:view"
+    plotter: ClassVar[str | None] = "facesec.families.evasion.report:suite_figures"
 
     def shards(self, tm: ThreatModel) -> bool:
         return tm.capability == "individual"  # one universal perturbation is optimised over all its wearers
 
-    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
-        from facesec.families.evasion.run import run_threat_model
-
-        return run_threat_model(tm, ctx.device, ctx.progress)
-
-    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
-        from facesec.families.evasion import report
-
-        return report.view(run, results_dir, out_dir, redact, accessory=self.name == "accessory")
-
     def metric_text(self, key: str, value: JsonValue) -> str | None:
-        from facesec.families.evasion import report
-
-        return report.metric_text(key, value)
+        return words.metric_text(key, value)
 
     def matrix_detail(self, run: RunRecord) -> str:
-        from facesec.families.evasion import report
-
-        return report.matrix_detail(run, accessory=self.name == "accessory")
+        return words.matrix_detail(run, accessory=self.name == "accessory")
 
     def summary_line(self, run: RunRecord) -> str:
-        from facesec.families.evasion import report
-
-        return report.summary_line(run)
+        return words.summary_line(run)
 
     def legends(self, runs: list[RunRecord]) -> list[tuple[str, str]]:
-        from facesec.families.evasion import report
+        return super().legends(runs) + words.legends(runs)
 
-        return super().legends(runs) + report.legends(runs)
 
-    def suite_figures(self, runs: list[RunRecord]) -> list[SuiteFigure]:
-        from facesec.families.evasion import report
 
-        return report.suite_figures(runs)
+
+
+
+
 
 
 class Pixel(_Evasion):

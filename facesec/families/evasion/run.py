@@ -17,7 +17,7 @@ from facesec import attacks, distributed, metrics, photos, protocols
 from facesec.attacks import Attack, Budget, Criterion, Objective
 from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
-from facesec.families.base import RunOutput
+from facesec.families.base import RunContext, RunOutput
 from facesec.families.evasion import artefacts, knowledge, trial
 from facesec.families.evasion.accessories import export
 from facesec.families.evasion.accessories import run as accessory_run
@@ -143,10 +143,10 @@ class _Outcome:
     ssim: np.ndarray
 
 
-def run_threat_model(tm: ThreatModel, device: torch.device, progress: bool = True) -> EvasionOutput:
+def run_threat_model(tm: ThreatModel, ctx: RunContext) -> EvasionOutput:
     """Attack the threat model's population and measure everything results.json records."""
-    t_start = time.perf_counter()
-    t = _trial(tm, device, progress)
+    t_start, progress = time.perf_counter(), ctx.progress
+    t = _trial(tm, ctx.device, progress)
     clean, before = _success(t.objective, t.model, t.x)
     t_attack = time.perf_counter()
     out = _attack_attempts(tm, t, ~clean, progress)

@@ -5,13 +5,12 @@ class of an identification model (GMI, LOMMA), judged by an evaluation model (MI
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, Supports
+from facesec.families.base import Family, MetricInfo, Supports
 from facesec.families.inversion.spec import ClassifierInversionPerturbation, TemplateInversionPerturbation
 from facesec.recognizers import packaged
 from facesec.recognizers.preflight import check_recognizer
-from facesec.record import RunRecord
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -79,8 +78,10 @@ class TemplateInversion(Family):
                                             knowledge=("white-box",), settings=("open-set",))
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
     headline: ClassVar[str] = "type2_success_rate"
+    runner: ClassVar[str | None] = "facesec.families.inversion.run:run_threat_model"
     report_partial: ClassVar[str | None] = "inversion.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent
+    viewer: ClassVar[str | None] = "facesec.families.inversion.report:view"
 
     def check(self, tm: ThreatModel) -> None:
         _check_optimiser(tm)
@@ -115,15 +116,7 @@ class TemplateInversion(Family):
 
             packaged.check_fetched("gan-face-generate", "perturbation.prior")
 
-    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
-        from facesec.families.inversion.run import run_threat_model
 
-        return run_threat_model(tm, ctx)
-
-    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
-        from facesec.families.inversion.report import view
-
-        return view(run, results_dir, redact)
 
 
 CLASSIFIER_METRICS: dict[str, MetricInfo] = {
@@ -167,8 +160,10 @@ class ClassifierInversion(Family):
                                             knowledge=("white-box",), settings=("closed-set",))
     metrics: ClassVar[dict[str, MetricInfo]] = CLASSIFIER_METRICS
     headline: ClassVar[str] = "attack_accuracy_top1"
+    runner: ClassVar[str | None] = "facesec.families.inversion.classifier:run_threat_model"
     report_partial: ClassVar[str | None] = "classifier.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent
+    viewer: ClassVar[str | None] = "facesec.families.inversion.report:classifier_view"
 
     def check(self, tm: ThreatModel) -> None:
         p = tm.perturbation
@@ -187,12 +182,4 @@ class ClassifierInversion(Family):
             check_recognizer(f"field 'perturbation.students.{i}'", spec)
         packaged.check_fetched("gan-face-generate", "perturbation.kind")
 
-    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
-        from facesec.families.inversion.classifier import run_threat_model
 
-        return run_threat_model(tm, ctx)
-
-    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
-        from facesec.families.inversion.report import classifier_view
-
-        return classifier_view(run, results_dir, redact)

@@ -17,7 +17,7 @@ ATTEMPTS = (("reconstruction", "reconstruction (the attack)"),
 """Rows of the rates table: key in results.json and what it is."""
 
 
-def view(run: RunRecord, results_dir: Path, redact: bool) -> dict[str, Any]:
+def view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the inversion partial shows; every field may be missing from a hand-edited results.json."""
     metrics = run.metrics
     detail = as_dict(metrics.get("detail"))
@@ -76,7 +76,7 @@ CLASSIFIER_ROWS = (("reconstruction", "reconstruction (the attack)", "attack_acc
                    ("chance", "chance", "chance"))
 
 
-def classifier_view(run: RunRecord, results_dir: Path, redact: bool) -> dict[str, Any]:
+def classifier_view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the classifier-inversion partial shows; every field may be missing from results.json."""
     m = run.metrics
     rows = []

@@ -4,13 +4,12 @@ both are then verified. Landmark morphs, and optimised (worst-case) morphs; MMPM
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from facesec.families.base import Family, MetricInfo, RunContext, RunOutput, SuiteFigure, Supports
+from facesec.families.base import Family, MetricInfo, Supports
 from facesec.families.morph.spec import MorphPerturbation
 from facesec.recognizers import packaged
 from facesec.recognizers.preflight import check_recognizer
-from facesec.record import RunRecord
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -73,8 +72,11 @@ class Morph(Family):
                                             knowledge=("white-box", "transfer"), settings=("open-set",))
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
     headline: ClassVar[str] = "mmpmr"
+    runner: ClassVar[str | None] = "facesec.families.morph.run:run_threat_model"
     report_partial: ClassVar[str | None] = "morph.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent
+    viewer: ClassVar[str | None] = "facesec.families.morph.report:view"
+    plotter: ClassVar[str | None] = "facesec.families.morph.report:suite_figures"
 
     def check(self, tm: ThreatModel) -> None:
         p = tm.perturbation
@@ -115,17 +117,5 @@ class Morph(Family):
 
             packaged.check_fetched("gan-face-generate", "perturbation.method")
 
-    def run(self, tm: ThreatModel, ctx: RunContext) -> RunOutput:
-        from facesec.families.morph.run import run_threat_model
 
-        return run_threat_model(tm, ctx)
 
-    def report_view(self, run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
-        from facesec.families.morph.report import view
-
-        return view(run, results_dir, redact)
-
-    def suite_figures(self, runs: list[RunRecord]) -> list[SuiteFigure]:
-        from facesec.families.morph.report import suite_figures
-
-        return suite_figures(runs)

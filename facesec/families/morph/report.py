@@ -22,7 +22,7 @@ COLUMNS = (("mmpmr", "MMPMR"), ("mmpmr_first_probe", "MMPMR, first probe"), ("fm
 """The per-FMR table's columns: key in results.json and heading."""
 
 
-def view(run: RunRecord, results_dir: Path, redact: bool) -> dict[str, Any]:
+def view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the morph partial shows; every field may be missing from a hand-edited results.json."""
     metrics = run.metrics
     morph = as_dict(run.extra("morph"))
