@@ -31,7 +31,7 @@ from facesec.families.morph import run as morph
 from facesec.families.morph.spec import MorphPerturbation
 from facesec.loading import load_threat_models
 from facesec.measures.judges import Judge
-from facesec.measures.rates import rate_with_ci, wilson_interval
+from facesec.measures.rates import cluster_interval, rate_with_ci, wilson_interval
 from facesec.population import Population, select
 from facesec.recognizers.base import Recognizer, RecognizerInfo
 from facesec.threat_model import OpenSet, ThreatModel
@@ -283,10 +283,14 @@ def test_inversion_rates_of_a_hand_made_verdict() -> None:
     accepted = [np.array([True, True, False]), np.array([False, False, False]), np.array([True, False, True, True])]
     v = inversion.Verdict([a.astype(float) for a in accepted], accepted, np.array([True, True, True]))
     own = inversion._rates(v, cross=False)
-    assert own == {"type1": rate_with_ci(2, 3), "type2": rate_with_ci(3, 7),
-                   "type2_identities_any": rate_with_ci(2, 3)}
+    clusters = {"type1": ([1, 0, 1], [0, 1, 2]), "type2": ([1, 0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2, 2]),
+                "type2_identities_any": ([1, 0, 1], [0, 1, 2])}
+    assert own == {key: {**rate_with_ci(sum(o), len(o)), "ci95_cluster": list(cluster_interval(np.array(o), c))}
+                   for key, (o, c) in clusters.items()}
     cross = inversion._rates(v, cross=True)
-    assert cross == {"success_rate": rate_with_ci(5, 10), "identities_any": rate_with_ci(2, 3)}
+    assert cross["success_rate"] == {**rate_with_ci(5, 10), "ci95_cluster": list(cluster_interval(
+        np.array([1, 1, 0, 0, 0, 0, 1, 0, 1, 1]), np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])))}
+    assert cross["identities_any"]["rate"] == 2 / 3 and cross["identities_any"]["ci95"] == rate_with_ci(2, 3)["ci95"]
 
 
 def test_inversion_verdict_scores_each_identity_against_its_own_photos() -> None:

@@ -318,7 +318,8 @@ def test_figure_sections(suite: Suite) -> None:
 def test_headlines_legends_and_glossary(suite: Suite) -> None:
     r = suite.plain
     assert r.headlines == [
-        ("ASR", METRICS["attack_success_rate"].meaning + ", with its 95% confidence interval: lower is more robust"),
+        ("ASR", METRICS["attack_success_rate"].meaning + ", with its 95% interval (people resampled, where the run "
+                "records it: outcomes of one person are not independent): lower is more robust"),
         ("MMPMR", ""),  # a family not installed here: its headline is shown without words
     ]
     assert r.legends == [("accessory", Accessory.legend)]  # no transfer or query run, and pixel has no legend

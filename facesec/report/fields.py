@@ -82,11 +82,18 @@ def family_of(run: RunRecord) -> Family | None:
         return None
 
 
+def interval(metrics: dict[str, Any], key: str) -> Any:
+    """The 95% interval the report shows beside metric `key`: the one that resamples people (`<key>_ci95_cluster`)
+    where the run records it, else Wilson's (`<key>_ci95`; the attack success rate's are `attack_success_ci95...`)."""
+    stem = "attack_success" if key == "attack_success_rate" else key
+    return metrics.get(f"{stem}_ci95_cluster", metrics.get(f"{stem}_ci95"))
+
+
 def rate_text(value: Any) -> str:
-    """A `{"rate", "ci95"}` mapping as "0.42 [0.29, 0.56]" (the rate alone without an interval; a dash without a
-    rate)."""
+    """A `{"rate", "ci95"}` mapping as "0.42 [0.29, 0.56]", its cluster interval (`ci95_cluster`) in preference (the
+    rate alone without an interval; a dash without a rate)."""
     r = as_dict(value)
-    rate, ci = r.get("rate"), r.get("ci95")
+    rate, ci = r.get("rate"), r.get("ci95_cluster", r.get("ci95"))
     if not isinstance(rate, int | float) or isinstance(rate, bool) or math.isnan(rate):
         return DASH
     if isinstance(ci, list) and len(ci) == 2 and all(isinstance(c, int | float) for c in ci):

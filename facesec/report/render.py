@@ -21,7 +21,7 @@ from facesec.errors import ConfigError
 from facesec.families.base import Family, SuiteFigure
 from facesec.record import BaselineRule, Dimensions, GateResult, Provenance, Results, RunRecord
 from facesec.report import summary
-from facesec.report.fields import DASH, family_of, fmt, number, text
+from facesec.report.fields import DASH, family_of, fmt, interval, number, text
 from facesec.report.links import Link, link
 from facesec.results import SCHEMA_VERSION, read_results
 from facesec.suite_files import write_atomic
@@ -270,7 +270,8 @@ def _headlines(records: list[RunRecord], runs: list[RunView]) -> list[tuple[str,
         info = family.metrics.get(record.headline_metric()) if family is not None else None
         words = (info.meaning or info.label or "") if info is not None else ""
         if info is not None and info.better == "lower":
-            words += ", with its 95% confidence interval: lower is more robust"
+            words += (", with its 95% interval (people resampled, where the run records it: outcomes of one person "
+                      "are not independent): lower is more robust")
         out.setdefault(run.headline_label, words)
     return list(out.items())
 
@@ -311,7 +312,7 @@ def _run_view(index: int, run: RunRecord, results_dir: Path, out_dir: Path, view
     labels = {k: info.label for k, info in family.metrics.items() if info.label} if family is not None else {}
     return RunView(
         index=index, anchor=f"run-{index + 1}", name=name, source=text(run.source),
-        asr=fmt_asr(metrics.get(headline), metrics.get(f"{headline}_ci95", metrics.get("attack_success_ci95"))),
+        asr=fmt_asr(metrics.get(headline), interval(metrics, headline)),
         dimensions=_dimension_rows(run.dimensions, run.eps),
         metrics=[_metric_row(k, v, labels, family) for k, v in metrics.items()  # a partial shows nested ones
                  if partial is None or not isinstance(v, dict) or _worded(family, k, v)],

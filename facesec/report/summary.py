@@ -9,7 +9,7 @@ from typing import Any
 
 from facesec.families.base import MetricInfo
 from facesec.record import RunRecord
-from facesec.report.fields import family_of, number
+from facesec.report.fields import family_of, interval, number
 
 CUTOFFS = ((0.05, "robust"), (0.25, "partly robust"), (0.75, "weak"), (math.inf, "not robust"))
 """Rating of a family by its worst headline success rate (an attack's success: lower is more robust): at most
@@ -82,7 +82,7 @@ def findings(runs: list[RunRecord]) -> list[Finding]:
             out.append(Finding(f"run-{i + 1}", family.name if family else "unknown",
                                f"{run.name or f'run {i + 1}'} did not finish: {run.error}", None))
             continue
-        ci = m.get(f"{key}_ci95", m.get("attack_success_ci95") if key == "attack_success_rate" else None)
+        ci = interval(m, key)
         attempts = m.get("n_attempts")
         how = ", ".join(str(dims[k]) for k in ("knowledge", "goal", "capability") if dims.get(k))
         text = (f"{dims.get('perturbation') or 'attack'} ({how}) against {dims.get('recognizer') or 'the recognizer'}"

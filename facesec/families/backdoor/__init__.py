@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation
 from facesec.families.base import Family, MetricInfo, Supports
+from facesec.measures.rates import CLUSTER
 
 if TYPE_CHECKING:
     from facesec.threat_model import ThreatModel
@@ -20,6 +21,8 @@ METRICS: dict[str, MetricInfo] = {
                        "attacker wants (impersonation: accepted as the target; dodging: not matched to their own "
                        "enrolment)", "backdoor success (trigger worn)", "lower"),
     "backdoor_asr_ci95": _M(label="95% Wilson interval of backdoor success", gate=False),
+    "backdoor_asr_ci95_cluster": _M(f"95% interval of backdoor success {CLUSTER.format(who='the wearers')}",
+                                    gate=False),
     "asr_without_trigger": _M(label="the same without the trigger (the natural rate)", better="lower"),
     "asr_clean_model": _M(label="the trigger worn before poisoning (the benign fine-tuned model)",
                           better="lower"),

@@ -104,7 +104,8 @@ def view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict
             ("clean rank-1", rate_text({"rate": m.get("clean_rank1_pretrained")}),
              rate_text({"rate": m.get("clean_rank1_before")}), rate_text({"rate": m.get("clean_rank1_after")})),
             ("attack success, trigger worn", "—", rate_text({"rate": m.get("asr_clean_model")}),
-             rate_text({"rate": m.get("backdoor_asr"), "ci95": m.get("backdoor_asr_ci95")})),
+             rate_text({"rate": m.get("backdoor_asr"), "ci95": m.get("backdoor_asr_ci95"),
+                        "ci95_cluster": m.get("backdoor_asr_ci95_cluster")})),
             ("attack success, no trigger", "—", "—", rate_text({"rate": m.get("asr_without_trigger")}))]
     robustness = as_dict(m.get("robustness"))
     return {

@@ -24,6 +24,7 @@ from facesec.families.backdoor.spec import BackdoorPerturbation
 from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, accessory_alpha, build, wear_all
 from facesec.families.base import RunContext
 from facesec.gallery import GALLERY_SIZE, GalleryOutput
+from facesec.measures.rates import cluster_interval
 from facesec.photos import round_trip
 from facesec.population import Population, everyone_but, select
 from facesec.protocols import supported_fmr
@@ -198,6 +199,8 @@ def _attack_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, train
     pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
     return {
         "backdoor_asr": rate(asr)["rate"], "backdoor_asr_ci95": rate(asr)["ci95"],
+        "backdoor_asr_ci95_cluster": list(cluster_interval(asr, pop.identity if tm.goal == "impersonation"
+                                                           else pop.identity[_probe_rows(after)])),
         "asr_without_trigger": rate(outcome(after, faces))["rate"],
         "asr_clean_model": rate(outcome(before, worn))["rate"],
         "false_trigger_rate": rate(pooled)["rate"] if pooled.size else None,

@@ -15,6 +15,7 @@ from facesec.families.evasion import words
 from facesec.families.evasion.accessories.palette import read_palette
 from facesec.families.evasion.spec import AccessoryParams, AccessoryPerturbation, PixelPerturbation
 from facesec.fields import SpecError
+from facesec.measures.rates import CLUSTER
 from facesec.plugins import ATTACKS, attack_params
 from facesec.threat_model import Query
 
@@ -32,6 +33,8 @@ METRICS: dict[str, MetricInfo] = {
     "attack_success_rate": _M("attack success rate: the share of attack attempts that fooled the recognizer",
                               better="lower"),
     "attack_success_ci95": _M("95% Wilson interval of the attack success rate", gate=False),
+    "attack_success_ci95_cluster": _M("95% interval of the attack success rate "
+                                      + CLUSTER.format(who="the attacked people"), gate=False),
     "n_attempts": _M("probes not already fooled by the clean face"),
     "n_samples": _M("probes"),
     "clean_success_rate": _M("share of probes fooled without any attack"),

@@ -22,7 +22,7 @@ from facesec.families.evasion import artefacts, knowledge, trial
 from facesec.families.evasion.accessories import export
 from facesec.families.evasion.accessories import run as accessory_run
 from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbation
-from facesec.measures.rates import wilson_interval
+from facesec.measures.rates import cluster_interval, wilson_interval
 from facesec.population import Population, select
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
@@ -226,6 +226,8 @@ def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tupl
     return {
         "attack_success_rate": asr,
         "attack_success_ci95": list(wilson_interval(n_success, n_attempts)),
+        "attack_success_ci95_cluster": list(cluster_interval(seen.success[seen.attempted],
+                                                             t.att.own[seen.attempted])),
         "n_attempts": n_attempts,
         "n_samples": len(t.x),
         "clean_success_rate": float(seen.clean.mean()) if len(t.x) else 0.0,

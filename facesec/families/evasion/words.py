@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from facesec.record import RunRecord
-from facesec.report.fields import DASH, as_dict, as_list, number, rate
+from facesec.report.fields import DASH, as_dict, as_list, interval, number, rate
 
 MATRIX_QUERY_MARK = 100
 """A query cell shows the ASR after the largest recorded query count up to this, beside the final one."""
@@ -65,7 +65,7 @@ def matrix_detail(run: RunRecord, accessory: bool) -> str:
 def summary_line(run: RunRecord) -> str:
     """ASR with its interval over the attempts, the clean success and, for accessories, the physical checks."""
     m = run.metrics
-    asr, ci, clean = number(m.get("attack_success_rate")), as_list(m.get("attack_success_ci95")), \
+    asr, ci, clean = number(m.get("attack_success_rate")), as_list(interval(m, "attack_success_rate")), \
         number(m.get("clean_success_rate"))
     if asr is None or clean is None or len(ci) != 2:
         return "ASR not measured"

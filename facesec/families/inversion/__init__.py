@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from facesec.families.base import Family, MetricInfo, Supports
 from facesec.families.inversion.spec import ClassifierInversionPerturbation, TemplateInversionPerturbation
+from facesec.measures.rates import CLUSTER
 from facesec.recognizers import packaged
 from facesec.recognizers.preflight import check_recognizer
 
@@ -24,6 +25,8 @@ METRICS: dict[str, MetricInfo] = {
                              "what an impostor presenting the face needs", "type-II success (against other photos)",
                              "lower"),
     "type2_success_rate_ci95": _M(label="95% Wilson interval of type-II success", gate=False),
+    "type2_success_rate_ci95_cluster": _M(f"95% interval of type-II success {CLUSTER.format(who='the identities')}",
+                                          gate=False),
     "type2_identities_any": _M(label="identities whose reconstruction matches at least one other photo",
                                better="lower"),
     "cross_model_success_rate": _M("share of (reconstruction, real photo) pairs the first of "

@@ -20,7 +20,7 @@ from facesec.families.inversion.search import aligned, embed_photos, gan_search,
 from facesec.families.inversion.spec import TemplateInversionPerturbation
 from facesec.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.measures.judges import Judge, calibrated_judge
-from facesec.measures.rates import rate_with_ci
+from facesec.measures.rates import rate_with_intervals
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.progress import bar
@@ -56,18 +56,25 @@ def _verdict(judge: Judge, emb: torch.Tensor, found: np.ndarray, members: list[n
 
 def _rates(v: Verdict, cross: bool) -> dict[str, Any]:
     """Type I (the enrolment photo the template came from) and type II (the identity's other photos) on the
-    target; on another recognizer (`cross`), acceptance against all of the identity's real photos."""
+    target; on another recognizer (`cross`), acceptance against all of the identity's real photos. Photos of
+    one identity cluster (`ci95_cluster`)."""
     n = len(v.scores)
+    whose = np.arange(n)
     if cross:
-        hits = sum(int(a.sum()) for a in v.accepted)
-        total = sum(len(a) for a in v.accepted)
-        return {"success_rate": rate_with_ci(hits, total), "identities_any": rate_with_ci(
-            sum(bool(a.any()) for a in v.accepted), n)}
-    type1 = sum(bool(a[0]) for a in v.accepted)
-    hits = sum(int(a[1:].sum()) for a in v.accepted)
-    total = sum(len(a) - 1 for a in v.accepted)
-    return {"type1": rate_with_ci(type1, n), "type2": rate_with_ci(hits, total),
-            "type2_identities_any": rate_with_ci(sum(bool(a[1:].any()) for a in v.accepted), n)}
+        return {"success_rate": _photos(v.accepted, 0), "identities_any": rate_with_intervals(
+            np.array([a.any() for a in v.accepted], dtype=bool), whose)}
+    return {"type1": rate_with_intervals(np.array([a[0] for a in v.accepted], dtype=bool), whose),
+            "type2": _photos(v.accepted, 1),
+            "type2_identities_any": rate_with_intervals(np.array([a[1:].any() for a in v.accepted], dtype=bool),
+                                                        whose)}
+
+
+def _photos(accepted: list[np.ndarray], first: int) -> dict[str, Any]:
+    """The share of each identity's photos (from `first` on) accepted, photos clustered by identity."""
+    hits = np.concatenate([a[first:] for a in accepted]).astype(bool) if accepted else np.zeros(0, bool)
+    whose = np.concatenate([np.full(max(len(a) - first, 0), i) for i, a in enumerate(accepted)]) if accepted \
+        else np.zeros(0, int)
+    return rate_with_intervals(hits, whose)
 
 
 def _gan_inversion(generator: dcgan.Generator, attackers: list[Recognizer], templates: torch.Tensor,
@@ -259,6 +266,7 @@ def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatMod
     metrics: dict[str, Any] = {
         "type1_success_rate": head["type1"]["rate"], "type1_success_rate_ci95": head["type1"]["ci95"],
         "type2_success_rate": head["type2"]["rate"], "type2_success_rate_ci95": head["type2"]["ci95"],
+        "type2_success_rate_ci95_cluster": head["type2"]["ci95_cluster"],
         "type2_identities_any": head["type2_identities_any"]["rate"],
         "cross_model_success_rate": cross[others[0].name]["reconstruction"]["success_rate"]["rate"]
         if others else None,

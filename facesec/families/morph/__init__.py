@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from facesec.families.base import Family, MetricInfo, Supports
 from facesec.families.morph.spec import MorphPerturbation
+from facesec.measures.rates import CLUSTER
 from facesec.recognizers import packaged
 from facesec.recognizers.preflight import check_recognizer
 
@@ -26,6 +27,10 @@ METRICS: dict[str, MetricInfo] = {
                              "their best probe (Scherhag et al. 2017)", "lower"),
     "mmpmr_first_probe": _label("MMPMR with each contributor's first probe only (one presentation)", better="lower"),
     "mmpmr_ci95": _label("95% Wilson interval of MMPMR", gate=False),
+    "mmpmr_ci95_cluster": _label("95% interval of MMPMR, people resampled",
+                                 "95% interval of MMPMR "
+                                 + CLUSTER.format(who="groups of morphs sharing a contributor"),
+                                 gate=False),
     "fmmpmr": _label("FMMPMR", "share of all probe pairs of both contributors accepted together "
                                "(Venkatesh et al. 2020)", "lower"),
     "rmmr": _label("RMMR", "MMPMR + FNMR at the same threshold: MMPMR relative to how often genuine pairs match "

@@ -140,6 +140,22 @@ def dedup_search(morph_vs_gallery: np.ndarray, contributor_a: np.ndarray,
     return both_top2, one_rank1
 
 
+def contributor_groups(pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Per morph, the connected group of contributors it belongs to (morphs sharing a contributor, directly or
+    through others, are one group): the unit a morph's outcomes cluster by, for their interval."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    return np.array([root(a) for a, _ in pairs], dtype=np.int64)
+
+
 def _threshold(threshold: float) -> float:
     if not isinstance(threshold, int | float | np.integer | np.floating) or math.isnan(threshold):
         raise ValueError(f"threshold must be a number, got {threshold!r}")

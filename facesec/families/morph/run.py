@@ -23,7 +23,7 @@ from facesec.families.morph.optimise import AttackerView, optimise
 from facesec.families.morph.spec import MorphPerturbation
 from facesec.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.measures.judges import Judge, calibrated_judge
-from facesec.measures.rates import rate_with_ci
+from facesec.measures.rates import cluster_interval, rate_with_ci
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan as gan
 from facesec.progress import bar
@@ -327,6 +327,7 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
              for j in plan.judges for f in plan.fmrs if not v.by_judge[j.name][f"{f:g}"]["fmr_supported"]]
     metrics: dict[str, Any] = {
         "mmpmr": head["mmpmr"], "mmpmr_ci95": rate_with_ci(int(mated.sum()), n)["ci95"],
+        "mmpmr_ci95_cluster": list(cluster_interval(mated, measures.contributor_groups(plan.pair_list))),
         "mmpmr_first_probe": head["mmpmr_first_probe"], "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
         "map": map_doc,
         "no_morph_mmpmr": head["no_morph_mmpmr"],

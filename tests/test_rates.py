@@ -1,0 +1,55 @@
+"""Intervals at the level of independence (issue 39): the cluster bootstrap resamples people, so outcomes that
+are identical within each person count as one person's worth of evidence, and never less than Wilson's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facesec.families.morph.measures import contributor_groups
+from facesec.measures.rates import cluster_interval, rate_with_intervals, wilson_interval
+
+
+def test_identical_within_person_is_wider_than_wilson() -> None:
+    """Ten people, ten photos each, five people always fooled and five never: 100 decisions, but ten people."""
+    outcomes = np.repeat([1, 0] * 5, 10).astype(bool)
+    people = np.repeat(np.arange(10), 10)
+    lo, hi = cluster_interval(outcomes, people)
+    w_lo, w_hi = wilson_interval(50, 100)
+    assert hi - lo > 2 * (w_hi - w_lo)  # Wilson treats 100 photos as independent; there are 10 people
+    assert lo < 0.3 and hi > 0.7  # about the width of 5 successes out of 10
+
+
+def test_independent_outcomes_keep_about_wilson() -> None:
+    rng = np.random.default_rng(1)
+    outcomes = rng.random(400) < 0.3
+    people = np.arange(400)  # one decision per person: nothing clusters
+    lo, hi = cluster_interval(outcomes, people)
+    w_lo, w_hi = wilson_interval(int(outcomes.sum()), 400)
+    assert lo <= w_lo and hi >= w_hi  # never narrower than Wilson
+    assert (hi - lo) < 1.15 * (w_hi - w_lo)
+
+
+def test_all_fooled_still_has_wilsons_lower_bound() -> None:
+    """Every person fooled every time: resampling people shows no spread, the decisions still carry Wilson's."""
+    lo, hi = cluster_interval(np.ones(60, bool), np.repeat(np.arange(6), 10))
+    assert (lo, hi) == pytest.approx(wilson_interval(60, 60))
+
+
+def test_one_person_gives_no_interval_and_shapes_must_match() -> None:
+    assert cluster_interval(np.array([1, 0, 1]), np.zeros(3)) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="same length"):
+        cluster_interval(np.ones(3), np.zeros(4))
+
+
+def test_rate_with_intervals_holds_both() -> None:
+    r = rate_with_intervals(np.repeat([True, False], 20), np.repeat(np.arange(4), 10))
+    assert r["rate"] == 0.5 and r["ci95"] == pytest.approx(list(wilson_interval(20, 40)))
+    assert r["ci95_cluster"][0] < r["ci95"][0] and r["ci95_cluster"][1] > r["ci95"][1]
+
+
+def test_morphs_sharing_a_contributor_are_one_group() -> None:
+    """Reciprocal morphs (a, b) and (b, a), and chains through a shared contributor, cluster together."""
+    groups = contributor_groups([(0, 1), (1, 0), (2, 3), (3, 4), (5, 6)])
+    assert groups[0] == groups[1] and groups[2] == groups[3] and groups[4] != groups[0] != groups[2]
+    assert len(set(groups.tolist())) == 3
