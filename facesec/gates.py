@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
-from facesec.record import Baseline, BaselineRule, GateResult, Results, RunRecord
+from facesec.record import Baseline, BaselineRule, GateResult, Results, RunRecord, interval_keys
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
@@ -54,12 +54,22 @@ def _lookup(metrics: Mapping[str, JsonValue], name: str) -> tuple[float | None, 
     return node, None
 
 
+def _bound(metrics: Mapping[str, JsonValue], name: str, bound: str) -> tuple[float | None, str | None]:
+    """The lower or upper end of metric `name`'s 95% interval (the cluster one where recorded), or the error."""
+    for key in interval_keys(name):
+        ends = metrics.get(key)
+        picked = (ends[0] if bound == "lower" else ends[1]) if isinstance(ends, list) and len(ends) == 2 else None
+        if isinstance(picked, int | float) and not isinstance(picked, bool):
+            return float(picked), None
+    return None, f"metric '{name}' has no recorded 95% interval ({' or '.join(interval_keys(name))})"
+
+
 def evaluate_gates(gates: Sequence[Mapping[str, JsonValue]], metrics: Mapping[str, JsonValue]) -> list[GateResult]:
     """Each gate with `actual` and `passed` added; a missing or non-numeric metric fails with an `error`."""
     evaluated = []
     for gate in gates:
-        metric, op, value = str(gate["metric"]), str(gate["op"]), gate["value"]
-        actual, error = _lookup(metrics, metric)
+        metric, op, value, bound = str(gate["metric"]), str(gate["op"]), gate["value"], gate.get("bound")
+        actual, error = _lookup(metrics, metric) if bound is None else _bound(metrics, metric, str(bound))
         compare = _OPS.get(op)
         if compare is None:
             error = f"unknown op {op!r}; use one of {', '.join(_OPS)}"
@@ -69,6 +79,8 @@ def evaluate_gates(gates: Sequence[Mapping[str, JsonValue]], metrics: Mapping[st
         passed = compare is not None and error is None and actual is not None and number is not None \
             and compare(actual, number)
         verdict = GateResult(metric=metric, op=op, value=number or 0, actual=actual, passed=passed)
+        if bound is not None:
+            verdict.bound = "lower" if bound == "lower" else "upper"
         if error:
             verdict.error = error
         evaluated.append(verdict)
@@ -132,9 +144,10 @@ def _num(value: object) -> str:
 
 
 def _gate_message(gate: GateResult) -> str:
+    metric = gate.metric if gate.bound is None else f"{gate.metric} ({gate.bound} 95% bound)"
     if gate.error:
-        return f"{gate.error} (gate: {gate.metric} {gate.op} {_num(gate.value)})"
-    return f"{gate.metric} = {_num(gate.actual)}, required {gate.op} {_num(gate.value)}"
+        return f"{gate.error} (gate: {metric} {gate.op} {_num(gate.value)})"
+    return f"{metric} = {_num(gate.actual)}, required {gate.op} {_num(gate.value)}"
 
 
 def _rule_message(rule: BaselineRule) -> str:

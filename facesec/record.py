@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 __all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "Measured", "Provenance", "Results",
-           "RunRecord", "SkippedImage", "Validity", "plain", "skipped"]
+           "RunRecord", "SkippedImage", "Validity", "interval_keys", "plain", "skipped"]
 
 
 class _Closed(BaseModel):
@@ -77,6 +77,8 @@ class GateResult(_Open):
     metric: str
     op: str
     value: int | float
+    bound: Literal["lower", "upper"] | None = None
+    """Set when the gate tests a bound of the metric's 95% interval instead of its value."""
     actual: int | float | None = None
     passed: bool | None = None
     error: str | None = None
@@ -166,6 +168,13 @@ class Measured:
     provenance: dict[str, Any] = field(default_factory=dict)
     eps: float | None = None
     sections: dict[str, Any] = field(default_factory=dict)
+
+
+def interval_keys(metric: str) -> tuple[str, str]:
+    """The keys of a rate's 95% intervals in `metrics`: the cluster interval (preferred) and Wilson's (the attack
+    success rate's are `attack_success_ci95...`)."""
+    stem = "attack_success" if metric == "attack_success_rate" else metric
+    return f"{stem}_ci95_cluster", f"{stem}_ci95"
 
 
 def skipped(items: Iterable[tuple[object, str]]) -> list[SkippedImage]:

@@ -12,6 +12,7 @@ from pydantic import BeforeValidator, Discriminator, Field, SerializeAsAny, Tag,
 from facesec import families
 from facesec.fields import Budget, Number, PerturbationSpec, SpecError, Strict, Whole
 from facesec.plugins import ATTACKS
+from facesec.record import interval_keys
 
 
 class Data(Strict):
@@ -101,6 +102,9 @@ class Gate(Strict):
     metric: str = Field(min_length=1)
     op: Literal["<", "<=", ">", ">=", "=="] = "<="
     value: Number
+    bound: Literal["lower", "upper"] | None = Field(
+        None, description="test this bound of the metric's 95% interval (people resampled where the run records "
+                          "it) instead of its value, e.g. upper: the attack succeeds no more often than this, at 95%")
 
 
 def _family_section(value: Any) -> Any:
@@ -178,4 +182,8 @@ class ThreatModel(Strict):
             if gate.metric not in names:
                 raise ValueError(f"field 'gates.{i}.metric': {gate.metric!r} is not a metric of perturbation.kind "
                                  f"{kind}; gates may test {', '.join(names)}")
+            if gate.bound is not None and not set(interval_keys(gate.metric)) & set(family.metrics):
+                with_interval = [n for n in names if set(interval_keys(n)) & set(family.metrics)]
+                raise ValueError(f"field 'gates.{i}.bound': {gate.metric} has no recorded interval; a bound may be "
+                                 f"tested on {', '.join(with_interval) or 'no metric of this family'}")
         return self

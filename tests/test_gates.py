@@ -190,3 +190,31 @@ def test_junit_escapes_names(tmp_path: Path) -> None:
     out = case.find("system-out")
     assert out is not None and out.text == "validity: " + nasty.replace("\x07", "\ufffd")
     assert "<script>" not in (tmp_path / "reports" / "junit.xml").read_text(encoding="utf-8")
+
+
+def test_a_gate_on_an_interval_bound_prefers_the_cluster_interval() -> None:
+    """`bound: upper` tests the top of the 95% interval: the cluster one (people resampled) where the run records
+    it, else Wilson's; a metric without an interval fails with an error naming the keys looked for."""
+    wilson_only = dict(METRICS)
+    both = {**METRICS, "attack_success_ci95_cluster": [0.80, 1.0]}
+    upper = {"metric": "attack_success_rate", "op": "<=", "value": 0.995, "bound": "upper"}
+    [on_wilson] = evaluate_gates([upper], wilson_only)
+    [on_cluster] = evaluate_gates([upper], both)
+    assert (on_wilson.actual, on_wilson.passed, on_wilson.bound) == (0.99, True, "upper")
+    assert (on_cluster.actual, on_cluster.passed) == (1.0, False)  # the point value 0.97 would have passed
+    [lower] = evaluate_gates([{**upper, "op": ">=", "value": 0.85, "bound": "lower"}], both)
+    assert (lower.actual, lower.passed) == (0.80, False)
+    [missing] = evaluate_gates([{**upper, "metric": "n_attempts"}], both)
+    assert missing.passed is False and missing.error is not None and "n_attempts_ci95_cluster" in missing.error
+    [plain] = evaluate_gates([gate("attack_success_rate", "<=", 0.995)], both)
+    assert "bound" not in plain.model_dump(exclude_unset=True)  # records without bounds keep their shape
+
+
+def test_a_bound_needs_a_metric_with_an_interval(tmp_path: Path) -> None:
+    from facesec.threat_model import ThreatModel
+
+    doc = {"name": "b", "gates": [{"metric": "attack_success_rate", "op": "<=", "value": 0.5, "bound": "upper"}]}
+    assert ThreatModel.model_validate(doc).gates[0].bound == "upper"
+    doc["gates"] = [{"metric": "n_attempts", "op": ">=", "value": 10, "bound": "lower"}]
+    with pytest.raises(ValueError, match=r"gates\.0\.bound.*n_attempts has no recorded interval.*attack_success_rate"):
+        ThreatModel.model_validate(doc)

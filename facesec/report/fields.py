@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from facesec import families
 from facesec.errors import FacesecError
+from facesec.record import interval_keys
 
 if TYPE_CHECKING:
     from facesec.families.base import Family
@@ -83,10 +84,10 @@ def family_of(run: RunRecord) -> Family | None:
 
 
 def interval(metrics: dict[str, Any], key: str) -> Any:
-    """The 95% interval the report shows beside metric `key`: the one that resamples people (`<key>_ci95_cluster`)
-    where the run records it, else Wilson's (`<key>_ci95`; the attack success rate's are `attack_success_ci95...`)."""
-    stem = "attack_success" if key == "attack_success_rate" else key
-    return metrics.get(f"{stem}_ci95_cluster", metrics.get(f"{stem}_ci95"))
+    """The 95% interval the report shows beside metric `key`: the one that resamples people where the run records
+    it, else Wilson's (`record.interval_keys`)."""
+    cluster, wilson = interval_keys(key)
+    return metrics.get(cluster, metrics.get(wilson))
 
 
 def rate_text(value: Any) -> str:

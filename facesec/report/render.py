@@ -374,7 +374,8 @@ def _dimension_rows(dims: Dimensions | None, eps: float | None) -> list[Row]:
 
 def _gate(run: str, anchor: str, gate: GateResult) -> Gate:
     """A gate as facesec.gates evaluated it; the verdict is read, never recomputed, so the two cannot disagree."""
-    return Gate(run, text(gate.metric), f"{text(gate.op, '?')} {fmt(gate.value)}", fmt(gate.actual), gate.passed,
+    metric = text(gate.metric) if gate.bound is None else f"{text(gate.metric)} ({gate.bound} 95% bound)"
+    return Gate(run, metric, f"{text(gate.op, '?')} {fmt(gate.value)}", fmt(gate.actual), gate.passed,
                 anchor, text(gate.error, ""))
 
 
