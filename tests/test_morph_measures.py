@@ -317,3 +317,23 @@ def test_rate_with_ci() -> None:
 def test_module_does_not_import_torch() -> None:
     code = "import sys, facesec.families.morph.measures; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_rmmr_best_of_n_compares_like_with_like() -> None:
+    """MMPMR takes each contributor's best probe; the plain RMMR sets that against single genuine comparisons and
+    can pass 1. The best-of-N variant scores the genuine side the same way: A's own photo against A's probes."""
+    from facesec.families.morph.run import _at_fmr
+    from facesec.measures.judges import Judge
+
+    t = 0.5
+    judge = Judge("toy", None, None, None, genuine=np.array([0.9, 0.4, 0.45, 0.3]),  # type: ignore[arg-type]
+                  impostor=np.array([0.1, 0.2]), thresholds={1e-3: t})
+    sa = [np.array([0.6, 0.2]), np.array([0.7, 0.1]), np.array([0.3, 0.2])]  # best: accepted, accepted, not
+    sb = [np.array([0.1, 0.8]), np.array([0.6, 0.6]), np.array([0.9, 0.9])]
+    host_a = [np.array([0.2, 0.7]), np.array([0.4, 0.3]), np.array([0.8, 0.1])]  # A's own photo: best of N 2 of 3
+    host_b = [np.array([0.1, 0.1])] * 3
+    m = _at_fmr(judge, 1e-3, sa, sb, host_a, host_b)
+    assert m["mmpmr"] == pytest.approx(2 / 3) and m["fnmr"] == pytest.approx(0.75)
+    assert m["rmmr"] == pytest.approx(2 / 3 + 0.75)  # above 1: best-of-N against single comparisons
+    assert m["genuine_accept_rate_best_of_n"] == pytest.approx(2 / 3)
+    assert m["rmmr_best_of_n"] == pytest.approx(1.0)  # as often as a genuine best-of-N: no gain from morphing

@@ -35,6 +35,13 @@ METRICS: dict[str, MetricInfo] = {
                                "(Venkatesh et al. 2020)", "lower"),
     "rmmr": _label("RMMR", "MMPMR + FNMR at the same threshold: MMPMR relative to how often genuine pairs match "
                        "(Scherhag et al. 2017)", "lower"),
+    "rmmr_best_of_n": _label("RMMR, best of N genuine", "MMPMR + (1 - best-of-N genuine acceptance): RMMR with the "
+                             "genuine side scored the way MMPMR is (each contributor's best probe against their own "
+                             "unmorphed photo), so it does not exceed 1 merely because MMPMR takes the best of N "
+                             "probes", "lower"),
+    "genuine_accept_rate_best_of_n": _label("genuine acceptance, best of N probes",
+                                            "share of contributors A whose own unmorphed photo accepts at least one "
+                                            "of their probes: the genuine rate MMPMR's best-of-N compares with"),
     "map": _label("Morphing Attack Potential", "share of morphs accepting both contributors in at least r "
                   "attempts on at least c recognizers (Ferrara et al. 2022, ISO/IEC 20059)", gate=False),
     "no_morph_mmpmr": _label("MMPMR with A's own photo, unmorphed (zero-effort baseline)"),

@@ -187,9 +187,11 @@ def _at_fmr(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray]
     t = judge.thresholds[fmr]
     mm = measures.mmpmr(_best(sa), _best(sb), t)
     fnmr = measures.fnmr(judge.genuine, t)
+    best_genuine = float(np.mean(_best(host_a) > t)) if host_a else float("nan")
     return {
         "threshold": t, "mmpmr": mm, "mmpmr_first_probe": measures.mmpmr(_first(sa), _first(sb), t),
         "fmmpmr": measures.fmmpmr(sa, sb, t), "rmmr": measures.rmmr(mm, fnmr),
+        "genuine_accept_rate_best_of_n": best_genuine, "rmmr_best_of_n": measures.rmmr(mm, 1 - best_genuine),
         "fnmr": fnmr, "genuine_accept_rate": 1 - fnmr, "impostor_accept_rate": measures.fmr(judge.impostor, t),
         "no_morph_mmpmr": measures.mmpmr(_best(host_a), _best(host_b), t),
         "n_impostor_scores": int(judge.impostor.size),
@@ -329,6 +331,8 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
         "mmpmr": head["mmpmr"], "mmpmr_ci95": rate_with_ci(int(mated.sum()), n)["ci95"],
         "mmpmr_ci95_cluster": list(cluster_interval(mated, measures.contributor_groups(plan.pair_list))),
         "mmpmr_first_probe": head["mmpmr_first_probe"], "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
+        "rmmr_best_of_n": head["rmmr_best_of_n"],
+        "genuine_accept_rate_best_of_n": head["genuine_accept_rate_best_of_n"],
         "map": map_doc,
         "no_morph_mmpmr": head["no_morph_mmpmr"],
         "genuine_accept_rate": head["genuine_accept_rate"], "impostor_accept_rate": head["impostor_accept_rate"],
