@@ -249,7 +249,8 @@ def test_morph_metrics_from_hand_made_verdicts() -> None:
     sb = [np.array([0.1, 0.6, 0.3]), np.array([0.51, 0.2, 0.3]), np.array([0.5, 0.4, 0.3]), np.full(3, -np.inf)]
     head = {"threshold": 0.5, "mmpmr": 0.5, "mmpmr_first_probe": 0.25, "fmmpmr": 0.25, "rmmr": 0.75, "fnmr": 0.25,
             "genuine_accept_rate": 0.75, "impostor_accept_rate": 0.01, "no_morph_mmpmr": 0.0,
-            "n_impostor_scores": 5000, "fmr_supported": True}
+            "rmmr_best_of_n": 0.5, "genuine_accept_rate_best_of_n": 1.0, "n_impostor_scores": 5000,
+            "fmr_supported": True}
     accepted = {0.01: ([np.array([3, 1, 0, 0]), np.array([1, 3, 0, 0])],
                        [np.array([2, 2, 1, 0]), np.array([1, 0, 0, 0])])}
     verdicts = morph._Verdicts({"toy": {"0.01": head}, "other": {"0.01": {**head, "n_impostor_scores": 12,
@@ -291,6 +292,7 @@ def test_inversion_rates_of_a_hand_made_verdict() -> None:
     assert cross["success_rate"] == {**rate_with_ci(5, 10), "ci95_cluster": list(cluster_interval(
         np.array([1, 1, 0, 0, 0, 0, 1, 0, 1, 1]), np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])))}
     assert cross["identities_any"]["rate"] == 2 / 3 and cross["identities_any"]["ci95"] == rate_with_ci(2, 3)["ci95"]
+    assert {k: cross[k] for k in own} == own  # type I and type II apart on the other recognizer too
 
 
 def test_inversion_verdict_scores_each_identity_against_its_own_photos() -> None:

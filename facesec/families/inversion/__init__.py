@@ -30,10 +30,21 @@ METRICS: dict[str, MetricInfo] = {
     "type2_identities_any": _M(label="identities whose reconstruction matches at least one other photo",
                                better="lower"),
     "cross_model_success_rate": _M("share of (reconstruction, real photo) pairs the first of "
-                                   "perturbation.recognizers accepts at its own threshold",
+                                   "perturbation.recognizers accepts at its own threshold, the leaked photo "
+                                   "included (type I and II pooled; the split is beside it)",
                                    "cross-model success (another recognizer)", "lower"),
     "cross_model_identities_any": _M(label="identities whose reconstruction the first other recognizer accepts "
                                            "against at least one of their real photos", better="lower"),
+    "cross_model_type1_success_rate": _M(label="cross-model type I: the other recognizer accepts the "
+                                               "reconstruction against the photo the template leaked from",
+                                         better="lower"),
+    "cross_model_type2_success_rate": _M("share of (reconstruction, other photo of the person) pairs the first of "
+                                         "perturbation.recognizers accepts: the cross-model impersonation threat, "
+                                         "without the leaked photo", "cross-model type II success", "lower"),
+    "cross_model_type2_success_rate_ci95_cluster": _M("95% interval of cross-model type-II success "
+                                                      + CLUSTER.format(who="the identities"), gate=False),
+    "cross_model_type2_identities_any": _M(label="identities the other recognizer accepts against at least one "
+                                                 "photo other than the leaked one", better="lower"),
     "baselines": _M(label="type-I / type-II of the baselines", gate=False),
     "random_prior_sample_type2_rate": _M(label="baseline: a random face from the prior, type II"),
     "mean_public_face_type2_rate": _M(label="baseline: the mean public face, type II"),

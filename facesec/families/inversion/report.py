@@ -30,11 +30,13 @@ def view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict
             continue
         r = as_dict(target.get(key))
         cells = [rate_text(r.get("type1")), rate_text(r.get("type2"))]
-        cells += [rate_text(as_dict(as_dict(cross.get(j)).get(key)).get("success_rate")) for j in judges]
+        cells += [rate_text(as_dict(as_dict(cross.get(j)).get(key)).get(kind)) for j in judges
+                  for kind in ("type1", "type2")]
         rows.append((label, cells, key == "reconstruction"))
     return {
         "reading": _reading(metrics, as_dict(run.dimensions.model_dump() if run.dimensions else None), judges),
-        "columns": ["type I (leaked template)", "type II (other photos)"] + [f"{j} (real photos)" for j in judges],
+        "columns": ["type I (leaked template)", "type II (other photos)"]
+        + [f"{j}, {kind}" for j in judges for kind in ("type I (leaked photo)", "type II (other photos)")],
         "rows": rows,
         "queries": metrics.get("queries_per_sample"),
         "training_queries": _count(metrics.get("training_queries")),
@@ -50,9 +52,10 @@ def _reading(metrics: dict[str, Any], dims: dict[str, Any], judges: list[str]) -
     text = (f"From one leaked template each, the attacker made faces that {dims.get('recognizer', 'the target')} "
             f"accepted as the enrolled person for {t1:.0%} of {n} templates, and against that person's other photos "
             f"in {t2:.0%} of comparisons")
-    cross = metrics.get("cross_model_success_rate")
+    cross = metrics.get("cross_model_type2_success_rate")
     if judges and isinstance(cross, int | float):
-        text += f"; {judges[0]}, never used by the attacker, accepted them in {cross:.0%} of comparisons"
+        text += (f"; {judges[0]}, never used by the attacker, accepted them against the person's other photos in "
+                 f"{cross:.0%} of comparisons")
     return text + "."
 
 

@@ -55,18 +55,19 @@ def _verdict(judge: Judge, emb: torch.Tensor, found: np.ndarray, members: list[n
 
 
 def _rates(v: Verdict, cross: bool) -> dict[str, Any]:
-    """Type I (the enrolment photo the template came from) and type II (the identity's other photos) on the
-    target; on another recognizer (`cross`), acceptance against all of the identity's real photos. Photos of
-    one identity cluster (`ci95_cluster`)."""
+    """Type I (the enrolment photo the template came from) and type II (the identity's other photos); on another
+    recognizer (`cross`) also pooled over all of the identity's real photos. Photos of one identity cluster
+    (`ci95_cluster`)."""
     n = len(v.scores)
     whose = np.arange(n)
-    if cross:
+    split = {"type1": rate_with_intervals(np.array([a[0] for a in v.accepted], dtype=bool), whose),
+             "type2": _photos(v.accepted, 1),
+             "type2_identities_any": rate_with_intervals(np.array([a[1:].any() for a in v.accepted], dtype=bool),
+                                                         whose)}
+    if cross:  # also pooled over all photos, the leaked one included (type I and II mixed), as first reported
         return {"success_rate": _photos(v.accepted, 0), "identities_any": rate_with_intervals(
-            np.array([a.any() for a in v.accepted], dtype=bool), whose)}
-    return {"type1": rate_with_intervals(np.array([a[0] for a in v.accepted], dtype=bool), whose),
-            "type2": _photos(v.accepted, 1),
-            "type2_identities_any": rate_with_intervals(np.array([a[1:].any() for a in v.accepted], dtype=bool),
-                                                        whose)}
+            np.array([a.any() for a in v.accepted], dtype=bool), whose), **split}
+    return split
 
 
 def _photos(accepted: list[np.ndarray], first: int) -> dict[str, Any]:
@@ -272,6 +273,7 @@ def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatMod
         if others else None,
         "cross_model_identities_any": cross[others[0].name]["reconstruction"]["identities_any"]["rate"]
         if others else None,
+        **_cross_split(cross[others[0].name]["reconstruction"] if others else None),
         "baselines": {key: {"type1": r["type1"]["rate"], "type2": r["type2"]["rate"]}
                       for key, r in results.items() if key != "reconstruction"},
         "by_recognizer": {name: {key: r["success_rate"]["rate"] for key, r in rows.items()}
@@ -331,6 +333,14 @@ def _output(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], nearest: np.nd
         skipped_images=skipped(pop.skipped), provenance=measured_on(leak.model, pop.manifest_sha256),
         samples=samples)
     return GalleryOutput(measured, images, fields)
+
+
+def _cross_split(rates: dict[str, Any] | None) -> dict[str, Any]:
+    """The first other recognizer's type I and type II success apart (None without one)."""
+    keys = ("type1", "type2", "type2_identities_any")
+    names = ("cross_model_type1_success_rate", "cross_model_type2_success_rate", "cross_model_type2_identities_any")
+    return {name: rates[key]["rate"] if rates else None for name, key in zip(names, keys, strict=True)} | (
+        {"cross_model_type2_success_rate_ci95_cluster": rates["type2"]["ci95_cluster"]} if rates else {})
 
 
 def _gan_available() -> bool:
