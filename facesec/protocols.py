@@ -66,6 +66,22 @@ def supported_fmr(n_impostor: int, fmr: float) -> bool:
     return int(n_impostor) * Fraction(repr(float(fmr))) >= SUPPORT_COUNT
 
 
+def identity_pairs(n_identities: int) -> int:
+    """Pairs of distinct people among `n_identities`: what impostor image pairs come from."""
+    return max(int(n_identities), 0) * (max(int(n_identities), 0) - 1) // 2
+
+
+def people_flag(n_identities: int, fmr: float, fix: str) -> str | None:
+    """A validity flag when the impostor pairs come from fewer pairs of people than 1 / FMR: image pairs of the
+    same few people are not independent, so the threshold's FMR then rests on less than one expected false
+    match between people (None when enough); `fix` says what to raise."""
+    pairs = identity_pairs(n_identities)
+    if pairs * Fraction(repr(float(fmr))) >= 1:
+        return None
+    return (f"FMR {fmr:g} rests on {pairs} pairs of people ({n_identities} identities; needs {1 / fmr:.0f} pairs of "
+            f"people for one false match between people to be expected): raise {fix}")
+
+
 def pair_counts(counts: list[int]) -> tuple[int, int]:
     """(genuine, impostor) image pairs for identities with these image counts."""
     n = np.asarray(counts, dtype=np.int64)

@@ -53,3 +53,15 @@ def test_morphs_sharing_a_contributor_are_one_group() -> None:
     groups = contributor_groups([(0, 1), (1, 0), (2, 3), (3, 4), (5, 6)])
     assert groups[0] == groups[1] and groups[2] == groups[3] and groups[4] != groups[0] != groups[2]
     assert len(set(groups.tolist())) == 3
+
+
+def test_an_fmr_needs_enough_pairs_of_people_not_only_of_photos() -> None:
+    """20 people at FMR 1e-3: 4,750 image pairs of 5 photos each but 190 pairs of people, fewer than the 1,000 that
+    one expected false match between people needs; 46 people (1,035 pairs) are enough."""
+    from facesec import protocols
+
+    assert protocols.identity_pairs(20) == 190 and protocols.identity_pairs(1) == 0
+    flag = protocols.people_flag(20, 1e-3, "data.identities")
+    assert flag is not None and flag.startswith("FMR 0.001 rests on 190 pairs of people (20 identities; needs 1000")
+    assert flag.endswith("raise data.identities")
+    assert protocols.people_flag(46, 1e-3, "x") is None and protocols.people_flag(45, 1e-3, "x") is not None

@@ -52,6 +52,8 @@ METRICS: dict[str, MetricInfo] = {
     "threshold_before": _M(label="benign fine-tuned model's threshold at the FMR"),
     "threshold_after": _M(label="backdoored model's threshold at the FMR"),
     "n_impostor_scores": _M(label="impostor scores each threshold was calibrated on"),
+    "n_impostor_identity_pairs": _M("pairs of distinct people behind the impostor scores: with fewer than 1 / FMR the "
+                                    "threshold is flagged (image pairs of the same few people are not independent)"),
     "fmr_supported": _M(label="enough impostor scores for the FMR (>= 10 / FMR)", gate=False),
     "n_identities": _M(label="held-out identities (never in fine-tuning)"),
     "n_skipped_images": _M(label="skipped images"),

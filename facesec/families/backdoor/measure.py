@@ -30,6 +30,8 @@ class Evaluation:
     n_impostor: int
     tar: dict[str, object]
     rank1: dict[str, object]
+    n_identities: int = 0
+    """People behind the impostor scores (the clean population's when one is given)."""
 
 
 def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_face: torch.Tensor,
@@ -50,7 +52,8 @@ def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_fac
     best = sims[np.ix_(probes, first)].argmax(1)
     return Evaluation(model, emb, ids, _firsts(ids), model.embed(target_face[None]), threshold, int(impostor.size),
                       rate_with_ci(int((genuine > threshold).sum()), int(genuine.size)),
-                      rate_with_ci(int((acc_ids[first][best] == acc_ids[probes]).sum()), len(probes)))
+                      rate_with_ci(int((acc_ids[first][best] == acc_ids[probes]).sum()), len(probes)),
+                      len(np.unique(acc_ids)))
 
 
 def _firsts(ids: np.ndarray) -> np.ndarray:

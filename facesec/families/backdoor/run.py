@@ -27,7 +27,7 @@ from facesec.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.measures.rates import cluster_interval
 from facesec.photos import round_trip
 from facesec.population import Population, everyone_but, select
-from facesec.protocols import supported_fmr
+from facesec.protocols import identity_pairs, people_flag, supported_fmr
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.record import Dimensions, Measured, SkippedImage, Validity
@@ -228,6 +228,7 @@ def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, tra
                      "trainable_parameters": tuned.trainable_parameters, "recipe": trained.recipe.__dict__},
         "threshold_before": before.threshold, "threshold_after": after.threshold,
         "n_impostor_scores": after.n_impostor, "fmr_supported": supported_fmr(after.n_impostor, fmr),
+        "n_impostor_identity_pairs": identity_pairs(after.n_identities),
         "n_identities": tm.data.identities, "n_skipped_images": len(_skipped(who)),
         "clean_population": {"kind": p.clean_population,
                              "identities": len(np.unique(ids)) if who.wide is None else len(who.wide.names),
@@ -246,6 +247,9 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
     flags = [] if metrics["fmr_supported"] or closed else [
         f"FMR {fmr:g} is not supported by {after.n_impostor} impostor scores (needs {10 / fmr:.0f}); raise "
         "data.identities or data.images_per_identity"]
+    people = None if closed else people_flag(after.n_identities, fmr,
+                                             "data.identities or perturbation.clean_population")
+    flags += [people] if people is not None else []
     images, fields = _gallery(trained.poisoned, pop.faces, worn, asr, tm.goal)
     measured = Measured(
         dimensions=Dimensions(

@@ -54,6 +54,8 @@ METRICS: dict[str, MetricInfo] = {
     "threshold": _M("verification threshold at the FMR (open set)"),
     "n_impostor_scores": _M("impostor pairs of the population the threshold was set on (the FMR needs at least "
                             "10 / FMR of them)"),
+    "n_impostor_identity_pairs": _M("pairs of distinct people behind the impostor scores: with fewer than 1 / FMR the "
+                                    "threshold is flagged (image pairs of the same few people are not independent)"),
     "linf_mean": _M("mean L-inf norm of the change"),
     "l2_mean": _M("mean L2 norm of the change"),
     "ssim_mean": _M("mean SSIM of attacked to clean"),

@@ -241,6 +241,8 @@ def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tupl
         "similarity_shift_mean": float((seen.after - seen.before).mean()),
         "threshold": t.objective.threshold if tm.setting.kind == "open-set" else None,
         "n_impostor_scores": n_impostor if tm.setting.kind == "open-set" else None,
+        "n_impostor_identity_pairs": protocols.identity_pairs(len(t.pop.names))
+        if tm.setting.kind == "open-set" else None,
         "linf_mean": float(seen.linf.mean()),
         "l2_mean": float(seen.l2.mean()),
         "ssim_mean": float(seen.ssim.mean()),
@@ -257,7 +259,11 @@ def _fmr_support(tm: ThreatModel, pop: Population, validity: dict[str, Any]) -> 
             f"FMR {tm.setting.fmr:g} is not supported by {n_impostor} impostor pairs (about "
             f"{n_impostor * tm.setting.fmr:.1f} above the threshold; needs {needed:.0f}): raise data.identities or "
             "data.images_per_identity, or the FMR")
-        validity["n_flags"] = len(validity["flags"])
+    people = protocols.people_flag(len(pop.names), tm.setting.fmr, "data.identities, or the FMR") \
+        if tm.setting.kind == "open-set" else None
+    if people is not None:
+        validity["flags"].append(people)
+    validity["n_flags"] = len(validity["flags"])
     return n_impostor
 
 

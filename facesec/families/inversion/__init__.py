@@ -62,6 +62,8 @@ METRICS: dict[str, MetricInfo] = {
     "queries_per_sample": _M(label="target forward/backward passes per template at inversion time"),
     "threshold": _M(label="target's threshold at setting.fmr"),
     "n_impostor_scores": _M(label="impostor scores the threshold was calibrated on"),
+    "n_impostor_identity_pairs": _M("pairs of distinct people behind the impostor scores: with fewer than 1 / FMR the "
+                                    "threshold is flagged (image pairs of the same few people are not independent)"),
     "fmr_supported": _M(label="enough impostor scores for setting.fmr (>= 10 / FMR)", gate=False),
     "n_identities": _M(label="enrolled identities whose templates leaked"),
     "n_public_identities": _M(label="public identities the attacker holds photos of"),

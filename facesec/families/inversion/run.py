@@ -24,7 +24,7 @@ from facesec.measures.rates import rate_with_intervals
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.progress import bar
-from facesec.protocols import supported_fmr
+from facesec.protocols import identity_pairs, people_flag, supported_fmr
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.dlib_resnet import DlibResNet
@@ -283,7 +283,8 @@ def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatMod
         "queries_per_sample": queries, "training_queries": training["queries"],
         **{k: v for k, v in training.items() if k != "queries"},
         "threshold": target.thresholds[setting.fmr],
-        "n_impostor_scores": target.impostor.size, "fmr_supported": supported_fmr(target.impostor.size, setting.fmr),
+        "n_impostor_scores": target.impostor.size, "n_impostor_identity_pairs": identity_pairs(len(target.pop.names)),
+        "fmr_supported": supported_fmr(target.impostor.size, setting.fmr),
         "n_identities": tm.data.identities, "n_public_identities": len(leak.pop.names) - tm.data.identities,
         "n_skipped_images": len(leak.pop.skipped),
     }
@@ -295,7 +296,8 @@ def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatMod
         f"{10 / setting.fmr:.0f}); raise perturbation.public_identities"]
     flags += [f"{j.name}: FMR {setting.fmr:g} is not supported by {j.impostor.size} impostor scores"
               for j in others if not supported_fmr(j.impostor.size, setting.fmr)]
-    return metrics, flags
+    people = people_flag(len(target.pop.names), setting.fmr, "data.identities or perturbation.public_identities")
+    return metrics, flags + ([people] if people is not None else [])
 
 
 def _output(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], nearest: np.ndarray,

@@ -195,6 +195,7 @@ def _at_fmr(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray]
         "fnmr": fnmr, "genuine_accept_rate": 1 - fnmr, "impostor_accept_rate": measures.fmr(judge.impostor, t),
         "no_morph_mmpmr": measures.mmpmr(_best(host_a), _best(host_b), t),
         "n_impostor_scores": int(judge.impostor.size),
+        "n_impostor_identity_pairs": protocols.identity_pairs(len(judge.pop.names)),
         "fmr_supported": protocols.supported_fmr(int(judge.impostor.size), fmr),
     }
 
@@ -327,6 +328,8 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
     flags = [f"FMR {f:g} is not supported by {v.by_judge[j.name][f'{f:g}']['n_impostor_scores']} impostor scores "
              f"of {j.name} (needs {10 / f:.0f}); raise calibration_identities"
              for j in plan.judges for f in plan.fmrs if not v.by_judge[j.name][f"{f:g}"]["fmr_supported"]]
+    flags += [flag for f in plan.fmrs if (flag := protocols.people_flag(
+        len(plan.target.pop.names), f, "data.identities or calibration_identities")) is not None]
     metrics: dict[str, Any] = {
         "mmpmr": head["mmpmr"], "mmpmr_ci95": rate_with_ci(int(mated.sum()), n)["ci95"],
         "mmpmr_ci95_cluster": list(cluster_interval(mated, measures.contributor_groups(plan.pair_list))),
