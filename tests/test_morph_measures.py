@@ -326,7 +326,10 @@ def test_rmmr_best_of_n_compares_like_with_like() -> None:
     from facesec.measures.judges import Judge
 
     t = 0.5
-    judge = Judge("toy", None, None, None, genuine=np.array([0.9, 0.4, 0.45, 0.3]),  # type: ignore[arg-type]
+    from types import SimpleNamespace
+
+    people = SimpleNamespace(names=["a", "b", "c"])
+    judge = Judge("toy", None, people, None, genuine=np.array([0.9, 0.4, 0.45, 0.3]),  # type: ignore[arg-type]
                   impostor=np.array([0.1, 0.2]), thresholds={1e-3: t})
     sa = [np.array([0.6, 0.2]), np.array([0.7, 0.1]), np.array([0.3, 0.2])]  # best: accepted, accepted, not
     sb = [np.array([0.1, 0.8]), np.array([0.6, 0.6]), np.array([0.9, 0.9])]
@@ -337,3 +340,21 @@ def test_rmmr_best_of_n_compares_like_with_like() -> None:
     assert m["rmmr"] == pytest.approx(2 / 3 + 0.75)  # above 1: best-of-N against single comparisons
     assert m["genuine_accept_rate_best_of_n"] == pytest.approx(2 / 3)
     assert m["rmmr_best_of_n"] == pytest.approx(1.0)  # as often as a genuine best-of-N: no gain from morphing
+    assert m["n_impostor_identity_pairs"] == 3
+
+
+def test_map_counts_a_model_in_another_runtime_once() -> None:
+    """dlib-cpp runs the very network dlib-resnet ports: MAP's 'on c recognizers' must not count it twice."""
+    from types import SimpleNamespace
+
+    from facesec.families.morph.run import _independent
+    from facesec.measures.judges import Judge
+    from facesec.recognizers.builtin import dlib_cpp
+
+    def judge(name: str, same_as: str | None = None) -> Judge:
+        model = SimpleNamespace(info=SimpleNamespace(name=name, same_as=same_as))
+        return Judge(name, model, None, None, np.zeros(0), np.zeros(0), {})  # type: ignore[arg-type]
+
+    kept, repeats = _independent([judge("dlib-resnet"), judge("hse-faceres"), judge("dlib-cpp", "dlib-resnet")])
+    assert kept == [0, 1] and repeats == [("dlib-cpp", "dlib-resnet")]
+    assert dlib_cpp().info.same_as == "dlib-resnet"  # the built-in declares it

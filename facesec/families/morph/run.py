@@ -52,6 +52,22 @@ def _unique(judges: list[Judge]) -> list[Judge]:
     return judges
 
 
+def _independent(judges: list[Judge]) -> tuple[list[int], list[tuple[str, str]]]:
+    """The judges MAP may count as independent recognizers (the first of each model, `RecognizerInfo.same_as`
+    joining a model to its other runtime), and each one left out with the judge it repeats."""
+    first: dict[str, str] = {}
+    kept: list[int] = []
+    repeats: list[tuple[str, str]] = []
+    for i, judge in enumerate(judges):
+        model = judge.model.info.same_as or judge.model.info.name
+        if model in first:
+            repeats.append((judge.name, first[model]))
+        else:
+            first[model] = judge.name
+            kept.append(i)
+    return kept, repeats
+
+
 def _standardised(similarity: np.ndarray) -> np.ndarray:
     """A similarity matrix on a common scale (z-scores of its off-diagonal entries), so that surrogates
     comparing by cosine and by distance can be averaged when they pick look-alikes together."""
@@ -322,12 +338,15 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
     n, attempts = len(plan.pair_list), tm.data.images_per_identity - p.references
     head = v.by_judge[plan.target.name][f"{setting.fmr:g}"]
     mated = np.minimum(_best(sa), _best(sb)) > head["threshold"]
-    map_doc = {f"{f:g}": {"recognizers": [j.name for j in plan.judges], "attempts": attempts,
-                          "matrix": measures.map_matrix(np.stack(v.accepted[f][0], 1), np.stack(v.accepted[f][1], 1),
+    kept, repeats = _independent(plan.judges)
+    map_doc = {f"{f:g}": {"recognizers": [plan.judges[k].name for k in kept], "attempts": attempts,
+                          "matrix": measures.map_matrix(np.stack([v.accepted[f][0][k] for k in kept], 1),
+                                                        np.stack([v.accepted[f][1][k] for k in kept], 1),
                                                         attempts).tolist()} for f in plan.fmrs}
     flags = [f"FMR {f:g} is not supported by {v.by_judge[j.name][f'{f:g}']['n_impostor_scores']} impostor scores "
              f"of {j.name} (needs {10 / f:.0f}); raise calibration_identities"
              for j in plan.judges for f in plan.fmrs if not v.by_judge[j.name][f"{f:g}"]["fmr_supported"]]
+    flags += [f"MAP counts {name} once with {twin}: it is the same model in another runtime" for name, twin in repeats]
     flags += [flag for f in plan.fmrs if (flag := protocols.people_flag(
         len(plan.target.pop.names), f, "data.identities or calibration_identities")) is not None]
     metrics: dict[str, Any] = {
