@@ -11,10 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 __all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "Measured", "Provenance", "Results",
-           "RunRecord", "SkippedImage", "Validity", "interval_keys", "plain", "skipped"]
+           "RunRecord", "SkippedImage", "Validity", "first_problem", "interval_keys", "plain", "skipped"]
 
 
 class _Closed(BaseModel):
@@ -175,6 +175,14 @@ def interval_keys(metric: str) -> tuple[str, str]:
     success rate's are `attack_success_ci95...`)."""
     stem = "attack_success" if metric == "attack_success_rate" else metric
     return f"{stem}_ci95_cluster", f"{stem}_ci95"
+
+
+def first_problem(exc: ValidationError) -> str:
+    """The first thing wrong with a record read back, on one printable line: where (keys escaped, since they come
+    from someone else's file) and what."""
+    problem = exc.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"]).encode("unicode_escape").decode("ascii")[:200]
+    return f"{where or 'record'}: {problem['msg']}"
 
 
 def skipped(items: Iterable[tuple[object, str]]) -> list[SkippedImage]:

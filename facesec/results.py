@@ -17,7 +17,7 @@ from pydantic import JsonValue, ValidationError
 from facesec import __version__
 from facesec.csv_cells import safe_cell
 from facesec.errors import ConfigError
-from facesec.record import Results, RunRecord, plain
+from facesec.record import Results, RunRecord, first_problem, plain
 from facesec.suite_files import RUN_MARKER, made_by_facesec, refuse_links, write_atomic
 
 if TYPE_CHECKING:
@@ -100,9 +100,7 @@ def read_results(doc: JsonValue, source: str) -> Results:
     try:
         return Results.model_validate({"schema_version": 1, **doc})
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise ConfigError(f"{source}: not a facesec results.json: {where}: {problem['msg']}") from None
+        raise ConfigError(f"{source}: not a facesec results.json: {first_problem(exc)}") from None
 
 
 def comparable(value: Any) -> Any:

@@ -15,7 +15,7 @@ from pydantic import JsonValue, ValidationError
 
 import facesec
 from facesec.data.dataset import load_dataset
-from facesec.record import RunRecord
+from facesec.record import RunRecord, first_problem
 from facesec.suite_files import made_by_facesec
 from facesec.threat_model import ThreatModel
 
@@ -78,8 +78,7 @@ def _reusable(raw: JsonValue, out_dir: Path) -> tuple[RunRecord | None, str]:
     try:
         record = RunRecord.model_validate(raw)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        return None, f"not a run record ({'.'.join(str(p) for p in problem['loc']) or 'record'}: {problem['msg']})"
+        return None, f"not a run record ({first_problem(exc)})"
     if not _KEY.fullmatch(str(record.resume_key)):
         return None, "no resume_key of the form facesec writes"
     if record.validity is None or record.provenance is None or record.headline is None:

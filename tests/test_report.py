@@ -617,3 +617,14 @@ def test_hostile_results_are_one_line_errors_or_left_out(tmp_path: Path) -> None
                gallery=[{"identity": "x", "clean": "x" * 300 + ".png", "adversarial": "a\0b.png"}])
     html = render_report(_write(folder, [run])).read_text(encoding="utf-8")
     assert "outside.csv" in html and not [u for u in _links(html).urls if "outside" in u]
+
+
+def test_a_record_that_is_not_one_is_named_on_one_line(tmp_path: Path) -> None:
+    """A results.json from someone else whose run breaks the record's types: one line naming the file, the entry
+    (its keys escaped, a newline in a key included) and what is wrong."""
+    path = _write(tmp_path, [{"name": "a", "dimensions": {"evil\nkey": 1}}])
+    with pytest.raises(ConfigError) as caught:
+        render_report(path)
+    message = str(caught.value)
+    assert "\n" not in message and "runs.0.dimensions.evil\\nkey: Input should be a valid string" in message
+    assert message.startswith(f"{path}: not a facesec results.json")
