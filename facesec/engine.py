@@ -44,6 +44,8 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         out = family.run(tm, RunContext(device, source, progress))
         nonfinite = sum(distributed.exchange("non-finite embeddings", bad.total()))
     m = out.measured
+    m.validity.flags = list(m.validity.flags)  # set, so written even when empty; counted as they stand
+    m.validity.n_flags = len(m.validity.flags)
     if nonfinite:
         _flag_nonfinite(m.validity, nonfinite)
     info = family.metrics[family.headline]

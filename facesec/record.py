@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, JsonValue, StrictBool, StrictFloat, StrictInt, ValidationError
 
 __all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "Measured", "Provenance", "Results",
            "RunRecord", "SkippedImage", "Validity", "first_problem", "interval_keys", "plain", "skipped"]
@@ -76,11 +76,12 @@ class GateResult(_Open):
 
     metric: str
     op: str
-    value: int | float
+    value: StrictInt | StrictFloat
     bound: Literal["lower", "upper"] | None = None
     """Set when the gate tests a bound of the metric's 95% interval instead of its value."""
-    actual: int | float | None = None
-    passed: bool | None = None
+    actual: StrictInt | StrictFloat | None = None
+    passed: StrictBool | None = None
+    """Only `true` is a pass: a verdict read back as anything else ("yes", 1) is none."""
     error: str | None = None
 
 
@@ -127,10 +128,10 @@ class BaselineRule(_Open):
 
     run: str
     metric: str
-    old: int | float | None = None
-    new: int | float | None = None
-    max_increase: float = 0.0
-    passed: bool | None = None
+    old: StrictInt | StrictFloat | None = None
+    new: StrictInt | StrictFloat | None = None
+    max_increase: StrictInt | StrictFloat = 0.0
+    passed: StrictBool | None = None
     note: str | None = None
     error: str | None = None
 

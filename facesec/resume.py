@@ -83,9 +83,10 @@ def _reusable(raw: JsonValue, out_dir: Path) -> tuple[RunRecord | None, str]:
         return None, "no resume_key of the form facesec writes"
     if record.validity is None or record.provenance is None or record.headline is None:
         return None, "validity, provenance or headline missing"
-    ci = record.metrics.get("attack_success_ci95")
-    if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(_fraction(v) for v in ci)):
-        return None, "attack_success_ci95 is not two numbers between 0 and 1"
+    for key, ci in record.metrics.items():
+        if key.endswith(("_ci95", "_ci95_cluster")) and ci is not None and not (
+                isinstance(ci, list) and len(ci) == 2 and all(_fraction(v) for v in ci)):
+            return None, f"{key} is not two numbers between 0 and 1"
     found = _SAMPLES.fullmatch(str(record.samples_csv))
     if found is None:
         return None, "samples_csv is not runs/<run>/samples.csv"

@@ -86,6 +86,7 @@ def test_family_from_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert tm.model_dump(mode="json")["perturbation"] == {"kind": "echo", "level": 3}
     out = run_threat_model(tm, torch.device("cpu"))
     assert out.record.to_json()["metrics"] == {"level_seen": 3} and out.record.to_json()["family"] == "echo"
+    assert out.record.to_json()["validity"] == {"n_flags": 0, "flags": []}  # written whole, even when empty
     assert out.record.to_json()["headline"]["metric"] == "level_seen"
     path.write_text("name: e\nperturbation: {kind: echo, level: x}\n")
     with pytest.raises(ConfigError, match=r"field 'perturbation.level'"):

@@ -218,3 +218,26 @@ def test_a_bound_needs_a_metric_with_an_interval(tmp_path: Path) -> None:
     doc["gates"] = [{"metric": "n_attempts", "op": ">=", "value": 10, "bound": "lower"}]
     with pytest.raises(ValueError, match=r"gates\.0\.bound.*n_attempts has no recorded interval.*attack_success_rate"):
         ThreatModel.model_validate(doc)
+
+
+def test_a_verdict_read_back_is_true_or_none() -> None:
+    """A results.json from elsewhere may write "yes" or 1 for a verdict: only JSON true is a pass, so such a file
+    is refused on one line rather than read as passing."""
+    doc = {"runs": [{"name": "a", "gates": [{"metric": "m", "op": "<=", "value": 0.5, "actual": 0.9,
+                                             "passed": "yes"}]}]}
+    with pytest.raises(ConfigError, match=r"runs\.0\.gates\.0\.passed"):
+        read_results(doc, "elsewhere.json")
+    doc["runs"][0]["gates"][0]["passed"] = 1
+    with pytest.raises(ConfigError, match="passed"):
+        read_results(doc, "elsewhere.json")
+    doc["runs"][0]["gates"][0]["passed"] = None
+    assert not suite_passed(read_results(doc, "elsewhere.json"))
+
+
+def test_a_reused_record_needs_well_formed_intervals(tmp_path: Path) -> None:
+    from facesec.resume import _reusable
+
+    raw = {"name": "a", "resume_key": "0" * 64, "validity": {}, "provenance": {}, "headline": {"metric": "m"},
+           "metrics": {"attack_success_ci95": [0.1, 0.2], "attack_success_ci95_cluster": [None, "x"]}}
+    record, why = _reusable(raw, tmp_path)
+    assert record is None and why == "attack_success_ci95_cluster is not two numbers between 0 and 1"

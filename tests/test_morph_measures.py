@@ -344,17 +344,17 @@ def test_rmmr_best_of_n_compares_like_with_like() -> None:
 
 
 def test_map_counts_a_model_in_another_runtime_once() -> None:
-    """dlib-cpp runs the very network dlib-resnet ports: MAP's 'on c recognizers' must not count it twice."""
+    """dlib-cpp runs the very weights file dlib-resnet ports: MAP's 'on c recognizers' must not count it twice;
+    a copy with other weights (a fine-tuned dlib-resnet) is another recognizer."""
     from types import SimpleNamespace
 
     from facesec.families.morph.run import _independent
     from facesec.measures.judges import Judge
-    from facesec.recognizers.builtin import dlib_cpp
 
-    def judge(name: str, same_as: str | None = None) -> Judge:
-        model = SimpleNamespace(info=SimpleNamespace(name=name, same_as=same_as))
+    def judge(name: str, weights: str) -> Judge:
+        model = SimpleNamespace(info=SimpleNamespace(name=name, weights_sha256=weights))
         return Judge(name, model, None, None, np.zeros(0), np.zeros(0), {})  # type: ignore[arg-type]
 
-    kept, repeats = _independent([judge("dlib-resnet"), judge("hse-faceres"), judge("dlib-cpp", "dlib-resnet")])
-    assert kept == [0, 1] and repeats == [("dlib-cpp", "dlib-resnet")]
-    assert dlib_cpp().info.same_as == "dlib-resnet"  # the built-in declares it
+    kept, repeats = _independent([judge("dlib-resnet", "d"), judge("hse-faceres", "h"), judge("dlib-cpp", "d"),
+                                  judge("dlib-resnet#2", "tuned")])
+    assert kept == [0, 1, 3] and repeats == [("dlib-cpp", "dlib-resnet")]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facesec.families.morph.measures import contributor_groups
-from facesec.measures.rates import cluster_interval, rate_with_intervals, wilson_interval
+from facesec.families.morph.measures import contributor_clusterings
+from facesec.measures.rates import cluster_interval, multiway_interval, rate_with_intervals, wilson_interval
 
 
 def test_identical_within_person_is_wider_than_wilson() -> None:
@@ -48,11 +48,20 @@ def test_rate_with_intervals_holds_both() -> None:
     assert r["ci95_cluster"][0] < r["ci95"][0] and r["ci95_cluster"][1] > r["ci95"][1]
 
 
-def test_morphs_sharing_a_contributor_are_one_group() -> None:
-    """Reciprocal morphs (a, b) and (b, a), and chains through a shared contributor, cluster together."""
-    groups = contributor_groups([(0, 1), (1, 0), (2, 3), (3, 4), (5, 6)])
-    assert groups[0] == groups[1] and groups[2] == groups[3] and groups[4] != groups[0] != groups[2]
-    assert len(set(groups.tolist())) == 3
+def test_morph_intervals_take_the_widest_way_of_clustering() -> None:
+    """A morph depends on both contributors: its interval is the widest over clustering by unordered pair
+    (reciprocal morphs together), by A and by B. Reciprocal pairs with one outcome each widen it past Wilson's;
+    random pairing (every subject in two morphs) never collapses it to (0, 1) the way connected groups did."""
+    reciprocal = [(i, i + 1) for i in range(0, 20, 2)] + [(i + 1, i) for i in range(0, 20, 2)]
+    outcomes = np.array([i % 4 < 2 for i in range(10)] * 2)  # each reciprocal pair fooled or not together
+    by_pair, by_a, by_b = contributor_clusterings(reciprocal)
+    assert by_pair[0] == by_pair[10] and by_a[0] != by_a[10]
+    lo, hi = multiway_interval(outcomes, [by_pair, by_a, by_b])
+    w_lo, w_hi = wilson_interval(int(outcomes.sum()), len(outcomes))
+    assert lo < w_lo and hi > w_hi
+    chain = [(i, (i + 1) % 20) for i in range(20)]  # one connected ring of people
+    ring = multiway_interval(np.arange(20) % 2 == 0, contributor_clusterings(chain))
+    assert ring != (0.0, 1.0) and ring[1] - ring[0] < 0.6
 
 
 def test_an_fmr_needs_enough_pairs_of_people_not_only_of_photos() -> None:

@@ -628,3 +628,9 @@ def test_a_record_that_is_not_one_is_named_on_one_line(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "\n" not in message and "runs.0.dimensions.evil\\nkey: Input should be a valid string" in message
     assert message.startswith(f"{path}: not a facesec results.json")
+
+
+def test_a_query_count_too_long_for_a_number_is_left_out() -> None:
+    from facesec.families.evasion.words import metric_text
+
+    assert metric_text("asr_at_queries", {"9" * 5000: 0.5, "10": 0.25}) == "10:\u00a00.25"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, JsonValue
 
-from facesec.record import Measured, RunRecord
+from facesec.record import Measured, RunRecord, interval_keys
 from facesec.registry import resolve
 
 if TYPE_CHECKING:
@@ -152,12 +152,13 @@ class Family(ABC):
     def summary_line(self, run: RunRecord) -> str:
         """The run's result in one line of the console summary: its headline with the interval."""
         key = run.headline_metric()
-        value, ci = run.metrics.get(key), run.metrics.get(f"{key}_ci95")
+        cluster, wilson = interval_keys(key)
+        value, ci = run.metrics.get(key), run.metrics.get(cluster, run.metrics.get(wilson))
         label = run.headline.label if run.headline is not None else key
-        if not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{label} not measured"
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 \
-            and all(isinstance(c, int | float) for c in ci) else ""
+            and all(isinstance(c, int | float) and not isinstance(c, bool) for c in ci) else ""
         return f"{label} {value:.3f}{interval}"
 
     def gate_metrics(self) -> tuple[str, ...]:

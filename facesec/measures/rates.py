@@ -65,3 +65,9 @@ def rate_with_intervals(outcomes: np.ndarray, clusters: np.ndarray) -> dict[str,
     (`ci95_cluster`, `clusters` labelling who or what each decision belongs to)."""
     hits = np.asarray(outcomes, dtype=bool)
     return {**rate_with_ci(int(hits.sum()), int(hits.size)), "ci95_cluster": list(cluster_interval(hits, clusters))}
+
+
+def multiway_interval(outcomes: np.ndarray, clusterings: list[np.ndarray]) -> tuple[float, float]:
+    """The widest of the cluster intervals over several ways the decisions cluster (each at least Wilson's)."""
+    ends = [cluster_interval(outcomes, clusters) for clusters in clusterings]
+    return min(lo for lo, _ in ends), max(hi for _, hi in ends)

@@ -40,9 +40,6 @@ class RecognizerInfo:
     weights_sha256: str | None
     differentiable: bool = True
     """False for black boxes (e.g. dlib's C++ model): attacked only by transfer or queries."""
-    same_as: str | None = None
-    """The recognizer this one computes the same function as (its weights in another runtime): the two count
-    once wherever independent recognizers are counted (a morph's MAP)."""
 
 
 class NonFinite:

@@ -71,7 +71,7 @@ def dlib_cpp(weights: str | None = None, sha256: str | None = None) -> Recognize
     """The same dlib model run by dlib itself, as a query-only black box (threshold: distance 0.6)."""
     path = resolve_weights(weights, sha256) if weights else models_dir() / MODEL_FILE
     info = RecognizerInfo("dlib-cpp", 150, DLIB_150, 128, "euclidean", native_threshold=-0.6,
-                          weights_sha256=file_digest(path), differentiable=False, same_as="dlib-resnet")
+                          weights_sha256=file_digest(path), differentiable=False)
     return Recognizer(DlibCpp(path), info)
 
 

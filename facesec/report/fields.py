@@ -73,7 +73,7 @@ def fixed(value: Any) -> str:
 
 def family_of(run: RunRecord) -> Family | None:
     """The run's attack family (by `family`, else its threat model's perturbation kind); None when the record
-    names none, or one not installed here (the report then shows the generic layout, guessing nothing)."""
+    names none, or one not installed here (the report then shows the shared parts only, guessing nothing)."""
     kind = run.family or as_dict(as_dict(run.threat_model).get("perturbation")).get("kind")
     if not kind:
         return None

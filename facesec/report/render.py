@@ -179,6 +179,8 @@ class ReportBuilder:
         self.out = Path(out_path) if out_path is not None else self.results_dir / "index.html"
         self.redact = redact
         self._views: dict[str, dict[str, Any]] = {}
+        self._seen: dict[int, tuple[RunRecord, dict[str, Any]]] = {}
+        """Views by record object: the records `facesec run` keeps are looked up without serialising them."""
 
     def write(self, results: Results) -> Path:
         """Render the page of `results` and write it (replaced whole) to the output path."""
@@ -193,9 +195,13 @@ class ReportBuilder:
         family = family_of(run)
         if family is None or family.report_partial is None:
             return {}
-        key = json.dumps(run.to_json(), sort_keys=True)
+        seen = self._seen.get(id(run))
+        if seen is not None and seen[0] is run:
+            return seen[1]
+        key = run.model_dump_json()
         if key not in self._views:
             self._views[key] = family.report_view(run, self.results_dir, self.out.parent, self.redact)
+        self._seen[id(run)] = (run, self._views[key])
         return self._views[key]
 
 

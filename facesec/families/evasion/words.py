@@ -31,7 +31,7 @@ def knowledge_kind(run: RunRecord) -> str:
 def queries(value: Any) -> list[tuple[int, float | None]]:
     """`asr_at_queries` (or `linf_at_queries`) as (queries, value) pairs in increasing query order; keys
     that are not counts >= 1 are dropped."""
-    pairs = [(int(k), number(v)) for k, v in as_dict(value).items() if k.isdecimal() and int(k) > 0]
+    pairs = [(int(k), number(v)) for k, v in as_dict(value).items() if k.isdecimal() and len(k) < 16 and int(k) > 0]
     return sorted(pairs, key=lambda pair: pair[0])
 
 
@@ -65,9 +65,9 @@ def matrix_detail(run: RunRecord, accessory: bool) -> str:
 def summary_line(run: RunRecord) -> str:
     """ASR with its interval over the attempts, the clean success and, for accessories, the physical checks."""
     m = run.metrics
-    asr, ci, clean = number(m.get("attack_success_rate")), as_list(interval(m, "attack_success_rate")), \
-        number(m.get("clean_success_rate"))
-    if asr is None or clean is None or len(ci) != 2:
+    asr, clean = number(m.get("attack_success_rate")), number(m.get("clean_success_rate"))
+    ci = [number(c) for c in as_list(interval(m, "attack_success_rate"))]
+    if asr is None or clean is None or len(ci) != 2 or ci[0] is None or ci[1] is None:
         return "ASR not measured"
     physical = ""
     if "plain_accessory_success_rate" in m:

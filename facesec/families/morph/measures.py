@@ -140,20 +140,13 @@ def dedup_search(morph_vs_gallery: np.ndarray, contributor_a: np.ndarray,
     return both_top2, one_rank1
 
 
-def contributor_groups(pairs: list[tuple[int, int]]) -> np.ndarray:
-    """Per morph, the connected group of contributors it belongs to (morphs sharing a contributor, directly or
-    through others, are one group): the unit a morph's outcomes cluster by, for their interval."""
-    parent: dict[int, int] = {}
-
-    def root(x: int) -> int:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in pairs:
-        parent[root(a)] = root(b)
-    return np.array([root(a) for a, _ in pairs], dtype=np.int64)
+def contributor_clusterings(pairs: list[tuple[int, int]]) -> list[np.ndarray]:
+    """The ways a morph's outcome clusters, one label per morph each: by its unordered pair (reciprocal morphs
+    together), by contributor A, by contributor B. A morph depends on both people, and with random pairing every
+    subject is in two morphs, so no single partition holds the dependence; the interval takes the widest
+    (a conservative multiway rule, Cameron, Gelbach and Miller 2011)."""
+    unordered = np.array([min(a, b) * (1 << 32) + max(a, b) for a, b in pairs], dtype=np.int64)
+    return [unordered, np.array([a for a, _ in pairs], dtype=np.int64), np.array([b for _, b in pairs], dtype=np.int64)]
 
 
 def _threshold(threshold: float) -> float:

@@ -23,7 +23,7 @@ from facesec.families.morph.optimise import AttackerView, optimise
 from facesec.families.morph.spec import MorphPerturbation
 from facesec.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.measures.judges import Judge, calibrated_judge
-from facesec.measures.rates import cluster_interval, rate_with_ci
+from facesec.measures.rates import multiway_interval, rate_with_ci
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan as gan
 from facesec.progress import bar
@@ -53,13 +53,13 @@ def _unique(judges: list[Judge]) -> list[Judge]:
 
 
 def _independent(judges: list[Judge]) -> tuple[list[int], list[tuple[str, str]]]:
-    """The judges MAP may count as independent recognizers (the first of each model, `RecognizerInfo.same_as`
-    joining a model to its other runtime), and each one left out with the judge it repeats."""
+    """The judges MAP may count as independent recognizers (the first of each weights file: dlib-cpp runs the
+    very file dlib-resnet ports), and each one left out with the judge it repeats."""
     first: dict[str, str] = {}
     kept: list[int] = []
     repeats: list[tuple[str, str]] = []
     for i, judge in enumerate(judges):
-        model = judge.model.info.same_as or judge.model.info.name
+        model = judge.model.info.weights_sha256 or judge.name
         if model in first:
             repeats.append((judge.name, first[model]))
         else:
@@ -346,12 +346,13 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
     flags = [f"FMR {f:g} is not supported by {v.by_judge[j.name][f'{f:g}']['n_impostor_scores']} impostor scores "
              f"of {j.name} (needs {10 / f:.0f}); raise calibration_identities"
              for j in plan.judges for f in plan.fmrs if not v.by_judge[j.name][f"{f:g}"]["fmr_supported"]]
-    flags += [f"MAP counts {name} once with {twin}: it is the same model in another runtime" for name, twin in repeats]
+    flags += [f"MAP counts {name} once with {twin}: the same weights (the same model in another runtime)"
+              for name, twin in repeats]
     flags += [flag for f in plan.fmrs if (flag := protocols.people_flag(
         len(plan.target.pop.names), f, "data.identities or calibration_identities")) is not None]
     metrics: dict[str, Any] = {
         "mmpmr": head["mmpmr"], "mmpmr_ci95": rate_with_ci(int(mated.sum()), n)["ci95"],
-        "mmpmr_ci95_cluster": list(cluster_interval(mated, measures.contributor_groups(plan.pair_list))),
+        "mmpmr_ci95_cluster": list(multiway_interval(mated, measures.contributor_clusterings(plan.pair_list))),
         "mmpmr_first_probe": head["mmpmr_first_probe"], "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
         "rmmr_best_of_n": head["rmmr_best_of_n"],
         "genuine_accept_rate_best_of_n": head["genuine_accept_rate_best_of_n"],
