@@ -272,6 +272,8 @@ def test_morph_metrics_from_hand_made_verdicts() -> None:
     assert metrics["landmark_mmpmr"] == 1.0 and metrics["landmark_fmmpmr"] == 1.0
     assert flags == ["FMR 0.01 is not supported by 12 impostor scores of other (needs 1000); raise "
                      "calibration_identities",
+                     "FMR 0.01 rests on 28 pairs of people (8 identities; needs 100 pairs of people for one false "
+                     "match between people to be expected): raise data.identities or calibration_identities",
                      "optimisation no better than the landmark morph it started from (FMMPMR 0.25 <= 1.00)"]
 
 
@@ -358,7 +360,10 @@ def test_inversion_judged_and_metrics_on_true_photos(leak: tuple[ThreatModel, in
     assert metrics["n_identities"] == n and metrics["n_public_identities"] == p.public_identities
     assert metrics["cross_model_success_rate"] is None and metrics["by_recognizer"] == {}
     supported = lk.target.impostor.size >= 10 / setting.fmr
-    assert metrics["fmr_supported"] == supported and len(flags) == (0 if supported else 1)
+    people = len(lk.target.pop.names) * (len(lk.target.pop.names) - 1) // 2
+    assert metrics["n_impostor_identity_pairs"] == people
+    assert metrics["fmr_supported"] == supported
+    assert len(flags) == (0 if supported else 1) + (0 if people * setting.fmr >= 1 else 1)
 
 
 # --- backdoor: _faces -> _train -> (evaluate) -> _attack_metrics / _training_metrics -> _output ----------------

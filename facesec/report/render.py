@@ -198,7 +198,7 @@ class ReportBuilder:
         seen = self._seen.get(id(run))
         if seen is not None and seen[0] is run:
             return seen[1]
-        key = run.model_dump_json()
+        key = json.dumps(run.to_json(), sort_keys=True)  # names that are not UTF-8 included
         if key not in self._views:
             self._views[key] = family.report_view(run, self.results_dir, self.out.parent, self.redact)
         self._seen[id(run)] = (run, self._views[key])
