@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from facesec import distributed, families
+from facesec import calibration, distributed, families
 from facesec.families import RunContext, RunOutput
 from facesec.provenance import envelope
 from facesec.recognizers.base import watching_embeddings
-from facesec.record import Headline, Provenance, RunRecord, Validity, plain
+from facesec.record import Headline, OperatingPoint, Provenance, RunRecord, Validity, plain
 from facesec.threat_model import ThreatModel
 
 NONFINITE = "nonfinite_embeddings"
@@ -41,20 +41,22 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     family = families.get(tm.perturbation.kind)
     started = datetime.now(UTC)
     with contextlib.nullcontext() if family.shards(tm) else distributed.alone(), watching_embeddings() as bad:
-        out = family.run(tm, RunContext(device, source, progress))
+        out = family.run(tm, RunContext(device, source, progress, calibration.draw(tm)))
         nonfinite = sum(distributed.exchange("non-finite embeddings", bad.total()))
     m = out.measured
     m.validity.flags = list(m.validity.flags)  # set, so written even when empty; counted as they stand
     m.validity.n_flags = len(m.validity.flags)
     if nonfinite:
         _flag_nonfinite(m.validity, nonfinite)
+    _flag_operating_points(m.validity, m.operating_points)
     info = family.metrics[family.headline]
     record = RunRecord(
         name=tm.name, source=source, family=family.name, threat_model=tm.model_dump(mode="json"),
         dimensions=m.dimensions, eps=m.eps, metrics=plain(m.metrics), validity=m.validity,
         headline=Headline(metric=family.headline, label=info.label or family.headline, better=info.better),
         provenance=Provenance.model_validate(plain({**envelope(tm, device, started), **m.provenance})),
-        skipped_images=m.skipped_images, **{key: plain(value) for key, value in m.sections.items()})
+        skipped_images=m.skipped_images, **{key: plain(value) for key, value in m.sections.items()},
+        **({"operating_points": m.operating_points} if m.operating_points else {}))
     return FinishedRun(record, out)
 
 
@@ -63,6 +65,21 @@ def _flag_nonfinite(validity: Validity, count: int) -> None:
     validity.flag(f"{count} embedding(s) held NaN or infinite values: the recognizer is broken for these inputs, "
                   "so no success rate of this run means anything")
     setattr(validity, NONFINITE, count)
+
+
+def _flag_operating_points(validity: Validity, points: list[OperatingPoint]) -> None:
+    """Say in `validity` which thresholds were set on the run's own people, and which rest on a calibration too
+    small for their FMR."""
+    inside = sorted({p.recognizer for p in points if p.source == "in-sample"})
+    if inside:
+        validity.flag(f"in-sample operating point: the threshold of {', '.join(inside)} was set on the run's own "
+                      "people, so its FMR is not measured apart from them; set setting.calibration (e.g. "
+                      "{identities: 100}) to calibrate on people who take no other part in the run")
+    for p in points:
+        if p.source == "out-of-sample" and not p.supported:
+            validity.flag(f"FMR {p.fmr:g} of {p.recognizer} is not supported by its calibration ({p.identities} "
+                          f"identities, {p.impostor_pairs} impostor pairs, {p.identity_pairs} pairs of people; "
+                          f"needs {10 / p.fmr:.0f} and {1 / p.fmr:.0f})")
 
 
 def runs_here(tm: ThreatModel) -> bool:

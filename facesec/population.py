@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +38,15 @@ class Population:
     manifest_sha256: str = ""
 
 
-def select(data: Data, template: Template, progress: bool = True) -> Population:
-    """Pick `data.identities` identities (seeded) that have `data.images_per_identity` usable faces."""
+def select(data: Data, template: Template, progress: bool = True, exclude: Collection[str] = ()) -> Population:
+    """Pick `data.identities` identities (seeded) that have `data.images_per_identity` usable faces, none of
+    `exclude` (the calibration identities)."""
     ds = load_dataset(data.dataset)
     by_identity: dict[str, list[Path]] = {}
+    left_out = set(exclude)
     for path, ident in ds.items:
-        by_identity.setdefault(ident, []).append(path)
+        if ident not in left_out:
+            by_identity.setdefault(ident, []).append(path)
     rng = np.random.default_rng(data.seed)
     order = [str(n) for n in rng.permutation(sorted(by_identity))]
     k = data.images_per_identity
@@ -71,7 +75,9 @@ def select(data: Data, template: Template, progress: bool = True) -> Population:
         paths += faces.paths[:k]
     found.close()
     if len(chosen) < data.identities:
-        raise TooFewIdentities(f"dataset '{data.dataset}' has only {len(chosen)} identities with {k} usable faces; "
+        apart = f" besides the {len(left_out)} calibration identities" if left_out else ""
+        raise TooFewIdentities(f"dataset '{data.dataset}' has only {len(chosen)} identities with {k} usable faces"
+                               f"{apart}; "
                                f"lower data.identities ({data.identities}) or data.images_per_identity ({k})",
                                len(chosen))
     stacked = np.concatenate(crops)
@@ -111,12 +117,13 @@ def _in_dataset(skipped: list[tuple[Path, str]], root: Path) -> list[tuple[Path,
     return [(p.relative_to(root) if p.is_relative_to(root) else Path(p.name), r) for p, r in skipped]
 
 
-def select_with_others(data: Data, others: int, field: str, template: Template, progress: bool = True) -> Population:
+def select_with_others(data: Data, others: int, field: str, template: Template, progress: bool = True,
+                       exclude: Collection[str] = ()) -> Population:
     """`select` of `data.identities` identities followed by `others` more (named by `field` in the error when
     the dataset has too few): the first ones are the run's subjects, the rest calibrate or serve the attacker."""
     wanted = data.model_copy(update={"identities": data.identities + others})
     try:
-        return select(wanted, template, progress)
+        return select(wanted, template, progress, exclude)
     except DataError as exc:
         raise DataError(f"{exc} (this run needs data.identities + {field} = {wanted.identities})") from exc
 

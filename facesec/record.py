@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, JsonValue, StrictBool, StrictFloat, StrictInt, ValidationError
 
-__all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "Measured", "Provenance", "Results",
-           "RunRecord", "SkippedImage", "Validity", "first_problem", "interval_keys", "plain", "skipped"]
+__all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "Measured", "OperatingPoint",
+           "Provenance", "Results", "RunRecord", "ScoreCurve", "SkippedImage", "Validity", "first_problem",
+           "interval_keys", "plain", "skipped"]
 
 
 class _Closed(BaseModel):
@@ -85,6 +86,45 @@ class GateResult(_Open):
     error: str | None = None
 
 
+class ScoreCurve(_Closed):
+    """A recognizer's clean scores on the people its threshold was calibrated on: the DET curve (FMR, FNMR) at
+    thresholds set for a grid of FMRs, and histograms of the genuine and impostor scores."""
+
+    det: list[list[float]] = []
+    edges: list[float] = []
+    genuine: list[int] = []
+    impostor: list[int] = []
+
+
+class OperatingPoint(_Closed):
+    """A recognizer's threshold at an FMR: where it was calibrated, how sure it is, and the FMR it gives on the
+    run's own clean impostor pairs (out of sample when the calibration identities are apart from the run)."""
+
+    recognizer: str
+    fmr: float
+    threshold: float
+    threshold_ci95: list[float]
+    """Resampling the calibration identities (bootstrap)."""
+    source: Literal["out-of-sample", "in-sample"]
+    dataset: str
+    identities: int
+    """People the threshold was calibrated on."""
+    impostor_pairs: int
+    identity_pairs: int
+    supported: bool
+    """10 / FMR impostor pairs and 1 / FMR pairs of people behind the threshold."""
+    draw: str = ""
+    """The calibration draw's key (sha256 of its files): the same in every run that shares it."""
+    seed: int | None = None
+    fmr_measured: float | None = None
+    """The share of the run's own clean impostor pairs the threshold accepts."""
+    fmr_measured_ci95: list[float] = []
+    fmr_measured_ci95_cluster: list[float] = []
+    """Resampling the people of those pairs."""
+    measured_pairs: int = 0
+    curve: ScoreCurve | None = None
+
+
 class Provenance(_Open):
     """What a run was measured with: versions, hashes, seed, device, times (a family adds its own entries)."""
 
@@ -111,6 +151,7 @@ class RunRecord(_Open):
     skipped_images: list[SkippedImage] = []
     samples_csv: str | None = None
     gallery: list[dict[str, JsonValue]] | None = None
+    operating_points: list[OperatingPoint] = []
     resume_key: str | None = None
     error: str | None = None
 
@@ -169,6 +210,7 @@ class Measured:
     provenance: dict[str, Any] = field(default_factory=dict)
     eps: float | None = None
     sections: dict[str, Any] = field(default_factory=dict)
+    operating_points: list[OperatingPoint] = field(default_factory=list)
 
 
 def interval_keys(metric: str) -> tuple[str, str]:

@@ -24,11 +24,35 @@ class Data(Strict):
     seed: Whole = Field(0, ge=0, le=2**32 - 1)
 
 
+class Calibration(Strict):
+    """Where an open-set threshold comes from: identities that take no other part in the run (ISO/IEC 19795-1:
+    an operating point is set on data apart from the data it is reported on)."""
+
+    identities: Whole | None = Field(None, ge=2, le=100_000, description=(
+        "identities drawn before anything else (default: every identity of `dataset`); drawn from data.dataset "
+        "they are left out of every other draw of the run"))
+    dataset: str | None = Field(None, min_length=1, description="another dataset to calibrate on (default: "
+                                "data.dataset; another one cannot be checked for people in both)")
+    images_per_identity: Whole = Field(5, ge=2, le=10_000, description="faces per calibration identity")
+    seed: Whole | None = Field(None, ge=0, le=2**32 - 1, description="the calibration draw (default: data.seed)")
+    accept_unsupported: bool = Field(False, description="run even when the calibration is too small for the FMR "
+                                     "(every number of the run is then marked)")
+
+    @model_validator(mode="after")
+    def _some_people(self) -> Calibration:
+        if self.identities is None and self.dataset is None:
+            raise ValueError("setting.calibration: give identities (drawn from data.dataset), a dataset, or both")
+        return self
+
+
 class OpenSet(Strict):
     """1:1 verification at a threshold calibrated on clean impostor pairs at `fmr`."""
 
     kind: Literal["open-set"] = "open-set"
     fmr: Number = Field(1e-3, gt=0, lt=1)
+    calibration: Calibration | None = Field(None, description=(
+        "out-of-sample operating point, e.g. {identities: 100}; default: in-sample, on the attacked population's "
+        "own impostor pairs (every run then says so in its validity flags)"))
 
 
 class ClosedSet(Strict):

@@ -9,7 +9,7 @@ import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from facesec import families
+from facesec import calibration, families
 from facesec.data.dataset import resolve as resolve_dataset
 from facesec.errors import ConfigError, FacesecError, NotFetched
 from facesec.loading import load_threat_models
@@ -36,7 +36,8 @@ def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
         specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]
         steps: list[Callable[[], object]] = [
             functools.partial(check_recognizer, f"field '{field}'", spec) for field, spec in specs]
-        steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(preflight, tm)]
+        steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(calibration.check, tm),
+                  functools.partial(preflight, tm)]
         for step in steps:
             try:
                 step()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
+    from facesec.calibration import CalibrationDraw
     from facesec.threat_model import ThreatModel
 
 
@@ -61,6 +62,12 @@ class RunContext:
     device: torch.device
     source: str = ""
     progress: bool = True
+    calibration: CalibrationDraw | None = None
+    """Where open-set thresholds come from (None: in sample, from the run's own people)."""
+
+    def reserved(self) -> frozenset[str]:
+        """Identities no draw of the run may take (the calibration's, when drawn from the run's dataset)."""
+        return self.calibration.reserved() if self.calibration is not None else frozenset()
 
 
 @dataclass

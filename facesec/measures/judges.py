@@ -3,14 +3,16 @@ clean genuine and impostor scores, and its thresholds calibrated on them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from facesec import protocols
+from facesec.calibration import CalibrationDraw
+from facesec.measures.operating import operating_point, pair_scores
 from facesec.population import Population, realign
 from facesec.recognizers.base import Recognizer
+from facesec.record import OperatingPoint
 
 
 @dataclass
@@ -25,6 +27,16 @@ class Judge:
     genuine: np.ndarray
     impostor: np.ndarray
     thresholds: dict[float, float]
+    points: list[OperatingPoint] = field(default_factory=list)
+    """Where each threshold comes from (`thresholds` in order)."""
+
+    def point(self, fmr: float) -> OperatingPoint:
+        """The operating point behind the threshold at `fmr`."""
+        return next(p for p in self.points if p.fmr == fmr)
+
+    def in_sample(self) -> bool:
+        """Whether the thresholds were set on the judged population itself (no calibration draw)."""
+        return any(p.source == "in-sample" for p in self.points)
 
 
 def own_view(model: Recognizer, pop: Population, progress: bool) -> tuple[Population, torch.Tensor]:
@@ -33,17 +45,12 @@ def own_view(model: Recognizer, pop: Population, progress: bool) -> tuple[Popula
     return own, model.embed(own.faces, progress=progress)
 
 
-def pair_scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Genuine and impostor scores of all pairs of the faces (upper triangle)."""
-    sims = model.similarity_matrix(emb, emb).cpu().numpy()
-    iu = np.triu_indices(len(ids), k=1)
-    same = ids[iu[0]] == ids[iu[1]]
-    return sims[iu][same], sims[iu][~same]
-
-
-def calibrated_judge(model: Recognizer, pop: Population, fmrs: list[float], progress: bool) -> Judge:
-    """The model as a judge of `pop`, with a threshold at each FMR from all clean impostor pairs."""
+def calibrated_judge(model: Recognizer, pop: Population, fmrs: list[float], progress: bool,
+                     draw: CalibrationDraw | None = None) -> Judge:
+    """The model as a judge of `pop`, with a threshold at each FMR: from the calibration draw, or without one
+    from all clean impostor pairs of `pop` (in sample)."""
     own, emb = own_view(model, pop, progress)
-    genuine, impostor = pair_scores(model, emb, own.identity)
-    return Judge(model.info.name, model, own, emb, genuine, impostor,
-                 {f: protocols.threshold_at_fmr(impostor, f) for f in fmrs})
+    scores = pair_scores(model, emb, own.identity)
+    points = [operating_point(model, f, scores, draw, progress) for f in fmrs]
+    return Judge(model.info.name, model, own, emb, scores.genuine, scores.impostor,
+                 {p.fmr: p.threshold for p in points}, points)

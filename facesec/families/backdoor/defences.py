@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facesec.calibration import CalibrationDraw
 from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import evaluate, rate, success
 from facesec.families.backdoor.poison import Poisoned
@@ -76,6 +77,7 @@ class Setting:
     """The defender's clean data: the training faces without any trigger, with their true labels."""
     retrain_labels: np.ndarray
     clean_population: tuple[torch.Tensor, np.ndarray] | None = None
+    calibration: CalibrationDraw | None = None
     """Where clean accuracy and thresholds are measured when wider than the held-out faces (faces, identities)."""
 
 
@@ -250,7 +252,7 @@ def strip(s: Setting) -> dict[str, Any]:
 
 def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
     """The backdoor's success and clean TAR of a mitigated model."""
-    ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr, s.clean_population)
+    ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr, s.clean_population, s.calibration)
     worn = wear_all(s.trigger, s.held_faces, s.held_marks)
     return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed)), "clean_tar": ev.tar}
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facesec import protocols
+from facesec.calibration import CalibrationDraw
+from facesec.measures.operating import operating_point, pair_scores
 from facesec.measures.rates import rate_with_ci
 from facesec.recognizers.base import Recognizer
+from facesec.record import OperatingPoint
 
 
 @dataclass
@@ -31,29 +33,34 @@ class Evaluation:
     tar: dict[str, object]
     rank1: dict[str, object]
     n_identities: int = 0
-    """People behind the impostor scores (the clean population's when one is given)."""
+    """People behind the impostor scores the threshold was set on (the calibration's, else the clean
+    population's when one is given)."""
+    point: OperatingPoint | None = None
+    """Where the threshold comes from."""
 
 
 def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_face: torch.Tensor,
-             fmr: float, clean: tuple[torch.Tensor, np.ndarray] | None = None) -> Evaluation:
-    """Clean accuracy of `model` on held-out `faces`: threshold at `fmr` from all impostor pairs, TAR over all
-    genuine pairs, rank-1 of each non-enrolment face against the identities' first faces. With `clean` (faces,
-    identities), those three are measured there instead (a wider population never fine-tuned on), while the
-    held-out faces still carry the attack's measures."""
+             fmr: float, clean: tuple[torch.Tensor, np.ndarray] | None = None,
+             draw: CalibrationDraw | None = None) -> Evaluation:
+    """Clean accuracy of `model` on held-out `faces`: threshold at `fmr` (from the calibration draw, else from all
+    impostor pairs), TAR over all genuine pairs, rank-1 of each non-enrolment face against the identities' first
+    faces. With `clean` (faces, identities), those three are measured there instead (a wider population never
+    fine-tuned on), while the held-out faces still carry the attack's measures."""
     emb = model.embed(faces)
     acc_emb, acc_ids = (emb, ids) if clean is None else (model.embed(clean[0]), clean[1])
     sims = model.similarity_matrix(acc_emb, acc_emb).cpu().numpy()
     iu = np.triu_indices(len(acc_ids), k=1)
     same = acc_ids[iu[0]] == acc_ids[iu[1]]
-    genuine, impostor = sims[iu][same], sims[iu][~same]
-    threshold = protocols.threshold_at_fmr(impostor, fmr)
+    genuine = sims[iu][same]
+    point = operating_point(model, fmr, pair_scores(model, acc_emb, acc_ids), draw, cache=False)
+    threshold = point.threshold
     first = _firsts(acc_ids)
     probes = np.setdiff1d(np.arange(len(acc_ids)), first)
     best = sims[np.ix_(probes, first)].argmax(1)
-    return Evaluation(model, emb, ids, _firsts(ids), model.embed(target_face[None]), threshold, int(impostor.size),
+    return Evaluation(model, emb, ids, _firsts(ids), model.embed(target_face[None]), threshold, point.impostor_pairs,
                       rate_with_ci(int((genuine > threshold).sum()), int(genuine.size)),
                       rate_with_ci(int((acc_ids[first][best] == acc_ids[probes]).sum()), len(probes)),
-                      len(np.unique(acc_ids)))
+                      point.identities, point)
 
 
 def _firsts(ids: np.ndarray) -> np.ndarray:

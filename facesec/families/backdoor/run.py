@@ -15,6 +15,7 @@ import torch
 from pydantic import JsonValue
 
 from facesec import protocols
+from facesec.calibration import CalibrationDraw
 from facesec.errors import DataError, TooFewIdentities
 from facesec.families.backdoor import defences as defence_runs
 from facesec.families.backdoor.finetune import Recipe, finetune
@@ -112,8 +113,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     faces, marks, ids = pop.faces, pop.landmarks, pop.identity
     worn = wear_all(trained.trigger, faces, marks)
     target_face = who.trained_on.faces[0]  # the target is training identity 0
-    before = evaluate(trained.benign, faces, ids, target_face, fmr, who.clean)
-    after = evaluate(trained.model, faces, ids, target_face, fmr, who.clean)
+    before = evaluate(trained.benign, faces, ids, target_face, fmr, who.clean, ctx.calibration)
+    after = evaluate(trained.model, faces, ids, target_face, fmr, who.clean, ctx.calibration)
     asr = success(after, worn, tm.goal, closed)
     attack = _attack_metrics(tm, p, who, trained, worn, before, after, asr, closed)  # before the defences draw
     defences = defence_runs.run_all(p.defences, defence_runs.Setting(
@@ -121,18 +122,19 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         recipe=defence_runs.mitigation_recipe(trained.recipe, p.mitigation),
         held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
         closed=closed, seed=tm.data.seed, progress=ctx.progress, retrain_faces=who.trained_on.faces,
-        retrain_labels=who.trained_on.identity, clean_population=who.clean))
+        retrain_labels=who.trained_on.identity, clean_population=who.clean, calibration=ctx.calibration))
     metrics = {**attack, "defences": defences}
-    metrics.update(_training_metrics(tm, p, who, trained, before, after, fmr))
+    metrics.update(_training_metrics(tm, p, who, trained, before, after, fmr, ctx.calibration))
     metrics["wall_time_s"] = time.perf_counter() - t0
     return _output(tm, p, who, trained, worn, asr, after, metrics, fmr, closed)
 
 
 def _faces(tm: ThreatModel, p: BackdoorPerturbation, ctx: RunContext) -> _Faces:
     clean_model = load(tm.target, ctx.device)
-    pop = select(tm.data, clean_model.info.template, ctx.progress)
-    trained_on = _training_population(tm, pop.names, clean_model, ctx.progress)
-    wide = (everyone_but(tm.data.dataset, trained_on.names, clean_model.info.template, ctx.progress)
+    reserved = ctx.reserved()
+    pop = select(tm.data, clean_model.info.template, ctx.progress, reserved)
+    trained_on = _training_population(tm, pop.names, reserved, clean_model, ctx.progress)
+    wide = (everyone_but(tm.data.dataset, [*trained_on.names, *reserved], clean_model.info.template, ctx.progress)
             if p.clean_population == "unused" else None)
     return _Faces(clean_model, pop, trained_on, wide)
 
@@ -212,9 +214,11 @@ def _attack_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, train
 
 
 def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training,
-                      before: Evaluation, after: Evaluation, fmr: float) -> dict[str, Any]:
+                      before: Evaluation, after: Evaluation, fmr: float,
+                      draw: CalibrationDraw | None) -> dict[str, Any]:
     """Clean accuracy before and after, the poisoning, its stealth, the fine-tuning, the population."""
-    pretrained = evaluate(who.clean_model, who.pop.faces, who.pop.identity, who.trained_on.faces[0], fmr, who.clean)
+    pretrained = evaluate(who.clean_model, who.pop.faces, who.pop.identity, who.trained_on.faces[0], fmr, who.clean,
+                          draw)
     poisoned, tuned, ids = trained.poisoned, trained.tuned, who.pop.identity
     return {
         "clean_tar_pretrained": pretrained.tar["rate"], "clean_rank1_pretrained": pretrained.rank1["rate"],
@@ -244,10 +248,11 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
             asr: np.ndarray, after: Evaluation, metrics: dict[str, Any], fmr: float, closed: bool) -> BackdoorOutput:
     """The record, its gallery, and the backdoored model when `save_model` asks for it."""
     pop, ids = who.pop, who.pop.identity
-    flags = [] if metrics["fmr_supported"] or closed else [
+    in_sample = after.point is None or after.point.source == "in-sample"
+    flags = [] if metrics["fmr_supported"] or closed or not in_sample else [
         f"FMR {fmr:g} is not supported by {after.n_impostor} impostor scores (needs {10 / fmr:.0f}); raise "
         "data.identities or data.images_per_identity"]
-    people = None if closed else people_flag(after.n_identities, fmr,
+    people = None if closed or not in_sample else people_flag(after.n_identities, fmr,
                                              "data.identities or perturbation.clean_population")
     flags += [people] if people is not None else []
     images, fields = _gallery(trained.poisoned, pop.faces, worn, asr, tm.goal)
@@ -262,7 +267,9 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
         skipped_images=[SkippedImage(path=str(q), reason=r) for q, r in _skipped(who).items()],
         provenance={**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.__dict__},
         samples={"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
-                 "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)})
+                 "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)},
+        operating_points=[] if closed or after.point is None else [
+            after.point.model_copy(update={"recognizer": f"{after.point.recognizer} (backdoored)"})])
     return BackdoorOutput(measured, images, fields, trained.model if p.save_model else None)
 
 
@@ -280,16 +287,17 @@ def _knowledge(p: BackdoorPerturbation) -> str:
     return f"poisoned training data + the clean model ({', '.join(uses)})"
 
 
-def _training_population(tm: ThreatModel, exclude: list[str], model: Recognizer, progress: bool) -> Population:
+def _training_population(tm: ThreatModel, exclude: list[str], reserved: frozenset[str], model: Recognizer,
+                         progress: bool) -> Population:
     """The victim's fine-tuning identities: `perturbation.training_identities` of them with
-    `training_images_per_identity` faces each, none of them among the held-out identities."""
+    `training_images_per_identity` faces each, none of them among the held-out (or calibration) identities."""
     p = tm.perturbation
     assert isinstance(p, BackdoorPerturbation)
     k = p.training_images_per_identity or tm.data.images_per_identity
     wanted = tm.data.model_copy(update={"identities": len(exclude) + p.training_identities, "images_per_identity": k,
                                         "seed": tm.data.seed + 1})
     try:
-        wide = select(wanted, model.info.template, progress)
+        wide = select(wanted, model.info.template, progress, reserved)
     except TooFewIdentities as exc:
         raise _too_few(tm, k, len(exclude), f"it has {exc.available} identities with {k} usable faces in all") from exc
     keep = [i for i, name in enumerate(wide.names) if name not in set(exclude)][:p.training_identities]

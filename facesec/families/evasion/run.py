@@ -26,7 +26,7 @@ from facesec.measures.rates import cluster_interval, wilson_interval
 from facesec.population import Population, select
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
-from facesec.record import Dimensions, Measured, Validity, plain, skipped
+from facesec.record import Dimensions, Measured, OperatingPoint, Validity, plain, skipped
 from facesec.threat_model import ThreatModel, Transfer
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
@@ -127,6 +127,8 @@ class _Trial:
     x: torch.Tensor
     view: knowledge.AttackerView
     generator: torch.Generator
+    point: OperatingPoint | None
+    """The target's operating point (open set)."""
 
 
 @dataclass
@@ -146,7 +148,7 @@ class _Outcome:
 def run_threat_model(tm: ThreatModel, ctx: RunContext) -> EvasionOutput:
     """Attack the threat model's population and measure everything results.json records."""
     t_start, progress = time.perf_counter(), ctx.progress
-    t = _trial(tm, ctx.device, progress)
+    t = _trial(tm, ctx, progress)
     clean, before = _success(t.objective, t.model, t.x)
     t_attack = time.perf_counter()
     out = _attack_attempts(tm, t, ~clean, progress)
@@ -161,16 +163,17 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> EvasionOutput:
     return _output(tm, t, out, seen, metrics_out, validity)
 
 
-def _trial(tm: ThreatModel, device: torch.device, progress: bool) -> _Trial:
+def _trial(tm: ThreatModel, ctx: RunContext, progress: bool) -> _Trial:
+    device = ctx.device
     model = load(tm.target, device)
-    pop = select(tm.data, model.info.template, progress)
+    pop = select(tm.data, model.info.template, progress, ctx.reserved())
     x_all = pop.faces.to(device)
     enrol, probes = trial.split(pop, tm)
     att = trial.attempts(tm, pop, probes, np.random.default_rng(tm.data.seed))
-    target = trial.judges(model, tm, pop, enrol, att, x_all, device)
+    target = trial.judges(model, tm, pop, enrol, att, x_all, device, ctx.calibration)
     view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device)
     return _Trial(model, pop, enrol, att, target.objective, x_all, x_all[att.index], view,
-                  torch.Generator().manual_seed(tm.data.seed))
+                  torch.Generator().manual_seed(tm.data.seed), target.point)
 
 
 def _attack_attempts(tm: ThreatModel, t: _Trial, attempted: np.ndarray, progress: bool) -> Attacked:
@@ -222,7 +225,7 @@ def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tupl
     holds_after = ~final if tm.goal == "dodging" else final
     baselines = {k: noise_asr if v is None else v for k, v in out.baselines.items()}
     validity = _validity(tm, t.x, t.view.objective, seen.attempted, out.unbounded, baselines, asr)
-    n_impostor = _fmr_support(tm, t.pop, validity)
+    n_impostor = _fmr_support(tm, t.pop, validity, in_sample=t.point is None or t.point.source == "in-sample")
     return {
         "attack_success_rate": asr,
         "attack_success_ci95": list(wilson_interval(n_success, n_attempts)),
@@ -250,9 +253,12 @@ def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tupl
     }, validity
 
 
-def _fmr_support(tm: ThreatModel, pop: Population, validity: dict[str, Any]) -> int:
-    """The population's impostor pairs; flagged in `validity` when too few support the open-set FMR."""
+def _fmr_support(tm: ThreatModel, pop: Population, validity: dict[str, Any], in_sample: bool) -> int:
+    """The population's impostor pairs; flagged in `validity` when they set the threshold (in sample) and are too
+    few to support the open-set FMR."""
     n_impostor = protocols.pair_counts(np.bincount(pop.identity).tolist())[1]
+    if not in_sample:
+        return n_impostor
     if tm.setting.kind == "open-set" and not protocols.supported_fmr(n_impostor, tm.setting.fmr):
         needed = protocols.SUPPORT_COUNT / tm.setting.fmr
         validity["flags"].append(
@@ -289,7 +295,8 @@ def _output(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome, metrics_o
                    + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps")),
         eps=p.eps if isinstance(p, PixelPerturbation) else None, metrics=metrics_out,
         validity=Validity.model_validate(plain(validity)), skipped_images=skipped(pop.skipped),
-        provenance=measured_on(t.model, pop.manifest_sha256), samples=samples)
+        provenance=measured_on(t.model, pop.manifest_sha256), samples=samples,
+        operating_points=[] if t.point is None else [t.point])
     return EvasionOutput(measured, t.x[:GALLERY_SIZE].cpu(), out.x_adv[:GALLERY_SIZE].detach().cpu(),
                          p.eps if isinstance(p, PixelPerturbation) else None, out.worn)
 

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facesec import protocols
 from facesec.attacks import Objective
+from facesec.calibration import CalibrationDraw
+from facesec.measures.operating import operating_point, pair_scores
 from facesec.population import Population
 from facesec.recognizers.base import Recognizer
+from facesec.record import OperatingPoint
 from facesec.threat_model import ClosedSet, ThreatModel
 
 
@@ -80,14 +82,11 @@ def objective(model: Recognizer, tm: ThreatModel, gallery: torch.Tensor, labels:
                      torch.from_numpy(labels).long().to(device), threshold)
 
 
-def threshold(model: Recognizer, emb: torch.Tensor, pop: Population, fmr: float) -> float:
-    """Threshold at `fmr` on all clean impostor pairs of the population."""
-    sims = model.similarity_matrix(emb, emb).cpu().numpy()
-    ids = pop.identity
-    iu = np.triu_indices(len(ids), k=1)
-    impostor = sims[iu][ids[iu[0]] != ids[iu[1]]]
-    return protocols.threshold_at_fmr(impostor, fmr)
-
+def threshold(model: Recognizer, emb: torch.Tensor, pop: Population, fmr: float,
+              draw: CalibrationDraw | None) -> OperatingPoint:
+    """The operating point at `fmr`: from the calibration draw, or in sample from all clean impostor pairs of the
+    population; either way with the FMR it gives on the population's impostor pairs."""
+    return operating_point(model, fmr, pair_scores(model, emb, pop.identity), draw)
 
 
 @dataclass
@@ -97,15 +96,19 @@ class Judges:
     objective: Objective
     train: Objective | None
     embeddings: torch.Tensor
+    point: OperatingPoint | None = None
+    """Where the open-set threshold comes from (None in a closed set)."""
 
 
 def judges(model: Recognizer, tm: ThreatModel, pop: Population, enrol: np.ndarray, att: Attempts,
-           x_all: torch.Tensor, device: torch.device) -> Judges:
-    """Gallery templates and the open-set threshold at the FMR, as `model` sees the population."""
+           x_all: torch.Tensor, device: torch.device, draw: CalibrationDraw | None = None) -> Judges:
+    """Gallery templates and the open-set threshold at the FMR, as `model` sees the population (calibrated on
+    `draw` when given, else in sample)."""
     emb = model.embed(x_all)
     templates = gallery(model, emb, pop, enrol)
-    t = threshold(model, emb, pop, tm.setting.fmr) if tm.setting.kind == "open-set" else 0.0
+    point = threshold(model, emb, pop, tm.setting.fmr, draw) if tm.setting.kind == "open-set" else None
+    t = point.threshold if point is not None else 0.0
     train = None
     if att.train_index is not None:
         train = objective(model, tm, templates, train_labels(tm, pop, att), t, device)
-    return Judges(objective(model, tm, templates, att.labels, t, device), train, emb)
+    return Judges(objective(model, tm, templates, att.labels, t, device), train, emb, point)

@@ -24,7 +24,7 @@ from facesec.measures.rates import rate_with_intervals
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan
 from facesec.progress import bar
-from facesec.protocols import identity_pairs, people_flag, supported_fmr
+from facesec.protocols import people_flag, supported_fmr
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.dlib_resnet import DlibResNet
@@ -207,9 +207,10 @@ def _leak(tm: ThreatModel, p: TemplateInversionPerturbation, setting: OpenSet, c
     model = load(tm.target, ctx.device)
     n_private = tm.data.identities
     pop = select_with_others(tm.data, p.public_identities, "perturbation.public_identities", model.info.template,
-                             ctx.progress)
-    target = calibrated_judge(model, pop, [setting.fmr], ctx.progress)
-    others = [calibrated_judge(load(s, ctx.device), pop, [setting.fmr], ctx.progress) for s in p.recognizers]
+                             ctx.progress, ctx.reserved())
+    target = calibrated_judge(model, pop, [setting.fmr], ctx.progress, ctx.calibration)
+    others = [calibrated_judge(load(s, ctx.device), pop, [setting.fmr], ctx.progress, ctx.calibration)
+              for s in p.recognizers]
     members = [np.flatnonzero(pop.identity == i) for i in range(n_private)]
     enrolment = np.array([m[0] for m in members])
     templates = _leaked(model, target.emb[torch.from_numpy(enrolment)]).to(ctx.device)
@@ -258,6 +259,7 @@ def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatMod
              gan: bool) -> tuple[dict[str, Any], list[str]]:
     """Type-I and type-II success, the baselines, each other recognizer's view, and the validity flags."""
     target, others = leak.target, leak.others
+    point = target.point(setting.fmr)
     own = verdicts[target.name]
     results = {key: _rates(v, cross=False) for key, v in own.items()}
     cross = {j.name: {key: _rates(v, cross=True) for key, v in verdicts[j.name].items()} for j in others}
@@ -282,15 +284,17 @@ def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatMod
         "reconstructions_detected": float(own["reconstruction"].found.mean()),
         "queries_per_sample": queries, "training_queries": training["queries"],
         **{k: v for k, v in training.items() if k != "queries"},
-        "threshold": target.thresholds[setting.fmr],
-        "n_impostor_scores": target.impostor.size, "n_impostor_identity_pairs": identity_pairs(len(target.pop.names)),
-        "fmr_supported": supported_fmr(target.impostor.size, setting.fmr),
+        "threshold": target.thresholds[setting.fmr], "n_impostor_scores": point.impostor_pairs,
+        "n_impostor_identity_pairs": point.identity_pairs,
+        "fmr_supported": supported_fmr(point.impostor_pairs, setting.fmr),
         "n_identities": tm.data.identities, "n_public_identities": len(leak.pop.names) - tm.data.identities,
         "n_skipped_images": len(leak.pop.skipped),
     }
     for base, r in results.items():
         if base != "reconstruction":
             metrics[f"{base}_type2_rate"] = r["type2"]["rate"]
+    if not target.in_sample():  # the engine flags a calibration too small for the FMR
+        return metrics, []
     flags = [] if metrics["fmr_supported"] else [
         f"FMR {setting.fmr:g} is not supported by {target.impostor.size} impostor scores (needs "
         f"{10 / setting.fmr:.0f}); raise perturbation.public_identities"]
@@ -333,7 +337,7 @@ def _output(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], nearest: np.nd
             attack=f"Adam, {tm.attack.steps} steps" + (f" x {p.restarts} restarts" if gan else "")),
         eps=None, metrics=metrics, validity=Validity(n_flags=len(flags), flags=flags),
         skipped_images=skipped(pop.skipped), provenance=measured_on(leak.model, pop.manifest_sha256),
-        samples=samples)
+        samples=samples, operating_points=[j.point(setting.fmr) for j in [leak.target, *leak.others]])
     return GalleryOutput(measured, images, fields)
 
 

@@ -210,9 +210,9 @@ def _at_fmr(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray]
         "genuine_accept_rate_best_of_n": best_genuine, "rmmr_best_of_n": measures.rmmr(mm, 1 - best_genuine),
         "fnmr": fnmr, "genuine_accept_rate": 1 - fnmr, "impostor_accept_rate": measures.fmr(judge.impostor, t),
         "no_morph_mmpmr": measures.mmpmr(_best(host_a), _best(host_b), t),
-        "n_impostor_scores": int(judge.impostor.size),
-        "n_impostor_identity_pairs": protocols.identity_pairs(len(judge.pop.names)),
-        "fmr_supported": protocols.supported_fmr(int(judge.impostor.size), fmr),
+        "n_impostor_scores": judge.point(fmr).impostor_pairs,
+        "n_impostor_identity_pairs": judge.point(fmr).identity_pairs,
+        "fmr_supported": protocols.supported_fmr(judge.point(fmr).impostor_pairs, fmr),
     }
 
 
@@ -270,11 +270,11 @@ def _plan(tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> _Plan:
     """The population (subjects and calibration identities), the judges with their thresholds, the pairs."""
     model = load(tm.target, ctx.device)
     pop = select_with_others(tm.data, p.calibration_identities, "perturbation.calibration_identities",
-                             model.info.template, ctx.progress)
+                             model.info.template, ctx.progress, ctx.reserved())
     assert isinstance(tm.setting, OpenSet)
     fmrs = sorted({*p.fmrs, tm.setting.fmr}, reverse=True)
-    target = calibrated_judge(model, pop, fmrs, ctx.progress)
-    judges = _unique([target] + [calibrated_judge(load(s, ctx.device), pop, fmrs, ctx.progress)
+    target = calibrated_judge(model, pop, fmrs, ctx.progress, ctx.calibration)
+    judges = _unique([target] + [calibrated_judge(load(s, ctx.device), pop, fmrs, ctx.progress, ctx.calibration)
                                  for s in p.recognizers])
     members = [np.flatnonzero(pop.identity == i) for i in range(len(pop.names))]
     refs = [m[: p.references] for m in members]
@@ -345,10 +345,11 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
                                                         attempts).tolist()} for f in plan.fmrs}
     flags = [f"FMR {f:g} is not supported by {v.by_judge[j.name][f'{f:g}']['n_impostor_scores']} impostor scores "
              f"of {j.name} (needs {10 / f:.0f}); raise calibration_identities"
-             for j in plan.judges for f in plan.fmrs if not v.by_judge[j.name][f"{f:g}"]["fmr_supported"]]
+             for j in plan.judges for f in plan.fmrs
+             if j.in_sample() and not v.by_judge[j.name][f"{f:g}"]["fmr_supported"]]
     flags += [f"MAP counts {name} once with {twin}: the same weights (the same model in another runtime)"
               for name, twin in repeats]
-    flags += [flag for f in plan.fmrs if (flag := protocols.people_flag(
+    flags += [flag for f in plan.fmrs if plan.target.in_sample() and (flag := protocols.people_flag(
         len(plan.target.pop.names), f, "data.identities or calibration_identities")) is not None]
     metrics: dict[str, Any] = {
         "mmpmr": head["mmpmr"], "mmpmr_ci95": rate_with_ci(int(mated.sum()), n)["ci95"],
@@ -409,7 +410,7 @@ def _output(plan: _Plan, v: _Verdicts, morphs: Morphs, enrolled: np.ndarray, met
                             "thresholds": {f"{f:g}": plan.target.thresholds[f] for f in plan.fmrs},
                             "alpha": p.alpha, "pairing": p.pairing, "method": p.method}},
         skipped_images=skipped(pop.skipped), provenance=measured_on(plan.model, pop.manifest_sha256),
-        samples=samples)
+        samples=samples, operating_points=[j.point(setting.fmr) for j in plan.judges])
     return GalleryOutput(measured, images, fields)
 
 

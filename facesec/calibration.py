@@ -1,0 +1,97 @@
+"""The calibration draw: which identities set a run's operating point. They are drawn before anything else and,
+from the run's own dataset, left out of every other draw, so the threshold never comes from the people it judges.
+Torch-free: `validate` checks the draw and the FMR it supports before any run starts."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesec import protocols
+from facesec.data.dataset import load_dataset
+from facesec.errors import DataError
+from facesec.threat_model import OpenSet, ThreatModel
+
+SALT = 0xCA1
+"""Mixed into the calibration seed, so the calibration draw is not the attacked draw's first identities."""
+
+
+@dataclass(frozen=True)
+class CalibrationDraw:
+    """The identities and files a threshold is calibrated on."""
+
+    dataset: str
+    root: Path
+    files: tuple[tuple[Path, str], ...]
+    """Up to `images_per_identity` files per identity, identities in draw order."""
+    names: tuple[str, ...]
+    images_per_identity: int
+    seed: int
+    shared: bool
+    """Drawn from the attacked dataset: `names` are then left out of every other draw of the run."""
+
+    def key(self) -> str:
+        """What makes two runs' calibrations the same (dataset folder, files, identities): one per suite."""
+        digest = hashlib.sha256(str(self.root).encode("utf-8", "surrogateescape"))
+        for path, ident in self.files:
+            digest.update(f"\n{path},{ident}".encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
+    def reserved(self) -> frozenset[str]:
+        """Identities no other draw of the run may take."""
+        return frozenset(self.names) if self.shared else frozenset()
+
+
+def draw(tm: ThreatModel) -> CalibrationDraw | None:
+    """The run's calibration identities (None for an in-sample operating point or a closed-set run)."""
+    if not isinstance(tm.setting, OpenSet) or tm.setting.calibration is None:
+        return None
+    cal = tm.setting.calibration
+    name = cal.dataset or tm.data.dataset
+    ds = load_dataset(name)
+    by_identity: dict[str, list[Path]] = {}
+    for path, ident in ds.items:
+        by_identity.setdefault(ident, []).append(path)
+    k = cal.images_per_identity
+    eligible = sorted(ident for ident, paths in by_identity.items() if len(paths) >= k)
+    seed = tm.data.seed if cal.seed is None else cal.seed
+    order = [str(n) for n in np.random.default_rng([seed, SALT]).permutation(eligible)]
+    wanted = len(order) if cal.identities is None else cal.identities
+    if len(order) < wanted:
+        raise DataError(f"field 'setting.calibration.identities': dataset '{name}' has {len(order)} identities "
+                        f"with {k} images, not {wanted}; lower setting.calibration.identities or "
+                        "images_per_identity, or calibrate on another dataset")
+    names = tuple(order[:wanted])
+    files = tuple((path, ident) for ident in names for path in by_identity[ident][:k])
+    shared = load_dataset(tm.data.dataset).root == ds.root
+    return CalibrationDraw(name, ds.root, files, names, k, seed, shared)
+
+
+def check(tm: ThreatModel) -> None:
+    """Refuse, before any run, a calibration the dataset cannot give or one too small for the FMR asked for:
+    10 / FMR impostor image pairs and 1 / FMR pairs of people (unless the threat model accepts that)."""
+    found = draw(tm)
+    if found is None:
+        return
+    assert isinstance(tm.setting, OpenSet) and tm.setting.calibration is not None
+    problem = unsupported(len(found.names), found.images_per_identity, tm.setting.fmr)
+    if problem and not tm.setting.calibration.accept_unsupported:
+        raise DataError(f"field 'setting.calibration': {problem}; raise setting.calibration.identities, raise "
+                        "setting.fmr, or set setting.calibration.accept_unsupported: true (every number is then "
+                        "marked)")
+
+
+def unsupported(identities: int, images_per_identity: int, fmr: float) -> str | None:
+    """Why `identities` people with this many faces each cannot support a threshold at `fmr` (None when they
+    can): too few impostor image pairs (10 / FMR) or too few pairs of people (1 / FMR)."""
+    images = protocols.pair_counts([images_per_identity] * identities)[1]
+    if not protocols.supported_fmr(images, fmr):
+        return (f"{identities} identities x {images_per_identity} faces give {images} impostor pairs, under the "
+                f"{10 / fmr:.0f} FMR {fmr:g} needs")
+    return protocols.people_flag(identities, fmr, "setting.calibration.identities")
+
+
+__all__ = ["CalibrationDraw", "check", "draw", "unsupported"]

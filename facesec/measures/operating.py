@@ -1,0 +1,142 @@
+"""Operating points: a recognizer's threshold at an FMR, set on the calibration draw (out of sample; computed
+once per recognizer and draw in a process, so every run of a suite judges at the same threshold) or, without
+one, on the run's own people (in sample), with its bootstrap interval over the people it was set on and the
+FMR it gives on the run's own clean impostor pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from facesec import protocols
+from facesec.calibration import CalibrationDraw
+from facesec.data.pipeline import align_faces
+from facesec.errors import DataError
+from facesec.measures.rates import multiway_interval, rate_with_ci
+from facesec.recognizers.base import Recognizer
+from facesec.record import OperatingPoint, ScoreCurve
+
+THRESHOLD_DRAWS = 400
+"""Resamples of the calibration identities behind a threshold's interval."""
+DET_FMRS = np.logspace(-5, 0, 26)
+"""FMRs at which the DET curve's thresholds are set (points beyond what the impostor pairs support are left out)."""
+BINS = 40
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Clean scores of every pair of a set of faces: genuine ones, impostor ones and the two people of each."""
+
+    genuine: np.ndarray
+    impostor: np.ndarray
+    people: np.ndarray
+    """n_impostor x 2: the identity index (0 .. n_identities - 1) of each impostor pair's faces."""
+    sizes: np.ndarray
+    """Faces per identity."""
+
+    @property
+    def n_identities(self) -> int:
+        return int(np.count_nonzero(self.sizes))
+
+
+def pair_scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray) -> Scores:
+    """Genuine and impostor scores of all pairs of the faces (upper triangle), with each impostor pair's people."""
+    sims = model.similarity_matrix(emb, emb).cpu().numpy()
+    _, dense = np.unique(ids, return_inverse=True)
+    iu = np.triu_indices(len(ids), k=1)
+    same = dense[iu[0]] == dense[iu[1]]
+    people = np.stack([dense[iu[0]][~same], dense[iu[1]][~same]], axis=1)
+    return Scores(sims[iu][same], sims[iu][~same], people, np.bincount(dense))
+
+
+_CACHE: dict[tuple[str, str, str], tuple[Scores, int]] = {}
+
+
+def calibration_scores(model: Recognizer, draw: CalibrationDraw, progress: bool, cache: bool = True) -> Scores:
+    """The model's scores on the calibration draw (its faces aligned to the model's template); kept for the
+    process when the model's weights are known by hash, so a suite calibrates each recognizer once (`cache`
+    False for a model changed since it was loaded, e.g. fine-tuned: its hash is its origin's)."""
+    key = (model.info.name, model.info.weights_sha256 or "", draw.key())
+    cache = cache and model.info.weights_sha256 is not None
+    if cache and key in _CACHE:
+        return _CACHE[key][0]
+    faces = align_faces([path for path, _ in draw.files], model.info.template, progress=progress)
+    of = {path: ident for path, ident in draw.files}
+    index = {name: i for i, name in enumerate(draw.names)}
+    ids = np.array([index[of[path]] for path in faces.paths], dtype=np.int64)
+    if len(np.unique(ids)) < 2:
+        raise DataError(f"setting.calibration: only {len(np.unique(ids))} calibration identities have a usable "
+                        "face; draw more")
+    with torch.no_grad():
+        scores = pair_scores(model, model.embed(faces.tensor()), ids)
+    if cache:
+        _CACHE[key] = (scores, len(faces.paths))
+    return scores
+
+
+def threshold_interval(scores: Scores, fmr: float, draws: int = THRESHOLD_DRAWS, seed: int = 0) -> list[float]:
+    """95% interval of the threshold when the people it was set on are resampled: a person drawn m times and
+    another drawn n times weigh their impostor pairs m x n (a person drawn twice is no impostor of itself). Only
+    the highest scores can hold a threshold at a small FMR, so the weights are summed there and the total is
+    counted per person ((S^2 - sum s_i^2) / 2 with s_i = faces x draws of person i)."""
+    top = min(scores.impostor.size, max(4096, int(50 * fmr * scores.impostor.size)))
+    order = np.argsort(-scores.impostor, kind="stable")[:top]
+    desc, a, b = scores.impostor[order], scores.people[order, 0], scores.people[order, 1]
+    k = scores.sizes.size
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(draws):
+        m = rng.multinomial(k, np.full(k, 1 / k)).astype(float)
+        s = scores.sizes * m
+        total = (s.sum() ** 2 - (s ** 2).sum()) / 2
+        cum = np.cumsum(m[a] * m[b])
+        if total <= 0:
+            continue
+        at = int(np.searchsorted(cum, fmr * total, side="right"))
+        if at >= top and top < scores.impostor.size:  # the threshold lies below the scores kept: weigh them all
+            full = np.argsort(-scores.impostor, kind="stable")
+            at = int(np.searchsorted(np.cumsum(m[scores.people[full, 0]] * m[scores.people[full, 1]]),
+                                     fmr * total, side="right"))
+            found.append(float(scores.impostor[full][min(at, full.size - 1)]))
+            continue
+        found.append(float(desc[min(at, desc.size - 1)]))
+    lo, hi = np.quantile(found, [0.025, 0.975])
+    return [float(lo), float(hi)]
+
+
+def curve(scores: Scores) -> ScoreCurve:
+    """DET points at thresholds set for a grid of FMRs (only those the impostor pairs support) and histograms."""
+    det = []
+    for f in DET_FMRS:
+        if f * scores.impostor.size < 1:
+            continue
+        t = protocols.threshold_at_fmr(scores.impostor, float(f))
+        det.append([float(np.mean(scores.impostor > t)), float(np.mean(scores.genuine <= t))])
+    both = np.concatenate([scores.genuine, scores.impostor])
+    edges = np.linspace(float(both.min()), float(both.max()), BINS + 1)
+    return ScoreCurve(det=det, edges=[float(e) for e in edges],
+                      genuine=np.histogram(scores.genuine, edges)[0].tolist(),
+                      impostor=np.histogram(scores.impostor, edges)[0].tolist())
+
+
+def operating_point(model: Recognizer, fmr: float, run: Scores, draw: CalibrationDraw | None,
+                    progress: bool = False, cache: bool = True) -> OperatingPoint:
+    """The model's threshold at `fmr`: from the calibration draw, or in sample from `run` (the run's own clean
+    scores) without one, and the FMR it gives on `run`'s impostor pairs with Wilson's and the people's interval."""
+    cal = run if draw is None else calibration_scores(model, draw, progress, cache)
+    t = protocols.threshold_at_fmr(cal.impostor, fmr)
+    accepted = run.impostor > t
+    measured = rate_with_ci(int(accepted.sum()), int(accepted.size))
+    by_people = list(multiway_interval(accepted, [run.people[:, 0], run.people[:, 1]])) if accepted.size else []
+    n_pairs = protocols.identity_pairs(cal.n_identities)
+    return OperatingPoint(
+        recognizer=model.info.name, fmr=fmr, threshold=t, threshold_ci95=threshold_interval(cal, fmr),
+        source="in-sample" if draw is None else "out-of-sample", dataset="" if draw is None else draw.dataset,
+        identities=cal.n_identities, impostor_pairs=int(cal.impostor.size), identity_pairs=n_pairs,
+        supported=protocols.supported_fmr(int(cal.impostor.size), fmr)
+        and protocols.people_flag(cal.n_identities, fmr, "") is None,
+        draw="" if draw is None else draw.key()[:16], seed=None if draw is None else draw.seed,
+        fmr_measured=measured["rate"] if accepted.size else None, fmr_measured_ci95=measured["ci95"],
+        fmr_measured_ci95_cluster=by_people, measured_pairs=int(accepted.size), curve=curve(cal))
