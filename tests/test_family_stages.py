@@ -34,6 +34,7 @@ from facesec.measures.judges import Judge
 from facesec.measures.rates import cluster_interval, rate_with_ci, wilson_interval
 from facesec.population import Population, select
 from facesec.recognizers.base import Recognizer, RecognizerInfo
+from facesec.record import OperatingPoint
 from facesec.threat_model import OpenSet, ThreatModel
 
 SMALL = Path(__file__).parent / "fixtures" / "small"
@@ -80,7 +81,7 @@ def _toy_population(identity: list[int]) -> Population:
 @pytest.fixture(scope="module")
 def pixel(celeba: Path) -> tuple[ThreatModel, evasion._Trial]:
     tm = _small("pixel")
-    return tm, evasion._trial(tm, CPU, False)
+    return tm, evasion._trial(tm, CTX, False)
 
 
 def test_evasion_trial_enrols_and_probes_disjoint_photos(pixel: tuple[ThreatModel, evasion._Trial]) -> None:
@@ -239,8 +240,8 @@ def test_morph_metrics_from_hand_made_verdicts() -> None:
     angles = [0, 90, 0, 180, 0, 0, 0, 60]  # pairs (0, 1), (2, 3), (4, 5), (6, 7): cosines 0, -1, 1, 0.5
     emb = torch.tensor([_unit(angles[k]) for k in identity])
     genuine, impostor = np.array([0.9, 0.8, 0.4, 0.95]), np.linspace(-1, 0.6, 5000)
-    target = Judge("toy", model, pop, emb, genuine, impostor, {0.01: 0.5})
-    other = Judge("other", model, pop, emb, genuine, np.zeros(12), {0.01: 0.5})
+    target = Judge("toy", model, pop, emb, genuine, impostor, {0.01: 0.5}, [_in_sample(0.01, 0.5, 5000, 8)])
+    other = Judge("other", model, pop, emb, genuine, np.zeros(12), {0.01: 0.5}, [_in_sample(0.01, 0.5, 12, 8)])
     members = [np.flatnonzero(pop.identity == k) for k in range(8)]
     plan = morph._Plan(model, pop, [0.01], target, [target, other], [target], [m[:1] for m in members],
                        [m[1:] for m in members], [(0, 1), (2, 3), (4, 5), (6, 7)],
@@ -441,3 +442,10 @@ def test_backdoor_train_poisons_a_share_and_leaves_the_clean_model(
     assert any(not torch.equal(start[k], benign[k]) for k in start)
     assert any(not torch.equal(tuned[k], benign[k]) for k in start)
     assert trained.tuned.model is trained.model and len(trained.tuned.losses) == p.epochs
+
+
+def _in_sample(fmr: float, threshold: float, impostor_pairs: int, identities: int) -> OperatingPoint:
+    """A hand-made judge's operating point: set on its own people."""
+    return OperatingPoint(recognizer="toy", fmr=fmr, threshold=threshold, threshold_ci95=[threshold, threshold],
+                          source="in-sample", dataset="", identities=identities, impostor_pairs=impostor_pairs,
+                          identity_pairs=identities * (identities - 1) // 2, supported=True)

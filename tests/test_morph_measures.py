@@ -22,6 +22,7 @@ from facesec.families.morph.measures import (
 )
 from facesec.measures.rates import rate_with_ci, wilson_interval
 from facesec.protocols import supported_fmr, threshold_at_fmr
+from facesec.record import OperatingPoint
 
 NINF = -np.inf
 
@@ -330,7 +331,7 @@ def test_rmmr_best_of_n_compares_like_with_like() -> None:
 
     people = SimpleNamespace(names=["a", "b", "c"])
     judge = Judge("toy", None, people, None, genuine=np.array([0.9, 0.4, 0.45, 0.3]),  # type: ignore[arg-type]
-                  impostor=np.array([0.1, 0.2]), thresholds={1e-3: t})
+                  impostor=np.array([0.1, 0.2]), thresholds={1e-3: t}, points=[_in_sample(1e-3, t, 2, 3)])
     sa = [np.array([0.6, 0.2]), np.array([0.7, 0.1]), np.array([0.3, 0.2])]  # best: accepted, accepted, not
     sb = [np.array([0.1, 0.8]), np.array([0.6, 0.6]), np.array([0.9, 0.9])]
     host_a = [np.array([0.2, 0.7]), np.array([0.4, 0.3]), np.array([0.8, 0.1])]  # A's own photo: best of N 2 of 3
@@ -358,3 +359,10 @@ def test_map_counts_a_model_in_another_runtime_once() -> None:
     kept, repeats = _independent([judge("dlib-resnet", "d"), judge("hse-faceres", "h"), judge("dlib-cpp", "d"),
                                   judge("dlib-resnet#2", "tuned")])
     assert kept == [0, 1, 3] and repeats == [("dlib-cpp", "dlib-resnet")]
+
+
+def _in_sample(fmr: float, threshold: float, impostor_pairs: int, identities: int) -> OperatingPoint:
+    """A hand-made judge's operating point: set on its own people."""
+    return OperatingPoint(recognizer="toy", fmr=fmr, threshold=threshold, threshold_ci95=[threshold, threshold],
+                          source="in-sample", dataset="", identities=identities, impostor_pairs=impostor_pairs,
+                          identity_pairs=identities * (identities - 1) // 2, supported=True)

@@ -21,7 +21,7 @@ from facesec.record import OperatingPoint, ScoreCurve
 THRESHOLD_DRAWS = 400
 """Resamples of the calibration identities behind a threshold's interval."""
 DET_FMRS = np.logspace(-5, 0, 26)
-"""FMRs at which the DET curve's thresholds are set (points beyond what the impostor pairs support are left out)."""
+"""FMRs at which the DET curve's thresholds are set (those the impostor pairs do not support, 10 / FMR, left out)."""
 BINS = 40
 
 
@@ -110,7 +110,7 @@ def curve(scores: Scores) -> ScoreCurve:
     """DET points at thresholds set for a grid of FMRs (only those the impostor pairs support) and histograms."""
     det = []
     for f in DET_FMRS:
-        if f * scores.impostor.size < 1:
+        if not protocols.supported_fmr(int(scores.impostor.size), float(f)):
             continue
         t = protocols.threshold_at_fmr(scores.impostor, float(f))
         det.append([float(np.mean(scores.impostor > t)), float(np.mean(scores.genuine <= t))])
