@@ -16,7 +16,7 @@ from facesec.errors import ConfigError
 MAX_RUNS = 1000
 """A matrix expanding to more runs is refused unless the limit is raised (`--max-runs`)."""
 CORE_EXPANDABLE = ("goal", "capability", "knowledge", "setting.fmr", "attack.steps", "attack.method",
-                   "attack.library")
+                   "attack.library", "data.seed")
 """Fields outside `perturbation` where a list means 'one run per value'."""
 
 

@@ -164,7 +164,8 @@ def test_the_report_shows_each_runs_operating_point_and_one_figure_per_calibrati
 
     runs = [{"name": name, "family": "pixel", "operating_points": [point]}
             for name, point in (("a", _point(0.6)), ("b", _point(0.6)), ("c", _point(0.55, "in-sample")))]
-    report = build_report(Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs}), tmp_path, tmp_path, False)
+    results = Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs})
+    report = build_report(results, tmp_path, tmp_path, False)
     rows = report.operating.rows
     assert [r.run for r in rows] == ["a", "b", "c"] and report.operating.in_sample == 1
     assert rows[0].threshold == "0.6 [0.5, 0.7]" and "100 identities of celeba-mini apart" in rows[0].calibrated_on
@@ -182,5 +183,6 @@ def test_a_curve_from_someone_elses_file_is_left_out_not_fatal(tmp_path: Path, c
     from facesec.report.render import build_report
 
     runs = [{"name": "a", "family": "pixel", "operating_points": [_point(0.6, **curve)]}]
-    report = build_report(Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs}), tmp_path, tmp_path, False)
+    results = Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs})
+    report = build_report(results, tmp_path, tmp_path, False)
     assert len(report.operating.rows) == 1 and len(report.operating.figures) <= 1

@@ -20,7 +20,7 @@ from facesec import families, safe_json
 from facesec.errors import ConfigError
 from facesec.families.base import Family, SuiteFigure
 from facesec.record import BaselineRule, Dimensions, GateResult, Provenance, Results, RunRecord
-from facesec.report import operating, summary
+from facesec.report import draws, operating, summary
 from facesec.report.fields import DASH, family_of, fmt, interval, number, text
 from facesec.report.links import Link, link
 from facesec.results import SCHEMA_VERSION, read_results
@@ -169,6 +169,8 @@ class Report:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     """(runs, image, reason) of every image the runs skipped, once each."""
     operating: operating.OperatingSection = field(default_factory=operating.OperatingSection)
+    draws: list[draws.DrawGroup] = field(default_factory=list)
+    """Threat models run on several draws (`data.seed` lists): per draw and pooled."""
 
 
 class ReportBuilder:
@@ -255,6 +257,7 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
         gates_held=len(all_gates) - len(failed), gates_total=len(all_gates),
         findings=summary.findings(records), ratings=summary.ratings(records), glossary=summary.glossary(records),
         skipped=_skipped(records, runs), operating=operating.section(records, [run.anchor for run in runs]),
+        draws=draws.groups(records, [run.anchor for run in runs]),
     )
 
 

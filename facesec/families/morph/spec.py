@@ -29,8 +29,8 @@ class MorphPerturbation(PerturbationSpec):
                                         "of them is ever a probe")
     eps: Budget = Field(8 / 255, le=1, description="optimised: L-inf budget around the landmark morph's pixels")
     calibration_identities: Whole = Field(
-        150, ge=0, le=100_000, description="identities besides the subjects whose faces calibrate the thresholds "
-                                           "(clean impostor and genuine pairs) and fill the 1:N gallery")
+        150, ge=0, le=100_000, description="identities besides the subjects that fill the 1:N gallery and, "
+                                           "without setting.calibration, calibrate the thresholds in sample")
     fmrs: list[float] = Field([1e-3, 1e-4], min_length=1,
                                description="FMRs the metrics are also reported at (setting.fmr is the headline)")
     recognizers: list[str | dict[str, Any]] = Field(

@@ -1,0 +1,70 @@
+"""Draws as a dimension (issue 39, point 3): a list of data.seed values expands into one run per draw, and the
+report pools a threat model's draws with an interval that holds the spread between them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facesec.loading import load_threat_models
+from facesec.measures.pooling import pooled_rate
+from facesec.record import Results
+from facesec.report.draws import groups
+from facesec.report.render import build_report
+
+SMALL = Path(__file__).parent / "fixtures" / "small"
+
+
+def test_a_list_of_seeds_expands_into_one_run_per_draw(celeba: Path) -> None:
+    runs = load_threat_models(SMALL / "pixel.yaml", ["data.seed=[100, 101, 102]"])
+    assert [tm.data.seed for tm in runs] == [100, 101, 102]
+    assert [tm.name for tm in runs] == [f"small-pixel[seed={s}]" for s in (100, 101, 102)]
+
+
+def test_agreeing_draws_pool_to_a_narrower_interval_than_each() -> None:
+    pooled = pooled_rate([0.5, 0.5, 0.5], [(0.4, 0.6)] * 3)
+    assert pooled.rate == pytest.approx(0.5) and pooled.tau == 0
+    assert 0.4 < pooled.ci95[0] < 0.5 < pooled.ci95[1] < 0.6
+
+
+def test_disagreeing_draws_widen_the_pooled_interval_to_their_spread() -> None:
+    within = [(0.05, 0.15), (0.45, 0.55), (0.85, 0.95)]
+    pooled = pooled_rate([0.1, 0.5, 0.9], within)
+    assert pooled.rate == pytest.approx(0.5) and pooled.tau > 0.3
+    assert pooled.ci95 == (0.0, 1.0)  # three draws this far apart say little about the next one
+    two = pooled_rate([0.45, 0.55], [(0.40, 0.50), (0.50, 0.60)])
+    assert two.ci95[1] - two.ci95[0] > 0.1  # wider than either draw's own interval
+    with pytest.raises(ValueError):
+        pooled_rate([0.5], [(0.4, 0.6)])
+
+
+def _run(name: str, seed: int, rate: float, ends: list[float], error: str | None = None) -> dict[str, Any]:
+    tm = {"name": name, "data": {"dataset": "celeba-mini", "seed": seed}, "perturbation": {"kind": "pixel"}}
+    out: dict[str, Any] = {"name": name, "family": "pixel", "threat_model": tm, "source": "t.yaml",
+                           "metrics": {"attack_success_rate": rate, "attack_success_ci95_cluster": ends},
+                           "headline": {"metric": "attack_success_rate", "label": "ASR"}}
+    return {**out, "error": error} if error else out
+
+
+def test_the_report_pools_runs_that_differ_only_in_their_draw(tmp_path: Path) -> None:
+    runs = [_run(f"q[goal=dodging,seed={s}]", s, r, [r - 0.1, r + 0.1]) for s, r in ((100, 0.5), (101, 0.6),
+                                                                                     (102, 0.55))]
+    runs += [_run("q[goal=impersonation,seed=100]", 100, 0.2, [0.1, 0.3]),  # one draw only: not pooled
+             _run("q[goal=dodging,seed=103]", 103, 0.0, [0.0, 0.0], error="out of memory")]  # failed: left out
+    results = Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs})
+    found = groups(results.runs, [f"run-{i}" for i in range(len(runs))])
+    assert len(found) == 1
+    group = found[0]
+    assert group.name == "q[goal=dodging]" and group.metric == "ASR"
+    assert [(d.seed, d.value) for d in group.draws] == [("100", "0.50 [0.40, 0.60]"), ("101", "0.60 [0.50, 0.70]"),
+                                                        ("102", "0.55 [0.45, 0.65]")]
+    assert group.pooled.startswith("0.55 [")
+    assert build_report(results, tmp_path, tmp_path, False).draws[0].name == "q[goal=dodging]"
+
+
+def test_a_draw_with_a_hostile_interval_leaves_the_pool_empty(tmp_path: Path) -> None:
+    runs = [_run(f"q[seed={s}]", s, 0.5, ends) for s, ends in ((1, [0.4, 0.6]), (2, [0.9, 0.1]))]
+    found = groups(Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs}).runs, ["a", "b"])
+    assert len(found) == 1 and found[0].pooled == "—"
