@@ -23,6 +23,7 @@ from facesec.families.backdoor.measure import Evaluation
 from facesec.families.backdoor.spec import BackdoorPerturbation
 from facesec.families.base import RunContext
 from facesec.families.evasion import run as evasion
+from facesec.families.evasion import trial
 from facesec.families.evasion.spec import PixelPerturbation
 from facesec.families.inversion import run as inversion
 from facesec.families.inversion import search
@@ -76,6 +77,24 @@ def _toy_population(identity: list[int]) -> Population:
 
 
 # --- evasion: _trial -> _attack_attempts -> _Outcome -> _measures -> _output ---------------------------------
+
+
+@pytest.mark.parametrize("goal", ["dodging", "impersonation"])
+def test_universal_runs_are_measured_on_people_they_were_not_optimised_on(goal: str) -> None:
+    """A universal perturbation is optimised on half of the people's probes and measured on the others': the same
+    person on both sides would measure memorisation of that person's face, not universality."""
+    tm = load_threat_models(SMALL / "pixel.yaml", ["capability=universal", f"goal={goal}"])[0]
+    identity = [k for k in range(10) for _ in range(4)]
+    pop = _toy_population(identity)
+    probes = np.array([i for i in range(len(identity)) if i % 4])
+    for seed in range(5):
+        att = trial.attempts(tm, pop, probes, np.random.default_rng(seed))
+        assert att.train_index is not None and len(att.train_index) and len(att.index)
+        trained_on = set(pop.identity[att.train_index].tolist())
+        assert trained_on.isdisjoint(att.own.tolist()), (seed, trained_on, set(att.own.tolist()))
+        assert set(att.index.tolist()).isdisjoint(att.train_index.tolist())
+
+
 
 
 @pytest.fixture(scope="module")

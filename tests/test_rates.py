@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from facesec.families.morph.measures import contributor_clusterings
-from facesec.measures.rates import cluster_interval, multiway_interval, rate_with_intervals, wilson_interval
+from facesec.measures.rates import (
+    cluster_interval,
+    multiway_interval,
+    paired_difference,
+    rate_with_intervals,
+    wilson_interval,
+)
 
 
 def test_identical_within_person_is_wider_than_wilson() -> None:
@@ -74,3 +80,23 @@ def test_an_fmr_needs_enough_pairs_of_people_not_only_of_photos() -> None:
     assert flag is not None and flag.startswith("FMR 0.001 rests on 190 pairs of people (20 identities; needs 1000")
     assert flag.endswith("raise data.identities")
     assert protocols.people_flag(46, 1e-3, "x") is None and protocols.people_flag(45, 1e-3, "x") is not None
+
+
+def test_a_paired_difference_shows_what_separate_intervals_hide() -> None:
+    """Two models on the same 200 genuine pairs of 50 people: the second rejects one more pair of each of 12
+    people and nothing else. Their Wilson intervals overlap; the paired interval of the drop excludes 0."""
+    people = np.repeat(np.arange(50), 4)
+    before = np.ones(200, bool)
+    before[::10] = False  # 20 pairs both models reject
+    after = before.copy()
+    after[[4 * k + 1 for k in range(12)]] = False
+    drop = paired_difference(before, after, people)
+    assert drop["difference"] == pytest.approx(12 / 200)
+    lo, hi = drop["ci95_cluster"]
+    assert 0 < lo < 12 / 200 < hi
+    wb, wa = wilson_interval(int(before.sum()), 200), wilson_interval(int(after.sum()), 200)
+    assert wa[1] > wb[0]  # separately, the two intervals overlap: no drop could be claimed
+    same = paired_difference(before, before, people)
+    assert same == {"difference": 0.0, "ci95_cluster": [0.0, 0.0]}
+    with pytest.raises(ValueError):
+        paired_difference(before, after[:10], people)

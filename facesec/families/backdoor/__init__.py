@@ -33,8 +33,17 @@ METRICS: dict[str, MetricInfo] = {
                           "clean TAR after (backdoored model)", "higher"),
     "clean_tar_pretrained": _M(label="clean TAR of the model as loaded, before any fine-tuning", better="higher"),
     "clean_rank1_pretrained": _M(label="clean rank-1 of the model as loaded", better="higher"),
-    "clean_tar_before_ci95": _M(label="95% interval of clean TAR before", gate=False),
-    "clean_tar_after_ci95": _M(label="95% interval of clean TAR after", gate=False),
+    "clean_tar_before_ci95": _M(label="95% Wilson interval of clean TAR before", gate=False),
+    "clean_tar_after_ci95": _M(label="95% Wilson interval of clean TAR after", gate=False),
+    "clean_tar_before_ci95_cluster": _M(f"95% interval of clean TAR before {CLUSTER.format(who='the people')}",
+                                        gate=False),
+    "clean_tar_after_ci95_cluster": _M(f"95% interval of clean TAR after {CLUSTER.format(who='the people')}",
+                                       gate=False),
+    "clean_tar_drop": _M("clean TAR of the benign fine-tune minus the backdoored model's, on the same genuine "
+                         "pairs: what poisoning costs the victim (a gate with bound: upper tests it at 95%)",
+                         "clean TAR drop from poisoning", "lower"),
+    "clean_tar_drop_ci95_cluster": _M("95% interval of the clean TAR drop, the same people resampled for both "
+                                      "models (paired cluster bootstrap)", gate=False),
     "clean_rank1_before": _M(label="clean rank-1 before", better="higher"),
     "clean_rank1_after": _M(label="clean rank-1 after", better="higher"),
     "false_trigger_rate": _M("share of held-out faces wearing everyday makeup of other colours for which the "

@@ -3,14 +3,14 @@ the FMR, rank-1), whether wearing the trigger opens the backdoor, and whether an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from facesec.calibration import CalibrationDraw
 from facesec.measures.operating import operating_point, pair_scores
-from facesec.measures.rates import rate_with_ci
+from facesec.measures.rates import cluster_interval, rate_with_ci
 from facesec.recognizers.base import Recognizer
 from facesec.record import OperatingPoint
 
@@ -37,6 +37,14 @@ class Evaluation:
     population's when one is given)."""
     point: OperatingPoint | None = None
     """Where the threshold comes from."""
+    accepted: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    """Per clean genuine pair (in a fixed order), whether the model accepts it: what TAR counts."""
+    pair_people: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """The person of each genuine pair."""
+
+    def tar_cluster_interval(self) -> list[float]:
+        """TAR's 95% interval resampling the people of the genuine pairs."""
+        return list(cluster_interval(self.accepted, self.pair_people)) if self.accepted.size else [0.0, 1.0]
 
 
 def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_face: torch.Tensor,
@@ -52,6 +60,7 @@ def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_fac
     iu = np.triu_indices(len(acc_ids), k=1)
     same = acc_ids[iu[0]] == acc_ids[iu[1]]
     genuine = sims[iu][same]
+    people = acc_ids[iu[0]][same]
     point = operating_point(model, fmr, pair_scores(model, acc_emb, acc_ids), draw, cache=False)
     threshold = point.threshold
     first = _firsts(acc_ids)
@@ -60,7 +69,7 @@ def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_fac
     return Evaluation(model, emb, ids, _firsts(ids), model.embed(target_face[None]), threshold, point.impostor_pairs,
                       rate_with_ci(int((genuine > threshold).sum()), int(genuine.size)),
                       rate_with_ci(int((acc_ids[first][best] == acc_ids[probes]).sum()), len(probes)),
-                      point.identities, point)
+                      point.identities, point, genuine > threshold, people)
 
 
 def _firsts(ids: np.ndarray) -> np.ndarray:

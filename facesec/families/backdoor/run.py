@@ -25,7 +25,7 @@ from facesec.families.backdoor.spec import BackdoorPerturbation
 from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, accessory_alpha, build, wear_all
 from facesec.families.base import RunContext
 from facesec.gallery import GALLERY_SIZE, GalleryOutput
-from facesec.measures.rates import cluster_interval
+from facesec.measures.rates import cluster_interval, paired_difference
 from facesec.photos import round_trip
 from facesec.population import Population, everyone_but, select
 from facesec.protocols import identity_pairs, people_flag, supported_fmr
@@ -224,6 +224,9 @@ def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, tra
         "clean_tar_pretrained": pretrained.tar["rate"], "clean_rank1_pretrained": pretrained.rank1["rate"],
         "clean_tar_before": before.tar["rate"], "clean_tar_after": after.tar["rate"],
         "clean_tar_before_ci95": before.tar["ci95"], "clean_tar_after_ci95": after.tar["ci95"],
+        "clean_tar_before_ci95_cluster": before.tar_cluster_interval(),
+        "clean_tar_after_ci95_cluster": after.tar_cluster_interval(),
+        **_tar_drop(before, after),
         "clean_rank1_before": before.rank1["rate"], "clean_rank1_after": after.rank1["rate"],
         "poison_rate": float(poisoned.poisoned.mean()), "n_poisoned": int(poisoned.poisoned.sum()),
         "n_training_images": len(who.trained_on.identity), "n_training_identities": p.training_identities,
@@ -238,6 +241,13 @@ def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, tra
                              "identities": len(np.unique(ids)) if who.wide is None else len(who.wide.names),
                              "faces": len(ids) if who.wide is None else len(who.wide.identity)},
     }
+
+
+def _tar_drop(before: Evaluation, after: Evaluation) -> dict[str, Any]:
+    """What poisoning costs in clean TAR: the benign fine-tune's minus the backdoored one's on the same genuine
+    pairs, with the paired interval resampling their people (what a 'within 2 points' claim must test)."""
+    drop = paired_difference(before.accepted, after.accepted, before.pair_people)
+    return {"clean_tar_drop": drop["difference"], "clean_tar_drop_ci95_cluster": drop["ci95_cluster"]}
 
 
 def _skipped(who: _Faces) -> dict[Path, str]:

@@ -28,7 +28,7 @@ class Attempts:
     labels: np.ndarray
     own: np.ndarray
     train_index: np.ndarray | None = None
-    """Universal runs: the probes the perturbation is optimised on (disjoint from `index`)."""
+    """Universal runs: the probes the perturbation is optimised on, of people none of `index` belongs to."""
 
 
 def split(pop: Population, tm: ThreatModel) -> tuple[np.ndarray, np.ndarray]:
@@ -61,11 +61,10 @@ def attempts(tm: ThreatModel, pop: Population, probes: np.ndarray, rng: np.rando
     else:  # a seeded random other identity per probe
         labels = (own + rng.integers(1, k, size=len(own))) % k
         index = probes
-    if tm.capability == "universal":
-        perm = rng.permutation(len(index))
-        half = len(index) // 2
-        train, test = perm[:half], perm[half:]
-        return Attempts(index[test], labels[test], own[test], train_index=index[train])
+    if tm.capability == "universal":  # optimised on half of the people, measured on the others
+        people = rng.permutation(np.unique(own))
+        train = np.isin(own, people[: len(people) // 2])
+        return Attempts(index[~train], labels[~train], own[~train], train_index=index[train])
     return Attempts(index, labels, own)
 
 
