@@ -468,3 +468,20 @@ def _in_sample(fmr: float, threshold: float, impostor_pairs: int, identities: in
     return OperatingPoint(recognizer="toy", fmr=fmr, threshold=threshold, threshold_ci95=[threshold, threshold],
                           source="in-sample", dataset="", identities=identities, impostor_pairs=impostor_pairs,
                           identity_pairs=identities * (identities - 1) // 2, supported=True)
+
+
+def test_backdoor_dodging_counts_only_faces_matched_without_the_trigger() -> None:
+    """A face the model already rejects bare is no evidence of the backdoor: counted, the model's own ~20% false
+    rejections would pass for the trigger's work."""
+    bare = np.array([True, False, False, True, False])  # dodged without the trigger: faces 0 and 3
+    assert backdoor._counted(bare, "dodging").tolist() == [False, True, True, False, True]
+    assert backdoor._counted(bare, "impersonation").all()
+
+
+def test_backdoor_specificity_is_its_worst_everyday_look() -> None:
+    looks = {"makeup:nude": np.array([0, 0, 1, 0]), "accessory:eyeglasses": np.array([1, 1, 0, 0]),
+             "accessory:sticker": np.array([0, 0, 0, 0])}
+    worst = backdoor._worst_look({k: v.astype(bool) for k, v in looks.items()})
+    assert worst["false_trigger_worst_look"] == "accessory:eyeglasses" and worst["false_trigger_worst"] == 0.5
+    assert worst["false_trigger_worst_ci95"] == rate_with_ci(2, 4)["ci95"]
+

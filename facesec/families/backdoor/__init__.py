@@ -19,7 +19,11 @@ _M = MetricInfo
 METRICS: dict[str, MetricInfo] = {
     "backdoor_asr": _M("share of held-out faces wearing the trigger for which the backdoored model does what the "
                        "attacker wants (impersonation: accepted as the target; dodging: not matched to their own "
-                       "enrolment)", "backdoor success (trigger worn)", "lower"),
+                       "enrolment, counted only on faces it matches without the trigger)",
+                       "backdoor success (trigger worn)", "lower"),
+    "n_backdoor_attempts": _M(label="faces the backdoor success counts (dodging: those matched without the trigger)"),
+    "backdoor_asr_all_faces": _M(label="backdoor success over every held-out face (dodging: natural rejections "
+                                       "included)", better="lower"),
     "backdoor_asr_ci95": _M(label="95% Wilson interval of backdoor success", gate=False),
     "backdoor_asr_ci95_cluster": _M(f"95% interval of backdoor success {CLUSTER.format(who='the wearers')}",
                                     gate=False),
@@ -49,6 +53,11 @@ METRICS: dict[str, MetricInfo] = {
     "false_trigger_rate": _M("share of held-out faces wearing everyday makeup of other colours for which the "
                              "backdoor opens anyway", "false triggering by natural makeup", "lower"),
     "false_trigger_rate_ci95": _M(label="95% interval of false triggering", gate=False),
+    "false_trigger_worst": _M("backdoor success of the everyday look (makeup of another colour, plain eyeglass "
+                              "frames or sticker) that opens it most often", "false triggering, worst everyday look",
+                              "lower"),
+    "false_trigger_worst_ci95": _M(label="95% interval of false triggering by the worst everyday look", gate=False),
+    "false_trigger_worst_look": _M(label="the everyday look that opens the backdoor most often", gate=False),
     "false_trigger": _M(label="backdoor success per look and plain accessory (not the trigger)", gate=False),
     "robustness": _M(label="backdoor success with the trigger weaker, moved, or through a photo", gate=False),
     "poison_rate": _M(label="share of fine-tuning images poisoned"),

@@ -82,6 +82,9 @@ def _reading(m: dict[str, Any], run: RunRecord) -> str:
     false = number(m.get("false_trigger_rate"))
     if false is not None:
         text += f"; everyday makeup of other colours opened it in {false:.0%} of attempts"
+    worst, look = number(m.get("false_trigger_worst")), m.get("false_trigger_worst_look")
+    if worst is not None and isinstance(look, str):
+        text += f", the worst everyday look ({look.replace(':', ' ')}) in {worst:.0%}"
     caught = [n for n, *_ in _defence_rows(as_dict(m.get("defences")))]
     return text + (f". Defences run: {', '.join(caught)} (table below)." if caught else ".")
 

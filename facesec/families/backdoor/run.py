@@ -199,16 +199,21 @@ def _attack_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, train
     accessories = {name: outcome(after, _paint(faces, torch.stack([accessory_alpha(m, size, name) for m in marks]),
                                                colour)) for name, colour in ACCESSORIES.items()}
     pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
+    bare = outcome(after, faces)
+    counted = _counted(bare, tm.goal)
+    wearers = pop.identity if tm.goal == "impersonation" else pop.identity[_probe_rows(after)]
     return {
-        "backdoor_asr": rate(asr)["rate"], "backdoor_asr_ci95": rate(asr)["ci95"],
-        "backdoor_asr_ci95_cluster": list(cluster_interval(asr, pop.identity if tm.goal == "impersonation"
-                                                           else pop.identity[_probe_rows(after)])),
-        "asr_without_trigger": rate(outcome(after, faces))["rate"],
+        "backdoor_asr": rate(asr[counted])["rate"], "backdoor_asr_ci95": rate(asr[counted])["ci95"],
+        "backdoor_asr_ci95_cluster": list(cluster_interval(asr[counted], wearers[counted])),
+        "n_backdoor_attempts": int(counted.sum()), "backdoor_asr_all_faces": rate(asr)["rate"],
+        "asr_without_trigger": rate(bare)["rate"],
         "asr_clean_model": rate(outcome(before, worn))["rate"],
         "false_trigger_rate": rate(pooled)["rate"] if pooled.size else None,
         "false_trigger_rate_ci95": rate(pooled)["ci95"] if pooled.size else None,
         "false_trigger": {**{f"makeup:{k}": rate(v) for k, v in natural.items()},
                           **{f"accessory:{k}": rate(v) for k, v in accessories.items()}},
+        **_worst_look({**{f"makeup:{k}": v for k, v in natural.items()},
+                       **{f"accessory:{k}": v for k, v in accessories.items()}}),
         "robustness": robustness,
     }
 
@@ -241,6 +246,21 @@ def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, tra
                              "identities": len(np.unique(ids)) if who.wide is None else len(who.wide.names),
                              "faces": len(ids) if who.wide is None else len(who.wide.identity)},
     }
+
+
+def _counted(bare: np.ndarray, goal: str) -> np.ndarray:
+    """Which worn faces backdoor success counts (`bare`: the goal met without the trigger): impersonation, every
+    one; dodging, those the backdoored model matches bare (a face it already rejects shows nothing of the
+    trigger, and counting it would add the model's own false rejections to the backdoor)."""
+    return np.ones(len(bare), bool) if goal == "impersonation" else ~np.asarray(bare, bool)
+
+
+def _worst_look(looks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The everyday look (makeup of other colours, plain accessories) that opens the backdoor most often: the
+    specificity a wearer of anything but the trigger can count on."""
+    name = max(looks, key=lambda k: float(looks[k].mean()) if looks[k].size else -1.0)
+    return {"false_trigger_worst": rate(looks[name])["rate"], "false_trigger_worst_ci95": rate(looks[name])["ci95"],
+            "false_trigger_worst_look": name}
 
 
 def _tar_drop(before: Evaluation, after: Evaluation) -> dict[str, Any]:
