@@ -485,3 +485,12 @@ def test_backdoor_specificity_is_its_worst_everyday_look() -> None:
     assert worst["false_trigger_worst_look"] == "accessory:eyeglasses" and worst["false_trigger_worst"] == 0.5
     assert worst["false_trigger_worst_ci95"] == rate_with_ci(2, 4)["ci95"]
 
+
+
+def test_inversion_reading_says_when_type_one_picked_its_own_restart() -> None:
+    from facesec.families.inversion.report import _reading
+
+    metrics = {"type1_success_rate": 1.0, "type2_success_rate": 0.4, "n_identities": 10}
+    plain = _reading(metrics, {"recognizer": "dlib-resnet"}, [])
+    picked = _reading({**metrics, "restart_choice": "target-template"}, {"recognizer": "dlib-resnet"}, [])
+    assert "by construction" not in plain and "type-I comparison itself" in picked

@@ -45,6 +45,9 @@ METRICS: dict[str, MetricInfo] = {
                                                       + CLUSTER.format(who="the identities"), gate=False),
     "cross_model_type2_identities_any": _M(label="identities the other recognizer accepts against at least one "
                                                  "photo other than the leaked one", better="lower"),
+    "restart_choice": _M("how the reconstruction kept of several restarts was chosen: target-template, the one "
+                         "the target matches best to the leaked template (the type-I comparison itself: type I is "
+                         "then near 1 by construction); none with one restart", "restart chosen by", gate=False),
     "baselines": _M(label="type-I / type-II of the baselines", gate=False),
     "random_prior_sample_type2_rate": _M(label="baseline: a random face from the prior, type II"),
     "mean_public_face_type2_rate": _M(label="baseline: the mean public face, type II"),

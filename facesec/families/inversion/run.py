@@ -284,6 +284,7 @@ def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatMod
         "reconstructions_detected": float(own["reconstruction"].found.mean()),
         "queries_per_sample": queries, "training_queries": training["queries"],
         **{k: v for k, v in training.items() if k != "queries"},
+        "restart_choice": "target-template" if gan and p.method != "decoder" and p.restarts > 1 else "none",
         "threshold": target.thresholds[setting.fmr], "n_impostor_scores": point.impostor_pairs,
         "n_impostor_identity_pairs": point.identity_pairs,
         "fmr_supported": supported_fmr(point.impostor_pairs, setting.fmr),
