@@ -77,11 +77,28 @@ def check(tm: ThreatModel) -> None:
     if found is None:
         return
     assert isinstance(tm.setting, OpenSet) and tm.setting.calibration is not None
+    _room_left(tm, found)
     problem = unsupported(len(found.names), found.images_per_identity, tm.setting.fmr)
     if problem and not tm.setting.calibration.accept_unsupported:
         raise DataError(f"field 'setting.calibration': {problem}; raise setting.calibration.identities, raise "
                         "setting.fmr, or set setting.calibration.accept_unsupported: true (every number is then "
                         "marked)")
+
+
+def _room_left(tm: ThreatModel, found: CalibrationDraw) -> None:
+    """Refuse a calibration that leaves the attacked dataset fewer identities with enough images than the run
+    attacks (a family drawing more, e.g. morph's gallery, checks the rest when it draws)."""
+    reserved = found.reserved()
+    if not reserved:
+        return
+    counts: dict[str, int] = {}
+    for _, ident in load_dataset(tm.data.dataset).items:
+        counts[ident] = counts.get(ident, 0) + 1
+    left = sum(n >= tm.data.images_per_identity for ident, n in counts.items() if ident not in reserved)
+    if left < tm.data.identities:
+        raise DataError(f"field 'data.identities': dataset '{tm.data.dataset}' has {left} identities with "
+                        f"{tm.data.images_per_identity} images besides the {len(reserved)} calibration identities, "
+                        f"not {tm.data.identities}; lower data.identities or setting.calibration.identities")
 
 
 def unsupported(identities: int, images_per_identity: int, fmr: float) -> str | None:

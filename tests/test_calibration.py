@@ -47,6 +47,8 @@ def test_a_calibration_too_small_for_its_fmr_is_refused_before_anything_runs(cel
     calibration.check(_model("pixel", "setting.fmr=0.001", "setting.calibration.identities=50"))
     with pytest.raises(DataError, match="setting.calibration.identities"):
         calibration.check(_model("pixel", "setting.calibration.identities=100000"))
+    with pytest.raises(DataError, match="data.identities.*besides the 230 calibration identities"):
+        calibration.check(_model("pixel", "setting.calibration.identities=230", "data.identities=30"))
 
 
 def _scores(per_person: list[int], shift: np.ndarray, seed: int = 0) -> operating.Scores:
