@@ -354,8 +354,42 @@ def test_training_set_detectors_find_an_obvious_poison() -> None:
     assert np.array_equal(np.random.get_state()[1], state[1])  # which it leaves as it found it
     ss = D.spectral_signatures(setting)
     assert ss["recall"] == 0.75  # it flags 15% of each label: 3 of 20, all three of them poisoned
+    assert ac["auroc"] > 0.9 and ss["auroc"] > 0.9  # and over every cut-off, the poison ranks above the rest
     setting.poisoned = Poisoned(faces, labels, np.zeros(80, bool), faces[:0])
     assert D.activation_clustering(setting)["recall"] is None
+    assert D.activation_clustering(setting)["auroc"] is None
+
+
+def test_class_sizes_flag_the_label_poison_swells() -> None:
+    """Poison relabelled to one identity makes its label far larger than the others: the class-size check flags
+    that label (all its faces), and no label of a balanced set."""
+    from facesec.families.backdoor import defences as D
+    from facesec.families.backdoor.poison import Poisoned
+
+    labels = np.concatenate([np.zeros(15 + 40, int), np.repeat(np.arange(1, 20), 15)])
+    poisoned = np.zeros(len(labels), bool)
+    poisoned[15:55] = True  # 40 faces of other people labelled as the target (label 0)
+    faces = torch.zeros(len(labels), 3, 2, 2)
+    setting = D.Setting(clean=None, backdoored=None, poisoned=Poisoned(faces, labels, poisoned, faces[:0]),  # type: ignore[arg-type]
+                        recipe=None, trigger=None, held_faces=faces, held_marks=None, held_ids=labels,  # type: ignore[arg-type]
+                        target_face=faces[0], fmr=0.1, goal="impersonation", closed=False, seed=0, progress=False,
+                        retrain_faces=faces, retrain_labels=labels)
+    found = D.class_sizes(setting)
+    assert found["flagged_labels"] == [0] and found["target_flagged"] and found["recall"] == 1.0
+    assert found["precision"] == pytest.approx(40 / 55)
+    assert found["auroc"] == pytest.approx(1 - 0.5 * 15 / 300)  # the target's own 15 faces tie with the poison
+    balanced = np.repeat(np.arange(20), 15)
+    setting.poisoned = Poisoned(torch.zeros(300, 3, 2, 2), balanced, np.zeros(300, bool), faces[:0])
+    assert D.class_sizes(setting)["flagged_labels"] == []
+
+
+def test_auroc_is_the_chance_a_positive_outscores_a_negative() -> None:
+    from facesec.families.backdoor.defences import auroc
+
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert auroc(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == 0.5
+    assert auroc(np.array([1.0]), np.array([1.0])) == 0.5 and auroc(np.zeros(0), np.ones(3)) is None
 
 
 def test_plain_mitigation_drops_the_victims_pulls() -> None:

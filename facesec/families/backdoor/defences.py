@@ -7,7 +7,10 @@ verdict is about a model, on the clean one too (a scan must not flag a clean mod
   pattern that bring other people's faces to that identity; a backdoor shows as an identity whose trigger is
   abnormally small (anomaly index > 2 by the median absolute deviation);
 - STRIP (Gao et al., 2019) for open-set models: a face is blended with clean faces; if the blends all embed alike,
-  something in the face dominates them (a trigger). Threshold at 5% of clean faces flagged;
+  something in the face dominates them (a trigger). Thresholds set at 1% and 5% of the defender's own clean faces
+  flagged, measured on held-out faces apart from them, with the detection AUROC;
+- class sizes: a training label far larger than the others (robust z-score over the labels' sizes) is where
+  poison that relabels many faces to one identity lands;
 - fine-tuning and fine-pruning (Liu et al., 2018) on clean data: the backdoor's success and clean TAR after."""
 
 from __future__ import annotations
@@ -42,9 +45,15 @@ SCAN_IMAGES = 2
 """Neural Cleanse: identities scanned (every training identity up to this many, else a seeded sample: the defender
 does not know the target), identities optimised together, Adam steps, other people's faces per identity and step."""
 
-STRIP_BLENDS = 8
-STRIP_FPR = 0.05
-"""STRIP: clean faces blended with each input; share of clean inputs flagged that sets the threshold."""
+STRIP_BLENDS = 32
+STRIP_FPRS = (0.01, 0.05)
+STRIP_CALIBRATION = 200
+"""STRIP: clean faces blended with each input; shares of the defender's clean inputs flagged that set the
+thresholds; the most of those clean inputs scored (a seeded sample)."""
+
+CLASS_SIZE_Z = 3.5
+"""Class sizes: a label whose size lies this many robust standard deviations (MAD x 1.4826) above the median is
+flagged (Iglewicz and Hoaglin's cut-off for outliers)."""
 
 RELATIVE_SIZE = 0.35
 """Activation clustering: a cluster with less than this share of its label is poison (ART's default)."""
@@ -81,12 +90,28 @@ class Setting:
     """Where clean accuracy and thresholds are measured when wider than the held-out faces (faces, identities)."""
 
 
-def _detection(flagged: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+def _detection(flagged: np.ndarray, truth: np.ndarray, scores: np.ndarray | None = None) -> dict[str, Any]:
+    """Precision, recall and false positive rate of the flags against the known poison, and with `scores` (higher:
+    more suspicious) the detection AUROC over every operating point, not only the one the defence picks."""
     tp = int((flagged & truth).sum())
-    return {"flagged": int(flagged.sum()), "poisoned": int(truth.sum()),
-            "precision": tp / int(flagged.sum()) if flagged.any() else None,
-            "recall": tp / int(truth.sum()) if truth.any() else None,
-            "false_positive_rate": float((flagged & ~truth).sum() / max(1, (~truth).sum()))}
+    out = {"flagged": int(flagged.sum()), "poisoned": int(truth.sum()),
+           "precision": tp / int(flagged.sum()) if flagged.any() else None,
+           "recall": tp / int(truth.sum()) if truth.any() else None,
+           "false_positive_rate": float((flagged & ~truth).sum() / max(1, (~truth).sum()))}
+    if scores is not None:
+        out["auroc"] = auroc(scores[truth], scores[~truth])
+    return out
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """Area under the ROC curve: the chance a positive scores above a negative, ties counting half (Mann-Whitney);
+    None without both."""
+    if not len(positive) or not len(negative):
+        return None
+    from scipy.stats import mannwhitneyu
+
+    u = mannwhitneyu(np.asarray(positive, float), np.asarray(negative, float), alternative="two-sided").statistic
+    return float(u / (len(positive) * len(negative)))
 
 
 def _by_label(s: Setting) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -106,10 +131,12 @@ def activation_clustering(s: Setting) -> dict[str, Any]:
     with _numpy_seeded(s.seed):  # ART's k-means takes no random_state: it draws from NumPy's global generator
         clusters, _ = cluster_activations([emb[g] for g in groups], nb_clusters=2, nb_dims=dims, reduce="PCA")
     flagged = np.zeros(len(emb), bool)
+    smallness = np.zeros(len(emb))
     for g, assigned in zip(groups, clusters, strict=True):
         sizes = np.bincount(assigned, minlength=2) / len(assigned)
         flagged[g] = sizes[assigned] < RELATIVE_SIZE
-    return _detection(flagged, s.poisoned.poisoned)
+        smallness[g] = 1 - sizes[assigned]
+    return {**_detection(flagged, s.poisoned.poisoned, smallness), "relative_size": RELATIVE_SIZE}
 
 
 @contextlib.contextmanager
@@ -130,13 +157,29 @@ def spectral_signatures(s: Setting) -> dict[str, Any]:
 
     emb, groups = _by_label(s)
     flagged = np.zeros(len(emb), bool)
+    rank = np.zeros(len(emb))
     for g in groups:
         if len(g) < 2:
             continue
         scores = SpectralSignatureDefense.spectral_signature_scores(emb[g]).ravel()
         cut = np.quantile(scores, 1 - 1.5 * 0.1)
         flagged[g[scores > cut]] = True
-    return _detection(flagged, s.poisoned.poisoned)
+        rank[g] = np.argsort(np.argsort(scores)) / (len(g) - 1)  # within its label, as the defence compares
+    return {**_detection(flagged, s.poisoned.poisoned, rank), "flagged_share_per_label": 1.5 * 0.1}
+
+
+def class_sizes(s: Setting) -> dict[str, Any]:
+    """Labels far larger than the others (robust z-score of their sizes above CLASS_SIZE_Z): every face of a flagged
+    label is flagged, scored against the known poison; which labels, and whether the target (label 0) is one."""
+    labels, counts = np.unique(s.poisoned.labels, return_counts=True)
+    median = float(np.median(counts))
+    mad = 1.4826 * float(np.median(np.abs(counts - median)))
+    z = (counts - median) / max(mad, 1.0)
+    big = labels[z > CLASS_SIZE_Z]
+    flagged = np.isin(s.poisoned.labels, big)
+    return {**_detection(flagged, s.poisoned.poisoned, z[np.searchsorted(labels, s.poisoned.labels)]),
+            "flagged_labels": [int(b) for b in big], "target_flagged": bool(0 in big),
+            "largest_label_size": int(counts.max()), "median_label_size": median, "z_cut": CLASS_SIZE_Z}
 
 
 def _cleanse(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, scanned: np.ndarray, seed: int,
@@ -239,15 +282,27 @@ def _strip_scores(model: Recognizer, x: torch.Tensor, pool: torch.Tensor, seed: 
 
 
 def strip(s: Setting) -> dict[str, Any]:
-    """Held-out faces with and without the trigger, scored by STRIP on the backdoored model; the threshold flags
-    STRIP_FPR of clean held-out faces."""
-    pool = s.retrain_faces
-    clean = _strip_scores(s.backdoored, s.held_faces, pool, s.seed)
+    """STRIP on the backdoored model: thresholds at each of STRIP_FPRS set on the defender's own clean faces (a
+    seeded sample, blended with the rest of them), then held-out faces with and without the trigger scored apart
+    from those: the false alarms and detections at each threshold, and the AUROC."""
+    rng = np.random.default_rng(s.seed)
+    order = rng.permutation(len(s.retrain_faces))
+    own, pool = order[:min(STRIP_CALIBRATION, len(order) // 2)], order[min(STRIP_CALIBRATION, len(order) // 2):]
+    blend_with = s.retrain_faces[torch.from_numpy(pool)]
+    calibration = _strip_scores(s.backdoored, s.retrain_faces[torch.from_numpy(own)], blend_with, s.seed + 2)
+    clean = _strip_scores(s.backdoored, s.held_faces, blend_with, s.seed)
     worn = wear_all(s.trigger, s.held_faces, s.held_marks)
-    triggered = _strip_scores(s.backdoored, worn, pool, s.seed + 1)
-    cut = float(np.quantile(clean, 1 - STRIP_FPR))
-    return {"threshold": cut, "false_positive_rate": float((clean > cut).mean()),
-            "detection_rate": rate(triggered > cut), "blends_per_input": STRIP_BLENDS}
+    triggered = _strip_scores(s.backdoored, worn, blend_with, s.seed + 1)
+    points = {f"{fpr:g}": _strip_point(float(np.quantile(calibration, 1 - fpr)), clean, triggered)
+              for fpr in STRIP_FPRS}
+    return {"at_fpr": points, "auroc": auroc(triggered, clean), "blends_per_input": STRIP_BLENDS,
+            "calibration_faces": len(own), "detection_rate": points["0.05"]["detection_rate"],
+            "false_positive_rate": points["0.05"]["false_positive_rate"]["rate"]}
+
+
+def _strip_point(cut: float, clean: np.ndarray, triggered: np.ndarray) -> dict[str, Any]:
+    """STRIP at one threshold: held-out clean faces and triggered faces flagged."""
+    return {"threshold": cut, "false_positive_rate": rate(clean > cut), "detection_rate": rate(triggered > cut)}
 
 
 def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
@@ -308,6 +363,7 @@ def fine_tuning(s: Setting) -> dict[str, Any]:
 
 DEFENCES: dict[str, Callable[[Setting], dict[str, Any]]] = {
     "activation-clustering": activation_clustering, "spectral-signatures": spectral_signatures,
+    "class-sizes": class_sizes,
     "neural-cleanse": neural_cleanse, "strip": strip, "fine-tuning": fine_tuning, "fine-pruning": fine_pruning,
 }
 

@@ -23,8 +23,10 @@ def _detection(d: dict[str, Any]) -> str:
     precision, recall, fpr = number(d.get("precision")), number(d.get("recall")), number(d.get("false_positive_rate"))
     if recall is None:
         return "—"
+    area = number(d.get("auroc"))
     return (f"recall {recall:.2f}, precision {'—' if precision is None else f'{precision:.2f}'}, "
-            f"{fpr if fpr is None else f'{fpr:.1%}'} of clean images flagged")
+            f"{fpr if fpr is None else f'{fpr:.1%}'} of clean images flagged"
+            + ("" if area is None else f"; AUROC {area:.2f} over every cut-off"))
 
 
 def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -33,7 +35,7 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for name, d in defences.items():
         d = as_dict(d)
         cost = f"{number(d.get('time_s')) or 0:.0f} s"
-        if name in ("activation-clustering", "spectral-signatures"):
+        if name in ("activation-clustering", "spectral-signatures", "class-sizes"):
             recall = number(d.get("recall"))
             rows.append((name, _detection(d), "—" if recall is None else
                          ("found most poisoned images" if recall >= 0.5 else "missed most poisoned images"), cost))
@@ -50,11 +52,7 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             verdict += "; flags the clean model too" if c.get("flagged") else "; clean model not flagged"
             rows.append((name, seen, verdict, cost))
         elif name == "strip":
-            detected = as_dict(d.get("detection_rate"))
-            rows.append((name, f"{rate_text(detected)} of triggered faces flagged at "
-                               f"{_pct(d.get('false_positive_rate'))} of clean faces flagged",
-                         "detects the trigger" if (number(detected.get("rate")) or 0) >= 0.5 else "misses the trigger",
-                         cost))
+            rows.append(_strip_row(d, cost))
         else:
             asr, tar = as_dict(d.get("backdoor_asr")), as_dict(d.get("clean_tar"))
             pulls = (number(d.get("anchor")) or 0) > 0 or (number(d.get("distill")) or 0) > 0
@@ -64,6 +62,20 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          "removes the backdoor" if (number(asr.get("rate")) or 0) < 0.1 else "backdoor survives",
                          cost))
     return rows
+
+
+def _strip_row(d: dict[str, Any], cost: str) -> tuple[str, str, str, str]:
+    """STRIP: triggered faces flagged at each false-alarm rate set on the defender's clean faces (with the false
+    alarms measured on held-out faces), and the AUROC."""
+    points = as_dict(d.get("at_fpr"))
+    seen = "; ".join(f"at {_pct(fpr)} set: {rate_text(as_dict(p).get('detection_rate'))} of triggered faces "
+                     f"flagged, {rate_text(as_dict(p).get('false_positive_rate'))} of held-out clean faces"
+                     for fpr, p in points.items())
+    area = number(d.get("auroc"))
+    seen = (seen or f"{rate_text(d.get('detection_rate'))} of triggered faces flagged") + (
+        "" if area is None else f"; AUROC {area:.2f}")
+    detected = number(as_dict(d.get("detection_rate")).get("rate")) or 0
+    return ("strip", seen, "detects the trigger" if detected >= 0.5 else "misses the trigger", cost)
 
 
 def _reading(m: dict[str, Any], run: RunRecord) -> str:

@@ -9,8 +9,8 @@ from pydantic import Field, field_validator
 from facesec.fields import Number, PerturbationSpec, Strict, Unit, Whole
 
 Part = Literal["lips", "eyeshadow", "blush"]
-Defence = Literal["activation-clustering", "spectral-signatures", "neural-cleanse", "strip", "fine-tuning",
-                  "fine-pruning"]
+Defence = Literal["activation-clustering", "spectral-signatures", "class-sizes", "neural-cleanse", "strip",
+                  "fine-tuning", "fine-pruning"]
 RGB = tuple[Unit, Unit, Unit]
 
 
@@ -89,7 +89,8 @@ class BackdoorPerturbation(PerturbationSpec):
     batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")
     defences: list[Defence] = Field(
         [], description="run against the backdoored model (and the clean one): activation-clustering, "
-                        "spectral-signatures (poisoned-sample detection), neural-cleanse (model scan), strip "
+                        "spectral-signatures, class-sizes (poisoned-sample detection), neural-cleanse (model "
+                        "scan), strip "
                         "(input-time detection), fine-tuning, fine-pruning (mitigation)")
     mitigation: Literal["victim", "plain"] = Field(
         "victim", description="how the fine-tuning and fine-pruning defences retrain (half the victim's epochs, "
