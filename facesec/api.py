@@ -28,7 +28,7 @@ from facesec.record import GateResult, Results, RunRecord, Validity
 from facesec.report.render import ReportBuilder
 from facesec.results import document, read_results, save, slug, write_run
 from facesec.suite_files import refuse_links, suite_lock
-from facesec.threat_model import ThreatModel
+from facesec.threat_model import OpenSet, ThreatModel
 from facesec.validation import check
 
 
@@ -232,13 +232,22 @@ def _reusable(models: list[tuple[str, ThreatModel]],
     keys: list[str] = []
     reused: dict[int, RunRecord] = {}
     for number, (_, tm) in enumerate(models, 1):
-        if tm.data.dataset not in prints:
-            prints[tm.data.dataset] = resume.dataset_fingerprint(tm.data.dataset)
-        keys.append(resume.resume_key(tm, prints[tm.data.dataset]))
+        used = [tm.data.dataset] + _calibration_dataset(tm)
+        for name in used:
+            if name not in prints:
+                prints[name] = resume.dataset_fingerprint(name)
+        keys.append(resume.resume_key(tm, "+".join(prints[name] for name in used)))
         done = previous.get((tm.name, keys[-1]))
         if done is not None:
             reused[number] = done.model_copy(update={"gates": _gated(tm, done)})
     return keys, reused
+
+
+def _calibration_dataset(tm: ThreatModel) -> list[str]:
+    """The dataset an out-of-sample threshold is calibrated on when it is not the run's own (its files are part of
+    what a resumed run must match)."""
+    cal = tm.setting.calibration if isinstance(tm.setting, OpenSet) else None
+    return [cal.dataset] if cal is not None and cal.dataset is not None and cal.dataset != tm.data.dataset else []
 
 
 def _gated(tm: ThreatModel, record: RunRecord) -> list[GateResult]:

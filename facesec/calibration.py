@@ -17,6 +17,8 @@ from facesec.threat_model import OpenSet, ThreatModel
 
 SALT = 0xCA1
 """Mixed into the calibration seed, so the calibration draw is not the attacked draw's first identities."""
+MAX_FACES = 5000
+"""Calibration faces at most: all their pairs are compared (5,000 faces: 12.5 million pairs, about 100 MB)."""
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,12 @@ class CalibrationDraw:
     """Drawn from the attacked dataset: `names` are then left out of every other draw of the run."""
 
     def key(self) -> str:
-        """What makes two runs' calibrations the same (dataset folder, files, identities): one per suite."""
-        digest = hashlib.sha256(str(self.root).encode("utf-8", "surrogateescape"))
+        """What makes two runs' calibrations the same (dataset, files relative to it, identities): one per suite,
+        and the same on another machine with the same dataset."""
+        digest = hashlib.sha256(self.dataset.encode("utf-8", "surrogateescape"))
         for path, ident in self.files:
-            digest.update(f"\n{path},{ident}".encode("utf-8", "surrogateescape"))
+            name = path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else path.name
+            digest.update(f"\n{name},{ident}".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
     def reserved(self) -> frozenset[str]:
@@ -66,6 +70,10 @@ def draw(tm: ThreatModel) -> CalibrationDraw | None:
                         "images_per_identity, or calibrate on another dataset")
     names = tuple(order[:wanted])
     files = tuple((path, ident) for ident in names for path in by_identity[ident][:k])
+    if len(files) > MAX_FACES:
+        raise DataError(f"field 'setting.calibration': {len(names)} identities x {k} faces are {len(files)} faces, "
+                        f"more than the {MAX_FACES} compared pair by pair; set setting.calibration.identities "
+                        f"(at most {MAX_FACES // k})")
     shared = load_dataset(tm.data.dataset).root == ds.root
     return CalibrationDraw(name, ds.root, files, names, k, seed, shared)
 

@@ -128,7 +128,7 @@ def test_every_family_judges_at_the_suites_one_threshold_per_recognizer_and_fmr(
             assert p.draw == calibrated_suite["draw"].key()[:16] and p.identities == 100
             assert p.threshold_ci95[0] <= p.threshold <= p.threshold_ci95[1]
             assert p.fmr_measured is not None and p.measured_pairs > 0
-            if "backdoored" not in p.recognizer:  # a fine-tuned model has a threshold of its own
+            if "(" not in p.recognizer:  # a fine-tuned model (backdoored, benign fine-tune) has a threshold of its own
                 seen.setdefault((p.recognizer, p.fmr), set()).add(p.threshold)
             assert not any("in-sample" in f for f in (record.validity.flags if record.validity else []))
     assert seen and all(len(ts) == 1 for ts in seen.values()), seen
@@ -188,3 +188,25 @@ def test_a_curve_from_someone_elses_file_is_left_out_not_fatal(tmp_path: Path, c
     results = Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs})
     report = build_report(results, tmp_path, tmp_path, False)
     assert len(report.operating.rows) == 1 and len(report.operating.figures) <= 1
+
+
+@pytest.mark.parametrize("curve", [{"edges": [-1e308, 0.0, 1e308]}, {"edges": [0.0, 1e-300, 2e-300]}])
+def test_a_histogram_that_cannot_be_drawn_leaves_the_table(tmp_path: Path, curve: dict[str, Any]) -> None:
+    from facesec.record import Results
+    from facesec.report.render import build_report
+
+    runs = [{"name": "a", "family": "pixel", "operating_points": [_point(0.6, **curve)]}]
+    results = Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs})
+    assert len(build_report(results, tmp_path, tmp_path, False).operating.rows) == 1
+
+
+def test_the_measured_fmr_interval_resamples_people_not_pairs() -> None:
+    """All false matches involve one person: resampling people (who that person's pairs go with) spreads the rate
+    far more than treating the pairs as independent (Wilson), and the interval never falls below Wilson's."""
+    from facesec.measures.rates import wilson_interval
+
+    scores = _scores([5] * 30, np.zeros(30))
+    accepted = (scores.people == 0).any(axis=1) & (np.arange(len(scores.impostor)) % 5 == 0)
+    lo, hi = operating.pair_rate_interval(accepted, scores)
+    w_lo, w_hi = wilson_interval(int(accepted.sum()), accepted.size)
+    assert lo <= w_lo and hi >= w_hi and hi - lo > 2 * (w_hi - w_lo)

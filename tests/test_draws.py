@@ -68,3 +68,14 @@ def test_a_draw_with_a_hostile_interval_leaves_the_pool_empty(tmp_path: Path) ->
     runs = [_run(f"q[seed={s}]", s, 0.5, ends) for s, ends in ((1, [0.4, 0.6]), (2, [0.9, 0.1]))]
     found = groups(Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs}).runs, ["a", "b"])
     assert len(found) == 1 and found[0].pooled == "—"
+
+
+@pytest.mark.parametrize("seed", [[1], {"a": 1}, "7", None, True, 2.5])
+def test_a_seed_that_is_no_whole_number_is_left_out_of_the_pool(tmp_path: Path, seed: Any) -> None:
+    runs = [_run(f"q[seed={s}]", s, 0.5, [0.4, 0.6]) for s in (1, 2)]
+    runs.append({**_run("q[seed=9]", 9, 0.5, [0.4, 0.6]), "threat_model": {
+        "name": "q[seed=9]", "data": {"dataset": "celeba-mini", "seed": seed}, "perturbation": {"kind": "pixel"}}})
+    runs.append(_run("q[seed=2]", 2, 0.9, [0.8, 1.0]))  # the same seed again: counted once
+    results = Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs})
+    found = build_report(results, tmp_path, tmp_path, False).draws
+    assert len(found) == 1 and [d.seed for d in found[0].draws] == ["1", "2"]

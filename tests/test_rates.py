@@ -97,6 +97,9 @@ def test_a_paired_difference_shows_what_separate_intervals_hide() -> None:
     wb, wa = wilson_interval(int(before.sum()), 200), wilson_interval(int(after.sum()), 200)
     assert wa[1] > wb[0]  # separately, the two intervals overlap: no drop could be claimed
     same = paired_difference(before, before, people)
-    assert same == {"difference": 0.0, "ci95_cluster": [0.0, 0.0]}
+    assert same["difference"] == 0.0
+    lo, hi = same["ci95_cluster"]  # agreeing on all 200 pairs still leaves room for a difference under ~4/200
+    room = wilson_interval(0, 200)[1]
+    assert room > 0 and lo == pytest.approx(-room) and hi == pytest.approx(room)
     with pytest.raises(ValueError):
         paired_difference(before, after[:10], people)

@@ -12,9 +12,10 @@ import torch
 
 from facesec import protocols
 from facesec.calibration import CalibrationDraw
+from facesec.data.align import Template
 from facesec.data.pipeline import align_faces
 from facesec.errors import DataError
-from facesec.measures.rates import multiway_interval, rate_with_ci
+from facesec.measures.rates import rate_with_ci, wilson_interval
 from facesec.recognizers.base import Recognizer
 from facesec.record import OperatingPoint, ScoreCurve
 
@@ -51,28 +52,40 @@ def pair_scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray) -> Scores
     return Scores(sims[iu][same], sims[iu][~same], people, np.bincount(dense))
 
 
-_CACHE: dict[tuple[str, str, str], tuple[Scores, int]] = {}
+_CACHE: dict[tuple[str, str, str], Scores] = {}
+_FACES: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def calibration_faces(draw: CalibrationDraw, template: Template, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration draw's faces aligned to `template` (uint8 crops, N x H x W x 3) and each one's identity
+    index; aligned once per process and template, whatever models are calibrated on them."""
+    key = (template.name, draw.key())
+    if key not in _FACES:
+        faces = align_faces([path for path, _ in draw.files], template, progress=progress)
+        of = {path: ident for path, ident in draw.files}
+        index = {name: i for i, name in enumerate(draw.names)}
+        ids = np.array([index[of[path]] for path in faces.paths], dtype=np.int64)
+        if len(np.unique(ids)) < 2:
+            raise DataError(f"setting.calibration: only {len(np.unique(ids))} calibration identities have a "
+                            "usable face; draw more")
+        _FACES[key] = (faces.crops, ids)
+    return _FACES[key]
 
 
 def calibration_scores(model: Recognizer, draw: CalibrationDraw, progress: bool, cache: bool = True) -> Scores:
-    """The model's scores on the calibration draw (its faces aligned to the model's template); kept for the
-    process when the model's weights are known by hash, so a suite calibrates each recognizer once (`cache`
-    False for a model changed since it was loaded, e.g. fine-tuned: its hash is its origin's)."""
+    """The model's scores on the calibration draw; kept for the process when the model's weights are known by
+    hash, so a suite calibrates each recognizer once (`cache` False for a model changed since it was loaded, e.g.
+    fine-tuned: its hash is its origin's)."""
     key = (model.info.name, model.info.weights_sha256 or "", draw.key())
     cache = cache and model.info.weights_sha256 is not None
     if cache and key in _CACHE:
-        return _CACHE[key][0]
-    faces = align_faces([path for path, _ in draw.files], model.info.template, progress=progress)
-    of = {path: ident for path, ident in draw.files}
-    index = {name: i for i, name in enumerate(draw.names)}
-    ids = np.array([index[of[path]] for path in faces.paths], dtype=np.int64)
-    if len(np.unique(ids)) < 2:
-        raise DataError(f"setting.calibration: only {len(np.unique(ids))} calibration identities have a usable "
-                        "face; draw more")
+        return _CACHE[key]
+    crops, ids = calibration_faces(draw, model.info.template, progress)
     with torch.no_grad():
-        scores = pair_scores(model, model.embed(faces.tensor()), ids)
+        faces = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)
+        scores = pair_scores(model, model.embed(faces), ids)
     if cache:
-        _CACHE[key] = (scores, len(faces.paths))
+        _CACHE[key] = scores
     return scores
 
 
@@ -106,6 +119,27 @@ def threshold_interval(scores: Scores, fmr: float, draws: int = THRESHOLD_DRAWS,
     return [float(lo), float(hi)]
 
 
+def pair_rate_interval(accepted: np.ndarray, scores: Scores, draws: int = THRESHOLD_DRAWS,
+                       seed: int = 0) -> list[float]:
+    """95% interval of the share of impostor pairs accepted when their people are resampled (a person drawn m times
+    and another n times weigh their pairs m x n; the total counted per person as in `threshold_interval`), widened
+    to hold Wilson's interval as every cluster interval is."""
+    hit = np.flatnonzero(accepted)
+    a, b = scores.people[hit, 0], scores.people[hit, 1]
+    k = scores.sizes.size
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(draws):
+        m = rng.multinomial(k, np.full(k, 1 / k)).astype(float)
+        s = scores.sizes * m
+        total = (s.sum() ** 2 - (s ** 2).sum()) / 2
+        if total > 0:
+            found.append(float((m[a] * m[b]).sum() / total))
+    w_lo, w_hi = wilson_interval(int(hit.size), int(accepted.size))
+    lo, hi = np.quantile(found, [0.025, 0.975]) if found else (0.0, 1.0)
+    return [float(min(lo, w_lo)), float(max(hi, w_hi))]
+
+
 def curve(scores: Scores) -> ScoreCurve:
     """DET points at thresholds set for a grid of FMRs (only those the impostor pairs support) and histograms."""
     det = []
@@ -129,7 +163,7 @@ def operating_point(model: Recognizer, fmr: float, run: Scores, draw: Calibratio
     t = protocols.threshold_at_fmr(cal.impostor, fmr)
     accepted = run.impostor > t
     measured = rate_with_ci(int(accepted.sum()), int(accepted.size))
-    by_people = list(multiway_interval(accepted, [run.people[:, 0], run.people[:, 1]])) if accepted.size else []
+    by_people = pair_rate_interval(accepted, run) if accepted.size else []
     n_pairs = protocols.identity_pairs(cal.n_identities)
     return OperatingPoint(
         recognizer=model.info.name, fmr=fmr, threshold=t, threshold_ci95=threshold_interval(cal, fmr),

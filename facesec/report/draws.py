@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from facesec.measures.pooling import pooled_rate
 from facesec.record import RunRecord
 from facesec.report.fields import DASH, as_dict, as_list, interval, number
 
 _SEED = re.compile(r",?seed=\d+(?=[,\]])")
+MAX_GROUPS = 200
+"""Threat models pooled at most (a page from a file with more shows the first)."""
 
 
 @dataclass
@@ -37,11 +38,12 @@ class DrawGroup:
 
 def groups(records: list[RunRecord], anchors: list[str]) -> list[DrawGroup]:
     """Every set of two or more finished runs identical but for `data.seed`, in the order their first run comes."""
-    found: dict[str, list[tuple[RunRecord, str]]] = {}
+    found: dict[str, dict[int, tuple[RunRecord, str]]] = {}
     for record, anchor in zip(records, anchors, strict=True):
-        if record.error is None and record.threat_model is not None:
-            found.setdefault(_key(record), []).append((record, anchor))
-    return [_group(runs) for runs in found.values() if len({_seed(r) for r, _ in runs}) > 1]
+        seed = _seed(record)
+        if record.error is None and record.threat_model is not None and seed is not None:
+            found.setdefault(_key(record), {}).setdefault(seed, (record, anchor))  # a seed twice counts once
+    return [_group(list(runs.values())) for runs in found.values() if len(runs) > 1][:MAX_GROUPS]
 
 
 def _key(record: RunRecord) -> str:
@@ -52,8 +54,10 @@ def _key(record: RunRecord) -> str:
     return json.dumps([record.source, record.family, tm], sort_keys=True, default=str)
 
 
-def _seed(record: RunRecord) -> Any:
-    return as_dict(as_dict(record.threat_model).get("data")).get("seed")
+def _seed(record: RunRecord) -> int | None:
+    """The run's `data.seed` when it is a whole number (a file from elsewhere may hold anything there)."""
+    seed = as_dict(as_dict(record.threat_model).get("data")).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _group(runs: list[tuple[RunRecord, str]]) -> DrawGroup:

@@ -52,23 +52,31 @@ class OperatingSection:
 def section(records: list[RunRecord], anchors: list[str]) -> OperatingSection:
     """Rows for every run's operating points (in run order) and one figure per distinct calibration."""
     out = OperatingSection()
-    drawn: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    drawn: dict[tuple[str, str], set[tuple[float, float]]] = {}
     curves: dict[tuple[str, str], OperatingPoint] = {}
     for record, anchor in zip(records, anchors, strict=True):
         for p in record.operating_points:
             out.rows.append(_row(record.name, anchor, p))
             key = (p.recognizer, p.draw or f"in-sample {record.name}")
             curves.setdefault(key, p)
-            drawn.setdefault(key, [])
-            if (p.fmr, p.threshold) not in drawn[key]:
-                drawn[key].append((p.fmr, p.threshold))
-    for key, p in curves.items():
+            drawn.setdefault(key, set()).add((p.fmr, p.threshold))
+    for key, p in list(curves.items())[:MAX_FIGURES]:
         det = _det_points(p)
         if det.size:
             title = f"{p.recognizer}: " + (f"calibration {p.draw} ({p.identities} identities of {p.dataset})"
                                            if p.draw else key[1].replace("in-sample ", "in sample, run "))
-            out.figures.append(Calibration(title, _figure(title, p, det, drawn[key])))
+            uri = _drawn(title, p, det, sorted(drawn[key])[:MAX_POINTS])
+            if uri is not None:
+                out.figures.append(Calibration(title, uri))
     return out
+
+
+def _drawn(title: str, p: OperatingPoint, det: np.ndarray, thresholds: list[tuple[float, float]]) -> str | None:
+    """The figure, or None when numbers from someone else's file cannot be drawn (the table still shows them)."""
+    try:
+        return _figure(title, p, det, thresholds)
+    except (ValueError, OverflowError, np.linalg.LinAlgError):
+        return None
 
 
 def _row(run: str, anchor: str, p: OperatingPoint) -> PointRow:
@@ -89,6 +97,9 @@ def _bounds(ends: list[float], spec: str) -> str:
 
 MAX_POINTS = 400
 """A curve or histogram longer than this (from someone else's results.json) is not drawn."""
+MAX_FIGURES = 24
+"""Calibration figures drawn at most (one per recognizer and calibration; a page from a file with more shows the
+first)."""
 
 
 def _det_points(p: OperatingPoint) -> np.ndarray:
@@ -105,7 +116,8 @@ def _histogram(p: OperatingPoint) -> tuple[np.ndarray, list[list[int]]] | None:
     if c is None or not 1 < len(c.edges) <= MAX_POINTS or not len(c.genuine) == len(c.impostor) == len(c.edges) - 1:
         return None
     edges = np.array(c.edges, dtype=float)
-    if not np.isfinite(edges).all() or (np.diff(edges) <= 0).any() or min(c.genuine + c.impostor) < 0:
+    if not np.isfinite(edges).all() or np.abs(edges).max() > 1e6 or (np.diff(edges) <= 0).any() \
+            or min(c.genuine + c.impostor) < 0:
         return None
     return edges, [c.genuine, c.impostor]
 
@@ -131,7 +143,7 @@ def _figure(title: str, p: OperatingPoint, points: np.ndarray, thresholds: list[
             hist.bar(edges[:-1], np.array(counts, dtype=float) / max(sum(counts), 1) / width, width=width,
                      align="edge", alpha=0.5, color=colour, label=label)
         for fmr, t in thresholds:
-            if edges[0] <= t <= edges[-1]:
+            if np.isfinite(t) and edges[0] <= t <= edges[-1]:
                 hist.axvline(t, color="black", linestyle="--", linewidth=1)
                 hist.annotate(f"FMR {fmr:g}", (t, hist.get_ylim()[1] * 0.95), fontsize=7, rotation=90, ha="right",
                               va="top")

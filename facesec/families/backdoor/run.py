@@ -31,7 +31,7 @@ from facesec.population import Population, everyone_but, select
 from facesec.protocols import identity_pairs, people_flag, supported_fmr
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
-from facesec.record import Dimensions, Measured, SkippedImage, Validity
+from facesec.record import Dimensions, Measured, OperatingPoint, SkippedImage, Validity
 from facesec.threat_model import ClosedSet, OpenSet, ThreatModel
 
 ROBUSTNESS: dict[str, dict[str, Any]] = {"half_opacity": {"strength": 0.5}, "moved": {"shift": (0.03, 0.03)}}
@@ -126,7 +126,10 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     metrics = {**attack, "defences": defences}
     metrics.update(_training_metrics(tm, p, who, trained, before, after, fmr, ctx.calibration))
     metrics["wall_time_s"] = time.perf_counter() - t0
-    return _output(tm, p, who, trained, worn, asr, after, metrics, fmr, closed)
+    points = [] if closed else [e.point.model_copy(update={"recognizer": f"{e.point.recognizer} ({name})"})
+                                for e, name in ((after, "backdoored"), (before, "benign fine-tune"))
+                                if e.point is not None]
+    return _output(tm, p, who, trained, worn, asr, after, metrics, fmr, points)
 
 
 def _faces(tm: ThreatModel, p: BackdoorPerturbation, ctx: RunContext) -> _Faces:
@@ -179,43 +182,51 @@ def _train(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, progress: bool
 
 def _attack_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training, worn: torch.Tensor,
                     before: Evaluation, after: Evaluation, asr: np.ndarray, closed: bool) -> dict[str, Any]:
-    """Success with the trigger and without, on the clean model, under everyday changes, and false triggers."""
+    """Success with the trigger and without, on the clean model, under everyday changes, and false triggers; for
+    dodging, every rate counts only the faces the judging model matches without anything worn (`_counted`)."""
     faces, marks, pop = who.pop.faces, who.pop.landmarks, who.pop
-    size = who.clean_model.info.template.size
+    bare = success(after, faces, tm.goal, closed)
+    counted = _counted(bare, tm.goal)
 
-    def outcome(ev: Evaluation, x: torch.Tensor) -> np.ndarray:
-        return success(ev, x, tm.goal, closed)
+    def outcome(x: torch.Tensor, ev: Evaluation = after, kept: np.ndarray = counted) -> np.ndarray:
+        return success(ev, x, tm.goal, closed)[kept]
 
-    robustness = {name: rate(outcome(after, wear_all(trained.trigger, faces, marks, **kw)))
+    robustness = {name: rate(outcome(wear_all(trained.trigger, faces, marks, **kw)))
                   for name, kw in ROBUSTNESS.items()}
     photo = round_trip(pop.paths, faces, worn, pop.template)
     found = photo.found if tm.goal == "impersonation" else photo.found[_probe_rows(after)]
-    robustness["photo_round_trip"] = rate(outcome(after, photo.crops) & found)
-    natural = {}
-    if p.trigger.startswith("makeup"):
-        for name, palette in NATURAL.items():
-            other = build("makeup", size, tm.data.seed, p.parts, palette, p.opacity)
-            natural[name] = outcome(after, wear_all(other, faces, marks))
-    accessories = {name: outcome(after, _paint(faces, torch.stack([accessory_alpha(m, size, name) for m in marks]),
-                                               colour)) for name, colour in ACCESSORIES.items()}
-    pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
-    bare = outcome(after, faces)
-    counted = _counted(bare, tm.goal)
+    robustness["photo_round_trip"] = rate(outcome(photo.crops) & found[counted])
     wearers = pop.identity if tm.goal == "impersonation" else pop.identity[_probe_rows(after)]
+    benign_counted = _counted(success(before, faces, tm.goal, closed), tm.goal)
     return {
         "backdoor_asr": rate(asr[counted])["rate"], "backdoor_asr_ci95": rate(asr[counted])["ci95"],
         "backdoor_asr_ci95_cluster": list(cluster_interval(asr[counted], wearers[counted])),
         "n_backdoor_attempts": int(counted.sum()), "backdoor_asr_all_faces": rate(asr)["rate"],
         "asr_without_trigger": rate(bare)["rate"],
-        "asr_clean_model": rate(outcome(before, worn))["rate"],
-        "false_trigger_rate": rate(pooled)["rate"] if pooled.size else None,
-        "false_trigger_rate_ci95": rate(pooled)["ci95"] if pooled.size else None,
-        "false_trigger": {**{f"makeup:{k}": rate(v) for k, v in natural.items()},
-                          **{f"accessory:{k}": rate(v) for k, v in accessories.items()}},
-        **_worst_look({**{f"makeup:{k}": v for k, v in natural.items()},
-                       **{f"accessory:{k}": v for k, v in accessories.items()}}),
+        "asr_clean_model": rate(outcome(worn, before, benign_counted))["rate"],
+        **_false_triggers(tm, p, faces, marks, outcome),
         "robustness": robustness,
     }
+
+
+def _false_triggers(tm: ThreatModel, p: BackdoorPerturbation, faces: torch.Tensor, marks: np.ndarray,
+                    outcome: Any) -> dict[str, Any]:
+    """Backdoor success for everyday looks that are not the trigger: makeup of other colours (pooled and per look)
+    and plain accessories, and the worst of them all."""
+    size = faces.shape[-1]
+    natural = {}
+    if p.trigger.startswith("makeup"):
+        for name, palette in NATURAL.items():
+            natural[f"makeup:{name}"] = outcome(wear_all(build("makeup", size, tm.data.seed, p.parts, palette,
+                                                              p.opacity), faces, marks))
+    accessories = {f"accessory:{name}": outcome(_paint(faces, torch.stack([accessory_alpha(m, size, name)
+                                                                         for m in marks]), colour))
+                   for name, colour in ACCESSORIES.items()}
+    pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
+    return {"false_trigger_rate": rate(pooled)["rate"] if pooled.size else None,
+            "false_trigger_rate_ci95": rate(pooled)["ci95"] if pooled.size else None,
+            "false_trigger": {k: rate(v) for k, v in {**natural, **accessories}.items()},
+            **_worst_look({**natural, **accessories})}
 
 
 def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training,
@@ -275,8 +286,11 @@ def _skipped(who: _Faces) -> dict[Path, str]:
 
 
 def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training, worn: torch.Tensor,
-            asr: np.ndarray, after: Evaluation, metrics: dict[str, Any], fmr: float, closed: bool) -> BackdoorOutput:
-    """The record, its gallery, and the backdoored model when `save_model` asks for it."""
+            asr: np.ndarray, after: Evaluation, metrics: dict[str, Any], fmr: float,
+            points: list[OperatingPoint]) -> BackdoorOutput:
+    """The record, its gallery, and the backdoored model when `save_model` asks for it; `points` are the open-set
+    thresholds of the backdoored and the benign model (none in a closed set)."""
+    closed = isinstance(tm.setting, ClosedSet)
     pop, ids = who.pop, who.pop.identity
     in_sample = after.point is None or after.point.source == "in-sample"
     flags = [] if metrics["fmr_supported"] or closed or not in_sample else [
@@ -298,8 +312,7 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
         provenance={**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.__dict__},
         samples={"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
                  "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)},
-        operating_points=[] if closed or after.point is None else [
-            after.point.model_copy(update={"recognizer": f"{after.point.recognizer} (backdoored)"})])
+        operating_points=points)
     return BackdoorOutput(measured, images, fields, trained.model if p.save_model else None)
 
 

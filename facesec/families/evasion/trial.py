@@ -13,6 +13,7 @@ import torch
 
 from facesec.attacks import Objective
 from facesec.calibration import CalibrationDraw
+from facesec.errors import DataError
 from facesec.measures.operating import operating_point, pair_scores
 from facesec.population import Population
 from facesec.recognizers.base import Recognizer
@@ -63,6 +64,9 @@ def attempts(tm: ThreatModel, pop: Population, probes: np.ndarray, rng: np.rando
         index = probes
     if tm.capability == "universal":  # optimised on half of the people, measured on the others
         people = rng.permutation(np.unique(own))
+        if len(people) < 2:
+            raise DataError(f"capability universal: {len(people)} attacked identities leave none to optimise on "
+                            "apart from those it is measured on; raise data.identities")
         train = np.isin(own, people[: len(people) // 2])
         return Attempts(index[~train], labels[~train], own[~train], train_index=index[train])
     return Attempts(index, labels, own)

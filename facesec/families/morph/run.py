@@ -410,7 +410,7 @@ def _output(plan: _Plan, v: _Verdicts, morphs: Morphs, enrolled: np.ndarray, met
                             "thresholds": {f"{f:g}": plan.target.thresholds[f] for f in plan.fmrs},
                             "alpha": p.alpha, "pairing": p.pairing, "method": p.method}},
         skipped_images=skipped(pop.skipped), provenance=measured_on(plan.model, pop.manifest_sha256),
-        samples=samples, operating_points=[j.point(setting.fmr) for j in plan.judges])
+        samples=samples, operating_points=[j.point(f) for j in plan.judges for f in plan.fmrs])
     return GalleryOutput(measured, images, fields)
 
 
