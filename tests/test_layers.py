@@ -17,7 +17,8 @@ LEAVES = {"facesec.errors": set(), "facesec.fields": set(), "facesec.record": se
 """Modules and the only facesec modules they may import."""
 TORCH_FREE = ["facesec.fields", "facesec.threat_model", "facesec.yaml_safe", "facesec.matrix", "facesec.loading",
               "facesec.schema", "facesec.plugins", "facesec.registry", "facesec.record", "facesec.attack_params",
-              "facesec.validation", "facesec.measures.rates", "facesec.recognizers.trust",
+              "facesec.validation", "facesec.calibration", "facesec.measures.rates",
+              "facesec.recognizers.trust",
               "facesec.recognizers.preflight", "facesec.families", *(f"facesec.families.{f}" for f in FAMILIES),
               *(f"facesec.families.{f}.spec" for f in FAMILIES)]
 """The configuration layer: what loading, validating and listing threat models, families and attacks need."""
