@@ -38,7 +38,11 @@ METRICS: dict[str, MetricInfo] = {
     "n_attempts": _M("probes not already fooled by the clean face"),
     "n_samples": _M("probes"),
     "clean_success_rate": _M("share of probes fooled without any attack"),
+    "clean_success_ci95_cluster": _M("95% interval of the clean success rate "
+                                     + CLUSTER.format(who="the attacked people"), gate=False),
     "noise_success_rate": _M("random noise of the same budget (a baseline)", better="lower"),
+    "noise_success_ci95_cluster": _M("95% interval of the noise baseline's success rate "
+                                     + CLUSTER.format(who="the attacked people"), gate=False),
     "surrogate_success_rate": _M(label="success on the surrogate(s) it was crafted on"),
     "photo_success_rate": _M(label="success once pasted into the original photo (8 bits) and detected and aligned "
                                    "again", better="lower"),

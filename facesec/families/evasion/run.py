@@ -234,7 +234,11 @@ def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tupl
         "n_attempts": n_attempts,
         "n_samples": len(t.x),
         "clean_success_rate": float(seen.clean.mean()) if len(t.x) else 0.0,
+        "clean_success_ci95_cluster": list(cluster_interval(seen.clean, t.att.own)) if len(t.x) else [0.0, 1.0],
         "noise_success_rate": noise_asr,
+        "noise_success_ci95_cluster": list(cluster_interval(noise_success[seen.attempted],
+                                                            t.att.own[seen.attempted]))
+        if seen.attempted.any() else [0.0, 1.0],
         **out.extra,
         "protocol_metric": _PROTOCOL_METRIC[(tm.setting.kind, tm.goal)],
         "protocol_before": float(holds_before.mean()),
