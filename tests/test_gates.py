@@ -241,3 +241,16 @@ def test_a_reused_record_needs_well_formed_intervals(tmp_path: Path) -> None:
            "metrics": {"attack_success_ci95": [0.1, 0.2], "attack_success_ci95_cluster": [None, "x"]}}
     record, why = _reusable(raw, tmp_path)
     assert record is None and why == "attack_success_ci95_cluster is not two numbers between 0 and 1"
+
+
+def test_a_release_gate_on_the_clean_tar_drop_tests_its_paired_interval() -> None:
+    """'Poisoning costs at most 2 points of clean TAR' at 95%: a backdoor threat model may gate the upper end of
+    clean_tar_drop's paired interval; a drop of 0.01 whose interval reaches 0.03 fails it."""
+    from facesec.threat_model import ThreatModel
+
+    gate_doc = {"metric": "clean_tar_drop", "op": "<=", "value": 0.02, "bound": "upper"}
+    tm = ThreatModel.model_validate({"name": "b", "perturbation": {"kind": "backdoor"}, "gates": [gate_doc]})
+    assert tm.gates[0].bound == "upper"
+    [wide] = evaluate_gates([gate_doc], {"clean_tar_drop": 0.01, "clean_tar_drop_ci95_cluster": [-0.01, 0.03]})
+    [narrow] = evaluate_gates([gate_doc], {"clean_tar_drop": 0.01, "clean_tar_drop_ci95_cluster": [0.0, 0.015]})
+    assert (wide.actual, wide.passed) == (0.03, False) and (narrow.actual, narrow.passed) == (0.015, True)
