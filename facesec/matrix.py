@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,10 @@ def expand(doc: dict[str, Any], max_runs: int = MAX_RUNS) -> list[dict[str, Any]
     for path, values in axes:
         if not values:
             raise ConfigError(f"field '{path}': empty list; give at least one value")
+        seen = [json.dumps(v, sort_keys=True, default=str) for v in values]
+        twice = next((v for v, text in zip(values, seen, strict=True) if seen.count(text) > 1), None)
+        if twice is not None:
+            raise ConfigError(f"field '{path}': {_label(twice)} is listed twice; give each value once")
     total = math.prod(len(values) for _, values in axes)
     if total > max_runs:
         raise ConfigError(f"the matrix expands to {total:,} runs, more than the limit of {max_runs:,}; shorten its "

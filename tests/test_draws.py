@@ -79,3 +79,10 @@ def test_a_seed_that_is_no_whole_number_is_left_out_of_the_pool(tmp_path: Path, 
     results = Results.model_validate({"schema_version": 1, "suite": "s", "runs": runs})
     found = build_report(results, tmp_path, tmp_path, False).draws
     assert len(found) == 1 and [d.seed for d in found[0].draws] == ["1", "2"]
+
+
+def test_a_seed_listed_twice_is_refused_in_one_line(celeba: Path) -> None:
+    from facesec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"field 'data.seed': 1 is listed twice"):
+        load_threat_models(SMALL / "pixel.yaml", ["data.seed=[1, 2, 1]"])
