@@ -210,3 +210,11 @@ def test_the_measured_fmr_interval_resamples_people_not_pairs() -> None:
     lo, hi = operating.pair_rate_interval(accepted, scores)
     w_lo, w_hi = wilson_interval(int(accepted.sum()), accepted.size)
     assert lo <= w_lo and hi >= w_hi and hi - lo > 2 * (w_hi - w_lo)
+
+
+def test_a_calibration_too_large_to_compare_pair_by_pair_is_refused(celeba: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calibration, "MAX_FACES", 50)
+    with pytest.raises(DataError, match=r"setting.calibration': 20 identities x 5 faces are 100 faces, more than "
+                                        r"the 50.*at most 10"):
+        calibration.draw(_model("pixel", "setting.calibration.identities=20"))
