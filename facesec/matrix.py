@@ -74,14 +74,17 @@ def expand(doc: dict[str, Any], max_runs: int = MAX_RUNS) -> list[dict[str, Any]
     for path, values in axes:
         if not values:
             raise ConfigError(f"field '{path}': empty list; give at least one value")
-        seen = [json.dumps(v, sort_keys=True, default=str) for v in values]
-        twice = next((v for v, text in zip(values, seen, strict=True) if seen.count(text) > 1), None)
-        if twice is not None:
-            raise ConfigError(f"field '{path}': {_label(twice)} is listed twice; give each value once")
     total = math.prod(len(values) for _, values in axes)
     if total > max_runs:
         raise ConfigError(f"the matrix expands to {total:,} runs, more than the limit of {max_runs:,}; shorten its "
                           "lists or raise the limit with --max-runs")
+    for path, values in axes:  # each list is at most max_runs long here
+        seen: set[str] = set()
+        for value in values:
+            text = json.dumps(value, sort_keys=True, default=str)
+            if text in seen:
+                raise ConfigError(f"field '{path}': {_label(value)} is listed twice; give each value once")
+            seen.add(text)
     if not axes:
         return [doc]
     runs = []
