@@ -5,6 +5,7 @@ FMR it gives on the run's own clean impostor pairs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,31 +90,32 @@ def calibration_scores(model: Recognizer, draw: CalibrationDraw, progress: bool,
     return scores
 
 
-def threshold_interval(scores: Scores, fmr: float, draws: int = THRESHOLD_DRAWS, seed: int = 0) -> list[float]:
-    """95% interval of the threshold when the people it was set on are resampled: a person drawn m times and
-    another drawn n times weigh their impostor pairs m x n (a person drawn twice is no impostor of itself). Only
-    the highest scores can hold a threshold at a small FMR, so the weights are summed there and the total is
-    counted per person ((S^2 - sum s_i^2) / 2 with s_i = faces x draws of person i)."""
-    top = min(scores.impostor.size, max(4096, int(50 * fmr * scores.impostor.size)))
-    order = np.argsort(-scores.impostor, kind="stable")[:top]
-    desc, a, b = scores.impostor[order], scores.people[order, 0], scores.people[order, 1]
+def _resampled_people(scores: Scores, draws: int, seed: int) -> Iterator[tuple[np.ndarray, float]]:
+    """Per bootstrap draw of the people (with replacement), how often each was drawn (m) and the total weight of
+    all impostor pairs, a pair of people drawn m and n times weighing m x n (a person drawn twice is no impostor
+    of itself): (S^2 - sum s_i^2) / 2 with s_i = faces x draws of person i. Draws with no impostor pair left out."""
     k = scores.sizes.size
     rng = np.random.default_rng(seed)
-    found = []
     for _ in range(draws):
         m = rng.multinomial(k, np.full(k, 1 / k)).astype(float)
         s = scores.sizes * m
-        total = (s.sum() ** 2 - (s ** 2).sum()) / 2
-        cum = np.cumsum(m[a] * m[b])
-        if total <= 0:
-            continue
-        at = int(np.searchsorted(cum, fmr * total, side="right"))
-        if at >= top and top < scores.impostor.size:  # the threshold lies below the scores kept: weigh them all
-            full = np.argsort(-scores.impostor, kind="stable")
-            at = int(np.searchsorted(np.cumsum(m[scores.people[full, 0]] * m[scores.people[full, 1]]),
-                                     fmr * total, side="right"))
-            found.append(float(scores.impostor[full][min(at, full.size - 1)]))
-            continue
+        total = float((s.sum() ** 2 - (s ** 2).sum()) / 2)
+        if total > 0:
+            yield m, total
+
+
+def threshold_interval(scores: Scores, fmr: float, draws: int = THRESHOLD_DRAWS, seed: int = 0) -> list[float]:
+    """95% interval of the threshold when the people it was set on are resampled (`_resampled_people`). Only the
+    highest scores can hold a threshold at a small FMR, so the weights are summed there; a draw whose threshold
+    falls below them weighs every pair."""
+    order = np.argsort(-scores.impostor, kind="stable")
+    top = min(scores.impostor.size, max(4096, int(50 * fmr * scores.impostor.size)))
+    desc, a, b = scores.impostor[order], scores.people[order, 0], scores.people[order, 1]
+    found = []
+    for m, total in _resampled_people(scores, draws, seed):
+        at = int(np.searchsorted(np.cumsum(m[a[:top]] * m[b[:top]]), fmr * total, side="right"))
+        if at >= top and top < desc.size:  # the threshold lies below the scores kept: weigh them all
+            at = int(np.searchsorted(np.cumsum(m[a] * m[b]), fmr * total, side="right"))
         found.append(float(desc[min(at, desc.size - 1)]))
     lo, hi = np.quantile(found, [0.025, 0.975])
     return [float(lo), float(hi)]
@@ -121,20 +123,11 @@ def threshold_interval(scores: Scores, fmr: float, draws: int = THRESHOLD_DRAWS,
 
 def pair_rate_interval(accepted: np.ndarray, scores: Scores, draws: int = THRESHOLD_DRAWS,
                        seed: int = 0) -> list[float]:
-    """95% interval of the share of impostor pairs accepted when their people are resampled (a person drawn m times
-    and another n times weigh their pairs m x n; the total counted per person as in `threshold_interval`), widened
-    to hold Wilson's interval as every cluster interval is."""
+    """95% interval of the share of impostor pairs accepted when their people are resampled
+    (`_resampled_people`), widened to hold Wilson's interval as every cluster interval is."""
     hit = np.flatnonzero(accepted)
     a, b = scores.people[hit, 0], scores.people[hit, 1]
-    k = scores.sizes.size
-    rng = np.random.default_rng(seed)
-    found = []
-    for _ in range(draws):
-        m = rng.multinomial(k, np.full(k, 1 / k)).astype(float)
-        s = scores.sizes * m
-        total = (s.sum() ** 2 - (s ** 2).sum()) / 2
-        if total > 0:
-            found.append(float((m[a] * m[b]).sum() / total))
+    found = [float((m[a] * m[b]).sum() / total) for m, total in _resampled_people(scores, draws, seed)]
     w_lo, w_hi = wilson_interval(int(hit.size), int(accepted.size))
     lo, hi = np.quantile(found, [0.025, 0.975]) if found else (0.0, 1.0)
     return [float(min(lo, w_lo)), float(max(hi, w_hi))]
