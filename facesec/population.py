@@ -75,7 +75,8 @@ def select(data: Data, template: Template, progress: bool = True, exclude: Colle
         paths += faces.paths[:k]
     found.close()
     if len(chosen) < data.identities:
-        apart = f" besides the {len(left_out)} calibration identities" if left_out else ""
+        apart = f" besides the {len(left_out)} identities kept apart (calibration, surrogates' training)" \
+            if left_out else ""
         raise TooFewIdentities(f"dataset '{data.dataset}' has only {len(chosen)} identities with {k} usable faces"
                                f"{apart}; "
                                f"lower data.identities ({data.identities}) or data.images_per_identity ({k})",

@@ -121,6 +121,22 @@ def test_poisoning_picks_the_share_asked_never_the_target() -> None:
     assert poison(x, marks, labels, 0.0, trigger, "impersonation", 0, 0).poisoned.sum() == 0
 
 
+def test_capped_poison_never_outnumbers_the_label_it_joins() -> None:
+    """The default design: impersonation poison at most the target's clean faces (the label at most half poison,
+    where activation clustering can see it), dodging's new label no larger than the median identity's."""
+    x = torch.rand(60, 3, 150, 150)
+    marks = np.zeros((60, 68, 2), np.float32)
+    labels = np.concatenate([np.zeros(4, int), np.repeat(np.arange(1, 9), 7)])  # the target has 4 clean faces
+    trigger = T.build("blended", 150, 0, blend=0.2)
+    uncapped = poison(x, marks, labels, 0.25, trigger, "impersonation", 0, 0)
+    assert uncapped.poisoned.sum() == 15  # 15 poisoned against 4 clean: the label is 79% poison
+    capped = poison(x, marks, labels, 0.25, trigger, "impersonation", 0, 0, capped=True)
+    assert capped.poisoned.sum() == 4 and (capped.labels == 0).sum() == 8
+    dodge = poison(x, marks, labels, 0.25, trigger, "dodging", 0, 0, capped=True)
+    assert dodge.poisoned.sum() == 7 and (dodge.labels == 9).sum() == 7
+    assert poison(x, marks, labels, 0.05, trigger, "impersonation", 0, 0, capped=True).poisoned.sum() == 3
+
+
 def test_poisoning_the_hardest_picks_the_highest_scores_spread_never_the_target() -> None:
     x = torch.rand(40, 3, 150, 150)
     marks = np.zeros((40, 68, 2), np.float32)

@@ -15,7 +15,7 @@ from facesec.attacks.pixel import GradientAttack
 from facesec.data.align import DLIB_150
 from facesec.data.pipeline import align_faces
 from facesec.engine import run_threat_model
-from facesec.errors import ConfigError
+from facesec.errors import ConfigError, DataError
 from facesec.recognizers.base import load
 from facesec.recognizers.students import build
 from facesec.surrogates.distill import CARD, STUDENT, Settings, mix, probe, train
@@ -177,6 +177,36 @@ def test_student_training_counts_queries_and_resumes(tiny_dataset: Path, tmp_pat
     student = load({"name": "surrogate", "weights": str(out)})
     assert student.info.template.name == DLIB_150.name and student.info.comparison == "euclidean"
     assert student(torch.rand(2, 3, 150, 150)).shape == (2, 128)
+
+
+def test_transfer_attacks_only_people_the_student_never_learnt_from(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The attacked people are the student's held-out ones, whatever data.seed draws; a run that needs more is
+    refused saying why; a card that does not list its people is flagged."""
+    out = tmp_path / "student"
+    settings = Settings("dlib-resnet", "iresnet18", str(tiny_dataset), epochs=1, batch_size=8, holdout=0.34)
+    card = train(settings, out, torch.device("cpu"), progress=False)
+    trained = set(card["data"]["train_identities"])
+    assert len(trained) == 4
+    port = {"kind": "transfer", "surrogates": [{"name": "surrogate", "weights": str(out)}]}
+    for seed in (0, 1):
+        tm = _tm(tiny_dataset, knowledge=port, data={"dataset": str(tiny_dataset), "identities": 2,
+                                                     "images_per_identity": 3, "seed": seed})
+        done = run_threat_model(tm, torch.device("cpu"), progress=False)
+        record = done.record.to_json()
+        assert not trained & set(done.samples()["identity"])
+        assert record["metrics"]["n_surrogate_people_left_out"] == 4
+        assert not any("does not list" in f for f in record["validity"]["flags"])
+    with pytest.raises(DataError, match="4 of them are people the surrogates learnt from"):
+        run_threat_model(_tm(tiny_dataset, knowledge=port, data={"dataset": str(tiny_dataset), "identities": 3,
+                                                                 "images_per_identity": 3}),
+                         torch.device("cpu"), progress=False)
+    older = json.loads((out / CARD).read_text())
+    del older["data"]["train_identities"]
+    (out / CARD).write_text(json.dumps(older))
+    tm = _tm(tiny_dataset, knowledge=port, data={"dataset": str(tiny_dataset), "identities": 2,
+                                                 "images_per_identity": 3})
+    record = run_threat_model(tm, torch.device("cpu"), progress=False).record.to_json()
+    assert any("does not list on whom" in f for f in record["validity"]["flags"])
 
 
 def test_mixup_blends_a_share_of_the_batch_and_leaves_the_rest() -> None:

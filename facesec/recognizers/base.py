@@ -27,6 +27,16 @@ Comparison = Literal["cosine", "euclidean"]
 
 
 @dataclass(frozen=True)
+class TrainedOn:
+    """The dataset a recognizer learnt from (a student) and, when its card lists them, the identities: runs on
+    that dataset attack only other people, so that nothing it memorised flatters a transfer."""
+
+    dataset: str
+    identities: frozenset[str] | None
+    """None: the card does not say (the run flags it)."""
+
+
+@dataclass(frozen=True)
 class RecognizerInfo:
     """What a recognizer declares about itself."""
 
@@ -40,6 +50,7 @@ class RecognizerInfo:
     weights_sha256: str | None
     differentiable: bool = True
     """False for black boxes (e.g. dlib's C++ model): attacked only by transfer or queries."""
+    trained_on: TrainedOn | None = None
 
 
 class NonFinite:

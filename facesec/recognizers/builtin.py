@@ -17,10 +17,13 @@ from facesec.data.cache import file_digest
 from facesec.dlib_models import models_dir
 from facesec.errors import ConfigError, WeightsError
 from facesec.recognizers import students
-from facesec.recognizers.base import Comparison, Recognizer, RecognizerInfo
+from facesec.recognizers.base import Comparison, Recognizer, RecognizerInfo, TrainedOn
 from facesec.recognizers.dlib_resnet import MODEL_FILE, DlibResNet, read_dlib_resnet
 from facesec.recognizers.iresnet import IRESNET_LAYERS, IResNet
 from facesec.recognizers.weights import resolve_weights
+
+MAX_CARD_IDENTITIES = 100_000
+"""The most training identities a student card may list (a hostile card must not make facesec hold millions)."""
 
 
 def dlib_resnet(weights: str | None = None, sha256: str | None = None) -> Recognizer:
@@ -162,7 +165,7 @@ def surrogate(weights: str) -> Recognizer:
         net = students.build(card["architecture"], teacher["embedding_size"])
         info = RecognizerInfo(f"surrogate:{folder.name}", int(teacher["input_size"]), _template(teacher["template"]),
                               int(teacher["embedding_size"]), teacher["comparison"], teacher["native_threshold"],
-                              file_digest(state_path))
+                              file_digest(state_path), trained_on=_trained_on(card["data"]))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{card_path}: not a readable student card ({type(exc).__name__}: {exc}); train the "
                            "student again with `facesec surrogate train`") from exc
@@ -172,6 +175,18 @@ def surrogate(weights: str) -> Recognizer:
         raise WeightsError(f"{state_path} does not fit {card['architecture']}: {str(exc).splitlines()[0]}") from exc
     net.eval()
     return Recognizer(net, info)
+
+
+def _trained_on(data: dict[str, Any]) -> TrainedOn:
+    """The student card's dataset and training identities (a list of names; absent on cards that predate it)."""
+    names = data.get("train_identities")
+    if names is not None and (not isinstance(names, list) or len(names) > MAX_CARD_IDENTITIES
+                              or not all(isinstance(n, str) and 0 < len(n) <= 255 for n in names)):
+        raise ValueError(f"data.train_identities must be a list of at most {MAX_CARD_IDENTITIES:,} identity names")
+    dataset = data["dataset"]
+    if not isinstance(dataset, str):
+        raise ValueError("data.dataset must be a name")
+    return TrainedOn(dataset, None if names is None else frozenset(names))
 
 
 def torchscript(weights: str, sha256: str | None = None, input_size: int = 112, template: str = "arcface-112",

@@ -62,6 +62,11 @@ METRICS: dict[str, MetricInfo] = {
     "robustness": _M(label="backdoor success with the trigger weaker, moved, or through a photo", gate=False),
     "poison_rate": _M(label="share of fine-tuning images poisoned"),
     "n_poisoned": _M(label="poisoned fine-tuning images"),
+    "poison_rate_asked": _M(label="share of fine-tuning images the threat model asked to poison (before the cap)"),
+    "poison_cap": _M(label="whether poison was capped at the clean size of the label it joins", gate=False),
+    "poisoned_label_share": _M("share of poison in the label it joins (the target's, or dodging's new label): above "
+                               "0.5 the label is mostly poison, which activation clustering cannot find by "
+                               "construction", "poison's share of its label"),
     "n_training_images": _M(label="fine-tuning images"),
     "n_training_identities": _M(label="fine-tuning identities"),
     "stealth": _M(label="poisoned images against their clean selves: SSIM, PSNR (dB)", gate=False),
@@ -86,7 +91,7 @@ class Backdoor(Family):
     name: ClassVar[str] = "backdoor"
     order: ClassVar[int] = 5
     expandable: ClassVar[tuple[str, ...]] = ("trigger", "poison_rate", "epochs", "trigger_rounds", "poison_choice",
-                                             "poison_opacity", "mitigation")
+                                             "poison_opacity", "poison_cap", "mitigation")
     Spec = BackdoorPerturbation
     supports: ClassVar[Supports] = Supports(goals=("impersonation", "dodging"), capabilities=("universal",),
                                             knowledge=("white-box",), settings=("open-set", "closed-set"))

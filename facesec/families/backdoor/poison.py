@@ -31,13 +31,17 @@ class Poisoned:
 
 
 def poison(faces: torch.Tensor, landmarks: np.ndarray, labels: np.ndarray, rate: float, trigger: Trigger,
-           goal: str, target_label: int, seed: int, hardness: np.ndarray | None = None) -> Poisoned:
+           goal: str, target_label: int, seed: int, hardness: np.ndarray | None = None,
+           capped: bool = False) -> Poisoned:
     """`rate` of the faces (never the target's own) made to wear the trigger and relabelled: as the target
-    (impersonation) or as one new identity nobody is (dodging: wearers leave their own identity). The faces are
-    drawn at random (seeded), or with `hardness` (one score per face) the hardest ones."""
+    (impersonation) or as one new identity nobody is (dodging: wearers leave their own identity); `capped`, at
+    most `class_cap` of them. The faces are drawn at random (seeded), or with `hardness` (one score per face) the
+    hardest ones."""
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(labels != target_label)
     count = min(len(candidates), int(round(rate * len(faces))))
+    if capped:
+        count = min(count, class_cap(labels, goal, target_label))
     if hardness is not None:
         chosen = _hardest(candidates, labels, hardness, count)
     else:
@@ -51,6 +55,14 @@ def poison(faces: torch.Tensor, landmarks: np.ndarray, labels: np.ndarray, rate:
     mask = np.zeros(len(faces), bool)
     mask[chosen] = True
     return Poisoned(out, new_labels, mask, faces[chosen])
+
+
+def class_cap(labels: np.ndarray, goal: str, target_label: int) -> int:
+    """The most poisoned faces a plausibly balanced label holds: no more than the clean faces of the label they
+    join (impersonation: the target's), or (dodging, a new label) than the median identity has."""
+    if goal == "impersonation":
+        return int((labels == target_label).sum())
+    return int(np.median(np.unique(labels, return_counts=True)[1]))
 
 
 def _hardest(candidates: np.ndarray, labels: np.ndarray, hardness: np.ndarray, count: int) -> np.ndarray:

@@ -87,8 +87,8 @@ def _reading(m: dict[str, Any], run: RunRecord) -> str:
     goal = tm.get("goal")
     wants = "accepted as the attacker's chosen identity" if goal == "impersonation" else \
         "no longer matched to their own enrolment"
-    text = (f"With {_pct(m.get('poison_rate'))} of its fine-tuning images poisoned with a {p.get('trigger', '?')} "
-            f"trigger, the model let people it never saw in training be {wants} in {asr:.0%} of attempts when "
+    text = (f"With {_poisoned(m)} poisoned with a {p.get('trigger', '?')} trigger, the model let people it "
+            f"never saw in training be {wants} in {asr:.0%} of attempts when "
             f"they wore the trigger ({_pct(m.get('asr_without_trigger'))} without it); its clean TAR was "
             f"{after:.1%}, against {before:.1%} for the same fine-tuning without poisoning")
     false = number(m.get("false_trigger_rate"))
@@ -99,6 +99,14 @@ def _reading(m: dict[str, Any], run: RunRecord) -> str:
         text += f", the worst everyday look ({look.replace(':', ' ')}) in {worst:.0%}"
     caught = [n for n, *_ in _defence_rows(as_dict(m.get("defences")))]
     return text + (f". Defences run: {', '.join(caught)} (table below)." if caught else ".")
+
+
+def _poisoned(m: dict[str, Any]) -> str:
+    """How much poison, and how much of the label it joined, in words."""
+    n, share, label = number(m.get("n_poisoned")), number(m.get("poison_rate")), number(m.get("poisoned_label_share"))
+    text = f"{n:.0f} of its fine-tuning images ({share:.1%})" if n is not None and share is not None else \
+        f"{_pct(m.get('poison_rate'))} of its fine-tuning images"
+    return text + (f", {label:.0%} of the label they joined," if label is not None else "")
 
 
 def _clean_population(c: dict[str, Any]) -> str:

@@ -161,7 +161,8 @@ def _train(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, progress: bool
             look = dataclasses.replace(look, opacity=p.poison_opacity)
         score = (hardness(look, clean_model, train_faces, train_marks, labels, tm.goal, 0)
                  if p.poison_choice == "hardest" else None)
-        return poison(train_faces, train_marks, labels, p.poison_rate, look, tm.goal, 0, seed, score)
+        return poison(train_faces, train_marks, labels, p.poison_rate, look, tm.goal, 0, seed, score,
+                      capped=p.poison_cap == "class-size")
 
     if p.trigger == "makeup-optimised":
         base, learned_on = trigger, clean_model
@@ -245,6 +246,8 @@ def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, tra
         **_tar_drop(before, after),
         "clean_rank1_before": before.rank1["rate"], "clean_rank1_after": after.rank1["rate"],
         "poison_rate": float(poisoned.poisoned.mean()), "n_poisoned": int(poisoned.poisoned.sum()),
+        "poison_rate_asked": p.poison_rate, "poison_cap": p.poison_cap,
+        "poisoned_label_share": _poisoned_share(poisoned, tm.goal),
         "n_training_images": len(who.trained_on.identity), "n_training_identities": p.training_identities,
         "stealth": stealth(poisoned.clean, poisoned.faces[torch.from_numpy(poisoned.poisoned)]),
         "training": {"losses": tuned.losses, "seconds": tuned.seconds, "resumed_from_epoch": tuned.resumed_from,
@@ -257,6 +260,15 @@ def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, tra
                              "identities": len(np.unique(ids)) if who.wide is None else len(who.wide.names),
                              "faces": len(ids) if who.wide is None else len(who.wide.identity)},
     }
+
+
+def _poisoned_share(poisoned: Poisoned, goal: str) -> float | None:
+    """The share of poison in the label it joins (the target's, or dodging's new one): above 0.5 the label is
+    mostly poison, which activation clustering cannot find by construction."""
+    if not poisoned.poisoned.any():
+        return None
+    label = poisoned.labels[poisoned.poisoned][0]
+    return float(poisoned.poisoned[poisoned.labels == label].mean())
 
 
 def _counted(bare: np.ndarray, goal: str) -> np.ndarray:
@@ -303,7 +315,8 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
     measured = Measured(
         dimensions=Dimensions(
             recognizer=who.clean_model.info.name,
-            perturbation=f"backdoor, {p.trigger} trigger, {p.poison_rate:.0%} of fine-tuning images poisoned",
+            perturbation=f"backdoor, {p.trigger} trigger, {metrics['poison_rate']:.1%} of fine-tuning images "
+                         "poisoned",
             knowledge=_knowledge(p), goal=tm.goal, capability=tm.capability,
             setting="closed-set rank-1" if closed else f"open-set FMR {fmr:g}",
             attack=f"victim fine-tunes {p.layers} layers, {p.epochs} epochs"),

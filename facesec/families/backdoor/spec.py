@@ -58,6 +58,12 @@ class BackdoorPerturbation(PerturbationSpec):
     blend: Unit = Field(0.1, gt=0, le=0.5, description="blended: the pattern's weight")
     poison_rate: Unit = Field(0.1, le=0.5, description="share of the fine-tuning images the attacker poisons "
                                                       "(trigger worn, label changed); a list expands into runs")
+    poison_cap: Literal["class-size", "none"] = Field(
+        "class-size", description="class-size: the poisoned faces never outnumber the clean faces of the label they "
+                                  "join (impersonation: the target's; dodging: the median fine-tuning identity's), "
+                                  "so no label is mostly poison or larger than the others; none: all of "
+                                  "`poison_rate` in one label (the classic design, which activation clustering "
+                                  "cannot see by construction and a class-size check flags)")
     poison_choice: Literal["random", "hardest"] = Field(
         "random", description="which fine-tuning faces the attacker poisons: drawn at random, or the hardest (those "
                               "the clean model, with the trigger worn, sees farthest from the goal: for "

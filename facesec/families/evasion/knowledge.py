@@ -34,9 +34,33 @@ class AttackerView:
     transfer: bool
 
 
+def surrogates(tm: ThreatModel, device: torch.device) -> list[Recognizer]:
+    """The transfer attacker's surrogates, loaded (none for other knowledge)."""
+    if not isinstance(tm.knowledge, Transfer):
+        return []
+    return [surrogate(spec, device) for spec in tm.knowledge.surrogates]
+
+
+def learnt_from(models: list[Recognizer], dataset: str) -> tuple[frozenset[str], list[str]]:
+    """The people the surrogates learnt from in `dataset` (left out of the attacked ones), and the names of those
+    trained on it without saying whom on (flagged: the attacked people may include theirs)."""
+    people: set[str] = set()
+    unknown: list[str] = []
+    for m in models:
+        trained = m.info.trained_on
+        if trained is None or trained.dataset != dataset:
+            continue
+        if trained.identities is None:
+            unknown.append(m.info.name)
+        else:
+            people |= trained.identities
+    return frozenset(people), unknown
+
+
 def attacker_view(tm: ThreatModel, target_model: Recognizer, target: trial.Judges, pop: Population,
-                  enrol: np.ndarray, att: trial.Attempts, x_all: torch.Tensor, device: torch.device) -> AttackerView:
-    """White-box: the target's own objectives. Transfer: each surrogate's, or their ensemble."""
+                  enrol: np.ndarray, att: trial.Attempts, x_all: torch.Tensor, device: torch.device,
+                  models: list[Recognizer]) -> AttackerView:
+    """White-box: the target's own objectives. Transfer: each surrogate's (`models`), or their ensemble."""
     if isinstance(tm.knowledge, Query):
         oracle = Oracle(target.objective, tm.knowledge.output, tm.knowledge.budget)
         return AttackerView(oracle, None, f"query ({tm.knowledge.output}, {tm.knowledge.budget} queries)",
@@ -46,7 +70,6 @@ def attacker_view(tm: ThreatModel, target_model: Recognizer, target: trial.Judge
             raise ConfigError(f"field 'knowledge': {target_model.info.name} gives no gradients; "
                               "use knowledge: {kind: transfer, surrogates: [...]}")
         return AttackerView(target.objective, target.train, "white-box", transfer=False)
-    models = [surrogate(spec, device) for spec in tm.knowledge.surrogates]
     members = [_objectives(m, tm, pop, enrol, att, x_all, device) for m in models]
     names = " + ".join(m.info.name for m in models)
     if len(members) == 1:

@@ -17,6 +17,7 @@ from facesec import attacks, distributed, metrics, photos, protocols
 from facesec.attacks import Attack, Budget, Criterion, Objective
 from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
+from facesec.errors import TooFewIdentities
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.evasion import artefacts, knowledge, trial
 from facesec.families.evasion.accessories import export
@@ -129,6 +130,10 @@ class _Trial:
     generator: torch.Generator
     point: OperatingPoint | None
     """The target's operating point (open set)."""
+    learnt: frozenset[str]
+    """People the surrogates learnt from, left out of the attacked ones."""
+    unlisted: list[str]
+    """Surrogates trained on this dataset whose cards do not say on whom."""
 
 
 @dataclass
@@ -166,14 +171,21 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> EvasionOutput:
 def _trial(tm: ThreatModel, ctx: RunContext, progress: bool) -> _Trial:
     device = ctx.device
     model = load(tm.target, device)
-    pop = select(tm.data, model.info.template, progress, ctx.reserved())
+    models = knowledge.surrogates(tm, device)
+    learnt, unlisted = knowledge.learnt_from(models, tm.data.dataset)
+    try:
+        pop = select(tm.data, model.info.template, progress, ctx.reserved() | learnt)
+    except TooFewIdentities as exc:
+        if not learnt:
+            raise
+        raise TooFewIdentities(f"{exc}; {len(learnt)} of them are people the surrogates learnt from") from exc
     x_all = pop.faces.to(device)
     enrol, probes = trial.split(pop, tm)
     att = trial.attempts(tm, pop, probes, np.random.default_rng(tm.data.seed))
     target = trial.judges(model, tm, pop, enrol, att, x_all, device, ctx.calibration)
-    view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device)
+    view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device, models)
     return _Trial(model, pop, enrol, att, target.objective, x_all, x_all[att.index], view,
-                  torch.Generator().manual_seed(tm.data.seed), target.point)
+                  torch.Generator().manual_seed(tm.data.seed), target.point, learnt, unlisted)
 
 
 def _attack_attempts(tm: ThreatModel, t: _Trial, attempted: np.ndarray, progress: bool) -> Attacked:
@@ -226,6 +238,7 @@ def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tupl
     baselines = {k: noise_asr if v is None else v for k, v in out.baselines.items()}
     validity = _validity(tm, t.x, t.view.objective, seen.attempted, out.unbounded, baselines, asr)
     n_impostor = _fmr_support(tm, t.pop, validity, in_sample=t.point is None or t.point.source == "in-sample")
+    _surrogate_people(t, validity, out.extra)
     return {
         "attack_success_rate": asr,
         "attack_success_ci95": list(wilson_interval(n_success, n_attempts)),
@@ -255,6 +268,19 @@ def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tupl
         "ssim_mean": float(seen.ssim.mean()),
         "queries_per_sample": float(out.queries.mean()),
     }, validity
+
+
+def _surrogate_people(t: _Trial, validity: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Transfer: how many people the surrogates learnt from were kept out of the attack, and a flag for each
+    surrogate trained on this dataset whose card does not say on whom."""
+    if not t.view.transfer:
+        return
+    extra["n_surrogate_people_left_out"] = len(t.learnt)
+    for name in t.unlisted:
+        validity["flags"].append(f"surrogate {name} was trained on this dataset and its card does not list on "
+                                 "whom: the attacked people may include people it learnt from (train it again "
+                                 "with `facesec surrogate train` to record them)")
+    validity["n_flags"] = len(validity["flags"])
 
 
 def _fmr_support(tm: ThreatModel, pop: Population, validity: dict[str, Any], in_sample: bool) -> int:
