@@ -399,6 +399,17 @@ def test_class_sizes_flag_the_label_poison_swells() -> None:
     assert D.class_sizes(setting)["flagged_labels"] == []
 
 
+def test_side_rates_resample_the_wearers() -> None:
+    """Robustness, false-trigger and STRIP rates carry the interval resampling whose face each outcome is: wider
+    than Wilson's when each person's faces go alike."""
+    from facesec.families.backdoor.measure import rate
+
+    hits = np.repeat(np.arange(8) < 4, 6)
+    r = rate(hits, np.repeat(np.arange(8), 6))
+    assert r["rate"] == 0.5 and r["ci95_cluster"][0] < r["ci95"][0] and r["ci95_cluster"][1] > r["ci95"][1]
+    assert "ci95_cluster" not in rate(hits)
+
+
 def test_auroc_is_the_chance_a_positive_outscores_a_negative() -> None:
     from facesec.families.backdoor.defences import auroc
 

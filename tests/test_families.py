@@ -143,6 +143,8 @@ def _close(key: str, a: Any, recorded: dict[str, Any], seen: dict[str, Any]) -> 
         return bool(np.allclose(b, wilson, atol=1e-9))
     if key == "attack_success_ci95_cluster":  # resampled people: this run's own, never narrower than Wilson's
         return bool(0 <= b[0] <= wilson[0] + 1e-9 and wilson[1] - 1e-9 <= b[1] <= 1)
+    if key in ("eot_success_ci95_cluster", "plain_accessory_success_ci95_cluster"):  # may move by a decision
+        return bool(len(a) == len(b) == 2 and all(abs(x - y) <= 0.05 + 2 / n for x, y in zip(a, b, strict=True)))
     if not isinstance(a, float) or not isinstance(b, float):
         return bool(a == b)
     if key in RATES:

@@ -336,12 +336,34 @@ def test_rmmr_best_of_n_compares_like_with_like() -> None:
     sb = [np.array([0.1, 0.8]), np.array([0.6, 0.6]), np.array([0.9, 0.9])]
     host_a = [np.array([0.2, 0.7]), np.array([0.4, 0.3]), np.array([0.8, 0.1])]  # A's own photo: best of N 2 of 3
     host_b = [np.array([0.1, 0.1])] * 3
-    m = _at_fmr(judge, 1e-3, sa, sb, host_a, host_b)
+    m = _at_fmr(judge, 1e-3, sa, sb, host_a, host_b, [(0, 1), (1, 2), (2, 0)])
     assert m["mmpmr"] == pytest.approx(2 / 3) and m["fnmr"] == pytest.approx(0.75)
+    lo, hi = m["mmpmr_ci95_cluster"]  # three morphs: no narrower than Wilson's interval
+    assert lo <= wilson_interval(2, 3)[0] and hi >= wilson_interval(2, 3)[1]
+    assert "fnmr_ci95_cluster" not in m  # a judge given bare scores has no people to resample
     assert m["rmmr"] == pytest.approx(2 / 3 + 0.75)  # above 1: best-of-N against single comparisons
     assert m["genuine_accept_rate_best_of_n"] == pytest.approx(2 / 3)
     assert m["rmmr_best_of_n"] == pytest.approx(1.0)  # as often as a genuine best-of-N: no gain from morphing
     assert m["n_impostor_identity_pairs"] == 3
+
+
+def test_error_rates_resample_the_people_of_the_pairs() -> None:
+    """FNMR whose genuine pairs are all rejected for half the people and all accepted for the rest: its cluster
+    interval is far wider than Wilson's over the 100 pairs; the genuine acceptance interval mirrors it."""
+    from facesec.families.morph.run import _cluster_intervals
+    from facesec.measures.judges import Judge
+
+    genuine = np.where(np.repeat(np.arange(10), 10) < 5, 0.1, 0.9)
+    impostor = np.full(45, 0.1)
+    pairs = np.array(list(itertools.combinations(range(10), 2)))
+    judge = Judge("toy", None, None, None, genuine, impostor, {1e-3: 0.5},  # type: ignore[arg-type]
+                  genuine_people=np.repeat(np.arange(10), 10), impostor_people=pairs)
+    m = _cluster_intervals(judge, 0.5, [], [], [], [], [])
+    w_lo, w_hi = wilson_interval(50, 100)
+    lo, hi = m["fnmr_ci95_cluster"]
+    assert lo < w_lo - 0.1 and hi > w_hi + 0.1
+    assert m["genuine_accept_rate_ci95_cluster"] == pytest.approx([1 - hi, 1 - lo])
+    assert m["impostor_accept_rate_ci95_cluster"][0] == 0.0
 
 
 def test_map_counts_a_model_in_another_runtime_once() -> None:

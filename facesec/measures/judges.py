@@ -29,6 +29,10 @@ class Judge:
     thresholds: dict[float, float]
     points: list[OperatingPoint] = field(default_factory=list)
     """Where each threshold comes from (`thresholds` in order)."""
+    genuine_people: np.ndarray | None = None
+    impostor_people: np.ndarray | None = None
+    """Whose each genuine pair is, and the two people of each impostor pair (None for a judge given bare
+    scores): what the error rates' cluster intervals resample."""
 
     def point(self, fmr: float) -> OperatingPoint:
         """The operating point behind the threshold at `fmr`."""
@@ -53,4 +57,4 @@ def calibrated_judge(model: Recognizer, pop: Population, fmrs: list[float], prog
     scores = pair_scores(model, emb, own.identity)
     points = [operating_point(model, f, scores, draw, progress) for f in fmrs]
     return Judge(model.info.name, model, own, emb, scores.genuine, scores.impostor,
-                 {p.fmr: p.threshold for p in points}, points)
+                 {p.fmr: p.threshold for p in points}, points, scores.genuine_people, scores.people)

@@ -37,6 +37,8 @@ class Scores:
     """n_impostor x 2: the identity index (0 .. n_identities - 1) of each impostor pair's faces."""
     sizes: np.ndarray
     """Faces per identity."""
+    genuine_people: np.ndarray | None = None
+    """The identity index of each genuine pair (None where only impostor scores were given)."""
 
     @property
     def n_identities(self) -> int:
@@ -50,7 +52,7 @@ def pair_scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray) -> Scores
     iu = np.triu_indices(len(ids), k=1)
     same = dense[iu[0]] == dense[iu[1]]
     people = np.stack([dense[iu[0]][~same], dense[iu[1]][~same]], axis=1)
-    return Scores(sims[iu][same], sims[iu][~same], people, np.bincount(dense))
+    return Scores(sims[iu][same], sims[iu][~same], people, np.bincount(dense), dense[iu[0]][same])
 
 
 _CACHE: dict[tuple[str, str, str], Scores] = {}

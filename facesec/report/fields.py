@@ -94,7 +94,7 @@ def rate_text(value: Any) -> str:
     """A `{"rate", "ci95"}` mapping as "0.42 [0.29, 0.56]", its cluster interval (`ci95_cluster`) in preference (the
     rate alone without an interval; a dash without a rate)."""
     r = as_dict(value)
-    rate, ci = r.get("rate"), r.get("ci95_cluster", r.get("ci95"))
+    rate, ci = r.get("rate"), r.get("ci95_cluster") or r.get("ci95")
     if not isinstance(rate, int | float) or isinstance(rate, bool) or math.isnan(rate):
         return DASH
     if isinstance(ci, list) and len(ci) == 2 and all(isinstance(c, int | float) for c in ci):

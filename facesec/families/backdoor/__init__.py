@@ -57,6 +57,16 @@ METRICS: dict[str, MetricInfo] = {
                               "frames or sticker) that opens it most often", "false triggering, worst everyday look",
                               "lower"),
     "false_trigger_worst_ci95": _M(label="95% interval of false triggering by the worst everyday look", gate=False),
+    "false_trigger_worst_ci95_cluster": _M(f"95% interval of false triggering by the worst everyday look "
+                                           f"{CLUSTER.format(who='the wearers')}", gate=False),
+    "false_trigger_rate_ci95_cluster": _M(f"95% interval of false triggering {CLUSTER.format(who='the wearers')}",
+                                          gate=False),
+    "backdoor_asr_all_faces_ci95_cluster": _M(f"95% interval of backdoor success on every face "
+                                              f"{CLUSTER.format(who='the wearers')}", gate=False),
+    "asr_without_trigger_ci95_cluster": _M(f"95% interval of the goal met without the trigger "
+                                           f"{CLUSTER.format(who='the people')}", gate=False),
+    "asr_clean_model_ci95_cluster": _M(f"95% interval of the trigger's success on the benign model "
+                                       f"{CLUSTER.format(who='the wearers')}", gate=False),
     "false_trigger_worst_look": _M(label="the everyday look that opens the backdoor most often", gate=False),
     "false_trigger": _M(label="backdoor success per look and plain accessory (not the trigger)", gate=False),
     "robustness": _M(label="backdoor success with the trigger weaker, moved, or through a photo", gate=False),

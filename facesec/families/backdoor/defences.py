@@ -28,7 +28,7 @@ from torch import nn
 
 from facesec.calibration import CalibrationDraw
 from facesec.families.backdoor.finetune import Recipe, finetune
-from facesec.families.backdoor.measure import evaluate, rate, success
+from facesec.families.backdoor.measure import evaluate, rate, success, whose
 from facesec.families.backdoor.poison import Poisoned
 from facesec.families.backdoor.spec import CLUSTERED_FACES
 from facesec.families.backdoor.triggers import Trigger, wear_all
@@ -293,23 +293,26 @@ def strip(s: Setting) -> dict[str, Any]:
     clean = _strip_scores(s.backdoored, s.held_faces, blend_with, s.seed)
     worn = wear_all(s.trigger, s.held_faces, s.held_marks)
     triggered = _strip_scores(s.backdoored, worn, blend_with, s.seed + 1)
-    points = {f"{fpr:g}": _strip_point(float(np.quantile(calibration, 1 - fpr)), clean, triggered)
+    points = {f"{fpr:g}": _strip_point(float(np.quantile(calibration, 1 - fpr)), clean, triggered, s.held_ids)
               for fpr in STRIP_FPRS}
     return {"at_fpr": points, "auroc": auroc(triggered, clean), "blends_per_input": STRIP_BLENDS,
             "calibration_faces": len(own), "detection_rate": points["0.05"]["detection_rate"],
             "false_positive_rate": points["0.05"]["false_positive_rate"]["rate"]}
 
 
-def _strip_point(cut: float, clean: np.ndarray, triggered: np.ndarray) -> dict[str, Any]:
-    """STRIP at one threshold: held-out clean faces and triggered faces flagged."""
-    return {"threshold": cut, "false_positive_rate": rate(clean > cut), "detection_rate": rate(triggered > cut)}
+def _strip_point(cut: float, clean: np.ndarray, triggered: np.ndarray, people: np.ndarray) -> dict[str, Any]:
+    """STRIP at one threshold: held-out clean faces and triggered faces flagged (intervals resampling `people`,
+    whose face each is)."""
+    return {"threshold": cut, "false_positive_rate": rate(clean > cut, people),
+            "detection_rate": rate(triggered > cut, people)}
 
 
 def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
     """The backdoor's success and clean TAR of a mitigated model."""
     ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr, s.clean_population, s.calibration)
     worn = wear_all(s.trigger, s.held_faces, s.held_marks)
-    return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed)), "clean_tar": ev.tar}
+    return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed), whose(ev, s.goal)),
+            "clean_tar": {**ev.tar, "ci95_cluster": ev.tar_cluster_interval()}}
 
 
 def mitigation_recipe(victim: Recipe, how: Literal["victim", "plain"]) -> Recipe:

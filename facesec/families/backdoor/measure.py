@@ -98,9 +98,18 @@ def success(ev: Evaluation, worn: torch.Tensor, goal: str, closed_set: bool) -> 
     return sims.argmax(1) != own_index
 
 
-def rate(hits: np.ndarray) -> dict[str, object]:
-    """Share of True with its Wilson interval."""
-    return rate_with_ci(int(hits.sum()), int(hits.size))
+def whose(ev: Evaluation, goal: str) -> np.ndarray:
+    """Whose face each outcome of `success` is: every face for impersonation, the probes for dodging."""
+    return ev.ids if goal == "impersonation" else ev.ids[np.setdiff1d(np.arange(len(ev.ids)), ev.enrolment)]
+
+
+def rate(hits: np.ndarray, people: np.ndarray | None = None) -> dict[str, object]:
+    """Share of True with its Wilson interval and, given whose face each is (`people`), the interval resampling
+    people (`ci95_cluster`)."""
+    out = rate_with_ci(int(hits.sum()), int(hits.size))
+    if people is not None and hits.size:
+        out["ci95_cluster"] = list(cluster_interval(hits, people))
+    return out
 
 
 def stealth(clean: torch.Tensor, poisoned: torch.Tensor) -> dict[str, float | None]:

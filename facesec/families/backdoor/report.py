@@ -116,20 +116,22 @@ def _clean_population(c: dict[str, Any]) -> str:
     return f"{n} {where}, {faces} faces" if isinstance(n, int) and isinstance(faces, int) else where
 
 
+def _rate(m: dict[str, Any], key: str) -> str:
+    """A metric with its intervals (`KEY_ci95`, `KEY_ci95_cluster`, the latter shown when there)."""
+    return rate_text({"rate": m.get(key), "ci95": m.get(f"{key}_ci95"), "ci95_cluster": m.get(f"{key}_ci95_cluster")})
+
+
 def view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict[str, Any]:
     """Everything the backdoor partial shows; every field may be missing from a hand-edited results.json."""
     m = run.metrics
     stealth = as_dict(m.get("stealth"))
     where = _clean_population(as_dict(m.get("clean_population")))
     rows = [(f"clean TAR at the FMR ({where})", rate_text({"rate": m.get("clean_tar_pretrained")}),
-             rate_text({"rate": m.get("clean_tar_before"), "ci95": m.get("clean_tar_before_ci95")}),
-             rate_text({"rate": m.get("clean_tar_after"), "ci95": m.get("clean_tar_after_ci95")})),
+             _rate(m, "clean_tar_before"), _rate(m, "clean_tar_after")),
             ("clean rank-1", rate_text({"rate": m.get("clean_rank1_pretrained")}),
              rate_text({"rate": m.get("clean_rank1_before")}), rate_text({"rate": m.get("clean_rank1_after")})),
-            ("attack success, trigger worn", "—", rate_text({"rate": m.get("asr_clean_model")}),
-             rate_text({"rate": m.get("backdoor_asr"), "ci95": m.get("backdoor_asr_ci95"),
-                        "ci95_cluster": m.get("backdoor_asr_ci95_cluster")})),
-            ("attack success, no trigger", "—", "—", rate_text({"rate": m.get("asr_without_trigger")}))]
+            ("attack success, trigger worn", "—", _rate(m, "asr_clean_model"), _rate(m, "backdoor_asr")),
+            ("attack success, no trigger", "—", "—", _rate(m, "asr_without_trigger"))]
     robustness = as_dict(m.get("robustness"))
     return {
         "reading": _reading(m, run),

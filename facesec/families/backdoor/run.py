@@ -19,7 +19,7 @@ from facesec.calibration import CalibrationDraw
 from facesec.errors import DataError, TooFewIdentities
 from facesec.families.backdoor import defences as defence_runs
 from facesec.families.backdoor.finetune import Recipe, finetune
-from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success
+from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success, whose
 from facesec.families.backdoor.poison import Poisoned, hardness, optimise_trigger, poison
 from facesec.families.backdoor.spec import BackdoorPerturbation
 from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, accessory_alpha, build, wear_all
@@ -192,28 +192,31 @@ def _attack_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, train
     def outcome(x: torch.Tensor, ev: Evaluation = after, kept: np.ndarray = counted) -> np.ndarray:
         return success(ev, x, tm.goal, closed)[kept]
 
-    robustness = {name: rate(outcome(wear_all(trained.trigger, faces, marks, **kw)))
+    wearers = whose(after, tm.goal)
+    robustness = {name: rate(outcome(wear_all(trained.trigger, faces, marks, **kw)), wearers[counted])
                   for name, kw in ROBUSTNESS.items()}
     photo = round_trip(pop.paths, faces, worn, pop.template)
     found = photo.found if tm.goal == "impersonation" else photo.found[_probe_rows(after)]
-    robustness["photo_round_trip"] = rate(outcome(photo.crops) & found[counted])
-    wearers = pop.identity if tm.goal == "impersonation" else pop.identity[_probe_rows(after)]
+    robustness["photo_round_trip"] = rate(outcome(photo.crops) & found[counted], wearers[counted])
     benign_counted = _counted(success(before, faces, tm.goal, closed), tm.goal)
+    clean_model = rate(outcome(worn, before, benign_counted), wearers[benign_counted])
     return {
         "backdoor_asr": rate(asr[counted])["rate"], "backdoor_asr_ci95": rate(asr[counted])["ci95"],
         "backdoor_asr_ci95_cluster": list(cluster_interval(asr[counted], wearers[counted])),
         "n_backdoor_attempts": int(counted.sum()), "backdoor_asr_all_faces": rate(asr)["rate"],
+        "backdoor_asr_all_faces_ci95_cluster": rate(asr, wearers).get("ci95_cluster"),
         "asr_without_trigger": rate(bare)["rate"],
-        "asr_clean_model": rate(outcome(worn, before, benign_counted))["rate"],
-        **_false_triggers(tm, p, faces, marks, outcome),
+        "asr_without_trigger_ci95_cluster": rate(bare, wearers).get("ci95_cluster"),
+        "asr_clean_model": clean_model["rate"], "asr_clean_model_ci95_cluster": clean_model.get("ci95_cluster"),
+        **_false_triggers(tm, p, faces, marks, outcome, wearers[counted]),
         "robustness": robustness,
     }
 
 
 def _false_triggers(tm: ThreatModel, p: BackdoorPerturbation, faces: torch.Tensor, marks: np.ndarray,
-                    outcome: Any) -> dict[str, Any]:
+                    outcome: Any, wearers: np.ndarray) -> dict[str, Any]:
     """Backdoor success for everyday looks that are not the trigger: makeup of other colours (pooled and per look)
-    and plain accessories, and the worst of them all."""
+    and plain accessories, and the worst of them all; intervals resample `wearers` (whose face each outcome is)."""
     size = faces.shape[-1]
     natural = {}
     if p.trigger.startswith("makeup"):
@@ -224,10 +227,11 @@ def _false_triggers(tm: ThreatModel, p: BackdoorPerturbation, faces: torch.Tenso
                                                                          for m in marks]), colour))
                    for name, colour in ACCESSORIES.items()}
     pooled = np.concatenate(list(natural.values())) if natural else np.zeros(0, bool)
-    return {"false_trigger_rate": rate(pooled)["rate"] if pooled.size else None,
-            "false_trigger_rate_ci95": rate(pooled)["ci95"] if pooled.size else None,
-            "false_trigger": {k: rate(v) for k, v in {**natural, **accessories}.items()},
-            **_worst_look({**natural, **accessories})}
+    together = rate(pooled, np.tile(wearers, len(natural))) if pooled.size else {}
+    return {"false_trigger_rate": together.get("rate"), "false_trigger_rate_ci95": together.get("ci95"),
+            "false_trigger_rate_ci95_cluster": together.get("ci95_cluster"),
+            "false_trigger": {k: rate(v, wearers) for k, v in {**natural, **accessories}.items()},
+            **_worst_look({**natural, **accessories}, wearers)}
 
 
 def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training,
@@ -278,12 +282,13 @@ def _counted(bare: np.ndarray, goal: str) -> np.ndarray:
     return np.ones(len(bare), bool) if goal == "impersonation" else ~np.asarray(bare, bool)
 
 
-def _worst_look(looks: dict[str, np.ndarray]) -> dict[str, Any]:
+def _worst_look(looks: dict[str, np.ndarray], wearers: np.ndarray) -> dict[str, Any]:
     """The everyday look (makeup of other colours, plain accessories) that opens the backdoor most often: the
     specificity a wearer of anything but the trigger can count on."""
     name = max(looks, key=lambda k: float(looks[k].mean()) if looks[k].size else -1.0)
-    return {"false_trigger_worst": rate(looks[name])["rate"], "false_trigger_worst_ci95": rate(looks[name])["ci95"],
-            "false_trigger_worst_look": name}
+    worst = rate(looks[name], wearers)
+    return {"false_trigger_worst": worst["rate"], "false_trigger_worst_ci95": worst["ci95"],
+            "false_trigger_worst_ci95_cluster": worst.get("ci95_cluster"), "false_trigger_worst_look": name}
 
 
 def _tar_drop(before: Evaluation, after: Evaluation) -> dict[str, Any]:

@@ -80,6 +80,13 @@ ACCESSORY_METRICS: dict[str, MetricInfo] = {
     "noise_success_rate": _M(label="random-colour accessory success", better="lower"),
     "plain_accessory_success_rate": _M(label="plain accessory (baseline) success"),
     "eot_success_rate": _M(label="success under fresh transforms (EOT)", better="lower"),
+    "n_surrogate_people_left_out": _M("people the transfer attacker's students learnt from, left out of the "
+                                      "attacked ones (a student remembers its training faces)",
+                                      "surrogates' training people left out", gate=False),
+    "plain_accessory_success_ci95_cluster": _M(f"95% interval of plain accessory success "
+                                               f"{CLUSTER.format(who='the attacked people')}", gate=False),
+    "eot_success_ci95_cluster": _M(f"95% interval of success under fresh transforms (each attempt's share of "
+                                   f"draws) {CLUSTER.format(who='the attacked people')}", gate=False),
     "eot_draws": _M(label="fresh transforms per attempt (EOT draws)"),
 }
 

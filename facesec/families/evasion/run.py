@@ -422,8 +422,13 @@ def _attack_accessory(tm: ThreatModel, p: AccessoryPerturbation, model: Recogniz
                                progress=progress)
     plain_success, _ = _success(objective, model, acc.plain)
     plain_rate = _rate(plain_success, attempted)
+    whose = att.own[attempted]
     extra = {"plain_accessory_success_rate": plain_rate,
+             "plain_accessory_success_ci95_cluster": list(cluster_interval(plain_success[attempted], whose))
+             if attempted.any() else None,
              "eot_success_rate": None if acc.eot_rate is None else _rate(acc.eot_rate, attempted),
+             "eot_success_ci95_cluster": list(cluster_interval(np.asarray(acc.eot_rate)[attempted], whose))
+             if acc.eot_rate is not None and attempted.any() else None,
              "eot_draws": None if p.eot is None else p.eot.eval_draws}
     steps = max(tm.attack.steps, SANITY_STEPS)
 

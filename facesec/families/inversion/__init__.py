@@ -29,6 +29,14 @@ METRICS: dict[str, MetricInfo] = {
                                           gate=False),
     "type2_identities_any": _M(label="identities whose reconstruction matches at least one other photo",
                                better="lower"),
+    **{f"{key}_ci95_cluster": _M(f"95% interval of {words} {CLUSTER.format(who='the identities')}", gate=False)
+       for key, words in (("type1_success_rate", "type-I success (one decision per identity: Wilson's)"),
+                          ("type2_identities_any", "identities matching another photo"),
+                          ("cross_model_success_rate", "cross-model success"),
+                          ("cross_model_identities_any", "identities the other recognizer accepts"),
+                          ("cross_model_type1_success_rate", "cross-model type-I success"),
+                          ("cross_model_type2_identities_any", "identities the other recognizer accepts against "
+                                                               "another photo"))},
     "cross_model_success_rate": _M("share of (reconstruction, real photo) pairs the first of "
                                    "perturbation.recognizers accepts at its own threshold, the leaked photo "
                                    "included (type I and II pooled; the split is beside it)",

@@ -269,8 +269,10 @@ def _metrics(leak: _Leak, verdicts: dict[str, dict[str, Verdict]], tm: ThreatMod
     metrics: dict[str, Any] = {
         "type1_success_rate": head["type1"]["rate"], "type1_success_rate_ci95": head["type1"]["ci95"],
         "type2_success_rate": head["type2"]["rate"], "type2_success_rate_ci95": head["type2"]["ci95"],
+        "type1_success_rate_ci95_cluster": head["type1"]["ci95_cluster"],
         "type2_success_rate_ci95_cluster": head["type2"]["ci95_cluster"],
         "type2_identities_any": head["type2_identities_any"]["rate"],
+        "type2_identities_any_ci95_cluster": head["type2_identities_any"]["ci95_cluster"],
         "cross_model_success_rate": cross[others[0].name]["reconstruction"]["success_rate"]["rate"]
         if others else None,
         "cross_model_identities_any": cross[others[0].name]["reconstruction"]["identities_any"]["rate"]
@@ -346,8 +348,10 @@ def _cross_split(rates: dict[str, Any] | None) -> dict[str, Any]:
     """The first other recognizer's type I and type II success apart (None without one)."""
     keys = ("type1", "type2", "type2_identities_any")
     names = ("cross_model_type1_success_rate", "cross_model_type2_success_rate", "cross_model_type2_identities_any")
-    return {name: rates[key]["rate"] if rates else None for name, key in zip(names, keys, strict=True)} | (
-        {"cross_model_type2_success_rate_ci95_cluster": rates["type2"]["ci95_cluster"]} if rates else {})
+    intervals = {f"{name}_ci95_cluster": rates[key]["ci95_cluster"] for name, key in
+                 zip((*names, "cross_model_success_rate", "cross_model_identities_any"),
+                     (*keys, "success_rate", "identities_any"), strict=True)} if rates else {}
+    return {name: rates[key]["rate"] if rates else None for name, key in zip(names, keys, strict=True)} | intervals
 
 
 def _gan_available() -> bool:

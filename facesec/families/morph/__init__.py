@@ -31,6 +31,15 @@ METRICS: dict[str, MetricInfo] = {
                                  "95% interval of MMPMR "
                                  + CLUSTER.format(who="groups of morphs sharing a contributor"),
                                  gate=False),
+    **{f"{key}_ci95_cluster": _label(f"95% interval of {words}, people resampled",
+                                     f"95% interval of {words} " + CLUSTER.format(who=who), gate=False)
+       for key, words, who in (
+           ("mmpmr_first_probe", "MMPMR with the first probe", "groups of morphs sharing a contributor"),
+           ("no_morph_mmpmr", "the MMPMR of unmorphed photos", "groups of morphs sharing a contributor"),
+           ("genuine_accept_rate_best_of_n", "best-of-N genuine acceptance", "contributors"),
+           ("fnmr", "FNMR", "the people of the genuine pairs"),
+           ("genuine_accept_rate", "genuine acceptance", "the people of the genuine pairs"),
+           ("impostor_accept_rate", "impostor acceptance", "either person of the impostor pairs"))},
     "fmmpmr": _label("FMMPMR", "share of all probe pairs of both contributors accepted together "
                                "(Venkatesh et al. 2020)", "lower"),
     "rmmr": _label("RMMR", "MMPMR + FNMR at the same threshold: MMPMR relative to how often genuine pairs match "

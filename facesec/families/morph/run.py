@@ -23,7 +23,7 @@ from facesec.families.morph.optimise import AttackerView, optimise
 from facesec.families.morph.spec import MorphPerturbation
 from facesec.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.measures.judges import Judge, calibrated_judge
-from facesec.measures.rates import multiway_interval, rate_with_ci
+from facesec.measures.rates import cluster_interval, multiway_interval, rate_with_ci
 from facesec.population import Population, select_with_others
 from facesec.priors import dcgan as gan
 from facesec.progress import bar
@@ -197,9 +197,47 @@ def _verify(judge: Judge, morphs: Morphs, probes_a: list[np.ndarray], probes_b: 
     return sa, sb, emb
 
 
+CLUSTERED = ("mmpmr", "mmpmr_first_probe", "no_morph_mmpmr", "genuine_accept_rate_best_of_n", "fnmr",
+             "genuine_accept_rate", "impostor_accept_rate")
+"""The target's rates whose cluster interval the run's headline metrics repeat."""
+
+
 def _at_fmr(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray], host_a: list[np.ndarray],
-            host_b: list[np.ndarray]) -> dict[str, Any]:
-    """The morph metrics of one recognizer at one FMR's threshold."""
+            host_b: list[np.ndarray], pairs: list[tuple[int, int]]) -> dict[str, Any]:
+    """The morph metrics of one recognizer at one FMR's threshold, each rate with its cluster interval (`pairs`:
+    the contributors of each morph)."""
+    t = judge.thresholds[fmr]
+    return {**_rates(judge, fmr, sa, sb, host_a, host_b), **_cluster_intervals(judge, t, sa, sb, host_a, host_b,
+                                                                                pairs)}
+
+
+def _cluster_intervals(judge: Judge, t: float, sa: list[np.ndarray], sb: list[np.ndarray],
+                       host_a: list[np.ndarray], host_b: list[np.ndarray],
+                       pairs: list[tuple[int, int]]) -> dict[str, Any]:
+    """95% intervals resampling people: morph rates by contributor pair, contributor A and contributor B (the
+    widest); the genuine rates by person; the impostor rate by either person of a pair. fmmpmr, a mean of
+    products of shares, has none."""
+    ways = measures.contributor_clusterings(pairs)
+    out: dict[str, Any] = {}
+    if pairs:
+        out["mmpmr_ci95_cluster"] = list(multiway_interval(np.minimum(_best(sa), _best(sb)) > t, ways))
+        out["mmpmr_first_probe_ci95_cluster"] = list(multiway_interval(np.minimum(_first(sa), _first(sb)) > t, ways))
+    if pairs and host_a:
+        out["no_morph_mmpmr_ci95_cluster"] = list(multiway_interval(np.minimum(_best(host_a), _best(host_b)) > t,
+                                                                    ways))
+        out["genuine_accept_rate_best_of_n_ci95_cluster"] = list(cluster_interval(_best(host_a) > t, ways[1]))
+    if judge.genuine_people is not None and judge.genuine.size:
+        lo, hi = cluster_interval(judge.genuine <= t, judge.genuine_people)
+        out["fnmr_ci95_cluster"], out["genuine_accept_rate_ci95_cluster"] = [lo, hi], [1 - hi, 1 - lo]
+    if judge.impostor_people is not None and judge.impostor.size:
+        out["impostor_accept_rate_ci95_cluster"] = list(multiway_interval(
+            judge.impostor > t, [judge.impostor_people[:, 0], judge.impostor_people[:, 1]]))
+    return out
+
+
+def _rates(judge: Judge, fmr: float, sa: list[np.ndarray], sb: list[np.ndarray], host_a: list[np.ndarray],
+           host_b: list[np.ndarray]) -> dict[str, Any]:
+    """The morph rates of one recognizer at one FMR's threshold."""
     t = judge.thresholds[fmr]
     mm = measures.mmpmr(_best(sa), _best(sb), t)
     fnmr = measures.fnmr(judge.genuine, t)
@@ -319,7 +357,8 @@ def _verdicts(plan: _Plan, morphs: Morphs, enrolled: np.ndarray, attempts: int) 
     for judge in plan.judges:
         sa, sb, emb = _verify(judge, morphs, pa, pb, plan.analyzer)
         host_a, host_b = (_host_scores(judge, plan.first, plan.pair_list, q) for q in (pa, pb))
-        by_judge[judge.name] = {f"{f:g}": _at_fmr(judge, f, sa, sb, host_a, host_b) for f in plan.fmrs}
+        by_judge[judge.name] = {f"{f:g}": _at_fmr(judge, f, sa, sb, host_a, host_b, plan.pair_list)
+                                for f in plan.fmrs}
         for f in plan.fmrs:
             accepted[f][0].append(measures.accepted_counts(sa, judge.thresholds[f], attempts))
             accepted[f][1].append(measures.accepted_counts(sb, judge.thresholds[f], attempts))
@@ -353,7 +392,7 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
         len(plan.target.pop.names), f, "data.identities or calibration_identities")) is not None]
     metrics: dict[str, Any] = {
         "mmpmr": head["mmpmr"], "mmpmr_ci95": rate_with_ci(int(mated.sum()), n)["ci95"],
-        "mmpmr_ci95_cluster": list(multiway_interval(mated, measures.contributor_clusterings(plan.pair_list))),
+        **{f"{k}_ci95_cluster": head[f"{k}_ci95_cluster"] for k in CLUSTERED if f"{k}_ci95_cluster" in head},
         "mmpmr_first_probe": head["mmpmr_first_probe"], "fmmpmr": head["fmmpmr"], "rmmr": head["rmmr"],
         "rmmr_best_of_n": head["rmmr_best_of_n"],
         "genuine_accept_rate_best_of_n": head["genuine_accept_rate_best_of_n"],
@@ -371,7 +410,7 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
         "n_skipped_images": len(plan.pop.skipped),
     }
     if landmark is not None:
-        base = _at_fmr(plan.target, setting.fmr, landmark[0], landmark[1], *v.host)
+        base = _rates(plan.target, setting.fmr, landmark[0], landmark[1], *v.host)
         metrics["landmark_mmpmr"], metrics["landmark_fmmpmr"] = base["mmpmr"], base["fmmpmr"]
         if head["fmmpmr"] <= base["fmmpmr"]:
             flags.append(f"optimisation no better than the landmark morph it started from (FMMPMR "
