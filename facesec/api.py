@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from pydantic import JsonValue
 
-from facesec import distributed, gates, metrics, protocols, resume, safe_json
+from facesec import distributed, families, gates, metrics, protocols, resume, safe_json
 from facesec.data.dataset import load_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
@@ -21,6 +21,7 @@ from facesec.engine import NONFINITE, FinishedRun, run_threat_model, runs_here
 from facesec.errors import ConfigError, DataError, FacesecError
 from facesec.loading import load_threat_models
 from facesec.matrix import MAX_RUNS
+from facesec.measures import differences
 from facesec.progress import bar, note
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.trust import code_trusted, trusting_code
@@ -162,6 +163,7 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page)
         results = document(name, records)
         if main:
+            _compare(results, out_dir)
             if old is not None:
                 results.baseline = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
             save(results, out_dir)
@@ -177,6 +179,21 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
             raise type(first)(f"{first}{more}; the other runs are written to {out_dir}") from first
         raise first
     return written, out_dir
+
+
+def _compare(results: Results, out_dir: Path) -> None:
+    """The paired differences between runs that differ in one setting, on each family's decision column."""
+    decisions: dict[str, str] = {}
+    for record in results.runs:
+        try:
+            decision = families.get(str(record.family)).decision if record.family else None
+        except ConfigError:
+            decision = None
+        if decision is not None:
+            decisions[str(record.family)] = decision
+    found = differences.compare(results.runs, out_dir, decisions)
+    if found:
+        results.differences = found
 
 
 def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, out_dir: Path,

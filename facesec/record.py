@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictFloat, StrictInt, ValidationError
 
 __all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "Measured", "OperatingPoint",
            "Provenance", "Results", "RunRecord", "ScoreCurve", "SkippedImage", "Validity", "first_problem",
@@ -182,6 +182,32 @@ class Baseline(_Closed):
     rules: list[BaselineRule] = []
 
 
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Signed = Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
+Short = Annotated[str, Field(max_length=300)]
+
+
+class Difference(_Closed):
+    """Two runs of a suite that decided about the same people and differ in one setting: the difference of their
+    rates (first minus second) with the 95% interval that resamples people, both runs on the same draw."""
+
+    first: str
+    second: str
+    setting: Short
+    """The dotted threat-model path they differ in (`knowledge`, `perturbation.eps`)."""
+    values: Annotated[list[Short], Field(min_length=2, max_length=2)]
+    """That setting's value in each, as JSON."""
+    decision: Short
+    """The samples column compared (the family's headline decision per row)."""
+    first_rate: Share
+    second_rate: Share
+    difference: Signed
+    ci95_cluster: Annotated[list[Signed], Field(min_length=2, max_length=2)]
+    n: StrictInt
+    """Rows both runs decided."""
+    people: StrictInt
+
+
 class Results(_Open):
     """The whole results.json: the suite, when and by which facesec it was written, its runs and baseline rules."""
 
@@ -191,6 +217,7 @@ class Results(_Open):
     facesec_version: str = ""
     runs: list[RunRecord] = []
     baseline: Baseline | None = None
+    differences: list[Difference] = []
 
     def to_json(self) -> dict[str, JsonValue]:
         """The document as results.json holds it."""

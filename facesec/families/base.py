@@ -96,6 +96,9 @@ class Family(ABC):
     metrics: ClassVar[dict[str, MetricInfo]]
     headline: ClassVar[str]
     """The metric the matrix and the summary show for a run, e.g. attack_success_rate or mmpmr."""
+    decision: ClassVar[str | None] = None
+    """The samples column holding each row's headline decision (True / False; empty where the run made none):
+    two runs of a suite that differ in one setting are compared on it row by row (`measures.differences`)."""
     legend: ClassVar[str | None] = None
     """What the suite matrix's cell of one of its runs shows, in a sentence under the matrix (plain text)."""
     runner: ClassVar[str | None] = None

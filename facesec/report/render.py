@@ -20,7 +20,7 @@ from facesec import families, safe_json
 from facesec.errors import ConfigError
 from facesec.families.base import Family, SuiteFigure
 from facesec.record import BaselineRule, Dimensions, GateResult, Provenance, Results, RunRecord
-from facesec.report import draws, operating, summary
+from facesec.report import differences, draws, operating, summary
 from facesec.report.fields import DASH, family_of, fmt, interval, number, text
 from facesec.report.links import Link, link
 from facesec.results import SCHEMA_VERSION, read_results
@@ -171,6 +171,8 @@ class Report:
     operating: operating.OperatingSection = field(default_factory=operating.OperatingSection)
     draws: list[draws.DrawGroup] = field(default_factory=list)
     """Threat models run on several draws (`data.seed` lists): per draw and pooled."""
+    differences: list[differences.DifferenceRow] = field(default_factory=list)
+    """Runs one setting apart, compared decision by decision."""
 
 
 class ReportBuilder:
@@ -258,6 +260,8 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
         findings=summary.findings(records), ratings=summary.ratings(records), glossary=summary.glossary(records),
         skipped=_skipped(records, runs), operating=operating.section(records, [run.anchor for run in runs]),
         draws=draws.groups(records, [run.anchor for run in runs]),
+        differences=differences.rows(results.differences, {r.name: run.anchor for r, run in zip(records, runs,
+                                                                                               strict=True)}),
     )
 
 

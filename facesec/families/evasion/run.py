@@ -313,7 +313,9 @@ def _output(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome, metrics_o
         "index": np.arange(len(t.x)), "identity": [pop.names[i] for i in att.own],
         "target": [pop.names[k] if tm.goal == "impersonation" else "" for k in att.labels],
         "probe_path": [str(pop.paths[i]) for i in att.index], "clean_success": seen.clean,
-        "success": seen.success & seen.attempted, "similarity_before": seen.before, "similarity_after": seen.after,
+        "success": seen.success & seen.attempted,
+        "attempt_success": [bool(s) if a else None for s, a in zip(seen.success, seen.attempted, strict=True)],
+        "similarity_before": seen.before, "similarity_after": seen.after,
         "linf": seen.linf, "l2": seen.l2, "ssim": seen.ssim, "queries": out.queries,
     }
     measured = Measured(

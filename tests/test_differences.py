@@ -1,0 +1,93 @@
+"""Paired differences between runs of a suite: which runs are compared, what the interval resamples, and what a
+samples file from elsewhere cannot do."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facesec.measures.differences import compare, paired, setting_apart
+from facesec.measures.rates import wilson_interval
+from facesec.record import RunRecord
+
+BASE = {"name": "a", "target": "dlib-resnet", "data": {"dataset": "d", "seed": 0}, "knowledge": "white-box",
+        "perturbation": {"kind": "pixel", "eps": 0.03, "alpha": None}, "gates": []}
+
+
+def test_one_setting_apart_or_none() -> None:
+    transfer = {**BASE, "name": "b", "knowledge": {"kind": "transfer", "surrogates": ["iresnet18"]}}
+    assert setting_apart(BASE, transfer) == "knowledge"
+    assert setting_apart(BASE, {**BASE, "perturbation": {**BASE["perturbation"], "eps": 0.01}}) == "perturbation.eps"
+    both = {**BASE, "perturbation": {"kind": "pixel", "eps": 0.01, "alpha": 0.001}}
+    assert setting_apart(BASE, both) is None  # two settings: the difference is no one's
+    assert setting_apart(BASE, {**BASE, "name": "c", "gates": [{"metric": "x"}]}) is None  # nothing measured moved
+    assert setting_apart(BASE, {**BASE, "data": {"dataset": "d", "seed": 1}}) is None  # other people
+
+
+def _table(success: list[object], people: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"identity": people, "probe_path": [f"p{i}" for i in range(len(people))],
+                         "attempt_success": [str(s) if s is not None else "" for s in success]})
+
+
+def test_paired_difference_resamples_people_and_skips_rows_not_decided() -> None:
+    """Ten people with ten attempts each: the first run fools everyone, the second only the first five people
+    (all their attempts alike): 0.5 more, with an interval resampling people far wider than the decisions'."""
+    people = [f"p{k}" for k in range(10) for _ in range(10)]
+    first = _table([True] * 100, people)
+    second = _table([k < 5 for k in range(10) for _ in range(10)], people)
+    d = paired(first, second, "attempt_success")
+    assert d is not None and d["difference"] == pytest.approx(0.5) and d["n"] == 100 and d["people"] == 10
+    lo, hi = d["ci95_cluster"]
+    assert lo < 0.3 and hi > 0.7  # Wilson on 50 discordant of 100 would say about [0.40, 0.60]
+    assert wilson_interval(50, 100)[0] > lo
+    undecided = _table([None] * 10 + [True] * 90, people)  # the first person's attempts were fooled clean
+    assert paired(undecided, second, "attempt_success")["n"] == 90  # type: ignore[index]
+    other_rows = _table([True] * 100, people[::-1])
+    assert paired(other_rows, second, "attempt_success") is None
+    assert paired(_table(["maybe"] * 100, people), second, "attempt_success") is None
+
+
+def _record(name: str, tm: dict[str, object], family: str = "pixel") -> RunRecord:
+    return RunRecord(name=name, family=family, threat_model=tm, samples_csv=f"runs/{name}/samples.csv")  # type: ignore[arg-type]
+
+
+def test_compare_reads_only_plain_samples_files_of_the_suite(tmp_path: Path) -> None:
+    people = [f"p{k}" for k in range(4) for _ in range(3)]
+    for name, hits in (("a", [True] * 12), ("b", [False] * 12), ("c", [True] * 12)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        _table(hits, people).to_csv(tmp_path / "runs" / name / "samples.csv", index=False)
+    transfer = {**BASE, "knowledge": {"kind": "transfer", "surrogates": ["iresnet18"]}}
+    records = [_record("a", BASE), _record("b", transfer), _record("c", {**BASE, "goal": "impersonation"}, "morph")]
+    found = compare(records, tmp_path, {"pixel": "attempt_success"})
+    assert [(d.first, d.second, d.setting, d.difference) for d in found] == [("a", "b", "knowledge", 1.0)]
+    assert found[0].values == ['"white-box"', '{"kind": "transfer", "surrogates": ["iresnet18"]}']
+    os.remove(tmp_path / "runs" / "b" / "samples.csv")
+    os.symlink(tmp_path / "runs" / "a" / "samples.csv", tmp_path / "runs" / "b" / "samples.csv")
+    assert compare(records, tmp_path, {"pixel": "attempt_success"}) == []  # a link is not read
+    escape = _record("b", transfer)
+    escape.samples_csv = "runs/../../etc/samples.csv"
+    assert compare([records[0], escape], tmp_path, {"pixel": "attempt_success"}) == []
+    assert np.isfinite(found[0].ci95_cluster).all()
+
+
+def test_a_suite_records_the_difference_its_eps_list_makes(celeba: Path, tmp_path: Path) -> None:
+    """Two eps of one threat model attack the same attempts: results.json holds their paired difference, the
+    rates each run reports on its own, and the report shows it."""
+    from facesec.api import run
+
+    spec = tmp_path / "eps.yaml"
+    spec.write_text(f"name: eps\ndata: {{dataset: {celeba}, identities: 4, images_per_identity: 3}}\n"
+                    "perturbation: {kind: pixel, eps: [1/255, 8/255]}\nattack: {steps: 3, sanity_samples: 2}\n")
+    results, out = run([spec], out_root=tmp_path / "out", progress=False)
+    (d,) = results.differences
+    weak, strong = results.runs
+    assert (d.first, d.second, d.setting) == (weak.name, strong.name, "perturbation.eps")
+    assert d.first_rate == pytest.approx(weak.metrics["attack_success_rate"])
+    assert d.second_rate == pytest.approx(strong.metrics["attack_success_rate"])
+    assert d.difference == pytest.approx(d.first_rate - d.second_rate)
+    assert d.n == weak.metrics["n_attempts"]
+    assert "perturbation.eps" in (out / "index.html").read_text()
