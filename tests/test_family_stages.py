@@ -391,14 +391,17 @@ def test_inversion_judged_and_metrics_on_true_photos(leak: tuple[ThreatModel, in
 
 def test_backdoor_sample_columns_leave_enrolment_faces_blank() -> None:
     """Dodging: the enrolment faces are not probes, so their column is empty and the probes' results land on
-    the probes' rows in order; impersonation: every held-out face has its own result."""
+    the probes' rows in order, empty too where the model rejects the probe bare (the headline does not count
+    it); impersonation: every held-out face has its own result."""
     model = _toy()
     ids = np.array([0, 0, 0, 1, 1, 2, 2])
     ev = Evaluation(model, torch.zeros(7, 2), ids, np.array([0, 3, 5]), torch.zeros(1, 2), 0.5, 1, {}, {})
-    column = backdoor._sample_columns(np.array([True, False, True, False]), "dodging", ev)["backdoor_success"]
-    assert column.tolist() == [None, True, False, None, True, None, False]
+    column = backdoor._sample_columns(np.array([True, False, True, False]), np.array([True, True, False, True]),
+                                      "dodging", ev)["backdoor_success"]
+    assert column.tolist() == [None, True, False, None, None, None, False]
     worn = np.array([True, False, False, True, True, False, True])
-    assert backdoor._sample_columns(worn, "impersonation", ev)["backdoor_success"].tolist() == worn.tolist()
+    every = np.ones(7, bool)
+    assert backdoor._sample_columns(worn, every, "impersonation", ev)["backdoor_success"].tolist() == worn.tolist()
 
 
 BACKDOOR_SEED = 5

@@ -107,6 +107,7 @@ class Backdoor(Family):
                                             knowledge=("white-box",), settings=("open-set", "closed-set"))
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
     headline: ClassVar[str] = "backdoor_asr"
+    decision: ClassVar[str | None] = "backdoor_success"
     runner: ClassVar[str | None] = "facesec.families.backdoor.run:run_threat_model"
     report_partial: ClassVar[str | None] = "backdoor.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent

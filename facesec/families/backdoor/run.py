@@ -116,6 +116,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     before = evaluate(trained.benign, faces, ids, target_face, fmr, who.clean, ctx.calibration)
     after = evaluate(trained.model, faces, ids, target_face, fmr, who.clean, ctx.calibration)
     asr = success(after, worn, tm.goal, closed)
+    counted = _counted(success(after, faces, tm.goal, closed), tm.goal)
     attack = _attack_metrics(tm, p, who, trained, worn, before, after, asr, closed)  # before the defences draw
     defences = defence_runs.run_all(p.defences, defence_runs.Setting(
         clean=trained.benign, backdoored=trained.model, poisoned=trained.poisoned, trigger=trained.trigger,
@@ -129,7 +130,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     points = [] if closed else [e.point.model_copy(update={"recognizer": f"{e.point.recognizer} ({name})"})
                                 for e, name in ((after, "backdoored"), (before, "benign fine-tune"))
                                 if e.point is not None]
-    return _output(tm, p, who, trained, worn, asr, after, metrics, fmr, points)
+    return _output(tm, p, who, trained, worn, (asr, counted), after, metrics, fmr, points)
 
 
 def _faces(tm: ThreatModel, p: BackdoorPerturbation, ctx: RunContext) -> _Faces:
@@ -303,10 +304,12 @@ def _skipped(who: _Faces) -> dict[Path, str]:
 
 
 def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training, worn: torch.Tensor,
-            asr: np.ndarray, after: Evaluation, metrics: dict[str, Any], fmr: float,
+            outcome: tuple[np.ndarray, np.ndarray], after: Evaluation, metrics: dict[str, Any], fmr: float,
             points: list[OperatingPoint]) -> BackdoorOutput:
-    """The record, its gallery, and the backdoored model when `save_model` asks for it; `points` are the open-set
-    thresholds of the backdoored and the benign model (none in a closed set)."""
+    """The record, its gallery, and the backdoored model when `save_model` asks for it; `outcome` is each worn
+    face's success and whether the headline counts it; `points` are the open-set thresholds of the backdoored and
+    the benign model (none in a closed set)."""
+    asr, counted = outcome
     closed = isinstance(tm.setting, ClosedSet)
     pop, ids = who.pop, who.pop.identity
     in_sample = after.point is None or after.point.source == "in-sample"
@@ -329,7 +332,7 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
         skipped_images=[SkippedImage(path=str(q), reason=r) for q, r in _skipped(who).items()],
         provenance={**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.__dict__},
         samples={"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
-                 "photo": [str(q) for q in pop.paths], **_sample_columns(asr, tm.goal, after)},
+                 "photo": [str(q) for q in pop.paths], **_sample_columns(asr, counted, tm.goal, after)},
         operating_points=points)
     return BackdoorOutput(measured, images, fields, trained.model if p.save_model else None)
 
@@ -386,12 +389,14 @@ def _probe_rows(ev: Evaluation) -> np.ndarray:
     return np.setdiff1d(np.arange(len(ev.ids)), ev.enrolment)
 
 
-def _sample_columns(asr: np.ndarray, goal: str, ev: Evaluation) -> dict[str, Any]:
-    """Per held-out face, whether the trigger opened the backdoor (dodging: enrolment faces are not probes)."""
+def _sample_columns(asr: np.ndarray, counted: np.ndarray, goal: str, ev: Evaluation) -> dict[str, Any]:
+    """Per held-out face, whether the trigger opened the backdoor; empty where the headline counts no decision
+    (dodging: enrolment faces, and probes the backdoored model rejects bare)."""
+    decided = np.array([bool(a) if c else None for a, c in zip(asr, counted, strict=True)], dtype=object)
     if goal == "impersonation":
-        return {"backdoor_success": asr}
+        return {"backdoor_success": decided}
     column = np.full(len(ev.ids), None, dtype=object)
-    column[_probe_rows(ev)] = asr
+    column[_probe_rows(ev)] = decided
     return {"backdoor_success": column}
 
 
