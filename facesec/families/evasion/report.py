@@ -14,7 +14,7 @@ from facesec.families.base import SuiteFigure
 from facesec.families.evasion.words import queries
 from facesec.record import RunRecord
 from facesec.report import figures
-from facesec.report.fields import DASH, as_dict, as_list, family_of, fixed, fmt, number, text
+from facesec.report.fields import DASH, as_dict, as_list, family_of, fixed, fmt, interval, number, text
 from facesec.report.links import Link, link
 
 DIMENSION_KEYS = ("recognizer", "perturbation", "knowledge", "goal", "capability", "setting", "attack")
@@ -95,7 +95,8 @@ def gallery_item(item: dict[str, Any], results_dir: Path, redact: bool, accessor
 def suite_figures(runs: list[RunRecord]) -> list[SuiteFigure]:
     """ASR against eps for runs that differ only in eps, and ASR against queries for query runs."""
     found = [SuiteFigure(title, uri, "Attack success vs perturbation budget",
-                         "Runs that differ only in eps; error bars are 95% confidence intervals; dashed lines are "
+                         "Runs that differ only in eps; error bars are 95% intervals resampling the attacked people "
+                         "(Wilson's where a run records no such interval); dashed lines are "
                          "random noise of the same budget.", "eps-asr-plot") for title, uri in sweeps(runs)]
     plot = queries_plot(runs)
     if plot is not None:
@@ -165,7 +166,7 @@ def _sweep_lines(runs: list[RunRecord]) -> dict[tuple[str, str, str], tuple[figu
         attack = {k: v for k, v in as_dict(as_dict(run.threat_model).get("attack")).items() if k != "step_size"}
         key = (kind or DASH, label, json.dumps(attack, sort_keys=True, default=str))
         line = groups.setdefault(key, (figures.SweepLine(label), attack))[0]
-        bounds = [number(b) for b in as_list(metrics.get("attack_success_ci95"))]
+        bounds = [number(b) for b in as_list(interval(metrics, "attack_success_rate"))]
         low, high = (bounds[0], bounds[1]) if len(bounds) == 2 else (None, None)
         noise = number(metrics.get("noise_success_rate"))
         line.eps.append(eps)
