@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import JsonValue
+from pydantic import JsonValue, ValidationError
 
 from facesec import distributed, families, gates, metrics, protocols, resume, safe_json
 from facesec.data.dataset import load_dataset
@@ -182,16 +182,21 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
 
 
 def _compare(results: Results, out_dir: Path) -> None:
-    """The paired differences between runs that differ in one setting, on each family's decision column."""
-    decisions: dict[str, str] = {}
+    """The paired differences between runs that differ in one setting, on each family's decision column; an
+    analysis across runs that fails is noted and leaves the runs and their gates as they are."""
+    decisions: dict[str, differences.Decision] = {}
     for record in results.runs:
         try:
-            decision = families.get(str(record.family)).decision if record.family else None
+            family = families.get(str(record.family)) if record.family else None
         except ConfigError:
-            decision = None
-        if decision is not None:
-            decisions[str(record.family)] = decision
-    found = differences.compare(results.runs, out_dir, decisions)
+            family = None
+        if family is not None and family.decision is not None:
+            decisions[family.name] = differences.Decision(family.decision, family.decision_ignores)
+    try:
+        found = differences.compare(results.runs, out_dir, decisions)
+    except (ValueError, ValidationError) as exc:
+        note(f"differences between runs not computed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return
     if found:
         results.differences = found
 
@@ -256,7 +261,8 @@ def _reusable(models: list[tuple[str, ThreatModel]],
         keys.append(resume.resume_key(tm, "+".join(prints[name] for name in used)))
         done = previous.get((tm.name, keys[-1]))
         if done is not None:
-            reused[number] = done.model_copy(update={"gates": _gated(tm, done)})
+            reused[number] = done.model_copy(update={  # what was run is the threat model the key matched
+                "gates": _gated(tm, done), "threat_model": tm.model_dump(mode="json"), "family": tm.perturbation.kind})
     return keys, reused
 
 

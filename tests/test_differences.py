@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facesec.measures.differences import compare, paired, setting_apart
+from facesec.measures.differences import MAX_PEOPLE, Decision, compare, paired, setting_apart
 from facesec.measures.rates import wilson_interval
 from facesec.record import RunRecord
 
@@ -26,6 +26,10 @@ def test_one_setting_apart_or_none() -> None:
     assert setting_apart(BASE, both) is None  # two settings: the difference is no one's
     assert setting_apart(BASE, {**BASE, "name": "c", "gates": [{"metric": "x"}]}) is None  # nothing measured moved
     assert setting_apart(BASE, {**BASE, "data": {"dataset": "d", "seed": 1}}) is None  # other people
+    assert setting_apart(BASE, {**BASE, "goal": "impersonation"}) is None  # other decisions, not the same judged
+    defended = {**BASE, "perturbation": {**BASE["perturbation"], "defences": ["strip"]}}
+    assert setting_apart(BASE, defended) == "perturbation.defences"
+    assert setting_apart(BASE, defended, ["perturbation.defences"]) is None  # a setting no decision depends on
 
 
 def _table(success: list[object], people: list[str]) -> pd.DataFrame:
@@ -49,6 +53,8 @@ def test_paired_difference_resamples_people_and_skips_rows_not_decided() -> None
     other_rows = _table([True] * 100, people[::-1])
     assert paired(other_rows, second, "attempt_success") is None
     assert paired(_table(["maybe"] * 100, people), second, "attempt_success") is None
+    crowd = [f"p{k}" for k in range(MAX_PEOPLE + 1)]  # the bootstrap would hold draws x people
+    assert paired(_table([True] * len(crowd), crowd), _table([False] * len(crowd), crowd), "attempt_success") is None
 
 
 def _record(name: str, tm: dict[str, object], family: str = "pixel") -> RunRecord:
@@ -62,16 +68,20 @@ def test_compare_reads_only_plain_samples_files_of_the_suite(tmp_path: Path) -> 
         _table(hits, people).to_csv(tmp_path / "runs" / name / "samples.csv", index=False)
     transfer = {**BASE, "knowledge": {"kind": "transfer", "surrogates": ["iresnet18"]}}
     records = [_record("a", BASE), _record("b", transfer), _record("c", {**BASE, "goal": "impersonation"}, "morph")]
-    found = compare(records, tmp_path, {"pixel": "attempt_success"})
+    pixel = {"pixel": Decision("attempt_success")}
+    found = compare(records, tmp_path, pixel)
     assert [(d.first, d.second, d.setting, d.difference) for d in found] == [("a", "b", "knowledge", 1.0)]
     assert found[0].values == ['"white-box"', '{"kind": "transfer", "surrogates": ["iresnet18"]}']
     os.remove(tmp_path / "runs" / "b" / "samples.csv")
     os.symlink(tmp_path / "runs" / "a" / "samples.csv", tmp_path / "runs" / "b" / "samples.csv")
-    assert compare(records, tmp_path, {"pixel": "attempt_success"}) == []  # a link is not read
+    assert compare(records, tmp_path, pixel) == []  # a link is not read
     escape = _record("b", transfer)
     escape.samples_csv = "runs/../../etc/samples.csv"
-    assert compare([records[0], escape], tmp_path, {"pixel": "attempt_success"}) == []
+    assert compare([records[0], escape], tmp_path, pixel) == []
     assert np.isfinite(found[0].ci95_cluster).all()
+    twin = _record("b", transfer)
+    twin.samples_csv = "runs/a/samples.csv"  # a record pointing at another run's decisions is compared with none
+    assert compare([records[0], twin], tmp_path, pixel) == []
 
 
 def test_a_suite_records_the_difference_its_eps_list_makes(celeba: Path, tmp_path: Path) -> None:

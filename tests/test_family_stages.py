@@ -484,9 +484,11 @@ def test_backdoor_dodging_counts_only_faces_matched_without_the_trigger() -> Non
 def test_backdoor_specificity_is_its_worst_everyday_look() -> None:
     looks = {"makeup:nude": np.array([0, 0, 1, 0]), "accessory:eyeglasses": np.array([1, 1, 0, 0]),
              "accessory:sticker": np.array([0, 0, 0, 0])}
-    worst = backdoor._worst_look({k: v.astype(bool) for k, v in looks.items()})
+    worst = backdoor._worst_look({k: v.astype(bool) for k, v in looks.items()}, np.array([0, 0, 1, 1]))
     assert worst["false_trigger_worst_look"] == "accessory:eyeglasses" and worst["false_trigger_worst"] == 0.5
     assert worst["false_trigger_worst_ci95"] == rate_with_ci(2, 4)["ci95"]
+    lo, hi = worst["false_trigger_worst_ci95_cluster"]  # the first wearer's two faces opened it, the second's not
+    assert lo <= rate_with_ci(2, 4)["ci95"][0] and hi >= rate_with_ci(2, 4)["ci95"][1]
 
 
 

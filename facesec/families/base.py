@@ -99,6 +99,9 @@ class Family(ABC):
     decision: ClassVar[str | None] = None
     """The samples column holding each row's headline decision (True / False; empty where the run made none):
     two runs of a suite that differ in one setting are compared on it row by row (`measures.differences`)."""
+    decision_ignores: ClassVar[tuple[str, ...]] = ()
+    """Threat-model settings (dotted paths) that change none of those decisions: runs differing only there are
+    not compared (their difference would be noise, read as 'no effect')."""
     legend: ClassVar[str | None] = None
     """What the suite matrix's cell of one of its runs shows, in a sentence under the matrix (plain text)."""
     runner: ClassVar[str | None] = None

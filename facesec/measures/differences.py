@@ -9,7 +9,9 @@ import json
 import os
 import re
 import stat
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +24,42 @@ from facesec.record import Difference, RunRecord
 MAX_PAIRS = 100
 """Differences recorded at most per suite (a matrix of many runs has many pairs; the first are kept)."""
 MAX_CSV_BYTES = 64 * 1024 * 1024
-"""A samples.csv larger than this is not read (it is facesec's own output, but the folder may hold anything)."""
+MAX_ROWS = 200_000
+MAX_PEOPLE = 5_000
+"""A samples.csv larger than this, or with more rows, is not read, and a pair of more people is not compared:
+it is facesec's own output, but a resumed folder may hold anything, and the bootstrap holds draws x people."""
+CACHED_TABLES = 8
+"""Samples tables kept in memory at once while pairing (the first run of a pair is read once for all its
+partners)."""
 ROWS = ("identity", "target", "probe_path", "photo", "index")
 """Columns that say what each decision is about: those both runs have must agree row by row."""
 IGNORED = {"name", "description", "gates"}
 """Threat-model fields that change nothing measured."""
-_SAMPLES = re.compile(r"runs/([A-Za-z0-9._-]{1,200})/samples\.csv")
+UNPAIRED = ("goal", "setting.kind")
+"""Settings whose values make other decisions, not the same ones judged apart: never compared."""
+_SAMPLES = re.compile(r"runs/([A-Za-z0-9_-][A-Za-z0-9._-]{0,199})/samples\.csv")
 _TRUE, _FALSE = {"True", "true", "1"}, {"False", "false", "0"}
 
 
-def setting_apart(first: Mapping[str, Any], second: Mapping[str, Any]) -> str | None:
+def setting_apart(first: Mapping[str, Any], second: Mapping[str, Any], ignored: Sequence[str] = ()) -> str | None:
     """The one setting (a dotted path such as `knowledge` or `perturbation.eps`) two resolved threat models differ
-    in, ignoring their names and gates; None when they differ in none, in several, or in their data (other
-    people: nothing to pair)."""
-    a, b = _flat({k: v for k, v in first.items() if k not in IGNORED}), \
-        _flat({k: v for k, v in second.items() if k not in IGNORED})
-    roots = sorted({".".join(k.split(".")[:2]) for k in a.keys() | b.keys() if a.get(k, a) != b.get(k, b)}, key=len)
-    if not roots or roots[0].startswith("data"):
+    in, ignoring their names, gates and the `ignored` settings (which change no decision); None when they differ
+    in none, in several, in their data (other people: nothing to pair) or their goal (other decisions)."""
+    return apart(flat(first), flat(second), ignored)
+
+
+def flat(tm: Mapping[str, Any]) -> dict[str, str]:
+    """A resolved threat model's leaves by dotted path, without the fields that change nothing measured."""
+    return _flat({k: v for k, v in tm.items() if k not in IGNORED})
+
+
+def apart(a: dict[str, str], b: dict[str, str], ignored: Sequence[str] = ()) -> str | None:
+    """`setting_apart` on two flattened threat models."""
+    keys = {k for k in a.keys() | b.keys() if a.get(k, a) != b.get(k, b)
+            and not any(k == i or k.startswith(i + ".") for i in ignored)}
+    roots = sorted({".".join(k.split(".")[:2]) for k in keys}, key=len)
+    if not roots or roots[0].startswith("data") or any(r.startswith(UNPAIRED) for r in roots) \
+            or len(roots[0]) > 200:
         return None
     if all(r == roots[0] or r.startswith(roots[0] + ".") for r in roots):
         return roots[0]
@@ -62,8 +83,9 @@ def _flat(value: Any, prefix: str = "") -> dict[str, str]:
 def paired(first: pd.DataFrame, second: pd.DataFrame, column: str) -> dict[str, Any] | None:
     """The difference of `column`'s rate (first minus second) over the rows both runs decided, clustered by
     `identity`; None when the two tables are not the same decisions (other rows, no such column)."""
-    if len(first) != len(second) or not len(first) or column not in first or column not in second \
-            or "identity" not in first or "identity" not in second:
+    if not 0 < len(first) == len(second) <= MAX_ROWS or any(c not in t for c in (column, "identity")
+                                                              for t in (first, second)) \
+            or first["identity"].nunique() > MAX_PEOPLE:
         return None
     for key in ROWS:
         if key in first and key in second and not first[key].astype(str).equals(second[key].astype(str)):
@@ -93,39 +115,60 @@ def _decisions(values: pd.Series) -> np.ndarray | None:
     return out
 
 
-def compare(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[str, str]) -> list[Difference]:
-    """Every pair of finished runs of one family (`decisions`: family -> its samples column of headline
-    decisions) that differ in one setting and decided about the same rows, first to last."""
-    tables: dict[str, pd.DataFrame | None] = {}
+@dataclass(frozen=True)
+class Decision:
+    """What a family's runs are compared on: the samples column of headline decisions, and the settings that
+    change none of them (a backdoor's defences run after its decisions are made)."""
+
+    column: str
+    ignored: tuple[str, ...] = ()
+
+
+def compare(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[str, Decision]) -> list[Difference]:
+    """Every pair of finished runs of one family (`decisions`: family -> what its runs are compared on) that
+    differ in one setting and decided about the same rows, first to last. Runs whose samples file is another's
+    are left out."""
+    paths = Counter(str(r.samples_csv) for r in records)
+    runs = [r for r in records if r.error is None and r.threat_model is not None and r.family in decisions
+            and paths[str(r.samples_csv)] == 1]
+    flats = [flat(r.threat_model or {}) for r in runs]
+    tables: OrderedDict[str, pd.DataFrame | None] = OrderedDict()
     out: list[Difference] = []
-    runs = [r for r in records if r.error is None and r.threat_model is not None and r.family in decisions]
     for i, first in enumerate(runs):
-        for second in runs[i + 1:]:
-            if len(out) == MAX_PAIRS:
-                return out
-            found = _difference(first, second, suite_dir, decisions, tables)
+        for j in range(i + 1, len(runs)):
+            second, how = runs[j], decisions[str(first.family)]
+            setting = apart(flats[i], flats[j], how.ignored) if second.family == first.family else None
+            found = None if setting is None else _difference(first, second, setting, how.column, suite_dir, tables)
             if found is not None:
                 out.append(found)
+                if len(out) == MAX_PAIRS:
+                    return out
     return out
 
 
-def _difference(first: RunRecord, second: RunRecord, suite_dir: Path, decisions: Mapping[str, str],
-                tables: dict[str, pd.DataFrame | None]) -> Difference | None:
-    assert first.threat_model is not None and second.threat_model is not None
-    if first.family != second.family:
-        return None
-    setting = setting_apart(first.threat_model, second.threat_model)
-    if setting is None:
-        return None
-    a, b = (tables.setdefault(r.name, _samples(r, suite_dir)) for r in (first, second))
-    result = None if a is None or b is None else paired(a, b, decisions[str(first.family)])
+def _difference(first: RunRecord, second: RunRecord, setting: str, column: str, suite_dir: Path,
+                tables: OrderedDict[str, pd.DataFrame | None]) -> Difference | None:
+    a, b = (_cached(r, suite_dir, tables) for r in (first, second))
+    result = None if a is None or b is None else paired(a, b, column)
     if result is None:
         return None
     values = [_value(r.threat_model, setting) for r in (first, second)]
-    return Difference(first=first.name, second=second.name, setting=setting, values=values,
-                      decision=decisions[str(first.family)], first_rate=result["first_rate"],
-                      second_rate=result["second_rate"], difference=result["difference"],
-                      ci95_cluster=result["ci95_cluster"], n=result["n"], people=result["people"])
+    return Difference(first=first.name, second=second.name, setting=setting, values=values, decision=column,
+                      first_rate=result["first_rate"], second_rate=result["second_rate"],
+                      difference=result["difference"], ci95_cluster=result["ci95_cluster"], n=result["n"],
+                      people=result["people"])
+
+
+def _cached(record: RunRecord, suite_dir: Path, tables: OrderedDict[str, pd.DataFrame | None]) \
+        -> pd.DataFrame | None:
+    """The run's samples, read once while it is among the last CACHED_TABLES used."""
+    key = str(record.samples_csv)
+    if key not in tables:
+        tables[key] = _samples(record, suite_dir)
+        if len(tables) > CACHED_TABLES:
+            tables.popitem(last=False)
+    tables.move_to_end(key)
+    return tables[key]
 
 
 def _value(tm: Mapping[str, Any] | None, path: str) -> str:
@@ -144,9 +187,11 @@ def _samples(record: RunRecord, suite_dir: Path) -> pd.DataFrame | None:
         return None
     path = suite_dir / "runs" / found.group(1) / "samples.csv"
     try:
+        if any(os.path.islink(p) for p in (path.parent.parent, path.parent)):
+            return None
         mode = os.lstat(path)
         if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_CSV_BYTES:
             return None
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, nrows=MAX_ROWS + 1)
     except (OSError, ValueError, pd.errors.ParserError):
         return None

@@ -22,7 +22,7 @@ from facesec.recognizers.dlib_resnet import MODEL_FILE, DlibResNet, read_dlib_re
 from facesec.recognizers.iresnet import IRESNET_LAYERS, IResNet
 from facesec.recognizers.weights import resolve_weights
 
-MAX_CARD_IDENTITIES = 100_000
+MAX_CARD_IDENTITIES = 1_000_000
 """The most training identities a student card may list (a hostile card must not make facesec hold millions)."""
 
 
@@ -179,6 +179,8 @@ def surrogate(weights: str) -> Recognizer:
 
 def _trained_on(data: dict[str, Any]) -> TrainedOn:
     """The student card's dataset and training identities (a list of names; absent on cards that predate it)."""
+    if not isinstance(data, dict):
+        raise ValueError("data must be a mapping")
     names = data.get("train_identities")
     if names is not None and (not isinstance(names, list) or len(names) > MAX_CARD_IDENTITIES
                               or not all(isinstance(n, str) and 0 < len(n) <= 255 for n in names)):

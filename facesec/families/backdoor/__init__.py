@@ -108,6 +108,8 @@ class Backdoor(Family):
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
     headline: ClassVar[str] = "backdoor_asr"
     decision: ClassVar[str | None] = "backdoor_success"
+    decision_ignores: ClassVar[tuple[str, ...]] = ("perturbation.defences", "perturbation.mitigation",
+                                                   "perturbation.save_model")
     runner: ClassVar[str | None] = "facesec.families.backdoor.run:run_threat_model"
     report_partial: ClassVar[str | None] = "backdoor.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent

@@ -116,8 +116,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     before = evaluate(trained.benign, faces, ids, target_face, fmr, who.clean, ctx.calibration)
     after = evaluate(trained.model, faces, ids, target_face, fmr, who.clean, ctx.calibration)
     asr = success(after, worn, tm.goal, closed)
-    counted = _counted(success(after, faces, tm.goal, closed), tm.goal)
-    attack = _attack_metrics(tm, p, who, trained, worn, before, after, asr, closed)  # before the defences draw
+    bare = success(after, faces, tm.goal, closed)
+    attack = _attack_metrics(tm, p, who, trained, worn, before, after, (asr, bare), closed)  # before the defences
     defences = defence_runs.run_all(p.defences, defence_runs.Setting(
         clean=trained.benign, backdoored=trained.model, poisoned=trained.poisoned, trigger=trained.trigger,
         recipe=defence_runs.mitigation_recipe(trained.recipe, p.mitigation),
@@ -130,7 +130,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     points = [] if closed else [e.point.model_copy(update={"recognizer": f"{e.point.recognizer} ({name})"})
                                 for e, name in ((after, "backdoored"), (before, "benign fine-tune"))
                                 if e.point is not None]
-    return _output(tm, p, who, trained, worn, (asr, counted), after, metrics, fmr, points)
+    return _output(tm, p, who, trained, worn, (asr, _counted(bare, tm.goal)), after, metrics, fmr, points)
 
 
 def _faces(tm: ThreatModel, p: BackdoorPerturbation, ctx: RunContext) -> _Faces:
@@ -183,11 +183,13 @@ def _train(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, progress: bool
 
 
 def _attack_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Training, worn: torch.Tensor,
-                    before: Evaluation, after: Evaluation, asr: np.ndarray, closed: bool) -> dict[str, Any]:
-    """Success with the trigger and without, on the clean model, under everyday changes, and false triggers; for
-    dodging, every rate counts only the faces the judging model matches without anything worn (`_counted`)."""
+                    before: Evaluation, after: Evaluation, seen: tuple[np.ndarray, np.ndarray],
+                    closed: bool) -> dict[str, Any]:
+    """Success with the trigger (`seen`: worn, and bare) and without, on the clean model, under everyday
+    changes, and false triggers; for dodging, every rate counts only the faces the judging model matches without
+    anything worn (`_counted`)."""
     faces, marks, pop = who.pop.faces, who.pop.landmarks, who.pop
-    bare = success(after, faces, tm.goal, closed)
+    asr, bare = seen
     counted = _counted(bare, tm.goal)
 
     def outcome(x: torch.Tensor, ev: Evaluation = after, kept: np.ndarray = counted) -> np.ndarray:

@@ -9,6 +9,7 @@ perturbation carried into its own crops (`attacks.reframe`). Several surrogates 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,8 @@ import torch
 from facesec.attacks import Criterion, Ensemble, Objective
 from facesec.attacks.query import Oracle
 from facesec.attacks.reframe import Reframed, crop_grid
-from facesec.errors import ConfigError
+from facesec.data.dataset import resolve
+from facesec.errors import ConfigError, DataError
 from facesec.families.evasion import trial
 from facesec.population import Population, realign
 from facesec.recognizers.base import Recognizer, load
@@ -43,18 +45,31 @@ def surrogates(tm: ThreatModel, device: torch.device) -> list[Recognizer]:
 
 def learnt_from(models: list[Recognizer], dataset: str) -> tuple[frozenset[str], list[str]]:
     """The people the surrogates learnt from in `dataset` (left out of the attacked ones), and the names of those
-    trained on it without saying whom on (flagged: the attacked people may include theirs)."""
+    that may have trained on it without saying whom on, or on a dataset not found here to tell (flagged: the
+    attacked people may include theirs). Datasets are the same when their folders are, however named."""
+    attacked = _folder(dataset)
     people: set[str] = set()
     unknown: list[str] = []
     for m in models:
         trained = m.info.trained_on
-        if trained is None or trained.dataset != dataset:
+        if trained is None:
             continue
-        if trained.identities is None:
+        folder = _folder(trained.dataset)
+        if folder is not None and folder != attacked:
+            continue
+        if trained.identities is None or folder is None:
             unknown.append(m.info.name)
         else:
             people |= trained.identities
     return frozenset(people), unknown
+
+
+def _folder(dataset: str) -> Path | None:
+    """A dataset's folder, resolved; None when it is not found on this machine."""
+    try:
+        return resolve(dataset).resolve()
+    except (DataError, OSError):
+        return None
 
 
 def attacker_view(tm: ThreatModel, target_model: Recognizer, target: trial.Judges, pop: Population,

@@ -277,9 +277,10 @@ def _surrogate_people(t: _Trial, validity: dict[str, Any], extra: dict[str, Any]
         return
     extra["n_surrogate_people_left_out"] = len(t.learnt)
     for name in t.unlisted:
-        validity["flags"].append(f"surrogate {name} was trained on this dataset and its card does not list on "
-                                 "whom: the attacked people may include people it learnt from (train it again "
-                                 "with `facesec surrogate train` to record them)")
+        validity["flags"].append(f"surrogate {name} may have trained on this dataset and its card does not say "
+                                 "on whom (no list of identities, or a dataset not found here): the attacked people "
+                                 "may include people it learnt from (train it again with `facesec surrogate train` "
+                                 "to record them)")
     validity["n_flags"] = len(validity["flags"])
 
 
