@@ -24,6 +24,7 @@ SUITE = """name: crash
 data: {identities: 3, images_per_identity: 2}
 goal: [dodging, impersonation]
 attack: {steps: 2}
+setting: {kind: open-set, calibration: in-sample}
 """
 
 

@@ -269,7 +269,7 @@ def _reusable(models: list[tuple[str, ThreatModel]],
 def _calibration_dataset(tm: ThreatModel) -> list[str]:
     """The dataset an out-of-sample threshold is calibrated on when it is not the run's own (its files are part of
     what a resumed run must match)."""
-    cal = tm.setting.calibration if isinstance(tm.setting, OpenSet) else None
+    cal = tm.setting.calibrated() if isinstance(tm.setting, OpenSet) else None
     return [cal.dataset] if cal is not None and cal.dataset is not None and cal.dataset != tm.data.dataset else []
 
 

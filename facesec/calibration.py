@@ -51,9 +51,9 @@ class CalibrationDraw:
 
 def draw(tm: ThreatModel) -> CalibrationDraw | None:
     """The run's calibration identities (None for an in-sample operating point or a closed-set run)."""
-    if not isinstance(tm.setting, OpenSet) or tm.setting.calibration is None:
+    cal = tm.setting.calibrated() if isinstance(tm.setting, OpenSet) else None
+    if cal is None:
         return None
-    cal = tm.setting.calibration
     name = cal.dataset or tm.data.dataset
     ds = load_dataset(name)
     by_identity: dict[str, list[Path]] = {}
@@ -79,15 +79,22 @@ def draw(tm: ThreatModel) -> CalibrationDraw | None:
 
 
 def check(tm: ThreatModel) -> None:
-    """Refuse, before any run, a calibration the dataset cannot give or one too small for the FMR asked for:
-    10 / FMR impostor image pairs and 1 / FMR pairs of people (unless the threat model accepts that)."""
+    """Refuse, before any run, an open-set run that does not say where its threshold comes from, a calibration
+    the dataset cannot give, or one too small for the FMR asked for: 10 / FMR impostor image pairs and 1 / FMR
+    pairs of people (unless the threat model accepts that)."""
+    if isinstance(tm.setting, OpenSet) and tm.setting.calibration is None:
+        raise DataError("field 'setting.calibration': an open-set run needs to say where its threshold comes from: "
+                        "add calibration: {identities: 100} to the setting (drawn first from data.dataset and left "
+                        "out of the run), or calibration: in-sample to accept a threshold set on the attacked "
+                        "people themselves (every number is then marked)")
     found = draw(tm)
     if found is None:
         return
-    assert isinstance(tm.setting, OpenSet) and tm.setting.calibration is not None
+    cal = tm.setting.calibrated() if isinstance(tm.setting, OpenSet) else None
+    assert isinstance(tm.setting, OpenSet) and cal is not None
     _room_left(tm, found)
     problem = unsupported(len(found.names), found.images_per_identity, tm.setting.fmr)
-    if problem and not tm.setting.calibration.accept_unsupported:
+    if problem and not cal.accept_unsupported:
         raise DataError(f"field 'setting.calibration': {problem}; raise setting.calibration.identities, raise "
                         "setting.fmr, or set setting.calibration.accept_unsupported: true (every number is then "
                         "marked)")

@@ -39,7 +39,8 @@ def _get(doc: dict[str, Any], path: str) -> Any:
 
 
 def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
-    """Set a dotted path; numeric parts index lists (gates.0.value)."""
+    """Set a dotted path; numeric parts index lists (gates.0.value). A single value on the way is replaced by a
+    mapping (`setting.calibration.identities=100` where the file says `calibration: in-sample`)."""
     keys = path.split(".")
     node: Any = doc
     for i, key in enumerate(keys):
@@ -53,7 +54,9 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
             if is_last:
                 node[key] = value
             else:
-                node = node.setdefault(key, {})
+                if not isinstance(node.get(key), dict | list):
+                    node[key] = {}
+                node = node[key]
         else:
             raise ConfigError(f"--set {path}: cannot reach '{key}' (not a mapping, or no such list item)")
 

@@ -50,9 +50,14 @@ class OpenSet(Strict):
 
     kind: Literal["open-set"] = "open-set"
     fmr: Number = Field(1e-3, gt=0, lt=1)
-    calibration: Calibration | None = Field(None, description=(
-        "out-of-sample operating point, e.g. {identities: 100}; default: in-sample, on the attacked population's "
-        "own impostor pairs (every run then says so in its validity flags)"))
+    calibration: Calibration | Literal["in-sample"] | None = Field(None, description=(
+        "where the threshold is set: {identities: 100} (drawn first from data.dataset and left out of the run: an "
+        "out-of-sample operating point), {dataset: NAME}, or in-sample (on the attacked population's own impostor "
+        "pairs, accepted as such: every run then says so in its validity flags); required for an open-set run"))
+
+    def calibrated(self) -> Calibration | None:
+        """The calibration asked for (None: in sample)."""
+        return self.calibration if isinstance(self.calibration, Calibration) else None
 
 
 class ClosedSet(Strict):

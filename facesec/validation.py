@@ -36,8 +36,8 @@ def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
         specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]
         steps: list[Callable[[], object]] = [
             functools.partial(check_recognizer, f"field '{field}'", spec) for field, spec in specs]
-        steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(calibration.check, tm),
-                  functools.partial(preflight, tm)]
+        steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(preflight, tm),
+                  functools.partial(calibration.check, tm)]
         for step in steps:
             try:
                 step()

@@ -240,7 +240,8 @@ def test_dlib_fast_path_is_the_network(dlib_recognizer, faces) -> None:  # type:
 
 
 BASE = ("name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: universal\n"
-        "data: {identities: 10, images_per_identity: 6}\nsetting: {kind: open-set, fmr: 1e-2}\n")
+        "data: {identities: 10, images_per_identity: 6}\n"
+        "setting: {kind: open-set, fmr: 1e-2, calibration: in-sample}\n")
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -520,7 +521,8 @@ def test_clean_population_unused_takes_every_identity_never_fine_tuned_on(celeba
         (ident / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     path = _write(tmp_path, f"name: bd\ntarget: dlib-resnet\ngoal: impersonation\ncapability: universal\n"
                             f"data: {{dataset: {data}, identities: 4, images_per_identity: 5}}\n"
-                            "setting: {kind: open-set, fmr: 1e-2}\nperturbation: {kind: backdoor, poison_rate: 0.1, "
+                            "setting: {kind: open-set, fmr: 1e-2, calibration: in-sample}\n"
+                            "perturbation: {kind: backdoor, poison_rate: 0.1, "
                             "training_identities: 16, epochs: 1, clean_population: unused}\n")
     results, _ = run([path], out_root=tmp_path / "out", redact=True, progress=False)
     results = results.to_json()

@@ -15,7 +15,7 @@ from facesec.errors import DataError
 from facesec.loading import load_threat_models
 from facesec.measures import operating
 from facesec.protocols import threshold_at_fmr
-from facesec.threat_model import ThreatModel
+from facesec.threat_model import OpenSet, ThreatModel
 
 SMALL = Path(__file__).parent / "fixtures" / "small"
 OPEN_SET = ("pixel", "accessory", "morph", "template-inversion", "backdoor")
@@ -23,6 +23,17 @@ OPEN_SET = ("pixel", "accessory", "morph", "template-inversion", "backdoor")
 
 def _model(name: str, *overrides: str) -> ThreatModel:
     return load_threat_models(SMALL / f"{name}.yaml", list(overrides))[0]
+
+
+def test_an_open_set_run_must_say_where_its_threshold_comes_from(celeba: Path) -> None:
+    """No calibration is refused before anything runs, naming both fixes; `in-sample` is accepted as said (and
+    flagged by the engine); `--set setting.calibration.identities=N` turns that into an out-of-sample draw."""
+    with pytest.raises(DataError, match="field 'setting.calibration'.*identities: 100.*in-sample"):
+        calibration.check(_model("pixel", "setting.calibration=null"))
+    calibration.check(_model("pixel"))  # the fixture says calibration: in-sample
+    calibration.check(_model("classifier-inversion"))  # closed set: no threshold to calibrate
+    tm = _model("pixel", "setting.calibration.identities=40")
+    assert isinstance(tm.setting, OpenSet) and tm.setting.calibrated() is not None
 
 
 def test_the_draw_is_seeded_and_its_faces_come_from_its_identities(celeba: Path) -> None:

@@ -91,7 +91,8 @@ def test_a_suite_records_the_difference_its_eps_list_makes(celeba: Path, tmp_pat
 
     spec = tmp_path / "eps.yaml"
     spec.write_text(f"name: eps\ndata: {{dataset: {celeba}, identities: 4, images_per_identity: 3}}\n"
-                    "perturbation: {kind: pixel, eps: [1/255, 8/255]}\nattack: {steps: 3, sanity_samples: 2}\n")
+                    "perturbation: {kind: pixel, eps: [1/255, 8/255]}\nattack: {steps: 3, sanity_samples: 2}\n"
+                    "setting: {kind: open-set, calibration: in-sample}\n")
     results, out = run([spec], out_root=tmp_path / "out", progress=False)
     (d,) = results.differences
     weak, strong = results.runs

@@ -42,7 +42,7 @@ data: {{dataset: {data}, identities: 6, images_per_identity: 3, seed: 0}}
 perturbation: {{kind: pixel, norm: linf, eps: 2/255}}
 knowledge: white-box
 goal: [dodging, impersonation]
-setting: {{kind: open-set, fmr: 0.05}}
+setting: {{kind: open-set, fmr: 0.05, calibration: in-sample}}
 attack: {{method: pgd, steps: 2, shard_size: 4, sanity_samples: 2}}
 """
 

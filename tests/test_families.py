@@ -22,7 +22,7 @@ from facesec.measures.rates import wilson_interval
 from facesec.record import Dimensions, Measured, Validity
 
 FIXTURE = Path(__file__).parent / "fixtures" / "evasion_metrics.json"
-SMALL = ["data.identities=6", "data.images_per_identity=3", "attack.steps=5", "setting.calibration=null"]
+SMALL = ["data.identities=6", "data.images_per_identity=3", "attack.steps=5", "setting.calibration=in-sample"]
 """Small runs, calibrated in sample as when the fixture was recorded."""
 
 

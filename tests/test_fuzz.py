@@ -25,7 +25,7 @@ BASE: dict[str, Any] = {
     "data": {"dataset": "celeba-mini", "identities": 3, "images_per_identity": 2, "seed": 0},
     "perturbation": {"kind": "pixel", "norm": "linf", "eps": "8/255"},
     "knowledge": "white-box", "goal": "dodging", "capability": "individual",
-    "setting": {"kind": "open-set", "fmr": 0.001},
+    "setting": {"kind": "open-set", "fmr": 0.001, "calibration": "in-sample"},
     "attack": {"method": "pgd", "library": "native", "steps": 2, "params": {}},
     "gates": [{"metric": "attack_success_rate", "op": "<=", "value": 0.5}],
 }

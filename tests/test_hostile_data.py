@@ -65,7 +65,7 @@ def test_non_utf8_identity_name_survives_a_run(tmp_path: Path, celeba: Path) -> 
             shutil.copy(f, folder / f.name)
     spec = tmp_path / "t.yaml"
     spec.write_text(f"name: t\ndata: {{dataset: '{root}', identities: 2, images_per_identity: 3}}\n"
-                    "attack: {steps: 1}\n")
+                    "attack: {steps: 1}\nsetting: {kind: open-set, calibration: in-sample}\n")
     results, out = run([spec], out_root=tmp_path / "reports", progress=False)
     results = results.to_json()
     csv_text = (out / results["runs"][0]["samples_csv"]).read_text(encoding="utf-8")
@@ -85,7 +85,7 @@ def test_a_corrupt_photo_is_counted_on_the_command_line_and_listed_in_the_report
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     spec = tmp_path / "t.yaml"
     spec.write_text(f"name: t\ndata: {{dataset: '{root}', identities: 2, images_per_identity: 3}}\n"
-                    "attack: {steps: 1}\n")
+                    "attack: {steps: 1}\nsetting: {kind: open-set, calibration: in-sample}\n")
     assert main(["run", str(spec), "--out", str(tmp_path / "reports")]) in (0, 1)
     captured = capsys.readouterr()
     out = captured.out

@@ -16,7 +16,7 @@ from facesec.recognizers.base import Recognizer
 
 SMALL = ("name: inv\ndata: {identities: 4, images_per_identity: 3}\n"
          "perturbation: {kind: template-inversion, restarts: 2, public_identities: 30}\n"
-         "setting: {kind: open-set, fmr: 1e-2}\nattack: {steps: 45}\n")
+         "setting: {kind: open-set, fmr: 1e-2, calibration: in-sample}\nattack: {steps: 45}\n")
 
 
 def _write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:

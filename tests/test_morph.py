@@ -17,7 +17,7 @@ from facesec.loading import load_threat_models
 
 SMALL = ("name: m\ndata: {identities: 8, images_per_identity: 4}\n"
          "perturbation: {kind: morph, pairs: 4, calibration_identities: 8, fmrs: [1e-2]}\n"
-         "setting: {kind: open-set, fmr: 1e-2}\n")
+         "setting: {kind: open-set, fmr: 1e-2, calibration: in-sample}\n")
 
 
 def _write(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
@@ -47,7 +47,8 @@ def test_random_pairs_seeded_distinct() -> None:
                                                              "perturbation.kind morph"),
 ])
 def test_morph_refuses_what_it_cannot_mean(tmp_path: Path, extra: str, message: str) -> None:
-    text = SMALL.replace("setting: {kind: open-set, fmr: 1e-2}\n", "") if "setting" in extra else SMALL
+    own = "setting: {kind: open-set, fmr: 1e-2, calibration: in-sample}\n"
+    text = SMALL.replace(own, "") if "setting" in extra else SMALL
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_threat_models(_write(tmp_path, text + extra))
 

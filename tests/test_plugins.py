@@ -78,6 +78,7 @@ def test_a_family_from_an_entry_point_expands_gates_and_reports(tmp_path: Path,
     (tmp_path / "echo.html.j2").write_text("<h3>Echo</h3><p class=echo>{{ run.view.said }}</p>\n")
     spec = tmp_path / "echo.yaml"
     spec.write_text("name: e\nperturbation: {kind: echo, level: [1, 3]}\n"
+                    "setting: {kind: open-set, calibration: in-sample}\n"
                     "gates: [{metric: level_seen, op: '<=', value: 2}]\n")
     results, out = run([spec], out_root=tmp_path / "out", progress=False)
     results = results.to_json()
@@ -94,7 +95,7 @@ def test_an_attack_from_an_entry_point_runs(tmp_path: Path, monkeypatch: pytest.
     _install(tmp_path, monkeypatch, "my_attacks", ATTACK, "facesec.attacks", "mine/pgd = my_attacks:make")
     spec = tmp_path / "mine.yaml"
     spec.write_text("name: m\ndata: {identities: 4, images_per_identity: 2}\nattack: {library: mine, method: pgd, "
-                    "steps: 2, sanity_samples: 2}\nsetting: {kind: open-set, fmr: 0.1}\n")
+                    "steps: 2, sanity_samples: 2}\nsetting: {kind: open-set, fmr: 0.1, calibration: in-sample}\n")
     results, _ = run([spec], out_root=tmp_path / "out", progress=False)
     results = results.to_json()
     record = results["runs"][0]

@@ -208,7 +208,8 @@ def test_nan_embeddings_in_a_run_fail_its_gates(tmp_path: Path, monkeypatch: pyt
     register("nan-net")(lambda: Recognizer(_NaNOnBrightFaces(), info))
     spec = tmp_path / "nan.yaml"
     spec.write_text("name: nan\ntarget: nan-net\ndata: {identities: 3, images_per_identity: 2}\ngoal: dodging\n"
-                    "attack: {steps: 1}\ngates: [{metric: attack_success_rate, op: '<=', value: 1.0}]\n")
+                    "attack: {steps: 1}\ngates: [{metric: attack_success_rate, op: '<=', value: 1.0}]\n"
+                    "setting: {kind: open-set, calibration: in-sample}\n")
     assert main(["run", str(spec), "--out", str(tmp_path / "reports")]) == 1
     record = json.loads((tmp_path / "reports" / "nan" / "results.json").read_text())["runs"][0]
     assert record["validity"]["nonfinite_embeddings"] > 0

@@ -37,7 +37,7 @@ def test_trusted_factory_is_allowed(tmp_path: Path, celeba: Path) -> None:
     (tmp_path / "my_factories.py").write_text("from facesec.recognizers import load\n\n"
                                               "def small():\n    return load('iresnet18')\n")
     spec = tmp_path / "mine.yaml"
-    spec.write_text("name: mine\ntarget: my_factories:small\n")
+    spec.write_text("name: mine\ntarget: my_factories:small\nsetting: {kind: open-set, calibration: in-sample}\n")
     refused = _facesec("validate", str(spec), cwd=tmp_path, data=celeba.parent.resolve())
     assert refused.returncode == 2 and "--trust-code" in refused.stderr
     allowed = _facesec("validate", str(spec), "--trust-code", cwd=tmp_path, data=celeba.parent.resolve())

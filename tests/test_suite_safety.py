@@ -15,7 +15,7 @@ from facesec.errors import ConfigError, DataError
 from facesec.suite_files import LOCK, RUN_MARKER, suite_lock, write_atomic
 
 SMALL = ("name: {name}\ndata: {{identities: {ids}, images_per_identity: 2}}\ngoal: dodging\n"
-         "attack: {{steps: 1}}\n")
+         "attack: {{steps: 1}}\nsetting: {{kind: open-set, calibration: in-sample}}\n")
 
 
 def test_a_failing_run_keeps_the_finished_ones(tmp_path: Path, celeba: Path) -> None:

@@ -510,7 +510,8 @@ def test_validate_opens_a_tfjs_target(tmp_path: Path, rng: np.random.Generator,
     w = rng.normal(size=(2, 3)).astype(np.float32)
     path = write_model(tmp_path / "m", [_node("y", "MatMul", "x", "w")], {"w": w})
     spec = tmp_path / "t.yaml"
-    spec.write_text(f"name: t\ntarget: {{name: tfjs, weights: '{path}', output: y}}\n")
+    spec.write_text(f"name: t\ntarget: {{name: tfjs, weights: '{path}', output: y}}\n"
+                    "setting: {kind: open-set, calibration: in-sample}\n")
     assert main(["validate", str(spec)]) == 0
     (path.parent / "group1-shard1of1.bin").write_bytes(b"\0" * 5)
     capsys.readouterr()

@@ -30,7 +30,7 @@ class MorphPerturbation(PerturbationSpec):
     eps: Budget = Field(8 / 255, le=1, description="optimised: L-inf budget around the landmark morph's pixels")
     calibration_identities: Whole = Field(
         150, ge=0, le=100_000, description="identities besides the subjects that fill the 1:N gallery and, "
-                                           "without setting.calibration, calibrate the thresholds in sample")
+                                           "with setting.calibration: in-sample, calibrate the thresholds in sample")
     fmrs: list[float] = Field([1e-3, 1e-4], min_length=1,
                                description="FMRs the metrics are also reported at (setting.fmr is the headline)")
     recognizers: list[str | dict[str, Any]] = Field(
