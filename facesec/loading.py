@@ -15,7 +15,8 @@ from facesec.threat_model import ThreatModel
 from facesec.yaml_safe import parse_overrides, read_document
 
 _UNION_TAGS = ("open-set", "closed-set", "white-box", "transfer", "query")
-"""Discriminator values pydantic puts in error locations; the YAML has no such level."""
+"""Discriminator values pydantic puts in error locations; the YAML has no such level (nor has it the union
+members' labels, `function-after[...]`, `literal[...]`, also left out)."""
 
 
 def _describe_error(source: str, err: ErrorDetails) -> str:
@@ -23,7 +24,7 @@ def _describe_error(source: str, err: ErrorDetails) -> str:
     if isinstance(inner, SpecError) and inner.errors:  # a section's own error, under the section's place
         first = inner.errors[0]
         return _describe_error(source, {**first, "loc": (*inner.at, *first["loc"])})
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
     kind = err["type"]
     if kind == "extra_forbidden":
         return (f"{source}: field '{loc}': unknown key; remove it or check its spelling "

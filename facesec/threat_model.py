@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, SerializeAsAny, Tag, ValidationError, model_validator
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from facesec import families
 from facesec.fields import Budget, Number, PerturbationSpec, SpecError, Strict, Whole
@@ -41,7 +50,7 @@ class Calibration(Strict):
     @model_validator(mode="after")
     def _some_people(self) -> Calibration:
         if self.identities is None and self.dataset is None:
-            raise ValueError("setting.calibration: give identities (drawn from data.dataset), a dataset, or both")
+            raise ValueError("give identities (drawn from data.dataset), a dataset, or both")
         return self
 
 
@@ -54,6 +63,14 @@ class OpenSet(Strict):
         "where the threshold is set: {identities: 100} (drawn first from data.dataset and left out of the run: an "
         "out-of-sample operating point), {dataset: NAME}, or in-sample (on the attacked population's own impostor "
         "pairs, accepted as such: every run then says so in its validity flags); required for an open-set run"))
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _mapping_or_word(cls, value: object) -> object:
+        if value is None or value == "in-sample" or isinstance(value, dict | Calibration):
+            return value
+        raise ValueError("give {identities: N} (drawn first and left out of the run), {dataset: NAME}, or the "
+                         "word in-sample")
 
     def calibrated(self) -> Calibration | None:
         """The calibration asked for (None: in sample)."""

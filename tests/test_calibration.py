@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facesec import calibration
-from facesec.errors import DataError
+from facesec.errors import ConfigError, DataError
 from facesec.loading import load_threat_models
 from facesec.measures import operating
 from facesec.protocols import threshold_at_fmr
@@ -31,6 +31,10 @@ def test_an_open_set_run_must_say_where_its_threshold_comes_from(celeba: Path) -
     with pytest.raises(DataError, match="field 'setting.calibration'.*identities: 100.*in-sample"):
         calibration.check(_model("pixel", "setting.calibration=null"))
     calibration.check(_model("pixel"))  # the fixture says calibration: in-sample
+    with pytest.raises(ConfigError, match=r"^\S+: field 'setting.calibration': Value error, give \{identities: N\}"):
+        _model("pixel", "setting.calibration=in sample")  # a misspelt word names the field and what it takes
+    with pytest.raises(ConfigError, match=r"field 'setting.calibration.identities': Input should be greater"):
+        _model("pixel", "setting.calibration.identities=-1")  # no pydantic union label in the field's name
     calibration.check(_model("classifier-inversion"))  # closed set: no threshold to calibrate
     tm = _model("pixel", "setting.calibration.identities=40")
     assert isinstance(tm.setting, OpenSet) and tm.setting.calibrated() is not None
