@@ -191,7 +191,8 @@ def _compare(results: Results, out_dir: Path) -> None:
         except ConfigError:
             family = None
         if family is not None and family.decision is not None:
-            decisions[family.name] = differences.Decision(family.decision, family.decision_ignores)
+            decisions[family.name] = differences.Decision(family.decision, family.decision_ignores,
+                                                                family.decision_clusters)
     try:
         found = differences.compare(results.runs, out_dir, decisions)
     except (ValueError, ValidationError) as exc:

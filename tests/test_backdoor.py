@@ -326,6 +326,16 @@ def test_no_poisoning_leaves_the_trigger_powerless(celeba: Path, tmp_path: Path,
     assert (r["suite_dir"] / "index.html").read_text().count("backdoor-defences") == 0
 
 
+def test_a_mitigation_says_how_far_it_lowered_success_on_the_same_faces(celeba: Path, tmp_path: Path) -> None:
+    """Clean fine-tuning as a mitigation: its record gives the backdoored model's success minus the mitigated
+    one's on the same worn faces, the rate after, and a paired interval around the difference."""
+    m = _run(tmp_path, 0.2, 1, ", defences: [fine-tuning]")["metrics"]
+    drop, after = m["defences"]["fine-tuning"]["backdoor_asr_drop"], m["defences"]["fine-tuning"]["backdoor_asr"]
+    lo, hi = drop["ci95_cluster"]
+    assert -1 <= lo <= drop["difference"] <= hi <= 1 and 0 <= after["rate"] <= 1
+    assert after["rate"] + drop["difference"] == pytest.approx(m["backdoor_asr_all_faces"])  # before, same faces
+
+
 def test_fainter_poison_is_stealthier(celeba: Path, tmp_path: Path) -> None:
     """`poison_opacity` below the worn look's: the poisoned fine-tuning faces change less (higher SSIM and PSNR to
     their clean selves) while the look worn at attack time stays the same."""
@@ -438,10 +448,12 @@ def test_report_says_how_a_mitigation_retrained() -> None:
     from facesec.families.backdoor.report import _defence_rows
 
     after = {"backdoor_asr": {"rate": 0.8, "ci95": [0.7, 0.9]}, "clean_tar": {"rate": 0.86, "ci95": [0.85, 0.87]}}
-    rows = _defence_rows({"fine-tuning": {**after, "epochs": 16, "anchor": 0.0, "distill": 0.1, "time_s": 3},
+    drop = {"backdoor_asr_drop": {"difference": 0.12, "ci95_cluster": [0.05, 0.2]}}
+    rows = _defence_rows({"fine-tuning": {**after, **drop, "epochs": 16, "anchor": 0.0, "distill": 0.1, "time_s": 3},
                           "fine-pruning": {**after, "epochs": 16, "anchor": 0.0, "distill": 0.0, "time_s": 3},
                           "old": after})
     assert "16 epochs" in rows[0][1] and "victim's pull" in rows[0][1] and rows[0][2] == "backdoor survives"
+    assert "0.12 lower [0.05, 0.20]" in rows[0][1] and "lower" not in rows[1][1]
     assert "16 epochs" in rows[1][1] and "pull" not in rows[1][1]
     assert "retrained — epochs" in rows[2][1]
 

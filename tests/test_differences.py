@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from facesec import families
 from facesec.measures.differences import MAX_PEOPLE, Decision, compare, paired, setting_apart
 from facesec.measures.rates import wilson_interval
 from facesec.record import RunRecord
@@ -55,6 +56,25 @@ def test_paired_difference_resamples_people_and_skips_rows_not_decided() -> None
     assert paired(_table(["maybe"] * 100, people), second, "attempt_success") is None
     crowd = [f"p{k}" for k in range(MAX_PEOPLE + 1)]  # the bootstrap would hold draws x people
     assert paired(_table([True] * len(crowd), crowd), _table([False] * len(crowd), crowd), "attempt_success") is None
+
+
+def test_morph_differences_cluster_by_the_pair_of_contributors_either_way_round() -> None:
+    """Ten pairs of people, each morphed ten times, five with either person as host: one setting accepts every
+    morph of the first five pairs, the other none. A pair's ten morphs are one unit, so the interval is as wide
+    as ten units allow, wider than when only the host is a unit (twenty units)."""
+    pairs = [(f"p{2 * k}", f"p{2 * k + 1}") if m < 5 else (f"p{2 * k + 1}", f"p{2 * k}")
+             for k in range(10) for m in range(10)]
+    hits = [k < 5 for k in range(10) for _ in range(10)]
+    first = pd.DataFrame({"index": range(100), "contributor_a": [a for a, _ in pairs],
+                          "contributor_b": [b for _, b in pairs], "mated_match": hits})
+    second = first.assign(mated_match=False)
+    ways = families.get("morph").decision_clusters
+    both = paired(first, second, "mated_match", ways)
+    alone = paired(first, second, "mated_match", (("contributor_a",),))
+    assert both is not None and alone is not None and both["difference"] == pytest.approx(0.5)
+    assert both["people"] == 20 and both["ci95_cluster"][0] < alone["ci95_cluster"][0] - 0.05
+    other = second.assign(contributor_b=second["contributor_b"][::-1].to_numpy())  # other accomplices
+    assert paired(first, other, "mated_match", ways) is None
 
 
 def _record(name: str, tm: dict[str, object], family: str = "pixel") -> RunRecord:

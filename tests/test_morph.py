@@ -91,6 +91,20 @@ def test_landmark_run_report_and_gate(tmp_path: Path, celeba: Path) -> None:
     assert samples[0].startswith("index,contributor_a,contributor_b") and len(samples) == 5
 
 
+def test_two_alphas_of_the_same_pairs_are_compared_pair_by_pair(tmp_path: Path, celeba: Path) -> None:
+    """Blending weights 0.3 and 0.7 morph the same pairs: the suite records their paired difference in MMPMR,
+    with the contributors as the units; the other pairing (other morphs) is compared with neither."""
+    text = SMALL.replace("pairs: 4,", "pairs: 4, alpha: [0.3, 0.7], pairing: [lookalike, random],")
+    results, _ = run([_write(tmp_path, text)], out_root=tmp_path / "reports", progress=False)
+    by_name = {r.name: r for r in results.runs}
+    assert [(d.setting, d.decision) for d in results.differences] == [("perturbation.alpha", "mated_match")] * 2
+    for d in results.differences:
+        first, second = by_name[d.first], by_name[d.second]
+        assert d.first_rate == pytest.approx(first.metrics["mmpmr"]) and d.n == 4 and 2 <= d.people <= 8
+        assert d.second_rate == pytest.approx(second.metrics["mmpmr"])
+        assert first.threat_model["perturbation"]["pairing"] == second.threat_model["perturbation"]["pairing"]
+
+
 def test_optimised_morphs_beat_their_landmark_start(tmp_path: Path, celeba: Path) -> None:
     """White-box optimisation within 8/255 raises the worse contributor's match over the landmark morph."""
     text = SMALL.replace("kind: morph,", "kind: morph, method: optimised, references: 2,") \

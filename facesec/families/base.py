@@ -102,6 +102,9 @@ class Family(ABC):
     decision_ignores: ClassVar[tuple[str, ...]] = ()
     """Threat-model settings (dotted paths) that change none of those decisions: runs differing only there are
     not compared (their difference would be noise, read as 'no effect')."""
+    decision_clusters: ClassVar[tuple[tuple[str, ...], ...]] = (("identity",),)
+    """The ways its decisions cluster, each a tuple of samples columns (several: a row belongs to the unordered set
+    of their values, e.g. a morph's pair of contributors); a paired interval takes the widest over them."""
     legend: ClassVar[str | None] = None
     """What the suite matrix's cell of one of its runs shows, in a sentence under the matrix (plain text)."""
     runner: ClassVar[str | None] = None

@@ -31,7 +31,7 @@ it is facesec's own output, but a resumed folder may hold anything, and the boot
 CACHED_TABLES = 8
 """Samples tables kept in memory at once while pairing (the first run of a pair is read once for all its
 partners)."""
-ROWS = ("identity", "target", "probe_path", "photo", "index")
+ROWS = ("identity", "target", "probe_path", "photo", "index", "contributor_a", "contributor_b")
 """Columns that say what each decision is about: those both runs have must agree row by row."""
 IGNORED = {"name", "description", "gates"}
 """Threat-model fields that change nothing measured."""
@@ -80,12 +80,14 @@ def _flat(value: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: json.dumps(value, sort_keys=True, default=str)}
 
 
-def paired(first: pd.DataFrame, second: pd.DataFrame, column: str) -> dict[str, Any] | None:
-    """The difference of `column`'s rate (first minus second) over the rows both runs decided, clustered by
-    `identity`; None when the two tables are not the same decisions (other rows, no such column)."""
-    if not 0 < len(first) == len(second) <= MAX_ROWS or any(c not in t for c in (column, "identity")
-                                                              for t in (first, second)) \
-            or first["identity"].nunique() > MAX_PEOPLE:
+def paired(first: pd.DataFrame, second: pd.DataFrame, column: str,
+           clusters: Sequence[Sequence[str]] = (("identity",),)) -> dict[str, Any] | None:
+    """The difference of `column`'s rate (first minus second) over the rows both runs decided, with the widest
+    paired interval over the ways the rows cluster (`clusters`: tuples of columns); None when the two tables are
+    not the same decisions (other rows, a missing column)."""
+    columns = sorted({c for way in clusters for c in way})
+    if not clusters or not 0 < len(first) == len(second) <= MAX_ROWS \
+            or any(c not in t for c in (column, *columns) for t in (first, second)):
         return None
     for key in ROWS:
         if key in first and key in second and not first[key].astype(str).equals(second[key].astype(str)):
@@ -94,12 +96,21 @@ def paired(first: pd.DataFrame, second: pd.DataFrame, column: str) -> dict[str, 
     if a is None or b is None:
         return None
     both = ~np.isnan(a) & ~np.isnan(b)
-    if not both.any():
+    people = set(np.concatenate([first[c].astype(str).to_numpy()[both] for c in columns]))
+    if not both.any() or len(people) > MAX_PEOPLE:
         return None
-    people = first["identity"].astype(str).to_numpy()[both]
-    diff = paired_difference(a[both] > 0, b[both] > 0, people)
-    return {**diff, "first_rate": float(a[both].mean()), "second_rate": float(b[both].mean()),
-            "n": int(both.sum()), "people": len(set(people))}
+    ends = [paired_difference(a[both] > 0, b[both] > 0, _labels(first[both], way))["ci95_cluster"]
+            for way in clusters]
+    return {"difference": float(a[both].mean() - b[both].mean()),
+            "ci95_cluster": [min(lo for lo, _ in ends), max(hi for _, hi in ends)],
+            "first_rate": float(a[both].mean()), "second_rate": float(b[both].mean()),
+            "n": int(both.sum()), "people": len(people)}
+
+
+def _labels(table: pd.DataFrame, way: Sequence[str]) -> np.ndarray:
+    """One cluster label per row: the unordered set of the row's values in `way`'s columns."""
+    values = zip(*(table[c].astype(str) for c in way), strict=True)
+    return np.array(["\x1f".join(sorted(v)) for v in values])
 
 
 def _decisions(values: pd.Series) -> np.ndarray | None:
@@ -117,11 +128,12 @@ def _decisions(values: pd.Series) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class Decision:
-    """What a family's runs are compared on: the samples column of headline decisions, and the settings that
-    change none of them (a backdoor's defences run after its decisions are made)."""
+    """What a family's runs are compared on: the samples column of headline decisions, the settings that change
+    none of them (a backdoor's defences run after its decisions are made) and the ways the decisions cluster."""
 
     column: str
     ignored: tuple[str, ...] = ()
+    clusters: tuple[tuple[str, ...], ...] = (("identity",),)
 
 
 def compare(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[str, Decision]) -> list[Difference]:
@@ -138,7 +150,7 @@ def compare(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[st
         for j in range(i + 1, len(runs)):
             second, how = runs[j], decisions[str(first.family)]
             setting = apart(flats[i], flats[j], how.ignored) if second.family == first.family else None
-            found = None if setting is None else _difference(first, second, setting, how.column, suite_dir, tables)
+            found = None if setting is None else _difference(first, second, setting, how, suite_dir, tables)
             if found is not None:
                 out.append(found)
                 if len(out) == MAX_PAIRS:
@@ -146,14 +158,14 @@ def compare(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[st
     return out
 
 
-def _difference(first: RunRecord, second: RunRecord, setting: str, column: str, suite_dir: Path,
+def _difference(first: RunRecord, second: RunRecord, setting: str, how: Decision, suite_dir: Path,
                 tables: OrderedDict[str, pd.DataFrame | None]) -> Difference | None:
     a, b = (_cached(r, suite_dir, tables) for r in (first, second))
-    result = None if a is None or b is None else paired(a, b, column)
+    result = None if a is None or b is None else paired(a, b, how.column, how.clusters)
     if result is None:
         return None
     values = [_value(r.threat_model, setting) for r in (first, second)]
-    return Difference(first=first.name, second=second.name, setting=setting, values=values, decision=column,
+    return Difference(first=first.name, second=second.name, setting=setting, values=values, decision=how.column,
                       first_rate=result["first_rate"], second_rate=result["second_rate"],
                       difference=result["difference"], ci95_cluster=result["ci95_cluster"], n=result["n"],
                       people=result["people"])

@@ -32,6 +32,7 @@ from facesec.families.backdoor.measure import evaluate, rate, success, whose
 from facesec.families.backdoor.poison import Poisoned
 from facesec.families.backdoor.spec import CLUSTERED_FACES
 from facesec.families.backdoor.triggers import Trigger, wear_all
+from facesec.measures.rates import paired_difference
 from facesec.progress import bar
 from facesec.recognizers.base import Recognizer
 
@@ -308,10 +309,14 @@ def _strip_point(cut: float, clean: np.ndarray, triggered: np.ndarray, people: n
 
 
 def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
-    """The backdoor's success and clean TAR of a mitigated model."""
-    ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr, s.clean_population, s.calibration)
+    """The backdoor's success and clean TAR of a mitigated model, and how much the mitigation lowered success:
+    the backdoored model's minus the mitigated one's on the same worn faces, paired, resampling the wearers."""
+    ev, was = (evaluate(m, s.held_faces, s.held_ids, s.target_face, s.fmr, s.clean_population, s.calibration)
+               for m in (model, s.backdoored))
     worn = wear_all(s.trigger, s.held_faces, s.held_marks)
-    return {"backdoor_asr": rate(success(ev, worn, s.goal, s.closed), whose(ev, s.goal)),
+    hits, people = success(ev, worn, s.goal, s.closed), whose(ev, s.goal)
+    return {"backdoor_asr": rate(hits, people),
+            "backdoor_asr_drop": paired_difference(success(was, worn, s.goal, s.closed), hits, people),
             "clean_tar": {**ev.tar, "ci95_cluster": ev.tar_cluster_interval()}}
 
 

@@ -58,10 +58,21 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             pulls = (number(d.get("anchor")) or 0) > 0 or (number(d.get("distill")) or 0) > 0
             pull = ", with the victim's pull towards the model it starts from" if pulls else ""
             how = f" (retrained {d.get('epochs', '—')} epochs on clean data{pull})"
-            rows.append((name, f"backdoor success after: {rate_text(asr)}; clean TAR after: {rate_text(tar)}{how}",
+            rows.append((name, f"backdoor success after: {rate_text(asr)}{_drop_text(d)}; clean TAR after: "
+                               f"{rate_text(tar)}{how}",
                          "removes the backdoor" if (number(asr.get("rate")) or 0) < 0.1 else "backdoor survives",
                          cost))
     return rows
+
+
+def _drop_text(d: dict[str, Any]) -> str:
+    """How far the mitigation lowered success on the same worn faces, with its paired interval; empty when the
+    record has none."""
+    drop = as_dict(d.get("backdoor_asr_drop"))
+    value, ends = number(drop.get("difference")), drop.get("ci95_cluster")
+    if value is None or not isinstance(ends, list) or len(ends) != 2 or any(number(e) is None for e in ends):
+        return ""
+    return f", {value:.2f} lower [{number(ends[0]):.2f}, {number(ends[1]):.2f}] (same faces, wearers resampled)"
 
 
 def _strip_row(d: dict[str, Any], cost: str) -> tuple[str, str, str, str]:

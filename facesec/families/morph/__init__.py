@@ -93,6 +93,10 @@ class Morph(Family):
                                             knowledge=("white-box", "transfer"), settings=("open-set",))
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
     headline: ClassVar[str] = "mmpmr"
+    decision: ClassVar[str | None] = "mated_match"
+    decision_ignores: ClassVar[tuple[str, ...]] = ("perturbation.fmrs", "perturbation.recognizers")
+    decision_clusters: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("contributor_a", "contributor_b"), ("contributor_a",), ("contributor_b",))
     runner: ClassVar[str | None] = "facesec.families.morph.run:run_threat_model"
     report_partial: ClassVar[str | None] = "morph.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent
