@@ -5,6 +5,8 @@ Torch-free: `validate` checks the draw and the FMR it supports before any run st
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,21 +80,22 @@ def draw(tm: ThreatModel) -> CalibrationDraw | None:
     return CalibrationDraw(name, ds.root, files, names, k, seed, shared)
 
 
-def check(tm: ThreatModel) -> None:
+def check(tm: ThreatModel, draws: Sequence[tuple[int, int, str]] = ()) -> None:
     """Refuse, before any run, an open-set run that does not say where its threshold comes from, a calibration
     the dataset cannot give, or one too small for the FMR asked for: 10 / FMR impostor image pairs and 1 / FMR
-    pairs of people (unless the threat model accepts that)."""
+    pairs of people (unless the threat model accepts that); and a run whose identities (the attacked ones and the
+    family's other `draws`) do not fit beside its calibration."""
     if isinstance(tm.setting, OpenSet) and tm.setting.calibration is None:
         raise DataError("field 'setting.calibration': an open-set run needs to say where its threshold comes from: "
                         "add calibration: {identities: 100} to the setting (drawn first from data.dataset and left "
                         "out of the run), or calibration: in-sample to accept a threshold set on the attacked "
                         "people themselves (every number is then marked)")
     found = draw(tm)
+    _room_left(tm, frozenset() if found is None else found.reserved(), draws)
     if found is None:
         return
     cal = tm.setting.calibrated() if isinstance(tm.setting, OpenSet) else None
     assert isinstance(tm.setting, OpenSet) and cal is not None
-    _room_left(tm, found)
     problem = unsupported(len(found.names), found.images_per_identity, tm.setting.fmr)
     if problem and not cal.accept_unsupported:
         raise DataError(f"field 'setting.calibration': {problem}; raise setting.calibration.identities, raise "
@@ -100,20 +103,28 @@ def check(tm: ThreatModel) -> None:
                         "marked)")
 
 
-def _room_left(tm: ThreatModel, found: CalibrationDraw) -> None:
-    """Refuse a calibration that leaves the attacked dataset fewer identities with enough images than the run
-    attacks (a family drawing more, e.g. morph's gallery, checks the rest when it draws)."""
-    reserved = found.reserved()
-    if not reserved:
+def _room_left(tm: ThreatModel, reserved: frozenset[str], draws: Sequence[tuple[int, int, str]]) -> None:
+    """Refuse a run whose disjoint groups of identities (the attacked ones, then the family's `draws`), each
+    needing so many images, cannot all come from the dataset's identities outside the calibration's. Images are
+    counted as files (some may hold no usable face, which the run finds), so this refuses only what cannot fit:
+    the groups needing the most images first, each must fit among the identities with that many."""
+    groups = sorted([(tm.data.identities, tm.data.images_per_identity, "data.identities"), *draws],
+                    key=lambda g: -g[1])
+    if len(groups) == 1 and not reserved:
         return
-    counts: dict[str, int] = {}
-    for _, ident in load_dataset(tm.data.dataset).items:
-        counts[ident] = counts.get(ident, 0) + 1
-    left = sum(n >= tm.data.images_per_identity for ident, n in counts.items() if ident not in reserved)
-    if left < tm.data.identities:
-        raise DataError(f"field 'data.identities': dataset '{tm.data.dataset}' has {left} identities with "
-                        f"{tm.data.images_per_identity} images besides the {len(reserved)} calibration identities, "
-                        f"not {tm.data.identities}; lower data.identities or setting.calibration.identities")
+    counts = Counter(ident for _, ident in load_dataset(tm.data.dataset).items if ident not in reserved)
+    wanted = 0
+    for i, (n, images, _) in enumerate(groups):
+        wanted += n
+        left = sum(c >= images for c in counts.values())
+        if left < wanted:
+            asked = " + ".join(f"{g[2]} ({g[0]}, {g[1]} images each)" for g in groups[:i + 1])
+            beside = f" besides the {len(reserved)} calibration identities" if reserved else ""
+            fields = " or ".join([g[2] for g in groups[:i + 1]] + (["setting.calibration.identities"] if reserved
+                                                                   else []))
+            raise DataError(f"field '{groups[i][2]}': dataset '{tm.data.dataset}' has {left} identities with "
+                            f"{images} images{beside}, and the run draws {asked}: {wanted} of them; lower {fields} "
+                            "(or the images each needs)")
 
 
 def unsupported(identities: int, images_per_identity: int, fmr: float) -> str | None:

@@ -37,7 +37,7 @@ def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
         steps: list[Callable[[], object]] = [
             functools.partial(check_recognizer, f"field '{field}'", spec) for field, spec in specs]
         steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(preflight, tm),
-                  functools.partial(calibration.check, tm)]
+                  functools.partial(calibration.check, tm, families.get(tm.perturbation.kind).draws(tm))]
         for step in steps:
             try:
                 step()

@@ -297,13 +297,15 @@ def _run(tmp_path: Path, rate: float, epochs: int, extra: str = "") -> dict:  # 
 
 
 def test_a_training_set_too_big_says_what_the_dataset_has(celeba: Path, tmp_path: Path) -> None:
-    """More faces per fine-tuning identity than any identity has: the error names the field and what there is."""
+    """More faces per fine-tuning identity than any identity has: refused before any run, the error names the
+    field and what there is."""
     path = _write(tmp_path, BASE + "perturbation: {kind: backdoor, training_identities: 4, "
                                    "training_images_per_identity: 31}\n")
-    with pytest.raises(DataError, match=r"cannot give 4 fine-tuning identities with 31 usable faces .*\(it has 0 "
-                                        r"identities with 31 usable faces in all\); lower "
-                                        r"perturbation.training_identities"):
+    with pytest.raises(DataError, match=r"field 'perturbation.training_identities': dataset 'celeba-mini' has 0 "
+                                        r"identities with 31 images.*lower perturbation.training_identities \(or "
+                                        r"the images each needs\)"):
         run([path], out_root=tmp_path / "out", redact=True, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_no_poisoning_leaves_the_trigger_powerless(celeba: Path, tmp_path: Path, dlib_recognizer,  # type: ignore[no-untyped-def]

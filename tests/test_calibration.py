@@ -66,6 +66,24 @@ def test_a_calibration_too_small_for_its_fmr_is_refused_before_anything_runs(cel
         calibration.check(_model("pixel", "setting.calibration.identities=230", "data.identities=30"))
 
 
+def test_a_family_drawing_more_people_than_fit_beside_the_calibration_is_refused_at_validate(celeba: Path) -> None:
+    """The identities a family draws besides the attacked ones (a backdoor's fine-tuning people, a morph's
+    gallery, an inversion's public people) must fit too, before any run starts: with 100 calibration people
+    out, celeba-mini cannot give 140 fine-tuning identities with 15 faces; in sample it can. A morph gallery of
+    300 fits in no way."""
+    from facesec.validation import check
+
+    big = ["perturbation.training_identities=140", "perturbation.training_images_per_identity=15"]
+    check([SMALL / "backdoor.yaml"], big)
+    with pytest.raises(DataError, match=r"field '\S+': dataset 'celeba-mini' has \d+ identities with 15 images besides "
+                                        r"the 100 calibration identities.*perturbation.training_identities \(140"):
+        check([SMALL / "backdoor.yaml"], [*big, "setting.calibration.identities=100"])
+    with pytest.raises(DataError, match=r"field 'perturbation.calibration_identities'.*: 308 of them; lower data"):
+        check([SMALL / "morph.yaml"], ["perturbation.calibration_identities=300"])
+    with pytest.raises(DataError, match=r"field 'perturbation.public_identities'"):
+        check([SMALL / "template-inversion.yaml"], ["perturbation.public_identities=240"], missing=[])
+
+
 def _scores(per_person: list[int], shift: np.ndarray, seed: int = 0) -> operating.Scores:
     """Impostor scores of people with these face counts; `shift` moves every pair of a person (a person whose
     faces all look alike to others): scores cluster by person."""

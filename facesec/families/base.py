@@ -121,6 +121,11 @@ class Family(ABC):
         """Refuse, with a ValueError naming the field and what is allowed, what the family cannot run."""
         return None
 
+    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+        """Identities it draws from data.dataset besides the attacked ones, disjoint from them: (how many, faces
+        each needs, the field that asks), so `validate` can tell a run the dataset cannot fill."""
+        return ()
+
     def needs_target_gradients(self, tm: ThreatModel) -> bool:
         """Whether the run differentiates the target itself (white-box knowledge, by default)."""
         return tm.knowledge == "white-box"

@@ -115,6 +115,12 @@ class Backdoor(Family):
     template_dir: ClassVar[Path | None] = Path(__file__).parent
     viewer: ClassVar[str | None] = "facesec.families.backdoor.report:view"
 
+    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+        p = tm.perturbation
+        assert isinstance(p, BackdoorPerturbation)
+        faces = p.training_images_per_identity or tm.data.images_per_identity
+        return ((p.training_identities, faces, "perturbation.training_identities"),)
+
     def check(self, tm: ThreatModel) -> None:
         if tm.attack.library != "native" or tm.attack.method != "pgd" or tm.attack.params:
             raise ValueError("attack: a backdoor is trained, not optimised per face; set the victim's training in "

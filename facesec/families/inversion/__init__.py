@@ -110,6 +110,11 @@ class TemplateInversion(Family):
     template_dir: ClassVar[Path | None] = Path(__file__).parent
     viewer: ClassVar[str | None] = "facesec.families.inversion.report:view"
 
+    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+        p = tm.perturbation
+        assert isinstance(p, TemplateInversionPerturbation)
+        return ((p.public_identities, tm.data.images_per_identity, "perturbation.public_identities"),)
+
     def check(self, tm: ThreatModel) -> None:
         _check_optimiser(tm)
         if tm.data.images_per_identity < 2:
@@ -191,6 +196,11 @@ class ClassifierInversion(Family):
     report_partial: ClassVar[str | None] = "classifier.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent
     viewer: ClassVar[str | None] = "facesec.families.inversion.report:classifier_view"
+
+    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+        p = tm.perturbation
+        assert isinstance(p, ClassifierInversionPerturbation)
+        return ((p.public_identities, tm.data.images_per_identity, "perturbation.public_identities"),)
 
     def check(self, tm: ThreatModel) -> None:
         p = tm.perturbation

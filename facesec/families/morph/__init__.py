@@ -103,6 +103,11 @@ class Morph(Family):
     viewer: ClassVar[str | None] = "facesec.families.morph.report:view"
     plotter: ClassVar[str | None] = "facesec.families.morph.report:suite_figures"
 
+    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+        p = tm.perturbation
+        assert isinstance(p, MorphPerturbation)
+        return ((p.calibration_identities, tm.data.images_per_identity, "perturbation.calibration_identities"),)
+
     def check(self, tm: ThreatModel) -> None:
         p = tm.perturbation
         assert isinstance(p, MorphPerturbation)
