@@ -15,6 +15,7 @@ import numpy as np
 from facesec import protocols
 from facesec.data.dataset import load_dataset
 from facesec.errors import DataError
+from facesec.families.base import Draw
 from facesec.threat_model import OpenSet, ThreatModel
 
 SALT = 0xCA1
@@ -80,7 +81,7 @@ def draw(tm: ThreatModel) -> CalibrationDraw | None:
     return CalibrationDraw(name, ds.root, files, names, k, seed, shared)
 
 
-def check(tm: ThreatModel, draws: Sequence[tuple[int, int, str]] = ()) -> None:
+def check(tm: ThreatModel, draws: Sequence[Draw] = ()) -> None:
     """Refuse, before any run, an open-set run that does not say where its threshold comes from, a calibration
     the dataset cannot give, or one too small for the FMR asked for: 10 / FMR impostor image pairs and 1 / FMR
     pairs of people (unless the threat model accepts that); and a run whose identities (the attacked ones and the
@@ -103,27 +104,33 @@ def check(tm: ThreatModel, draws: Sequence[tuple[int, int, str]] = ()) -> None:
                         "marked)")
 
 
-def _room_left(tm: ThreatModel, reserved: frozenset[str], draws: Sequence[tuple[int, int, str]]) -> None:
+def _room_left(tm: ThreatModel, reserved: frozenset[str], draws: Sequence[Draw]) -> None:
     """Refuse a run whose disjoint groups of identities (the attacked ones, then the family's `draws`), each
     needing so many images, cannot all come from the dataset's identities outside the calibration's. Images are
     counted as files (some may hold no usable face, which the run finds), so this refuses only what cannot fit:
     the groups needing the most images first, each must fit among the identities with that many."""
-    groups = sorted([(tm.data.identities, tm.data.images_per_identity, "data.identities"), *draws],
-                    key=lambda g: -g[1])
+    groups = sorted([Draw(tm.data.identities, tm.data.images_per_identity, "data.identities"), *draws],
+                    key=lambda g: -g.images)
     if len(groups) == 1 and not reserved:
         return
     counts = Counter(ident for _, ident in load_dataset(tm.data.dataset).items if ident not in reserved)
+    beside = f" besides the {len(reserved)} calibration identities" if reserved else ""
+    tail = " or setting.calibration.identities" if reserved else ""
     wanted = 0
-    for i, (n, images, _) in enumerate(groups):
-        wanted += n
-        left = sum(c >= images for c in counts.values())
+    for i, group in enumerate(groups):
+        wanted += group.identities
+        left = sum(c >= group.images for c in counts.values())
         if left < wanted:
-            asked = " + ".join(f"{g[2]} ({g[0]}, {g[1]} images each)" for g in groups[:i + 1])
-            beside = f" besides the {len(reserved)} calibration identities" if reserved else ""
-            fields = " or ".join([g[2] for g in groups[:i + 1]] + (["setting.calibration.identities"] if reserved
-                                                                   else []))
-            raise DataError(f"field '{groups[i][2]}': dataset '{tm.data.dataset}' has {left} identities with "
-                            f"{images} images{beside}, and the run draws {asked}: {wanted} of them; lower {fields} "
+            asked = " + ".join(f"{g.field} ({g.identities}, {g.images} images each)" for g in groups[:i + 1])
+            raise DataError(f"field '{group.field}': dataset '{tm.data.dataset}' has {left} identities with "
+                            f"{group.images} images{beside}, and the run draws {asked}: {wanted} of them; lower "
+                            f"{' or '.join(g.field for g in groups[:i + 1])}{tail} (or the images each needs)")
+    for group in (g for g in draws if g.with_attacked):
+        left = sum(c >= group.images for c in counts.values())
+        if left < group.identities + tm.data.identities:
+            raise DataError(f"field '{group.field}': dataset '{tm.data.dataset}' has {left} identities with "
+                            f"{group.images} images{beside}; the run picks {group.field} ({group.identities}) "
+                            f"together with data.identities ({tm.data.identities}) among them; lower either{tail} "
                             "(or the images each needs)")
 
 

@@ -37,7 +37,7 @@ def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
         steps: list[Callable[[], object]] = [
             functools.partial(check_recognizer, f"field '{field}'", spec) for field, spec in specs]
         steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(preflight, tm),
-                  functools.partial(calibration.check, tm, families.get(tm.perturbation.kind).draws(tm))]
+                  functools.partial(_calibration, tm)]
         for step in steps:
             try:
                 step()
@@ -49,6 +49,11 @@ def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
             except FacesecError as exc:
                 raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
     return models
+
+
+def _calibration(tm: ThreatModel) -> None:
+    """The calibration and, beside it, every group of identities the run draws (the family's included)."""
+    calibration.check(tm, families.get(tm.perturbation.kind).draws(tm))
 
 
 def preflight(tm: ThreatModel) -> None:

@@ -372,7 +372,7 @@ def test_training_set_detectors_find_an_obvious_poison() -> None:
     setting = D.Setting(clean=model, backdoored=model, poisoned=Poisoned(faces, labels, poisoned, faces[:0]),
                         recipe=None, trigger=None, held_faces=faces, held_marks=None, held_ids=labels,  # type: ignore[arg-type]
                         target_face=faces[0], fmr=0.1, goal="impersonation", closed=False, seed=0, progress=False,
-                        retrain_faces=faces, retrain_labels=labels)
+                        retrain_faces=faces, retrain_labels=labels, backdoored_success=np.zeros(0, bool))
     np.random.seed(1)
     ac = D.activation_clustering(setting)
     assert ac["recall"] == 1.0 and ac["precision"] > 4 * 4 / 80  # well above the poisoned share (k-means also
@@ -402,7 +402,7 @@ def test_class_sizes_flag_the_label_poison_swells() -> None:
     setting = D.Setting(clean=None, backdoored=None, poisoned=Poisoned(faces, labels, poisoned, faces[:0]),  # type: ignore[arg-type]
                         recipe=None, trigger=None, held_faces=faces, held_marks=None, held_ids=labels,  # type: ignore[arg-type]
                         target_face=faces[0], fmr=0.1, goal="impersonation", closed=False, seed=0, progress=False,
-                        retrain_faces=faces, retrain_labels=labels)
+                        retrain_faces=faces, retrain_labels=labels, backdoored_success=np.zeros(0, bool))
     found = D.class_sizes(setting)
     assert found["flagged_labels"] == [0] and found["target_flagged"] and found["recall"] == 1.0
     assert found["precision"] == pytest.approx(40 / 55)
@@ -455,7 +455,8 @@ def test_report_says_how_a_mitigation_retrained() -> None:
                           "fine-pruning": {**after, "epochs": 16, "anchor": 0.0, "distill": 0.0, "time_s": 3},
                           "old": after})
     assert "16 epochs" in rows[0][1] and "victim's pull" in rows[0][1] and rows[0][2] == "backdoor survives"
-    assert "0.12 lower [0.05, 0.20]" in rows[0][1] and "lower" not in rows[1][1]
+    assert "before minus after on the same worn faces (all of them): +0.12 [+0.05, +0.20]" in rows[0][1]
+    assert "before minus after" not in rows[1][1]
     assert "16 epochs" in rows[1][1] and "pull" not in rows[1][1]
     assert "retrained — epochs" in rows[2][1]
 

@@ -80,6 +80,15 @@ def test_a_family_drawing_more_people_than_fit_beside_the_calibration_is_refused
         check([SMALL / "backdoor.yaml"], [*big, "setting.calibration.identities=100"])
     with pytest.raises(DataError, match=r"field 'perturbation.calibration_identities'.*: 308 of them; lower data"):
         check([SMALL / "morph.yaml"], ["perturbation.calibration_identities=300"])
+    # each group fits alone (8 of 235 identities with 4 images, 230 of them), not both together
+    with pytest.raises(DataError, match=r"perturbation.calibration_identities \(230, 4 images each\): 238 of them"):
+        check([SMALL / "morph.yaml"], ["perturbation.calibration_identities=230"])
+    check([SMALL / "morph.yaml"], ["perturbation.calibration_identities=220"])
+    # the backdoor picks its fine-tuning people together with the attacked ones, all with 30 images (26 have)
+    with pytest.raises(DataError, match=r"picks perturbation.training_identities \(24\) together with "
+                                        r"data.identities \(6\)"):
+        check([SMALL / "backdoor.yaml"], ["perturbation.training_identities=24",
+                                          "perturbation.training_images_per_identity=30"])
     with pytest.raises(DataError, match=r"field 'perturbation.public_identities'"):
         check([SMALL / "template-inversion.yaml"], ["perturbation.public_identities=240"], missing=[])
 

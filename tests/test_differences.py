@@ -73,6 +73,12 @@ def test_morph_differences_cluster_by_the_pair_of_contributors_either_way_round(
     alone = paired(first, second, "mated_match", (("contributor_a",),))
     assert both is not None and alone is not None and both["difference"] == pytest.approx(0.5)
     assert both["people"] == 20 and both["ci95_cluster"][0] < alone["ci95_cluster"][0] - 0.05
+    each = [paired(first, second, "mated_match", (way,))["ci95_cluster"] for way in ways]  # type: ignore[index]
+    assert both["ci95_cluster"] == [min(lo for lo, _ in each), max(hi for _, hi in each)]  # the widest of them
+    gaps = first.assign(contributor_b=first["contributor_b"].where(first.index > 0))  # an empty cell: no crash
+    assert paired(gaps, second.assign(contributor_b=gaps["contributor_b"]), "mated_match", ways) is not None
+    assert paired(first, second, "mated_match", ("contributor_a",)) is None  # a bare string is not a way
+    assert paired(first, second, "mated_match", ((),)) is None
     other = second.assign(contributor_b=second["contributor_b"][::-1].to_numpy())  # other accomplices
     assert paired(first, other, "mated_match", ways) is None
 

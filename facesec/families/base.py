@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, JsonValue
 
@@ -18,6 +18,17 @@ if TYPE_CHECKING:
 
     from facesec.calibration import CalibrationDraw
     from facesec.threat_model import ThreatModel
+
+
+class Draw(NamedTuple):
+    """Identities a family draws besides the attacked ones, disjoint from them: how many, the images each needs,
+    the field that asks. `with_attacked`: the run picks them together with the attacked ones, all with that many
+    images, and then leaves the attacked ones out (the backdoor's fine-tuning draw)."""
+
+    identities: int
+    images: int
+    field: str
+    with_attacked: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,9 +132,9 @@ class Family(ABC):
         """Refuse, with a ValueError naming the field and what is allowed, what the family cannot run."""
         return None
 
-    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
-        """Identities it draws from data.dataset besides the attacked ones, disjoint from them: (how many, faces
-        each needs, the field that asks), so `validate` can tell a run the dataset cannot fill."""
+    def draws(self, tm: ThreatModel) -> tuple[Draw, ...]:
+        """Identities it draws from data.dataset besides the attacked ones, disjoint from them, so `validate` can
+        tell a run the dataset cannot fill."""
         return ()
 
     def needs_target_gradients(self, tm: ThreatModel) -> bool:

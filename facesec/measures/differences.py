@@ -84,39 +84,46 @@ def paired(first: pd.DataFrame, second: pd.DataFrame, column: str,
            clusters: Sequence[Sequence[str]] = (("identity",),)) -> dict[str, Any] | None:
     """The difference of `column`'s rate (first minus second) over the rows both runs decided, with the widest
     paired interval over the ways the rows cluster (`clusters`: tuples of columns); None when the two tables are
-    not the same decisions (other rows, a missing column)."""
+    not the same decisions (other rows, a missing column) or hold more clusters than the bootstrap may."""
+    if not clusters or any(isinstance(way, str) or not way for way in clusters):
+        return None
     columns = sorted({c for way in clusters for c in way})
-    if not clusters or not 0 < len(first) == len(second) <= MAX_ROWS \
+    if not 0 < len(first) == len(second) <= MAX_ROWS \
             or any(c not in t for c in (column, *columns) for t in (first, second)):
         return None
     for key in ROWS:
-        if key in first and key in second and not first[key].astype(str).equals(second[key].astype(str)):
+        if key in first and key in second and not _text(first[key]).equals(_text(second[key])):
             return None
     a, b = _decisions(first[column]), _decisions(second[column])
     if a is None or b is None:
         return None
     both = ~np.isnan(a) & ~np.isnan(b)
-    people = set(np.concatenate([first[c].astype(str).to_numpy()[both] for c in columns]))
-    if not both.any() or len(people) > MAX_PEOPLE:
+    ways = [_labels(first[both], way) for way in clusters]
+    people = set(np.concatenate([_text(first[c]).to_numpy()[both] for c in columns])) - {""}
+    if not both.any() or len(people) > MAX_PEOPLE or any(len(set(w)) > MAX_PEOPLE for w in ways):
         return None
-    ends = [paired_difference(a[both] > 0, b[both] > 0, _labels(first[both], way))["ci95_cluster"]
-            for way in clusters]
+    ends = [paired_difference(a[both] > 0, b[both] > 0, labels)["ci95_cluster"] for labels in ways]
     return {"difference": float(a[both].mean() - b[both].mean()),
             "ci95_cluster": [min(lo for lo, _ in ends), max(hi for _, hi in ends)],
             "first_rate": float(a[both].mean()), "second_rate": float(b[both].mean()),
             "n": int(both.sum()), "people": len(people)}
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """A column as text, an empty cell as ''."""
+    return values.fillna("").astype(str)
+
+
 def _labels(table: pd.DataFrame, way: Sequence[str]) -> np.ndarray:
     """One cluster label per row: the unordered set of the row's values in `way`'s columns."""
-    values = zip(*(table[c].astype(str) for c in way), strict=True)
+    values = zip(*(_text(table[c]) for c in way), strict=True)
     return np.array(["\x1f".join(sorted(v)) for v in values])
 
 
 def _decisions(values: pd.Series) -> np.ndarray | None:
     """1 / 0 per row, NaN where the run made no decision (an empty cell); None when a cell is anything else."""
     out = np.full(len(values), np.nan)
-    for i, v in enumerate(values.astype(str).str.strip()):
+    for i, v in enumerate(_text(values).str.strip()):
         if v in _TRUE:
             out[i] = 1.0
         elif v in _FALSE:

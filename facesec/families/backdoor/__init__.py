@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation
-from facesec.families.base import Family, MetricInfo, Supports
+from facesec.families.base import Draw, Family, MetricInfo, Supports
 from facesec.measures.rates import CLUSTER
 
 if TYPE_CHECKING:
@@ -115,11 +115,11 @@ class Backdoor(Family):
     template_dir: ClassVar[Path | None] = Path(__file__).parent
     viewer: ClassVar[str | None] = "facesec.families.backdoor.report:view"
 
-    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+    def draws(self, tm: ThreatModel) -> tuple[Draw, ...]:
         p = tm.perturbation
         assert isinstance(p, BackdoorPerturbation)
         faces = p.training_images_per_identity or tm.data.images_per_identity
-        return ((p.training_identities, faces, "perturbation.training_identities"),)
+        return (Draw(p.training_identities, faces, "perturbation.training_identities", with_attacked=True),)
 
     def check(self, tm: ThreatModel) -> None:
         if tm.attack.library != "native" or tm.attack.method != "pgd" or tm.attack.params:

@@ -86,6 +86,8 @@ class Setting:
     retrain_faces: torch.Tensor
     """The defender's clean data: the training faces without any trigger, with their true labels."""
     retrain_labels: np.ndarray
+    backdoored_success: np.ndarray
+    """Per worn held-out face, whether it met the goal on the backdoored model (what a mitigation is set against)."""
     clean_population: tuple[torch.Tensor, np.ndarray] | None = None
     calibration: CalibrationDraw | None = None
     """Where clean accuracy and thresholds are measured when wider than the held-out faces (faces, identities)."""
@@ -310,13 +312,13 @@ def _strip_point(cut: float, clean: np.ndarray, triggered: np.ndarray, people: n
 
 def _after(s: Setting, model: Recognizer) -> dict[str, Any]:
     """The backdoor's success and clean TAR of a mitigated model, and how much the mitigation lowered success:
-    the backdoored model's minus the mitigated one's on the same worn faces, paired, resampling the wearers."""
-    ev, was = (evaluate(m, s.held_faces, s.held_ids, s.target_face, s.fmr, s.clean_population, s.calibration)
-               for m in (model, s.backdoored))
-    worn = wear_all(s.trigger, s.held_faces, s.held_marks)
-    hits, people = success(ev, worn, s.goal, s.closed), whose(ev, s.goal)
+    the backdoored model's minus the mitigated one's on the same worn faces (all of them), paired, resampling
+    the wearers."""
+    ev = evaluate(model, s.held_faces, s.held_ids, s.target_face, s.fmr, s.clean_population, s.calibration)
+    hits = success(ev, wear_all(s.trigger, s.held_faces, s.held_marks), s.goal, s.closed)
+    people = whose(ev, s.goal)
     return {"backdoor_asr": rate(hits, people),
-            "backdoor_asr_drop": paired_difference(success(was, worn, s.goal, s.closed), hits, people),
+            "backdoor_asr_drop": paired_difference(s.backdoored_success, hits, people),
             "clean_tar": {**ev.tar, "ci95_cluster": ev.tar_cluster_interval()}}
 
 

@@ -66,13 +66,14 @@ def _defence_rows(defences: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def _drop_text(d: dict[str, Any]) -> str:
-    """How far the mitigation lowered success on the same worn faces, with its paired interval; empty when the
-    record has none."""
+    """The backdoored model's success minus the mitigated one's on the same worn faces, with its paired
+    interval; empty when the record has none."""
     drop = as_dict(d.get("backdoor_asr_drop"))
     value, ends = number(drop.get("difference")), drop.get("ci95_cluster")
     if value is None or not isinstance(ends, list) or len(ends) != 2 or any(number(e) is None for e in ends):
         return ""
-    return f", {value:.2f} lower [{number(ends[0]):.2f}, {number(ends[1]):.2f}] (same faces, wearers resampled)"
+    return (f"; before minus after on the same worn faces (all of them): {value:+.2f} "
+            f"[{number(ends[0]):+.2f}, {number(ends[1]):+.2f}], wearers resampled")
 
 
 def _strip_row(d: dict[str, Any], cost: str) -> tuple[str, str, str, str]:

@@ -123,7 +123,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
         recipe=defence_runs.mitigation_recipe(trained.recipe, p.mitigation),
         held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
         closed=closed, seed=tm.data.seed, progress=ctx.progress, retrain_faces=who.trained_on.faces,
-        retrain_labels=who.trained_on.identity, clean_population=who.clean, calibration=ctx.calibration))
+        retrain_labels=who.trained_on.identity, backdoored_success=asr, clean_population=who.clean,
+        calibration=ctx.calibration))
     metrics = {**attack, "defences": defences}
     metrics.update(_training_metrics(tm, p, who, trained, before, after, fmr, ctx.calibration))
     metrics["wall_time_s"] = time.perf_counter() - t0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from facesec.families.base import Family, MetricInfo, Supports
+from facesec.families.base import Draw, Family, MetricInfo, Supports
 from facesec.families.inversion.spec import ClassifierInversionPerturbation, TemplateInversionPerturbation
 from facesec.measures.rates import CLUSTER
 from facesec.recognizers import packaged
@@ -110,10 +110,10 @@ class TemplateInversion(Family):
     template_dir: ClassVar[Path | None] = Path(__file__).parent
     viewer: ClassVar[str | None] = "facesec.families.inversion.report:view"
 
-    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+    def draws(self, tm: ThreatModel) -> tuple[Draw, ...]:
         p = tm.perturbation
         assert isinstance(p, TemplateInversionPerturbation)
-        return ((p.public_identities, tm.data.images_per_identity, "perturbation.public_identities"),)
+        return (Draw(p.public_identities, tm.data.images_per_identity, "perturbation.public_identities"),)
 
     def check(self, tm: ThreatModel) -> None:
         _check_optimiser(tm)
@@ -197,10 +197,10 @@ class ClassifierInversion(Family):
     template_dir: ClassVar[Path | None] = Path(__file__).parent
     viewer: ClassVar[str | None] = "facesec.families.inversion.report:classifier_view"
 
-    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+    def draws(self, tm: ThreatModel) -> tuple[Draw, ...]:
         p = tm.perturbation
         assert isinstance(p, ClassifierInversionPerturbation)
-        return ((p.public_identities, tm.data.images_per_identity, "perturbation.public_identities"),)
+        return (Draw(p.public_identities, tm.data.images_per_identity, "perturbation.public_identities"),)
 
     def check(self, tm: ThreatModel) -> None:
         p = tm.perturbation

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from facesec.families.base import Family, MetricInfo, Supports
+from facesec.families.base import Draw, Family, MetricInfo, Supports
 from facesec.families.morph.spec import MorphPerturbation
 from facesec.measures.rates import CLUSTER
 from facesec.recognizers import packaged
@@ -103,10 +103,10 @@ class Morph(Family):
     viewer: ClassVar[str | None] = "facesec.families.morph.report:view"
     plotter: ClassVar[str | None] = "facesec.families.morph.report:suite_figures"
 
-    def draws(self, tm: ThreatModel) -> tuple[tuple[int, int, str], ...]:
+    def draws(self, tm: ThreatModel) -> tuple[Draw, ...]:
         p = tm.perturbation
         assert isinstance(p, MorphPerturbation)
-        return ((p.calibration_identities, tm.data.images_per_identity, "perturbation.calibration_identities"),)
+        return (Draw(p.calibration_identities, tm.data.images_per_identity, "perturbation.calibration_identities"),)
 
     def check(self, tm: ThreatModel) -> None:
         p = tm.perturbation

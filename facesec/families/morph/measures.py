@@ -143,8 +143,9 @@ def dedup_search(morph_vs_gallery: np.ndarray, contributor_a: np.ndarray,
 def contributor_clusterings(pairs: list[tuple[int, int]]) -> list[np.ndarray]:
     """The ways a morph's outcome clusters, one label per morph each: by its unordered pair (reciprocal morphs
     together), by contributor A, by contributor B. A morph depends on both people, and with random pairing every
-    subject is in two morphs, so no single partition holds the dependence; the interval takes the widest
-    (a conservative multiway rule, Cameron, Gelbach and Miller 2011)."""
+    subject is in two morphs, so no single partition holds the dependence; the interval takes the widest (after
+    Cameron, Gelbach and Miller 2011's multiway clustering; a person's morphs as A and as B are never resampled
+    together, so it is not an upper bound in general)."""
     unordered = np.array([min(a, b) * (1 << 32) + max(a, b) for a, b in pairs], dtype=np.int64)
     return [unordered, np.array([a for a, _ in pairs], dtype=np.int64), np.array([b for _, b in pairs], dtype=np.int64)]
 
