@@ -164,6 +164,7 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         results = document(name, records)
         if main:
             _compare(results, out_dir)
+            gates.judge_differences(results)
             if old is not None:
                 results.baseline = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
             save(results, out_dir)

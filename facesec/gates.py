@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
-from facesec.record import Baseline, BaselineRule, GateResult, Results, RunRecord, interval_keys
+from facesec.record import Baseline, BaselineRule, Difference, GateResult, Results, RunRecord, interval_keys
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
@@ -30,6 +30,8 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "==": lambda a, b: math.isclose(a, b, rel_tol=_TOLERANCE, abs_tol=_TOLERANCE),
 }
+
+PENDING = "not judged yet: a difference between runs is judged once every run of the suite has finished"
 
 _XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -68,6 +70,9 @@ def evaluate_gates(gates: Sequence[Mapping[str, JsonValue]], metrics: Mapping[st
     """Each gate with `actual` and `passed` added; a missing or non-numeric metric fails with an `error`."""
     evaluated = []
     for gate in gates:
+        if gate.get("difference") is not None:
+            evaluated.append(_pending(gate))
+            continue
         metric, op, value, bound = str(gate["metric"]), str(gate["op"]), gate["value"], gate.get("bound")
         actual, error = _lookup(metrics, metric) if bound is None else _bound(metrics, metric, str(bound))
         compare = _OPS.get(op)
@@ -85,6 +90,45 @@ def evaluate_gates(gates: Sequence[Mapping[str, JsonValue]], metrics: Mapping[st
             verdict.error = error
         evaluated.append(verdict)
     return evaluated
+
+
+def _pending(gate: Mapping[str, JsonValue]) -> GateResult:
+    """A gate on a difference between runs, not judged yet: no verdict, so no pass until the suite has finished."""
+    value, bound = gate["value"], gate.get("bound")
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+    return GateResult(metric=f"difference in {gate['difference']}", op=str(gate["op"]), value=number,
+                      bound="lower" if bound == "lower" else "upper" if bound == "upper" else None,
+                      difference=str(gate["difference"]), passed=None, error=PENDING)
+
+
+def judge_differences(results: Results) -> None:
+    """Each run's gates on differences judged on the suite's paired differences (`results.differences`): one
+    verdict per later run it was paired with over the gate's setting. The later run of a pair carries no verdict;
+    a run paired with none fails the gate, saying why (a verdict missing is no pass)."""
+    for run in results.runs:
+        judged: list[GateResult] = []
+        for gate in run.gates:
+            judged += [gate] if gate.difference is None else _on_differences(gate, run.name, results.differences)
+        run.gates = judged
+
+
+def _on_differences(gate: GateResult, run: str, found: Sequence[Difference]) -> list[GateResult]:
+    pairs = [d for d in found if d.first == run and d.setting == gate.difference]
+    if not pairs:
+        if any(d.second == run and d.setting == gate.difference for d in found):
+            return []
+        return [gate.model_copy(update={"passed": False, "error": (
+            f"no later run of the suite differs from this one only in {gate.difference} and decided about the same "
+            "people (docs/evaluation.md), so there is no difference to test")})]
+    compare = _OPS.get(gate.op)
+    verdicts = []
+    for pair in pairs:
+        actual = pair.difference if gate.bound is None else pair.ci95_cluster[0 if gate.bound == "lower" else 1]
+        verdicts.append(gate.model_copy(update={
+            "metric": f"{pair.decision} difference in {pair.setting} ({pair.values[0]} minus {pair.values[1]})",
+            "versus": pair.second, "actual": actual, "passed": compare is not None and compare(actual, gate.value),
+            "error": None if compare is not None else f"unknown op {gate.op!r}; use one of {', '.join(_OPS)}"}))
+    return verdicts
 
 
 def judge(gates: Sequence[Mapping[str, JsonValue]], record: RunRecord) -> list[GateResult]:

@@ -80,6 +80,10 @@ class GateResult(_Open):
     value: StrictInt | StrictFloat
     bound: Literal["lower", "upper"] | None = None
     """Set when the gate tests a bound of the metric's 95% interval instead of its value."""
+    difference: str | None = None
+    """Set when the gate tests the paired difference over this setting between the run and `versus`."""
+    versus: str | None = None
+    """The later run subtracted (None while the suite has not finished, or when no run could be paired)."""
     actual: StrictInt | StrictFloat | None = None
     passed: StrictBool | None = None
     """Only `true` is a pass: a verdict read back as anything else ("yes", 1) is none."""

@@ -5,7 +5,7 @@ A family's own section (`perturbation`) is validated by the Spec its `kind` sele
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -22,6 +22,9 @@ from facesec import families
 from facesec.fields import Budget, Number, PerturbationSpec, SpecError, Strict, Whole
 from facesec.plugins import ATTACKS
 from facesec.record import interval_keys
+
+if TYPE_CHECKING:
+    from facesec.families.base import Family
 
 
 class Data(Strict):
@@ -143,14 +146,35 @@ Knowledge = Annotated[
 
 
 class Gate(Strict):
-    """A condition a run must meet, e.g. attack_success_rate <= 0.5; the metric must be one its family records."""
+    """A condition a run must meet, e.g. attack_success_rate <= 0.5 (a metric its family records), or one on the
+    paired difference between it and the runs of the suite that differ from it in one setting (`difference`)."""
 
-    metric: str = Field(min_length=1)
+    metric: str = ""
+    difference: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$",
+        description="a setting such as knowledge or perturbation.eps: test this run's decision rate minus that of "
+                    "each later run of the suite that differs from it only there, on the same people "
+                    "(docs/evaluation.md), instead of a metric")
     op: Literal["<", "<=", ">", ">=", "=="] = "<="
     value: Number
     bound: Literal["lower", "upper"] | None = Field(
         None, description="test this bound of the metric's 95% interval (people resampled where the run records "
                           "it) instead of its value, e.g. upper: the attack succeeds no more often than this, at 95%")
+
+
+def _difference_gate(i: int, gate: Gate, family: Family) -> None:
+    """A gate on a difference between runs names a setting runs of this family can be compared over, and no metric."""
+    where, setting = f"field 'gates.{i}", str(gate.difference)
+    if gate.metric:
+        raise ValueError(f"{where}': give metric or difference, not both (a difference gate tests {family.decision} "
+                         "of this run minus a later one)")
+    if family.decision is None:
+        raise ValueError(f"{where}.difference': perturbation.kind {family.name} records no decisions to compare runs "
+                         "on; test a metric instead")
+    if setting.split(".")[0] in ("data", "name", "description", "gates") or setting in ("goal", "setting.kind") \
+            or any(setting == s or setting.startswith(s + ".") for s in family.decision_ignores):
+        raise ValueError(f"{where}.difference': runs differing in {setting} are never compared (other people, other "
+                         "decisions, or none changed); name a setting such as knowledge or perturbation.eps")
 
 
 def _family_section(value: Any) -> Any:
@@ -225,6 +249,9 @@ class ThreatModel(Strict):
         family.check(self)
         names = family.gate_metrics()
         for i, gate in enumerate(self.gates):
+            if gate.difference is not None:
+                _difference_gate(i, gate, family)
+                continue
             if gate.metric not in names:
                 raise ValueError(f"field 'gates.{i}.metric': {gate.metric!r} is not a metric of perturbation.kind "
                                  f"{kind}; gates may test {', '.join(names)}")

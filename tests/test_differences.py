@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from facesec import families
+from facesec.gates import evaluate_gates, exit_code, judge_differences
 from facesec.measures.differences import MAX_PEOPLE, Decision, compare, paired, setting_apart
 from facesec.measures.rates import wilson_interval
-from facesec.record import RunRecord
+from facesec.record import Results, RunRecord
 
 BASE = {"name": "a", "target": "dlib-resnet", "data": {"dataset": "d", "seed": 0}, "knowledge": "white-box",
         "perturbation": {"kind": "pixel", "eps": 0.03, "alpha": None}, "gates": []}
@@ -118,7 +119,9 @@ def test_a_suite_records_the_difference_its_eps_list_makes(celeba: Path, tmp_pat
     spec = tmp_path / "eps.yaml"
     spec.write_text(f"name: eps\ndata: {{dataset: {celeba}, identities: 4, images_per_identity: 3}}\n"
                     "perturbation: {kind: pixel, eps: [1/255, 8/255]}\nattack: {steps: 3, sanity_samples: 2}\n"
-                    "setting: {kind: open-set, calibration: in-sample}\n")
+                    "setting: {kind: open-set, calibration: in-sample}\n"
+                    "gates: [{difference: perturbation.eps, op: '<', value: 0},\n"
+                    "        {difference: perturbation.eps, op: '>=', value: -0.2, bound: lower}]\n")
     results, out = run([spec], out_root=tmp_path / "out", progress=False)
     (d,) = results.differences
     weak, strong = results.runs
@@ -128,3 +131,29 @@ def test_a_suite_records_the_difference_its_eps_list_makes(celeba: Path, tmp_pat
     assert d.difference == pytest.approx(d.first_rate - d.second_rate)
     assert d.n == weak.metrics["n_attempts"]
     assert "perturbation.eps" in (out / "index.html").read_text()
+    value, low = weak.gates  # the earlier run carries the verdicts, the later one none
+    assert (value.versus, value.actual, value.passed) == (strong.name, d.difference, d.difference < 0)
+    assert (low.actual, low.passed) == (d.ci95_cluster[0], d.ci95_cluster[0] >= -0.2)
+    assert strong.gates == []
+    assert exit_code(results) == (0 if value.passed and low.passed else 1)
+
+
+def test_a_gate_on_a_difference_has_no_verdict_until_the_suite_pairs_its_run() -> None:
+    """Judged on its own a run's difference gate is pending (no pass); a suite that paired it with no run fails it
+    and says why; one on a setting runs are never compared over is refused when the threat model is read."""
+    from facesec.threat_model import ThreatModel
+
+    gate = {"difference": "knowledge", "op": ">=", "value": 0.2, "bound": "lower", "metric": ""}
+    (pending,) = evaluate_gates([gate], {})
+    assert pending.passed is None and pending.difference == "knowledge"
+    record = RunRecord.model_validate({"name": "a", "gates": [pending.model_dump()]})
+    results = Results(schema_version=1, runs=[record])
+    judge_differences(results)
+    (alone,) = results.runs[0].gates
+    assert alone.passed is False and "no later run" in str(alone.error)
+    for bad, field in (({"difference": "goal"}, "gates.0.difference"),
+                       ({"difference": "knowledge", "metric": "attack_success_rate"}, "gates.0"),
+                       ({"difference": "data.seed"}, "gates.0.difference")):
+        with pytest.raises(ValueError, match=field):
+            ThreatModel.model_validate({"name": "a", "data": {"dataset": "d"}, "perturbation": {"kind": "pixel"},
+                                        "gates": [{"op": "<=", "value": 0, **bad}]})
