@@ -25,7 +25,7 @@ from facesec.measures import differences
 from facesec.progress import bar, note
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.trust import code_trusted, trusting_code
-from facesec.record import GateResult, Results, RunRecord, Validity
+from facesec.record import GateResult, Pairing, Results, RunRecord, Validity
 from facesec.report.render import ReportBuilder
 from facesec.results import document, read_results, save, slug, write_run
 from facesec.suite_files import refuse_links, suite_lock
@@ -163,8 +163,8 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page)
         results = document(name, records)
         if main:
-            _compare(results, out_dir)
-            gates.judge_differences(results)
+            gates.judge_differences(results, _compare(results, out_dir))
+            _fail_if_broken(results)
             if old is not None:
                 results.baseline = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
             save(results, out_dir)
@@ -182,9 +182,10 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
     return written, out_dir
 
 
-def _compare(results: Results, out_dir: Path) -> None:
-    """The paired differences between runs that differ in one setting, on each family's decision column; an
-    analysis across runs that fails is noted and leaves the runs and their gates as they are."""
+def _compare(results: Results, out_dir: Path) -> list[Pairing] | None:
+    """The paired differences between runs that differ in one setting, on each family's decision column, into
+    `results`; returns every pair of such runs (for the gates on differences), None when the analysis failed
+    (noted; the runs and their other gates stay as they are)."""
     decisions: dict[str, differences.Decision] = {}
     for record in results.runs:
         try:
@@ -195,12 +196,12 @@ def _compare(results: Results, out_dir: Path) -> None:
             decisions[family.name] = differences.Decision(family.decision, family.decision_ignores,
                                                                 family.decision_clusters)
     try:
-        found = differences.compare(results.runs, out_dir, decisions)
+        pairs = differences.pairings(results.runs, out_dir, decisions)
     except (ValueError, ValidationError) as exc:
         note(f"differences between runs not computed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-        return
-    if found:
-        results.differences = found
+        return None
+    results.differences = [p.difference for p in pairs if p.difference is not None]
+    return pairs
 
 
 def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, out_dir: Path,
@@ -277,13 +278,25 @@ def _calibration_dataset(tm: ThreatModel) -> list[str]:
 
 def _gated(tm: ThreatModel, record: RunRecord) -> list[GateResult]:
     """The threat model's gates judged on a run record's metrics and validity."""
-    judged = gates.judge([g.model_dump() for g in tm.gates], record)
+    return _unless_broken(record, gates.judge([g.model_dump() for g in tm.gates], record))
+
+
+def _unless_broken(record: RunRecord, judged: list[GateResult]) -> list[GateResult]:
+    """A broken model makes attacks fail: no gate of a run with NaN or infinite embeddings may pass."""
     bad = record.validity.extra(NONFINITE) if record.validity is not None else None
-    if bad:  # a broken model makes attacks fail: no gate of such a run may pass
-        judged = [g.model_copy(update={"passed": False}) for g in judged] + [GateResult(
-            metric=f"validity.{NONFINITE}", op="==", value=0, actual=bad if isinstance(bad, int) else None,
-            passed=False, error=f"{bad} embedding(s) were NaN or infinite")]
-    return judged
+    if not bad:
+        return judged
+    flag = f"validity.{NONFINITE}"
+    return [g.model_copy(update={"passed": False}) for g in judged if g.metric != flag] + [GateResult(
+        metric=flag, op="==", value=0, actual=bad if isinstance(bad, int) else None, passed=False,
+        error=f"{bad} embedding(s) were NaN or infinite")]
+
+
+def _fail_if_broken(results: Results) -> None:
+    """The gates judged after the suite (on differences) obey the same rule as the run's own."""
+    for record in results.runs:
+        if record.error is None:
+            record.gates = _unless_broken(record, record.gates)
 
 
 def _one_run(tm: ThreatModel, source: str, device: torch.device,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
-from facesec.record import Baseline, BaselineRule, Difference, GateResult, Results, RunRecord, interval_keys
+from facesec.record import Baseline, BaselineRule, GateResult, Pairing, Results, RunRecord, interval_keys
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
@@ -101,34 +101,55 @@ def _pending(gate: Mapping[str, JsonValue]) -> GateResult:
                       difference=str(gate["difference"]), passed=None, error=PENDING)
 
 
-def judge_differences(results: Results) -> None:
-    """Each run's gates on differences judged on the suite's paired differences (`results.differences`): one
-    verdict per later run it was paired with over the gate's setting. The later run of a pair carries no verdict;
-    a run paired with none fails the gate, saying why (a verdict missing is no pass)."""
-    for run in results.runs:
+def judge_differences(results: Results, pairs: Sequence[Pairing] | None) -> None:
+    """Each run's gates on a difference judged on the suite's pairs of runs (`pairs`; None when they could not be
+    worked out): one verdict for each later run that differs from it only in the gate's setting (or below it),
+    on their paired difference. A pair not compared, a run paired with none, or a run that is the later of a
+    pair whose earlier run lacks the same gate fails the gate, saying why (a verdict missing is no pass)."""
+    asked = [{_asked(g) for g in run.gates if g.difference is not None} for run in results.runs]
+    for index, run in enumerate(results.runs):
         judged: list[GateResult] = []
         for gate in run.gates:
-            judged += [gate] if gate.difference is None else _on_differences(gate, run.name, results.differences)
+            judged += [gate] if gate.difference is None else _on_pairs(gate, index, results.runs, pairs, asked)
         run.gates = judged
 
 
-def _on_differences(gate: GateResult, run: str, found: Sequence[Difference]) -> list[GateResult]:
-    pairs = [d for d in found if d.first == run and d.setting == gate.difference]
-    if not pairs:
-        if any(d.second == run and d.setting == gate.difference for d in found):
-            return []
-        return [gate.model_copy(update={"passed": False, "error": (
-            f"no later run of the suite differs from this one only in {gate.difference} and decided about the same "
-            "people (docs/evaluation.md), so there is no difference to test")})]
-    compare = _OPS.get(gate.op)
-    verdicts = []
-    for pair in pairs:
-        actual = pair.difference if gate.bound is None else pair.ci95_cluster[0 if gate.bound == "lower" else 1]
-        verdicts.append(gate.model_copy(update={
-            "metric": f"{pair.decision} difference in {pair.setting} ({pair.values[0]} minus {pair.values[1]})",
-            "versus": pair.second, "actual": actual, "passed": compare is not None and compare(actual, gate.value),
-            "error": None if compare is not None else f"unknown op {gate.op!r}; use one of {', '.join(_OPS)}"}))
+def _asked(gate: GateResult) -> tuple[object, ...]:
+    """What a gate on a difference asks, to tell whether the earlier run of a pair asks the same."""
+    return gate.difference, gate.op, gate.value, gate.bound
+
+
+def _on_pairs(gate: GateResult, index: int, runs: Sequence[RunRecord], pairs: Sequence[Pairing] | None,
+              asked: Sequence[set[tuple[object, ...]]]) -> list[GateResult]:
+    def failed(error: str, versus: str | None = None) -> GateResult:
+        return gate.model_copy(update={"passed": False, "error": error, "versus": versus})
+
+    if pairs is None:
+        return [failed("the differences between the suite's runs could not be worked out (see the run's log)")]
+    setting = str(gate.difference)
+    mine = [p for p in pairs if index in (p.first, p.second)
+            and (p.setting == setting or p.setting.startswith(setting + "."))]
+    verdicts = [failed(f"the difference with {runs[p.first].name} is judged on that earlier run (suite order), "
+                       "which has no such gate: list this file first or put the gate there", runs[p.first].name)
+                for p in mine if p.second == index and _asked(gate) not in asked[p.first]]
+    verdicts += [_on_pair(gate, p, runs[p.second].name) for p in mine if p.first == index]
+    if not mine:
+        verdicts.append(failed(f"no other run of the suite differs from this one only in {setting}, so there is "
+                               "no difference to test (docs/evaluation.md)"))
     return verdicts
+
+
+def _on_pair(gate: GateResult, pair: Pairing, versus: str) -> GateResult:
+    """The gate judged on one pair's difference (this run minus the later one) or its interval's end."""
+    found = pair.difference
+    if found is None:
+        return gate.model_copy(update={"passed": False, "versus": versus, "error": pair.why})
+    actual = found.difference if gate.bound is None else found.ci95_cluster[0 if gate.bound == "lower" else 1]
+    compare = _OPS.get(gate.op)
+    return gate.model_copy(update={
+        "metric": f"{found.decision} difference in {found.setting} ({found.values[0]} minus {found.values[1]})",
+        "versus": versus, "actual": actual, "passed": compare is not None and compare(actual, gate.value),
+        "error": None if compare is not None else f"unknown op {gate.op!r}; use one of {', '.join(_OPS)}"})
 
 
 def judge(gates: Sequence[Mapping[str, JsonValue]], record: RunRecord) -> list[GateResult]:

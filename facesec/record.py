@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictFloat, StrictInt, ValidationError
 
@@ -210,6 +210,17 @@ class Difference(_Closed):
     n: StrictInt
     """Rows both runs decided."""
     people: StrictInt
+
+
+class Pairing(NamedTuple):
+    """Two runs of a suite (positions in its runs, earlier first) that differ in one setting: their difference, or
+    None and why it was not computed."""
+
+    first: int
+    second: int
+    setting: str
+    difference: Difference | None
+    why: str = ""
 
 
 class Results(_Open):

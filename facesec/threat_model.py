@@ -171,6 +171,9 @@ def _difference_gate(i: int, gate: Gate, family: Family) -> None:
     if family.decision is None:
         raise ValueError(f"{where}.difference': perturbation.kind {family.name} records no decisions to compare runs "
                          "on; test a metric instead")
+    if setting.split(".")[0] not in ThreatModel.model_fields:
+        raise ValueError(f"{where}.difference': {setting!r} is not a threat-model setting; name one such as "
+                         "knowledge, perturbation.eps or attack.steps")
     if setting.split(".")[0] in ("data", "name", "description", "gates") or setting in ("goal", "setting.kind") \
             or any(setting == s or setting.startswith(s + ".") for s in family.decision_ignores):
         raise ValueError(f"{where}.difference': runs differing in {setting} are never compared (other people, other "
@@ -252,6 +255,9 @@ class ThreatModel(Strict):
             if gate.difference is not None:
                 _difference_gate(i, gate, family)
                 continue
+            if not gate.metric:
+                raise ValueError(f"field 'gates.{i}': name a metric (one of {', '.join(names)}) or a difference "
+                                 "between runs (a setting such as knowledge)")
             if gate.metric not in names:
                 raise ValueError(f"field 'gates.{i}.metric': {gate.metric!r} is not a metric of perturbation.kind "
                                  f"{kind}; gates may test {', '.join(names)}")

@@ -14,7 +14,7 @@ from facesec import families
 from facesec.gates import evaluate_gates, exit_code, judge_differences
 from facesec.measures.differences import MAX_PEOPLE, Decision, compare, paired, setting_apart
 from facesec.measures.rates import wilson_interval
-from facesec.record import Results, RunRecord
+from facesec.record import Difference, Pairing, Results, RunRecord
 
 BASE = {"name": "a", "target": "dlib-resnet", "data": {"dataset": "d", "seed": 0}, "knowledge": "white-box",
         "perturbation": {"kind": "pixel", "eps": 0.03, "alpha": None}, "gates": []}
@@ -139,18 +139,35 @@ def test_a_suite_records_the_difference_its_eps_list_makes(celeba: Path, tmp_pat
 
 
 def test_a_gate_on_a_difference_has_no_verdict_until_the_suite_pairs_its_run() -> None:
-    """Judged on its own a run's difference gate is pending (no pass); a suite that paired it with no run fails it
-    and says why; one on a setting runs are never compared over is refused when the threat model is read."""
+    """Judged on its own a run's difference gate is pending (no pass); after the suite it is judged on each pair
+    with a later run, and fails, saying why, where that pair was not compared, where no run pairs with it, or
+    where it sits on the later run of a pair whose earlier run does not ask the same; a setting runs are never
+    compared over is refused when the threat model is read."""
     from facesec.threat_model import ThreatModel
 
     gate = {"difference": "knowledge", "op": ">=", "value": 0.2, "bound": "lower", "metric": ""}
     (pending,) = evaluate_gates([gate], {})
     assert pending.passed is None and pending.difference == "knowledge"
-    record = RunRecord.model_validate({"name": "a", "gates": [pending.model_dump()]})
-    results = Results(schema_version=1, runs=[record])
-    judge_differences(results)
-    (alone,) = results.runs[0].gates
-    assert alone.passed is False and "no later run" in str(alone.error)
+    looser = pending.model_copy(update={"value": -1})
+    runs = [RunRecord.model_validate({"name": n, "gates": [g.model_dump()]})
+            for n, g in (("wb", pending), ("tr", pending), ("tr2", looser), ("alone", pending))]
+    diff = Difference(first="wb", second="tr", setting="knowledge.surrogates", values=['"a"', '"b"'],
+                      decision="attempt_success", first_rate=0.9, second_rate=0.5, difference=0.4,
+                      ci95_cluster=[0.25, 0.55], n=40, people=20)
+    pairs = [Pairing(0, 1, "knowledge.surrogates", diff), Pairing(0, 2, "knowledge", None, "not compared: why"),
+             Pairing(2, 1, "knowledge", diff.model_copy(update={"first": "tr2"}))]
+    results = Results(schema_version=1, runs=runs)
+    judge_differences(results, pairs)
+    wb, tr, tr2, alone = (r.gates for r in results.runs)
+    assert [(g.versus, g.actual, g.passed) for g in wb] == [("tr", 0.25, True), ("tr2", None, False)]
+    assert wb[1].error == "not compared: why"
+    assert tr[0].passed is False and tr[0].versus == "tr2" and "list this file first" in str(tr[0].error)
+    assert len(tr) == 1  # its pair with wb is judged on wb, which asks the same
+    assert [(g.versus, g.passed) for g in tr2] == [("wb", False), ("tr", True)]  # wb asks another value of it
+    assert alone[0].passed is False and "no other run" in str(alone[0].error)
+    nothing = Results(schema_version=1, runs=[runs[0].model_copy(deep=True)])
+    judge_differences(nothing, None)
+    assert nothing.runs[0].gates[0].passed is False
     for bad, field in (({"difference": "goal"}, "gates.0.difference"),
                        ({"difference": "knowledge", "metric": "attack_success_rate"}, "gates.0"),
                        ({"difference": "data.seed"}, "gates.0.difference")):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from facesec.measures.rates import paired_difference
-from facesec.record import Difference, RunRecord
+from facesec.record import Difference, Pairing, RunRecord
 
 MAX_PAIRS = 100
 """Differences recorded at most per suite (a matrix of many runs has many pairs; the first are kept)."""
@@ -37,6 +37,9 @@ IGNORED = {"name", "description", "gates"}
 """Threat-model fields that change nothing measured."""
 UNPAIRED = ("goal", "setting.kind")
 """Settings whose values make other decisions, not the same ones judged apart: never compared."""
+TRUNCATED = f"not compared: the suite has more than {MAX_PAIRS} pairs of runs"
+UNPAIRABLE = ("not compared: the two runs decided about other rows, or a samples file is missing, a link, too large "
+              f"or holds more than {MAX_PEOPLE} people")
 _SAMPLES = re.compile(r"runs/([A-Za-z0-9_-][A-Za-z0-9._-]{0,199})/samples\.csv")
 _TRUE, _FALSE = {"True", "true", "1"}, {"False", "false", "0"}
 
@@ -147,21 +150,31 @@ def compare(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[st
     """Every pair of finished runs of one family (`decisions`: family -> what its runs are compared on) that
     differ in one setting and decided about the same rows, first to last. Runs whose samples file is another's
     are left out."""
+    return [p.difference for p in pairings(records, suite_dir, decisions) if p.difference is not None]
+
+
+def pairings(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[str, Decision]) -> list[Pairing]:
+    """Every pair of finished runs of one family that differ in one setting, by position in `records`, with their
+    difference where it was computed (at most MAX_PAIRS are) and otherwise why not: what a gate on a difference
+    needs, so that a pair not compared is a failed gate rather than no verdict."""
     paths = Counter(str(r.samples_csv) for r in records)
-    runs = [r for r in records if r.error is None and r.threat_model is not None and r.family in decisions
-            and paths[str(r.samples_csv)] == 1]
-    flats = [flat(r.threat_model or {}) for r in runs]
+    runs = [(i, r) for i, r in enumerate(records) if r.error is None and r.threat_model is not None
+            and r.family in decisions and paths[str(r.samples_csv)] == 1]
+    flats = [flat(r.threat_model or {}) for _, r in runs]
     tables: OrderedDict[str, pd.DataFrame | None] = OrderedDict()
-    out: list[Difference] = []
-    for i, first in enumerate(runs):
-        for j in range(i + 1, len(runs)):
-            second, how = runs[j], decisions[str(first.family)]
-            setting = apart(flats[i], flats[j], how.ignored) if second.family == first.family else None
-            found = None if setting is None else _difference(first, second, setting, how, suite_dir, tables)
-            if found is not None:
-                out.append(found)
-                if len(out) == MAX_PAIRS:
-                    return out
+    out: list[Pairing] = []
+    found = 0
+    for a, (i, first) in enumerate(runs):
+        how = decisions[str(first.family)]
+        for b in range(a + 1, len(runs)):
+            j, second = runs[b]
+            setting = apart(flats[a], flats[b], how.ignored) if second.family == first.family else None
+            if setting is None:
+                continue
+            difference = _difference(first, second, setting, how, suite_dir, tables) if found < MAX_PAIRS else None
+            found += difference is not None
+            why = "" if difference is not None else TRUNCATED if found >= MAX_PAIRS else UNPAIRABLE
+            out.append(Pairing(i, j, setting, difference, why))
     return out
 
 
