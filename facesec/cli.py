@@ -65,12 +65,34 @@ def _recognizer_commands(sub: Any) -> None:
     em.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
 
+FIRST_DRAW = 100
+"""`--draws N` repeats each threat model on data.seed 100 ... 100 + N - 1: the confirmation draws, which no
+shipped example's settings were chosen on (docs/evaluation.md)."""
+MAX_DRAWS = 100
+_DRAWS_HELP = (f"repeat every threat model on N draws of people (data.seed {FIRST_DRAW}, {FIRST_DRAW + 1}, ...; "
+               "the report pools them); the same as --set \"data.seed=[100, 101, ...]\"")
+
+
+def _draws(args: argparse.Namespace) -> list[str]:
+    """The overrides with `--draws N` as a data.seed list; ConfigError when N is out of range or data.seed is also
+    set."""
+    if args.draws is None:
+        return list(args.overrides)
+    if not 1 <= args.draws <= MAX_DRAWS:
+        raise ConfigError(f"--draws: give 1 to {MAX_DRAWS} draws (got {args.draws})")
+    if any(o.split("=", 1)[0].strip() == "data.seed" for o in args.overrides):
+        raise ConfigError("--draws sets data.seed: give --draws or --set data.seed=..., not both")
+    seeds = ", ".join(str(FIRST_DRAW + i) for i in range(args.draws))
+    return [*args.overrides, f"data.seed=[{seeds}]"]
+
+
 def _suite_commands(sub: Any) -> None:
     """run, report, validate and schema: threat-model suites and their results."""
     rn = sub.add_parser("run", help="run threat-model files as one suite: results.json, HTML report, gates")
     rn.add_argument("files", nargs="+", type=Path, help="threat-model YAML files")
     rn.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                     help="override a field in every file, e.g. --set data.identities=50")
+    rn.add_argument("--draws", type=int, metavar="N", help=_DRAWS_HELP)
     rn.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
     rn.add_argument("--suite", help="suite name (default: the file's name, or 'suite' for several)")
     rn.add_argument("--junit", type=Path, help="write JUnit XML here for CI")
@@ -96,6 +118,7 @@ def _suite_commands(sub: Any) -> None:
     va.add_argument("files", nargs="+", type=Path)
     va.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                     help="override a field before validation, e.g. --set perturbation.eps=4/255")
+    va.add_argument("--draws", type=int, metavar="N", help=_DRAWS_HELP)
     va.add_argument("--max-runs", type=int, default=1000,
                     help="refuse a file whose matrix expands to more runs than this (default 1000)")
     va.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
@@ -250,7 +273,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from facesec.api import run
     from facesec.gates import exit_code
 
-    results, out_dir = run(args.files, args.overrides, args.out, args.suite, args.device, args.baseline,
+    results, out_dir = run(args.files, _draws(args), args.out, args.suite, args.device, args.baseline,
                            args.max_asr_increase, args.junit, args.redact, trust_code=args.trust_code,
                            max_runs=args.max_runs, resume_runs=args.resume)
     if not distributed.is_main():  # under torchrun, process 0 tells what happened
@@ -297,10 +320,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from facesec.validation import check
 
     failed = False
+    overrides = _draws(args)
     for path in args.files:
         missing: list[str] = []
         try:
-            models = check([path], args.overrides, args.trust_code, args.max_runs, missing)
+            models = check([path], overrides, args.trust_code, args.max_runs, missing)
         except FacesecError as exc:
             print(f"facesec: error: {exc}", file=sys.stderr)
             failed = True

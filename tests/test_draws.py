@@ -86,3 +86,16 @@ def test_a_seed_listed_twice_is_refused_in_one_line(celeba: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"field 'data.seed': 1 is listed twice"):
         load_threat_models(SMALL / "pixel.yaml", ["data.seed=[1, 2, 1]"])
+
+
+def test_draws_n_repeats_every_threat_model_on_the_confirmation_seeds(celeba: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`--draws 3` is data.seed [100, 101, 102]; out of range, or beside `--set data.seed`, it is refused."""
+    from facesec.cli import main
+
+    assert main(["validate", str(SMALL / "pixel.yaml"), "--draws", "3"]) == 0
+    said = capsys.readouterr().out
+    assert all(f"small-pixel[seed={s}]" in said for s in (100, 101, 102))
+    assert main(["validate", str(SMALL / "pixel.yaml"), "--draws", "0"]) == 2
+    assert main(["validate", str(SMALL / "pixel.yaml"), "--draws", "2", "--set", "data.seed=4"]) == 2
+    assert "give --draws or --set data.seed" in capsys.readouterr().err
