@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,12 @@ def file_digest(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
+_LOAD_LOCK = threading.Lock()
+"""np.load parses each array header with ast.literal_eval, and CPython 3.11 keeps the AST builder's
+recursion counter per interpreter, not per thread: two threads loading at once can raise
+"SystemError: AST constructor recursion depth mismatch" (seen in CI, cpython gh-106905). Reads are
+serialised; they are a small part of a thread's work beside detection."""
 
 CACHE_VERSION = 2
 """Bumped whenever what an entry holds changes (2: 68 landmarks in crop pixels)."""
@@ -45,7 +52,7 @@ class FaceCache:
             return None
         path = self._path(digest, template, detector)
         try:
-            with np.load(path) as z:
+            with _LOAD_LOCK, np.load(path) as z:
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError):
             return None
