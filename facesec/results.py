@@ -18,7 +18,7 @@ from facesec import __version__
 from facesec.csv_cells import safe_cell
 from facesec.errors import ConfigError
 from facesec.record import Results, RunRecord, first_problem, plain
-from facesec.suite_files import RUN_MARKER, made_by_facesec, refuse_links, write_atomic
+from facesec.suite_files import RUN_MARKER, as_umask_allows, made_by_facesec, refuse_links, write_atomic
 
 if TYPE_CHECKING:
     from facesec.engine import FinishedRun
@@ -57,6 +57,7 @@ def write_run(run: FinishedRun, out_dir: Path, used: set[str]) -> RunRecord:
     used.add(name)
     run_dir = runs / name
     building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_made(runs)))
+    as_umask_allows(building)
     try:  # written beside its place, moved in whole: a crash never leaves half a run folder
         (building / RUN_MARKER).write_text("written by facesec; a run folder without this file is never replaced\n")
         table = pd.DataFrame(dict(run.samples()))

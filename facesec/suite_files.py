@@ -16,6 +16,20 @@ RUN_MARKER = ".facesec-run"
 """The file facesec writes into each run folder it makes: only a folder holding it is ever replaced."""
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back; Python has no getter before 3.13)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_umask_allows(path: Path) -> None:
+    """Give `path` the mode a plain open() or mkdir() would have: tempfile makes files 0600 and folders 0700
+    whatever the umask, and a report is meant to be read by a web server or a colleague."""
+    full = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, full & ~_umask())
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` (UTF-8) to a temporary file beside `path`, then rename it over `path`: a reader, or a
     process killed meanwhile, sees the old file or the new one, never part of one."""
@@ -25,6 +39,7 @@ def write_atomic(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        as_umask_allows(Path(tmp))
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

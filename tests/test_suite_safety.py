@@ -137,3 +137,19 @@ def test_resume_trusts_nothing_it_finds(tmp_path: Path, celeba: Path, capsys: py
         assert rerun["samples_csv"] == "runs/x/samples.csv" and isinstance(rerun["metrics"], dict), broken
         assert len(rerun["metrics"]["attack_success_ci95"]) == 2 and rerun["resume_key"] == first["resume_key"]
         assert "--resume: " in capsys.readouterr().err, broken
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_report_files_follow_the_umask(tmp_path: Path, celeba: Path, mask: int) -> None:
+    """Written through temporary files (0600, folders 0700), the report still gets the modes the umask asks for,
+    so a web server or a colleague can read it where the umask lets them."""
+    spec = tmp_path / "x.yaml"
+    spec.write_text(SMALL.format(name="x", ids=2))
+    before = os.umask(mask)
+    try:
+        _, folder = run([spec], out_root=tmp_path / "reports", suite="s", progress=False)
+    finally:
+        os.umask(before)
+    files = [folder / "results.json", folder / "index.html", folder / "runs" / "x" / "samples.csv"]
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o666 & ~mask for p in files}
+    assert (folder / "runs" / "x").stat().st_mode & 0o777 == 0o777 & ~mask
