@@ -3,6 +3,7 @@ any problem is one ConfigError line naming the file and the field."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -19,12 +20,23 @@ _UNION_TAGS = ("open-set", "closed-set", "white-box", "transfer", "query")
 members' labels, `function-after[...]`, `literal[...]`, also left out)."""
 
 
-def _describe_error(source: str, err: ErrorDetails) -> str:
+def blame(source: str, overrides: Sequence[str], *fields: str) -> str:
+    """Who gave `fields`: the last `--set` that touched one of them (the field, a section above it or a key
+    inside it), else the file `source`; an error names the place a user must fix."""
+    for item in reversed(overrides):  # the last --set of a key is the one applied
+        key = item.partition("=")[0].strip()
+        if any(f and (key == f or f.startswith(f"{key}.") or key.startswith(f"{f}.")) for f in fields):
+            return f"--set {key} (on {source})"
+    return source
+
+
+def _describe_error(source: str, err: ErrorDetails, overrides: Sequence[str]) -> str:
     inner = err.get("ctx", {}).get("error")
     if isinstance(inner, SpecError) and inner.errors:  # a section's own error, under the section's place
         first = inner.errors[0]
-        return _describe_error(source, {**first, "loc": (*inner.at, *first["loc"])})
+        return _describe_error(source, {**first, "loc": (*inner.at, *first["loc"])}, overrides)
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
+    source = blame(source, overrides, loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         return (f"{source}: field '{loc}': unknown key; remove it or check its spelling "
@@ -51,5 +63,5 @@ def load_threat_models(path: str | Path, overrides: list[str] | None = None,
         try:
             models.append(ThreatModel.model_validate(run))
         except ValidationError as exc:
-            raise ConfigError(_describe_error(str(path), exc.errors()[0])) from exc
+            raise ConfigError(_describe_error(str(path), exc.errors()[0], overrides or [])) from exc
     return models

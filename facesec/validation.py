@@ -6,13 +6,14 @@ lose a suite's finished runs."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from facesec import calibration, families
 from facesec.data.dataset import resolve as resolve_dataset
 from facesec.errors import ConfigError, FacesecError, NotFetched
-from facesec.loading import load_threat_models
+from facesec.loading import blame, load_threat_models
 from facesec.matrix import MAX_RUNS
 from facesec.recognizers.preflight import check_recognizer
 from facesec.recognizers.trust import query_only, trusting_code
@@ -32,23 +33,34 @@ def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
            missing: list[str] | None = None) -> list[tuple[str, ThreatModel]]:
     models = [(str(f), tm) for f in files for tm in load_threat_models(f, list(overrides), max_runs)]
     for source, tm in models:
-        surrogates = tm.knowledge.surrogates if isinstance(tm.knowledge, Transfer) else []
-        specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]
-        steps: list[Callable[[], object]] = [
-            functools.partial(check_recognizer, f"field '{field}'", spec) for field, spec in specs]
-        steps += [functools.partial(resolve_dataset, tm.data.dataset), functools.partial(preflight, tm),
-                  functools.partial(_calibration, tm)]
-        for step in steps:
+        for fields, step in _steps(tm):
             try:
                 step()
             except NotFetched as exc:
                 if missing is None:
-                    raise NotFetched(f"{source}: {tm.name}: {exc}") from exc
+                    raise NotFetched(f"{_blamed(source, overrides, fields, exc)}: {tm.name}: {exc}") from exc
                 if f"{source}: {exc}" not in missing:
                     missing.append(f"{source}: {exc}")
             except FacesecError as exc:
-                raise type(exc)(f"{source}: {tm.name}: {exc}") from exc
+                raise type(exc)(f"{_blamed(source, overrides, fields, exc)}: {tm.name}: {exc}") from exc
     return models
+
+
+def _blamed(source: str, overrides: Sequence[str], fields: tuple[str, ...], error: Exception) -> str:
+    """The file, or the `--set` that gave the field the error names (else one the check reads)."""
+    named = re.search(r"field '([^']+)'", str(error))
+    return blame(source, overrides, *((named.group(1),) if named else fields))
+
+
+def _steps(tm: ThreatModel) -> list[tuple[tuple[str, ...], Callable[[], object]]]:
+    """Each pre-flight check with the fields whose values it tests (an error is blamed on the `--set` of one)."""
+    surrogates = tm.knowledge.surrogates if isinstance(tm.knowledge, Transfer) else []
+    specs = [("target", tm.target)] + [(f"knowledge.surrogates.{i}", s) for i, s in enumerate(surrogates)]
+    steps: list[tuple[tuple[str, ...], Callable[[], object]]] = [
+        ((field,), functools.partial(check_recognizer, f"field '{field}'", spec)) for field, spec in specs]
+    return steps + [(("data.dataset",), functools.partial(resolve_dataset, tm.data.dataset)),
+                    (("perturbation", "target", "knowledge", "attack"), functools.partial(preflight, tm)),
+                    (("data", "setting", "perturbation"), functools.partial(_calibration, tm))]
 
 
 def _calibration(tm: ThreatModel) -> None:

@@ -74,6 +74,9 @@ def read_document(path: str | Path) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{source}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{source}: is a folder; name the threat-model files in it (for example "
+                          f"{source.rstrip('/')}/*.yaml)") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read as UTF-8 text ({exc.__class__.__name__})") from exc
     try:

@@ -210,3 +210,32 @@ def test_every_example_threat_model_validates(celeba: Path, hse_installed: Path,
                 check([path])
         else:
             assert check([path]), path
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("attack.stepz=3", "field 'attack.stepz': unknown key"),
+    ("attack.steps=-1", "field 'attack.steps'"),
+    ("data={identities: many}", "field 'data.identities'"),
+    ("data.dataset=nowhere", "dataset 'nowhere' not found"),
+    ("data.identities=5000", "data.identities (5000"),
+])
+def test_an_error_in_a_set_value_is_blamed_on_the_set(celeba: Path, tmp_path: Path, override: str,
+                                                      expected: str) -> None:
+    """A mistake given with --set is named as that --set, not as the file (which is fine as it stands)."""
+    path = write(tmp_path, "name: s\ndata: {identities: 4}\nsetting: {kind: open-set, calibration: {identities: 99}}\n")
+    out = cli("validate", str(path), "--set", override)
+    key = override.partition("=")[0]
+    assert out.returncode == 2 and out.stderr.startswith(f"facesec: error: --set {key} (on {path}): "), out.stderr
+    assert expected in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    bad_file = write(tmp_path, "name: s\ndata: {dataset: nowhere}\n", "bad.yaml")  # the file's own mistakes
+    out = cli("validate", str(bad_file), "--set", "attack.steps=2")
+    assert out.returncode == 2 and out.stderr.startswith(f"facesec: error: {bad_file}: s: dataset 'nowhere'")
+    no_calibration = write(tmp_path, "name: s\n", "open.yaml")
+    out = cli("validate", str(no_calibration), "--set", "data.identities=5")
+    assert out.returncode == 2 and out.stderr.startswith(f"facesec: error: {no_calibration}: s: field 'setting.calib")
+
+
+def test_a_folder_given_as_a_threat_model_says_so(tmp_path: Path) -> None:
+    out = cli("validate", str(tmp_path))
+    assert out.returncode == 2 and out.stderr.strip() == (
+        f"facesec: error: {tmp_path}: is a folder; name the threat-model files in it (for example {tmp_path}/*.yaml)")
