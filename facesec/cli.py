@@ -165,7 +165,7 @@ def _data_commands(sub: Any) -> None:
     """data list, info, import and fetch."""
     da = sub.add_parser("data", help="datasets: list them, describe one, import your own photos, fetch LFW")
     da_sub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    da_sub.add_parser("list", help="the datasets in the data folder ($FACESEC_DATA, or the default one)")
+    da_sub.add_parser("list", help="the datasets in the data folders ($FACESEC_DATA's, then the per-user one)")
     inf = da_sub.add_parser("info", help="identities, images, skipped files with reasons, and the smallest FMR "
                                          "its impostor pairs support")
     inf.add_argument("name", help="dataset name in the data folder, or a dataset folder")
@@ -181,12 +181,16 @@ def _data_commands(sub: Any) -> None:
     im.add_argument("--follow-links", action="store_true",
                     help="also take photos reached through links out of SOURCE, or listed by the CSV outside its "
                          "folder (absolute or ../ paths); without it they are skipped with the reason")
+    im.add_argument("--to", type=Path, metavar="DIR", help="the data folder to write it into (default: the "
+                                                          "per-user one, even when $FACESEC_DATA is set)")
     fe_d = da_sub.add_parser("fetch", help="download a public dataset's archive (resumable), check its published "
                                            "checksum and unpack it into the data folder")
     fe_d.add_argument("name", choices=["lfw"], help="lfw: Labeled Faces in the Wild (the official lfw.tgz)")
     fe_d.add_argument("--from", dest="source", type=Path, metavar="FILE",
                       help="an archive you downloaded yourself (e.g. when the official server is down)")
     fe_d.add_argument("--url", help="download from this address instead of the publisher's (same archive)")
+    fe_d.add_argument("--to", type=Path, metavar="DIR", help="the data folder to unpack it into (default: the "
+                                                            "per-user one, even when $FACESEC_DATA is set)")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -374,14 +378,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "fetch":
         from facesec.data.fetch import ARCHIVES, fetch
 
-        folder = fetch(args.name, args.source, args.url, progress=True)
+        folder = fetch(args.name, args.source, args.url, progress=True, to=args.to)
         print(f"{args.name}: {ARCHIVES[args.name].about}\n  in {folder}; use it as `data: {{dataset: {args.name}}}`")
         return 0
     if args.data_command == "import":
         from facesec.data.importer import import_dataset
 
         done = import_dataset(args.source, args.name, detect=not args.no_detect, progress=True,
-                              follow_links=args.follow_links)
+                              follow_links=args.follow_links, to=args.to)
         print(f"{done.name}: {done.images:,} photos of {done.identities:,} identities in {done.root}; "
               f"{len(done.skipped)} skipped (listed in {done.root / 'skipped.csv'})")
         for where, reason in done.skipped[:10]:

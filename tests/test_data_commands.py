@@ -372,3 +372,20 @@ def test_a_36_megapixel_photo_is_checked_within_a_gigabyte(data_home: Path, tmp_
     message, peak_mb = done.stdout.strip().splitlines()
     assert "blank.png: no face detected" in message
     assert int(peak_mb) < 1024, peak_mb
+
+
+def test_import_and_fetch_never_write_into_a_shared_data_folder(data_home: Path, tmp_path: Path, photos,  # type: ignore[no-untyped-def]
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With $FACESEC_DATA pointing at a shared folder (the quick start's ../shared/data), a user's photos go to
+    their own data folder, where runs still find them by name; `--to` writes elsewhere on purpose."""
+    shared = tmp_path / "shared"
+    (shared / "someone").mkdir(parents=True)
+    monkeypatch.setenv("FACESEC_DATA", str(shared))
+    assert main(["data", "import", str(_source(tmp_path, photos)), "--name", "mine", "--no-detect"]) == 0
+    assert (data_home / "mine" / "manifest.csv").is_file() and sorted(p.name for p in shared.iterdir()) == ["someone"]
+    assert len(load_dataset("mine").items) == 10  # found by name: the per-user folder is searched after $FACESEC_DATA
+    assert main(["data", "import", str(tmp_path / "mine"), "--name", "theirs", "--no-detect", "--to", str(shared)]) == 0
+    assert (shared / "theirs" / "manifest.csv").is_file()
+    md5 = _lfw_archive(tmp_path / "lfw.tgz", photos)
+    monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], md5=md5))
+    assert F.fetch("lfw", source=tmp_path / "lfw.tgz") == data_home / "lfw" and not (shared / "lfw").exists()

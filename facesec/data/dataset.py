@@ -38,9 +38,11 @@ def default_root() -> Path:
 
 
 def data_roots() -> list[Path]:
-    """Folders named by $FACESEC_DATA (os.pathsep-separated), or the default folder when it is unset."""
+    """Where datasets are looked for by name: the folders named by $FACESEC_DATA (os.pathsep-separated), then
+    the per-user folder, where `data import` and `data fetch` write unless told otherwise."""
     value = os.environ.get(DATA_ENV, "")
-    return [Path(p) for p in value.split(os.pathsep) if p] or [default_root()]
+    named = [Path(p) for p in value.split(os.pathsep) if p]
+    return named + [default_root()] if default_root() not in named else named
 
 
 def find_datasets() -> dict[str, Path]:
@@ -64,9 +66,9 @@ def resolve(name_or_path: str | Path) -> Path:
     for root in data_roots():
         if (root / str(name_or_path)).is_dir():
             return root / str(name_or_path)
-    where = (f"${DATA_ENV} is {os.environ[DATA_ENV]!r}" if os.environ.get(DATA_ENV)
+    where = (f"${DATA_ENV} is {os.environ[DATA_ENV]!r}, then {default_root()}" if os.environ.get(DATA_ENV)
              else f"${DATA_ENV} is unset, so {default_root()}")
-    raise DataError(f"dataset '{name_or_path}' not found: not a folder, and not in the data folder ({where}); "
+    raise DataError(f"dataset '{name_or_path}' not found: not a folder, and not in the data folders ({where}); "
                     "`facesec data list` shows what is there, `facesec data import FOLDER --name NAME` adds your "
                     "own photos, `facesec data fetch lfw` gets LFW (README: Data)")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from facesec import archives
 from facesec.data.cache import cache_root
-from facesec.data.dataset import data_roots
+from facesec.data.dataset import data_roots, default_root
 from facesec.errors import DataError
 from facesec.progress import bar
 
@@ -52,17 +52,19 @@ ARCHIVES = {
 
 
 def fetch(name: str, source: Path | None = None, url: str | None = None, md5: str | None = None,
-          progress: bool = False) -> Path:
-    """The dataset `name` unpacked into the first data folder (nothing done when it is there already): from
+          progress: bool = False, to: Path | None = None) -> Path:
+    """The dataset `name` unpacked into `to` (default: the per-user data folder; nothing done when a data
+    folder holds it already): from
     `source` (an archive file) or downloaded from `url` (default: the publisher's), checked against `md5`
     (default: the published one) before anything is unpacked."""
     if name not in ARCHIVES:
         raise DataError(f"unknown dataset {name!r} to fetch; known: {', '.join(ARCHIVES)} (your own photos: "
                         "`facesec data import`)")
     archive = ARCHIVES[name]
-    final = data_roots()[0] / name
-    if final.is_dir():
-        return final
+    there = [root / name for root in ([to] if to else data_roots()) if (root / name).is_dir()]
+    if there:
+        return there[0]
+    final = (to or default_root()) / name
     path = source if source is not None else _download(url or archive.url, archive, name, progress)
     if not path.is_file():
         raise DataError(f"--from {path}: no such file")

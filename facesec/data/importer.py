@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facesec.csv_cells import safe_cell
-from facesec.data.dataset import data_roots
+from facesec.data.dataset import default_root
 from facesec.data.faces import FaceAnalyzer, NoFace
 from facesec.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, UnusableImage, read_rgb, regular_file
 from facesec.errors import DataError
@@ -89,10 +89,11 @@ def _from_csv(source: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str
 
 
 def import_dataset(source: str | Path, name: str, detect: bool = True, progress: bool = False,
-                   follow_links: bool = False) -> Imported:
+                   follow_links: bool = False, to: Path | None = None) -> Imported:
     """Check every photo (readable, within size limits, and with `detect` exactly one face) and copy the good ones
-    into the first data folder as `name`, with its manifest.csv and a skipped.csv of what was left out. Photos
-    outside SOURCE (through links, or CSV paths outside the CSV's folder) are skipped unless `follow_links`."""
+    into `to` (default: the per-user data folder, never a shared $FACESEC_DATA) as `name`, with its manifest.csv
+    and a skipped.csv of what was left out. Photos outside SOURCE (through links, or CSV paths outside the CSV's
+    folder) are skipped unless `follow_links`."""
     source = Path(source).expanduser()
     if not NAME.fullmatch(name):
         raise DataError(f"--name {name!r}: use letters, digits, '_', '.', '-' (up to 64, not starting with a dot)")
@@ -106,7 +107,7 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
         raise DataError(f"{source}: not a folder of identity folders, nor a .csv of path,identity")
     if not items:
         raise DataError(f"{source}: no photos found (expected <identity>/<photo> folders or a CSV of them)")
-    root = data_roots()[0]
+    root = to or default_root()
     final = root / name
     if final.exists():
         raise DataError(f"dataset {name!r} already exists at {final}; choose another --name or remove it")
