@@ -32,6 +32,13 @@ class _Lines:
         self.stream.flush()
 
 
+class _LogBar(tqdm):
+    """A bar written as log lines: a new postfix waits for the next line instead of forcing one."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool | None = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def bar(iterable: Iterable[T] | None = None, *, desc: str, enabled: bool = True, **kwargs: Any) -> tqdm[T]:
     """tqdm over `iterable` (or a manual bar when None): silent when not `enabled`, a bar on a terminal,
     a log line every LOG_EVERY seconds otherwise."""
@@ -39,8 +46,7 @@ def bar(iterable: Iterable[T] | None = None, *, desc: str, enabled: bool = True,
         return tqdm(iterable, desc=desc, disable=True, **kwargs)
     if sys.stderr.isatty():
         return tqdm(iterable, desc=desc, **kwargs)
-    return tqdm(iterable, desc=desc, file=_Lines(sys.stderr), mininterval=LOG_EVERY, ascii=True,
-                **kwargs)
+    return _LogBar(iterable, desc=desc, file=_Lines(sys.stderr), mininterval=LOG_EVERY, ascii=True, **kwargs)
 
 
 def note(text: str, enabled: bool = True) -> None:

@@ -130,6 +130,13 @@ def test_progress_is_log_lines_when_not_a_terminal(capsys: pytest.CaptureFixture
     assert err.splitlines()[-1].startswith("work: 100%") and len(err.splitlines()) >= 2
     assert list(progress.bar(range(3), desc="quiet", enabled=False)) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+    monkeypatch.setattr(progress, "LOG_EVERY", 3600.0)
+    with progress.bar(total=50, desc="train") as bar:  # a loss shown every step waits for the next log line
+        for step in range(50):
+            bar.update(1)
+            bar.set_postfix(loss=f"{step:.3f}")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("train: 100%") and "loss=49.000" in lines[-1], lines
 
 
 def test_choosing_faces_reports_progress(celeba: Path, capsys: pytest.CaptureFixture[str],
