@@ -20,14 +20,21 @@ _UNION_TAGS = ("open-set", "closed-set", "white-box", "transfer", "query")
 members' labels, `function-after[...]`, `literal[...]`, also left out)."""
 
 
-def blame(source: str, overrides: Sequence[str], *fields: str) -> str:
-    """Who gave `fields`: the last `--set` that touched one of them (the field, a section above it or a key
-    inside it), else the file `source`; an error names the place a user must fix."""
+def touched(overrides: Sequence[str], *fields: str) -> str | None:
+    """The key of the last `--set` that touched one of `fields` (the field, a section above it or a key inside
+    it), None when the file gave them all."""
     for item in reversed(overrides):  # the last --set of a key is the one applied
         key = item.partition("=")[0].strip()
         if any(f and (key == f or f.startswith(f"{key}.") or key.startswith(f"{f}.")) for f in fields):
-            return f"--set {key} (on {source})"
-    return source
+            return key
+    return None
+
+
+def blame(source: str, overrides: Sequence[str], *fields: str) -> str:
+    """Who gave `fields`: the `--set` that touched one, else the file `source`; an error names the place a user
+    must fix."""
+    key = touched(overrides, *fields)
+    return source if key is None else f"--set {key} (on {source})"
 
 
 def _describe_error(source: str, err: ErrorDetails, overrides: Sequence[str]) -> str:

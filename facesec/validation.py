@@ -13,7 +13,7 @@ from pathlib import Path
 from facesec import calibration, families
 from facesec.data.dataset import resolve as resolve_dataset
 from facesec.errors import ConfigError, FacesecError, NotFetched
-from facesec.loading import blame, load_threat_models
+from facesec.loading import blame, load_threat_models, touched
 from facesec.matrix import MAX_RUNS
 from facesec.recognizers.preflight import check_recognizer
 from facesec.recognizers.trust import query_only, trusting_code
@@ -47,9 +47,15 @@ def _check(files: Sequence[str | Path], overrides: Sequence[str], max_runs: int,
 
 
 def _blamed(source: str, overrides: Sequence[str], fields: tuple[str, ...], error: Exception) -> str:
-    """The file, or the `--set` that gave the field the error names (else one the check reads)."""
+    """The `--set` that gave the field the error names; else the file, and beside it a `--set` of a field the
+    check reads (`--set data.dataset` making the file's calibration too large)."""
     named = re.search(r"field '([^']+)'", str(error))
-    return blame(source, overrides, *((named.group(1),) if named else fields))
+    if named is None:
+        return blame(source, overrides, *fields)
+    if (key := touched(overrides, named.group(1))) is not None:
+        return f"--set {key} (on {source})"
+    beside = touched(overrides, *fields)
+    return source if beside is None else f"{source} with --set {beside}"
 
 
 def _steps(tm: ThreatModel) -> list[tuple[tuple[str, ...], Callable[[], object]]]:
