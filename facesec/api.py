@@ -28,7 +28,7 @@ from facesec.recognizers.trust import code_trusted, trusting_code
 from facesec.record import GateResult, Pairing, Results, RunRecord, Validity
 from facesec.report.render import ReportBuilder
 from facesec.results import document, read_results, save, slug, write_run
-from facesec.suite_files import refuse_links, suite_lock
+from facesec.suite_files import keep_previous, refuse_links, suite_lock
 from facesec.threat_model import OpenSet, ThreatModel
 from facesec.validation import check
 
@@ -159,6 +159,9 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
             else ({}, [])
         for problem in problems:
             note(f"--resume: {out_dir / 'results.json'}: {problem}")
+        kept = keep_previous(out_dir) if main and not resume_runs else None
+        if kept is not None:
+            note(f"the report this suite had is kept in {kept} until the next rerun", progress)
         page = ReportBuilder(out_dir, redact=redact)
         records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page)
         results = document(name, records)

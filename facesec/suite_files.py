@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ from facesec.errors import ConfigError
 LOCK = ".facesec.lock"
 RUN_MARKER = ".facesec-run"
 """The file facesec writes into each run folder it makes: only a folder holding it is ever replaced."""
+PREVIOUS = "previous"
+"""The sub-folder of a suite folder holding the report a rerun replaced."""
+REPORT_FILES = ("results.json", "index.html")
 
 
 def _umask() -> int:
@@ -101,3 +105,41 @@ def suite_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+def keep_previous(out_dir: Path) -> Path | None:
+    """Move the suite's last report (results.json, index.html and the run folders facesec made) into
+    out_dir/previous, in place of the one kept there before, so a rerun never destroys a finished report;
+    its links still work there. Returns that folder, or None when there was no report."""
+    if not any(made_file(out_dir / name) for name in REPORT_FILES):
+        return None
+    previous = out_dir / PREVIOUS
+    refuse_links(out_dir, previous / "runs")
+    if os.path.lexists(previous) and not made_by_facesec(previous):
+        raise ConfigError(f"{previous}: not a folder facesec made, and a rerun keeps the previous report there: "
+                          "move it away, or choose another --out or --suite")
+    staging = Path(tempfile.mkdtemp(prefix=f".{PREVIOUS}.", dir=out_dir))
+    as_umask_allows(staging)
+    (staging / RUN_MARKER).write_text("the report this suite had before its last rerun, kept by facesec\n")
+    for name in REPORT_FILES:
+        if made_file(out_dir / name):
+            os.replace(out_dir / name, staging / name)
+    runs = out_dir / "runs"
+    if runs.is_dir():
+        (staging / "runs").mkdir()
+        for run_dir in sorted(runs.iterdir()):
+            if made_by_facesec(run_dir):
+                run_dir.rename(staging / "runs" / run_dir.name)
+    if made_by_facesec(previous):
+        old = previous.rename(staging.with_name(staging.name + ".old"))
+        shutil.rmtree(old, ignore_errors=True)
+    staging.rename(previous)
+    return previous
+
+
+def made_file(path: Path) -> bool:
+    """Whether `path` is a regular file (not a link, which could lead out of the folder)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,30 @@ def test_report_files_follow_the_umask(tmp_path: Path, celeba: Path, mask: int) 
     files = [folder / "results.json", folder / "index.html", folder / "runs" / "x" / "samples.csv"]
     assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o666 & ~mask for p in files}
     assert (folder / "runs" / "x").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_rerun_never_destroys_the_previous_report(tmp_path: Path, celeba: Path) -> None:
+    """A bad --set is refused before the output is touched (the report stays byte for byte); a rerun moves the
+    finished report into previous/ (links intact), replacing only what facesec kept there."""
+    spec = tmp_path / "x.yaml"
+    spec.write_text(SMALL.format(name="x", ids=2))
+    reports = tmp_path / "reports"
+    _, folder = run([spec], out_root=reports, suite="s", progress=False)
+    first = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(DataError, match=r"^--set data.dataset \(on .*\): x: dataset 'elsewhere' not found"):
+        run([spec], ["data.dataset=elsewhere"], out_root=reports, suite="s", progress=False)
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == first
+    run([spec], ["data.seed=1"], out_root=reports, suite="s", progress=False)
+    kept = {p.relative_to(folder / "previous"): p.read_bytes() for p in (folder / "previous").rglob("*")
+            if p.is_file() and p != folder / "previous" / RUN_MARKER}
+    assert kept == first
+    assert json.loads((folder / "results.json").read_text())["runs"][0]["threat_model"]["data"]["seed"] == 1
+    second = (folder / "results.json").read_bytes()
+    run([spec], out_root=reports, suite="s", progress=False)  # the next rerun keeps the one before it
+    assert (folder / "previous" / "results.json").read_bytes() == second
+    shutil.rmtree(folder / "previous")
+    (folder / "previous").mkdir()
+    (folder / "previous" / "mine.txt").write_text("not facesec's")
+    with pytest.raises(ConfigError, match="previous: not a folder facesec made"):
+        run([spec], out_root=reports, suite="s", progress=False)
+    assert (folder / "previous" / "mine.txt").read_text() == "not facesec's"
