@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -170,6 +170,7 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
             _fail_if_broken(results)
             if old is not None:
                 results.baseline = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
+            results.exit_code = _exit_code(results, failures)
             save(results, out_dir)
             if junit:
                 gates.write_junit(results, Path(junit))
@@ -183,6 +184,14 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
             raise type(first)(f"{first}{more}; the other runs are written to {out_dir}") from first
         raise first
     return written, out_dir
+
+
+def _exit_code(results: Results, failures: list[Exception]) -> Literal[0, 1, 2, 3]:
+    """The code the command exits with, as cli.main maps what `run` raises: the first failed run's error (bad
+    input or the file system: 2; anything else: 3), else the gates' verdict."""
+    if failures:
+        return 2 if isinstance(failures[0], FacesecError | OSError) else 3
+    return 0 if gates.exit_code(results) == gates.EXIT_OK else 1
 
 
 def _compare(results: Results, out_dir: Path) -> list[Pairing] | None:

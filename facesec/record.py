@@ -233,6 +233,9 @@ class Results(_Open):
     runs: list[RunRecord] = []
     baseline: Baseline | None = None
     differences: list[Difference] = []
+    exit_code: Literal[0, 1, 2, 3] | None = None
+    """The code `facesec run` exits with (0 gates held, 1 a gate failed, 2 a run failed on its input, 3 a run
+    crashed); None while the suite runs."""
 
     def to_json(self) -> dict[str, JsonValue]:
         """The document as results.json holds it."""

@@ -35,9 +35,9 @@ from facesec.report.render import (
     ReportBuilder,
     Row,
     RunView,
-    asr_style,
     build_report,
     load_results,
+    rating_style,
     render_report,
 )
 from facesec.results import read_results
@@ -270,7 +270,7 @@ def _cells(report: Report) -> dict[tuple[tuple[str, ...], tuple[str, ...]], tupl
                 found[row, column] = (cell.worst, [(e.anchor, e.name, e.text, e.detail, e.flagged, e.failed)
                                                    for e in cell.entries])
             else:
-                assert cell.worst is None and cell.style == asr_style(None)
+                assert cell.worst is None and cell.style == rating_style(None)
     return found
 
 
@@ -288,20 +288,22 @@ def test_matrix_rows_columns_and_cells(suite: Suite) -> None:
                                                  row("pixel linf 8/255"), row("accessory eyeglasses"), unknown,
                                                  row("blend")]
     assert _cells(r) == {
-        (row("pixel linf 2/255"), dodging): (0.31, [("run-1", SWEEP[0][0], "0.31 [0.18–0.47]", "", False, False)]),
-        (row("pixel linf 4/255"), dodging): (0.62, [("run-2", SWEEP[1][0], "0.62 [0.46–0.76]", "", False, False)]),
-        (row("pixel linf 8/255"), dodging): (0.97, [("run-3", SWEEP[2][0], "0.97 [0.90–0.99]", "", False, False)]),
-        (row("pixel linf 8/255"), impersonation): (0.83, [("run-4", IMP, "0.83 [0.71–0.91]", "", True, True)]),
-        (row("accessory eyeglasses"), dodging): (0.83, [  # the worst of its two runs
+        (row("pixel linf 2/255"), dodging): (0.47, [("run-1", SWEEP[0][0], "0.31 [0.18–0.47]", "", False, False)]),
+        (row("pixel linf 4/255"), dodging): (0.76, [("run-2", SWEEP[1][0], "0.62 [0.46–0.76]", "", False, False)]),
+        (row("pixel linf 8/255"), dodging): (0.99, [("run-3", SWEEP[2][0], "0.97 [0.90–0.99]", "", False, False)]),
+        (row("pixel linf 8/255"), impersonation): (0.91, [("run-4", IMP, "0.83 [0.71–0.91]", "", True, True)]),
+        (row("accessory eyeglasses"), dodging): (0.88, [  # the worst upper end of its two runs
             ("run-5", GLASSES, "0.83 [0.73–0.88]", "plain 0.30 · EOT 0.97", False, False),
             ("run-6", NO_EOT, "0.60 [0.50–0.65]", "plain 0.25 · EOT —", False, False)]),
         (unknown, none): (None, [("run-7", BROKEN_RUN, DASH, "", True, True)]),
-        (row("blend"), impersonation): (0.9, [("run-8", PLUGIN, "MMPMR 0.90 [0.80–0.95]", "", False, True)]),
+        (row("blend"), impersonation): (0.95, [("run-8", PLUGIN, "MMPMR 0.90 [0.80–0.95]", "", False, True)]),
     }
     styles = {key: cell.style for key, cells in r.matrix.rows for cell in cells if cell.entries}
-    assert styles[unknown] == asr_style(None) and styles[row("pixel linf 2/255")] == asr_style(0.31)
-    assert asr_style(0.0) == "background:#1a9850;color:#000000"
-    assert asr_style(1.0) == "background:#d73027;color:#ffffff"  # white reads better on red
+    # cells are coloured by the rating of their worst rate's upper 95% end: the cut-offs the ratings state
+    assert styles[unknown] == rating_style(None) == "background:#eeeeee;color:#555555"
+    assert styles[row("pixel linf 2/255")] == rating_style("weak") == "background:#f08c4b;color:#1f2328"
+    assert styles[row("pixel linf 8/255")] == rating_style("not robust") == "background:#c62828;color:#ffffff"
+    assert rating_style("robust") == "background:#1a7f37;color:#ffffff"
 
 
 def test_figure_sections(suite: Suite) -> None:

@@ -181,3 +181,20 @@ def test_a_rerun_never_destroys_the_previous_report(tmp_path: Path, celeba: Path
     with pytest.raises(ConfigError, match="previous: not a folder facesec made"):
         run([spec], out_root=reports, suite="s", progress=False)
     assert (folder / "previous" / "mine.txt").read_text() == "not facesec's"
+
+
+@pytest.mark.parametrize(("gate", "bad", "code"), [("1.0", False, 0), ("-1", False, 1), ("1.0", True, 2)])
+def test_the_report_states_the_exit_code_the_command_returns(tmp_path: Path, celeba: Path, gate: str, bad: bool,
+                                                             code: int) -> None:
+    """The verdict's exit code is the process's own: 0 gates held, 1 a gate failed, 2 a run failed on its input."""
+    spec = tmp_path / "x.yaml"
+    gates = f"gates: [{{metric: attack_success_rate, op: '<=', value: {gate}}}]\n"
+    spec.write_text(SMALL.format(name="x", ids=2) + gates)
+    files = [str(spec)]
+    if bad:
+        files.append(str(tmp_path / "bad.yaml"))
+        (tmp_path / "bad.yaml").write_text(SMALL.format(name="bad", ids=100_000))
+    assert main(["run", *files, "--out", str(tmp_path / "reports"), "--suite", "s"]) == code
+    folder = tmp_path / "reports" / "s"
+    assert json.loads((folder / "results.json").read_text())["exit_code"] == code
+    assert f"<b>Exit code {code}</b>" in (folder / "index.html").read_text()

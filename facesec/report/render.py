@@ -8,6 +8,7 @@ part of a run's section (its partial and view), its matrix cell's second line an
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from facesec.families.base import Family, SuiteFigure
 from facesec.record import BaselineRule, Dimensions, GateResult, Provenance, Results, RunRecord
 from facesec.report import differences, draws, operating, summary
 from facesec.report.fields import DASH, family_of, fmt, interval, number, text
+from facesec.report.glossary import IDEAS
 from facesec.report.links import Link, link
 from facesec.results import SCHEMA_VERSION, read_results
 from facesec.suite_files import write_atomic
@@ -29,7 +31,6 @@ from facesec.suite_files import write_atomic
 MATRIX_ROW_KEYS = ("recognizer", "perturbation", "knowledge", "setting", "attack")
 MATRIX_COLUMN_KEYS = ("goal", "capability")
 DIMENSION_KEYS = ("recognizer", "perturbation", "knowledge", "goal", "capability", "setting", "attack")
-_GREEN, _YELLOW, _RED = (26, 152, 80), (254, 224, 139), (215, 48, 39)
 
 
 @dataclass
@@ -86,6 +87,15 @@ class RunView:
     """The family's own template for the rest of the run's section (None: none)."""
     view: dict[str, Any] = field(default_factory=dict)
     """What the family's partial shows."""
+    rating: str | None = None
+    """The robustness rating of the run's headline (summary.CUTOFFS); None when it is not an attack's success."""
+    error: str | None = None
+    """Why the run did not finish (None: it did)."""
+
+    @property
+    def rating_style(self) -> str:
+        """Colours of the run's rating chip."""
+        return rating_style(self.rating)
 
     @property
     def failed(self) -> bool:
@@ -115,8 +125,8 @@ class MatrixCell:
 
     @property
     def style(self) -> str:
-        """Background and text colour for the cell's highest ASR."""
-        return asr_style(self.worst)
+        """Background and text colour of the rating of the cell's highest rated headline."""
+        return rating_style(None if self.worst is None else summary.rating_of(self.worst))
 
 
 @dataclass
@@ -173,6 +183,25 @@ class Report:
     """Threat models run on several draws (`data.seed` lists): per draw and pooled."""
     differences: list[differences.DifferenceRow] = field(default_factory=list)
     """Runs one setting apart, compared decision by decision."""
+    robustness: str | None = None
+    """The verdict: the worst family rating (None when no run was rated)."""
+    gate_tests: list[str] = field(default_factory=list)
+    """What the gates test, in words, each once."""
+    exit_code: int | None = None
+    """What `facesec run` exited with (None: the suite has not finished)."""
+    n_failed_runs: int = 0
+    ratings_legend: list[tuple[str, str, str]] = field(default_factory=list)
+    """(rating, its cut-off, its colours) for the matrix legend."""
+
+    @property
+    def robustness_style(self) -> str:
+        """Colours of the verdict."""
+        return rating_style(self.robustness)
+
+    @property
+    def exit_meaning(self) -> str:
+        """What the exit code says, in words."""
+        return summary.EXIT_MEANINGS.get(self.exit_code, "") if self.exit_code is not None else ""
 
 
 class ReportBuilder:
@@ -190,7 +219,7 @@ class ReportBuilder:
     def write(self, results: Results) -> Path:
         """Render the page of `results` and write it (replaced whole) to the output path."""
         report = build_report(results, self.results_dir, self.out.parent, self.redact, self._view)
-        html = _environment(results.runs).get_template("report.html.j2").render(r=report, dash=DASH)
+        html = _environment(results.runs).get_template("report.html.j2").render(r=report, dash=DASH, ideas=IDEAS)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.out, html)  # names that are not valid UTF-8 stay visible
         return self.out
@@ -248,6 +277,7 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
     baseline = [_baseline_rule(rule, runs) for rule in rules] if rules is not None else None
     all_gates = [g for run in runs for g in run.gates] + (baseline or [])
     failed = [g for g in all_gates if g.passed is not True]  # as facesec.gates: no verdict is no pass
+    ratings = summary.ratings(records)
     return Report(
         suite=text(results.suite), created=text(results.created), facesec_version=text(results.facesec_version),
         n_runs=len(runs), verdict="FAIL" if failed else ("PASS" if all_gates else "NO GATES"), failed=failed,
@@ -257,12 +287,20 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
         baseline_path=text(results.baseline.path) if results.baseline is not None else None,
         baseline=baseline, redacted=redact, legends=_legends(records), headlines=_headlines(records, runs),
         gates_held=len(all_gates) - len(failed), gates_total=len(all_gates),
-        findings=summary.findings(records), ratings=summary.ratings(records), glossary=summary.glossary(records),
+        findings=summary.findings(records), ratings=ratings, glossary=summary.glossary(records),
         skipped=_skipped(records, runs), operating=operating.section(records, [run.anchor for run in runs]),
         draws=draws.groups(records, [run.anchor for run in runs]),
         differences=differences.rows(results.differences, {r.name: run.anchor for r, run in zip(records, runs,
                                                                                                strict=True)}),
+        robustness=summary.overall(ratings), gate_tests=summary.gate_tests(records), exit_code=results.exit_code,
+        n_failed_runs=sum(run.error is not None for run in runs), ratings_legend=_ratings_legend(),
     )
+
+
+def _ratings_legend() -> list[tuple[str, str, str]]:
+    """Each rating with its cut-off and colours, for the matrix legend."""
+    bounds = [f"≤ {cut:.0%}" if cut != math.inf else f"> {summary.CUTOFFS[-2][0]:.0%}" for cut, _ in summary.CUTOFFS]
+    return [(label, bound, rating_style(label)) for (_, label), bound in zip(summary.CUTOFFS, bounds, strict=True)]
 
 
 def _skipped(records: list[RunRecord], runs: list[RunView]) -> list[tuple[str, str, str]]:
@@ -301,22 +339,11 @@ def fmt_asr(asr: Any, ci: Any) -> str:
     return f"{rate:.2f}"
 
 
-def asr_style(asr: float | None) -> str:
-    """CSS colours of a matrix cell: green (robust, low ASR) through yellow to red, readable text."""
-    if asr is None:
-        return "background:#eeeeee;color:#555555"
-    t = min(max(asr, 0.0), 1.0)
-    lo, hi, u = (_GREEN, _YELLOW, t * 2) if t < 0.5 else (_YELLOW, _RED, t * 2 - 1)
-    rgb = tuple(round(a + (b - a) * u) for a, b in zip(lo, hi, strict=True))
-    luminance = _luminance(rgb)
-    colour = "#000000" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "#ffffff"
-    return f"background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x};color:{colour}"
-
-
-def _luminance(rgb: tuple[int, ...]) -> float:
-    """WCAG relative luminance, to pick black or white text on a cell."""
-    lin = [(c / 255) / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
-    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+def rating_style(rating: str | None) -> str:
+    """CSS colours of a rating (summary.RATING_COLOURS), wherever one is drawn: the same cut-offs colour the
+    verdict, the run rows and the matrix; grey when nothing is rated."""
+    background, colour = summary.RATING_COLOURS.get(rating or "", ("#eeeeee", "#555555"))
+    return f"background:{background};color:{colour}"
 
 
 def _run_view(index: int, run: RunRecord, results_dir: Path, out_dir: Path, view: dict[str, Any]) -> RunView:
@@ -338,7 +365,8 @@ def _run_view(index: int, run: RunRecord, results_dir: Path, out_dir: Path, view
         samples=link(run.samples_csv, results_dir, out_dir),
         threat_model=json.dumps(run.threat_model, indent=2, sort_keys=True) if run.threat_model is not None else None,
         headline_label="ASR" if headline == "attack_success_rate" or run.headline is None else text(run.headline.label),
-        partial=partial, view=view,
+        partial=partial, view=view, error=None if run.error is None else text(run.error),
+        rating=None if (rate := summary.rated(run)) is None else summary.rating_of(rate),
     )
 
 
@@ -435,7 +463,7 @@ def _matrix(records: list[RunRecord], runs: list[RunView]) -> Matrix:
         shown = run.asr if run.headline_label == "ASR" else f"{run.headline_label} {run.asr}"
         cell.entries.append(MatrixEntry(run.anchor, run.name, shown, bool(run.flags), run.failed,
                                         family.matrix_detail(record) if family is not None else ""))
-        worst = number(record.metrics.get(record.headline_metric()))
+        worst = summary.rated(record)
         if worst is not None:
             cell.worst = worst if cell.worst is None else max(cell.worst, worst)
     return Matrix(

@@ -12,10 +12,45 @@ from facesec.record import RunRecord
 from facesec.report.fields import family_of, interval, number
 
 CUTOFFS = ((0.05, "robust"), (0.25, "partly robust"), (0.75, "weak"), (math.inf, "not robust"))
-"""Rating of a family by its worst headline success rate (an attack's success: lower is more robust): at most
-5% robust, at most 25% partly robust, at most 75% weak, above that not robust."""
+"""Rating of a family by its worst headline success rate (an attack's success: lower is more robust), read at
+the upper end of the rate's 95% interval so that few attempts never earn a good rating: at most 5% robust, at
+most 25% partly robust, at most 75% weak, above that not robust."""
 
-CUTOFF_TEXT = "robust ≤ 5%, partly robust ≤ 25%, weak ≤ 75%, not robust above, by the worst run's rate"
+CUTOFF_TEXT = ("robust ≤ 5%, partly robust ≤ 25%, weak ≤ 75%, not robust above, applied to the upper end of the "
+               "worst run's 95% interval (the rate itself where no interval is recorded)")
+
+RATING_COLOURS = {"robust": ("#1a7f37", "#ffffff"), "partly robust": ("#fee08b", "#1f2328"),
+                  "weak": ("#f08c4b", "#1f2328"), "not robust": ("#c62828", "#ffffff")}
+"""Background and text of each rating, wherever a rating or a rated rate is drawn (matrix cells included)."""
+
+EXIT_MEANINGS = {0: "no gate failed", 1: "a gate failed", 2: "a run failed on its input (the error says which)",
+                 3: "a run crashed (facesec's fault: please report it)"}
+
+
+_OPS = {"<=": "≤", ">=": "≥", "==": "=", "!=": "≠"}
+
+
+def rating_of(rate: float) -> str:
+    """The CUTOFFS label of an attack's success rate."""
+    return next(label for cut, label in CUTOFFS if rate <= cut)
+
+
+def rated(run: RunRecord) -> float | None:
+    """What the run is rated by when its headline is an attack's success (lower is more robust): the upper end of
+    the rate's 95% interval, or the rate where none is recorded; None for other headlines and failed runs."""
+    key, _, better = _headline(run)
+    rate = number(run.metrics.get(key))
+    if better != "lower" or run.error is not None or rate is None:
+        return None
+    ci = interval(run.metrics, key)
+    upper = number(ci[1]) if isinstance(ci, list | tuple) and len(ci) == 2 else None
+    return rate if upper is None else max(rate, upper)
+
+
+def overall(ratings: list[Rating]) -> str | None:
+    """The worst family rating: what the suite's robustness verdict says (None when no run was rated)."""
+    order = [label for _, label in CUTOFFS]
+    return max((r.rating for r in ratings), key=order.index, default=None)
 
 
 @dataclass
@@ -96,15 +131,16 @@ def ratings(runs: list[RunRecord]) -> list[Rating]:
     """Per family whose headline is an attack's success: the rating of its worst run (CUTOFFS)."""
     worst: dict[str, tuple[float, str, str]] = {}
     for i, run in enumerate(runs):
-        key, words, better = _headline(run)
-        rate = number(run.metrics.get(key))
+        _, words, _ = _headline(run)
+        rate = rated(run)
         family = family_of(run)
-        if rate is None or better != "lower" or family is None:
+        if rate is None or family is None:
             continue
         if family.name not in worst or rate > worst[family.name][0]:
-            worst[family.name] = (rate, f"{words} {percent(rate)} ({run.name or f'run {i + 1}'})", f"run-{i + 1}")
-    return [Rating(name, next(label for cut, label in CUTOFFS if rate <= cut), text, anchor)
-            for name, (rate, text, anchor) in worst.items()]
+            key = run.headline_metric()
+            shown = percent(number(run.metrics.get(key)), interval(run.metrics, key))
+            worst[family.name] = (rate, f"{words} {shown} ({run.name or f'run {i + 1}'})", f"run-{i + 1}")
+    return [Rating(name, rating_of(rate), text, anchor) for name, (rate, text, anchor) in worst.items()]
 
 
 def glossary(runs: list[RunRecord]) -> list[Term]:
@@ -120,3 +156,24 @@ def glossary(runs: list[RunRecord]) -> list[Term]:
                 terms[key] = Term(key, (info.label if info else None) or key,
                                   (info.meaning or info.label or "") if info else "")
     return sorted(terms.values(), key=lambda t: t.key)
+
+
+def gate_tests(runs: list[RunRecord]) -> list[str]:
+    """What the suite's gates test, each condition once in words ("noise success rate ≤ 0.1"): a reader sees at
+    once when the release checks leave the attack itself untested."""
+    found: dict[str, None] = {}
+    for run in runs:
+        family = family_of(run)
+        for gate in run.gates:
+            if gate.metric == "run_completed":
+                words = "the run finished"
+            else:
+                info = family.metrics.get(gate.metric) if family is not None else None
+                words = (info.label or info.meaning.split(":")[0] or gate.metric) if info is not None else gate.metric
+                if gate.difference:
+                    words = f"{words}: difference over {gate.difference}"
+                if gate.bound:
+                    words = f"{words} ({gate.bound} 95% bound)"
+                words = f"{words} {_OPS.get(gate.op, gate.op)} {gate.value:g}"
+            found.setdefault(words)
+    return list(found)
