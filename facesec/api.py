@@ -25,7 +25,7 @@ from facesec.measures import differences
 from facesec.progress import bar, note
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.trust import code_trusted, trusting_code
-from facesec.record import GateResult, Pairing, Results, RunRecord, Validity
+from facesec.record import GateResult, Pairing, Provenance, Results, RunRecord, Validity
 from facesec.report.render import ReportBuilder
 from facesec.results import document, read_results, save, slug, write_run
 from facesec.suite_files import keep_previous, refuse_links, suite_lock
@@ -163,7 +163,7 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         if kept is not None:
             note(f"the report this suite had is kept in {kept} until the next rerun", progress)
         page = ReportBuilder(out_dir, redact=redact)
-        records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page)
+        records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page, overrides)
         results = document(name, records)
         if main:
             gates.judge_differences(results, _compare(results, out_dir))
@@ -217,12 +217,12 @@ def _compare(results: Results, out_dir: Path) -> list[Pairing] | None:
 
 
 def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, out_dir: Path,
-             suite: str, previous: dict[tuple[str, str], RunRecord],
-             page: ReportBuilder) -> tuple[list[RunRecord], list[Exception]]:
+             suite: str, previous: dict[tuple[str, str], RunRecord], page: ReportBuilder,
+             overrides: Sequence[str]) -> tuple[list[RunRecord], list[Exception]]:
     """Every run in turn, each written (and the report updated) as soon as it finishes, so a crash keeps
     what was done; a run recorded in `previous` under the same resume key is reused, not run again; one
     that fails is recorded as failed and never costs the others. Under torchrun every process goes through
-    the runs together (see `engine.runs_here`); process 0 records them."""
+    the runs together (see `engine.runs_here`); process 0 records them, with the `--set` overrides it ran under."""
     main = distributed.is_main()
     records: list[RunRecord] = []
     failures: list[Exception] = []
@@ -251,6 +251,8 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
             record.provenance.trusted_code = code_trusted()
             record.provenance.processes = distributed.processes()
             record.gates = _gated(tm, record)
+        record.provenance = record.provenance or Provenance()
+        record.provenance.overrides = list(overrides)
         record.resume_key = keys[number - 1]
         note(f"run {number}/{len(models)} {tm.name}: {_outcome(record)} in "
              f"{time.perf_counter() - started:.0f} s", progress)

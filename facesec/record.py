@@ -136,6 +136,8 @@ class Provenance(_Open):
     finished: str | None = None
     trusted_code: bool | None = None
     processes: int | None = None
+    overrides: list[str] | None = None
+    """The `--set PATH=VALUE` the run was made with (`--draws N` as data.seed), in order: what changed the file."""
 
 
 class RunRecord(_Open):

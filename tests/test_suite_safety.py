@@ -198,3 +198,21 @@ def test_the_report_states_the_exit_code_the_command_returns(tmp_path: Path, cel
     folder = tmp_path / "reports" / "s"
     assert json.loads((folder / "results.json").read_text())["exit_code"] == code
     assert f"<b>Exit code {code}</b>" in (folder / "index.html").read_text()
+
+
+def test_the_report_names_the_data_and_the_set_that_changed_the_run(tmp_path: Path, celeba: Path) -> None:
+    """The dataset with its files' fingerprint and every --set are on the page; a description the --set may have
+    made wrong is marked, not shown as if it still held."""
+    spec = tmp_path / "x.yaml"
+    spec.write_text(SMALL.format(name="x", ids=2) + "description: two people of celeba-mini, seed 0\n")
+    results, folder = run([spec], ["data.seed=3"], out_root=tmp_path / "reports", suite="s", progress=False)
+    record = results.runs[0]
+    assert record.provenance is not None and record.provenance.overrides == ["data.seed=3"]
+    html = (folder / "index.html").read_text()
+    fingerprint = (record.provenance.model_extra or {})["data_manifest_sha256"]
+    assert f"celeba-mini (files {fingerprint[:12]}…)" in html and "<code>data.seed=3</code>" in html
+    assert ("two people of celeba-mini, seed 0 ⚠ written for the file as it stands; --set data.seed changed this "
+            "run, so it may no longer match") in html
+    plain, _ = run([spec], out_root=tmp_path / "reports", suite="t", progress=False)
+    assert plain.runs[0].provenance is not None and plain.runs[0].provenance.overrides == []
+    assert "⚠ written for the file" not in (tmp_path / "reports" / "t" / "index.html").read_text()

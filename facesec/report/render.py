@@ -87,6 +87,9 @@ class RunView:
     """The family's own template for the rest of the run's section (None: none)."""
     view: dict[str, Any] = field(default_factory=dict)
     """What the family's partial shows."""
+    context: list[Row] = field(default_factory=list)
+    """What the run was about: its description (marked when a --set changed the run), dataset and fingerprint,
+    and the --set overrides."""
     rating: str | None = None
     """The robustness rating of the run's headline (summary.CUTOFFS); None when it is not an attack's success."""
     error: str | None = None
@@ -190,6 +193,10 @@ class Report:
     exit_code: int | None = None
     """What `facesec run` exited with (None: the suite has not finished)."""
     n_failed_runs: int = 0
+    datasets: list[str] = field(default_factory=list)
+    """Each dataset the runs drew from, with the fingerprint of its files, once."""
+    overrides: list[str] = field(default_factory=list)
+    """Each --set the runs were made with, once."""
     ratings_legend: list[tuple[str, str, str]] = field(default_factory=list)
     """(rating, its cut-off, its colours) for the matrix legend."""
 
@@ -294,6 +301,8 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
                                                                                                strict=True)}),
         robustness=summary.overall(ratings), gate_tests=summary.gate_tests(records), exit_code=results.exit_code,
         n_failed_runs=sum(run.error is not None for run in runs), ratings_legend=_ratings_legend(),
+        datasets=list(dict.fromkeys(_dataset(r) for r in records if r.threat_model)),
+        overrides=list(dict.fromkeys(text(o) for r in records if r.provenance for o in r.provenance.overrides or [])),
     )
 
 
@@ -365,9 +374,34 @@ def _run_view(index: int, run: RunRecord, results_dir: Path, out_dir: Path, view
         samples=link(run.samples_csv, results_dir, out_dir),
         threat_model=json.dumps(run.threat_model, indent=2, sort_keys=True) if run.threat_model is not None else None,
         headline_label="ASR" if headline == "attack_success_rate" or run.headline is None else text(run.headline.label),
-        partial=partial, view=view, error=None if run.error is None else text(run.error),
+        partial=partial, view=view, error=None if run.error is None else text(run.error), context=_context_rows(run),
         rating=None if (rate := summary.rated(run)) is None else summary.rating_of(rate),
     )
+
+
+def _dataset(run: RunRecord) -> str:
+    """The run's dataset and the fingerprint of its files ('celeba-mini (files 3edc5df06151…)'), or a dash."""
+    data = run.threat_model.get("data") if isinstance(run.threat_model, dict) else None
+    name = text(data.get("dataset")) if isinstance(data, dict) else DASH
+    extra = (run.provenance.model_extra or {}) if run.provenance is not None else {}
+    fingerprint = extra.get("data_manifest_sha256")
+    return f"{name} (files {fingerprint[:12]}…)" if isinstance(fingerprint, str) and fingerprint else name
+
+
+def _context_rows(run: RunRecord) -> list[Row]:
+    """The description (marked when a --set changed what it describes), the dataset and the overrides."""
+    overrides = list(run.provenance.overrides or []) if run.provenance is not None else []
+    changed = [o.partition("=")[0] for o in overrides if o.partition("=")[0] not in ("name", "description")]
+    description = run.threat_model.get("description") if isinstance(run.threat_model, dict) else None
+    rows = []
+    if isinstance(description, str) and description:
+        stale = (f" ⚠ written for the file as it stands; --set {', '.join(changed)} changed this run, so it may no "
+                 "longer match") if changed else ""
+        rows.append(Row("description", text(description) + stale))
+    rows.append(Row("dataset", _dataset(run)))
+    if overrides:
+        rows.append(Row("--set", "; ".join(text(o) for o in overrides)))
+    return rows
 
 
 def _legends(records: list[RunRecord]) -> list[tuple[str, str]]:
