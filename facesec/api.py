@@ -26,6 +26,7 @@ from facesec.progress import bar, note
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.trust import code_trusted, trusting_code
 from facesec.record import GateResult, Pairing, Provenance, Results, RunRecord, Validity
+from facesec.redaction import Pseudonyms
 from facesec.report.render import ReportBuilder
 from facesec.results import document, read_results, save, slug, write_run
 from facesec.suite_files import keep_previous, refuse_links, suite_lock
@@ -163,7 +164,8 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         if kept is not None:
             note(f"the report this suite had is kept in {kept} until the next rerun", progress)
         page = ReportBuilder(out_dir, redact=redact)
-        records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page, overrides)
+        names = _pseudonyms(models) if redact and main else None
+        records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page, overrides, names)
         results = document(name, records)
         if main:
             gates.judge_differences(results, _compare(results, out_dir))
@@ -218,7 +220,7 @@ def _compare(results: Results, out_dir: Path) -> list[Pairing] | None:
 
 def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, out_dir: Path,
              suite: str, previous: dict[tuple[str, str], RunRecord], page: ReportBuilder,
-             overrides: Sequence[str]) -> tuple[list[RunRecord], list[Exception]]:
+             overrides: Sequence[str], pseudonyms: Pseudonyms | None) -> tuple[list[RunRecord], list[Exception]]:
     """Every run in turn, each written (and the report updated) as soon as it finishes, so a crash keeps
     what was done; a run recorded in `previous` under the same resume key is reused, not run again; one
     that fails is recorded as failed and never costs the others. Under torchrun every process goes through
@@ -256,11 +258,17 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
         record.resume_key = keys[number - 1]
         note(f"run {number}/{len(models)} {tm.name}: {_outcome(record)} in "
              f"{time.perf_counter() - started:.0f} s", progress)
-        records.append(write_run(finished, out_dir, used))
+        records.append(write_run(finished, out_dir, used, pseudonyms))
         written = document(suite, records)
         save(written, out_dir)
         page.write(written)
     return records, failures
+
+
+def _pseudonyms(models: list[tuple[str, ThreatModel]]) -> Pseudonyms:
+    """`--redact`'s pseudonyms for every identity of the datasets the runs draw from (calibration's included)."""
+    datasets = dict.fromkeys(name for _, tm in models for name in [tm.data.dataset, *_calibration_dataset(tm)])
+    return Pseudonyms(ident for name in datasets for ident in load_dataset(name).identities)
 
 
 def _reusable(models: list[tuple[str, ThreatModel]],

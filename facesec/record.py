@@ -160,6 +160,8 @@ class RunRecord(_Open):
     operating_points: list[OperatingPoint] = []
     resume_key: str | None = None
     error: str | None = None
+    redacted: bool | None = None
+    """True when written with `--redact`: its faces blurred on disk and identity names pseudonymised."""
 
     def to_json(self) -> dict[str, JsonValue]:
         """The record as results.json holds it."""

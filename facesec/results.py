@@ -18,6 +18,7 @@ from facesec import __version__
 from facesec.csv_cells import safe_cell
 from facesec.errors import ConfigError
 from facesec.record import Results, RunRecord, first_problem, plain
+from facesec.redaction import Pseudonyms, blur_images
 from facesec.suite_files import RUN_MARKER, as_umask_allows, made_by_facesec, refuse_links, write_atomic
 
 if TYPE_CHECKING:
@@ -46,9 +47,10 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
     return safe
 
 
-def write_run(run: FinishedRun, out_dir: Path, used: set[str]) -> RunRecord:
+def write_run(run: FinishedRun, out_dir: Path, used: set[str], pseudonyms: Pseudonyms | None = None) -> RunRecord:
     """The run's record for results.json: its samples as a CSV, its family's files beside it. A folder of that
-    name that facesec did not make (no marker, or a link) is left alone: the run takes another name."""
+    name that facesec did not make (no marker, or a link) is left alone: the run takes another name. With
+    `pseudonyms` (`--redact`), faces are blurred before the folder is moved in and names become pseudonyms."""
     runs = out_dir / "runs"
     refuse_links(out_dir, runs)
     name = slug(run.record.name)
@@ -61,11 +63,14 @@ def write_run(run: FinishedRun, out_dir: Path, used: set[str]) -> RunRecord:
     try:  # written beside its place, moved in whole: a crash never leaves half a run folder
         (building / RUN_MARKER).write_text("written by facesec; a run folder without this file is never replaced\n")
         table = pd.DataFrame(dict(run.samples()))
-        csv_safe(table).to_csv(building / "samples.csv", index=False)
+        csv_safe(table if pseudonyms is None else pseudonyms.table(table)).to_csv(building / "samples.csv",
+                                                                                  index=False)
         added: dict[str, JsonValue] = {"samples_csv": f"runs/{name}/samples.csv"}
         if run.output is not None:
             written = run.output.write_artefacts(building, f"runs/{name}", table)
             added.update({key: plain(value) for key, value in written.items()})
+            if pseudonyms is not None:
+                blur_images(building, run.output.faceless(building))
         old = building.with_name(building.name + ".old")  # a fresh name: nothing else is ever removed
         if made_by_facesec(run_dir):
             run_dir.rename(old)
@@ -73,7 +78,8 @@ def write_run(run: FinishedRun, out_dir: Path, used: set[str]) -> RunRecord:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    return RunRecord.model_validate({**run.record.to_json(), **added})
+    record = {**run.record.to_json(), **added}
+    return RunRecord.model_validate(record if pseudonyms is None else {**pseudonyms.deep(record), "redacted": True})
 
 
 def _made(folder: Path) -> Path:

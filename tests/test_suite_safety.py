@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from facesec.api import run
 from facesec.cli import main
@@ -216,3 +217,30 @@ def test_the_report_names_the_data_and_the_set_that_changed_the_run(tmp_path: Pa
     plain, _ = run([spec], out_root=tmp_path / "reports", suite="t", progress=False)
     assert plain.runs[0].provenance is not None and plain.runs[0].provenance.overrides == []
     assert "⚠ written for the file" not in (tmp_path / "reports" / "t" / "index.html").read_text()
+
+
+def test_redact_writes_no_name_and_no_clear_face(tmp_path: Path, celeba: Path) -> None:
+    """With --redact, people's names (folder and file names, LFW style) appear nowhere in what the suite writes,
+    each as one stable pseudonym, and every face image on disk is blurred; perturbations stay as they are."""
+    people = ["Alice_Example", "Bob_Sample", "Carol_Test"]
+    source = sorted(p for p in celeba.iterdir() if p.is_dir())[:3]
+    for name, folder in zip(people, source, strict=True):
+        (tmp_path / "named" / name).mkdir(parents=True)
+        for k, photo in enumerate(sorted(folder.glob("*.jpg"))[:3]):
+            shutil.copy(photo, tmp_path / "named" / name / f"{name}_{k:04d}.jpg")
+    spec = tmp_path / "x.yaml"
+    spec.write_text(SMALL.format(name="x", ids=3).replace("images_per_identity: 2", "images_per_identity: 3"))
+    assert main(["run", str(spec), "--set", f"data.dataset={tmp_path / 'named'}", "--redact",
+                 "--out", str(tmp_path / "reports"), "--suite", "s"]) in (0, 1)
+    folder = tmp_path / "reports" / "s"
+    written = [p for p in folder.rglob("*") if p.is_file()]
+    texts = {p: p.read_text(errors="replace") for p in written if p.suffix in (".json", ".csv", ".html")}
+    assert {p.name for p in texts} >= {"results.json", "samples.csv", "index.html"}
+    for name in people:
+        assert not [p for p, t in texts.items() if name in t], name
+    record = json.loads((folder / "results.json").read_text())["runs"][0]
+    assert record["redacted"] is True and all(g["identity"].startswith("person-") for g in record["gallery"])
+    images = {p.name: Image.open(p).size for p in written if p.suffix == ".png"}
+    faces = {n: s for n, s in images.items() if not n.endswith("_perturbation.png")}
+    assert faces and all(max(s) <= 150 // 4 + 1 for s in faces.values()), images
+    assert all(s == (150, 150) for n, s in images.items() if n.endswith("_perturbation.png"))

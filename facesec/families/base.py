@@ -92,6 +92,11 @@ class RunOutput:
         return what to add to its results.json record (gallery entries, file links)."""
         return {}
 
+    def faceless(self, run_dir: Path) -> set[str]:
+        """The files it wrote (relative to `run_dir`) that show no face, left as they are by `--redact`; every
+        other image there is blurred as a face."""
+        return set()
+
 
 class Family(ABC):
     """One attack family (pixel, accessory, morph, ...): spec section, what it supports, runner, report part."""

@@ -18,9 +18,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 from numpy.typing import ArrayLike
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from facesec.data.images import UnusableImage, decode
+from facesec.redaction import redact_face
 
 MAX_SIDE = 320
 """Gallery images are shrunk to at most this many pixels a side, so the report stays small."""
@@ -28,10 +29,6 @@ MAX_SIDE = 320
 MAX_PIXELS = 16_000_000
 """Larger files are not decoded at all (decompression bombs): gallery crops are a few hundred pixels."""
 
-BLUR_RADIUS_AT_150 = 6.0
-"""Gaussian blur radius for redacted faces on a 150-px crop; scaled with the image size."""
-REDACTED_SCALE = 4
-"""A redacted face is stored this many times smaller on each side: a blur of radius 6 keeps no detail finer."""
 
 
 @dataclass
@@ -93,15 +90,6 @@ def face_uris(root: Path, row: dict[str, Any], keys: tuple[str, ...], redact: bo
             image = redact_face(image)
         out[key] = png_data_uri(image) if image is not None else None
     return out
-
-
-def redact_face(image: Image.Image) -> Image.Image:
-    """Strong Gaussian blur (radius 6 px on a 150-px crop): faces are biometric data. Kept at a quarter of its
-    size, which the blur leaves nothing finer than (the report shows it at its place's size): a redacted report
-    stays small."""
-    radius = max(1.0, BLUR_RADIUS_AT_150 * max(image.size) / 150)
-    small = (max(1, round(image.width / REDACTED_SCALE)), max(1, round(image.height / REDACTED_SCALE)))
-    return image.filter(ImageFilter.GaussianBlur(radius)).resize(small, Image.Resampling.BOX)
 
 
 def amplified_perturbation(

@@ -241,7 +241,8 @@ class ReportBuilder:
             return seen[1]
         key = json.dumps(run.to_json(), sort_keys=True)  # names that are not UTF-8 included
         if key not in self._views:
-            self._views[key] = family.report_view(run, self.results_dir, self.out.parent, self.redact)
+            blur = self.redact and not run.redacted  # a run written with --redact holds blurred faces already
+            self._views[key] = family.report_view(run, self.results_dir, self.out.parent, blur)
         self._seen[id(run)] = (run, self._views[key])
         return self._views[key]
 
@@ -276,7 +277,8 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
     gives a run's family view (by default built afresh)."""
     def fresh(run: RunRecord) -> dict[str, Any]:
         family = family_of(run)
-        return family.report_view(run, results_dir, out_dir, redact) if family and family.report_partial else {}
+        blur = redact and not run.redacted  # a run written with --redact holds blurred faces already
+        return family.report_view(run, results_dir, out_dir, blur) if family and family.report_partial else {}
 
     records = results.runs
     runs = [_run_view(i, run, results_dir, out_dir, (view or fresh)(run)) for i, run in enumerate(records)]
@@ -292,7 +294,8 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
         unchecked=[run.name for run in runs if run.validity is None],
         matrix=_matrix(records, runs), row_keys=MATRIX_ROW_KEYS, figures=_figures(records), runs=runs,
         baseline_path=text(results.baseline.path) if results.baseline is not None else None,
-        baseline=baseline, redacted=redact, legends=_legends(records), headlines=_headlines(records, runs),
+        baseline=baseline, redacted=redact or any(r.redacted for r in records),
+        legends=_legends(records), headlines=_headlines(records, runs),
         gates_held=len(all_gates) - len(failed), gates_total=len(all_gates),
         findings=summary.findings(records), ratings=ratings, glossary=summary.glossary(records),
         skipped=_skipped(records, runs), operating=operating.section(records, [run.anchor for run in runs]),

@@ -45,3 +45,9 @@ def write(output: EvasionOutput, run_dir: Path, rel: str, table: pd.DataFrame) -
             names = export.write(one.pattern, one.mask, one.eye_distance_px, run_dir / "print", stem)
             added["print_files"].append({"label": one.label, **{key: f"{rel}/print/{n}" for key, n in names.items()}})
     return added
+
+
+def faceless(run_dir: Path) -> set[str]:
+    """Perturbations, accessories and print files: the images an evasion run writes that show no face."""
+    return {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")
+            if p.name.endswith(("_perturbation.png", "_accessory.png")) or p.relative_to(run_dir).parts[0] == "print"}

@@ -13,6 +13,7 @@ from typing import Any
 from facesec.families.base import SuiteFigure
 from facesec.families.evasion.words import queries
 from facesec.record import RunRecord
+from facesec.redaction import redact_face
 from facesec.report import figures
 from facesec.report.fields import DASH, as_dict, as_list, family_of, fixed, fmt, interval, number, text
 from facesec.report.links import Link, link
@@ -74,8 +75,8 @@ def gallery_item(item: dict[str, Any], results_dir: Path, redact: bool, accessor
     perturbation = None if accessory else figures.load_image(results_dir, item.get("perturbation"))
     amplified = None if accessory else figures.amplified_perturbation(perturbation, clean, adversarial)
     if redact:
-        clean = figures.redact_face(clean) if clean is not None else None
-        adversarial = figures.redact_face(adversarial) if adversarial is not None else None
+        clean = redact_face(clean) if clean is not None else None
+        adversarial = redact_face(adversarial) if adversarial is not None else None
     success, target = item.get("success"), item.get("target")
     return GalleryItem(
         identity=text(item.get("identity")),

@@ -62,6 +62,9 @@ class EvasionOutput(RunOutput):
     def write_artefacts(self, run_dir: Path, rel: str, samples: pd.DataFrame) -> dict[str, JsonValue]:
         return artefacts.write(self, run_dir, rel, samples)
 
+    def faceless(self, run_dir: Path) -> set[str]:
+        return artefacts.faceless(run_dir)
+
 
 def _success(objective: Objective, model: Recognizer, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Success and similarity to the reference, per sample."""
