@@ -331,8 +331,10 @@ def test_headlines_legends_and_glossary(suite: Suite) -> None:
                               "mmpmr", "mmpmr_ci95", "n_attempts", "noise_success_rate", "plain_accessory_success_rate",
                               "similarity_shift_mean", "threshold"]
     assert glossary["attack_success_rate"] == ("attack_success_rate", METRICS["attack_success_rate"].meaning)
-    assert glossary["plain_accessory_success_rate"] == ("plain accessory (baseline) success",) * 2
-    assert glossary["mmpmr"] == ("mmpmr", "")
+    assert glossary["plain_accessory_success_rate"] == ("plain_accessory_success_rate",
+                                                        "plain accessory (baseline) success")
+    assert glossary["mmpmr"] == ("mmpmr", "not described by its family")  # the plug-in family describes nothing
+    assert all(meaning not in (key, label) for key, (label, meaning) in glossary.items())  # never circular
     assert [(x.family, x.rating, x.anchor) for x in r.ratings] == [("pixel", "not robust", "run-3"),
                                                                   ("accessory", "not robust", "run-5")]
     assert [f.family for f in r.findings] == ["pixel"] * 4 + ["accessory"] * 2 + ["pixel", "unknown"]

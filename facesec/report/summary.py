@@ -144,17 +144,17 @@ def ratings(runs: list[RunRecord]) -> list[Rating]:
 
 
 def glossary(runs: list[RunRecord]) -> list[Term]:
-    """Every metric key the runs record, with its words and meaning from the run's family (sorted by key; empty
-    when the family does not describe it)."""
+    """Every metric key the runs record (what gates name) with what it means: its family's meaning, else the
+    words the report labels it with, never the key again (sorted by key; 'not described' when the family gives
+    nothing)."""
     terms: dict[str, Term] = {}
     for run in runs:
         family = family_of(run)
         known: dict[str, MetricInfo] = family.metrics if family is not None else {}
         for key in run.metrics:
             info = known.get(key)
-            if key not in terms:
-                terms[key] = Term(key, (info.label if info else None) or key,
-                                  (info.meaning or info.label or "") if info else "")
+            words = [w for w in ((info.meaning, info.label) if info else ()) if w and w.strip() != key]
+            terms.setdefault(key, Term(key, key, words[0] if words else "not described by its family"))
     return sorted(terms.values(), key=lambda t: t.key)
 
 
