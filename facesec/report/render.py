@@ -304,7 +304,7 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
                                                                                                strict=True)}),
         robustness=summary.overall(ratings), gate_tests=summary.gate_tests(records), exit_code=results.exit_code,
         n_failed_runs=sum(run.error is not None for run in runs), ratings_legend=_ratings_legend(),
-        datasets=list(dict.fromkeys(_dataset(r) for r in records if r.threat_model)),
+        datasets=_datasets(records),
         overrides=list(dict.fromkeys(text(o) for r in records if r.provenance for o in r.provenance.overrides or [])),
     )
 
@@ -382,13 +382,27 @@ def _run_view(index: int, run: RunRecord, results_dir: Path, out_dir: Path, view
     )
 
 
-def _dataset(run: RunRecord) -> str:
-    """The run's dataset and the fingerprint of its files ('celeba-mini (files 3edc5df06151…)'), or a dash."""
+def _data_of(run: RunRecord) -> tuple[str, str | None]:
+    """The run's dataset name (a dash when unknown) and the sha256 of its files' manifest (None when unrecorded)."""
     data = run.threat_model.get("data") if isinstance(run.threat_model, dict) else None
     name = text(data.get("dataset")) if isinstance(data, dict) else DASH
-    extra = (run.provenance.model_extra or {}) if run.provenance is not None else {}
-    fingerprint = extra.get("data_manifest_sha256")
-    return f"{name} (files {fingerprint[:12]}…)" if isinstance(fingerprint, str) and fingerprint else name
+    fingerprint = ((run.provenance.model_extra or {}) if run.provenance is not None else {}).get("data_manifest_sha256")
+    return name, fingerprint if isinstance(fingerprint, str) and fingerprint else None
+
+
+def _dataset_text(name: str, fingerprint: str | None) -> str:
+    """'celeba-mini (files 3edc5df06151…)', or the name alone."""
+    return f"{name} (files {fingerprint[:12]}…)" if fingerprint else name
+
+
+def _datasets(records: list[RunRecord]) -> list[str]:
+    """Each dataset once, with its files' fingerprint where a run recorded one (a failed run records none)."""
+    found: dict[str, str | None] = {}
+    for record in records:
+        if record.threat_model:
+            name, fingerprint = _data_of(record)
+            found[name] = found.get(name) or fingerprint
+    return [_dataset_text(name, fingerprint) for name, fingerprint in found.items()]
 
 
 def _context_rows(run: RunRecord) -> list[Row]:
@@ -401,7 +415,7 @@ def _context_rows(run: RunRecord) -> list[Row]:
         stale = (f" ⚠ written for the file as it stands; --set {', '.join(changed)} changed this run, so it may no "
                  "longer match") if changed else ""
         rows.append(Row("description", text(description) + stale))
-    rows.append(Row("dataset", _dataset(run)))
+    rows.append(Row("dataset", _dataset_text(*_data_of(run))))
     if overrides:
         rows.append(Row("--set", "; ".join(text(o) for o in overrides)))
     return rows
