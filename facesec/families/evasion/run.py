@@ -505,6 +505,8 @@ def _validity(tm: ThreatModel, x: torch.Tensor, objective: Criterion, attempted:
 
 
 def _budget_text(norm: str, eps: float) -> str:
-    """L-inf budgets in tenths of 255ths as 8/255 or 0.5/255; anything else as the decimal."""
+    """L-inf budgets in tenths of 255ths (8/255, 0.5/255), or hundredths below 1/255 (0.25/255); anything else as
+    the decimal."""
     n = eps * 255
-    return f"{round(n, 1):g}/255" if norm == "linf" and abs(n * 10 - round(n * 10)) < 1e-6 else f"{eps:g}"
+    step = 100 if n < 1 else 10
+    return f"{round(n, 2):g}/255" if norm == "linf" and abs(n * step - round(n * step)) < 1e-6 else f"{eps:g}"
