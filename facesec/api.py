@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -160,23 +161,21 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
             else ({}, [])
         for problem in problems:
             note(f"--resume: {out_dir / 'results.json'}: {problem}")
-        kept = keep_previous(out_dir) if main and not resume_runs else None
+        keys, reused = _reusable(models, previous, redact)
+        kept = keep_previous(out_dir) if main and not reused else None  # a resume that reuses nothing starts anew
         if kept is not None:
             note(f"the report this suite had is kept in {kept} until the next rerun", progress)
-        page = ReportBuilder(out_dir, redact=redact)
-        names = _pseudonyms(models) if redact and main else None
-        records, failures = _run_all(models, dev, progress and main, out_dir, name, previous, page, overrides, names)
+        taken = set() if kept is not None else {Path(str(r.samples_csv)).parent.name for r in previous.values()}
+        writer = _Writer(out_dir, name, ReportBuilder(out_dir, redact=redact), list(overrides),
+                         _pseudonyms(models) if redact and main else None, taken)
+        records, failures = _run_all(models, dev, progress and main, keys, reused, writer)
         results = document(name, records)
         if main:
             gates.judge_differences(results, _compare(results, out_dir))
             _fail_if_broken(results)
             if old is not None:
                 results.baseline = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))
-            results.exit_code = _exit_code(results, failures)
-            save(results, out_dir)
-            if junit:
-                gates.write_junit(results, Path(junit))
-            page.write(results)
+            _conclude(results, failures, writer, junit)
     written = distributed.exchange("results", results if main else None)[0]  # the document process 0 wrote
     assert written is not None
     if failures and main:  # the finished runs are written and reported; now say what failed
@@ -188,11 +187,39 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
     return written, out_dir
 
 
-def _exit_code(results: Results, failures: list[Exception]) -> Literal[0, 1, 2, 3]:
-    """The code the command exits with, as cli.main maps what `run` raises: the first failed run's error (bad
-    input or the file system: 2; anything else: 3), else the gates' verdict."""
-    if failures:
-        return 2 if isinstance(failures[0], FacesecError | OSError) else 3
+@dataclass
+class _Writer:
+    """Where and how a suite's runs are written: its folder and name, its page, the --set overrides it ran under,
+    `--redact`'s pseudonyms (None without it), and run folder names already taken."""
+
+    out_dir: Path
+    suite: str
+    page: ReportBuilder
+    overrides: list[str]
+    pseudonyms: Pseudonyms | None
+    used: set[str]
+
+
+def _conclude(results: Results, failures: list[Exception], writer: _Writer, junit: str | Path | None) -> None:
+    """Write the JUnit file, the page and results.json with the exit code the command returns; when writing
+    the first two fails, results.json records the code that failure gives instead."""
+    results.exit_code = _exit_code(failures[0] if failures else None, results)
+    try:
+        if junit:
+            gates.write_junit(results, Path(junit))
+        writer.page.write(results)
+    except Exception as exc:
+        results.exit_code = _exit_code(exc, results)
+        raise
+    finally:
+        save(results, writer.out_dir)
+
+
+def _exit_code(error: Exception | None, results: Results) -> Literal[0, 1, 2, 3]:
+    """The code the command exits with, as cli.main maps what `run` raises: an error on input or from the file
+    system 2, anything else 3; without one, the gates' verdict."""
+    if error is not None:
+        return 2 if isinstance(error, FacesecError | OSError) else 3
     return 0 if gates.exit_code(results) == gates.EXIT_OK else 1
 
 
@@ -218,9 +245,8 @@ def _compare(results: Results, out_dir: Path) -> list[Pairing] | None:
     return pairs
 
 
-def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, out_dir: Path,
-             suite: str, previous: dict[tuple[str, str], RunRecord], page: ReportBuilder,
-             overrides: Sequence[str], pseudonyms: Pseudonyms | None) -> tuple[list[RunRecord], list[Exception]]:
+def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, keys: list[str],
+             reused: dict[int, RunRecord], writer: _Writer) -> tuple[list[RunRecord], list[Exception]]:
     """Every run in turn, each written (and the report updated) as soon as it finishes, so a crash keeps
     what was done; a run recorded in `previous` under the same resume key is reused, not run again; one
     that fails is recorded as failed and never costs the others. Under torchrun every process goes through
@@ -228,8 +254,6 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
     main = distributed.is_main()
     records: list[RunRecord] = []
     failures: list[Exception] = []
-    used = {Path(str(r.samples_csv)).parent.name for r in previous.values()}
-    keys, reused = _reusable(models, previous)
     kept = distributed.exchange("resume", sorted(reused))[0]
     for number, (source, tm) in enumerate(bar(models, desc="threat models", unit="run", enabled=progress), 1):
         if number in kept:
@@ -254,27 +278,34 @@ def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progre
             record.provenance.processes = distributed.processes()
             record.gates = _gated(tm, record)
         record.provenance = record.provenance or Provenance()
-        record.provenance.overrides = list(overrides)
+        record.provenance.overrides = writer.overrides
         record.resume_key = keys[number - 1]
         note(f"run {number}/{len(models)} {tm.name}: {_outcome(record)} in "
              f"{time.perf_counter() - started:.0f} s", progress)
-        records.append(write_run(finished, out_dir, used, pseudonyms))
-        written = document(suite, records)
-        save(written, out_dir)
-        page.write(written)
+        records.append(write_run(finished, writer.out_dir, writer.used, writer.pseudonyms))
+        written = document(writer.suite, records)
+        save(written, writer.out_dir)
+        writer.page.write(written)
     return records, failures
 
 
 def _pseudonyms(models: list[tuple[str, ThreatModel]]) -> Pseudonyms:
-    """`--redact`'s pseudonyms for every identity of the datasets the runs draw from (calibration's included)."""
+    """`--redact`'s pseudonyms for every identity of the datasets the runs draw from (calibration's included), and
+    for the folders their photos sit in (an import names a folder after its person, made safe for a file name)."""
     datasets = dict.fromkeys(name for _, tm in models for name in [tm.data.dataset, *_calibration_dataset(tm)])
-    return Pseudonyms(ident for name in datasets for ident in load_dataset(name).identities)
+    names: set[str] = set()
+    for name in datasets:
+        ds = load_dataset(name)
+        names.update(ds.identities)
+        names.update(parts[0] for path, _ in ds.items if len(parts := path.relative_to(ds.root).parts) > 1)
+    return Pseudonyms(names)
 
 
-def _reusable(models: list[tuple[str, ThreatModel]],
-              previous: dict[tuple[str, str], RunRecord]) -> tuple[list[str], dict[int, RunRecord]]:
-    """Each run's resume key, and the earlier records (by run number) recorded under it, their gates judged
-    again (a record is never trusted)."""
+def _reusable(models: list[tuple[str, ThreatModel]], previous: dict[tuple[str, str], RunRecord],
+              redact: bool) -> tuple[list[str], dict[int, RunRecord]]:
+    """Each run's resume key, and the earlier records (by run number) recorded under it and redacted as this
+    suite is (a clear record never enters a redacted suite, nor the reverse), their gates judged again (a record
+    is never trusted)."""
     prints: dict[str, str] = {}
     keys: list[str] = []
     reused: dict[int, RunRecord] = {}
@@ -285,7 +316,7 @@ def _reusable(models: list[tuple[str, ThreatModel]],
                 prints[name] = resume.dataset_fingerprint(name)
         keys.append(resume.resume_key(tm, "+".join(prints[name] for name in used)))
         done = previous.get((tm.name, keys[-1]))
-        if done is not None:
+        if done is not None and bool(done.redacted) == redact:
             reused[number] = done.model_copy(update={  # what was run is the threat model the key matched
                 "gates": _gated(tm, done), "threat_model": tm.model_dump(mode="json"), "family": tm.perturbation.kind})
     return keys, reused

@@ -280,8 +280,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     results, out_dir = run(args.files, _draws(args), args.out, args.suite, args.device, args.baseline,
                            args.max_asr_increase, args.junit, args.redact, trust_code=args.trust_code,
                            max_runs=args.max_runs, resume_runs=args.resume)
+    code = results.exit_code if results.exit_code is not None else exit_code(results)  # what results.json says
     if not distributed.is_main():  # under torchrun, process 0 tells what happened
-        return exit_code(results)
+        return code
     for record in results.runs:
         print(f"{record.name}: {_summary_line(record)}")
     for rule in results.baseline.rules if results.baseline is not None else []:
@@ -291,7 +292,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"{len(skipped)} image(s) skipped, each with its reason in the report (Skipped images) and "
               "results.json; first: " + "; ".join(f"{path}: {reason}" for path, reason in sorted(skipped)[:3]))
-    code = exit_code(results)
     print(f"report: {out_dir / 'index.html'}  results: {out_dir / 'results.json'}  "
           f"{'gates FAILED' if code else 'gates passed'}")
     return code

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from facesec import safe_json
 from facesec.errors import ConfigError
 
 LOCK = ".facesec.lock"
@@ -110,11 +111,14 @@ def suite_lock(folder: Path) -> Iterator[None]:
 def keep_previous(out_dir: Path) -> Path | None:
     """Move the suite's last report (results.json, index.html and the run folders facesec made) into
     out_dir/previous, in place of the one kept there before, so a rerun never destroys a finished report;
-    its links still work there. Returns that folder, or None when there was no report."""
+    its links still work there. An unfinished report (an interrupted suite) does not replace a finished one.
+    Returns that folder, or None when nothing was moved."""
     if not any(made_file(out_dir / name) for name in REPORT_FILES):
         return None
     previous = out_dir / PREVIOUS
     refuse_links(out_dir, previous / "runs")
+    if not _finished(out_dir) and _finished(previous):
+        return None  # an interrupted suite's report never replaces a finished one kept there (it is rerun over)
     if os.path.lexists(previous) and not made_by_facesec(previous):
         raise ConfigError(f"{previous}: not a folder facesec made, and a rerun keeps the previous report there: "
                           "move it away, or choose another --out or --suite")
@@ -135,6 +139,17 @@ def keep_previous(out_dir: Path) -> Path | None:
         shutil.rmtree(old, ignore_errors=True)
     staging.rename(previous)
     return previous
+
+
+def _finished(folder: Path) -> bool:
+    """Whether `folder` holds the results.json of a suite that finished (it records the command's exit code)."""
+    if not made_file(folder / "results.json"):
+        return False
+    try:
+        doc = safe_json.load(folder / "results.json")
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("exit_code") in (0, 1, 2, 3)
 
 
 def made_file(path: Path) -> bool:

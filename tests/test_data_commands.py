@@ -389,3 +389,14 @@ def test_import_and_fetch_never_write_into_a_shared_data_folder(data_home: Path,
     md5 = _lfw_archive(tmp_path / "lfw.tgz", photos)
     monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], md5=md5))
     assert F.fetch("lfw", source=tmp_path / "lfw.tgz") == data_home / "lfw" and not (shared / "lfw").exists()
+
+
+def test_import_refuses_a_name_another_data_folder_holds(data_home: Path, tmp_path: Path, photos,  # type: ignore[no-untyped-def]
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """$FACESEC_DATA is searched first: an import under a name it already holds would never be the one runs use."""
+    shared = tmp_path / "shared"
+    (shared / "mine" / "someone").mkdir(parents=True)
+    monkeypatch.setenv("FACESEC_DATA", str(shared))
+    with pytest.raises(DataError, match=rf"dataset 'mine' already exists at {shared / 'mine'}"):
+        import_dataset(_source(tmp_path, photos), "mine", detect=False)
+    assert not (data_home / "mine").exists()

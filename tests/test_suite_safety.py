@@ -240,7 +240,43 @@ def test_redact_writes_no_name_and_no_clear_face(tmp_path: Path, celeba: Path) -
         assert not [p for p, t in texts.items() if name in t], name
     record = json.loads((folder / "results.json").read_text())["runs"][0]
     assert record["redacted"] is True and all(g["identity"].startswith("person-") for g in record["gallery"])
-    images = {p.name: Image.open(p).size for p in written if p.suffix == ".png"}
-    faces = {n: s for n, s in images.items() if not n.endswith("_perturbation.png")}
-    assert faces and all(max(s) <= 150 // 4 + 1 for s in faces.values()), images
-    assert all(s == (150, 150) for n, s in images.items() if n.endswith("_perturbation.png"))
+    images = {p.name: Image.open(p).size for p in written if p.suffix == ".png"}  # perturbations show outlines too
+    assert images and all(max(s) <= 150 // 4 + 1 for s in images.values()), images
+    again = main(["run", str(spec), "--set", f"data.dataset={tmp_path / 'named'}", "--resume",
+                  "--out", str(tmp_path / "reports"), "--suite", "s"])  # a clear rerun reuses no redacted record
+    assert again in (0, 1) and json.loads((folder / "results.json").read_text())["runs"][0].get("redacted") is None
+    back = main(["run", str(spec), "--set", f"data.dataset={tmp_path / 'named'}", "--resume", "--redact",
+                 "--out", str(tmp_path / "reports"), "--suite", "s"])  # ... nor a redacted one a clear record
+    assert back in (0, 1) and json.loads((folder / "results.json").read_text())["runs"][0]["redacted"] is True
+    assert not [p for p in folder.rglob("*.csv") if "Alice_Example" in p.read_text() and "previous" not in p.parts]
+
+
+def test_results_json_records_the_code_a_late_failure_gives(tmp_path: Path, celeba: Path) -> None:
+    """A JUnit file that cannot be written fails the command (exit 2) after the runs: results.json says 2 too."""
+    spec = tmp_path / "x.yaml"
+    spec.write_text(SMALL.format(name="x", ids=2))
+    assert main(["run", str(spec), "--out", str(tmp_path / "reports"), "--suite", "s", "--junit", str(tmp_path)]) == 2
+    assert json.loads((tmp_path / "reports" / "s" / "results.json").read_text())["exit_code"] == 2
+
+
+def _report(folder: Path, exit_code: int | None) -> None:
+    """A report facesec could have written: results.json (finished when it records an exit code), a page, a run."""
+    (folder / "runs" / "r").mkdir(parents=True)
+    (folder / "runs" / "r" / RUN_MARKER).write_text("")
+    doc = {"schema_version": 1, "runs": []} | ({} if exit_code is None else {"exit_code": exit_code})
+    (folder / "results.json").write_text(json.dumps(doc))
+    (folder / "index.html").write_text(f"report {exit_code}")
+
+
+def test_an_interrupted_report_never_replaces_a_finished_one(tmp_path: Path) -> None:
+    from facesec.suite_files import keep_previous
+
+    suite = tmp_path / "s"
+    _report(suite, 0)
+    assert keep_previous(suite) == suite / "previous" and not (suite / "results.json").exists()
+    _report(suite, None)  # a rerun interrupted: no exit code
+    assert keep_previous(suite) is None and (suite / "previous" / "index.html").read_text() == "report 0"
+    shutil.rmtree(suite / "runs")
+    (suite / "results.json").unlink()
+    _report(suite, 1)  # a finished rerun replaces it
+    assert keep_previous(suite) == suite / "previous" and (suite / "previous" / "index.html").read_text() == "report 1"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from facesec.csv_cells import safe_cell
-from facesec.data.dataset import default_root
+from facesec.data.dataset import data_roots, default_root
 from facesec.data.faces import FaceAnalyzer, NoFace
 from facesec.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, UnusableImage, read_rgb, regular_file
 from facesec.errors import DataError
@@ -109,8 +110,9 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
         raise DataError(f"{source}: no photos found (expected <identity>/<photo> folders or a CSV of them)")
     root = to or default_root()
     final = root / name
-    if final.exists():
-        raise DataError(f"dataset {name!r} already exists at {final}; choose another --name or remove it")
+    for taken in [final] + [folder / name for folder in data_roots()]:
+        if os.path.lexists(taken):  # one found first by name elsewhere would stand in for this import in every run
+            raise DataError(f"dataset {name!r} already exists at {taken}; choose another --name or remove it")
     sizes = 0
     for path, _ in items:
         try:

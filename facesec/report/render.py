@@ -241,8 +241,7 @@ class ReportBuilder:
             return seen[1]
         key = json.dumps(run.to_json(), sort_keys=True)  # names that are not UTF-8 included
         if key not in self._views:
-            blur = self.redact and not run.redacted  # a run written with --redact holds blurred faces already
-            self._views[key] = family.report_view(run, self.results_dir, self.out.parent, blur)
+            self._views[key] = family.report_view(run, self.results_dir, self.out.parent, self.redact)
         self._seen[id(run)] = (run, self._views[key])
         return self._views[key]
 
@@ -277,8 +276,7 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
     gives a run's family view (by default built afresh)."""
     def fresh(run: RunRecord) -> dict[str, Any]:
         family = family_of(run)
-        blur = redact and not run.redacted  # a run written with --redact holds blurred faces already
-        return family.report_view(run, results_dir, out_dir, blur) if family and family.report_partial else {}
+        return family.report_view(run, results_dir, out_dir, redact) if family and family.report_partial else {}
 
     records = results.runs
     runs = [_run_view(i, run, results_dir, out_dir, (view or fresh)(run)) for i, run in enumerate(records)]

@@ -48,6 +48,7 @@ def write(output: EvasionOutput, run_dir: Path, rel: str, table: pd.DataFrame) -
 
 
 def faceless(run_dir: Path) -> set[str]:
-    """Perturbations, accessories and print files: the images an evasion run writes that show no face."""
+    """Accessories and their print files: the images an evasion run writes that show no face (a pixel
+    perturbation, stretched, can show the face's outline, so it is blurred with the faces)."""
     return {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")
-            if p.name.endswith(("_perturbation.png", "_accessory.png")) or p.relative_to(run_dir).parts[0] == "print"}
+            if p.name.endswith("_accessory.png") or p.relative_to(run_dir).parts[0] == "print"}
