@@ -48,19 +48,15 @@ def redact_face(image: Image.Image) -> Image.Image:
     return blurred.resize(small, Image.Resampling.BOX)
 
 
-def blur_images(folder: Path, faceless: set[str]) -> int:
+def blur_images(folder: Path, faceless: set[str]) -> None:
     """Replace every image file under `folder` by its redacted face, except the files named in `faceless`
-    (relative to `folder`: perturbations, accessories, print files); returns how many were blurred. Anything
-    not declared faceless is treated as a face."""
-    done = 0
+    (relative to `folder`: accessories, print files). Anything not declared faceless is treated as a face."""
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
         if path.relative_to(folder).as_posix() in faceless:
             continue
         with Image.open(path) as image:
             blurred = redact_face(image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"))
         blurred.save(path, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-        done += 1
-    return done
 
 
 NAME_KEYS = re.compile(r"identit|target|contributor|subject|person", re.IGNORECASE)
