@@ -111,8 +111,6 @@ def _room_left(tm: ThreatModel, reserved: frozenset[str], draws: Sequence[Draw])
     the groups needing the most images first, each must fit among the identities with that many."""
     groups = sorted([Draw(tm.data.identities, tm.data.images_per_identity, "data.identities"), *draws],
                     key=lambda g: -g.images)
-    if len(groups) == 1 and not reserved:
-        return
     counts = Counter(ident for _, ident in load_dataset(tm.data.dataset).items if ident not in reserved)
     beside = f" besides the {len(reserved)} calibration identities" if reserved else ""
     tail = " or setting.calibration.identities" if reserved else ""

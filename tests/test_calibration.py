@@ -261,3 +261,16 @@ def test_a_calibration_too_large_to_compare_pair_by_pair_is_refused(celeba: Path
     with pytest.raises(DataError, match=r"setting.calibration': 20 identities x 5 faces are 100 faces, more than "
                                         r"the 50.*at most 10"):
         calibration.draw(_model("pixel", "setting.calibration.identities=20"))
+
+
+def test_too_many_attacked_people_are_refused_at_validate_even_without_a_calibration_apart(celeba: Path) -> None:
+    """A run with its threshold in sample (or closed-set) and no other draws still needs data.identities people
+    with enough faces: `validate` says so before `run` touches the output."""
+    from facesec.validation import check
+
+    check([SMALL / "pixel.yaml"], ["data.identities=200"])
+    with pytest.raises(DataError, match=r"--set data.identities .*has \d+ identities with 30 images, and the run "
+                                        r"draws data.identities \(240, 30 images each\)"):
+        check([SMALL / "pixel.yaml"], ["data.identities=240", "data.images_per_identity=30"])
+    with pytest.raises(DataError, match=r"has \d+ identities with 3 images, and the run draws data.identities"):
+        check([SMALL / "pixel.yaml"], ["setting={kind: closed-set}", "data.identities=300"])
