@@ -141,23 +141,26 @@ def test_pair_counts() -> None:
     assert pair_counts([1]) == (0, 0)
 
 
-def _lfw_archive(path: Path, photos: list[tuple[str, list[Path]]], extra: tarfile.TarInfo | None = None) -> str:
-    """An LFW-style lfw.tgz (lfw/<Name>/<Name>_0001.jpg) of these photos; returns its MD5."""
+Digests = tuple[tuple[str, str], ...]
+
+
+def _lfw_archive(path: Path, photos: list[tuple[str, list[Path]]], extra: tarfile.TarInfo | None = None) -> Digests:
+    """An LFW-style lfw.tgz (lfw/<Name>/<Name>_0001.jpg) of these photos; returns its published digests."""
     with tarfile.open(path, "w:gz") as tar:
         for name, files in photos:
             for i, f in enumerate(files, 1):
                 tar.add(f, arcname=f"lfw/Person_{name}/Person_{name}_{i:04d}.jpg")
         if extra is not None:
             tar.addfile(extra, io.BytesIO(b"x" * extra.size) if extra.isfile() else None)
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    return (("sha256", hashlib.sha256(path.read_bytes()).hexdigest()),)
 
 
 def test_fetch_from_a_file_checks_and_unpacks(data_home: Path, tmp_path: Path, photos) -> None:  # type: ignore[no-untyped-def]
-    md5 = _lfw_archive(tmp_path / "lfw.tgz", photos)
+    digests = _lfw_archive(tmp_path / "lfw.tgz", photos)
     with pytest.raises(DataError, match="is not the published"):
-        F.fetch("lfw", source=tmp_path / "lfw.tgz")  # not the official archive: its MD5 differs
+        F.fetch("lfw", source=tmp_path / "lfw.tgz")  # not the official archive: neither digest matches
     assert not (data_home / "lfw").exists()
-    where = F.fetch("lfw", source=tmp_path / "lfw.tgz", md5=md5)
+    where = F.fetch("lfw", source=tmp_path / "lfw.tgz", digests=digests)
     assert where == data_home / "lfw" and len(load_dataset("lfw").items) == 9
     assert not list(data_home.glob(".*"))  # no partial folder left
 
@@ -170,9 +173,9 @@ def test_fetch_refuses_hostile_archives(data_home: Path, tmp_path: Path, photos,
         entry.type, entry.linkname = tarfile.SYMTYPE, "/etc/passwd"
     else:
         entry.size = 4
-    md5 = _lfw_archive(tmp_path / "bad.tgz", photos, entry)
+    digests = _lfw_archive(tmp_path / "bad.tgz", photos, entry)
     with pytest.raises(DataError, match="unexpected entry"):
-        F.fetch("lfw", source=tmp_path / "bad.tgz", md5=md5)
+        F.fetch("lfw", source=tmp_path / "bad.tgz", digests=digests)
     assert not (data_home / "lfw").exists() and not list(data_home.glob(".*"))
     assert not (tmp_path / "evil.jpg").exists()
 
@@ -189,18 +192,18 @@ def test_fetch_reads_dataset_archives_as_a_bounded_stream(data_home: Path, tmp_p
     header.type, header.size = tarfile.GNUTYPE_LONGNAME, 256 << 20
     with gzip.open(bomb, "wb") as gz:
         gz.write(header.tobuf(format=tarfile.USTAR_FORMAT) + bytes(64 << 20))
-    md5 = hashlib.md5(bomb.read_bytes(), usedforsecurity=False).hexdigest()
+    digests = (("md5", hashlib.md5(bomb.read_bytes(), usedforsecurity=False).hexdigest()),)
     tracemalloc.start()
     try:
         with pytest.raises(DataError, match=r"refused: an extended header of 268,435,456 bytes"):
-            F.fetch("lfw", source=bomb, md5=md5)
+            F.fetch("lfw", source=bomb, digests=digests)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 32 << 20
     monkeypatch.setattr(F, "UNPACK_SECONDS", 0.0)
     with pytest.raises(DataError, match=r"refused: reading it took longer than the time allowed"):
-        F.fetch("lfw", source=bomb, md5=md5)
+        F.fetch("lfw", source=bomb, digests=digests)
     assert not (data_home / "lfw").exists() and not list(data_home.glob(".*"))
 
 
@@ -231,23 +234,23 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(tmp_path: Path, photos) -> Iterator[tuple[str, str, type[_RangeHandler]]]:  # type: ignore[no-untyped-def]
-    md5 = _lfw_archive(tmp_path / "served.tgz", photos)
+def server(tmp_path: Path, photos) -> Iterator[tuple[str, Digests, type[_RangeHandler]]]:  # type: ignore[no-untyped-def]
+    digests = _lfw_archive(tmp_path / "served.tgz", photos)
     handler = type("Handler", (_RangeHandler,), {"body": (tmp_path / "served.tgz").read_bytes(), "ranges": []})
     httpd = http.server.HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}/lfw.tgz", md5, handler
+    yield f"http://127.0.0.1:{httpd.server_port}/lfw.tgz", digests, handler
     httpd.shutdown()
 
 
 def test_download_resumes_a_partial_file(data_home: Path, tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
-    url, md5, handler = server
+    url, digests, handler = server
     part = tmp_path / "cache" / "downloads" / "lfw.tgz.part"
     part.parent.mkdir(parents=True)
     half = len(handler.body) // 2
     part.write_bytes(handler.body[:half])  # an interrupted download
-    F.fetch("lfw", url=url, md5=md5)
+    F.fetch("lfw", url=url, digests=digests)
     assert handler.ranges == [f"bytes={half}-"]
     assert (tmp_path / "cache" / "downloads" / "lfw.tgz").read_bytes() == handler.body
     assert len(load_dataset("lfw").items) == 9
@@ -263,8 +266,8 @@ def test_without_facesec_data_the_readme_path_leads_to_a_run(data_home: Path, tm
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """README's Data section from nothing: `data list` is empty, `data fetch lfw --from` a local archive, and the
     quick start runs on it (shrunk to this archive's size)."""
-    md5 = _lfw_archive(tmp_path / "lfw.tgz", photos)
-    monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], md5=md5))
+    digests = _lfw_archive(tmp_path / "lfw.tgz", photos)
+    monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], digests=digests))
     assert main(["data", "list"]) == 0 and "no datasets" in capsys.readouterr().out
     assert main(["data", "fetch", "lfw", "--from", str(tmp_path / "lfw.tgz")]) == 0
     assert "dataset: lfw" in capsys.readouterr().out
@@ -280,22 +283,22 @@ def test_without_facesec_data_the_readme_path_leads_to_a_run(data_home: Path, tm
 
 def test_a_dropped_download_is_kept_and_resumed(data_home: Path, tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
     """The connection closes after 1,000 bytes: the command says so and keeps them; the rerun asks for the rest."""
-    url, md5, handler = server
+    url, digests, handler = server
     handler.cut = 1000
     with pytest.raises(DataError, match="stopped at 1,000 of"):
-        F.fetch("lfw", url=url, md5=md5)
+        F.fetch("lfw", url=url, digests=digests)
     assert not (data_home / "lfw").exists()
-    F.fetch("lfw", url=url, md5=md5)
+    F.fetch("lfw", url=url, digests=digests)
     assert handler.ranges == ["", "bytes=1000-"] and len(load_dataset("lfw").items) == 9
 
 
 def test_a_server_that_ignores_range_restarts_the_download(data_home: Path, tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
-    url, md5, handler = server
+    url, digests, handler = server
     handler.ignore_range = True
     part = tmp_path / "cache" / "downloads" / "lfw.tgz.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"garbage from an older attempt")
-    F.fetch("lfw", url=url, md5=md5)
+    F.fetch("lfw", url=url, digests=digests)
     assert (tmp_path / "cache" / "downloads" / "lfw.tgz").read_bytes() == handler.body
 
 
@@ -342,10 +345,10 @@ def test_info_says_none_below_ten_impostor_pairs(data_home: Path, tmp_path: Path
 def test_a_download_larger_than_the_archive_is_stopped_and_deleted(data_home: Path, tmp_path: Path, server,  # type: ignore[no-untyped-def]
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A URL that serves more than the archive can be (e.g. file:///dev/zero) fills nothing: stopped, deleted."""
-    url, md5, handler = server
+    url, digests, handler = server
     monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], size=len(handler.body) // 2))
     with pytest.raises(DataError, match="more than the"):
-        F.fetch("lfw", url=url, md5=md5)
+        F.fetch("lfw", url=url, digests=digests)
     assert not list((tmp_path / "cache" / "downloads").iterdir())
 
 
@@ -386,8 +389,8 @@ def test_import_and_fetch_never_write_into_a_shared_data_folder(data_home: Path,
     assert len(load_dataset("mine").items) == 10  # found by name: the per-user folder is searched after $FACESEC_DATA
     assert main(["data", "import", str(tmp_path / "mine"), "--name", "theirs", "--no-detect", "--to", str(shared)]) == 0
     assert (shared / "theirs" / "manifest.csv").is_file()
-    md5 = _lfw_archive(tmp_path / "lfw.tgz", photos)
-    monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], md5=md5))
+    digests = _lfw_archive(tmp_path / "lfw.tgz", photos)
+    monkeypatch.setitem(F.ARCHIVES, "lfw", dataclasses.replace(F.ARCHIVES["lfw"], digests=digests))
     assert F.fetch("lfw", source=tmp_path / "lfw.tgz") == data_home / "lfw" and not (shared / "lfw").exists()
 
 

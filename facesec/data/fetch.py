@@ -31,8 +31,10 @@ class Archive:
     """A dataset archive as its publisher describes it."""
 
     url: str
-    md5: str
-    """The checksum the publisher gives (LFW publishes MD5)."""
+    filename: str
+    """What the download is saved as in the cache's downloads folder."""
+    digests: tuple[tuple[str, str], ...]
+    """(hashlib algorithm, hex digest) pairs as published; an archive is accepted when one of them matches."""
     size: int
     """Bytes: the download is refused beyond it, and so is unpacking beyond `unpacked`."""
     unpacked: int
@@ -44,15 +46,19 @@ class Archive:
 
 ARCHIVES = {
     "lfw": Archive(
-        url="http://vis-www.cs.umass.edu/lfw/lfw.tgz", md5="a17d05bd522c52d84eca14327a23d494",
+        # the publisher's server speaks plain http only: downloads come over https from scikit-learn's mirror
+        # of the same lfw.tgz (the SHA-256 scikit-learn publishes); a copy from the publisher passes by its MD5
+        url="https://ndownloader.figshare.com/files/5976018", filename="lfw.tgz",
+        digests=(("sha256", "055f7d9c632d7370e6fb4afc7468d40f970c34a80d4c6f50ffec63f5a8d536c0"),
+                 ("md5", "a17d05bd522c52d84eca14327a23d494")),
         size=200_000_000, unpacked=400_000_000, members=20_000, folder="lfw",
         about="Labeled Faces in the Wild (Huang et al., 2007): 13,233 photos of 5,749 people, 250 x 250, "
               "identity folders; for research; see http://vis-www.cs.umass.edu/lfw/"),
 }
 
 
-def fetch(name: str, source: Path | None = None, url: str | None = None, md5: str | None = None,
-          progress: bool = False, to: Path | None = None) -> Path:
+def fetch(name: str, source: Path | None = None, url: str | None = None,
+          digests: tuple[tuple[str, str], ...] | None = None, progress: bool = False, to: Path | None = None) -> Path:
     """The dataset `name` unpacked into `to` (default: the per-user data folder; nothing done when a data
     folder holds it already): from
     `source` (an archive file) or downloaded from `url` (default: the publisher's), checked against `md5`
@@ -68,26 +74,30 @@ def fetch(name: str, source: Path | None = None, url: str | None = None, md5: st
     path = source if source is not None else _download(url or archive.url, archive, name, progress)
     if not path.is_file():
         raise DataError(f"--from {path}: no such file")
-    expected = (md5 or archive.md5).lower()
-    actual = _md5(path, progress)
-    if actual != expected:
+    published = digests or archive.digests
+    actual = _digests(path, [algorithm for algorithm, _ in published], progress)
+    if not any(actual[algorithm] == digest.lower() for algorithm, digest in published):
         if source is None:
             path.unlink()  # a damaged download is not kept: the next run downloads it again
         again = "deleted; rerun to download it again" if source is None else "other layouts: `facesec data import`"
-        raise DataError(f"{path}: MD5 {actual} is not the published {expected}; the file is damaged or not the "
+        found = ", ".join(f"{a.upper()} {actual[a]}" for a, _ in published)
+        wanted = " or ".join(f"{a.upper()} {d}" for a, d in published)
+        raise DataError(f"{path}: {found} is not the published {wanted}; the file is damaged or not the "
                         f"official archive ({again})")
     _unpack(path, archive, final, progress)
     return final
 
 
-def _md5(path: Path, progress: bool) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def _digests(path: Path, algorithms: list[str], progress: bool) -> dict[str, str]:
+    """Each algorithm's hex digest of the file, read once."""
+    hashes = {a: hashlib.new(a, usedforsecurity=False) for a in algorithms}
     with path.open("rb") as fh, bar(total=path.stat().st_size, desc="checking", unit="B", unit_scale=True,
                                     enabled=progress) as shown:
         while block := fh.read(CHUNK):
-            digest.update(block)
+            for h in hashes.values():
+                h.update(block)
             shown.update(len(block))
-    return digest.hexdigest()
+    return {a: h.hexdigest() for a, h in hashes.items()}
 
 
 def _download(url: str, archive: Archive, name: str, progress: bool) -> Path:
@@ -95,7 +105,7 @@ def _download(url: str, archive: Archive, name: str, progress: bool) -> Path:
     (HTTP Range) when the server allows it."""
     folder = cache_root() / "downloads"
     folder.mkdir(parents=True, exist_ok=True)
-    done = folder / f"{name}{''.join(Path(url).suffixes) or '.archive'}"
+    done = folder / archive.filename
     if done.is_file():
         return done
     part = done.with_name(done.name + ".part")
