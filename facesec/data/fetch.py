@@ -60,9 +60,8 @@ ARCHIVES = {
 def fetch(name: str, source: Path | None = None, url: str | None = None,
           digests: tuple[tuple[str, str], ...] | None = None, progress: bool = False, to: Path | None = None) -> Path:
     """The dataset `name` unpacked into `to` (default: the per-user data folder; nothing done when a data
-    folder holds it already): from
-    `source` (an archive file) or downloaded from `url` (default: the publisher's), checked against `md5`
-    (default: the published one) before anything is unpacked."""
+    folder holds it already): from `source` (an archive file) or downloaded from `url` (default: the
+    catalogue's), checked against `digests` (default: the published ones) before anything is unpacked."""
     if name not in ARCHIVES:
         raise DataError(f"unknown dataset {name!r} to fetch; known: {', '.join(ARCHIVES)} (your own photos: "
                         "`facesec data import`)")
