@@ -16,7 +16,7 @@ from facesec.errors import ConfigError
 
 MAX_RUNS = 1000
 """A matrix expanding to more runs is refused unless the limit is raised (`--max-runs`)."""
-CORE_EXPANDABLE = ("goal", "capability", "knowledge", "setting.fmr", "attack.steps", "attack.method",
+CORE_EXPANDABLE = ("goal", "capability", "knowledge", "defence", "setting.fmr", "attack.steps", "attack.method",
                    "attack.library", "data.seed")
 """Fields outside `perturbation` where a list means 'one run per value'."""
 
@@ -26,7 +26,7 @@ def expandable(doc: dict[str, Any]) -> tuple[str, ...]:
     section = doc.get("perturbation")
     kind = section.get("kind", "pixel") if isinstance(section, dict) else None
     own = families.get(kind).expandable if isinstance(kind, str) and kind in families.kinds() else ()
-    return CORE_EXPANDABLE[:3] + tuple(f"perturbation.{f}" for f in own) + CORE_EXPANDABLE[3:]
+    return CORE_EXPANDABLE[:4] + tuple(f"perturbation.{f}" for f in own) + CORE_EXPANDABLE[4:]
 
 
 def _get(doc: dict[str, Any], path: str) -> Any:
@@ -65,6 +65,11 @@ def _label(value: Any) -> str:
     """A short name for one value of a matrix axis: mappings by their kind and the models they name."""
     if not isinstance(value, dict):
         return str(value)
+    if "name" in value and "kind" not in value:  # a defence: its name and parameters
+        nested = value.get("params")
+        params: dict[str, Any] = nested if isinstance(nested, dict) else value
+        inner = ",".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("name", "eot_samples", "params"))
+        return f"{value['name']}({inner})" if inner else str(value["name"])
     models = [m if isinstance(m, str) else Path(str(m.get("weights") or m.get("name", "?"))).name
               for m in value.get("surrogates", [])]
     return "+".join([str(value.get("kind", "?"))] + models) if models else str(value.get("kind", value))

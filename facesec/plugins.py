@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from facesec import attack_params as P
+from facesec.defences import params as D
 from facesec.registry import Entry, Registry
 
 if TYPE_CHECKING:
@@ -66,6 +67,22 @@ FAMILIES: Registry[type[Family]] = Registry("attack family", "facesec.families",
     "backdoor": Entry("facesec.families.backdoor:Backdoor"),
 })
 """Attack family classes by `perturbation.kind`."""
+
+
+def _defence(target: str, params: type[P.Strict]) -> Entry:
+    return Entry("facesec.defences.transforms:" + target, {"params": params, "stage": "input"})
+
+
+DEFENCES: Registry[Callable[..., Any]] = Registry("defence", "facesec.defences", {
+    "jpeg": _defence("Jpeg", D.Jpeg),
+    "bit-depth": _defence("BitDepth", D.BitDepth),
+    "median": _defence("Median", D.Median),
+    "resize-pad": _defence("ResizePad", D.ResizePad),
+    "gaussian-noise": _defence("GaussianNoise", D.GaussianNoise),
+})
+"""Defence factories by name (keyword arguments: `generator` and the typed parameters), each building a
+`facesec.defences.base.InputDefence`. Metadata: `params` (the model of its parameters; an installed one declares
+none and takes what its factory accepts), `stage` (input: a transform in front of the recognizer)."""
 
 
 def attack_params(library: str, method: str) -> type[P.Strict]:

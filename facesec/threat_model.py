@@ -20,7 +20,7 @@ from pydantic import (
 
 from facesec import families
 from facesec.fields import Budget, Number, PerturbationSpec, SpecError, Strict, Whole
-from facesec.plugins import ATTACKS
+from facesec.plugins import ATTACKS, DEFENCES
 from facesec.record import interval_keys
 
 if TYPE_CHECKING:
@@ -114,6 +114,48 @@ class Attack(Strict):
         return self
 
 
+class Defence(Strict):
+    """What stands between the attacker and the recognizer: `none`, or a registered defence with its parameters,
+    written flat (`{name: jpeg, quality: 75}`) or as a name alone (its defaults)."""
+
+    name: str = Field("none", min_length=1, max_length=100, description="none, jpeg, bit-depth, median, "
+                      "resize-pad, gaussian-noise, or an installed one (`facesec list`)")
+    params: dict[str, int | float | bool | str] = Field({}, description="the defence's own parameters")
+    eot_samples: Whole = Field(8, ge=1, le=1000, description=(
+        "draws of a randomised defence the adaptive attack averages over per step (EOT)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, value: Any) -> Any:
+        """`jpeg` means {name: jpeg}; keys other than the model's own are the defence's parameters."""
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "params" not in value:
+            own = {k: v for k, v in value.items() if k in ("name", "eot_samples")}
+            rest = {k: v for k, v in value.items() if k not in own}
+            return {**own, "params": rest} if rest else own
+        return value
+
+    @model_validator(mode="after")
+    def _registered(self) -> Defence:
+        if self.name == "none":
+            if self.params:
+                raise ValueError(f"field 'defence': none takes no parameters (got {', '.join(self.params)})")
+            return self
+        if self.name not in DEFENCES:
+            raise ValueError(f"field 'defence': no defence {self.name!r}; available: none, "
+                             f"{', '.join(DEFENCES.names())}")
+        model = DEFENCES.meta(self.name).get("params")
+        if model is not None:
+            try:
+                self.params = model.model_validate(self.params).model_dump()
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"field 'defence.{where}': {first['msg']}") from None
+        return self
+
+
 class Transfer(Strict):
     """The attacker crafts on surrogate recognizers (stolen students, or any registered model) and
     the target is judged on what they made: it is never differentiated."""
@@ -180,6 +222,17 @@ def _difference_gate(i: int, gate: Gate, family: Family) -> None:
                          "decisions, or none changed); name a setting such as knowledge or perturbation.eps")
 
 
+def _defence_fits(defence: Defence, family: Family) -> None:
+    """The family can evaluate this kind of defence (installed defences are input transforms unless they say)."""
+    if defence.name == "none":
+        return
+    stage = DEFENCES.meta(defence.name).get("stage", "input")
+    if stage not in family.supports.defences:
+        can = f"; it evaluates {' and '.join(family.supports.defences)} defences" if family.supports.defences else ""
+        raise ValueError(f"field 'defence': perturbation.kind {family.name} cannot evaluate a defence of stage "
+                         f"{stage} ({defence.name}){can}; use defence: none, or an attack family that does (pixel)")
+
+
 def _family_section(value: Any) -> Any:
     """Validate `perturbation` with its family's Spec (a mapping without `kind` is a pixel perturbation)."""
     if isinstance(value, PerturbationSpec):
@@ -211,6 +264,7 @@ class ThreatModel(Strict):
         description="kind: pixel | accessory | morph | template-inversion | classifier-inversion | "
                     "backdoor (or an installed family); the rest is the family's own")
     knowledge: Knowledge = "white-box"
+    defence: Defence = Defence()
     goal: Literal["dodging", "impersonation"] = "dodging"
     capability: Literal["individual", "universal"] = "individual"
     setting: Annotated[OpenSet | ClosedSet, Field(discriminator="kind")] = OpenSet()
@@ -249,6 +303,7 @@ class ThreatModel(Strict):
                 setattr(self, field, allowed[0])  # a default the family gives no meaning to: the family's own
             else:
                 raise ValueError(f"{field}: perturbation.kind {kind} supports {' or '.join(allowed)} (got {value})")
+        _defence_fits(self.defence, family)
         family.check(self)
         names = family.gate_metrics()
         for i, gate in enumerate(self.gates):

@@ -2,6 +2,6 @@
 (facesec.plugins.ATTACKS: built-ins, and installed ones through the `facesec.attacks` entry points)."""
 
 from facesec.attacks.base import Attack, AttackOutput, Budget, create
-from facesec.attacks.objectives import Criterion, Ensemble, Objective
+from facesec.attacks.objectives import Criterion, Ensemble, Expectation, Objective
 
-__all__ = ["Attack", "AttackOutput", "Budget", "Criterion", "Ensemble", "Objective", "create"]
+__all__ = ["Attack", "AttackOutput", "Budget", "Criterion", "Ensemble", "Expectation", "Objective", "create"]

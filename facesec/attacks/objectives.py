@@ -89,6 +89,25 @@ class Ensemble:
         return Ensemble([m.subset(index) for m in self.members])
 
 
+@dataclass
+class Expectation:
+    """EOT (Athalye et al. 2018): the margin averaged over `samples` passes through a criterion whose model draws
+    new randomness on each pass, so an attack follows the expected margin's gradient, not one draw's."""
+
+    inner: Criterion
+    samples: int
+
+    def score(self, x: torch.Tensor, index: torch.Tensor | slice,
+              autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.stack([self.inner.score(x, index, autocast_dtype) for _ in range(self.samples)]).mean(0)
+
+    def success(self, margin: torch.Tensor) -> torch.Tensor:
+        return self.inner.success(margin)
+
+    def subset(self, index: torch.Tensor) -> Expectation:
+        return Expectation(self.inner.subset(index), self.samples)
+
+
 class Criterion(Protocol):
     """What attacks optimise: one recognizer's objective, an ensemble's, or a query oracle's."""
 

@@ -39,6 +39,8 @@ class Supports:
     capabilities: tuple[str, ...] = ("individual", "universal")
     knowledge: tuple[str, ...] = ("white-box", "transfer", "query")
     settings: tuple[str, ...] = ("open-set", "closed-set")
+    defences: tuple[str, ...] = ()
+    """The defence stages it can evaluate (input: a transform in front of the recognizer); none by default."""
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,13 @@ METRICS: dict[str, MetricInfo] = {
     "wall_time_s": _M("run time (s)"),
     "n_identities": _M("identities"),
     "n_skipped_images": _M("skipped images"),
+    "non_adaptive_success_rate": _M(label="success of the non-adaptive attack (the defence's gradients as built)",
+                                    better="lower"),
+    "non_adaptive_success_ci95_cluster": _M("95% interval of the non-adaptive attack's success rate "
+                                            + CLUSTER.format(who="the attacked people"), gate=False),
+    "adaptive_gain": _M(label="adaptive minus non-adaptive success (paired, on the same attempts)"),
+    "adaptive_gain_ci95_cluster": _M("95% interval of the adaptive gain " + CLUSTER.format(who="the attacked people"),
+                                     gate=False),
     "validity.noise_baseline_asr": _M("the baseline's success rate"),
     "validity.unbounded_asr": _M("success of the unbounded run"),
     "validity.n_flags": _M("validity warnings"),
@@ -144,6 +151,7 @@ class Pixel(_Evasion):
     order: ClassVar[int] = 0
     expandable: ClassVar[tuple[str, ...]] = ("eps", "norm")
     Spec = PixelPerturbation
+    supports: ClassVar[Supports] = Supports(defences=("input",))
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
 
     def check(self, tm: ThreatModel) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
 from facesec.errors import TooFewIdentities
 from facesec.families.base import RunContext, RunOutput
-from facesec.families.evasion import artefacts, knowledge, trial
+from facesec.families.evasion import artefacts, defended, knowledge, trial
 from facesec.families.evasion.accessories import export
 from facesec.families.evasion.accessories import run as accessory_run
 from facesec.families.evasion.spec import AccessoryPerturbation, PixelPerturbation
@@ -137,6 +137,10 @@ class _Trial:
     """People the surrogates learnt from, left out of the attacked ones."""
     unlisted: list[str]
     """Surrogates trained on this dataset whose cards do not say on whom."""
+    guard: defended.Defended | None = None
+    """The input defence the target stands behind (None: none)."""
+    non_adaptive: knowledge.AttackerView | None = None
+    """A defended white-box run's second attacker, which ignores the defence's masking (its result is kept)."""
 
 
 @dataclass
@@ -162,6 +166,10 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> EvasionOutput:
     out = _attack_attempts(tm, t, ~clean, progress)
     attack_time = time.perf_counter() - t_attack
     success, after = _success(t.objective, t.model, out.x_adv)
+    if t.non_adaptive is not None:
+        naive = _attack_attempts(tm, replace(t, view=t.non_adaptive), ~clean, progress)
+        out.extra.update(defended.measures(success, _success(t.objective, t.model, naive.x_adv)[0], ~clean,
+                                           t.att.own))
     linf, l2 = (v.cpu().numpy() for v in metrics.perturbation_norms(t.x, out.x_adv))
     seen = _Outcome(clean, before, success, after, ~clean, linf, l2, metrics.ssim(t.x, out.x_adv).cpu().numpy())
     _extra_measures(tm, t, out, seen, progress)
@@ -174,6 +182,9 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> EvasionOutput:
 def _trial(tm: ThreatModel, ctx: RunContext, progress: bool) -> _Trial:
     device = ctx.device
     model = load(tm.target, device)
+    guard = defended.setup(tm, model)
+    if guard is not None:
+        model = guard.models["deployed"]
     models = knowledge.surrogates(tm, device)
     learnt, unlisted = knowledge.learnt_from(models, tm.data.dataset)
     try:
@@ -187,8 +198,9 @@ def _trial(tm: ThreatModel, ctx: RunContext, progress: bool) -> _Trial:
     att = trial.attempts(tm, pop, probes, np.random.default_rng(tm.data.seed))
     target = trial.judges(model, tm, pop, enrol, att, x_all, device, ctx.calibration)
     view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device, models)
+    view, naive = (view, None) if guard is None else defended.views(view, guard)
     return _Trial(model, pop, enrol, att, target.objective, x_all, x_all[att.index], view,
-                  torch.Generator().manual_seed(tm.data.seed), target.point, learnt, unlisted)
+                  torch.Generator().manual_seed(tm.data.seed), target.point, learnt, unlisted, guard, naive)
 
 
 def _attack_attempts(tm: ThreatModel, t: _Trial, attempted: np.ndarray, progress: bool) -> Attacked:
@@ -240,6 +252,9 @@ def _measures(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome) -> tupl
     holds_after = ~final if tm.goal == "dodging" else final
     baselines = {k: noise_asr if v is None else v for k, v in out.baselines.items()}
     validity = _validity(tm, t.x, t.view.objective, seen.attempted, out.unbounded, baselines, asr)
+    if (masking := defended.masking_flag(out.extra)) is not None:
+        validity["flags"].append(masking)
+        validity["n_flags"] = len(validity["flags"])
     n_impostor = _fmr_support(tm, t.pop, validity, in_sample=t.point is None or t.point.source == "in-sample")
     _surrogate_people(t, validity, out.extra)
     return {
@@ -328,7 +343,8 @@ def _output(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome, metrics_o
             goal=tm.goal, capability=tm.capability,
             setting=f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
             attack=f"{tm.attack.library}/{tm.attack.method}"
-                   + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps")),
+                   + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps"),
+            **({} if t.guard is None else {"defence": t.guard.label})),
         eps=p.eps if isinstance(p, PixelPerturbation) else None, metrics=metrics_out,
         validity=Validity.model_validate(plain(validity)), skipped_images=skipped(pop.skipped),
         provenance=measured_on(t.model, pop.manifest_sha256), samples=samples,

@@ -1,0 +1,49 @@
+"""What each built-in defence takes, typed, so a wrong value fails in `validate` (torch-free)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from facesec.fields import Number, Strict, Whole
+
+
+class NoParams(Strict):
+    """A defence that takes no parameters."""
+
+
+class Jpeg(Strict):
+    """JPEG compression and decompression (Dziugaite et al. 2016; Guo et al. 2018)."""
+
+    quality: Whole = Field(75, ge=1, le=100, description="JPEG quality, 1-100")
+
+
+class BitDepth(Strict):
+    """Colour bit-depth reduction (feature squeezing, Xu et al. 2018)."""
+
+    bits: Whole = Field(4, ge=1, le=7, description="bits per colour channel kept")
+
+
+class Median(Strict):
+    """Median smoothing over a square window (feature squeezing, Xu et al. 2018)."""
+
+    size: Whole = Field(3, ge=3, le=15, description="window side in pixels (odd)")
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("the window needs a centre pixel: give an odd size (3, 5, 7 ...)")
+        return value
+
+
+class ResizePad(Strict):
+    """Random resizing and padding (R&P, Xie et al. 2018): the face shrunk by a random factor and placed at a random
+    position on a black canvas of the model's input size, drawn anew for every image."""
+
+    min_scale: Number = Field(0.85, ge=0.5, lt=1, description="smallest resize factor (the largest is 1)")
+
+
+class GaussianNoise(Strict):
+    """Gaussian noise added to every image, drawn anew each time (randomised smoothing's input step)."""
+
+    sigma: Number = Field(0.03, gt=0, le=0.5, description="noise standard deviation, in pixel units")

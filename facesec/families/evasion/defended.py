@@ -1,0 +1,87 @@
+"""A pixel run against a defended target: the recognizer behind its input defence as deployed (it enrols,
+calibrates and judges), and two white-box attackers of it: the non-adaptive one differentiates the pipeline as it
+is built, the adaptive one passes non-differentiable steps by BPDA and averages randomised ones by EOT. The
+adaptive attack gives the headline; the non-adaptive one is kept beside it, and a gap between the two beyond
+their interval is what gradient masking looks like (Athalye, Carlini and Wagner 2018)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from facesec.attacks import Criterion, Expectation, Objective
+from facesec.defences.base import InputDefence, Mode, behind, build, label
+from facesec.families.evasion.knowledge import AttackerView
+from facesec.measures.rates import cluster_interval, paired_difference
+from facesec.recognizers.base import Recognizer
+from facesec.threat_model import ThreatModel
+
+
+@dataclass
+class Defended:
+    """The target behind its defence, once per way of seeing it."""
+
+    label: str
+    defence: InputDefence
+    eot_samples: int
+    models: dict[Mode, Recognizer]
+
+
+def setup(tm: ThreatModel, model: Recognizer) -> Defended | None:
+    """The defended target of `tm` (None without a defence); its randomness is seeded by the run's seed."""
+    if tm.defence.name == "none":
+        return None
+    defence = build(tm.defence.name, tm.defence.params, tm.data.seed)
+    name = label(tm.defence.name, tm.defence.params)
+    modes: tuple[Mode, ...] = ("deployed", "non-adaptive", "adaptive")
+    return Defended(name, defence, tm.defence.eot_samples, {m: behind(model, defence, name, m) for m in modes})
+
+
+def _attacker(objective: Criterion | None, defended: Defended, mode: Mode) -> Criterion | None:
+    if not isinstance(objective, Objective):
+        return objective
+    seen = replace(objective, recognizer=defended.models[mode])
+    if mode == "adaptive" and defended.defence.randomised and defended.eot_samples > 1:
+        return Expectation(seen, defended.eot_samples)
+    return seen
+
+
+def views(view: AttackerView, defended: Defended) -> tuple[AttackerView, AttackerView | None]:
+    """The headline attacker and the non-adaptive one beside it. Only a white-box attacker differentiates the
+    defence; a transfer or query attacker sees no gradient of it either way (None beside)."""
+    if view.transfer or not isinstance(view.objective, Objective):
+        return view, None
+    steps = ("BPDA, EOT" if defended.defence.randomised and not defended.defence.differentiable
+             else "EOT" if defended.defence.randomised else "BPDA" if not defended.defence.differentiable
+             else "gradients as built")
+    adaptive = AttackerView(_attacker(view.objective, defended, "adaptive"),  # type: ignore[arg-type]
+                            _attacker(view.train, defended, "adaptive"),
+                            f"{view.description} through {defended.label}, adaptive ({steps})", False)
+    naive = AttackerView(_attacker(view.objective, defended, "non-adaptive"),  # type: ignore[arg-type]
+                         _attacker(view.train, defended, "non-adaptive"),
+                         f"{view.description} through {defended.label}, non-adaptive", False)
+    return adaptive, naive
+
+
+def measures(adaptive: np.ndarray, naive: np.ndarray, attempted: np.ndarray, people: np.ndarray) -> dict[str, Any]:
+    """The non-adaptive attack's success beside the adaptive one's, and their paired difference (people
+    resampled), on the same attempts."""
+    a, n, who = adaptive[attempted], naive[attempted], people[attempted]
+    if not len(a):
+        return {"non_adaptive_success_rate": 0.0}
+    gain = paired_difference(a, n, who)
+    return {"non_adaptive_success_rate": float(n.mean()),
+            "non_adaptive_success_ci95_cluster": list(cluster_interval(n, who)),
+            "adaptive_gain": gain["difference"], "adaptive_gain_ci95_cluster": gain["ci95_cluster"]}
+
+
+def masking_flag(extra: dict[str, Any]) -> str | None:
+    """The validity warning when the adaptive attack beats the non-adaptive one beyond the interval."""
+    low = extra.get("adaptive_gain_ci95_cluster", [0.0])[0]
+    if low <= 0:
+        return None
+    return (f"gradient masking suspected: the adaptive attack succeeds {extra['adaptive_gain']:+.2f} more often "
+            f"than the non-adaptive one (95% interval from {low:+.2f}); a non-adaptive evaluation of this defence "
+            "overstates it")
