@@ -124,18 +124,6 @@ class Defence(Strict):
     eot_samples: Whole = Field(8, ge=1, le=1000, description=(
         "draws of a randomised defence the adaptive attack averages over per step (EOT)"))
 
-    @model_validator(mode="before")
-    @classmethod
-    def _flat(cls, value: Any) -> Any:
-        """`jpeg` means {name: jpeg}; keys other than the model's own are the defence's parameters."""
-        if isinstance(value, str):
-            return {"name": value}
-        if isinstance(value, dict) and "params" not in value:
-            own = {k: v for k, v in value.items() if k in ("name", "eot_samples")}
-            rest = {k: v for k, v in value.items() if k not in own}
-            return {**own, "params": rest} if rest else own
-        return value
-
     @model_validator(mode="after")
     def _registered(self) -> Defence:
         if self.name == "none":
@@ -154,6 +142,21 @@ class Defence(Strict):
                 where = ".".join(str(p) for p in first["loc"])
                 raise ValueError(f"field 'defence.{where}': {first['msg']}") from None
         return self
+
+
+def _defence_shorthand(value: Any) -> Any:
+    """`jpeg` means {name: jpeg}; keys other than name and eot_samples are the defence's parameters."""
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict) and "params" not in value:
+        own = {k: v for k, v in value.items() if k in ("name", "eot_samples")}
+        rest = {k: v for k, v in value.items() if k not in own}
+        return {**own, "params": rest} if rest else own
+    return value
+
+
+DefenceField = Annotated[Defence, BeforeValidator(_defence_shorthand, json_schema_input_type=str | dict[str, Any])]
+"""A defence written as its name, or flat as {name: jpeg, quality: 75}."""
 
 
 class Transfer(Strict):
@@ -264,7 +267,7 @@ class ThreatModel(Strict):
         description="kind: pixel | accessory | morph | template-inversion | classifier-inversion | "
                     "backdoor (or an installed family); the rest is the family's own")
     knowledge: Knowledge = "white-box"
-    defence: Defence = Defence()
+    defence: DefenceField = Defence()
     goal: Literal["dodging", "impersonation"] = "dodging"
     capability: Literal["individual", "universal"] = "individual"
     setting: Annotated[OpenSet | ClosedSet, Field(discriminator="kind")] = OpenSet()

@@ -103,6 +103,37 @@ def test_an_attack_from_an_entry_point_runs(tmp_path: Path, monkeypatch: pytest.
     assert 0 <= record["metrics"]["attack_success_rate"] <= 1
 
 
+DEFENCE = '''
+import torch.nn.functional as F
+from facesec.defences.base import InputDefence
+
+
+class Blur(InputDefence):
+    def __init__(self, generator, size=3):
+        super().__init__(generator)
+        self.size = int(size)
+
+    def transform(self, x):
+        return F.avg_pool2d(x, self.size, stride=1, padding=self.size // 2, count_include_pad=False)
+'''
+
+
+def test_a_defence_from_an_entry_point_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, celeba: Path) -> None:
+    """A vendor's defence, installed as a package with an entry point: a run puts it in front of the recognizer,
+    names it, and attacks it both ways, with no edit to facesec."""
+    _install(tmp_path, monkeypatch, "my_defences", DEFENCE, "facesec.defences", "blur = my_defences:Blur")
+    spec = tmp_path / "blur.yaml"
+    spec.write_text("name: b\ndata: {identities: 4, images_per_identity: 2}\ndefence: {name: blur, size: 5}\n"
+                    "attack: {steps: 2, sanity_samples: 2}\n"
+                    "setting: {kind: open-set, fmr: 0.1, calibration: in-sample}\n")
+    results, _ = run([spec], out_root=tmp_path / "out", progress=False)
+    record = results.to_json()["runs"][0]
+    assert not record.get("error")
+    assert record["dimensions"]["defence"] == "blur(size=5)"
+    assert record["dimensions"]["recognizer"] == "dlib-resnet behind blur(size=5)"
+    assert 0 <= record["metrics"]["non_adaptive_success_rate"] <= 1
+
+
 def test_validate_of_every_example_imports_no_torch(celeba: Path) -> None:
     """`facesec validate` is fast enough for editors and pre-commit hooks: it loads no model and no torch."""
     root = Path(__file__).parents[1]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 from facesec.defences.base import InputDefence
 
@@ -16,7 +18,8 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 class Jpeg(InputDefence):
-    """JPEG at `quality`, by libjpeg through torchvision (on the CPU), as a deployed pipeline would compress."""
+    """JPEG at `quality` (Pillow's libjpeg, its default 4:2:0 chroma subsampling), on the CPU, as a deployed
+    pipeline would compress an upload."""
 
     differentiable: ClassVar[bool] = False
 
@@ -25,11 +28,13 @@ class Jpeg(InputDefence):
         self.quality = quality
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        images = list(_uint8(x.detach()).cpu())
-        if not images:
-            return x.clone()
-        decoded = decode_jpeg(encode_jpeg(images, quality=self.quality))
-        return torch.stack(decoded).to(x.device, torch.float32).div_(255.0)
+        images = _uint8(x.detach()).permute(0, 2, 3, 1).cpu().numpy()
+        out = np.empty_like(images)
+        for i, image in enumerate(images):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="JPEG", quality=self.quality)
+            out[i] = np.asarray(Image.open(buffer).convert("RGB"))
+        return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, torch.float32).div_(255.0)
 
 
 class BitDepth(InputDefence):
