@@ -31,6 +31,8 @@ METRICS: dict[str, Any] = {
     "per_class": {"dodging": {"asr": 0.4}},
 }
 
+BROKEN = "gradient masking suspected (or a broken attack): the unbounded run reached 0.40 < 0.95"
+
 
 def gate(metric: str, op: str, value: float) -> dict[str, Any]:
     """A gate as evaluate_gates sees it (spec.Gate limits metric names; gates.py must not rely on that)."""
@@ -156,7 +158,7 @@ def test_junit_counts_failures_and_system_out(tmp_path: Path) -> None:
         run("pass", 0.3, [gate("attack_success_rate", "<=", 0.5)]),
         run("fail", 0.97, [gate("attack_success_rate", "<=", 0.5), gate("attack_success_rate", ">=", 0.0),
                            gate("asr", "<", 1)]),
-        run("no-gates", 0.9, flags=["attack or gradients broken: unbounded run reached 0.40 < 0.95"]),
+        run("no-gates", 0.9, flags=[BROKEN]),
         run("regressed", 0.6),
     )
     res.baseline = apply_baseline(res, results(run("regressed", 0.5)), max_increase_points=5)
@@ -175,7 +177,7 @@ def test_junit_counts_failures_and_system_out(tmp_path: Path) -> None:
     assert regression.get("message") == ("baseline: attack_success_rate went from 0.5 to 0.6 (+10 points), "
                                          "allowed +5 points")
     out = cases["no-gates"].find("system-out")
-    assert out is not None and out.text == "validity: attack or gradients broken: unbounded run reached 0.40 < 0.95"
+    assert out is not None and out.text == f"validity: {BROKEN}"
 
 
 def test_junit_escapes_names(tmp_path: Path) -> None:

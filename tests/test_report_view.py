@@ -47,7 +47,7 @@ GOLDEN = Path(__file__).parent / "fixtures" / "golden_report.html"
 SOURCE = "threat_models/quickstart.yaml"
 SIDE = 24
 OOM = "RuntimeError: CUDA out of memory"
-BROKEN = "attack or gradients broken: unbounded run reached 0.40 < 0.95"
+BROKEN = "gradient masking suspected (or a broken attack): the unbounded run reached 0.40 < 0.95"
 SKIP_X = {"path": "celeba-mini/7/x.jpg", "reason": "no face detected"}
 SKIP_Y = {"path": "celeba-mini/9/y.jpg", "reason": "cannot identify image file"}
 

@@ -57,7 +57,7 @@ class Gate:
 
 @dataclass
 class Flag:
-    """A validity warning of one run (e.g. 'attack or gradients broken')."""
+    """A validity warning of one run (e.g. 'gradient masking suspected')."""
 
     run: str
     anchor: str

@@ -509,8 +509,8 @@ def _validity(tm: ThreatModel, x: torch.Tensor, objective: Criterion, attempted:
         unbounded_asr = float(_judge(judge, unbounded(x[chosen], sub_obj, chosen)).mean())
         if unbounded_asr < SANITY_MIN_ASR:
             on = " on the surrogate(s)" if isinstance(tm.knowledge, Transfer) else ""
-            flags.append(f"attack or gradients broken: unbounded run reached {unbounded_asr:.2f}{on} "
-                         f"< {SANITY_MIN_ASR}")
+            flags.append(f"gradient masking suspected (or a broken attack): the unbounded run reached "
+                         f"{unbounded_asr:.2f}{on} < {SANITY_MIN_ASR}")
     else:
         flags.append("unbounded-budget check not run: every sample already succeeded on the clean input")
     for what, rate in baselines.items():
