@@ -16,7 +16,7 @@ from facesec.errors import ConfigError
 
 MAX_RUNS = 1000
 """A matrix expanding to more runs is refused unless the limit is raised (`--max-runs`)."""
-CORE_EXPANDABLE = ("goal", "capability", "knowledge", "defence", "setting.fmr", "attack.steps", "attack.method",
+CORE_EXPANDABLE = ("target", "goal", "capability", "knowledge", "defence", "setting.fmr", "attack.steps", "attack.method",
                    "attack.library", "data.seed")
 """Fields outside `perturbation` where a list means 'one run per value'."""
 
@@ -26,7 +26,7 @@ def expandable(doc: dict[str, Any]) -> tuple[str, ...]:
     section = doc.get("perturbation")
     kind = section.get("kind", "pixel") if isinstance(section, dict) else None
     own = families.get(kind).expandable if isinstance(kind, str) and kind in families.kinds() else ()
-    return CORE_EXPANDABLE[:4] + tuple(f"perturbation.{f}" for f in own) + CORE_EXPANDABLE[4:]
+    return CORE_EXPANDABLE[:5] + tuple(f"perturbation.{f}" for f in own) + CORE_EXPANDABLE[5:]
 
 
 def _get(doc: dict[str, Any], path: str) -> Any:
@@ -65,6 +65,8 @@ def _label(value: Any) -> str:
     """A short name for one value of a matrix axis: mappings by their kind and the models they name."""
     if not isinstance(value, dict):
         return str(value)
+    if "weights" in value:  # a recognizer: its name and weights file
+        return f"{value.get('name', '?')}:{Path(str(value['weights'])).name}"
     if "name" in value and "kind" not in value:  # a defence: its name and parameters
         nested = value.get("params")
         params: dict[str, Any] = nested if isinstance(nested, dict) else value

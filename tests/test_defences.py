@@ -119,3 +119,13 @@ def test_a_masking_defence_is_flagged_by_the_non_adaptive_attack_and_beaten_by_t
     assert not any("masking" in f for f in bare["validity"]["flags"]) and "non_adaptive_success_rate" not in \
         bare["metrics"]
     assert squeezed["operating_points"][0]["recognizer"] == "dlib-resnet behind bit-depth(bits=4)"
+
+
+def test_targets_and_defences_expand_into_named_runs() -> None:
+    from facesec.matrix import expand
+
+    doc = {"name": "d", "target": ["dlib-resnet", {"name": "iresnet50", "weights": "/w/backbone.pth"}],
+           "defence": ["none", {"name": "jpeg", "quality": 75}], "perturbation": {"kind": "pixel"}}
+    assert [r["name"] for r in expand(doc)] == [
+        "d[target=dlib-resnet,defence=none]", "d[target=dlib-resnet,defence=jpeg(quality=75)]",
+        "d[target=iresnet50:backbone.pth,defence=none]", "d[target=iresnet50:backbone.pth,defence=jpeg(quality=75)]"]
