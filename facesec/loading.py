@@ -3,6 +3,7 @@ any problem is one ConfigError line naming the file and the field."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def _describe_error(source: str, err: ErrorDetails, overrides: Sequence[str]) ->
         first = inner.errors[0]
         return _describe_error(source, {**first, "loc": (*inner.at, *first["loc"])}, overrides)
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
-    source = blame(source, overrides, loc)
+    named = re.search(r"field '([^']+)'", err["msg"]) if not loc else None  # a check across fields names its field
+    source = blame(source, overrides, named.group(1) if named else loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         return (f"{source}: field '{loc}': unknown key; remove it or check its spelling "

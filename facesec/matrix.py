@@ -16,8 +16,8 @@ from facesec.errors import ConfigError
 
 MAX_RUNS = 1000
 """A matrix expanding to more runs is refused unless the limit is raised (`--max-runs`)."""
-CORE_EXPANDABLE = ("target", "goal", "capability", "knowledge", "defence", "setting.fmr", "attack.steps", "attack.method",
-                   "attack.library", "data.seed")
+CORE_EXPANDABLE = ("target", "goal", "capability", "knowledge", "defence", "setting.fmr", "attack.steps",
+                   "attack.method", "attack.library", "attack.restarts", "data.seed")
 """Fields outside `perturbation` where a list means 'one run per value'."""
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from facesec import attack_params as P
-from facesec.defences import params as D
+from facesec import defence_params as D
 from facesec.registry import Entry, Registry
 
 if TYPE_CHECKING:

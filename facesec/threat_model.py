@@ -100,6 +100,9 @@ class Attack(Strict):
     random_start: bool | None = Field(None, description="default: the method's own (PGD, CW yes; FGSM, MI-FGSM no)")
     params: dict[str, int | float | bool | str] = Field({}, description="typed per optimiser: `facesec list` shows "
                                                         "which each takes (accessories: momentum, kappa, batch_size)")
+    restarts: Whole = Field(1, ge=1, le=100, description=(
+        "runs of the attack per face, each from its own random start, the later ones on faces not yet fooled; each "
+        "face keeps its best result (AutoAttack practice; individual pixel attacks)"))
     sanity_samples: Whole = Field(8, ge=1, le=100_000, description="samples for the unbounded-budget validity check")
     shard_size: Whole = Field(32, ge=1, le=100_000, description=(
         "attempts in one shard: torchrun processes take shards in turn, and each shard draws its own random "

@@ -129,3 +129,23 @@ def test_targets_and_defences_expand_into_named_runs() -> None:
     assert [r["name"] for r in expand(doc)] == [
         "d[target=dlib-resnet,defence=none]", "d[target=dlib-resnet,defence=jpeg(quality=75)]",
         "d[target=iresnet50:backbone.pth,defence=none]", "d[target=iresnet50:backbone.pth,defence=jpeg(quality=75)]"]
+
+
+def test_restarts_never_lower_a_faces_success_and_can_raise_it() -> None:
+    """The same PGD, the same seed: with restarts every face fooled by the single run stays fooled, and the later
+    starts fool some that one start did not (a small budget leaves room)."""
+    from facesec.attacks import Budget, create
+    from facesec.attacks.restarts import Restarts, margins
+
+    model = _toy(4)
+    x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    own = torch.nn.functional.normalize(model(x).detach(), dim=-1)
+    objective = Objective(model, "open-set", "dodging", own, torch.arange(64), 0.95)
+    pgd, budget = create("native", "pgd", steps=3, random_start=True), Budget("linf", 8 / 255)
+    once = pgd.run(x, objective, budget, torch.Generator().manual_seed(0))
+    single = objective.success(margins(objective, once.x_adv))
+    again = Restarts(pgd, 5).run(x, objective, budget, torch.Generator().manual_seed(0))
+    several = objective.success(margins(objective, again.x_adv))
+    assert 0 < int(single.sum()) < 64
+    assert bool((several | ~single).all()) and int(several.sum()) > int(single.sum())
+    assert (again.x_adv - x).abs().max() <= 8 / 255 + 1e-6

@@ -155,6 +155,10 @@ class Pixel(_Evasion):
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
 
     def check(self, tm: ThreatModel) -> None:
+        if tm.attack.restarts > 1 and (isinstance(tm.knowledge, Query) or tm.capability == "universal"):
+            raise ValueError("field 'attack.restarts': restarts repeat per-face white-box or transfer attacks (a "
+                             "query attack would spend its budget again: raise knowledge.budget; a universal one has "
+                             "no faces of its own); set restarts: 1")
         if isinstance(tm.knowledge, Query):
             allowed = QUERY_METHODS[tm.knowledge.output]
             if tm.attack.method not in allowed:
@@ -203,6 +207,9 @@ class Accessory(_Evasion):
                              f"(got {tm.attack.method})")
         if tm.attack.random_start:
             raise ValueError("attack.random_start: accessories start from perturbation.colour; remove it")
+        if tm.attack.restarts > 1:
+            raise ValueError("field 'attack.restarts': accessories start from perturbation.colour, so a restart "
+                             "would repeat the same run; set restarts: 1")
         _type_params(tm, AccessoryParams, "the accessory optimiser")
 
     def preflight(self, tm: ThreatModel) -> None:

@@ -17,6 +17,7 @@ from facesec import attacks, distributed, metrics, photos, protocols
 from facesec.attacks import Attack, Budget, Criterion, Objective
 from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
+from facesec.attacks.restarts import Restarts
 from facesec.errors import TooFewIdentities
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.evasion import artefacts, defended, knowledge, trial
@@ -411,6 +412,8 @@ def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: 
                   progress: bool) -> Attacked:
     budget = Budget(p.norm, p.eps)
     attack = build_attack(tm, **({"early_stop": False} if view.transfer and tm.attack.library == "native" else {}))
+    if tm.attack.restarts > 1:
+        attack = Restarts(attack, tm.attack.restarts)
     if isinstance(attack, HopSkipJumpAttack):
         attack.starts = starts
     x_adv, queries = _attack(attack, tm, x, view.objective, budget, generator, x_train, view.train, progress)
