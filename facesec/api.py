@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import JsonValue, ValidationError
 
-from facesec import distributed, families, gates, metrics, protocols, resume, safe_json
+from facesec import consistency, distributed, families, gates, metrics, protocols, resume, safe_json
 from facesec.data.dataset import load_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
@@ -171,7 +171,9 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         records, failures = _run_all(models, dev, progress and main, keys, reused, writer)
         results = document(name, records)
         if main:
-            gates.judge_differences(results, _compare(results, out_dir))
+            pairs = _compare(results, out_dir)
+            consistency.flag(results)
+            gates.judge_differences(results, pairs)
             _fail_if_broken(results)
             if old is not None:
                 results.baseline = gates.apply_baseline(results, old, max_asr_increase, baseline_path=str(baseline))

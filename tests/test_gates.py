@@ -19,7 +19,7 @@ from facesec.gates import (
     suite_passed,
     write_junit,
 )
-from facesec.record import Results
+from facesec.record import Difference, Results
 from facesec.results import read_results
 
 METRICS: dict[str, Any] = {
@@ -256,3 +256,37 @@ def test_a_release_gate_on_the_clean_tar_drop_tests_its_paired_interval() -> Non
     [wide] = evaluate_gates([gate_doc], {"clean_tar_drop": 0.01, "clean_tar_drop_ci95_cluster": [-0.01, 0.03]})
     [narrow] = evaluate_gates([gate_doc], {"clean_tar_drop": 0.01, "clean_tar_drop_ci95_cluster": [0.0, 0.015]})
     assert (wide.actual, wide.passed) == (0.03, False) and (narrow.actual, narrow.passed) == (0.015, True)
+
+
+def _difference(first: str, second: str, setting: str, values: list[str], diff: float,
+                ci: list[float]) -> dict[str, Any]:
+    return {"first": first, "second": second, "setting": setting, "values": values, "decision": "success",
+            "first_rate": 0.5, "second_rate": 0.5, "difference": diff, "ci95_cluster": ci, "n": 40, "people": 20}
+
+
+@pytest.mark.parametrize(("setting", "values", "diff", "ci", "suspect"), [
+    ("perturbation.eps", ["0.0078", "0.0314"], 0.30, [0.10, 0.50], "b"),  # 8/255 beaten by 2/255: suspect
+    ("perturbation.eps", ["0.0078", "0.0314"], 0.05, [-0.10, 0.20], None),  # within the interval
+    ("perturbation.eps", ["0.0314", "0.0078"], 0.30, [0.10, 0.50], None),  # the larger budget does better
+    ("attack.steps", ["40", "10"], -0.25, [-0.40, -0.05], "a"),  # 40 steps beaten by 10
+    ("knowledge", ['"white-box"', '{"kind": "transfer", "surrogates": ["s"]}'], -0.2, [-0.3, -0.1], "a"),
+    ("knowledge", ['{"kind": "query"}', '"white-box"'], 0.2, [0.1, 0.3], "b"),
+    ("knowledge", ['{"kind": "query"}', '{"kind": "transfer"}'], 0.2, [0.1, 0.3], None),  # no order between them
+    ("perturbation.norm", ['"linf"', '"l2"'], 0.5, [0.3, 0.7], None),
+])
+def test_a_stronger_attack_that_does_worse_is_flagged_on_both_runs(setting: str, values: list[str], diff: float,
+                                                                    ci: list[float], suspect: str | None) -> None:
+    """A larger budget, more steps or white-box knowledge succeeding less often beyond the interval warns on
+    both runs (naming the stronger one), and a gate on validity.n_flags is judged again."""
+    from facesec.consistency import flag
+
+    g = [{"metric": "validity.n_flags", "op": "==", "value": 0}]
+    found = results(run("a", 0.5, g), run("b", 0.5, g))
+    found.differences = [Difference.model_validate(_difference("a", "b", setting, values, diff, ci))]
+    flag(found)
+    for record in found.runs:
+        warned = [f for f in record.validity.flags if f.startswith("gradient masking suspected")]
+        assert bool(warned) == (suspect is not None)
+        if warned:
+            assert warned[0].startswith(f"gradient masking suspected: {suspect} (")
+            assert record.gates[0].actual == 1 and record.gates[0].passed is False
