@@ -103,7 +103,8 @@ class Attack(Strict):
     restarts: Whole = Field(1, ge=1, le=100, description=(
         "runs of the attack per face, each from its own random start, the later ones on faces not yet fooled; each "
         "face keeps its best result (AutoAttack practice; individual pixel attacks)"))
-    sanity_samples: Whole = Field(8, ge=1, le=100_000, description="samples for the unbounded-budget validity check")
+    sanity_samples: Whole = Field(32, ge=1, le=100_000, description=(
+        "attempts for the unbounded-budget validity check (AutoAttack practice: enough to tell masked gradients)"))
     shard_size: Whole = Field(32, ge=1, le=100_000, description=(
         "attempts in one shard: torchrun processes take shards in turn, and each shard draws its own random "
         "numbers, so results depend on shard_size but never on the number of processes"))
