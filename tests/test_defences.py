@@ -109,8 +109,8 @@ def test_a_masking_defence_is_flagged_by_the_non_adaptive_attack_and_beaten_by_t
     """Bit-depth reduction in front of dlib's ResNet: differentiated as built, PGD gets no gradient and stays at the
     clean rate; through BPDA it fools the recognizer on almost every attempt, and the run says gradients were
     masked. The undefended run of the same suite carries no such flag."""
-    results, _ = run([SMALL / "pixel.yaml"], ["defence=[none, {name: bit-depth, bits: 4}]", "attack.steps=10"],
-                     out_root=tmp_path, progress=False)
+    results, out = run([SMALL / "pixel.yaml"], ["defence=[none, {name: bit-depth, bits: 4}]", "attack.steps=10"],
+                       out_root=tmp_path, progress=False)
     bare, squeezed = results.to_json()["runs"]
     m = squeezed["metrics"]
     assert m["attack_success_rate"] >= 0.8 and m["non_adaptive_success_rate"] <= 0.2, m
@@ -119,6 +119,8 @@ def test_a_masking_defence_is_flagged_by_the_non_adaptive_attack_and_beaten_by_t
     assert not any("masking" in f for f in bare["validity"]["flags"]) and "non_adaptive_success_rate" not in \
         bare["metrics"]
     assert squeezed["operating_points"][0]["recognizer"] == "dlib-resnet behind bit-depth(bits=4)"
+    page = (out / "index.html").read_text()  # the matrix cell shows both attacks, the legend says which is which
+    assert f"non-adaptive {m['non_adaptive_success_rate']:.2f}" in page and "Defended runs" in page
 
 
 def test_targets_and_defences_expand_into_named_runs() -> None:

@@ -14,6 +14,10 @@ TRANSFER_LEGEND = (
     "Transfer runs: the attack is crafted on surrogate recognizer(s) and the ASR is judged on the target; 'on "
     "surrogate' = success of the same attack on the surrogate(s) it was crafted on (an ensemble: on their mean "
     "margin). The gap between the two is what did not transfer.")
+DEFENCE_LEGEND = (
+    "Defended runs (recognizer 'behind' a defence): enrolment, threshold and judgement go through the defence; the "
+    "ASR is the adaptive attack's (BPDA through steps without a gradient, EOT over randomised ones); 'non-adaptive' "
+    "= the same attack differentiating the pipeline as built. A large gap is gradient masking, not robustness.")
 QUERY_LEGEND = (
     "Query runs: the attacker only sends faces to the target and reads its answers (scores or decisions), every "
     "query counted; 'after n q' = the ASR reached within the first n queries per face: the largest recorded "
@@ -52,6 +56,8 @@ def matrix_detail(run: RunRecord, accessory: bool) -> str:
                      f"EOT {rate(metrics.get('eot_success_rate'))}")
     if kind == "transfer":
         parts.append(f"on surrogate {rate(metrics.get('surrogate_success_rate'))}")
+    if "non_adaptive_success_rate" in metrics:
+        parts.append(f"non-adaptive {rate(metrics.get('non_adaptive_success_rate'))}")
     if "photo_success_rate" in metrics:
         parts.append(f"in photos {rate(metrics.get('photo_success_rate'))}")
     reached = queries(metrics.get("asr_at_queries")) if kind == "query" else []
@@ -74,13 +80,18 @@ def summary_line(run: RunRecord) -> str:
         eot = number(m.get("eot_success_rate"))
         physical = (f", plain accessory {number(m.get('plain_accessory_success_rate')) or 0:.3f}, fresh transforms "
                     f"{'-' if eot is None else f'{eot:.3f}'}")
+    if (naive := number(m.get("non_adaptive_success_rate"))) is not None:
+        physical += f", non-adaptive {naive:.3f}"
     return (f"ASR {asr:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] over {m.get('n_attempts')} attempts "
             f"(clean {clean:.3f}{physical})")
 
 
 def legends(runs: list[RunRecord]) -> list[tuple[str, str]]:
-    """The transfer and query legends, when such runs are in the suite."""
+    """The transfer, query and defence legends, when such runs are in the suite."""
     kinds = {knowledge_kind(run) for run in runs}
-    return [(kind, words) for kind, words in (("transfer", TRANSFER_LEGEND), ("query", QUERY_LEGEND)) if kind in kinds]
+    if any("non_adaptive_success_rate" in run.metrics for run in runs):
+        kinds.add("defence")
+    return [(kind, words) for kind, words in (("transfer", TRANSFER_LEGEND), ("query", QUERY_LEGEND),
+                                              ("defence", DEFENCE_LEGEND)) if kind in kinds]
 
 
