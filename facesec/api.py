@@ -237,13 +237,13 @@ def _compare(results: Results, out_dir: Path) -> list[Pairing] | None:
             family = None
         if family is not None and family.decision is not None:
             decisions[family.name] = differences.Decision(family.decision, family.decision_ignores,
-                                                                family.decision_clusters)
+                                                                family.decision_clusters, family.decision_beside)
     try:
         pairs = differences.pairings(results.runs, out_dir, decisions)
     except (ValueError, ValidationError) as exc:
         note(f"differences between runs not computed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         return None
-    results.differences = [p.difference for p in pairs if p.difference is not None]
+    results.differences = [d for p in pairs if p.difference is not None for d in (p.difference, *p.beside)]
     return pairs
 
 

@@ -225,6 +225,8 @@ class Pairing(NamedTuple):
     setting: str
     difference: Difference | None
     why: str = ""
+    beside: tuple[Difference, ...] = ()
+    """The same pair compared on other columns its family names for the setting (a defence's clean cost)."""
 
 
 class Results(_Open):

@@ -19,6 +19,11 @@ from facesec.recognizers.base import Recognizer, RecognizerInfo
 SMALL = Path(__file__).parent / "fixtures" / "small"
 
 
+def bare_rows(out: Path) -> list[str]:
+    """The probes of the suite's first run (its samples file, one row each)."""
+    return (next((out / "runs").glob("*none*")) / "samples.csv").read_text().strip().splitlines()[1:]
+
+
 def _toy(seed: int = 0) -> Recognizer:
     """A linear 'recognizer' on 3 x 8 x 8 images: its gradient is known everywhere."""
     torch.manual_seed(seed)
@@ -119,6 +124,10 @@ def test_a_masking_defence_is_flagged_by_the_non_adaptive_attack_and_beaten_by_t
     assert not any("masking" in f for f in bare["validity"]["flags"]) and "non_adaptive_success_rate" not in \
         bare["metrics"]
     assert squeezed["operating_points"][0]["recognizer"] == "dlib-resnet behind bit-depth(bits=4)"
+    pair = {d["decision"]: d for d in results.to_json()["differences"] if d["setting"] == "defence"}
+    assert set(pair) == {"attempt_success", "clean_success"}  # the defence's effect, and its clean cost beside
+    clean = pair["clean_success"]
+    assert clean["first_rate"] == bare["metrics"]["clean_success_rate"] and clean["n"] == len(bare_rows(out))
     page = (out / "index.html").read_text()  # the matrix cell shows both attacks, the legend says which is which
     assert f"non-adaptive {m['non_adaptive_success_rate']:.2f}" in page and "Defended runs" in page
 

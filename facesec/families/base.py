@@ -123,6 +123,9 @@ class Family(ABC):
     decision_clusters: ClassVar[tuple[tuple[str, ...], ...]] = (("identity",),)
     """The ways its decisions cluster, each a tuple of samples columns (several: a row belongs to the unordered set
     of their values, e.g. a morph's pair of contributors); a paired interval takes the widest over them."""
+    decision_beside: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Samples columns compared too when two runs differ in a setting (by its top key), e.g. the clean decisions
+    when they differ in `defence`: what the defence costs a genuine user beside what it does to the attack."""
     legend: ClassVar[str | None] = None
     """What the suite matrix's cell of one of its runs shows, in a sentence under the matrix (plain text)."""
     runner: ClassVar[str | None] = None

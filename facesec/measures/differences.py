@@ -11,7 +11,7 @@ import re
 import stat
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def apart(a: dict[str, str], b: dict[str, str], ignored: Sequence[str] = ()) -> 
     if all(r == roots[0] or r.startswith(roots[0] + ".") for r in roots):
         return roots[0]
     top = roots[0].split(".")[0]
-    return top if top in ("knowledge", "attack") and all(r.split(".")[0] == top for r in roots) else None
+    return top if top in ("knowledge", "attack", "defence") and all(r.split(".")[0] == top for r in roots) else None
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, str]:
@@ -144,6 +144,9 @@ class Decision:
     column: str
     ignored: tuple[str, ...] = ()
     clusters: tuple[tuple[str, ...], ...] = (("identity",),)
+    beside: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Other columns compared too when runs differ in a setting (its top key): a defence's clean cost on the clean
+    decisions, beside its effect on the attack."""
 
 
 def compare(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[str, Decision]) -> list[Difference]:
@@ -171,21 +174,24 @@ def pairings(records: Sequence[RunRecord], suite_dir: Path, decisions: Mapping[s
             setting = apart(flats[a], flats[b], how.ignored) if second.family == first.family else None
             if setting is None:
                 continue
-            difference = _difference(first, second, setting, how, suite_dir, tables) if found < MAX_PAIRS else None
+            difference = _difference(first, second, setting, how.column, how, suite_dir, tables) \
+                if found < MAX_PAIRS else None
             found += difference is not None
             why = "" if difference is not None else TRUNCATED if found >= MAX_PAIRS else UNPAIRABLE
-            out.append(Pairing(i, j, setting, difference, why))
+            beside = [_difference(first, second, setting, c, how, suite_dir, tables)
+                      for c in how.beside.get(setting.split(".")[0], ()) if difference is not None]
+            out.append(Pairing(i, j, setting, difference, why, tuple(d for d in beside if d is not None)))
     return out
 
 
-def _difference(first: RunRecord, second: RunRecord, setting: str, how: Decision, suite_dir: Path,
+def _difference(first: RunRecord, second: RunRecord, setting: str, column: str, how: Decision, suite_dir: Path,
                 tables: OrderedDict[str, pd.DataFrame | None]) -> Difference | None:
     a, b = (_cached(r, suite_dir, tables) for r in (first, second))
-    result = None if a is None or b is None else paired(a, b, how.column, how.clusters)
+    result = None if a is None or b is None else paired(a, b, column, how.clusters)
     if result is None:
         return None
     values = [_value(r.threat_model, setting) for r in (first, second)]
-    return Difference(first=first.name, second=second.name, setting=setting, values=values, decision=how.column,
+    return Difference(first=first.name, second=second.name, setting=setting, values=values, decision=column,
                       first_rate=result["first_rate"], second_rate=result["second_rate"],
                       difference=result["difference"], ci95_cluster=result["ci95_cluster"], n=result["n"],
                       people=result["people"])

@@ -38,6 +38,7 @@ def _row(d: Difference, anchors: dict[str, str]) -> DifferenceRow:
     else:
         reading = "no difference shown at 95% (the interval holds 0)"
     return DifferenceRow(d.first, anchors.get(d.first, ""), d.second, anchors.get(d.second, ""), d.setting,
-                         " vs ".join(d.values), f"{d.first_rate:.2f} vs {d.second_rate:.2f}",
+                         " vs ".join(d.values),
+                         f"{d.decision.replace('_', ' ')}: {d.first_rate:.2f} vs {d.second_rate:.2f}",
                          f"{d.difference:+.2f} [{lo:+.2f}, {hi:+.2f}]",
                          f"{reading}; {d.n} decisions of {d.people} people")

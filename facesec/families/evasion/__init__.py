@@ -115,6 +115,7 @@ class _Evasion(Family):
     headline: ClassVar[str] = "attack_success_rate"
     decision: ClassVar[str | None] = "attempt_success"
     decision_ignores: ClassVar[tuple[str, ...]] = ("attack.sanity_samples",)
+    decision_beside: ClassVar[dict[str, tuple[str, ...]]] = {"defence": ("clean_success",)}
     runner: ClassVar[str | None] = "facesec.families.evasion.run:run_threat_model"
     report_partial: ClassVar[str | None] = "evasion.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent
