@@ -87,6 +87,27 @@ class ClosedSet(Strict):
     gallery_images: Whole = Field(1, ge=1, le=10_000, description="enrolment images per identity")
 
 
+class EnsembleMember(Strict):
+    """One more attack of a worst-case ensemble: a method of a library, its own steps and parameters."""
+
+    method: str = Field(min_length=1, max_length=100)
+    library: str = Field("native", min_length=1, max_length=100)
+    steps: Whole | None = Field(None, ge=1, le=100_000, description="default: attack.steps (Square: give its queries)")
+    params: dict[str, int | float | bool | str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_alone(cls, value: Any) -> Any:
+        return {"method": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _registered(self) -> EnsembleMember:
+        if f"{self.library}/{self.method}" not in ATTACKS:
+            raise ValueError(f"attack.ensemble: no method {self.method!r} in library {self.library!r}; available: "
+                             f"{', '.join(ATTACKS.names())}")
+        return self
+
+
 class Attack(Strict):
     """The optimiser, the library that runs it, and its parameters."""
 
@@ -103,6 +124,9 @@ class Attack(Strict):
     restarts: Whole = Field(1, ge=1, le=100, description=(
         "runs of the attack per face, each from its own random start, the later ones on faces not yet fooled; each "
         "face keeps its best result (AutoAttack practice; individual pixel attacks)"))
+    ensemble: list[EnsembleMember] = Field([], max_length=10, description=(
+        "more attacks run after the first on the faces it did not fool, each face keeping its worst case (AutoAttack "
+        "practice), e.g. [mi-fgsm, {method: square, steps: 1000}]; white-box individual pixel attacks"))
     sanity_samples: Whole = Field(32, ge=1, le=100_000, description=(
         "attempts for the unbounded-budget validity check (AutoAttack practice: enough to tell masked gradients)"))
     shard_size: Whole = Field(32, ge=1, le=100_000, description=(

@@ -146,7 +146,7 @@ def test_restarts_never_lower_a_faces_success_and_can_raise_it() -> None:
     """The same PGD, the same seed: with restarts every face fooled by the single run stays fooled, and the later
     starts fool some that one start did not (a small budget leaves room)."""
     from facesec.attacks import Budget, create
-    from facesec.attacks.restarts import Restarts, margins
+    from facesec.attacks.worst_case import margins, restarts
 
     model = _toy(4)
     x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(5))
@@ -155,8 +155,40 @@ def test_restarts_never_lower_a_faces_success_and_can_raise_it() -> None:
     pgd, budget = create("native", "pgd", steps=3, random_start=True), Budget("linf", 8 / 255)
     once = pgd.run(x, objective, budget, torch.Generator().manual_seed(0))
     single = objective.success(margins(objective, once.x_adv))
-    again = Restarts(pgd, 5).run(x, objective, budget, torch.Generator().manual_seed(0))
+    again = restarts(pgd, 5).run(x, objective, budget, torch.Generator().manual_seed(0))
     several = objective.success(margins(objective, again.x_adv))
     assert 0 < int(single.sum()) < 64
     assert bool((several | ~single).all()) and int(several.sum()) > int(single.sum())
     assert (again.x_adv - x).abs().max() <= 8 / 255 + 1e-6
+
+
+def test_an_ensemble_keeps_each_faces_worst_case() -> None:
+    """FGSM alone, then FGSM followed by PGD and Square (querying the white-box objective): every face FGSM fooled
+    stays fooled, and the later attacks fool more."""
+    from facesec.attacks import Budget, create
+    from facesec.attacks.worst_case import WorstCase, margins
+
+    model = _toy(4)
+    x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    own = torch.nn.functional.normalize(model(x).detach(), dim=-1)
+    objective = Objective(model, "open-set", "dodging", own, torch.arange(64), 0.95)
+    budget, fgsm = Budget("linf", 8 / 255), create("native", "fgsm")
+    alone = objective.success(margins(objective, fgsm.run(x, objective, budget, torch.Generator()).x_adv))
+    members = [fgsm, create("native", "pgd", steps=5), create("native", "square", steps=50)]
+    worst = WorstCase(members).run(x, objective, budget, torch.Generator())
+    together = objective.success(margins(objective, worst.x_adv))
+    assert bool((together | ~alone).all()) and int(together.sum()) > int(alone.sum())
+    assert (worst.x_adv - x).abs().max() <= 8 / 255 + 1e-6
+
+
+def test_an_ensemble_runs_in_a_threat_model_and_is_refused_where_it_means_nothing(
+        tmp_path: Path, celeba: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    overrides = ["attack.method=fgsm", "perturbation.eps=1/255", "attack.ensemble=[{method: square, steps: 20}]"]
+    results, _ = run([SMALL / "pixel.yaml"], ["attack.ensemble=[]", *overrides[:2]], out_root=tmp_path / "a",
+                     progress=False)
+    alone = results.to_json()["runs"][0]["metrics"]["attack_success_rate"]
+    results, _ = run([SMALL / "pixel.yaml"], overrides, out_root=tmp_path / "b", progress=False)
+    assert results.to_json()["runs"][0]["metrics"]["attack_success_rate"] >= alone
+    assert main(["validate", str(SMALL / "pixel.yaml"), "--set", "attack.ensemble=[mi-fgsm]",
+                 "--set", "capability=universal"]) == 2
+    assert "field 'attack.ensemble': a worst case over attacks is taken per face" in capsys.readouterr().err

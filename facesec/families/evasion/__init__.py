@@ -145,6 +145,23 @@ class _Evasion(Family):
 
 
 
+def _check_ensemble(tm: ThreatModel) -> None:
+    """An ensemble is a white-box attacker's per-face worst case; each member's parameters are its own."""
+    if not tm.attack.ensemble:
+        return
+    if tm.knowledge != "white-box" or tm.capability != "individual":
+        raise ValueError("field 'attack.ensemble': a worst case over attacks is taken per face by a white-box "
+                         "attacker (knowledge: white-box, capability: individual); remove the ensemble")
+    for i, member in enumerate(tm.attack.ensemble):
+        try:
+            member.params = attack_params(member.library, member.method).model_validate(member.params).model_dump(
+                exclude_none=True)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"field 'attack.ensemble.{i}.params.{'.'.join(map(str, first['loc']))}': "
+                             f"{first['msg']}") from None
+
+
 class Pixel(_Evasion):
     """Additive noise bounded in L-inf or L2 (white-box, transfer or query attacks)."""
 
@@ -156,6 +173,7 @@ class Pixel(_Evasion):
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
 
     def check(self, tm: ThreatModel) -> None:
+        _check_ensemble(tm)
         if tm.attack.restarts > 1 and (isinstance(tm.knowledge, Query) or tm.capability == "universal"):
             raise ValueError("field 'attack.restarts': restarts repeat per-face white-box or transfer attacks (a "
                              "query attack would spend its budget again: raise knowledge.budget; a universal one has "

@@ -17,7 +17,7 @@ from facesec import attacks, distributed, metrics, photos, protocols
 from facesec.attacks import Attack, Budget, Criterion, Objective
 from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
-from facesec.attacks.restarts import Restarts
+from facesec.attacks.worst_case import WorstCase, restarts
 from facesec.errors import TooFewIdentities
 from facesec.families.base import RunContext, RunOutput
 from facesec.families.evasion import artefacts, defended, knowledge, trial
@@ -29,7 +29,7 @@ from facesec.population import Population, select
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.record import Dimensions, Measured, OperatingPoint, Validity, plain, skipped
-from facesec.threat_model import ThreatModel, Transfer
+from facesec.threat_model import EnsembleMember, ThreatModel, Transfer
 
 UNBOUNDED = {"linf": 1.0, "l2": 1000.0}
 SANITY_MIN_ASR = 0.95
@@ -413,7 +413,9 @@ def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: 
     budget = Budget(p.norm, p.eps)
     attack = build_attack(tm, **({"early_stop": False} if view.transfer and tm.attack.library == "native" else {}))
     if tm.attack.restarts > 1:
-        attack = Restarts(attack, tm.attack.restarts)
+        attack = restarts(attack, tm.attack.restarts)
+    if tm.attack.ensemble:
+        attack = WorstCase([attack, *(_member(tm, m) for m in tm.attack.ensemble)])
     if isinstance(attack, HopSkipJumpAttack):
         attack.starts = starts
     x_adv, queries = _attack(attack, tm, x, view.objective, budget, generator, x_train, view.train, progress)
@@ -473,6 +475,12 @@ def build_attack(tm: ThreatModel, **override: Any) -> Attack:
         kwargs["random_start"] = a.random_start
     kwargs.update(override)
     return attacks.create(a.library, a.method, **kwargs)  # params and universal mode checked at validation
+
+
+def _member(tm: ThreatModel, member: EnsembleMember) -> Attack:
+    """One attack of the ensemble, with the threat model's steps unless it names its own."""
+    kwargs: dict[str, Any] = {"steps": member.steps or tm.attack.steps, **member.params}
+    return attacks.create(member.library, member.method, **kwargs)
 
 
 def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Generator,
