@@ -18,6 +18,10 @@ __all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "
            "interval_keys", "plain", "skipped"]
 
 
+SIGNED_INTERVALS = ("_drop_ci95_cluster", "_gain_ci95_cluster")
+"""Interval metrics of a difference between two rates (a clean TAR drop, an adaptive attack's gain): their ends lie
+in [-1, 1], not [0, 1]."""
+
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

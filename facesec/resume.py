@@ -15,7 +15,7 @@ from pydantic import JsonValue, ValidationError
 
 import facesec
 from facesec.data.dataset import load_dataset
-from facesec.record import RunRecord, first_problem
+from facesec.record import SIGNED_INTERVALS, RunRecord, first_problem
 from facesec.suite_files import made_by_facesec
 from facesec.threat_model import ThreatModel
 
@@ -84,9 +84,9 @@ def _reusable(raw: JsonValue, out_dir: Path) -> tuple[RunRecord | None, str]:
     if record.validity is None or record.provenance is None or record.headline is None:
         return None, "validity, provenance or headline missing"
     for key, ci in record.metrics.items():
-        if key.endswith(("_ci95", "_ci95_cluster")) and ci is not None and not (
-                isinstance(ci, list) and len(ci) == 2 and all(_fraction(v) for v in ci)):
-            return None, f"{key} is not two numbers between 0 and 1"
+        low = -1.0 if key.endswith(SIGNED_INTERVALS) else 0.0  # a difference of two rates may be negative
+        if key.endswith(("_ci95", "_ci95_cluster")) and ci is not None and not _interval(ci, low):
+            return None, f"{key} is not two ordered numbers between {low:g} and 1"
     found = _SAMPLES.fullmatch(str(record.samples_csv))
     if found is None:
         return None, "samples_csv is not runs/<run>/samples.csv"
@@ -96,8 +96,16 @@ def _reusable(raw: JsonValue, out_dir: Path) -> tuple[RunRecord | None, str]:
     return record, ""
 
 
-def _fraction(value: JsonValue) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+def _interval(ci: JsonValue, low: float) -> bool:
+    """Two numbers between `low` and 1, the first not above the second."""
+    if not (isinstance(ci, list) and len(ci) == 2 and all(_fraction(v, low) for v in ci)):
+        return False
+    first, second = (float(v) for v in ci if isinstance(v, int | float))
+    return first <= second
+
+
+def _fraction(value: JsonValue, low: float = 0.0) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= 1
 
 
 def _lstat_mode(path: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,14 @@ def test_a_reused_record_needs_well_formed_intervals(tmp_path: Path) -> None:
     raw = {"name": "a", "resume_key": "0" * 64, "validity": {}, "provenance": {}, "headline": {"metric": "m"},
            "metrics": {"attack_success_ci95": [0.1, 0.2], "attack_success_ci95_cluster": [None, "x"]}}
     record, why = _reusable(raw, tmp_path)
-    assert record is None and why == "attack_success_ci95_cluster is not two numbers between 0 and 1"
+    assert record is None and why == "attack_success_ci95_cluster is not two ordered numbers between 0 and 1"
+    raw["metrics"] = {"attack_success_ci95_cluster": [0.3, 0.2]}
+    assert _reusable(raw, tmp_path)[1] == "attack_success_ci95_cluster is not two ordered numbers between 0 and 1"
+    # a difference of two rates (a clean TAR drop, an adaptive attack's gain) may be negative, not a rate
+    raw["metrics"] = {"clean_tar_drop_ci95_cluster": [-0.05, 0.03], "adaptive_gain_ci95_cluster": [-0.2, 0.4]}
+    assert "ci95" not in _reusable(raw, tmp_path)[1]
+    raw["metrics"] = {"attack_success_ci95_cluster": [-0.05, 0.03]}
+    assert _reusable(raw, tmp_path)[1].startswith("attack_success_ci95_cluster is not")
 
 
 def test_a_release_gate_on_the_clean_tar_drop_tests_its_paired_interval() -> None:
@@ -264,25 +272,35 @@ def _difference(first: str, second: str, setting: str, values: list[str], diff: 
             "first_rate": 0.5, "second_rate": 0.5, "difference": diff, "ci95_cluster": ci, "n": 40, "people": 20}
 
 
+LONG = {"kind": "transfer", "surrogates": [{"name": "iresnet50", "weights": "/home/" + "x" * 150 + "/w.pt"}]}
+
+
 @pytest.mark.parametrize(("setting", "values", "diff", "ci", "suspect"), [
-    ("perturbation.eps", ["0.0078", "0.0314"], 0.30, [0.10, 0.50], "b"),  # 8/255 beaten by 2/255: suspect
-    ("perturbation.eps", ["0.0078", "0.0314"], 0.05, [-0.10, 0.20], None),  # within the interval
-    ("perturbation.eps", ["0.0314", "0.0078"], 0.30, [0.10, 0.50], None),  # the larger budget does better
-    ("attack.steps", ["40", "10"], -0.25, [-0.40, -0.05], "a"),  # 40 steps beaten by 10
-    ("knowledge", ['"white-box"', '{"kind": "transfer", "surrogates": ["s"]}'], -0.2, [-0.3, -0.1], "a"),
-    ("knowledge", ['{"kind": "query"}', '"white-box"'], 0.2, [0.1, 0.3], "b"),
-    ("knowledge", ['{"kind": "query"}', '{"kind": "transfer"}'], 0.2, [0.1, 0.3], None),  # no order between them
-    ("perturbation.norm", ['"linf"', '"l2"'], 0.5, [0.3, 0.7], None),
+    ("perturbation.eps", [2 / 255, 8 / 255], 0.30, [0.10, 0.50], "b"),  # 8/255 beaten by 2/255: suspect
+    ("perturbation.eps", [2 / 255, 8 / 255], 0.05, [-0.10, 0.20], None),  # within the interval
+    ("perturbation.eps", [8 / 255, 2 / 255], 0.30, [0.10, 0.50], None),  # the larger budget does better
+    ("attack.steps", [40, 10], -0.25, [-0.40, -0.05], "a"),  # 40 steps beaten by 10
+    ("knowledge", ["white-box", LONG], -0.2, [-0.3, -0.1], "a"),  # a value too long to show whole
+    ("knowledge", [{"kind": "query"}, "white-box"], 0.2, [0.1, 0.3], "b"),
+    ("knowledge", [{"kind": "query"}, {"kind": "transfer"}], 0.2, [0.1, 0.3], None),  # no order between them
+    ("perturbation.norm", ["linf", "l2"], 0.5, [0.3, 0.7], None),
 ])
-def test_a_stronger_attack_that_does_worse_is_flagged_on_both_runs(setting: str, values: list[str], diff: float,
+def test_a_stronger_attack_that_does_worse_is_flagged_on_both_runs(setting: str, values: list[Any], diff: float,
                                                                     ci: list[float], suspect: str | None) -> None:
     """A larger budget, more steps or white-box knowledge succeeding less often beyond the interval warns on
-    both runs (naming the stronger one), and a gate on validity.n_flags is judged again."""
+    both runs (naming the stronger one), and a gate on validity.n_flags is judged again; the strength is read
+    from the threat models, not from the shortened values the difference shows."""
     from facesec.consistency import flag
+    from facesec.matrix import set_path
 
     g = [{"metric": "validity.n_flags", "op": "==", "value": 0}]
-    found = results(run("a", 0.5, g), run("b", 0.5, g))
-    found.differences = [Difference.model_validate(_difference("a", "b", setting, values, diff, ci))]
+    runs = [run("a", 0.5, g), run("b", 0.5, g)]
+    for record, value in zip(runs, values, strict=True):
+        record["threat_model"] = {}
+        set_path(record["threat_model"], setting, value)
+    found = results(*runs)
+    shown = [json.dumps(v)[:117] for v in values]
+    found.differences = [Difference.model_validate(_difference("a", "b", setting, shown, diff, ci))]
     flag(found)
     for record in found.runs:
         warned = [f for f in record.validity.flags if f.startswith("gradient masking suspected")]
@@ -290,3 +308,7 @@ def test_a_stronger_attack_that_does_worse_is_flagged_on_both_runs(setting: str,
         if warned:
             assert warned[0].startswith(f"gradient masking suspected: {suspect} (")
             assert record.gates[0].actual == 1 and record.gates[0].passed is False
+    found.differences = []  # resumed into a suite where the pair no longer disagrees: the old warning goes
+    flag(found)
+    assert all(not r.validity.flags for r in found.runs)
+    assert all(r.gates[0].passed for r in found.runs) or suspect is None
