@@ -239,7 +239,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from facesec import families
-    from facesec.plugins import ATTACKS, RECOGNIZERS, attack_params
+    from facesec.plugins import ATTACKS, DEFENCES, RECOGNIZERS, attack_params
 
     print("recognizers:")
     for name in RECOGNIZERS.names():
@@ -249,6 +249,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         library, method = name.split("/")
         params = ", ".join(attack_params(library, method).model_fields) or "none"
         print(f"  {name}: {params}")
+    print("defences (defence: the parameters it takes):")
+    for name in DEFENCES.names():
+        model = DEFENCES.meta(name).get("params")
+        print(f"  {name}: {', '.join(model.model_fields) if model is not None else 'its own (installed)'}")
     print("attack families (perturbation.kind: headline metric):")
     for kind in families.kinds():
         try:

@@ -54,7 +54,7 @@ def _describe_error(source: str, err: ErrorDetails, overrides: Sequence[str]) ->
     if not loc:  # a check across fields: its message names them
         return f"{source}: {err['msg'].removeprefix('Value error, ')}"
     shown = "" if kind == "missing" else f" (got {given!r})"
-    return f"{source}: field '{loc}': {err['msg']}{shown}"
+    return f"{source}: field '{loc}': {err['msg'].removeprefix('Value error, ')}{shown}"
 
 
 def load_threat_models(path: str | Path, overrides: list[str] | None = None,

@@ -105,4 +105,10 @@ def expand(doc: dict[str, Any], max_runs: int = MAX_RUNS) -> list[dict[str, Any]
         suffix = ",".join(f"{path.split('.')[-1]}={_label(v)}" for (path, _), v in zip(axes, combo, strict=True))
         run["name"] = f"{doc.get('name', '')}[{suffix}]"
         runs.append(run)
+    names = [r["name"] for r in runs]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ConfigError(f"two runs of the matrix would both be named {twice}: two values of a list differ only "
+                          "where a run's name does not show it (such as eot_samples, or weights files of the same "
+                          "name); give them apart in separate files")
     return runs

@@ -156,19 +156,18 @@ class Defence(Strict):
     def _registered(self) -> Defence:
         if self.name == "none":
             if self.params:
-                raise ValueError(f"field 'defence': none takes no parameters (got {', '.join(self.params)})")
+                raise ValueError(f"none takes no parameters: remove {', '.join(self.params)}")
             return self
         if self.name not in DEFENCES:
-            raise ValueError(f"field 'defence': no defence {self.name!r}; available: none, "
-                             f"{', '.join(DEFENCES.names())}")
+            raise ValueError(f"no defence {self.name!r}; available: none, {', '.join(DEFENCES.names())}")
+        if "generator" in self.params:
+            raise ValueError("generator is the run's own (seeded from data.seed); remove it from the parameters")
         model = DEFENCES.meta(self.name).get("params")
         if model is not None:
             try:
                 self.params = model.model_validate(self.params).model_dump()
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ValueError(f"field 'defence.{where}': {first['msg']}") from None
+                raise SpecError(exc.errors(), at=("defence",)) from None
         return self
 
 
@@ -335,6 +334,10 @@ class ThreatModel(Strict):
             else:
                 raise ValueError(f"{field}: perturbation.kind {kind} supports {' or '.join(allowed)} (got {value})")
         _defence_fits(self.defence, family)
+        if not family.supports.worst_case and (self.attack.restarts > 1 or self.attack.ensemble):
+            field = "attack.restarts" if self.attack.restarts > 1 else "attack.ensemble"
+            raise ValueError(f"field '{field}': perturbation.kind {kind} takes no per-face worst case over attacks "
+                             "(restarts, ensemble); remove it (a family's own restarts are under perturbation)")
         family.check(self)
         names = family.gate_metrics()
         for i, gate in enumerate(self.gates):

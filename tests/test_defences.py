@@ -94,19 +94,38 @@ def test_eot_follows_the_expected_margin() -> None:
 
 @pytest.mark.parametrize("bad, says", [
     ("defence=nope", "field 'defence': no defence 'nope'; available: none, bit-depth"),
-    ("defence={name: median, size: 4}", "field 'defence.size'"),
+    ("defence={name: median, size: 4}", "field 'defence.size': the window needs a centre pixel"),
     ("defence={name: jpeg, qualty: 50}", "field 'defence.qualty'"),
+    ("defence={name: none, quality: 50}", "field 'defence': none takes no parameters: remove quality"),
+    ("defence={name: jpeg, generator: 3}", "field 'defence': generator is the run's own"),
+    ("defence=[{name: jpeg, eot_samples: 2}, {name: jpeg, eot_samples: 4}]", "both be named small-pixel[defence=jpeg]"),
+    ("attack.restarts=3", "field 'attack.restarts': fgsm starts from the face itself"),
+    ("attack.ensemble=[{method: square, steps: 10}]", "field 'attack.ensemble.0': square cannot add to a white-box l2"),
 ])
 def test_a_bad_defence_is_one_line_at_validate(bad: str, says: str, celeba: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", str(SMALL / "pixel.yaml"), "--set", bad]) == 2
+    more = ["--set", "attack.method=fgsm"] if "restarts" in bad else \
+        ["--set", "perturbation={kind: pixel, norm: l2, eps: 0.5}"] if "square" in bad else []
+    assert main(["validate", str(SMALL / "pixel.yaml"), "--set", bad, *more]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_a_family_that_cannot_evaluate_a_defence_says_so(celeba: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_family_that_cannot_evaluate_a_defence_or_a_worst_case_says_so(celeba: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(SMALL / "morph.yaml"), "--set", "defence=jpeg"]) == 2
     assert "perturbation.kind morph cannot evaluate a defence of stage input (jpeg)" in capsys.readouterr().err
+    assert main(["validate", str(SMALL / "accessory.yaml"), "--set", "attack.ensemble=[pgd]"]) == 2
+    assert "perturbation.kind accessory takes no per-face worst case" in capsys.readouterr().err
+
+
+def test_a_randomised_defence_draws_apart_from_the_attack_and_is_never_cached() -> None:
+    """Its generator is not the run's (same seed, other numbers), and its thresholds are set anew each run."""
+    noise = build("gaussian-noise", {}, 0)
+    run_draws = torch.rand(4, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(torch.rand(4, generator=noise.generator), run_draws)
+    assert not behind(_toy(), noise, "noise", "deployed").info.deterministic
+    assert behind(_toy(), build("jpeg", {}, 0), "jpeg", "deployed").info.deterministic
 
 
 def test_a_masking_defence_is_flagged_by_the_non_adaptive_attack_and_beaten_by_the_adaptive_one(

@@ -26,7 +26,6 @@ class WorstCase(Attack):
     def __init__(self, attacks: list[Attack]) -> None:
         self.attacks = attacks
         self.name = "+".join(dict.fromkeys(a.name for a in attacks))
-        self.supports_universal = attacks[0].supports_universal
 
     def run(self, x: torch.Tensor, objective: Criterion, budget: Budget,
             generator: torch.Generator) -> AttackOutput:
@@ -45,10 +44,6 @@ class WorstCase(Attack):
             best[todo] = torch.maximum(best[todo], score)
             queries[todo.to(queries.device)] += again.queries.float()
         return AttackOutput(x_adv, queries)
-
-    def run_universal(self, x: torch.Tensor, objective: Criterion, budget: Budget,
-                      generator: torch.Generator) -> torch.Tensor:
-        return self.attacks[0].run_universal(x, objective, budget, generator)
 
 
 def _run(attack: Attack, x: torch.Tensor, objective: Criterion, budget: Budget,

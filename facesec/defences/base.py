@@ -62,10 +62,17 @@ def label(name: str, params: dict[str, Any]) -> str:
     return f"{name}({inner})" if inner else name
 
 
+SALT = 0x5EED_DEFE
+"""Mixed into the run's seed, so a defence's draws are not the attack's own random numbers."""
+
+
 def build(name: str, params: dict[str, Any], seed: int) -> InputDefence:
-    """The registered defence `name` with its (validated) parameters and a generator seeded with `seed`."""
+    """The registered defence `name` with its (validated) parameters and a generator seeded from `seed`."""
     factory = DEFENCES.load(name)
-    defence = factory(generator=torch.Generator().manual_seed(seed), **params)
+    try:
+        defence = factory(generator=torch.Generator().manual_seed(seed ^ SALT), **params)
+    except TypeError as exc:  # an installed defence declares no parameter model: its constructor is the check
+        raise ConfigError(f"field 'defence': {name} does not take these parameters ({exc})") from exc
     if not isinstance(defence, InputDefence):
         raise ConfigError(f"defence {name!r} built a {type(defence).__name__}, not a facesec.defences.base."
                           "InputDefence")
@@ -75,7 +82,8 @@ def build(name: str, params: dict[str, Any], seed: int) -> InputDefence:
 def behind(model: Recognizer, defence: InputDefence, label: str, mode: Mode) -> Recognizer:
     """`model` with `defence` in front, seen in `mode`; its name says so, so thresholds are set (and cached) for
     the defended pipeline, never reused from the bare model."""
-    info = replace(model.info, name=f"{model.info.name} behind {label}")
+    info = replace(model.info, name=f"{model.info.name} behind {label}",
+                   deterministic=model.info.deterministic and not defence.randomised)
     own_forward = type(model).forward is not Recognizer.forward  # a plug-in's subclass: keep its forward whole
     defended = Recognizer(nn.Sequential(Step(defence, mode), model if own_forward else model.net), info)
     return defended.eval()

@@ -60,6 +60,8 @@ class Median(InputDefence):
         self.size = size
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
+        if not len(x):
+            return x.clone()
         half = self.size // 2
         padded = F.pad(x, (half, half, half, half), mode="reflect")
         windows = padded.unfold(2, self.size, 1).unfold(3, self.size, 1)
@@ -78,6 +80,8 @@ class ResizePad(InputDefence):
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         n = len(x)
+        if not n:
+            return x.clone()
         scale = self.min_scale + (1 - self.min_scale) * torch.rand(n, generator=self.generator)
         shift = (1 - scale)[:, None] * (2 * torch.rand(n, 2, generator=self.generator) - 1)  # canvas: [-1, 1]
         theta = torch.zeros(n, 2, 3)

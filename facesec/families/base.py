@@ -41,6 +41,8 @@ class Supports:
     settings: tuple[str, ...] = ("open-set", "closed-set")
     defences: tuple[str, ...] = ()
     """The defence stages it can evaluate (input: a transform in front of the recognizer); none by default."""
+    worst_case: bool = False
+    """Whether it takes attack.restarts and attack.ensemble (a per-face worst case over attacks)."""
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def calibration_scores(model: Recognizer, draw: CalibrationDraw, progress: bool,
     hash, so a suite calibrates each recognizer once (`cache` False for a model changed since it was loaded, e.g.
     fine-tuned: its hash is its origin's)."""
     key = (model.info.name, model.info.weights_sha256 or "", draw.key())
-    cache = cache and model.info.weights_sha256 is not None
+    cache = cache and model.info.weights_sha256 is not None and model.info.deterministic
     if cache and key in _CACHE:
         return _CACHE[key]
     crops, ids = calibration_faces(draw, model.info.template, progress)

@@ -51,6 +51,8 @@ class RecognizerInfo:
     differentiable: bool = True
     """False for black boxes (e.g. dlib's C++ model): attacked only by transfer or queries."""
     trained_on: TrainedOn | None = None
+    deterministic: bool = True
+    """False when its output depends on random draws (a randomised defence in front): its scores are never cached."""
 
 
 class NonFinite:

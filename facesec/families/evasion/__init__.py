@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 QUERY_METHODS = {"scores": ("square",), "decisions": ("hopskipjump",)}
 """Attacks that need only what the target returns."""
+DETERMINISTIC = ("fgsm", "mi-fgsm", "di-fgsm", "ti-fgsm")
+"""Native methods that start from the face itself unless asked for a random start."""
 ACCESSORY_METHODS = ("pgd", "mi-fgsm")
 """Optimisers of accessory colours: signed gradient steps, with momentum for mi-fgsm."""
 
@@ -152,7 +154,11 @@ def _check_ensemble(tm: ThreatModel) -> None:
     if tm.knowledge != "white-box" or tm.capability != "individual":
         raise ValueError("field 'attack.ensemble': a worst case over attacks is taken per face by a white-box "
                          "attacker (knowledge: white-box, capability: individual); remove the ensemble")
+    norm = getattr(tm.perturbation, "norm", "linf")
     for i, member in enumerate(tm.attack.ensemble):
+        if member.method == "hopskipjump" or (member.method == "square" and norm != "linf"):
+            raise ValueError(f"field 'attack.ensemble.{i}': {member.method} cannot add to a white-box {norm} "
+                             "ensemble (square: linf only; hopskipjump: decisions only)")
         try:
             member.params = attack_params(member.library, member.method).model_validate(member.params).model_dump(
                 exclude_none=True)
@@ -169,11 +175,14 @@ class Pixel(_Evasion):
     order: ClassVar[int] = 0
     expandable: ClassVar[tuple[str, ...]] = ("eps", "norm")
     Spec = PixelPerturbation
-    supports: ClassVar[Supports] = Supports(defences=("input",))
+    supports: ClassVar[Supports] = Supports(defences=("input",), worst_case=True)
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
 
     def check(self, tm: ThreatModel) -> None:
         _check_ensemble(tm)
+        if tm.attack.restarts > 1 and tm.attack.method in DETERMINISTIC and not tm.attack.random_start:
+            raise ValueError(f"field 'attack.restarts': {tm.attack.method} starts from the face itself, so every "
+                             "restart would repeat the first run; set attack.random_start: true or restarts: 1")
         if tm.attack.restarts > 1 and (isinstance(tm.knowledge, Query) or tm.capability == "universal"):
             raise ValueError("field 'attack.restarts': restarts repeat per-face white-box or transfer attacks (a "
                              "query attack would spend its budget again: raise knowledge.budget; a universal one has "
@@ -226,9 +235,6 @@ class Accessory(_Evasion):
                              f"(got {tm.attack.method})")
         if tm.attack.random_start:
             raise ValueError("attack.random_start: accessories start from perturbation.colour; remove it")
-        if tm.attack.restarts > 1:
-            raise ValueError("field 'attack.restarts': accessories start from perturbation.colour, so a restart "
-                             "would repeat the same run; set restarts: 1")
         _type_params(tm, AccessoryParams, "the accessory optimiser")
 
     def preflight(self, tm: ThreatModel) -> None:

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from facesec import distributed
 from facesec.attacks import Criterion, Expectation, Objective
 from facesec.defences.base import InputDefence, Mode, behind, build, label
+from facesec.errors import ConfigError
 from facesec.families.evasion.knowledge import AttackerView
 from facesec.measures.rates import cluster_interval, paired_difference
 from facesec.recognizers.base import Recognizer
@@ -34,6 +36,9 @@ def setup(tm: ThreatModel, model: Recognizer) -> Defended | None:
     if tm.defence.name == "none":
         return None
     defence = build(tm.defence.name, tm.defence.params, tm.data.seed)
+    if defence.randomised and distributed.processes() > 1:  # one stream of draws, consumed in shard order
+        raise ConfigError(f"field 'defence': {tm.defence.name} draws at random, and its draws would depend on how "
+                          "torchrun splits the shards; run this threat model in one process")
     name = label(tm.defence.name, tm.defence.params)
     modes: tuple[Mode, ...] = ("deployed", "non-adaptive", "adaptive")
     return Defended(name, defence, tm.defence.eot_samples, {m: behind(model, defence, name, m) for m in modes})
