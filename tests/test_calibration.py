@@ -32,7 +32,7 @@ def test_an_open_set_run_must_say_where_its_threshold_comes_from(celeba: Path) -
         calibration.check(_model("pixel", "setting.calibration=null"))
     calibration.check(_model("pixel"))  # the fixture says calibration: in-sample
     with pytest.raises(ConfigError, match=r"^--set setting.calibration \(on \S+\): field 'setting.calibration': "
-                                          r"Value error, give \{identities: N\}"):
+                                          r"give \{identities: N\}"):
         _model("pixel", "setting.calibration=in sample")  # a misspelt word names the field and what it takes
     with pytest.raises(ConfigError, match=r"field 'setting.calibration.identities': Input should be greater"):
         _model("pixel", "setting.calibration.identities=-1")  # no pydantic union label in the field's name

@@ -84,7 +84,7 @@ BAD_SPECS = {
     "eps_inf": ("perturbation: {eps: .inf}\n", "field 'perturbation.eps'"),
     "eps_huge": ("perturbation: {eps: 1e308}\n", "perturbation.eps: 1e+308 is beyond any linf change"),
     "eps_two": ("perturbation: {eps: 2}\n", "perturbation.eps: 2 is beyond any linf change"),
-    "eps_bool": ("perturbation: {eps: true}\n", "field 'perturbation.eps': Value error, expected a number"),
+    "eps_bool": ("perturbation: {eps: true}\n", "field 'perturbation.eps': expected a number"),
     "seed_negative": ("data: {seed: -1}\n", "field 'data.seed'"),
     "seed_huge": (f"data: {{seed: {2**70}}}\n", "field 'data.seed'"),
     "identities_huge": ("data: {identities: 1e30}\n", "field 'data.identities'"),

@@ -115,7 +115,7 @@ BAD = {
     "param_kernel": ("name: x\nattack: {method: ti-fgsm, params: {ti_kernel: 100000}}\n",
                      "field 'attack.params.ti_kernel'"),
     "param_bool": ("name: x\nattack: {method: cw, params: {kappa: true}}\n",
-                   "field 'attack.params.kappa': Value error, expected a number, not true/false"),
+                   "field 'attack.params.kappa': expected a number, not true/false"),
     "param_of_other_method": ("name: x\nattack: {method: pgd, params: {kappa: 1}}\n",
                               "native/pgd does not take it"),
     "param_square": ("name: x\nknowledge: {kind: query}\nattack: {method: square, params: {p_init: 0}}\n",
