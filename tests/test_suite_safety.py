@@ -20,10 +20,20 @@ SMALL = ("name: {name}\ndata: {{identities: {ids}, images_per_identity: 2}}\ngoa
          "attack: {{steps: 1}}\nsetting: {{kind: open-set, calibration: in-sample}}\n")
 
 
+def _bad(folder: Path) -> str:
+    """A threat model `validate` passes and its run fails: its dataset's photos (noise) hold no face, which only
+    face detection finds."""
+    for person in ("a", "b"):
+        (folder / "faceless" / person).mkdir(parents=True)
+        for k in range(2):
+            Image.effect_noise((64, 64), 40 + k).convert("RGB").save(folder / "faceless" / person / f"{k}.png")
+    return SMALL.format(name="bad", ids=2).replace("data: {", f"data: {{dataset: {folder / 'faceless'}, ")
+
+
 def test_a_failing_run_keeps_the_finished_ones(tmp_path: Path, celeba: Path) -> None:
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
     good.write_text(SMALL.format(name="good", ids=2))
-    bad.write_text(SMALL.format(name="bad", ids=100_000))  # more identities than the dataset: fails at run time
+    bad.write_text(_bad(tmp_path))
     with pytest.raises(DataError, match=r"bad.yaml: bad: .*; the other runs are written to"):
         run([good, bad], out_root=tmp_path / "reports", suite="both", progress=False)
     folder = tmp_path / "reports" / "both"
@@ -194,7 +204,7 @@ def test_the_report_states_the_exit_code_the_command_returns(tmp_path: Path, cel
     files = [str(spec)]
     if bad:
         files.append(str(tmp_path / "bad.yaml"))
-        (tmp_path / "bad.yaml").write_text(SMALL.format(name="bad", ids=100_000))
+        (tmp_path / "bad.yaml").write_text(_bad(tmp_path))
     assert main(["run", *files, "--out", str(tmp_path / "reports"), "--suite", "s"]) == code
     folder = tmp_path / "reports" / "s"
     assert json.loads((folder / "results.json").read_text())["exit_code"] == code
