@@ -149,6 +149,16 @@ def test_a_masking_defence_is_flagged_by_the_non_adaptive_attack_and_beaten_by_t
     assert clean["first_rate"] == bare["metrics"]["clean_success_rate"] and clean["n"] == len(bare_rows(out))
     page = (out / "index.html").read_text()  # the matrix cell shows both attacks, the legend says which is which
     assert f"non-adaptive {m['non_adaptive_success_rate']:.2f}" in page and "Defended runs" in page
+    assert 'id="defences"' in page and "not a defence against an adaptive attacker" in page
+
+
+def test_the_defence_table_reads_each_outcome_plainly() -> None:
+    from facesec.report.defences import reading
+
+    assert reading("jpeg(quality=75)", 1.0, 0.4, 0.98).endswith(
+        "gets 0.40; one who adapts (BPDA, EOT) gets 0.98: not a defence against an adaptive attacker")
+    assert "it holds 0.60 of the success back" in reading("d", 1.0, 0.1, 0.4)
+    assert reading("d", None, None, None) == "not measured"
 
 
 def test_targets_and_defences_expand_into_named_runs() -> None:

@@ -21,7 +21,7 @@ from facesec import families, safe_json
 from facesec.errors import ConfigError
 from facesec.families.base import Family, SuiteFigure
 from facesec.record import BaselineRule, Dimensions, GateResult, Provenance, Results, RunRecord
-from facesec.report import differences, draws, operating, summary
+from facesec.report import defences, differences, draws, operating, summary
 from facesec.report.fields import DASH, family_of, fmt, interval, number, text
 from facesec.report.glossary import IDEAS
 from facesec.report.links import Link, link
@@ -185,6 +185,7 @@ class Report:
     draws: list[draws.DrawGroup] = field(default_factory=list)
     """Threat models run on several draws (`data.seed` lists): per draw and pooled."""
     differences: list[differences.DifferenceRow] = field(default_factory=list)
+    defences: list[defences.DefenceRow] = field(default_factory=list)
     """Runs one setting apart, compared decision by decision."""
     robustness: str | None = None
     """The verdict: the worst family rating (None when no run was rated)."""
@@ -226,7 +227,8 @@ class ReportBuilder:
     def write(self, results: Results) -> Path:
         """Render the page of `results` and write it (replaced whole) to the output path."""
         report = build_report(results, self.results_dir, self.out.parent, self.redact, self._view)
-        html = _environment(results.runs).get_template("report.html.j2").render(r=report, dash=DASH, ideas=IDEAS)
+        html = _environment(results.runs).get_template("report.html.j2").render(r=report, dash=DASH, ideas=IDEAS,
+                                                                             defence_close=defences.ADAPTIVE_CLOSE)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.out, html)  # names that are not valid UTF-8 stay visible
         return self.out
@@ -300,6 +302,7 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
         draws=draws.groups(records, [run.anchor for run in runs]),
         differences=differences.rows(results.differences, {r.name: run.anchor for r, run in zip(records, runs,
                                                                                                strict=True)}),
+        defences=defences.rows(records, [run.anchor for run in runs], results.differences),
         robustness=summary.overall(ratings), gate_tests=summary.gate_tests(records), exit_code=results.exit_code,
         n_failed_runs=sum(run.error is not None for run in runs), ratings_legend=_ratings_legend(),
         datasets=_datasets(records),
