@@ -22,11 +22,11 @@ from facesec.engine import NONFINITE, FinishedRun, run_threat_model, runs_here
 from facesec.errors import ConfigError, DataError, FacesecError
 from facesec.loading import load_threat_models
 from facesec.matrix import MAX_RUNS
-from facesec.measures import differences
+from facesec.measures import curves, differences
 from facesec.progress import bar, note
 from facesec.recognizers.base import Recognizer, load
 from facesec.recognizers.trust import code_trusted, trusting_code
-from facesec.record import GateResult, Pairing, Provenance, Results, RunRecord, Validity
+from facesec.record import Curve, GateResult, Pairing, Provenance, Results, RunRecord, Validity
 from facesec.redaction import Pseudonyms
 from facesec.report.render import ReportBuilder
 from facesec.results import document, read_results, save, slug, write_run
@@ -172,6 +172,7 @@ def _run(files: Sequence[str | Path], overrides: Sequence[str], out_root: str | 
         results = document(name, records)
         if main:
             pairs = _compare(results, out_dir)
+            results.curves = _curves(results, pairs, out_dir)
             consistency.flag(results)
             gates.judge_differences(results, pairs)
             _fail_if_broken(results)
@@ -245,6 +246,24 @@ def _compare(results: Results, out_dir: Path) -> list[Pairing] | None:
         return None
     results.differences = [d for p in pairs if p.difference is not None for d in (p.difference, *p.beside)]
     return pairs
+
+
+def _curves(results: Results, pairs: list[Pairing] | None, out_dir: Path) -> list[Curve]:
+    """Robustness curves over the runs that differ only in their budget, on their family's decisions."""
+    families_seen = {str(r.family) for r in results.runs if r.family}
+    out: list[Curve] = []
+    for name in sorted(families_seen):
+        try:
+            column = families.get(name).decision
+        except ConfigError:
+            continue
+        runs = [r for r in results.runs if r.family == name]
+        index = {id(r): i for i, r in enumerate(runs)}
+        mine = [Pairing(index[id(results.runs[p.first])], index[id(results.runs[p.second])], p.setting,
+                        p.difference) for p in pairs or [] if results.runs[p.first].family == name]
+        if column is not None:
+            out += curves.curves(runs, mine, out_dir, column)
+    return out
 
 
 def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, keys: list[str],

@@ -220,6 +220,22 @@ class Difference(_Closed):
     people: StrictInt
 
 
+class Curve(_Closed):
+    """Runs of a suite that differ only in their budget: their success rates and the budget at which success
+    reaches `level` (linear between the budgets measured), with its 95% interval when people are resampled (an
+    end of None: beyond the largest budget measured)."""
+
+    runs: list[Short]
+    setting: Short
+    decision: Short
+    level: Share
+    budgets: list[float]
+    rates: list[Share]
+    budget_at_level: float | None
+    ci95: Annotated[list[float | None], Field(min_length=2, max_length=2)]
+    people: StrictInt
+
+
 class Pairing(NamedTuple):
     """Two runs of a suite (positions in its runs, earlier first) that differ in one setting: their difference, or
     None and why it was not computed."""
@@ -243,6 +259,7 @@ class Results(_Open):
     runs: list[RunRecord] = []
     baseline: Baseline | None = None
     differences: list[Difference] = []
+    curves: list[Curve] = []
     exit_code: Literal[0, 1, 2, 3] | None = None
     """The code `facesec run` exits with (0 gates held, 1 a gate failed, 2 a run failed on its input, 3 a run
     crashed); None while the suite runs."""

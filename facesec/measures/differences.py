@@ -202,7 +202,7 @@ def _cached(record: RunRecord, suite_dir: Path, tables: OrderedDict[str, pd.Data
     """The run's samples, read once while it is among the last CACHED_TABLES used."""
     key = str(record.samples_csv)
     if key not in tables:
-        tables[key] = _samples(record, suite_dir)
+        tables[key] = samples(record, suite_dir)
         if len(tables) > CACHED_TABLES:
             tables.popitem(last=False)
     tables.move_to_end(key)
@@ -218,7 +218,7 @@ def _value(tm: Mapping[str, Any] | None, path: str) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _samples(record: RunRecord, suite_dir: Path) -> pd.DataFrame | None:
+def samples(record: RunRecord, suite_dir: Path) -> pd.DataFrame | None:
     """The run's samples.csv when it is a plain file of the form facesec writes, within the size limit."""
     found = _SAMPLES.fullmatch(str(record.samples_csv))
     if found is None:

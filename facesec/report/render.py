@@ -21,7 +21,7 @@ from facesec import families, safe_json
 from facesec.errors import ConfigError
 from facesec.families.base import Family, SuiteFigure
 from facesec.record import BaselineRule, Dimensions, GateResult, Provenance, Results, RunRecord
-from facesec.report import defences, differences, draws, operating, summary
+from facesec.report import curves, defences, differences, draws, operating, summary
 from facesec.report.fields import DASH, family_of, fmt, interval, number, text
 from facesec.report.glossary import IDEAS
 from facesec.report.links import Link, link
@@ -186,6 +186,7 @@ class Report:
     """Threat models run on several draws (`data.seed` lists): per draw and pooled."""
     differences: list[differences.DifferenceRow] = field(default_factory=list)
     defences: list[defences.DefenceRow] = field(default_factory=list)
+    curves: list[curves.CurveRow] = field(default_factory=list)
     """Runs one setting apart, compared decision by decision."""
     robustness: str | None = None
     """The verdict: the worst family rating (None when no run was rated)."""
@@ -303,6 +304,7 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
         differences=differences.rows(results.differences, {r.name: run.anchor for r, run in zip(records, runs,
                                                                                                strict=True)}),
         defences=defences.rows(records, [run.anchor for run in runs], results.differences),
+        curves=curves.rows(results.curves),
         robustness=summary.overall(ratings), gate_tests=summary.gate_tests(records), exit_code=results.exit_code,
         n_failed_runs=sum(run.error is not None for run in runs), ratings_legend=_ratings_legend(),
         datasets=_datasets(records),
