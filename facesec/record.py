@@ -220,19 +220,24 @@ class Difference(_Closed):
     people: StrictInt
 
 
+MAX_CURVE = 1000
+"""Runs in one curve at most (a matrix is capped at 1,000 runs)."""
+
+
 class Curve(_Closed):
     """Runs of a suite that differ only in their budget: their success rates and the budget at which success
     reaches `level` (linear between the budgets measured), with its 95% interval when people are resampled (an
     end of None: beyond the largest budget measured)."""
 
-    runs: list[Short]
+    runs: Annotated[list[Short], Field(min_length=2, max_length=MAX_CURVE)]
     setting: Short
     decision: Short
     level: Share
-    budgets: list[float]
-    rates: list[Share]
-    budget_at_level: float | None
-    ci95: Annotated[list[float | None], Field(min_length=2, max_length=2)]
+    budgets: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=2,
+                                                                                        max_length=MAX_CURVE)]
+    rates: Annotated[list[Share], Field(min_length=2, max_length=MAX_CURVE)]
+    budget_at_level: Annotated[float, Field(allow_inf_nan=False)] | None
+    ci95: Annotated[list[Annotated[float, Field(allow_inf_nan=False)] | None], Field(min_length=2, max_length=2)]
     people: StrictInt
 
 

@@ -41,3 +41,16 @@ def test_a_budget_list_makes_a_curve_in_the_suite_and_the_report(tmp_path: Path,
     assert curve["rates"][0] == 0.0 and curve["rates"][-1] >= curve["rates"][0]
     page = (out / "index.html").read_text()
     assert 'id="curves"' in page and "budget at 50% success" in page
+
+
+def test_a_curve_read_back_from_a_results_file_is_checked(tmp_path: Path) -> None:
+    """A results.json from elsewhere with an empty or non-finite curve is refused in one line, not rendered."""
+    from facesec.errors import ConfigError
+    from facesec.results import read_results
+
+    curve = {"runs": ["a", "b"], "setting": "perturbation.eps", "decision": "x", "level": 0.5, "budgets": [0.01, 0.03],
+             "rates": [0.2, 0.8], "budget_at_level": 0.02, "ci95": [0.01, None], "people": 5}
+    assert read_results({"schema_version": 1, "runs": [], "curves": [curve]}, "ok").curves[0].budget_at_level == 0.02
+    for bad in ({"budgets": [], "rates": []}, {"budgets": [0.01, float("inf")]}, {"runs": ["a"]}):
+        with pytest.raises(ConfigError, match="curves.0"):
+            read_results({"schema_version": 1, "runs": [], "curves": [{**curve, **bad}]}, "elsewhere")
