@@ -250,20 +250,13 @@ def _compare(results: Results, out_dir: Path) -> list[Pairing] | None:
 
 def _curves(results: Results, pairs: list[Pairing] | None, out_dir: Path) -> list[Curve]:
     """Robustness curves over the runs that differ only in their budget, on their family's decisions."""
-    families_seen = {str(r.family) for r in results.runs if r.family}
-    out: list[Curve] = []
-    for name in sorted(families_seen):
+    def column(record: RunRecord) -> str | None:
         try:
-            column = families.get(name).decision
+            return families.get(str(record.family)).decision if record.family else None
         except ConfigError:
-            continue
-        runs = [r for r in results.runs if r.family == name]
-        index = {id(r): i for i, r in enumerate(runs)}
-        mine = [Pairing(index[id(results.runs[p.first])], index[id(results.runs[p.second])], p.setting,
-                        p.difference) for p in pairs or [] if results.runs[p.first].family == name]
-        if column is not None:
-            out += curves.curves(runs, mine, out_dir, column)
-    return out
+            return None
+
+    return curves.curves(results.runs, pairs or [], out_dir, column)
 
 
 def _run_all(models: list[tuple[str, ThreatModel]], device: torch.device, progress: bool, keys: list[str],

@@ -4,7 +4,7 @@ the curve up, with a 95% interval from resampling the attacked people (the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +50,10 @@ def budget_at(budgets: Sequence[float], decisions: np.ndarray, people: np.ndarra
     return crossing(budgets, rates, level), interval, rates
 
 
-def curves(records: Sequence[RunRecord], pairs: Sequence[Pairing], suite_dir: Path, column: str) -> list[Curve]:
-    """A curve per group of finished runs joined by pairs that differ only in the budget, on `column`."""
+def curves(records: Sequence[RunRecord], pairs: Sequence[Pairing], suite_dir: Path,
+           column: Callable[[RunRecord], str | None]) -> list[Curve]:
+    """A curve per group of finished runs joined by pairs that differ only in the budget (pairs join runs of one
+    family), on the samples column `column` names for the group's family."""
     parent = list(range(len(records)))
 
     def root(i: int) -> int:
@@ -63,10 +65,11 @@ def curves(records: Sequence[RunRecord], pairs: Sequence[Pairing], suite_dir: Pa
     for p in pairs:
         if p.setting == SETTING and p.difference is not None:
             parent[root(p.second)] = root(p.first)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(records)):
-        groups.setdefault(root(i), []).append(i)
-    return [c for g in groups.values() if len(g) > 1 if (c := _curve([records[i] for i in g], suite_dir, column))]
+    groups: dict[int, list[RunRecord]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(root(i), []).append(record)
+    found = [(g, column(g[0])) for g in groups.values() if len(g) > 1]
+    return [c for g, name in found if name is not None if (c := _curve(g, suite_dir, name))]
 
 
 def _curve(runs: list[RunRecord], suite_dir: Path, column: str) -> Curve | None:
