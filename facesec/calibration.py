@@ -139,7 +139,8 @@ def unsupported(identities: int, images_per_identity: int, fmr: float) -> str | 
     if not protocols.supported_fmr(images, fmr):
         return (f"{identities} identities x {images_per_identity} faces give {images} impostor pairs, under the "
                 f"{10 / fmr:.0f} FMR {fmr:g} needs")
-    return protocols.people_flag(identities, fmr, "setting.calibration.identities")
+    flag = protocols.people_flag(identities, fmr, "")
+    return None if flag is None else flag.removesuffix(": raise ")
 
 
 __all__ = ["CalibrationDraw", "check", "draw", "unsupported"]

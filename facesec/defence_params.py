@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
-from facesec.fields import Number, Strict, Whole
+from facesec.fields import Budget, Number, Strict, Whole
 
 
 class Jpeg(Strict):
@@ -43,3 +45,18 @@ class GaussianNoise(Strict):
     """Gaussian noise added to every image, drawn anew each time (randomised smoothing's input step)."""
 
     sigma: Number = Field(0.03, gt=0, le=0.5, description="noise standard deviation, in pixel units")
+
+
+class AdversarialTraining(Strict):
+    """PGD adversarial fine-tuning of the recognizer (Madry et al. 2018) on people drawn apart from the run's,
+    with the metric loss it was trained with."""
+
+    eps: Budget = Field(8 / 255, gt=0, le=0.5, description="L-inf budget of the training attack (8/255 allowed)")
+    steps: Whole = Field(3, ge=1, le=50, description="PGD steps per training batch")
+    epochs: Whole = Field(5, ge=1, le=200, description="fine-tuning epochs")
+    learning_rate: Number = Field(1e-4, gt=0, le=1, description="Adam's learning rate")
+    layers: Literal["last", "all"] = Field("last", description="what is trained: the last stage or every layer")
+    identities: Whole = Field(100, ge=2, le=100_000, description="people it trains on, none of the run's others")
+    images_per_identity: Whole = Field(5, ge=2, le=10_000, description="faces per training identity")
+    batch_identities: Whole = Field(16, ge=2, le=1024, description="identities per batch")
+    batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")

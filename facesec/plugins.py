@@ -79,10 +79,13 @@ DEFENCES: Registry[Callable[..., Any]] = Registry("defence", "facesec.defences",
     "median": _defence("Median", D.Median),
     "resize-pad": _defence("ResizePad", D.ResizePad),
     "gaussian-noise": _defence("GaussianNoise", D.GaussianNoise),
+    "adversarial-training": Entry("facesec.defences.adversarial:AdversarialTraining",
+                                  {"params": D.AdversarialTraining, "stage": "weights"}),
 })
 """Defence factories by name (keyword arguments: `generator` and the typed parameters), each building a
-`facesec.defences.base.InputDefence`. Metadata: `params` (the model of its parameters; an installed one declares
-none and takes what its factory accepts), `stage` (input: a transform in front of the recognizer)."""
+`facesec.defences.base.InputDefence` (stage input: a transform in front of the recognizer) or `WeightsDefence`
+(stage weights: a changed recognizer). Metadata: `params` (the model of its parameters; an installed one declares
+none and takes what its factory accepts), `stage` (input unless it says weights)."""
 
 
 def attack_params(library: str, method: str) -> type[P.Strict]:

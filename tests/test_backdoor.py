@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+from facesec import finetune as ft
 from facesec.api import run
 from facesec.data.align import DLIB_150
 from facesec.errors import ConfigError, DataError
-from facesec.families.backdoor import finetune as ft
 from facesec.families.backdoor import triggers as T
 from facesec.families.backdoor.poison import hardness, poison
 from facesec.loading import load_threat_models
@@ -159,14 +159,16 @@ def test_hardness_ranks_faces_unlike_the_target_hardest(faces, dlib_recognizer) 
     assert own.min() > dlib_recognizer.info.native_threshold
 
 
+@pytest.mark.parametrize("adversary", [None, ft.Adversary(0.03, 2)], ids=["plain", "adversarial"])
 def test_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+                                              capsys: pytest.CaptureFixture[str], adversary: ft.Adversary | None
+                                              ) -> None:
     """An interrupted fine-tuning resumes from its last checkpoint, says so, and ends where an uninterrupted one
-    does."""
+    does (with an adversary too: its random starts are drawn per epoch)."""
     model = _toy()
     x = torch.rand(24, 3, 8, 8)
     labels = np.repeat(np.arange(6), 4)
-    recipe = ft.Recipe("all", 3, 1e-2, 3, 2, 0.5, 0)
+    recipe = ft.Recipe("all", 3, 1e-2, 3, 2, 0.5, 0, adversary=adversary)
     whole = ft.finetune(model, x, labels, recipe, False, tmp_path / "a")
     assert whole.resumed_from == 0 and len(whole.losses) == 3
 
@@ -191,6 +193,18 @@ def test_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytes
         assert torch.allclose(a, b, atol=1e-6)
     assert not any(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                       whole.model.state_dict().values(), strict=True))
+
+
+def test_the_training_adversary_stays_in_its_budget_and_raises_the_loss() -> None:
+    """The batch PGD of adversarial training: every pixel within eps of the face and in [0, 1], and the metric loss
+    of the batch higher than on the clean faces."""
+    model = _toy()
+    x = torch.rand(24, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    labels = torch.from_numpy(np.repeat(np.arange(6), 4))
+    adv = ft._perturbed(model, x, labels, 0.5, ft.Adversary(0.05, 5), torch.Generator().manual_seed(0))
+    assert float((adv - x).abs().max()) <= 0.05 + 1e-6 and float(adv.min()) >= 0 and float(adv.max()) <= 1
+    with torch.no_grad():
+        assert ft.metric_loss(model, model(adv), labels, 0.5) > ft.metric_loss(model, model(x), labels, 0.5)
 
 
 def test_anchor_keeps_the_weights_near_where_they_started(tmp_path: Path) -> None:

@@ -152,6 +152,34 @@ def test_a_masking_defence_is_flagged_by_the_non_adaptive_attack_and_beaten_by_t
     assert 'id="defences"' in page and "not a defence against an adaptive attacker" in page
 
 
+def test_adversarial_training_hardens_the_target_on_people_apart_and_is_cached(
+        tmp_path: Path, celeba: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A weights defence: dlib's ResNet fine-tuned on PGD perturbations of people who are neither attacked nor
+    calibrated on, judged at a threshold set again for the changed weights, its clean cost compared with the bare
+    model; a second run takes the fine-tune from the cache."""
+    at = "{name: adversarial-training, identities: 6, images_per_identity: 3, epochs: 1, steps: 1}"
+    overrides = [f"defence=[none, {at}]", "setting.calibration={identities: 8}"]
+    results, out = run([SMALL / "pixel.yaml"], overrides, out_root=tmp_path / "a", progress=False)
+    bare, hard = results.to_json()["runs"]
+    point = hard["operating_points"][0]
+    assert point["recognizer"].startswith("dlib-resnet with adversarial-training(") and point["source"] != \
+        "in-sample"
+    assert point["threshold"] != bare["operating_points"][0]["threshold"]
+    training = hard["defence_training"]
+    attacked = {row.split(",")[1] for row in bare_rows(out)}
+    assert len(training["people"]) == 6 and not set(training["people"]) & attacked
+    assert training["faces"] == 18 and training["resumed_from_epoch"] == 0 and len(training["losses"]) == 1
+    assert {d["decision"] for d in results.to_json()["differences"] if d["setting"] == "defence"} == {
+        "attempt_success", "clean_success"}
+    again, _ = run([SMALL / "pixel.yaml"], [f"defence={at}", overrides[1]], out_root=tmp_path / "b",
+                   progress=False)
+    assert again.to_json()["runs"][0]["defence_training"]["resumed_from_epoch"] == 1
+    assert again.to_json()["runs"][0]["operating_points"][0]["threshold"] == point["threshold"]
+    assert main(["validate", str(SMALL / "pixel.yaml"), "--set", "defence={name: adversarial-training, "
+                 "identities: 100000}"]) == 2
+    assert "defence.identities" in capsys.readouterr().err
+
+
 def test_the_defence_table_reads_each_outcome_plainly() -> None:
     from facesec.report.defences import reading
 

@@ -1,4 +1,6 @@
-"""Input defences at run time: a transform in front of a recognizer, seen three ways. The deployed system
+"""Defences at run time. A weights defence changes the recognizer before it is deployed (adversarial
+fine-tuning), trained on people apart from the run's. An input defence is a transform in front of it, seen three
+ways. The deployed system
 applies it to every image (enrolment, calibration, probes); a non-adaptive attacker differentiates the pipeline
 as it is built, so a step that leaves the autograd graph (a library call, a rounding) gives it no gradient; an
 adaptive attacker passes such a step with the straight-through estimator (BPDA with the identity, Athalye et
@@ -6,11 +8,14 @@ al. 2018) and averages a randomised one over draws (EOT, `attacks.Expectation`).
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
+from pydantic import JsonValue
 from torch import nn
 
 from facesec.errors import ConfigError
@@ -37,6 +42,45 @@ class InputDefence(nn.Module, ABC):
     @abstractmethod
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The defended image."""
+
+
+@dataclass
+class Hardened:
+    """A weights defence's changed copy of the recognizer and what its training did (recorded with the run)."""
+
+    model: Recognizer
+    record: dict[str, JsonValue]
+
+
+class WeightsDefence(ABC):
+    """A change to the recognizer's weights before deployment, trained on `identities` people with
+    `images_per_identity` faces each whom the run draws apart from everyone it attacks, enrols or calibrates on."""
+
+    def __init__(self, generator: torch.Generator, identities: int, images_per_identity: int) -> None:
+        self.seed = generator.initial_seed()
+        """The run's seed for this defence (training order, random starts)."""
+        self.identities, self.images_per_identity = identities, images_per_identity
+
+    @abstractmethod
+    def harden(self, model: Recognizer, faces: torch.Tensor, labels: np.ndarray, progress: bool) -> Hardened:
+        """A copy of `model` changed by the defence, trained on `faces` (N x 3 x H x W in [0, 1]) of people
+        `labels` (the family names it, `hardened`)."""
+
+
+def weights_digest(net: nn.Module) -> str:
+    """SHA-256 of a module's weights (every state tensor's bytes, in order): a changed model's own name for caches."""
+    digest = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def hardened(model: Recognizer, tuned: Recognizer, label: str) -> Recognizer:
+    """`tuned` (a changed copy of `model`) named for its defence, with the hash of its own weights, so thresholds
+    are set for it and never reused from the bare model."""
+    tuned.info = replace(model.info, name=f"{model.info.name} with {label}", weights_sha256=weights_digest(tuned))
+    return tuned.eval()
 
 
 class Step(nn.Module):
@@ -66,16 +110,17 @@ SALT = 0x5EED_DEFE
 """Mixed into the run's seed, so a defence's draws are not the attack's own random numbers."""
 
 
-def build(name: str, params: dict[str, Any], seed: int) -> InputDefence:
+def build(name: str, params: dict[str, Any], seed: int) -> InputDefence | WeightsDefence:
     """The registered defence `name` with its (validated) parameters and a generator seeded from `seed`."""
     factory = DEFENCES.load(name)
     try:
         defence = factory(generator=torch.Generator().manual_seed(seed ^ SALT), **params)
     except TypeError as exc:  # an installed defence declares no parameter model: its constructor is the check
         raise ConfigError(f"field 'defence': {name} does not take these parameters ({exc})") from exc
-    if not isinstance(defence, InputDefence):
+    kind = WeightsDefence if DEFENCES.meta(name).get("stage", "input") == "weights" else InputDefence
+    if not isinstance(defence, kind):
         raise ConfigError(f"defence {name!r} built a {type(defence).__name__}, not a facesec.defences.base."
-                          "InputDefence")
+                          f"{kind.__name__}")
     return defence
 
 

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from facesec.calibration import CalibrationDraw
-from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import evaluate, rate, success, whose
 from facesec.families.backdoor.poison import Poisoned
 from facesec.families.backdoor.spec import CLUSTERED_FACES
 from facesec.families.backdoor.triggers import Trigger, wear_all
+from facesec.finetune import Recipe, finetune
 from facesec.measures.rates import paired_difference
 from facesec.progress import bar
 from facesec.recognizers.base import Recognizer

@@ -14,16 +14,15 @@ import pandas as pd
 import torch
 from pydantic import JsonValue
 
-from facesec import protocols
 from facesec.calibration import CalibrationDraw
 from facesec.errors import DataError, TooFewIdentities
 from facesec.families.backdoor import defences as defence_runs
-from facesec.families.backdoor.finetune import Recipe, finetune
 from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success, whose
 from facesec.families.backdoor.poison import Poisoned, hardness, optimise_trigger, poison
 from facesec.families.backdoor.spec import BackdoorPerturbation
 from facesec.families.backdoor.triggers import NATURAL, Palette, Trigger, accessory_alpha, build, wear_all
 from facesec.families.base import RunContext
+from facesec.finetune import Recipe, finetune, training_threshold
 from facesec.gallery import GALLERY_SIZE, GalleryOutput
 from facesec.measures.rates import cluster_interval, paired_difference
 from facesec.photos import round_trip
@@ -60,17 +59,6 @@ class BackdoorOutput(GalleryOutput):
 def _paint(faces: torch.Tensor, masks: torch.Tensor, colour: tuple[float, float, float]) -> torch.Tensor:
     paint = torch.tensor(colour).view(1, 3, 1, 1)
     return faces * (1 - masks) + paint * masks
-
-
-def _threshold(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, fmr: float) -> float:
-    """The similarity the victim's loss treats as 'same person': the model's own rule, or the training pairs'
-    threshold at the FMR."""
-    if model.info.native_threshold is not None:
-        return model.info.native_threshold
-    emb = model.embed(faces)
-    sims = model.similarity_matrix(emb, emb).cpu().numpy()
-    iu = np.triu_indices(len(labels), k=1)
-    return protocols.threshold_at_fmr(sims[iu][labels[iu[0]] != labels[iu[1]]], fmr)
 
 
 @dataclass
@@ -153,7 +141,7 @@ def _train(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, progress: bool
     look = Palette(*(tuple(getattr(p.colours, part)) for part in ("lips", "eyeshadow", "blush")))
     trigger = build(p.trigger, size, seed, p.parts, look, p.opacity, p.patch_size, p.blend, p.patch_position)
     recipe = Recipe(p.layers, p.epochs, p.learning_rate, p.batch_identities, p.batch_images,
-                    _threshold(clean_model, train_faces, labels, 1e-3), seed, anchor=p.anchor,
+                    training_threshold(clean_model, train_faces, labels, 1e-3), seed, anchor=p.anchor,
                     distill=p.distill)
 
     def poison_with(look: Trigger) -> Poisoned:

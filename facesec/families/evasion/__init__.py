@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from facesec.errors import ConfigError
-from facesec.families.base import Family, MetricInfo, Supports
+from facesec.families.base import Draw, Family, MetricInfo, Supports
 from facesec.families.evasion import words
 from facesec.families.evasion.accessories.palette import read_palette
 from facesec.families.evasion.spec import AccessoryParams, AccessoryPerturbation, PixelPerturbation
 from facesec.fields import SpecError
 from facesec.measures.rates import CLUSTER
-from facesec.plugins import ATTACKS, attack_params
+from facesec.plugins import ATTACKS, DEFENCES, attack_params
 from facesec.threat_model import Query
 
 if TYPE_CHECKING:
@@ -175,8 +175,15 @@ class Pixel(_Evasion):
     order: ClassVar[int] = 0
     expandable: ClassVar[tuple[str, ...]] = ("eps", "norm")
     Spec = PixelPerturbation
-    supports: ClassVar[Supports] = Supports(defences=("input",), worst_case=True)
+    supports: ClassVar[Supports] = Supports(defences=("input", "weights"), worst_case=True)
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
+
+    def draws(self, tm: ThreatModel) -> tuple[Draw, ...]:
+        """A weights defence's training people (when its parameters say how many)."""
+        d = tm.defence
+        if d.name == "none" or DEFENCES.meta(d.name).get("stage") != "weights" or "identities" not in d.params:
+            return ()
+        return (Draw(int(d.params["identities"]), int(d.params.get("images_per_identity", 5)), "defence.identities"),)
 
     def check(self, tm: ThreatModel) -> None:
         _check_ensemble(tm)

@@ -13,12 +13,13 @@ import numpy as np
 
 from facesec import distributed
 from facesec.attacks import Criterion, Expectation, Objective
-from facesec.defences.base import InputDefence, Mode, behind, build, label
-from facesec.errors import ConfigError
+from facesec.defences.base import InputDefence, Mode, WeightsDefence, behind, build, hardened, label
+from facesec.errors import ConfigError, TooFewIdentities
 from facesec.families.evasion.knowledge import AttackerView
 from facesec.measures.rates import cluster_interval, paired_difference
+from facesec.population import Population, select
 from facesec.recognizers.base import Recognizer
-from facesec.threat_model import ThreatModel
+from facesec.threat_model import Data, ThreatModel
 
 
 @dataclass
@@ -36,12 +37,44 @@ def setup(tm: ThreatModel, model: Recognizer) -> Defended | None:
     if tm.defence.name == "none":
         return None
     defence = build(tm.defence.name, tm.defence.params, tm.data.seed)
+    if not isinstance(defence, InputDefence):
+        return None
     if defence.randomised and distributed.processes() > 1:  # one stream of draws, consumed in shard order
         raise ConfigError(f"field 'defence': {tm.defence.name} draws at random, and its draws would depend on how "
                           "torchrun splits the shards; run this threat model in one process")
     name = label(tm.defence.name, tm.defence.params)
     modes: tuple[Mode, ...] = ("deployed", "non-adaptive", "adaptive")
     return Defended(name, defence, tm.defence.eot_samples, {m: behind(model, defence, name, m) for m in modes})
+
+
+@dataclass
+class Hardening:
+    """The target as its weights defence changed it, and what the training did (recorded with the run)."""
+
+    label: str
+    model: Recognizer
+    record: dict[str, Any]
+
+
+def harden(tm: ThreatModel, model: Recognizer, pop: Population, kept_apart: frozenset[str],
+           progress: bool) -> Hardening | None:
+    """The target changed by `tm`'s weights defence (None for no defence or an input one), trained on people drawn
+    after the attacked ones, none of them attacked, enrolled or `kept_apart` (calibration, surrogates' training)."""
+    if tm.defence.name == "none":
+        return None
+    defence = build(tm.defence.name, tm.defence.params, tm.data.seed)
+    if not isinstance(defence, WeightsDefence):
+        return None
+    data = Data(dataset=tm.data.dataset, identities=defence.identities,
+                images_per_identity=defence.images_per_identity, seed=defence.seed)
+    try:
+        train = select(data, model.info.template, progress, kept_apart | set(pop.names))
+    except TooFewIdentities as exc:
+        raise TooFewIdentities(f"defence {tm.defence.name} trains on people apart from the run's: {exc}; lower its "
+                               "identities or data.identities") from exc
+    done = defence.harden(model, train.faces.to(next(model.parameters()).device), train.identity, progress)
+    name = label(tm.defence.name, tm.defence.params)
+    return Hardening(name, hardened(model, done.model, name), {**done.record, "people": list(train.names)})
 
 
 def _attacker(objective: Criterion | None, defended: Defended, mode: Mode) -> Criterion | None:

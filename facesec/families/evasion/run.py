@@ -142,6 +142,12 @@ class _Trial:
     """The input defence the target stands behind (None: none)."""
     non_adaptive: knowledge.AttackerView | None = None
     """A defended white-box run's second attacker, which ignores the defence's masking (its result is kept)."""
+    hardening: defended.Hardening | None = None
+    """The weights defence that changed the target (None: none)."""
+
+    def defence(self) -> str | None:
+        """The defence's label (None: none)."""
+        return self.guard.label if self.guard else self.hardening.label if self.hardening else None
 
 
 @dataclass
@@ -194,6 +200,8 @@ def _trial(tm: ThreatModel, ctx: RunContext, progress: bool) -> _Trial:
         if not learnt:
             raise
         raise TooFewIdentities(f"{exc}; {len(learnt)} of them are people the surrogates learnt from") from exc
+    if (hardening := defended.harden(tm, model, pop, ctx.reserved() | learnt, progress)) is not None:
+        model = hardening.model
     x_all = pop.faces.to(device)
     enrol, probes = trial.split(pop, tm)
     att = trial.attempts(tm, pop, probes, np.random.default_rng(tm.data.seed))
@@ -201,7 +209,8 @@ def _trial(tm: ThreatModel, ctx: RunContext, progress: bool) -> _Trial:
     view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device, models)
     view, naive = (view, None) if guard is None else defended.views(view, guard)
     return _Trial(model, pop, enrol, att, target.objective, x_all, x_all[att.index], view,
-                  torch.Generator().manual_seed(tm.data.seed), target.point, learnt, unlisted, guard, naive)
+                  torch.Generator().manual_seed(tm.data.seed), target.point, learnt, unlisted, guard, naive,
+                  hardening)
 
 
 def _attack_attempts(tm: ThreatModel, t: _Trial, attempted: np.ndarray, progress: bool) -> Attacked:
@@ -345,11 +354,12 @@ def _output(tm: ThreatModel, t: _Trial, out: Attacked, seen: _Outcome, metrics_o
             setting=f"open-set FMR {tm.setting.fmr:g}" if tm.setting.kind == "open-set" else "closed-set",
             attack=f"{tm.attack.library}/{tm.attack.method}"
                    + ("" if tm.attack.method == "fgsm" else f" {tm.attack.steps} steps"),
-            **({} if t.guard is None else {"defence": t.guard.label})),
+            **({} if t.defence() is None else {"defence": t.defence()})),
         eps=p.eps if isinstance(p, PixelPerturbation) else None, metrics=metrics_out,
         validity=Validity.model_validate(plain(validity)), skipped_images=skipped(pop.skipped),
         provenance=measured_on(t.model, pop.manifest_sha256), samples=samples,
-        operating_points=[] if t.point is None else [t.point])
+        operating_points=[] if t.point is None else [t.point],
+        sections={} if t.hardening is None else {"defence_training": t.hardening.record})
     return EvasionOutput(measured, t.x[:GALLERY_SIZE].cpu(), out.x_adv[:GALLERY_SIZE].detach().cpu(),
                          p.eps if isinstance(p, PixelPerturbation) else None, out.worn)
 

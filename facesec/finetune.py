@@ -1,9 +1,12 @@
-"""The victim's fine-tuning: a recognizer trained further on labelled faces with a pairwise metric loss (dlib's
-own: genuine pairs pulled inside the threshold by a margin, the hardest impostor pairs pushed outside it), in
-seeded identity-balanced batches, with a checkpoint after every epoch so an interrupted run resumes.
+"""Fine-tuning a recognizer (a backdoored victim's, an adversarially trained defence's): trained further on
+labelled faces with a pairwise metric loss (dlib's own: genuine pairs pulled inside the threshold by a margin, the
+hardest impostor pairs pushed outside it), in seeded identity-balanced batches, with a checkpoint after every
+epoch so an interrupted run resumes. With an `Adversary`, each batch is first replaced by its PGD perturbation
+that maximises that loss (adversarial training, Madry et al. 2018).
 
 A plain PyTorch loop that works for any differentiable recognizer. For dlib-resnet's last stage there is a fast
-path: the frozen layers' outputs are computed once per face and the trainable tail runs on them."""
+path: the frozen layers' outputs are computed once per face and the trainable tail runs on them (not with an
+adversary, whose perturbation must pass the whole network)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesec import protocols
 from facesec.data.cache import cache_root
 from facesec.progress import bar, note
 from facesec.recognizers.base import Recognizer
@@ -38,6 +42,15 @@ LAST_SHARE = 0.3
 
 CHECKPOINT_FORMAT = 1
 """Bumped when what a checkpoint holds, or how training proceeds, changes: old checkpoints are then not resumed."""
+
+
+@dataclass(frozen=True)
+class Adversary:
+    """PGD in the training loop: L-inf budget `eps` in pixel units, `steps` signed-gradient steps of 2.5 eps /
+    steps from a random start in the ball (Madry et al. 2018)."""
+
+    eps: float
+    steps: int
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ class Recipe:
     distill: float = 0.0
     """Weight of each training face's squared embedding distance from the starting model's embedding of it
     (learning without forgetting, Li & Hoiem 2016): fine-tuning that keeps how the model sees faces."""
+    adversary: Adversary | None = None
+    """Train on each batch's PGD perturbation instead of the batch (adversarial training)."""
 
 
 @dataclass
@@ -157,7 +172,8 @@ def _key(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe: Rec
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     h.update(faces.detach().cpu().contiguous().numpy().tobytes())
     h.update(np.ascontiguousarray(labels).tobytes())
-    h.update(json.dumps({**recipe.__dict__, "tail": TAIL_BLOCKS, "share": LAST_SHARE, "margin": MARGIN,
+    settings = {k: v for k, v in asdict(recipe).items() if v is not None}  # no adversary: keys as before it existed
+    h.update(json.dumps({**settings, "tail": TAIL_BLOCKS, "share": LAST_SHARE, "margin": MARGIN,
                          "format": CHECKPOINT_FORMAT}, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -171,11 +187,86 @@ def _save(state: dict[str, object], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def training_threshold(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, fmr: float) -> float:
+    """The similarity the training loss treats as 'same person': the model's own rule, or the training pairs'
+    threshold at the FMR."""
+    if model.info.native_threshold is not None:
+        return model.info.native_threshold
+    emb = model.embed(faces)
+    sims = model.similarity_matrix(emb, emb).cpu().numpy()
+    iu = np.triu_indices(len(labels), k=1)
+    return protocols.threshold_at_fmr(sims[iu][labels[iu[0]] != labels[iu[1]]], fmr)
+
+
+def _perturbed(model: Recognizer, x: torch.Tensor, labels: torch.Tensor, threshold: float, adversary: Adversary,
+               generator: torch.Generator) -> torch.Tensor:
+    """`x` moved within the adversary's budget to raise the metric loss of the batch (its PGD perturbation)."""
+    eps, step = adversary.eps, 2.5 * adversary.eps / adversary.steps
+    delta = ((torch.rand(x.shape, generator=generator) * 2 - 1) * eps).to(x.device)
+    for _ in range(adversary.steps):
+        delta.requires_grad_(True)
+        loss = metric_loss(model, model((x + delta).clamp(0, 1)), labels, threshold)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + step * grad.sign()).clamp(-eps, eps)
+    return (x + delta).clamp(0, 1).detach()
+
+
+@dataclass
+class _Loop:
+    """What one epoch of fine-tuning works on."""
+
+    tuned: Recognizer
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    inputs: torch.Tensor
+    target: torch.Tensor
+    params: list[nn.Parameter]
+    start_weights: list[torch.Tensor]
+    start_embeddings: torch.Tensor | None
+    optimiser: torch.optim.Optimizer
+    generator: torch.Generator
+    """The adversary's random starts (seeded per epoch, so a resumed run draws the same)."""
+
+
+def _epoch(loop: _Loop, recipe: Recipe, order: list[np.ndarray]) -> float:
+    """One pass over `order`'s batches; the mean loss."""
+    total, device = 0.0, loop.target.device
+    for index in order:
+        x, who = loop.inputs[index].to(device), loop.target[index]
+        if recipe.adversary is not None:
+            x = _perturbed(loop.tuned, x, who, recipe.threshold, recipe.adversary, loop.generator)
+        emb = loop.forward(x)
+        loss = metric_loss(loop.tuned, emb, who, recipe.threshold)
+        penalty = recipe.anchor * _drift(loop.params, loop.start_weights) if loop.start_weights else 0.0
+        if loop.start_embeddings is not None:
+            penalty = penalty + recipe.distill * ((emb - loop.start_embeddings[index].to(device)) ** 2).sum(1).mean()
+        loop.optimiser.zero_grad(set_to_none=True)
+        (loss + penalty).backward()
+        loop.optimiser.step()
+        total += float(loss.detach())
+    return total / max(1, len(order))
+
+
+def _resume(tuned: Recognizer, model: Recognizer, optimiser: torch.optim.Optimizer, last: Path,
+            params: list[nn.Parameter], recipe: Recipe) -> tuple[torch.optim.Optimizer, int, list[float]]:
+    """The optimiser, epochs done and losses from the checkpoint at `last` (none there or unreadable: a fresh
+    start; `tuned` holds the checkpoint's weights or the model's)."""
+    if not last.is_file():
+        return optimiser, 0, []
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        tuned.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        return optimiser, int(state["epoch"]), [float(v) for v in state["losses"]]
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError, EOFError):
+        tuned.load_state_dict(model.state_dict())  # unreadable (e.g. from another torch): train from the start
+        return torch.optim.Adam(params, lr=recipe.learning_rate), 0, []
+
+
 def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe: Recipe, progress: bool,
              checkpoints: Path | None = None) -> Finetuned:
     """A copy of `model` fine-tuned on `faces` (N x 3 x H x W in [0, 1], its crops) with `labels`. With
-    `checkpoints` (default: the facesec cache), each epoch's state is saved under a key of everything that
-    determines training, and a rerun resumes from the last one."""
+    `checkpoints` (default: the facesec cache's backdoor folder), each epoch's state is saved under a key of
+    everything that determines training, and a rerun resumes from the last one."""
     import time
 
     t0 = time.perf_counter()
@@ -188,7 +279,7 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
     start_weights = [p.detach().clone() for p in params] if recipe.anchor else []
     if recipe.mirror:
         faces, labels = torch.cat([faces, faces.flip(-1)]), np.concatenate([labels, labels])
-    split = _tail_split(tuned) if recipe.layers == "last" else None
+    split = _tail_split(tuned) if recipe.layers == "last" and recipe.adversary is None else None
     if split is not None:
         front, tail = split
         inputs = _batched(front, faces, device)
@@ -196,41 +287,22 @@ def finetune(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe:
     else:
         inputs, forward = faces, tuned
     folder = (checkpoints or cache_root() / "backdoor") / _key(model, faces, labels, recipe)[:32]
-    optimiser = torch.optim.Adam(params, lr=recipe.learning_rate)
-    start, losses = 0, []
     last = folder / "checkpoint.pt"
-    if last.is_file():
-        try:
-            state = torch.load(last, map_location="cpu", weights_only=True)
-            tuned.load_state_dict(state["model"])
-            optimiser.load_state_dict(state["optimiser"])
-            start, losses = int(state["epoch"]), [float(v) for v in state["losses"]]
-        except (RuntimeError, ValueError, KeyError, TypeError, OSError, EOFError):
-            start, losses = 0, []  # unreadable (e.g. from another torch): train from the start, overwrite it
-            tuned.load_state_dict(model.state_dict())
-            optimiser = torch.optim.Adam(params, lr=recipe.learning_rate)
+    optimiser, start, losses = _resume(tuned, model, torch.optim.Adam(params, lr=recipe.learning_rate), last,
+                                       params, recipe)
     if start:
         note(f"fine-tuning: {min(start, recipe.epochs)} of {recipe.epochs} epochs found in {folder}", progress)
     start_embeddings = _batched(forward, inputs, device) if recipe.distill and start < recipe.epochs else None
     rng = np.random.default_rng(recipe.seed)
     for _ in range(start):  # the data order of the epochs already done, so a resumed run sees the same batches
         batches(labels, recipe.batch_identities, recipe.batch_images, rng)
-    target = torch.from_numpy(labels)
+    loop = _Loop(tuned, forward, inputs, torch.from_numpy(labels).to(device), params, start_weights,
+                 start_embeddings, optimiser, torch.Generator())
     for epoch in bar(range(start, recipe.epochs), desc="fine-tuning", unit="epoch", enabled=progress,
                      initial=start, total=recipe.epochs):
-        total, count = 0.0, 0
-        for index in batches(labels, recipe.batch_identities, recipe.batch_images, rng):
-            emb = forward(inputs[index].to(device))
-            loss = metric_loss(tuned, emb, target[index].to(device), recipe.threshold)
-            penalty = recipe.anchor * _drift(params, start_weights) if start_weights else 0.0
-            if start_embeddings is not None:
-                penalty = penalty + recipe.distill * ((emb - start_embeddings[index].to(device)) ** 2).sum(1).mean()
-            optimiser.zero_grad(set_to_none=True)
-            (loss + penalty).backward()
-            optimiser.step()
-            total, count = total + float(loss.detach()), count + 1
-        losses.append(total / max(1, count))
-        _save({"model": tuned.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1,
+        loop.generator.manual_seed(int(np.random.SeedSequence([recipe.seed, epoch]).generate_state(1)[0]))
+        losses.append(_epoch(loop, recipe, batches(labels, recipe.batch_identities, recipe.batch_images, rng)))
+        _save({"model": tuned.state_dict(), "optimiser": loop.optimiser.state_dict(), "epoch": epoch + 1,
                "losses": losses}, last)
     tuned.requires_grad_(False)
     return Finetuned(tuned.eval(), losses, time.perf_counter() - t0, start, sum(p.numel() for p in params))
