@@ -187,6 +187,8 @@ def test_the_defence_table_reads_each_outcome_plainly() -> None:
         "gets 0.40; one who adapts (BPDA, EOT) gets 0.98: not a defence against an adaptive attacker")
     assert "it holds 0.60 of the success back" in reading("d", 1.0, 0.1, 0.4)
     assert reading("d", None, None, None) == "not measured"
+    assert reading("adversarial-training", 1.0, None, 0.95).endswith(  # one attack: nothing masked to adapt past
+        "the attack on the defended model gets 0.95: not a defence against this attacker")
 
 
 def test_targets_and_defences_expand_into_named_runs() -> None:

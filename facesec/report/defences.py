@@ -52,7 +52,7 @@ def _row(record: RunRecord, defence: str, anchor: str, bare: RunRecord | None, c
     adaptive = number(record.metrics.get("attack_success_rate"))
     naive = number(record.metrics.get("non_adaptive_success_rate"))
     base = None if bare is None else number(bare.metrics.get("attack_success_rate"))
-    recognizer = (record.dimensions.recognizer if record.dimensions else "").split(" behind ")[0]
+    recognizer = (record.dimensions.recognizer if record.dimensions else "").split(" behind ")[0].split(" with ")[0]
     return DefenceRow(recognizer, defence, anchor, rate(base), rate(naive), rate(adaptive), _cost(record, clean),
                       reading(defence, base, naive, adaptive))
 
@@ -72,10 +72,13 @@ def reading(defence: str, base: float | None, naive: float | None, adaptive: flo
         return "not measured"
     start = f"{defence}: " + ("" if base is None else f"without it the attack succeeds {base:.2f}; ")
     told = start + ("" if naive is None else f"an attacker who ignores it gets {naive:.2f}; ")
-    told += f"one who adapts (BPDA, EOT) gets {adaptive:.2f}"
+    # One attack only (a weights defence, or a transfer or query attacker): nothing to adapt past but the defence.
+    told += f"one who adapts (BPDA, EOT) gets {adaptive:.2f}" if naive is not None else \
+        f"the attack on the defended model gets {adaptive:.2f}"
+    whom = "an adaptive attacker" if naive is not None else "this attacker"
     if base is None:
         return told
     if adaptive >= base - ADAPTIVE_CLOSE:
-        return told + ": not a defence against an adaptive attacker"
-    return told + f": it holds {base - adaptive:.2f} of the success back against this adaptive attack (try more " \
-                  "steps, restarts and an ensemble before trusting it)"
+        return told + f": not a defence against {whom}"
+    return told + f": it holds {base - adaptive:.2f} of the success back against {whom} (try more steps, " \
+                  "restarts and an ensemble before trusting it)"
