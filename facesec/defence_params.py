@@ -60,3 +60,15 @@ class AdversarialTraining(Strict):
     images_per_identity: Whole = Field(5, ge=2, le=10_000, description="faces per training identity")
     batch_identities: Whole = Field(16, ge=2, le=1024, description="identities per batch")
     batch_images: Whole = Field(4, ge=2, le=64, description="images per identity in a batch")
+
+
+class MorphDetection(Strict):
+    """A morphing-attack detector fitted on the run's own kind of morphs of people apart from the attacked ones
+    (S-MAD: the enrolment image alone; D-MAD: beside the live capture)."""
+
+    c: Number = Field(1.0, gt=0, le=1e6, description="inverse regularisation strength of the logistic regression")
+    bpcer: Number = Field(0.10, gt=0, lt=1, description="the share of bona fide presentations flagged at the "
+                          "deployed threshold (set on people apart from those the detector is fitted on)")
+    identities: Whole = Field(60, ge=8, le=100_000, description="people its training morphs and bona fide photos "
+                              "come from, none of the run's others (half fit it, half set its threshold)")
+    images_per_identity: Whole = Field(3, ge=2, le=10_000, description="photos per training identity")

@@ -81,11 +81,14 @@ DEFENCES: Registry[Callable[..., Any]] = Registry("defence", "facesec.defences",
     "gaussian-noise": _defence("GaussianNoise", D.GaussianNoise),
     "adversarial-training": Entry("facesec.defences.adversarial:AdversarialTraining",
                                   {"params": D.AdversarialTraining, "stage": "weights"}),
+    "s-mad": Entry("facesec.defences.mad:SingleImage", {"params": D.MorphDetection, "stage": "detector"}),
+    "d-mad": Entry("facesec.defences.mad:Differential", {"params": D.MorphDetection, "stage": "detector"}),
 })
 """Defence factories by name (keyword arguments: `generator` and the typed parameters), each building a
 `facesec.defences.base.InputDefence` (stage input: a transform in front of the recognizer) or `WeightsDefence`
-(stage weights: a changed recognizer). Metadata: `params` (the model of its parameters; an installed one declares
-none and takes what its factory accepts), `stage` (input unless it says weights)."""
+(stage weights: a changed recognizer) or `facesec.defences.mad.MorphDetector` (stage detector: a morphing-attack
+detector). Metadata: `params` (the model of its parameters; an installed one declares
+none and takes what its factory accepts), `stage` (input unless it says weights or detector)."""
 
 
 def attack_params(library: str, method: str) -> type[P.Strict]:

@@ -18,6 +18,7 @@ import torch
 from pydantic import JsonValue
 from torch import nn
 
+from facesec.defences.mad import MorphDetector
 from facesec.errors import ConfigError
 from facesec.plugins import DEFENCES
 from facesec.recognizers.base import Recognizer
@@ -110,16 +111,22 @@ SALT = 0x5EED_DEFE
 """Mixed into the run's seed, so a defence's draws are not the attack's own random numbers."""
 
 
-def build(name: str, params: dict[str, Any], seed: int) -> InputDefence | WeightsDefence:
+STAGES: dict[str, type[InputDefence | WeightsDefence | MorphDetector]] = {
+    "input": InputDefence, "weights": WeightsDefence, "detector": MorphDetector}
+"""The class a defence of each stage builds."""
+
+
+def build(name: str, params: dict[str, Any], seed: int) -> InputDefence | WeightsDefence | MorphDetector:
     """The registered defence `name` with its (validated) parameters and a generator seeded from `seed`."""
     factory = DEFENCES.load(name)
     try:
         defence = factory(generator=torch.Generator().manual_seed(seed ^ SALT), **params)
     except TypeError as exc:  # an installed defence declares no parameter model: its constructor is the check
         raise ConfigError(f"field 'defence': {name} does not take these parameters ({exc})") from exc
-    kind = WeightsDefence if DEFENCES.meta(name).get("stage", "input") == "weights" else InputDefence
+    kind: type[InputDefence | WeightsDefence | MorphDetector] = STAGES.get(
+        DEFENCES.meta(name).get("stage", "input"), InputDefence)
     if not isinstance(defence, kind):
-        raise ConfigError(f"defence {name!r} built a {type(defence).__name__}, not a facesec.defences.base."
+        raise ConfigError(f"defence {name!r} built a {type(defence).__name__}, not a {kind.__module__}."
                           f"{kind.__name__}")
     return defence
 
