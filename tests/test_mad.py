@@ -3,6 +3,8 @@ detector separates what differs and scores with a gradient, and a differential o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,3 +52,59 @@ def test_a_differential_detector_compares_with_the_live_capture() -> None:
     assert detector.features(a, b).shape == (3, 8)
     with pytest.raises(ValueError, match="live capture"):
         detector.features(a)
+
+
+def test_a_detection_aware_morph_is_pushed_below_the_detector() -> None:
+    """The same optimisation with and without the detector's term: aware, the detector scores the morphs lower
+    (they are kept below its threshold before matching counts)."""
+    import torch.nn.functional as F
+
+    from facesec.families.morph.optimise import AttackerView, optimise
+    from facesec.recognizers.base import Recognizer, RecognizerInfo
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    model = Recognizer(net, RecognizerInfo("toy", 8, None, 6, "cosine", None, None)).eval()  # type: ignore[arg-type]
+    photos = torch.rand(4, 3, 8, 8)
+    grid = F.affine_grid(torch.eye(2, 3).expand(4, 2, 3), [4, 3, 8, 8], align_corners=False)
+    with torch.no_grad():
+        emb = model(photos)
+    detector = build("s-mad", {}, 0)
+    detector.fit(torch.randn(64, 6), torch.randn(64, 6) + 1.0)  # type: ignore[union-attr]
+    detector.threshold = float(detector.score(detector.features(emb)).min()) - 5  # type: ignore[union-attr]
+
+    def caught(e: torch.Tensor) -> torch.Tensor:
+        return detector.score(detector.features(e)) - detector.threshold  # type: ignore[union-attr]
+
+    templates = torch.randn(4, 6), torch.randn(4, 6)
+    plain = optimise(photos, [AttackerView(model, grid, *templates)], 0.1, 10)
+    aware = optimise(photos, [AttackerView(model, grid, *templates, caught)], 0.1, 10)
+    with torch.no_grad():
+        assert bool((caught(model(aware)) < caught(model(plain))).all())
+        assert bool((caught(model(aware)) < caught(emb)).all())
+
+
+def test_detectors_in_the_morph_loop(tmp_path: Path, celeba: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Landmark morphs judged with an S-MAD and a D-MAD fitted on morphs of people apart from the run's: the
+    detector's rates at its threshold, the D-EER, and the MMPMR of morphs it lets through, never above MMPMR; the
+    pixel family refuses a detector."""
+    from facesec.api import run
+    from facesec.cli import main
+
+    small = Path(__file__).parent / "fixtures" / "small"
+    results, out = run([small / "morph.yaml"], ["defence=[{name: s-mad, identities: 16}, {name: d-mad, "
+                                                "identities: 16}]"], out_root=tmp_path, progress=False)
+    for record in results.to_json()["runs"]:
+        m = record["metrics"]
+        assert record["dimensions"]["defence"].startswith(("s-mad(", "d-mad("))
+        assert 0 <= m["mad_apcer"] <= 1 and 0 <= m["mad_bpcer"] <= 1 and 0 <= m["mad_deer"] <= 1
+        assert m["mmpmr_past_detector"] <= m["mmpmr"] and "mad_apcer_non_adaptive" not in m
+        lo, hi = m["mad_bpcer_ci95_cluster"]
+        assert lo <= m["mad_bpcer"] <= hi
+        rows = (out / record["samples_csv"]).read_text().splitlines()[1:]
+        contributors = {name for row in rows for name in row.split(",")[1:3]}
+        training = record["detector_training"]
+        assert len(training["people"]) == 16 and not set(training["people"]) & contributors
+        assert training["fit_people"] == training["threshold_people"] == 8
+    assert main(["validate", str(small / "pixel.yaml"), "--set", "defence=s-mad"]) == 2
+    assert "cannot evaluate a defence of stage detector" in capsys.readouterr().err

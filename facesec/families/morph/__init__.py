@@ -64,6 +64,26 @@ METRICS: dict[str, MetricInfo] = {
     "morphs_not_enrolled": _label("morphs in which detection found no single face (failed attacks)"),
     "pair_similarity_mean": _label("mean similarity of the paired subjects, as the attacker's (first) recognizer "
                                    "saw them"),
+    "mmpmr_past_detector": _label("MMPMR past the detector", "the share of morphs that accept both contributors "
+                                  "and that the morphing-attack detector lets through (S-MAD at enrolment, D-MAD "
+                                  "beside each probe)", "lower"),
+    "mmpmr_past_detector_non_adaptive": _label("MMPMR past the detector, morphs optimised without it",
+                                               better="lower"),
+    "mad_apcer": _label("detector APCER", "share of morph presentations the detector passes, at its threshold "
+                        "set for its BPCER on other people (ISO/IEC 30107-3)", "lower"),
+    "mad_apcer_non_adaptive": _label("detector APCER, morphs optimised without it", better="lower"),
+    "mad_bpcer": _label("detector BPCER", "share of bona fide presentations of the attacked people the detector "
+                        "flags", "lower"),
+    "mad_deer": _label("detector D-EER", "where APCER equals BPCER on the attacked people (threshold-free)",
+                       "lower"),
+    "mad_threshold": _label("detector threshold (log-odds)", gate=False),
+    "mad_bona_fide": _label("bona fide presentations shown to the detector"),
+    "mad_attacks": _label("morph presentations shown to the detector"),
+    **{f"{key}_ci95_cluster": _label(f"95% interval of {words}, people resampled", gate=False)
+       for key, words in (("mmpmr_past_detector", "MMPMR past the detector"),
+                          ("mmpmr_past_detector_non_adaptive", "MMPMR past the detector without adapting"),
+                          ("mad_apcer", "APCER"), ("mad_apcer_non_adaptive", "APCER without adapting"),
+                          ("mad_bpcer", "BPCER"))},
     "landmark_mmpmr": _label("MMPMR of the landmark morphs the optimisation started from"),
     "landmark_fmmpmr": _label("FMMPMR of the landmark morphs the optimisation started from"),
     "at_fmr": _label("target's metrics at each FMR", gate=False),
@@ -90,7 +110,8 @@ class Morph(Family):
         "Lower is more robust.")
     Spec = MorphPerturbation
     supports: ClassVar[Supports] = Supports(goals=("impersonation",), capabilities=("individual",),
-                                            knowledge=("white-box", "transfer"), settings=("open-set",))
+                                            knowledge=("white-box", "transfer"), settings=("open-set",),
+                                            defences=("detector",))
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
     headline: ClassVar[str] = "mmpmr"
     decision: ClassVar[str | None] = "mated_match"
@@ -106,7 +127,12 @@ class Morph(Family):
     def draws(self, tm: ThreatModel) -> tuple[Draw, ...]:
         p = tm.perturbation
         assert isinstance(p, MorphPerturbation)
-        return (Draw(p.calibration_identities, tm.data.images_per_identity, "perturbation.calibration_identities"),)
+        draws = [Draw(p.calibration_identities, tm.data.images_per_identity, "perturbation.calibration_identities")]
+        d = tm.defence
+        if d.name != "none" and "identities" in d.params:  # a detector's training people
+            draws.append(Draw(int(d.params["identities"]), int(d.params.get("images_per_identity", 3)),
+                              "defence.identities"))
+        return tuple(draws)
 
     def check(self, tm: ThreatModel) -> None:
         p = tm.perturbation

@@ -3,6 +3,8 @@ alignment, and verify both contributors' own probes against it on every judging 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,22 +17,24 @@ from facesec.attacks.reframe import photo_crop_grid
 from facesec.data.align import Template
 from facesec.data.faces import Detection, FaceAnalyzer, NoFace
 from facesec.data.images import read_rgb
-from facesec.errors import ConfigError
+from facesec.defences.base import build, label
+from facesec.defences.mad import MorphDetector
+from facesec.errors import ConfigError, TooFewIdentities
 from facesec.families.base import RunContext, RunOutput
-from facesec.families.morph import measures, pairs
+from facesec.families.morph import detection, measures, pairs
 from facesec.families.morph.landmark import landmark_morph
 from facesec.families.morph.optimise import AttackerView, optimise
 from facesec.families.morph.spec import MorphPerturbation
 from facesec.gallery import GALLERY_SIZE, GalleryOutput, finite
 from facesec.measures.judges import Judge, calibrated_judge
 from facesec.measures.rates import cluster_interval, multiway_interval, rate_with_ci
-from facesec.population import Population, select_with_others
+from facesec.population import Population, select, select_with_others
 from facesec.priors import dcgan as gan
 from facesec.progress import bar
 from facesec.provenance import measured_on
 from facesec.recognizers.base import Recognizer, load
 from facesec.record import Dimensions, Measured, Validity, skipped
-from facesec.threat_model import OpenSet, ThreatModel, Transfer
+from facesec.threat_model import Data, OpenSet, ThreatModel, Transfer
 
 
 @dataclass
@@ -40,6 +44,16 @@ class Morphs:
     photos: list[np.ndarray]
     faces: list[Detection | None]
     """None: no single face found, so the morph could not be enrolled (a failed attack)."""
+
+
+@dataclass
+class Guard:
+    """The run's morphing-attack detector, fitted, on the recognizer whose embeddings it reads."""
+
+    label: str
+    detector: MorphDetector
+    watches: Recognizer
+    record: dict[str, Any]
 
 
 def _unique(judges: list[Judge]) -> list[Judge]:
@@ -156,8 +170,9 @@ def _attackers(tm: ThreatModel, target: Judge, pop: Population, device: torch.de
 
 def _optimised(morphs: Morphs, attackers: list[Judge], refs_a: list[np.ndarray], refs_b: list[np.ndarray],
                tm: ThreatModel, p: MorphPerturbation, analyzer: FaceAnalyzer, device: torch.device,
-               progress: bool) -> Morphs:
-    """Each enrolled landmark morph optimised on the attackers' recognizers; photos of one size share a batch."""
+               progress: bool, guard: Guard | None = None) -> Morphs:
+    """Each enrolled landmark morph optimised on the attackers' recognizers (detection-aware on the one `guard`'s
+    detector watches); photos of one size share a batch."""
     photos = list(morphs.photos)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, face in enumerate(morphs.faces):
@@ -172,15 +187,27 @@ def _optimised(morphs: Morphs, attackers: list[Judge], refs_a: list[np.ndarray],
                 found = [morphs.faces[i] for i in chunk]
                 grids = [photo_crop_grid(analyzer.crop_transform(f.face(t), t), h, w, t.size)
                          for f in found if f is not None]
-                views.append(AttackerView(judge.model, torch.stack(grids).to(device),
-                                          _templates(judge.model, judge.emb, [refs_a[i] for i in chunk]).to(device),
-                                          _templates(judge.model, judge.emb, [refs_b[i] for i in chunk]).to(device)))
+                ta = _templates(judge.model, judge.emb, [refs_a[i] for i in chunk]).to(device)
+                tb = _templates(judge.model, judge.emb, [refs_b[i] for i in chunk]).to(device)
+                caught = None if guard is None or judge.model is not guard.watches else \
+                    functools.partial(_caught, guard.detector, ta, tb)
+                views.append(AttackerView(judge.model, torch.stack(grids).to(device), ta, tb, caught))
             x = torch.from_numpy(np.stack([morphs.photos[i] for i in chunk])).permute(0, 3, 1, 2).float() / 255.0
             out = optimise(x.to(device), views, p.eps, tm.attack.steps, tm.attack.step_size)
             quantised = (out.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
             for i, photo in zip(chunk, quantised, strict=True):
                 photos[i] = photo
     return Morphs(photos, _detect(photos, analyzer))
+
+
+def _caught(detector: MorphDetector, template_a: torch.Tensor, template_b: torch.Tensor,
+            emb: torch.Tensor) -> torch.Tensor:
+    """How far above the detector's threshold each morph scores; a D-MAD beside each contributor's template
+    (the attacker's stand-in for the live capture), the worse of the two."""
+    if not detector.differential:
+        return detector.score(detector.features(emb)) - detector.threshold
+    return torch.maximum(detector.score(detector.features(emb, template_a)),
+                         detector.score(detector.features(emb, template_b))) - detector.threshold
 
 
 def _verify(judge: Judge, morphs: Morphs, probes_a: list[np.ndarray], probes_b: list[np.ndarray],
@@ -269,6 +296,8 @@ class _Plan:
     pair_list: list[tuple[int, int]]
     first: np.ndarray
     analyzer: FaceAnalyzer
+    guard: Guard | None = None
+    """The detector in the loop (None: none)."""
 
     def side(self, which: int, of: list[np.ndarray]) -> list[np.ndarray]:
         """`of` for contributor a (0) or b (1) of each pair."""
@@ -293,12 +322,16 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     assert isinstance(p, MorphPerturbation) and isinstance(setting, OpenSet)
     t_start = time.perf_counter()
     plan = _plan(tm, p, ctx)
+    guard = _guard(plan, tm, p, ctx)
     t_attack = time.perf_counter()
-    morphs, landmark = _morphs(plan, tm, p, ctx)
+    morphs, landmark, plain = _morphs(plan, tm, p, ctx, guard)
     attack_time = time.perf_counter() - t_attack
     enrolled = np.array([f is not None for f in morphs.faces])
     verdicts = _verdicts(plan, morphs, enrolled, tm.data.images_per_identity - p.references)
     metrics, flags = _metrics(plan, verdicts, landmark, enrolled, tm, p, setting)
+    if guard is not None:
+        metrics.update(_detected(plan, guard, morphs, plain, tm, setting))
+        plan.guard = guard
     metrics["attack_time_s"] = attack_time
     metrics["wall_time_s"] = time.perf_counter() - t_start
     return _output(plan, verdicts, morphs, enrolled, metrics, flags, tm, p, setting)
@@ -329,21 +362,92 @@ def _plan(tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> _Plan:
                  pair_list, np.array([r[0] for r in refs]), FaceAnalyzer())
 
 
-def _morphs(plan: _Plan, tm: ThreatModel, p: MorphPerturbation,
-            ctx: RunContext) -> tuple[Morphs, tuple[list[np.ndarray], list[np.ndarray], Any] | None]:
-    """The morphs the method makes, and for optimised ones the target's scores of the landmark morphs they
-    started from (else None)."""
+def _morphs(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext, guard: Guard | None = None
+            ) -> tuple[Morphs, tuple[list[np.ndarray], list[np.ndarray], Any] | None, Morphs | None]:
+    """The morphs the method makes; for optimised ones the target's scores of the landmark morphs they started
+    from (else None); with a detector, optimised morphs are detection-aware and the ones optimised without it
+    come beside them (else None)."""
     if p.method == "gan":
         morphs = _gan_morphs(plan.pop, plan.pair_list, plan.first, plan.refs, plan.attackers, tm, p.alpha,
                              plan.analyzer, ctx.device)
     else:
         morphs = _landmark_morphs(plan.pop, plan.pair_list, plan.first, p.alpha, plan.analyzer, ctx.progress)
     if p.method != "optimised":
-        return morphs, None
+        return morphs, None, None
     landmark = _verify(plan.target, morphs, plan.side(0, plan.probes), plan.side(1, plan.probes), plan.analyzer)
-    morphs = _optimised(morphs, plan.attackers, plan.side(0, plan.refs), plan.side(1, plan.refs), tm, p,
-                        plan.analyzer, ctx.device, ctx.progress)
-    return morphs, landmark
+    optimise = functools.partial(_optimised, morphs, plan.attackers, plan.side(0, plan.refs),
+                                 plan.side(1, plan.refs), tm, p, plan.analyzer, ctx.device, ctx.progress)
+    if guard is None:
+        return optimise(), landmark, None
+    return optimise(guard=guard), landmark, optimise()
+
+
+def _guard(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> Guard | None:
+    """The run's detector (None without one), fitted on morphs made the run's way among people drawn after all of
+    the run's others (the first half of them; the second half sets the threshold)."""
+    detector = None if tm.defence.name == "none" else build(tm.defence.name, tm.defence.params, tm.data.seed)
+    if not isinstance(detector, MorphDetector):
+        return None
+    data = Data(dataset=tm.data.dataset, identities=detector.identities,
+                images_per_identity=detector.images_per_identity, seed=detector.seed)
+    try:
+        train = select(data, plan.model.info.template, ctx.progress, ctx.reserved() | set(plan.pop.names))
+    except TooFewIdentities as exc:
+        raise TooFewIdentities(f"defence {tm.defence.name} is fitted on people apart from the run's: {exc}; lower "
+                               "its identities") from exc
+    judge = calibrated_judge(plan.model, train, [], ctx.progress)
+    members = [np.flatnonzero(train.identity == i) for i in range(len(train.names))]
+    half = len(members) // 2
+    if p.pairing == "lookalike":
+        t = _templates(plan.model, judge.emb, [m[:1] for m in members[:half]])
+        pair_list = pairs.lookalike(plan.model.similarity_matrix(t, t).cpu().numpy(), half)
+    else:
+        pair_list = pairs.random_pairs(half, half, np.random.default_rng(detector.seed))
+    own = dataclasses.replace(plan, pop=train, target=judge, judges=[judge], attackers=[judge],
+                              refs=[m[:1] for m in members], probes=[m[1:] for m in members], pair_list=pair_list,
+                              first=np.array([m[0] for m in members]))
+    morphs = _morphs(own, tm, p, ctx)[0]
+    emb = _verify(judge, morphs, own.side(0, own.probes), own.side(1, own.probes), plan.analyzer)[2]
+    made = [i for i, f in enumerate(morphs.faces) if f is not None]
+    record = detection.fit(detector, judge.emb, members, emb[made], [pair_list[i] for i in made])
+    record.update({"people": list(train.names), "morphs": len(pair_list), "morphs_enrolled": len(made)})
+    return Guard(label(tm.defence.name, tm.defence.params), detector, plan.model, record)
+
+
+def _detected(plan: _Plan, guard: Guard, morphs: Morphs, plain: Morphs | None, tm: ThreatModel,
+              setting: OpenSet) -> dict[str, Any]:
+    """The detector on the attacked people: APCER, BPCER and D-EER; the MMPMR of morphs that both contributors'
+    probes match and the detector lets through; for optimised morphs the same beside for those made without it."""
+    out: dict[str, Any] = {}
+    for suffix, made in (("", morphs), ("_non_adaptive", plain)):
+        if made is None:
+            continue
+        sa, sb, emb = _verify(plan.target, made, plan.side(0, plan.probes), plan.side(1, plan.probes),
+                              plan.analyzer)
+        enrolled = np.array([f is not None for f in made.faces])
+        subjects = range(tm.data.identities)
+        members = [np.concatenate([plan.refs[i][:1], plan.probes[i]]) for i in subjects]
+        kept = [pair for pair, ok in zip(plan.pair_list, enrolled, strict=True) if ok]
+        shown = detection.presentations(guard.detector, plan.target.emb, members, list(subjects),
+                                        emb[torch.from_numpy(enrolled)], kept)
+        judged = detection.judged(guard.detector, shown)
+        t = plan.target.thresholds[setting.fmr]
+        live = [[plan.target.emb[torch.from_numpy(i)] for i in plan.side(k, plan.probes)] for k in (0, 1)]
+        ok = [detection.passes(guard.detector, emb, side) for side in live]
+        past = np.array([bool(np.any((x > t) & pa)) and bool(np.any((y > t) & pb)) for x, y, pa, pb
+                         in zip(sa, sb, ok[0], ok[1], strict=True)]) & enrolled
+        ways = measures.contributor_clusterings(plan.pair_list)
+        judged["mmpmr_past_detector"] = float(past.mean()) if len(past) else 0.0
+        judged["mmpmr_past_detector_ci95_cluster"] = list(multiway_interval(past, ways)) if len(past) else [0.0, 1.0]
+        out.update({_suffixed(k, suffix): v for k, v in judged.items()
+                    if not suffix or k.startswith(("mad_apcer", "mmpmr_past"))})
+    return out
+
+
+def _suffixed(key: str, suffix: str) -> str:
+    """`key` for another variant of its rate: the suffix before an interval's `_ci95...` ending."""
+    stem, mark, tail = key.partition("_ci95")
+    return f"{stem}{suffix}{mark}{tail}"
 
 
 def _verdicts(plan: _Plan, morphs: Morphs, enrolled: np.ndarray, attempts: int) -> _Verdicts:
@@ -447,7 +551,8 @@ def _output(plan: _Plan, v: _Verdicts, morphs: Morphs, enrolled: np.ndarray, met
         validity=Validity(n_flags=len(flags), flags=flags, morphs_not_enrolled=int((~enrolled).sum())),
         sections={"morph": {"scores": [[finite(x), finite(y)] for x, y in zip(_best(sa), _best(sb), strict=True)],
                             "thresholds": {f"{f:g}": plan.target.thresholds[f] for f in plan.fmrs},
-                            "alpha": p.alpha, "pairing": p.pairing, "method": p.method}},
+                            "alpha": p.alpha, "pairing": p.pairing, "method": p.method},
+                  **({} if plan.guard is None else {"detector_training": plan.guard.record})},
         skipped_images=skipped(pop.skipped), provenance=measured_on(plan.model, pop.manifest_sha256),
         samples=samples, operating_points=[j.point(f) for j in plan.judges for f in plan.fmrs])
     return GalleryOutput(measured, images, fields)
@@ -464,6 +569,7 @@ def _dimensions(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, setting: Ope
         "setting": f"open-set FMR {setting.fmr:g}",
         "attack": f"{p.method} morph" + {"optimised": f" {tm.attack.steps} steps",
                                          "gan": f", {tm.attack.steps} inversion steps"}.get(p.method, ""),
+        **({} if plan.guard is None else {"defence": plan.guard.label}),
     })
 
 
