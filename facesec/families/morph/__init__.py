@@ -72,6 +72,11 @@ METRICS: dict[str, MetricInfo] = {
     "mad_apcer": _label("detector APCER", "share of morph presentations the detector passes, at its threshold "
                         "set for its BPCER on other people (ISO/IEC 30107-3)", "lower"),
     "mad_apcer_non_adaptive": _label("detector APCER, morphs optimised without it", better="lower"),
+    "mad_apcer_landmark": _label("detector APCER, the landmark morphs optimisation started from", better="lower"),
+    "mmpmr_past_detector_landmark": _label("MMPMR past the detector, the landmark morphs optimisation started "
+                                           "from", better="lower"),
+    "mad_deer_non_adaptive": _label("detector D-EER, morphs optimised without it", better="lower"),
+    "mad_deer_landmark": _label("detector D-EER, the landmark morphs optimisation started from", better="lower"),
     "mad_bpcer": _label("detector BPCER", "share of bona fide presentations of the attacked people the detector "
                         "flags", "lower"),
     "mad_deer": _label("detector D-EER", "where APCER equals BPCER on the attacked people (threshold-free)",
@@ -82,7 +87,9 @@ METRICS: dict[str, MetricInfo] = {
     **{f"{key}_ci95_cluster": _label(f"95% interval of {words}, people resampled", gate=False)
        for key, words in (("mmpmr_past_detector", "MMPMR past the detector"),
                           ("mmpmr_past_detector_non_adaptive", "MMPMR past the detector without adapting"),
+                          ("mmpmr_past_detector_landmark", "MMPMR past the detector, landmark morphs"),
                           ("mad_apcer", "APCER"), ("mad_apcer_non_adaptive", "APCER without adapting"),
+                          ("mad_apcer_landmark", "APCER, landmark morphs"),
                           ("mad_bpcer", "BPCER"))},
     "landmark_mmpmr": _label("MMPMR of the landmark morphs the optimisation started from"),
     "landmark_fmmpmr": _label("FMMPMR of the landmark morphs the optimisation started from"),

@@ -324,13 +324,14 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     plan = _plan(tm, p, ctx)
     guard = _guard(plan, tm, p, ctx)
     t_attack = time.perf_counter()
-    morphs, landmark, plain = _morphs(plan, tm, p, ctx, guard)
+    made = _morphs(plan, tm, p, ctx, guard)
+    morphs = made.morphs
     attack_time = time.perf_counter() - t_attack
     enrolled = np.array([f is not None for f in morphs.faces])
     verdicts = _verdicts(plan, morphs, enrolled, tm.data.images_per_identity - p.references)
-    metrics, flags = _metrics(plan, verdicts, landmark, enrolled, tm, p, setting)
+    metrics, flags = _metrics(plan, verdicts, made.landmark_scores, enrolled, tm, p, setting)
     if guard is not None:
-        metrics.update(_detected(plan, guard, morphs, plain, tm, setting))
+        metrics.update(_detected(plan, guard, made, tm, setting))
         plan.guard = guard
     metrics["attack_time_s"] = attack_time
     metrics["wall_time_s"] = time.perf_counter() - t_start
@@ -362,24 +363,39 @@ def _plan(tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> _Plan:
                  pair_list, np.array([r[0] for r in refs]), FaceAnalyzer())
 
 
+@dataclass
+class _Made:
+    """The morphs a run makes: those it is judged on; for optimised ones the landmark morphs they started from
+    and the target's scores of them; with a detector, the optimised morphs made without it (beside the
+    detection-aware ones)."""
+
+    morphs: Morphs
+    landmark: Morphs | None = None
+    landmark_scores: tuple[list[np.ndarray], list[np.ndarray], Any] | None = None
+    plain: Morphs | None = None
+
+    def variants(self) -> list[tuple[str, Morphs]]:
+        """Each set of morphs with the suffix its detector metrics carry (the judged ones: none)."""
+        found = [("", self.morphs), ("_non_adaptive", self.plain), ("_landmark", self.landmark)]
+        return [(suffix, made) for suffix, made in found if made is not None]
+
+
 def _morphs(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext, guard: Guard | None = None
-            ) -> tuple[Morphs, tuple[list[np.ndarray], list[np.ndarray], Any] | None, Morphs | None]:
-    """The morphs the method makes; for optimised ones the target's scores of the landmark morphs they started
-    from (else None); with a detector, optimised morphs are detection-aware and the ones optimised without it
-    come beside them (else None)."""
+            ) -> _Made:
+    """The morphs the method makes (optimised ones detection-aware when a detector watches)."""
     if p.method == "gan":
         morphs = _gan_morphs(plan.pop, plan.pair_list, plan.first, plan.refs, plan.attackers, tm, p.alpha,
                              plan.analyzer, ctx.device)
     else:
         morphs = _landmark_morphs(plan.pop, plan.pair_list, plan.first, p.alpha, plan.analyzer, ctx.progress)
     if p.method != "optimised":
-        return morphs, None, None
+        return _Made(morphs)
     landmark = _verify(plan.target, morphs, plan.side(0, plan.probes), plan.side(1, plan.probes), plan.analyzer)
     optimise = functools.partial(_optimised, morphs, plan.attackers, plan.side(0, plan.refs),
                                  plan.side(1, plan.refs), tm, p, plan.analyzer, ctx.device, ctx.progress)
     if guard is None:
-        return optimise(), landmark, None
-    return optimise(guard=guard), landmark, optimise()
+        return _Made(optimise(), morphs, landmark)
+    return _Made(optimise(guard=guard), morphs, landmark, optimise())
 
 
 def _guard(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> Guard | None:
@@ -406,22 +422,23 @@ def _guard(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) 
     own = dataclasses.replace(plan, pop=train, target=judge, judges=[judge], attackers=[judge],
                               refs=[m[:1] for m in members], probes=[m[1:] for m in members], pair_list=pair_list,
                               first=np.array([m[0] for m in members]))
-    morphs = _morphs(own, tm, p, ctx)[0]
-    emb = _verify(judge, morphs, own.side(0, own.probes), own.side(1, own.probes), plan.analyzer)[2]
-    made = [i for i, f in enumerate(morphs.faces) if f is not None]
-    record = detection.fit(detector, judge.emb, members, emb[made], [pair_list[i] for i in made])
-    record.update({"people": list(train.names), "morphs": len(pair_list), "morphs_enrolled": len(made)})
+    embs, kept = [], []
+    for _, morphs in _morphs(own, tm, p, ctx).variants():  # the run's own kinds: optimised and their starts
+        emb = _verify(judge, morphs, own.side(0, own.probes), own.side(1, own.probes), plan.analyzer)[2]
+        enrolled = [i for i, f in enumerate(morphs.faces) if f is not None]
+        embs.append(emb[enrolled])
+        kept += [pair_list[i] for i in enrolled]
+    record = detection.fit(detector, judge.emb, members, torch.cat(embs), kept)
+    record.update({"people": list(train.names), "morphs": len(kept)})
     return Guard(label(tm.defence.name, tm.defence.params), detector, plan.model, record)
 
 
-def _detected(plan: _Plan, guard: Guard, morphs: Morphs, plain: Morphs | None, tm: ThreatModel,
-              setting: OpenSet) -> dict[str, Any]:
+def _detected(plan: _Plan, guard: Guard, morphs: _Made, tm: ThreatModel, setting: OpenSet) -> dict[str, Any]:
     """The detector on the attacked people: APCER, BPCER and D-EER; the MMPMR of morphs that both contributors'
-    probes match and the detector lets through; for optimised morphs the same beside for those made without it."""
+    probes match and the detector lets through; for optimised morphs the same beside for those made without it
+    and for the landmark morphs they started from."""
     out: dict[str, Any] = {}
-    for suffix, made in (("", morphs), ("_non_adaptive", plain)):
-        if made is None:
-            continue
+    for suffix, made in morphs.variants():
         sa, sb, emb = _verify(plan.target, made, plan.side(0, plan.probes), plan.side(1, plan.probes),
                               plan.analyzer)
         enrolled = np.array([f is not None for f in made.faces])
@@ -440,7 +457,7 @@ def _detected(plan: _Plan, guard: Guard, morphs: Morphs, plain: Morphs | None, t
         judged["mmpmr_past_detector"] = float(past.mean()) if len(past) else 0.0
         judged["mmpmr_past_detector_ci95_cluster"] = list(multiway_interval(past, ways)) if len(past) else [0.0, 1.0]
         out.update({_suffixed(k, suffix): v for k, v in judged.items()
-                    if not suffix or k.startswith(("mad_apcer", "mmpmr_past"))})
+                    if not suffix or k.startswith(("mad_apcer", "mad_deer", "mmpmr_past"))})
     return out
 
 
