@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from facesec.families.base import SuiteFigure
 from facesec.record import RunRecord
 from facesec.report import figures
-from facesec.report.fields import as_dict, as_list
+from facesec.report.fields import as_dict, as_list, interval, rate_text
 
 COLUMNS = (("mmpmr", "MMPMR"), ("mmpmr_first_probe", "MMPMR, first probe"), ("fmmpmr", "FMMPMR"), ("rmmr", "RMMR"),
            ("rmmr_best_of_n", "RMMR, best of N genuine"), ("no_morph_mmpmr", "no-morph MMPMR"),
@@ -41,7 +41,34 @@ def view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict
         "mmpmr_fmr": _mmpmr_against_fmr(as_dict(metrics.get("by_recognizer"))),
         "map": [(fmr, _map_plot(fmr, as_dict(doc))) for fmr, doc in as_dict(metrics.get("map")).items()],
         "pairs": [_pair(as_dict(g), results_dir, redact) for g in as_list(run.gallery)],
+        "detector": _detector(metrics, as_dict(run.extra("detector_training")),
+                              as_dict(as_dict(run.threat_model).get("perturbation")).get("method")),
     }
+
+
+DETECTED = (("", "{method} morphs"), ("_non_adaptive", "optimised without the detector"),
+            ("_landmark", "landmark morphs the optimisation started from"))
+"""The kinds of morph a run shows the detector, by the suffix of their metrics."""
+
+
+def _detector(metrics: dict[str, Any], training: dict[str, Any], method: Any) -> dict[str, Any] | None:
+    """The detector in the loop: per kind of morph, APCER, D-EER and MMPMR past it; BPCER and where its threshold
+    came from. None for a run without one."""
+    if not isinstance(metrics.get("mad_threshold"), int | float):
+        return None
+    aware = "mad_apcer_non_adaptive" in metrics
+    made = "optimised, detection-aware" if aware else str(method or "the run's")
+
+    def shown(key: str) -> str:
+        return rate_text({"rate": metrics.get(key), "ci95_cluster": interval(metrics, key)})
+
+    rows = [(words.format(method=made), shown(f"mad_apcer{s}"), _fmt(metrics.get(f"mad_deer{s}")),
+             shown(f"mmpmr_past_detector{s}")) for s, words in DETECTED if f"mad_apcer{s}" in metrics]
+    people = training.get("fit_people"), training.get("threshold_people")
+    fitted = (f"fitted on {people[0]} people's bona fide photos and {training.get('morphs', '?')} morphs among them; "
+              f"threshold set on {people[1]} other people to flag {_fmt(training.get('bpcer_target'))} of their "
+              "bona fide presentations") if all(isinstance(n, int) for n in people) else ""
+    return {"rows": rows, "bpcer": shown("mad_bpcer"), "fitted": fitted}
 
 
 def _reading(metrics: dict[str, Any], fmr: Any) -> str:
