@@ -237,6 +237,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluates(kind: str, stage: str) -> bool:
+    """Whether family `kind` evaluates defences of `stage` (False for a family that does not load)."""
+    from facesec import families
+
+    try:
+        return stage in families.get(kind).supports.defences
+    except FacesecError:
+        return False
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from facesec import families
     from facesec.plugins import ATTACKS, DEFENCES, RECOGNIZERS, attack_params
@@ -249,10 +259,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
         library, method = name.split("/")
         params = ", ".join(attack_params(library, method).model_fields) or "none"
         print(f"  {name}: {params}")
-    print("defences (defence: the parameters it takes):")
+    print("defences (defence, its stage and the families that evaluate it: the parameters it takes):")
     for name in DEFENCES.names():
-        model = DEFENCES.meta(name).get("params")
-        print(f"  {name}: {', '.join(model.model_fields) if model is not None else 'its own (installed)'}")
+        model, stage = DEFENCES.meta(name).get("params"), DEFENCES.meta(name).get("stage", "input")
+        by = [kind for kind in families.kinds() if _evaluates(kind, stage)]
+        print(f"  {name} ({stage}; {', '.join(by) or 'no family'}): "
+              f"{', '.join(model.model_fields) if model is not None else 'its own (installed)'}")
     print("attack families (perturbation.kind: headline metric):")
     for kind in families.kinds():
         try:

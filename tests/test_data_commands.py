@@ -68,6 +68,7 @@ def test_list_is_empty_with_a_hint(data_home: Path, capsys: pytest.CaptureFixtur
     assert main(["list"]) == 0  # the overview says the same, and lists the attack families
     out = capsys.readouterr().out
     assert "no datasets" in out and "  backdoor: backdoor_asr" in out and "  pixel: attack_success_rate" in out
+    assert "  jpeg (input; pixel): quality" in out and "  d-mad (detector; morph): c, bpcer" in out
 
 
 def test_import_copies_usable_photos_and_lists_the_rest(data_home: Path, tmp_path: Path, photos,  # type: ignore[no-untyped-def]
