@@ -9,6 +9,10 @@ from pydantic import Field, field_validator
 from facesec.fields import Budget, Number, Strict, Whole
 
 
+class NoParams(Strict):
+    """A defence that takes no parameters."""
+
+
 class Jpeg(Strict):
     """JPEG compression and decompression (Dziugaite et al. 2016; Guo et al. 2018)."""
 

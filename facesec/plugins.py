@@ -83,12 +83,16 @@ DEFENCES: Registry[Callable[..., Any]] = Registry("defence", "facesec.defences",
                                   {"params": D.AdversarialTraining, "stage": "weights"}),
     "s-mad": Entry("facesec.defences.mad:SingleImage", {"params": D.MorphDetection, "stage": "detector"}),
     "d-mad": Entry("facesec.defences.mad:Differential", {"params": D.MorphDetection, "stage": "detector"}),
+    **{name: Entry("facesec.defences.base:PoisoningDefence", {"params": D.NoParams, "stage": "poisoning"})
+       for name in ("activation-clustering", "spectral-signatures", "class-sizes", "neural-cleanse", "strip",
+                    "fine-tuning", "fine-pruning")},
 })
 """Defence factories by name (keyword arguments: `generator` and the typed parameters), each building a
 `facesec.defences.base.InputDefence` (stage input: a transform in front of the recognizer) or `WeightsDefence`
 (stage weights: a changed recognizer) or `facesec.defences.mad.MorphDetector` (stage detector: a morphing-attack
-detector). Metadata: `params` (the model of its parameters; an installed one declares
-none and takes what its factory accepts), `stage` (input unless it says weights or detector)."""
+detector) or `PoisoningDefence` (stage poisoning: carried out by the family that trains a poisoned victim, the
+backdoor family's defences). Metadata: `params` (the model of its parameters; an installed one declares
+none and takes what its factory accepts), `stage` (input unless it says weights, detector or poisoning)."""
 
 
 def attack_params(library: str, method: str) -> type[P.Strict]:

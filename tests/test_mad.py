@@ -110,3 +110,27 @@ def test_detectors_in_the_morph_loop(tmp_path: Path, celeba: Path, capsys: pytes
     assert "Morphing-attack detector in the loop" in page and "landmark morphs</td>" in page
     assert main(["validate", str(small / "pixel.yaml"), "--set", "defence=s-mad"]) == 2
     assert "cannot evaluate a defence of stage detector" in capsys.readouterr().err
+
+
+def test_the_backdoor_defences_are_values_of_the_defence_dimension(tmp_path: Path, celeba: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`defence: strip` on a backdoor run is carried out as `perturbation.defences: [strip]` is and names the run's
+    defence; it is refused where it would run twice or where no family trains a poisoned victim; the registry
+    knows exactly the defences the backdoor family carries out."""
+    from typing import get_args
+
+    from facesec.api import run
+    from facesec.cli import main
+    from facesec.families.backdoor.spec import Defence
+    from facesec.plugins import DEFENCES
+
+    assert set(get_args(Defence)) == {n for n in DEFENCES.names() if DEFENCES.meta(n).get("stage") == "poisoning"}
+    small = Path(__file__).parent / "fixtures" / "small"
+    results, _ = run([small / "backdoor.yaml"], ["defence=strip"], out_root=tmp_path, progress=False)
+    screened = results.to_json()["runs"][0]
+    assert screened["dimensions"]["defence"] == "strip" and list(screened["metrics"]["defences"]) == ["strip"]
+    assert main(["validate", str(small / "backdoor.yaml"), "--set", "defence=strip",
+                 "--set", "perturbation.defences=[strip]"]) == 2
+    assert "is in perturbation.defences already" in capsys.readouterr().err
+    assert main(["validate", str(small / "pixel.yaml"), "--set", "defence=fine-pruning"]) == 2
+    assert "cannot evaluate a defence of stage poisoning" in capsys.readouterr().err

@@ -68,6 +68,14 @@ class WeightsDefence(ABC):
         `labels` (the family names it, `hardened`)."""
 
 
+class PoisoningDefence:
+    """A defence against a poisoned victim (its training set screened, its weights scanned or retrained, its inputs
+    screened at run time), carried out by the family that trains the victim, which knows it by its name."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.seed = generator.initial_seed()
+
+
 def weights_digest(net: nn.Module) -> str:
     """SHA-256 of a module's weights (every state tensor's bytes, in order): a changed model's own name for caches."""
     digest = hashlib.sha256()
@@ -111,19 +119,20 @@ SALT = 0x5EED_DEFE
 """Mixed into the run's seed, so a defence's draws are not the attack's own random numbers."""
 
 
-STAGES: dict[str, type[InputDefence | WeightsDefence | MorphDetector]] = {
-    "input": InputDefence, "weights": WeightsDefence, "detector": MorphDetector}
+STAGES: dict[str, type[InputDefence | WeightsDefence | MorphDetector | PoisoningDefence]] = {
+    "input": InputDefence, "weights": WeightsDefence, "detector": MorphDetector, "poisoning": PoisoningDefence}
 """The class a defence of each stage builds."""
 
 
-def build(name: str, params: dict[str, Any], seed: int) -> InputDefence | WeightsDefence | MorphDetector:
+def build(name: str, params: dict[str, Any], seed: int
+          ) -> InputDefence | WeightsDefence | MorphDetector | PoisoningDefence:
     """The registered defence `name` with its (validated) parameters and a generator seeded from `seed`."""
     factory = DEFENCES.load(name)
     try:
         defence = factory(generator=torch.Generator().manual_seed(seed ^ SALT), **params)
     except TypeError as exc:  # an installed defence declares no parameter model: its constructor is the check
         raise ConfigError(f"field 'defence': {name} does not take these parameters ({exc})") from exc
-    kind: type[InputDefence | WeightsDefence | MorphDetector] = STAGES.get(
+    kind: type[InputDefence | WeightsDefence | MorphDetector | PoisoningDefence] = STAGES.get(
         DEFENCES.meta(name).get("stage", "input"), InputDefence)
     if not isinstance(defence, kind):
         raise ConfigError(f"defence {name!r} built a {type(defence).__name__}, not a {kind.__module__}."

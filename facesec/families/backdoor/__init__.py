@@ -95,6 +95,13 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
+def chosen_defences(tm: ThreatModel) -> list[str]:
+    """The defences a backdoor run carries out: `perturbation.defences`, and the `defence` dimension's value."""
+    p = tm.perturbation
+    assert isinstance(p, BackdoorPerturbation)
+    return [*p.defences, *([tm.defence.name] if tm.defence.name != "none" else [])]
+
+
 class Backdoor(Family):
     """Poison, fine-tune, measure and scan: the model-release question 'could this model carry a backdoor?'"""
 
@@ -104,11 +111,12 @@ class Backdoor(Family):
                                              "poison_opacity", "poison_cap", "mitigation")
     Spec = BackdoorPerturbation
     supports: ClassVar[Supports] = Supports(goals=("impersonation", "dodging"), capabilities=("universal",),
-                                            knowledge=("white-box",), settings=("open-set", "closed-set"))
+                                            knowledge=("white-box",), settings=("open-set", "closed-set"),
+                                            defences=("poisoning",))
     metrics: ClassVar[dict[str, MetricInfo]] = METRICS
     headline: ClassVar[str] = "backdoor_asr"
     decision: ClassVar[str | None] = "backdoor_success"
-    decision_ignores: ClassVar[tuple[str, ...]] = ("perturbation.defences", "perturbation.mitigation",
+    decision_ignores: ClassVar[tuple[str, ...]] = ("perturbation.defences", "defence", "perturbation.mitigation",
                                                    "perturbation.save_model")
     runner: ClassVar[str | None] = "facesec.families.backdoor.run:run_threat_model"
     report_partial: ClassVar[str | None] = "backdoor.html.j2"
@@ -138,12 +146,14 @@ class Backdoor(Family):
             raise ValueError("perturbation.trigger_rounds: only a makeup-optimised trigger is learned in rounds")
         if p.poison_opacity is not None and not p.trigger.startswith("makeup"):
             raise ValueError("perturbation.poison_opacity: only a makeup trigger has an opacity; remove it")
+        if tm.defence.name in p.defences:
+            raise ValueError(f"field 'defence': {tm.defence.name} is in perturbation.defences already; give it once")
         per_identity = p.training_images_per_identity or tm.data.images_per_identity
-        if "activation-clustering" in p.defences and per_identity < CLUSTERED_FACES:
+        if "activation-clustering" in chosen_defences(tm) and per_identity < CLUSTERED_FACES:
             raise ValueError(f"perturbation.defences: activation-clustering splits each identity's fine-tuning faces "
                              f"in two and needs at least {CLUSTERED_FACES} of them (here {per_identity}); raise "
                              "perturbation.training_images_per_identity or remove the defence")
-        if p.mitigation != "victim" and not {"fine-tuning", "fine-pruning"} & set(p.defences):
+        if p.mitigation != "victim" and not {"fine-tuning", "fine-pruning"} & set(chosen_defences(tm)):
             raise ValueError("perturbation.mitigation: only the fine-tuning and fine-pruning defences retrain; "
                              "add one to perturbation.defences or remove mitigation")
 

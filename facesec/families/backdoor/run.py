@@ -16,6 +16,7 @@ from pydantic import JsonValue
 
 from facesec.calibration import CalibrationDraw
 from facesec.errors import DataError, TooFewIdentities
+from facesec.families.backdoor import chosen_defences
 from facesec.families.backdoor import defences as defence_runs
 from facesec.families.backdoor.measure import Evaluation, evaluate, rate, stealth, success, whose
 from facesec.families.backdoor.poison import Poisoned, hardness, optimise_trigger, poison
@@ -106,7 +107,7 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     asr = success(after, worn, tm.goal, closed)
     bare = success(after, faces, tm.goal, closed)
     attack = _attack_metrics(tm, p, who, trained, worn, before, after, (asr, bare), closed)  # before the defences
-    defences = defence_runs.run_all(p.defences, defence_runs.Setting(
+    defences = defence_runs.run_all(chosen_defences(tm), defence_runs.Setting(
         clean=trained.benign, backdoored=trained.model, poisoned=trained.poisoned, trigger=trained.trigger,
         recipe=defence_runs.mitigation_recipe(trained.recipe, p.mitigation),
         held_faces=faces, held_marks=marks, held_ids=ids, target_face=target_face, fmr=fmr, goal=tm.goal,
@@ -318,7 +319,8 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
                          "poisoned",
             knowledge=_knowledge(p), goal=tm.goal, capability=tm.capability,
             setting="closed-set rank-1" if closed else f"open-set FMR {fmr:g}",
-            attack=f"victim fine-tunes {p.layers} layers, {p.epochs} epochs"),
+            attack=f"victim fine-tunes {p.layers} layers, {p.epochs} epochs",
+            **({} if tm.defence.name == "none" else {"defence": tm.defence.name})),
         eps=None, metrics=metrics, validity=Validity(n_flags=len(flags), flags=flags),
         skipped_images=[SkippedImage(path=str(q), reason=r) for q, r in _skipped(who).items()],
         provenance={**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.__dict__},
