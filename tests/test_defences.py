@@ -178,6 +178,9 @@ def test_adversarial_training_hardens_the_target_on_people_apart_and_is_cached(
     assert main(["validate", str(SMALL / "pixel.yaml"), "--set", "defence={name: adversarial-training, "
                  "identities: 100000}"]) == 2
     assert "defence.identities" in capsys.readouterr().err
+    assert main(["validate", str(SMALL / "pixel.yaml"), "--set", "target=dlib-cpp", "--set", "defence="
+                 "adversarial-training", "--set", "knowledge={kind: transfer, surrogates: [dlib-resnet]}"]) == 2
+    assert "trains the target by its gradients, and dlib-cpp gives none" in capsys.readouterr().err
 
 
 def test_the_defence_table_reads_each_outcome_plainly() -> None:

@@ -106,6 +106,9 @@ def test_detectors_in_the_morph_loop(tmp_path: Path, celeba: Path, capsys: pytes
         training = record["detector_training"]
         assert len(training["people"]) == 16 and not set(training["people"]) & contributors
         assert training["fit_people"] == training["threshold_people"] == 8
+    assert main(["validate", str(small / "morph.yaml"), "--set",
+                 "gates=[{metric: mmpmr_past_detector, op: '<=', value: 0.1}]"]) == 2
+    assert "recorded by runs with a detector" in capsys.readouterr().err
     page = (out / "index.html").read_text()
     assert "Morphing-attack detector in the loop" in page and "landmark morphs</td>" in page
     assert main(["validate", str(small / "pixel.yaml"), "--set", "defence=s-mad"]) == 2

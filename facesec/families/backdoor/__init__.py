@@ -6,9 +6,9 @@ should catch it run and scored."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, get_args
 
-from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation
+from facesec.families.backdoor.spec import CLUSTERED_FACES, BackdoorPerturbation, Defence
 from facesec.families.base import Draw, Family, MetricInfo, Supports
 from facesec.measures.rates import CLUSTER
 
@@ -146,6 +146,9 @@ class Backdoor(Family):
             raise ValueError("perturbation.trigger_rounds: only a makeup-optimised trigger is learned in rounds")
         if p.poison_opacity is not None and not p.trigger.startswith("makeup"):
             raise ValueError("perturbation.poison_opacity: only a makeup trigger has an opacity; remove it")
+        if tm.defence.name != "none" and tm.defence.name not in get_args(Defence):
+            raise ValueError(f"field 'defence': the backdoor family carries out {', '.join(get_args(Defence))}, not "
+                             f"{tm.defence.name}")
         if tm.defence.name in p.defences:
             raise ValueError(f"field 'defence': {tm.defence.name} is in perturbation.defences already; give it once")
         per_identity = p.training_images_per_identity or tm.data.images_per_identity

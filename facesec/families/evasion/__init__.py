@@ -17,6 +17,7 @@ from facesec.families.evasion.spec import AccessoryParams, AccessoryPerturbation
 from facesec.fields import SpecError
 from facesec.measures.rates import CLUSTER
 from facesec.plugins import ATTACKS, DEFENCES, attack_params
+from facesec.recognizers.trust import query_only
 from facesec.threat_model import Query
 
 if TYPE_CHECKING:
@@ -187,6 +188,11 @@ class Pixel(_Evasion):
 
     def check(self, tm: ThreatModel) -> None:
         _check_ensemble(tm)
+        name = tm.target if isinstance(tm.target, str) else tm.target.get("name")
+        if tm.defence.name != "none" and DEFENCES.meta(tm.defence.name).get("stage") == "weights" \
+                and isinstance(name, str) and query_only(name):
+            raise ValueError(f"field 'defence': {tm.defence.name} trains the target by its gradients, and {name} "
+                             "gives none (it is run as a black box); defend a differentiable recognizer")
         if tm.attack.restarts > 1 and tm.attack.method in DETERMINISTIC and not tm.attack.random_start:
             raise ValueError(f"field 'attack.restarts': {tm.attack.method} starts from the face itself, so every "
                              "restart would repeat the first run; set attack.random_start: true or restarts: 1")

@@ -65,6 +65,9 @@ def harden(tm: ThreatModel, model: Recognizer, pop: Population, kept_apart: froz
     defence = build(tm.defence.name, tm.defence.params, tm.data.seed)
     if not isinstance(defence, WeightsDefence):
         return None
+    if distributed.processes() > 1:  # every process would train (and checkpoint) the same weights
+        raise ConfigError(f"field 'defence': {tm.defence.name} trains the recognizer before the attack; run this "
+                          "threat model in one process (it caches the result for the next run)")
     data = Data(dataset=tm.data.dataset, identities=defence.identities,
                 images_per_identity=defence.images_per_identity, seed=defence.seed)
     try:

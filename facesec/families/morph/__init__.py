@@ -153,10 +153,13 @@ class Morph(Family):
         if tm.photo_round_trip:
             raise ValueError("photo_round_trip: morphs are photos already (each is detected and aligned when "
                              "enrolled); remove it")
-        if p.method != "optimised":
-            for i, gate in enumerate(tm.gates):
-                if gate.metric.startswith("landmark_"):
-                    raise ValueError(f"gates.{i}.metric: {gate.metric} is recorded by optimised morphs only")
+        for i, gate in enumerate(tm.gates):
+            if p.method != "optimised" and (gate.metric.startswith("landmark_")
+                                            or gate.metric.endswith(("_non_adaptive", "_landmark"))):
+                raise ValueError(f"gates.{i}.metric: {gate.metric} is recorded by optimised morphs only")
+            if tm.defence.name == "none" and gate.metric.startswith(("mad_", "mmpmr_past_detector")):
+                raise ValueError(f"gates.{i}.metric: {gate.metric} is recorded by runs with a detector (defence: "
+                                 "s-mad or d-mad); a run without one has no such number")
         if p.method == "landmark" and "attack" in tm.model_fields_set:
             raise ValueError("attack: landmark morphs are not optimised; remove it (optimised and gan use it)")
         if p.method != "landmark":
@@ -167,6 +170,7 @@ class Morph(Family):
                 raise ValueError(f"attack.steps: {p.method} morphs need at least one step")
 
     def needs_target_gradients(self, tm: ThreatModel) -> bool:
+        """White-box optimised or GAN morphs (a detector's training morphs are made the run's way)."""
         assert isinstance(tm.perturbation, MorphPerturbation)
         return super().needs_target_gradients(tm) and tm.perturbation.method != "landmark"
 

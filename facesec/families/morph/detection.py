@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from facesec.defences.mad import MorphDetector, equal_error_rate
+from facesec.families.morph.measures import contributor_clusterings
 from facesec.measures.rates import cluster_interval, multiway_interval
 
 
@@ -77,8 +78,8 @@ def judged(detector: MorphDetector, shown: Presentations) -> dict[str, Any]:
                            "mad_attacks": len(attack)}
     if len(attack):
         out["mad_apcer"] = float(passed.mean())
-        out["mad_apcer_ci95_cluster"] = list(multiway_interval(passed, [shown.attack_pairs[:, 0],
-                                                                       shown.attack_pairs[:, 1]]))
+        rows = [(int(a), int(b)) for a, b in shown.attack_pairs]  # clustered as MMPMR is: pair, A, B
+        out["mad_apcer_ci95_cluster"] = list(multiway_interval(passed, contributor_clusterings(rows)))
     if len(bona):
         out["mad_bpcer"] = float(flagged.mean())
         out["mad_bpcer_ci95_cluster"] = list(cluster_interval(flagged, shown.bona_fide_people))

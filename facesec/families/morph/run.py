@@ -353,12 +353,7 @@ def _plan(tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> _Plan:
     attackers = _attackers(tm, target, pop, ctx.device, ctx.progress)
     subject_refs = [refs[i] for i in range(tm.data.identities)]
     n_pairs = tm.data.identities if p.pairs is None else p.pairs
-    if p.pairing == "lookalike":
-        sims = [a.model.similarity_matrix(*(2 * [_templates(a.model, a.emb, subject_refs)])).cpu().numpy()
-                for a in attackers]
-        pair_list = pairs.lookalike(np.mean([_standardised(x) for x in sims], axis=0), n_pairs)
-    else:
-        pair_list = pairs.random_pairs(tm.data.identities, n_pairs, np.random.default_rng(tm.data.seed))
+    pair_list = _pairing(attackers, subject_refs, n_pairs, p.pairing, tm.data.seed)
     return _Plan(model, pop, fmrs, target, judges, attackers, refs, [m[p.references:] for m in members],
                  pair_list, np.array([r[0] for r in refs]), FaceAnalyzer())
 
@@ -393,9 +388,20 @@ def _morphs(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext,
     landmark = _verify(plan.target, morphs, plan.side(0, plan.probes), plan.side(1, plan.probes), plan.analyzer)
     optimise = functools.partial(_optimised, morphs, plan.attackers, plan.side(0, plan.refs),
                                  plan.side(1, plan.refs), tm, p, plan.analyzer, ctx.device, ctx.progress)
-    if guard is None:
+    if guard is None or not any(a.model is guard.watches for a in plan.attackers):  # nothing to adapt to
         return _Made(optimise(), morphs, landmark)
     return _Made(optimise(guard=guard), morphs, landmark, optimise())
+
+
+def _pairing(attackers: list[Judge], refs: list[np.ndarray], n_pairs: int, pairing: str,
+             seed: int) -> list[tuple[int, int]]:
+    """Whom each of the first `n_pairs` subjects (`refs`: their reference photos) is morphed with: its closest
+    look-alike as the attackers see them together, or a seeded random other."""
+    if pairing == "lookalike":
+        sims = [a.model.similarity_matrix(*(2 * [_templates(a.model, a.emb, refs)])).cpu().numpy()
+                for a in attackers]
+        return pairs.lookalike(np.mean([_standardised(x) for x in sims], axis=0), n_pairs)
+    return pairs.random_pairs(len(refs), n_pairs, np.random.default_rng(seed))
 
 
 def _guard(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> Guard | None:
@@ -412,15 +418,14 @@ def _guard(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) 
         raise TooFewIdentities(f"defence {tm.defence.name} is fitted on people apart from the run's: {exc}; lower "
                                "its identities") from exc
     judge = calibrated_judge(plan.model, train, [], ctx.progress)
+    attackers = [judge if a.model is plan.model else calibrated_judge(a.model, train, [], ctx.progress)
+                 for a in plan.attackers]  # the run's attackers, seeing these people
     members = [np.flatnonzero(train.identity == i) for i in range(len(train.names))]
-    half = len(members) // 2
-    if p.pairing == "lookalike":
-        t = _templates(plan.model, judge.emb, [m[:1] for m in members[:half]])
-        pair_list = pairs.lookalike(plan.model.similarity_matrix(t, t).cpu().numpy(), half)
-    else:
-        pair_list = pairs.random_pairs(half, half, np.random.default_rng(detector.seed))
-    own = dataclasses.replace(plan, pop=train, target=judge, judges=[judge], attackers=[judge],
-                              refs=[m[:1] for m in members], probes=[m[1:] for m in members], pair_list=pair_list,
+    held = max(1, min(p.references, detector.images_per_identity - 1))  # the attacker's photos, one left to probe
+    refs, half = [m[:held] for m in members], len(members) // 2
+    pair_list = _pairing(attackers, refs[:half], half, p.pairing, detector.seed)
+    own = dataclasses.replace(plan, pop=train, target=judge, judges=[judge], attackers=attackers, refs=refs,
+                              probes=[m[held:] for m in members], pair_list=pair_list,
                               first=np.array([m[0] for m in members]))
     embs, kept = [], []
     for _, morphs in _morphs(own, tm, p, ctx).variants():  # the run's own kinds: optimised and their starts
