@@ -70,7 +70,8 @@ class MorphDetection(Strict):
     """A morphing-attack detector fitted on the run's own kind of morphs of people apart from the attacked ones
     (S-MAD: the enrolment image alone; D-MAD: beside the live capture)."""
 
-    c: Number = Field(1.0, gt=0, le=1e6, description="inverse regularisation strength of the logistic regression")
+    c: Number | None = Field(None, gt=0, le=1e6, description="inverse regularisation strength of the logistic "
+                             "regression (null: chosen by cross-validation, each training person in one fold)")
     bpcer: Number = Field(0.10, gt=0, lt=1, description="the share of bona fide presentations flagged at the "
                           "deployed threshold (set on people apart from those the detector is fitted on)")
     identities: Whole = Field(60, ge=8, le=100_000, description="people its training morphs and bona fide photos "

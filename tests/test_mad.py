@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from facesec.defences.base import build
-from facesec.defences.mad import Differential, SingleImage, equal_error_rate
+from facesec.defences.mad import C_GRID, Differential, SingleImage, equal_error_rate
 
 
 def test_the_equal_error_rate_is_where_apcer_meets_bpcer() -> None:
@@ -33,7 +33,8 @@ def test_a_fitted_detector_separates_shifted_features_and_has_a_gradient() -> No
 
     detector = build("s-mad", {"bpcer": 0.1}, 0)
     assert isinstance(detector, SingleImage)
-    detector.fit(sample(200, 0), sample(200, 3))
+    detector.fit(sample(200, 0), sample(200, 3), np.r_[np.arange(200) // 4, np.arange(200) // 4])
+    assert detector.c in C_GRID  # chosen by cross-validation over people
     detector.set_threshold(detector.score(sample(400, 0)).detach().numpy())
     bona, attacks = (detector.score(sample(2000, s)).detach().numpy() for s in (0, 3))
     assert 0.06 < (bona > detector.threshold).mean() < 0.14
@@ -49,6 +50,7 @@ def test_a_differential_detector_compares_with_the_live_capture() -> None:
     assert isinstance(detector, Differential)
     a, b = torch.randn(3, 8), torch.randn(3, 8)
     assert torch.allclose(detector.features(a, a), torch.zeros(3, 8))
+    assert torch.allclose(detector.features(a, b), detector.features(b, a))  # how far they differ, not which way
     assert detector.features(a, b).shape == (3, 8)
     with pytest.raises(ValueError, match="live capture"):
         detector.features(a)

@@ -111,7 +111,7 @@ class Step(nn.Module):
 
 def label(name: str, params: dict[str, Any]) -> str:
     """How runs and thresholds name a defence: its registry name and parameters, e.g. jpeg(quality=75)."""
-    inner = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    inner = ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
     return f"{name}({inner})" if inner else name
 
 

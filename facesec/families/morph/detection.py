@@ -60,12 +60,12 @@ def fit(detector: MorphDetector, emb: torch.Tensor, members: list[np.ndarray], m
     half = len(members) // 2
     shown = presentations(detector, emb, members, list(range(half)), morph_emb, pairs)
     with torch.no_grad():
-        detector.fit(shown.bona_fide, shown.attacks)
+        detector.fit(shown.bona_fide, shown.attacks, np.r_[shown.bona_fide_people, shown.attack_pairs[:, 0]])
         apart = presentations(detector, emb, members, list(range(half, len(members))), morph_emb[:0], [])
         threshold = detector.set_threshold(detector.score(apart.bona_fide).cpu().numpy())
     return {"fit_people": half, "threshold_people": len(members) - half, "fit_bona_fide": len(shown.bona_fide),
             "fit_attacks": len(shown.attacks), "threshold_bona_fide": len(apart.bona_fide), "threshold": threshold,
-            "bpcer_target": detector.bpcer}
+            "bpcer_target": detector.bpcer, "c": detector.c}
 
 
 def judged(detector: MorphDetector, shown: Presentations) -> dict[str, Any]:
