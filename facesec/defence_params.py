@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -55,6 +55,9 @@ class AdversarialTraining(Strict):
     """PGD adversarial fine-tuning of the recognizer (Madry et al. 2018) on people drawn apart from the run's,
     with the metric loss it was trained with."""
 
+    label_fields: ClassVar[tuple[str, ...]] = ("eps", "steps", "epochs", "layers")
+    """What names it in reports (the rest is in the run's record)."""
+
     eps: Budget = Field(8 / 255, gt=0, le=0.5, description="L-inf budget of the training attack (8/255 allowed)")
     steps: Whole = Field(3, ge=1, le=50, description="PGD steps per training batch")
     epochs: Whole = Field(5, ge=1, le=200, description="fine-tuning epochs")
@@ -69,6 +72,9 @@ class AdversarialTraining(Strict):
 class MorphDetection(Strict):
     """A morphing-attack detector fitted on the run's own kind of morphs of people apart from the attacked ones
     (S-MAD: the enrolment image alone; D-MAD: beside the live capture)."""
+
+    label_fields: ClassVar[tuple[str, ...]] = ("bpcer",)
+    """What names it in reports (the rest is in the run's record)."""
 
     c: Number | None = Field(None, gt=0, le=1e6, description="inverse regularisation strength of the logistic "
                              "regression (null: chosen by cross-validation, each training person in one fold)")

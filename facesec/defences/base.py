@@ -110,8 +110,11 @@ class Step(nn.Module):
 
 
 def label(name: str, params: dict[str, Any]) -> str:
-    """How runs and thresholds name a defence: its registry name and parameters, e.g. jpeg(quality=75)."""
-    inner = ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
+    """How reports and thresholds name a defence: its registry name and the parameters that say what it is (its
+    parameter model's `label_fields`, else all), e.g. jpeg(quality=75)."""
+    shown = getattr(DEFENCES.meta(name).get("params"), "label_fields", None) or tuple(params)
+    inner = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in sorted(params.items()) if k in shown and v is not None)
     return f"{name}({inner})" if inner else name
 
 
