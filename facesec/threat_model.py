@@ -146,8 +146,9 @@ class Defence(Strict):
     """What stands between the attacker and the recognizer: `none`, or a registered defence with its parameters,
     written flat (`{name: jpeg, quality: 75}`) or as a name alone (its defaults)."""
 
-    name: str = Field("none", min_length=1, max_length=100, description="none, jpeg, bit-depth, median, "
-                      "resize-pad, gaussian-noise, or an installed one (`facesec list`)")
+    name: str = Field("none", min_length=1, max_length=100, description="none, an input defence (jpeg, "
+                      "bit-depth, median, resize-pad, gaussian-noise), adversarial-training, a morph detector (s-mad, "
+                      "d-mad), a backdoor defence, or an installed one (`facesec list` shows each one's families)")
     params: dict[str, int | float | bool | str] = Field({}, description="the defence's own parameters")
     eot_samples: Whole = Field(8, ge=1, le=1000, description=(
         "draws of a randomised defence the adaptive attack averages over per step (EOT)"))

@@ -93,7 +93,7 @@ def test_eot_follows_the_expected_margin() -> None:
 
 
 @pytest.mark.parametrize("bad, says", [
-    ("defence=nope", "field 'defence': no defence 'nope'; available: none, bit-depth"),
+    ("defence=nope", "field 'defence': no defence 'nope'; available: none, activation-clustering, adversarial-"),
     ("defence={name: median, size: 4}", "field 'defence.size': the window needs a centre pixel"),
     ("defence={name: jpeg, qualty: 50}", "field 'defence.qualty'"),
     ("defence={name: none, quality: 50}", "field 'defence': none takes no parameters: remove quality"),
