@@ -77,6 +77,10 @@ class Recipe:
     adversary: Adversary | None = None
     """Train on each batch's PGD perturbation instead of the batch (adversarial training)."""
 
+    def settings(self) -> dict[str, object]:
+        """The recipe as recorded and keyed: every setting, an adversary only when there is one."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
 
 @dataclass
 class Finetuned:
@@ -172,8 +176,7 @@ def _key(model: Recognizer, faces: torch.Tensor, labels: np.ndarray, recipe: Rec
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     h.update(faces.detach().cpu().contiguous().numpy().tobytes())
     h.update(np.ascontiguousarray(labels).tobytes())
-    settings = {k: v for k, v in asdict(recipe).items() if v is not None}  # no adversary: keys as before it existed
-    h.update(json.dumps({**settings, "tail": TAIL_BLOCKS, "share": LAST_SHARE, "margin": MARGIN,
+    h.update(json.dumps({**recipe.settings(), "tail": TAIL_BLOCKS, "share": LAST_SHARE, "margin": MARGIN,
                          "format": CHECKPOINT_FORMAT}, sort_keys=True).encode())
     return h.hexdigest()
 

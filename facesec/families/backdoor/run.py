@@ -248,7 +248,7 @@ def _training_metrics(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, tra
         "n_training_images": len(who.trained_on.identity), "n_training_identities": p.training_identities,
         "stealth": stealth(poisoned.clean, poisoned.faces[torch.from_numpy(poisoned.poisoned)]),
         "training": {"losses": tuned.losses, "seconds": tuned.seconds, "resumed_from_epoch": tuned.resumed_from,
-                     "trainable_parameters": tuned.trainable_parameters, "recipe": trained.recipe.__dict__},
+                     "trainable_parameters": tuned.trainable_parameters, "recipe": trained.recipe.settings()},
         "threshold_before": before.threshold, "threshold_after": after.threshold,
         "n_impostor_scores": after.n_impostor, "fmr_supported": supported_fmr(after.n_impostor, fmr),
         "n_impostor_identity_pairs": identity_pairs(after.n_identities),
@@ -323,7 +323,7 @@ def _output(tm: ThreatModel, p: BackdoorPerturbation, who: _Faces, trained: _Tra
             **({} if tm.defence.name == "none" else {"defence": tm.defence.name})),
         eps=None, metrics=metrics, validity=Validity(n_flags=len(flags), flags=flags),
         skipped_images=[SkippedImage(path=str(q), reason=r) for q, r in _skipped(who).items()],
-        provenance={**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.__dict__},
+        provenance={**measured_on(who.clean_model, pop.manifest_sha256), "training": trained.recipe.settings()},
         samples={"index": np.arange(len(ids)), "identity": [pop.names[i] for i in ids],
                  "photo": [str(q) for q in pop.paths], **_sample_columns(asr, counted, tm.goal, after)},
         operating_points=points)
