@@ -139,3 +139,14 @@ def test_the_backdoor_defences_are_values_of_the_defence_dimension(tmp_path: Pat
     assert "is in perturbation.defences already" in capsys.readouterr().err
     assert main(["validate", str(small / "pixel.yaml"), "--set", "defence=fine-pruning"]) == 2
     assert "cannot evaluate a defence of stage poisoning" in capsys.readouterr().err
+
+
+def test_a_hostile_detector_record_reads_as_missing() -> None:
+    """A results file from someone else: a boolean threshold is no detector, values of the wrong type read as
+    dashes, and the method names only what the family makes."""
+    from facesec.families.morph.report import _detector
+
+    assert _detector({"mad_threshold": True}, {}, None) is None
+    shown = _detector({"mad_threshold": 1.0, "mad_apcer": "x", "mad_apcer_ci95_cluster": ["a", None],
+                       "mad_deer": [1]}, {"fit_people": "3", "morphs": "<script>"}, ["<b>"])
+    assert shown == {"rows": [("the run's morphs", "—", "—", "—")], "bpcer": "—", "fitted": ""}

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from facesec.families.base import SuiteFigure
 from facesec.record import RunRecord
 from facesec.report import figures
-from facesec.report.fields import as_dict, as_list, interval, rate_text
+from facesec.report.fields import as_dict, as_list, interval, number, rate_text
 
 COLUMNS = (("mmpmr", "MMPMR"), ("mmpmr_first_probe", "MMPMR, first probe"), ("fmmpmr", "FMMPMR"), ("rmmr", "RMMR"),
            ("rmmr_best_of_n", "RMMR, best of N genuine"), ("no_morph_mmpmr", "no-morph MMPMR"),
@@ -54,10 +54,11 @@ DETECTED = (("", "{method} morphs"), ("_non_adaptive", "optimised without the de
 def _detector(metrics: dict[str, Any], training: dict[str, Any], method: Any) -> dict[str, Any] | None:
     """The detector in the loop: per kind of morph, APCER, D-EER and MMPMR past it; BPCER and where its threshold
     came from. None for a run without one."""
-    if not isinstance(metrics.get("mad_threshold"), int | float):
+    if number(metrics.get("mad_threshold")) is None:
         return None
     aware = "mad_apcer_non_adaptive" in metrics
-    made = "optimised, detection-aware" if aware else str(method or "the run's")
+    made = "optimised, detection-aware" if aware else method if method in ("landmark", "optimised", "gan") \
+        else "the run's"
 
     def shown(key: str) -> str:
         return rate_text({"rate": metrics.get(key), "ci95_cluster": interval(metrics, key)})
