@@ -33,19 +33,20 @@ def code_sha256() -> str:
 
 
 def dataset_fingerprint(name: str) -> str:
-    """The dataset's files as listed (path, size, modification time): a changed or added image changes it."""
+    """The dataset's files as listed, by content (path, identity, SHA-256 of the bytes): a changed or added image
+    changes it, a copy of the same files elsewhere or with new times (restored, synced, unpacked) does not."""
     ds = load_dataset(name)
     h = hashlib.sha256()
     for path, identity in ds.items:
-        info = path.stat()
-        h.update(f"{path.relative_to(ds.root).as_posix()}\0{identity}\0{info.st_size}\0{info.st_mtime_ns}\n"
-                 .encode("utf-8", "surrogateescape"))
+        with path.open("rb") as f:
+            content = hashlib.file_digest(f, "sha256").hexdigest()
+        h.update(f"{path.relative_to(ds.root).as_posix()}\0{identity}\0{content}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
 def resume_key(tm: ThreatModel, fingerprint: str) -> str:
     """The key a finished run is recorded under (results.json `resume_key`); `fingerprint` is its dataset's
-    `dataset_fingerprint` (taken once per dataset by the caller: listing a dataset costs a stat per file)."""
+    `dataset_fingerprint` (taken once per dataset by the caller: it reads every file)."""
     spec = json.dumps(tm.model_dump(mode="json"), sort_keys=True)
     parts = [spec, facesec.__version__, code_sha256(), fingerprint]
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()

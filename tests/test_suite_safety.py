@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from facesec import resume
 from facesec.api import run
 from facesec.cli import main
 from facesec.errors import ConfigError, DataError
@@ -83,6 +84,27 @@ def test_resume_keeps_matching_runs_and_reruns_changed_ones(tmp_path: Path, cele
     fresh = fresh.to_json()
     assert fresh["runs"][0]["provenance"]["started"] >= first["runs"][0]["provenance"]["started"]
     assert len(fresh["runs"]) == 1 and json.loads((folder / "results.json").read_text())["runs"][0]["name"] == "one"
+
+
+def test_a_resumed_dataset_is_known_by_its_content_not_its_file_times(tmp_path: Path) -> None:
+    """A dataset copied, restored or synced again (same files, new times) keeps its finished runs resumable; one
+    changed photo of the same size makes every run over it run again."""
+    first = tmp_path / "first"
+    for person in ("a", "b"):
+        (first / person).mkdir(parents=True)
+        for k in range(2):
+            Image.effect_noise((32, 32), 10 + k).convert("RGB").save(first / person / f"{k}.png")
+    second = tmp_path / "second"
+    shutil.copytree(first, second)  # new modification times
+    os.utime(second / "a" / "0.png", ns=(1, 1))
+    assert resume.dataset_fingerprint(str(second)) == resume.dataset_fingerprint(str(first))
+    photo = second / "b" / "1.png"
+    data = bytearray(photo.read_bytes())
+    data[-20] ^= 1
+    times = photo.stat()
+    photo.write_bytes(bytes(data))
+    os.utime(photo, ns=(times.st_atime_ns, times.st_mtime_ns))  # same size, same time, other bytes
+    assert resume.dataset_fingerprint(str(second)) != resume.dataset_fingerprint(str(first))
 
 
 def test_a_link_in_the_output_folder_is_refused(tmp_path: Path) -> None:
