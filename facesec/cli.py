@@ -162,8 +162,9 @@ def _model_commands(sub: Any) -> None:
 
 
 def _data_commands(sub: Any) -> None:
-    """data list, info, import and fetch."""
-    da = sub.add_parser("data", help="datasets: list them, describe one, import your own photos, fetch LFW")
+    """data list, info, import, fetch and build."""
+    da = sub.add_parser("data", help="datasets: list them, describe one, import your own photos, fetch LFW, "
+                                          "build celeba-mini")
     da_sub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     da_sub.add_parser("list", help="the datasets in the data folders ($FACESEC_DATA's, then the per-user one)")
     inf = da_sub.add_parser("info", help="identities, images, skipped files with reasons, and the smallest FMR "
@@ -182,6 +183,17 @@ def _data_commands(sub: Any) -> None:
                     help="also take photos reached through links out of SOURCE, or listed by the CSV outside its "
                          "folder (absolute or ../ paths); without it they are skipped with the reason")
     im.add_argument("--to", type=Path, metavar="DIR", help="the data folder to write it into (default: the "
+                                                          "per-user one, even when $FACESEC_DATA is set)")
+    bu = da_sub.add_parser("build", help="cut a set again from its original photos (each checked against its "
+                                         "listed SHA-256 first; all or nothing)")
+    bu.add_argument("name", choices=["celeba-mini"], help="celeba-mini: the development set, from CelebA's "
+                                                          "in-the-wild photos (img_celeba)")
+    bu.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR",
+                    help="the folder holding CelebA's img_celeba files (or that folder's parent)")
+    bu.add_argument("--sources", type=Path, metavar="FILE", help="another list of source files (columns "
+                                                                "source_file, identity, sha256, bytes; default: "
+                                                                "the one facesec ships, the set's SOURCES.csv)")
+    bu.add_argument("--to", type=Path, metavar="DIR", help="the data folder to write it into (default: the "
                                                           "per-user one, even when $FACESEC_DATA is set)")
     fe_d = da_sub.add_parser("fetch", help="download a public dataset's archive (resumable), check its published "
                                            "checksum and unpack it into the data folder")
@@ -385,29 +397,47 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_info(args: argparse.Namespace) -> int:
+    from facesec.data.catalog import describe
+
+    print("\n".join(describe(args.name, args.check, progress=True).lines()))
+    return 0
+
+
+def _data_fetch(args: argparse.Namespace) -> int:
+    from facesec.data.fetch import ARCHIVES, fetch
+
+    folder = fetch(args.name, args.source, args.url, progress=True, to=args.to)
+    print(f"{args.name}: {ARCHIVES[args.name].about}\n  in {folder}; use it as `data: {{dataset: {args.name}}}`")
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from facesec.data.importer import import_dataset
+
+    done = import_dataset(args.source, args.name, detect=not args.no_detect, progress=True,
+                          follow_links=args.follow_links, to=args.to)
+    print(f"{done.name}: {done.images:,} photos of {done.identities:,} identities in {done.root}; "
+          f"{len(done.skipped)} skipped (listed in {done.root / 'skipped.csv'})")
+    for where, reason in done.skipped[:10]:
+        print(f"  skipped {where}: {reason}")
+    print(f"use it as `data: {{dataset: {done.name}}}`; `facesec data info {done.name}` describes it")
+    return 0
+
+
+def _data_build(args: argparse.Namespace) -> int:
+    from facesec.data.build import build
+
+    done = build(args.name, args.source, to=args.to, sources=args.sources, progress=True)
+    print(f"{args.name}: {done.images:,} photos of {done.identities:,} identities in {done.root}; "
+          f"use it as `data: {{dataset: {args.name}}}`")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
-    if args.data_command == "info":
-        from facesec.data.catalog import describe
-
-        print("\n".join(describe(args.name, args.check, progress=True).lines()))
-        return 0
-    if args.data_command == "fetch":
-        from facesec.data.fetch import ARCHIVES, fetch
-
-        folder = fetch(args.name, args.source, args.url, progress=True, to=args.to)
-        print(f"{args.name}: {ARCHIVES[args.name].about}\n  in {folder}; use it as `data: {{dataset: {args.name}}}`")
-        return 0
-    if args.data_command == "import":
-        from facesec.data.importer import import_dataset
-
-        done = import_dataset(args.source, args.name, detect=not args.no_detect, progress=True,
-                              follow_links=args.follow_links, to=args.to)
-        print(f"{done.name}: {done.images:,} photos of {done.identities:,} identities in {done.root}; "
-              f"{len(done.skipped)} skipped (listed in {done.root / 'skipped.csv'})")
-        for where, reason in done.skipped[:10]:
-            print(f"  skipped {where}: {reason}")
-        print(f"use it as `data: {{dataset: {done.name}}}`; `facesec data info {done.name}` describes it")
-        return 0
+    actions = {"info": _data_info, "fetch": _data_fetch, "import": _data_import, "build": _data_build}
+    if args.data_command in actions:
+        return actions[args.data_command](args)
     print(_datasets_text())
     return 0
 
