@@ -184,6 +184,13 @@ def _data_commands(sub: Any) -> None:
                          "folder (absolute or ../ paths); without it they are skipped with the reason")
     im.add_argument("--to", type=Path, metavar="DIR", help="the data folder to write it into (default: the "
                                                           "per-user one, even when $FACESEC_DATA is set)")
+    im.add_argument("--attributes", type=Path, metavar="FILE",
+                    help="your attribute table (CSV: identity, then any columns such as sex or age_band), checked "
+                         "against the photos' identities and kept as the dataset's attributes.csv")
+    an = da_sub.add_parser("annotate", help="predict each identity's perceived sex, age band and skin tone "
+                                            "(hse-faceres's attribute heads, ITA of the cheeks) for slicing runs")
+    an.add_argument("name", help="dataset name in the data folder, or a dataset folder")
+    an.add_argument("--photos", type=int, metavar="N", help="at most N photos per identity (default: all)")
     bu = da_sub.add_parser("build", help="cut a set again from its original photos (each checked against its "
                                          "listed SHA-256 first; all or nothing)")
     bu.add_argument("name", choices=["celeba-mini"], help="celeba-mini: the development set, from CelebA's "
@@ -416,7 +423,7 @@ def _data_import(args: argparse.Namespace) -> int:
     from facesec.data.importer import import_dataset
 
     done = import_dataset(args.source, args.name, detect=not args.no_detect, progress=True,
-                          follow_links=args.follow_links, to=args.to)
+                          follow_links=args.follow_links, to=args.to, attributes=args.attributes)
     print(f"{done.name}: {done.images:,} photos of {done.identities:,} identities in {done.root}; "
           f"{len(done.skipped)} skipped (listed in {done.root / 'skipped.csv'})")
     for where, reason in done.skipped[:10]:
@@ -434,8 +441,25 @@ def _data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_annotate(args: argparse.Namespace) -> int:
+    from facesec.data.dataset import load_dataset
+    from facesec.groups.annotate import annotate
+
+    if args.photos is not None and args.photos < 1:
+        raise ConfigError(f"--photos {args.photos}: give at least 1 (or leave it out for every photo)")
+    table, used = annotate(args.name, args.photos, progress=True)
+    identities = load_dataset(args.name).identities
+    print(f"{args.name}: {len(table.values):,} identities annotated from {used:,} photos -> {table.source}")
+    for attribute in ("sex", "age_band", "skin_tone"):
+        sizes = table.sizes(attribute, identities)
+        print(f"  {attribute}: " + ", ".join(f"{value} {n}" for value, n in sizes.items()))
+    print("perceived and predicted attributes, not self-reported ones; `report: {by: [sex]}` slices a run")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
-    actions = {"info": _data_info, "fetch": _data_fetch, "import": _data_import, "build": _data_build}
+    actions = {"info": _data_info, "fetch": _data_fetch, "import": _data_import, "build": _data_build,
+               "annotate": _data_annotate}
     if args.data_command in actions:
         return actions[args.data_command](args)
     print(_datasets_text())

@@ -7,9 +7,12 @@ import csv
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from facesec.csv_cells import safe_cell
+from facesec.data import attributes
 from facesec.data.dataset import Dataset, load_dataset
 from facesec.data.images import UnusableImage, read_rgb
 from facesec.progress import bar
@@ -34,6 +37,9 @@ class DatasetInfo:
     """(path, reason) of every file that is not a usable image."""
     checked: bool = False
     """Whether every image was decoded (else only the folder structure was read)."""
+    groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Identities per value of each attribute a run can be sliced by (`report.by`); where the table is."""
+    attributes: str = ""
 
     def lines(self) -> list[str]:
         """The summary as a person reads it."""
@@ -53,6 +59,11 @@ class DatasetInfo:
         out += [f"    {path}: {reason}" for path, reason in self.skipped[:20]]
         if len(self.skipped) > 20:
             out.append(f"    ... and {len(self.skipped) - 20} more")
+        out.append(f"  attributes: {self.attributes}" if self.attributes else
+                   "  attributes: none (`facesec data annotate NAME` predicts them; an attributes.csv in the "
+                   "dataset folder gives your own)")
+        for attribute, sizes in self.groups.items():
+            out.append(f"    {attribute}: " + ", ".join(f"{safe_cell(v)} {n}" for v, n in sizes.items()))
         return out
 
 
@@ -80,7 +91,16 @@ def describe(name_or_path: str | Path, check: bool = False, progress: bool = Fal
         images_per_identity={"min": counts[0] if counts else 0, "median": int(np.median(counts)) if counts else 0,
                              "max": counts[-1] if counts else 0},
         genuine_pairs=genuine, impostor_pairs=impostor,
-        smallest_fmr=SUPPORT_COUNT / impostor if impostor >= SUPPORT_COUNT else None, skipped=skipped, checked=check)
+        smallest_fmr=SUPPORT_COUNT / impostor if impostor >= SUPPORT_COUNT else None, skipped=skipped, checked=check,
+        **_groups(name_or_path, list(per)))
+
+
+def _groups(name_or_path: str | Path, identities: list[str]) -> dict[str, Any]:
+    """The group sizes of the dataset's attribute table, and where it is (nothing without one)."""
+    table = attributes.load(str(name_or_path))
+    if table is None:
+        return {}
+    return {"attributes": table.source, "groups": {a: table.sizes(a, identities) for a in table.categorical()}}
 
 
 def _skipped_at_import(root: Path) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facesec.csv_cells import safe_cell
+from facesec.data.attributes import OWN, read_table, write_table
 from facesec.data.dataset import data_roots, default_root
 from facesec.data.faces import FaceAnalyzer, NoFace
 from facesec.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, UnusableImage, read_rgb, regular_file
@@ -90,11 +91,13 @@ def _from_csv(source: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str
 
 
 def import_dataset(source: str | Path, name: str, detect: bool = True, progress: bool = False,
-                   follow_links: bool = False, to: Path | None = None) -> Imported:
+                   follow_links: bool = False, to: Path | None = None, attributes: Path | None = None) -> Imported:
     """Check every photo (readable, within size limits, and with `detect` exactly one face) and copy the good ones
     into `to` (default: the per-user data folder, never a shared $FACESEC_DATA) as `name`, with its manifest.csv
     and a skipped.csv of what was left out. Photos outside SOURCE (through links, or CSV paths outside the CSV's
-    folder) are skipped unless `follow_links`."""
+    folder) are skipped unless `follow_links`. An `attributes` table is checked against the photos' identities
+    before anything is copied, and kept as the dataset's attributes.csv (rows of people left with no photo
+    dropped)."""
     source = Path(source).expanduser()
     if not NAME.fullmatch(name):
         raise DataError(f"--name {name!r}: use letters, digits, '_', '.', '-' (up to 64, not starting with a dot)")
@@ -108,6 +111,7 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
         raise DataError(f"{source}: not a folder of identity folders, nor a .csv of path,identity")
     if not items:
         raise DataError(f"{source}: no photos found (expected <identity>/<photo> folders or a CSV of them)")
+    table = read_table(attributes, {ident for _, ident in items}) if attributes is not None else None
     root = to or default_root()
     final = root / name
     for taken in [final] + [folder / name for folder in data_roots()]:
@@ -154,6 +158,9 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
                         + "; ".join(f"{p}: {r}" for p, r in skipped[:3]))
     _write_csv(partial / "manifest.csv", ("path", "identity"), rows, paths_read_back=True)
     _write_csv(partial / "skipped.csv", ("path", "reason"), skipped, paths_read_back=False)
+    if table is not None:
+        table.values = {i: v for i, v in table.values.items() if i in folders}
+        write_table(partial / OWN, table)
     partial.rename(final)
     return Imported(name, final, len(rows), len(folders), skipped)
 

@@ -1,0 +1,1 @@
+"""Robustness by group of people: attributes predicted for a dataset, and rates sliced by them."""
