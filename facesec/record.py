@@ -162,6 +162,8 @@ class RunRecord(_Open):
     samples_csv: str | None = None
     gallery: list[dict[str, JsonValue]] | None = None
     operating_points: list[OperatingPoint] = []
+    groups: list[Sliced] = []
+    """Its rates by group of people (`report.by`), each with its differential."""
     resume_key: str | None = None
     error: str | None = None
     redacted: bool | None = None
@@ -218,6 +220,50 @@ class Difference(_Closed):
     n: StrictInt
     """Rows both runs decided."""
     people: StrictInt
+
+
+Interval = Annotated[list[Share], Field(min_length=2, max_length=2)]
+MAX_GROUPS = 100
+"""Groups of one attribute a record holds at most (a table's categories; more are refused when sliced)."""
+
+
+class GroupRate(_Closed):
+    """One group's rate of a sliced decision: its people and decisions, the share of True with the interval that
+    resamples its people; `small` when it takes no part in the differential (too few people, or 'unknown')."""
+
+    group: Short
+    identities: StrictInt
+    decisions: StrictInt
+    rate: Share
+    ci95_cluster: Interval
+    small: StrictBool
+
+
+class Differential(_Closed):
+    """The group with the highest rate against the one with the lowest (among those not small): difference and
+    ratio with 95% intervals from resampling people within each (a ratio is None where the lowest rate is 0, an
+    interval's end None where unbounded)."""
+
+    highest: Short
+    lowest: Short
+    difference: Signed
+    difference_ci95: Annotated[list[Signed], Field(min_length=2, max_length=2)]
+    ratio: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None
+    ratio_ci95: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)] | None],
+                          Field(min_length=2, max_length=2)] | None
+
+
+class Sliced(_Closed):
+    """A run's rate by the groups of one attribute (`report.by`)."""
+
+    attribute: Short
+    metric: Short
+    """The rate sliced (a metric of the run) and the samples column of its decisions."""
+    decision: Short
+    minimum: StrictInt
+    """Groups with fewer people are marked small."""
+    groups: Annotated[list[GroupRate], Field(max_length=MAX_GROUPS + 2)]
+    differential: Differential | None
 
 
 MAX_CURVE = 1000

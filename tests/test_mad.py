@@ -150,3 +150,21 @@ def test_a_hostile_detector_record_reads_as_missing() -> None:
     shown = _detector({"mad_threshold": 1.0, "mad_apcer": "x", "mad_apcer_ci95_cluster": ["a", None],
                        "mad_deer": [1]}, {"fit_people": "3", "morphs": "<script>"}, ["<b>"])
     assert shown == {"rows": [("the run's morphs", "—", "—", "—")], "bpcer": "—", "fitted": ""}
+
+
+def test_the_worst_case_counts_a_pair_any_of_whose_morphs_passes_and_flags_a_weaker_aware_attack() -> None:
+    """Each pair's best morph: the OR of the three kinds; a detection-aware optimisation that passes clearly fewer
+    pairs than the unaware one is flagged as not the attacker's best (and nothing is flagged when it is not)."""
+    from facesec.families.morph.detection import worst_case
+
+    pairs = [(2 * i, 2 * i + 1) for i in range(40)]
+    aware = np.array([i < 16 for i in range(40)])
+    plain = np.array([i >= 8 for i in range(40)])
+    landmark = np.zeros(40, dtype=bool)
+    metrics, flags = worst_case({"": aware, "_non_adaptive": plain, "_landmark": landmark}, pairs)
+    assert metrics["mmpmr_past_detector_worst_case"] == 1.0
+    assert len(flags) == 1 and "not the attacker's best" in flags[0] and "0.40 against 0.80" in flags[0]
+    lo, hi = metrics["mmpmr_past_detector_worst_case_ci95_cluster"]
+    assert lo < 1.0 <= hi
+    same, none = worst_case({"": plain, "_non_adaptive": plain, "_landmark": landmark}, pairs)
+    assert same["mmpmr_past_detector_worst_case"] == plain.mean() and none == []

@@ -69,6 +69,10 @@ METRICS: dict[str, MetricInfo] = {
                                   "beside each probe)", "lower"),
     "mmpmr_past_detector_non_adaptive": _label("MMPMR past the detector, morphs optimised without it",
                                                better="lower"),
+    "mmpmr_past_detector_worst_case": _label(
+        "MMPMR past the detector, each pair's best morph", "the share of pairs for which at least one of the "
+        "run's morphs (detection-aware, optimised without the detector, or the landmark morph) accepts both "
+        "contributors and passes the detector: the attacker submits whichever works", "lower"),
     "mad_apcer": _label("detector APCER", "share of morph presentations the detector passes, at its threshold "
                         "set for its BPCER on other people (ISO/IEC 30107-3)", "lower"),
     "mad_apcer_non_adaptive": _label("detector APCER, morphs optimised without it", better="lower"),
@@ -88,6 +92,7 @@ METRICS: dict[str, MetricInfo] = {
        for key, words in (("mmpmr_past_detector", "MMPMR past the detector"),
                           ("mmpmr_past_detector_non_adaptive", "MMPMR past the detector without adapting"),
                           ("mmpmr_past_detector_landmark", "MMPMR past the detector, landmark morphs"),
+                          ("mmpmr_past_detector_worst_case", "MMPMR past the detector, each pair's best morph"),
                           ("mad_apcer", "APCER"), ("mad_apcer_non_adaptive", "APCER without adapting"),
                           ("mad_apcer_landmark", "APCER, landmark morphs"),
                           ("mad_bpcer", "BPCER"))},
@@ -155,7 +160,7 @@ class Morph(Family):
                              "enrolled); remove it")
         for i, gate in enumerate(tm.gates):
             if p.method != "optimised" and (gate.metric.startswith("landmark_")
-                                            or gate.metric.endswith(("_non_adaptive", "_landmark"))):
+                                            or gate.metric.endswith(("_non_adaptive", "_landmark", "_worst_case"))):
                 raise ValueError(f"gates.{i}.metric: {gate.metric} is recorded by optimised morphs only")
             if tm.defence.name == "none" and gate.metric.startswith(("mad_", "mmpmr_past_detector")):
                 raise ValueError(f"gates.{i}.metric: {gate.metric} is recorded by runs with a detector (defence: "

@@ -47,7 +47,8 @@ def view(run: RunRecord, results_dir: Path, out_dir: Path, redact: bool) -> dict
 
 
 DETECTED = (("", "{method} morphs"), ("_non_adaptive", "optimised without the detector"),
-            ("_landmark", "landmark morphs the optimisation started from"))
+            ("_landmark", "landmark morphs the optimisation started from"),
+            ("_worst_case", "each pair's best of the three (the attacker's choice)"))
 """The kinds of morph a run shows the detector, by the suffix of their metrics."""
 
 
@@ -64,7 +65,8 @@ def _detector(metrics: dict[str, Any], training: dict[str, Any], method: Any) ->
         return rate_text({"rate": metrics.get(key), "ci95_cluster": interval(metrics, key)})
 
     rows = [(words.format(method=made), shown(f"mad_apcer{s}"), _fmt(metrics.get(f"mad_deer{s}")),
-             shown(f"mmpmr_past_detector{s}")) for s, words in DETECTED if f"mad_apcer{s}" in metrics]
+             shown(f"mmpmr_past_detector{s}")) for s, words in DETECTED
+            if f"mad_apcer{s}" in metrics or f"mmpmr_past_detector{s}" in metrics]
     people = training.get("fit_people"), training.get("threshold_people")
     fitted = (f"fitted on {people[0]} people's bona fide photos and {training.get('morphs', '?')} morphs among them; "
               f"threshold set on {people[1]} other people to flag {_fmt(training.get('bpcer_target'))} of their "

@@ -331,7 +331,9 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     verdicts = _verdicts(plan, morphs, enrolled, tm.data.images_per_identity - p.references)
     metrics, flags = _metrics(plan, verdicts, made.landmark_scores, enrolled, tm, p, setting)
     if guard is not None:
-        metrics.update(_detected(plan, guard, made, tm, setting))
+        detected, more = _detected(plan, guard, made, tm, setting)
+        metrics.update(detected)
+        flags += more
         plan.guard = guard
     metrics["attack_time_s"] = attack_time
     metrics["wall_time_s"] = time.perf_counter() - t_start
@@ -438,11 +440,13 @@ def _guard(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) 
     return Guard(label(tm.defence.name, tm.defence.params), detector, plan.model, record)
 
 
-def _detected(plan: _Plan, guard: Guard, morphs: _Made, tm: ThreatModel, setting: OpenSet) -> dict[str, Any]:
+def _detected(plan: _Plan, guard: Guard, morphs: _Made, tm: ThreatModel, setting: OpenSet
+              ) -> tuple[dict[str, Any], list[str]]:
     """The detector on the attacked people: APCER, BPCER and D-EER; the MMPMR of morphs that both contributors'
     probes match and the detector lets through; for optimised morphs the same beside for those made without it
-    and for the landmark morphs they started from."""
+    and for the landmark morphs they started from, and each pair's worst case over them (with its flags)."""
     out: dict[str, Any] = {}
+    passed: dict[str, np.ndarray] = {}
     for suffix, made in morphs.variants():
         sa, sb, emb = _verify(plan.target, made, plan.side(0, plan.probes), plan.side(1, plan.probes),
                               plan.analyzer)
@@ -463,7 +467,11 @@ def _detected(plan: _Plan, guard: Guard, morphs: _Made, tm: ThreatModel, setting
         judged["mmpmr_past_detector_ci95_cluster"] = list(multiway_interval(past, ways)) if len(past) else [0.0, 1.0]
         out.update({_suffixed(k, suffix): v for k, v in judged.items()
                     if not suffix or k.startswith(("mad_apcer", "mad_deer", "mmpmr_past"))})
-    return out
+        passed[suffix] = past
+    if len(passed) < 2:
+        return out, []
+    worst, flags = detection.worst_case(passed, plan.pair_list)
+    return out | worst, flags
 
 
 def _suffixed(key: str, suffix: str) -> str:

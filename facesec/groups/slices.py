@@ -1,0 +1,83 @@
+"""A rate sliced by group of people: per group, the share of True among its decisions with the 95% interval that
+resamples its people (as every rate of the suite is), and the differential between the groups with the highest
+and the lowest rate (their difference and ratio, with intervals from resampling people within each of the two).
+Groups smaller than the minimum, and the people without the attribute ('unknown'), are shown but take no part in
+the differential: a group of three people says little, and 'unknown' is no group."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from facesec.data.attributes import UNKNOWN
+from facesec.measures.rates import BOOTSTRAP_DRAWS, cluster_interval
+from facesec.record import Differential, GroupRate
+
+MIXED = "mixed"
+"""A decision about several people (a morph's two contributors) in different groups."""
+
+
+def row_groups(people: Sequence[Sequence[str]], group_of: dict[str, str]) -> np.ndarray:
+    """Each decision's group: that of the people it is about when they share one, else 'mixed' ('unknown' when
+    one of them has none)."""
+    out = []
+    for who in people:
+        values = {group_of.get(p, UNKNOWN) for p in who}
+        out.append(UNKNOWN if UNKNOWN in values else values.pop() if len(values) == 1 else MIXED)
+    return np.array(out, dtype=object)
+
+
+def sliced(outcomes: np.ndarray, people: np.ndarray, groups: np.ndarray,
+           minimum: int) -> tuple[list[GroupRate], Differential | None]:
+    """Per group, its rate of `outcomes` (True/False per decision; `people` labels whose decision it is, for the
+    intervals) and size; then the differential between the extreme groups of at least `minimum` people."""
+    outcomes = np.asarray(outcomes, dtype=bool)
+    rates = []
+    for group in sorted(set(groups.tolist())):
+        chosen = groups == group
+        n_people = len(set(people[chosen].tolist()))
+        lo, hi = cluster_interval(outcomes[chosen], people[chosen])
+        rates.append(GroupRate(group=str(group), identities=n_people, decisions=int(chosen.sum()),
+                               rate=float(outcomes[chosen].mean()), ci95_cluster=[lo, hi],
+                               small=n_people < minimum or group in (UNKNOWN, MIXED)))
+    return rates, differential(outcomes, people, groups, rates)
+
+
+def differential(outcomes: np.ndarray, people: np.ndarray, groups: np.ndarray, rates: list[GroupRate],
+                 draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> Differential | None:
+    """The highest minus the lowest group rate, and their ratio, among groups that are not `small`, with 95%
+    intervals from resampling people within each of the two groups (None with fewer than two such groups)."""
+    eligible = sorted((r for r in rates if not r.small), key=lambda r: r.rate)
+    if len(eligible) < 2:
+        return None
+    low, high = eligible[0], eligible[-1]
+    rng = np.random.default_rng(seed)
+    boot = {}
+    for r in (low, high):
+        chosen = groups == r.group
+        boot[r.group] = _resampled(outcomes[chosen], people[chosen], draws, rng)
+    gaps = boot[high.group] - boot[low.group]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = boot[high.group] / boot[low.group]
+    ratio = high.rate / low.rate if low.rate > 0 else None
+    ratio_ci = [float(np.quantile(ratios, 0.025)), _finite(np.quantile(ratios, 0.975))] if ratio is not None else None
+    return Differential(highest=high.group, lowest=low.group, difference=high.rate - low.rate,
+                        difference_ci95=[float(np.quantile(gaps, 0.025)), float(np.quantile(gaps, 0.975))],
+                        ratio=ratio, ratio_ci95=ratio_ci)
+
+
+def _resampled(outcomes: np.ndarray, people: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """The group's rate in `draws` resamples of its people (with replacement, each person with all decisions)."""
+    labels, inverse = np.unique(people, return_inverse=True)
+    sums = np.bincount(inverse, weights=outcomes.astype(float), minlength=len(labels))
+    sizes = np.bincount(inverse, minlength=len(labels)).astype(float)
+    picks = rng.multinomial(len(labels), np.full(len(labels), 1 / len(labels)), size=draws)
+    result: np.ndarray = (picks @ sums) / (picks @ sizes)
+    return result
+
+
+def _finite(value: float) -> float | None:
+    """An interval's end, None where it is unbounded (a resample in which the lowest group's rate is 0)."""
+    return float(value) if math.isfinite(value) else None

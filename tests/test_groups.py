@@ -1,0 +1,59 @@
+"""Rates sliced by group of people, on decisions with known groups and planted differences: each group's rate and
+interval resample its people, the differential finds the planted gap (and no gap where none was planted), small
+groups and people without the attribute are shown but kept out of it, a morph's pair belongs to its contributors'
+common group."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facesec.groups.slices import MIXED, row_groups, sliced
+
+
+def _decisions(rates: dict[str, tuple[int, float]], per_person: int = 6, seed: int = 1) -> tuple[np.ndarray, ...]:
+    """`people` people per group, each with `per_person` decisions drawn at the group's planted rate."""
+    rng = np.random.default_rng(seed)
+    outcomes, people, groups = [], [], []
+    for group, (count, rate) in rates.items():
+        for k in range(count):
+            outcomes += list(rng.random(per_person) < rate)
+            people += [f"{group}{k}"] * per_person
+            groups += [group] * per_person
+    return np.array(outcomes), np.array(people), np.array(groups, dtype=object)
+
+
+def test_a_planted_gap_is_found_with_intervals_that_hold_it() -> None:
+    outcomes, people, groups = _decisions({"female": (30, 0.8), "male": (30, 0.2), "tiny": (3, 1.0),
+                                           "unknown": (4, 0.0)})
+    rates, gap = sliced(outcomes, people, groups, minimum=5)
+    by = {r.group: r for r in rates}
+    assert [r.group for r in rates] == ["female", "male", "tiny", "unknown"]
+    assert (by["female"].identities, by["female"].decisions) == (30, 180)
+    assert abs(by["female"].rate - 0.8) < 0.08 and abs(by["male"].rate - 0.2) < 0.08
+    assert by["tiny"].small and by["unknown"].small and not by["male"].small
+    assert by["female"].ci95_cluster[0] < by["female"].rate < by["female"].ci95_cluster[1]
+    assert gap is not None and (gap.highest, gap.lowest) == ("female", "male")  # not the small group at 1.0
+    assert gap.difference_ci95[0] > 0.3 and gap.difference_ci95[0] < 0.6 < gap.difference_ci95[1]
+    assert gap.ratio is not None and gap.ratio_ci95 is not None and gap.ratio_ci95[0] > 2
+    assert abs(gap.difference - (by["female"].rate - by["male"].rate)) < 1e-12
+
+
+def test_no_planted_gap_gives_an_interval_around_nothing() -> None:
+    outcomes, people, groups = _decisions({"a": (25, 0.5), "b": (25, 0.5)}, seed=3)
+    _, gap = sliced(outcomes, people, groups, minimum=5)
+    assert gap is not None and gap.difference_ci95[0] < 0 < gap.difference_ci95[1] + 1e-9
+    assert gap.ratio_ci95 is not None and gap.ratio_ci95[0] < 1
+
+
+def test_a_lowest_rate_of_zero_has_no_ratio_and_one_group_no_differential() -> None:
+    outcomes, people, groups = _decisions({"a": (10, 0.0), "b": (10, 0.5)})
+    _, gap = sliced(outcomes, people, groups, minimum=5)
+    assert gap is not None and gap.ratio is None and gap.ratio_ci95 is None and gap.difference > 0
+    outcomes, people, groups = _decisions({"a": (10, 0.5), "b": (2, 0.5)})
+    assert sliced(outcomes, people, groups, minimum=5)[1] is None
+
+
+def test_a_decision_about_two_people_takes_their_common_group() -> None:
+    group_of = {"x": "female", "y": "female", "z": "male"}
+    assert row_groups([("x", "y"), ("x", "z"), ("z",), ("x", "nobody")], group_of).tolist() == \
+        ["female", MIXED, "male", "unknown"]
