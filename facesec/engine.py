@@ -12,6 +12,7 @@ import torch
 
 from facesec import calibration, distributed, families
 from facesec.families import RunContext, RunOutput
+from facesec.groups import run as by_group
 from facesec.provenance import envelope
 from facesec.recognizers.base import watching_embeddings
 from facesec.record import Headline, OperatingPoint, Provenance, RunRecord, Validity, plain
@@ -56,7 +57,8 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         headline=Headline(metric=family.headline, label=info.label or family.headline, better=info.better),
         provenance=Provenance.model_validate(plain({**envelope(tm, device, started), **m.provenance})),
         skipped_images=m.skipped_images, **{key: plain(value) for key, value in m.sections.items()},
-        **({"operating_points": m.operating_points} if m.operating_points else {}))
+        **({"operating_points": m.operating_points} if m.operating_points else {}),
+        **({"groups": by_group.slice_run(tm, family, m.samples)} if tm.report.by else {}))
     return FinishedRun(record, out)
 
 

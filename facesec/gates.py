@@ -153,9 +153,38 @@ def _on_pair(gate: GateResult, pair: Pairing, versus: str) -> GateResult:
 
 
 def judge(gates: Sequence[Mapping[str, JsonValue]], record: RunRecord) -> list[GateResult]:
-    """The gates judged on a run record's metrics and validity (`validity.<entry>` names a validity entry)."""
+    """The gates judged on a run record's metrics and validity (`validity.<entry>` names a validity entry), and
+    those on a differential between groups (`by`) on its `groups`."""
     validity = record.validity.model_dump(mode="json") if record.validity is not None else {}
-    return evaluate_gates(gates, {**record.metrics, "validity": validity})
+    plain = evaluate_gates([g for g in gates if g.get("by") is None], {**record.metrics, "validity": validity})
+    verdicts = iter(plain)
+    return [_by_group(g, record) if g.get("by") is not None else next(verdicts) for g in gates]
+
+
+def _by_group(gate: Mapping[str, JsonValue], record: RunRecord) -> GateResult:
+    """A gate on the differential of a sliced rate between groups (its ratio or difference, or a bound of its
+    interval); no differential (fewer than two groups large enough), an undefined ratio (the lowest rate 0) or an
+    unbounded end fails it, with the reason."""
+    metric, by, stat, bound = str(gate["metric"]), str(gate["by"]), str(gate.get("stat")), gate.get("bound")
+    value = gate["value"] if isinstance(gate["value"], int | float) and not isinstance(gate["value"], bool) else 0
+    verdict = GateResult(metric=f"{metric} {stat} by {by}", op=str(gate["op"]), value=value, passed=False,
+                         bound="lower" if bound == "lower" else "upper" if bound == "upper" else None)
+    found = next((s for s in record.groups if s.attribute == by and s.metric == metric), None)
+    gap = found.differential if found is not None else None
+    if gap is None:
+        verdict.error = (f"no differential of {metric} by {by}: fewer than two groups of at least "
+                         f"{found.minimum if found else '?'} people (besides unknown and mixed)")
+        return verdict
+    point, ends = (gap.ratio, gap.ratio_ci95) if stat == "ratio" else (gap.difference, gap.difference_ci95)
+    actual = point if bound is None else (ends[0] if bound == "lower" else ends[1]) if ends is not None else None
+    compare = _OPS.get(verdict.op)
+    if actual is None or compare is None:
+        verdict.error = (f"unknown op {verdict.op!r}" if compare is None else
+                         f"the {stat} of {metric} by {by} is unbounded (the lowest group, {gap.lowest}, has a rate "
+                         "of 0 in the run or in resamples of it)")
+        return verdict
+    verdict.actual, verdict.passed = actual, compare(actual, value)
+    return verdict
 
 
 def apply_baseline(results: Results, baseline: Results, max_increase_points: float = 0.0,

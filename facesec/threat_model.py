@@ -218,6 +218,16 @@ Knowledge = Annotated[
 """`white-box`, or a mapping whose `kind` is transfer or query."""
 
 
+class Report(Strict):
+    """How the run's rates are also shown: sliced by groups of people (the dataset's attribute table)."""
+
+    by: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")]] = Field(
+        [], max_length=8, description="attributes of the dataset (its attribute table: `facesec data annotate`, or "
+                                      "an attributes.csv) to slice every rate by, e.g. [sex, age_band, skin_tone]")
+    min_group: Whole = Field(5, ge=1, le=100_000, description=(
+        "groups with fewer identities are shown and marked, and take no part in the differential"))
+
+
 class Gate(Strict):
     """A condition a run must meet, e.g. attack_success_rate <= 0.5 (a metric its family records), or one on the
     paired difference between it and the runs of the suite that differ from it in one setting (`difference`)."""
@@ -233,6 +243,10 @@ class Gate(Strict):
     bound: Literal["lower", "upper"] | None = Field(
         None, description="test this bound of the metric's 95% interval (people resampled where the run records "
                           "it) instead of its value, e.g. upper: the attack succeeds no more often than this, at 95%")
+    by: str | None = Field(None, max_length=40, description=(
+        "an attribute of report.by: test the differential of the metric between its groups (stat) instead"))
+    stat: Literal["ratio", "difference"] | None = Field(None, description=(
+        "with by: the highest group's rate over (ratio) or minus (difference) the lowest's"))
 
 
 def _difference_gate(i: int, gate: Gate, family: Family) -> None:
@@ -251,6 +265,20 @@ def _difference_gate(i: int, gate: Gate, family: Family) -> None:
             or any(setting == s or setting.startswith(s + ".") for s in family.decision_ignores):
         raise ValueError(f"{where}.difference': runs differing in {setting} are never compared (other people, other "
                          "decisions, or none changed); name a setting such as knowledge or perturbation.eps")
+
+
+def _group_gate(i: int, gate: Gate, report: Report, family: Family) -> None:
+    """A gate on a differential between groups names an attribute the run is sliced by, a rate it slices, a stat."""
+    where = f"field 'gates.{i}"
+    if gate.by is None or gate.stat is None:
+        raise ValueError(f"{where}': a gate on groups gives both by (an attribute) and stat (ratio or difference)")
+    if gate.by not in report.by:
+        raise ValueError(f"{where}.by': {gate.by!r} is not in report.by ({', '.join(report.by) or 'empty'}); add it "
+                         "there so the run is sliced by it")
+    rates = family.sliced_rates()
+    if gate.metric not in rates:
+        raise ValueError(f"{where}.metric': perturbation.kind {family.name} slices "
+                         f"{', '.join(rates) or 'no rate'} by group, not {gate.metric!r}")
 
 
 def _defence_fits(defence: Defence, family: Family) -> None:
@@ -302,6 +330,7 @@ class ThreatModel(Strict):
     attack: Attack = Attack()
     photo_round_trip: bool = Field(False, description="also judge each attack pasted into its original photo at 8 "
                                    "bits, with the face detected and aligned again (as a deployed system would)")
+    report: Report = Report()
     gates: list[Gate] = []
 
     @model_validator(mode="after")
@@ -351,6 +380,9 @@ class ThreatModel(Strict):
             if gate.metric not in names:
                 raise ValueError(f"field 'gates.{i}.metric': {gate.metric!r} is not a metric of perturbation.kind "
                                  f"{kind}; gates may test {', '.join(names)}")
+            if gate.by is not None or gate.stat is not None:
+                _group_gate(i, gate, self.report, family)
+                continue
             if gate.bound is not None and not set(interval_keys(gate.metric)) & set(family.metrics):
                 with_interval = [n for n in names if set(interval_keys(n)) & set(family.metrics)]
                 raise ValueError(f"field 'gates.{i}.bound': {gate.metric} has no recorded interval; a bound may be "

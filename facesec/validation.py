@@ -13,6 +13,7 @@ from pathlib import Path
 from facesec import calibration, families
 from facesec.data.dataset import resolve as resolve_dataset
 from facesec.errors import ConfigError, FacesecError, NotFetched
+from facesec.groups import run as by_group
 from facesec.loading import blame, load_threat_models, touched
 from facesec.matrix import MAX_RUNS
 from facesec.recognizers.preflight import check_recognizer
@@ -66,7 +67,8 @@ def _steps(tm: ThreatModel) -> list[tuple[tuple[str, ...], Callable[[], object]]
         ((field,), functools.partial(check_recognizer, f"field '{field}'", spec)) for field, spec in specs]
     return steps + [(("data.dataset",), functools.partial(resolve_dataset, tm.data.dataset)),
                     (("perturbation", "target", "knowledge", "attack"), functools.partial(preflight, tm)),
-                    (("data", "setting", "perturbation"), functools.partial(_calibration, tm))]
+                    (("data", "setting", "perturbation"), functools.partial(_calibration, tm)),
+                    (("report",), functools.partial(by_group.check, tm, families.get(tm.perturbation.kind)))]
 
 
 def _calibration(tm: ThreatModel) -> None:

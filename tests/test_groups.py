@@ -5,7 +5,10 @@ common group."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from facesec.groups.slices import MIXED, row_groups, sliced
 
@@ -25,7 +28,7 @@ def _decisions(rates: dict[str, tuple[int, float]], per_person: int = 6, seed: i
 def test_a_planted_gap_is_found_with_intervals_that_hold_it() -> None:
     outcomes, people, groups = _decisions({"female": (30, 0.8), "male": (30, 0.2), "tiny": (3, 1.0),
                                            "unknown": (4, 0.0)})
-    rates, gap = sliced(outcomes, people, groups, minimum=5)
+    rates, gap = sliced(outcomes, [people], groups, minimum=5)
     by = {r.group: r for r in rates}
     assert [r.group for r in rates] == ["female", "male", "tiny", "unknown"]
     assert (by["female"].identities, by["female"].decisions) == (30, 180)
@@ -34,26 +37,71 @@ def test_a_planted_gap_is_found_with_intervals_that_hold_it() -> None:
     assert by["female"].ci95_cluster[0] < by["female"].rate < by["female"].ci95_cluster[1]
     assert gap is not None and (gap.highest, gap.lowest) == ("female", "male")  # not the small group at 1.0
     assert gap.difference_ci95[0] > 0.3 and gap.difference_ci95[0] < 0.6 < gap.difference_ci95[1]
-    assert gap.ratio is not None and gap.ratio_ci95 is not None and gap.ratio_ci95[0] > 2
+    assert gap.ratio is not None and gap.ratio_ci95 is not None and (gap.ratio_ci95[0] or 0) > 2
     assert abs(gap.difference - (by["female"].rate - by["male"].rate)) < 1e-12
 
 
 def test_no_planted_gap_gives_an_interval_around_nothing() -> None:
     outcomes, people, groups = _decisions({"a": (25, 0.5), "b": (25, 0.5)}, seed=3)
-    _, gap = sliced(outcomes, people, groups, minimum=5)
+    _, gap = sliced(outcomes, [people], groups, minimum=5)
     assert gap is not None and gap.difference_ci95[0] < 0 < gap.difference_ci95[1] + 1e-9
-    assert gap.ratio_ci95 is not None and gap.ratio_ci95[0] < 1
+    assert gap.ratio_ci95 is not None and (gap.ratio_ci95[0] or 0) < 1
 
 
 def test_a_lowest_rate_of_zero_has_no_ratio_and_one_group_no_differential() -> None:
     outcomes, people, groups = _decisions({"a": (10, 0.0), "b": (10, 0.5)})
-    _, gap = sliced(outcomes, people, groups, minimum=5)
+    _, gap = sliced(outcomes, [people], groups, minimum=5)
     assert gap is not None and gap.ratio is None and gap.ratio_ci95 is None and gap.difference > 0
     outcomes, people, groups = _decisions({"a": (10, 0.5), "b": (2, 0.5)})
-    assert sliced(outcomes, people, groups, minimum=5)[1] is None
+    assert sliced(outcomes, [people], groups, minimum=5)[1] is None
 
 
 def test_a_decision_about_two_people_takes_their_common_group() -> None:
     group_of = {"x": "female", "y": "female", "z": "male"}
     assert row_groups([("x", "y"), ("x", "z"), ("z",), ("x", "nobody")], group_of).tolist() == \
         ["female", MIXED, "male", "unknown"]
+
+
+def _planted_table(names: list[str]) -> None:
+    """A predicted-attribute table for celeba-mini in the per-user folder: the first half of `names` 'a', the
+    rest 'b' (their last one left without a value), and a numeric column."""
+    from facesec.data.attributes import Table, predicted_path, write_table
+
+    half = len(names) // 2
+    values = {n: {"kind": "a" if i < half else "b", "score": str(i)} for i, n in enumerate(names)}
+    values[names[-1]] = {"score": "0"}
+    write_table(predicted_path("celeba-mini"), Table(values, ["kind", "score"], "planted", ["planted by a test"]))
+
+
+def test_a_run_is_sliced_by_group_and_gated_on_its_differential(tmp_path: Path, celeba: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The small pixel run sliced by a planted attribute: the groups' decisions add up to the run's attempts and
+    their rates to its success rate, the person without a value is 'unknown', a gate on the difference is
+    judged from the differential; report.by on a number, an absent attribute or a dataset without a table is
+    one line at validate."""
+    from facesec.api import run
+    from facesec.cli import main
+    from facesec.data.dataset import load_dataset
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    small = Path(__file__).parent / "fixtures" / "small" / "pixel.yaml"
+    assert main(["validate", str(small), "--set", "report.by=[kind]"]) == 2
+    assert "dataset 'celeba-mini' has no attribute table; run `facesec data annotate celeba-mini`" in \
+        capsys.readouterr().err
+    _planted_table(load_dataset("celeba-mini").identities)
+    for by, says in (("score", "(a number: slice by a band of it"), ("sex", "'sex' is not a category")):
+        assert main(["validate", str(small), "--set", f"report.by=[{by}]"]) == 2
+        assert says in capsys.readouterr().err
+    gate = "gates=[{metric: attack_success_rate, by: kind, stat: difference, op: '<=', value: 1.0}]"
+    results, _ = run([small], ["report.by=[kind]", "report.min_group=1", gate], out_root=tmp_path, progress=False)
+    record = results.runs[0]
+    assert {s.metric for s in record.groups} == {"attack_success_rate", "clean_success_rate"}
+    asr = next(s for s in record.groups if s.metric == "attack_success_rate")
+    n, rate = record.metrics["n_attempts"], record.metrics["attack_success_rate"]
+    assert isinstance(n, int) and isinstance(rate, float) and sum(g.decisions for g in asr.groups) == n
+    assert abs(sum(g.rate * g.decisions for g in asr.groups) / n - rate) < 1e-9
+    assert {g.group for g in asr.groups} <= {"a", "b", "unknown"}
+    verdict = record.gates[0]
+    assert verdict.metric == "attack_success_rate difference by kind" and asr.differential is not None
+    assert verdict.actual == asr.differential.difference and verdict.passed is True

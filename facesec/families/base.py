@@ -128,6 +128,9 @@ class Family(ABC):
     decision_beside: ClassVar[dict[str, tuple[str, ...]]] = {}
     """Samples columns compared too when two runs differ in a setting (by its top key), e.g. the clean decisions
     when they differ in `defence`: what the defence costs a genuine user beside what it does to the attack."""
+    sliced: ClassVar[dict[str, str]] = {}
+    """Rates `report.by` slices by group of people: metric -> the samples column of its decisions (True / False per
+    row, empty where none), the rate being their share of True; empty: the headline and its `decision`."""
     legend: ClassVar[str | None] = None
     """What the suite matrix's cell of one of its runs shows, in a sentence under the matrix (plain text)."""
     runner: ClassVar[str | None] = None
@@ -204,6 +207,10 @@ class Family(ABC):
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 \
             and all(isinstance(c, int | float) and not isinstance(c, bool) for c in ci) else ""
         return f"{label} {value:.3f}{interval}"
+
+    def sliced_rates(self) -> dict[str, str]:
+        """The rates sliced by group and their decision columns (see `sliced`)."""
+        return self.sliced or ({self.headline: self.decision} if self.decision else {})
 
     def gate_metrics(self) -> tuple[str, ...]:
         """Names a gate of this family may test."""

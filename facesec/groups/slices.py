@@ -29,20 +29,24 @@ def row_groups(people: Sequence[Sequence[str]], group_of: dict[str, str]) -> np.
     return np.array(out, dtype=object)
 
 
-def sliced(outcomes: np.ndarray, people: np.ndarray, groups: np.ndarray,
-           minimum: int) -> tuple[list[GroupRate], Differential | None]:
-    """Per group, its rate of `outcomes` (True/False per decision; `people` labels whose decision it is, for the
-    intervals) and size; then the differential between the extreme groups of at least `minimum` people."""
+def sliced(outcomes: np.ndarray, clusterings: list[np.ndarray], groups: np.ndarray, minimum: int,
+           people: Sequence[Sequence[str]] | None = None) -> tuple[list[GroupRate], Differential | None]:
+    """Per group, its rate of `outcomes` (True/False per decision) with the widest of the intervals that resample
+    each of `clusterings` (labels per decision: the person, or a morph's pair and each contributor), and its size
+    in people (`people`: whom each decision is about; default the first clustering's labels); then the
+    differential between the extreme groups of at least `minimum` people, resampling the first clustering."""
     outcomes = np.asarray(outcomes, dtype=bool)
+    whom = people if people is not None else [(str(c),) for c in clusterings[0]]
     rates = []
     for group in sorted(set(groups.tolist())):
         chosen = groups == group
-        n_people = len(set(people[chosen].tolist()))
-        lo, hi = cluster_interval(outcomes[chosen], people[chosen])
+        n_people = len({p for i in np.flatnonzero(chosen).tolist() for p in whom[i]})
+        ends = [cluster_interval(outcomes[chosen], c[chosen]) for c in clusterings]
         rates.append(GroupRate(group=str(group), identities=n_people, decisions=int(chosen.sum()),
-                               rate=float(outcomes[chosen].mean()), ci95_cluster=[lo, hi],
+                               rate=float(outcomes[chosen].mean()),
+                               ci95_cluster=[min(lo for lo, _ in ends), max(hi for _, hi in ends)],
                                small=n_people < minimum or group in (UNKNOWN, MIXED)))
-    return rates, differential(outcomes, people, groups, rates)
+    return rates, differential(outcomes, clusterings[0], groups, rates)
 
 
 def differential(outcomes: np.ndarray, people: np.ndarray, groups: np.ndarray, rates: list[GroupRate],

@@ -33,7 +33,7 @@ CACHED_TABLES = 8
 partners)."""
 ROWS = ("identity", "target", "probe_path", "photo", "index", "contributor_a", "contributor_b")
 """Columns that say what each decision is about: those both runs have must agree row by row."""
-IGNORED = {"name", "description", "gates"}
+IGNORED = {"name", "description", "gates", "report"}
 """Threat-model fields that change nothing measured."""
 UNPAIRED = ("goal", "setting.kind")
 """Settings whose values make other decisions, not the same ones judged apart: never compared."""

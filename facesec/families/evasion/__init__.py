@@ -119,6 +119,7 @@ class _Evasion(Family):
     decision: ClassVar[str | None] = "attempt_success"
     decision_ignores: ClassVar[tuple[str, ...]] = ("attack.sanity_samples",)
     decision_beside: ClassVar[dict[str, tuple[str, ...]]] = {"defence": ("clean_success",)}
+    sliced: ClassVar[dict[str, str]] = {"attack_success_rate": "attempt_success", "clean_success_rate": "clean_success"}
     runner: ClassVar[str | None] = "facesec.families.evasion.run:run_threat_model"
     report_partial: ClassVar[str | None] = "evasion.html.j2"
     template_dir: ClassVar[Path | None] = Path(__file__).parent

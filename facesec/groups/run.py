@@ -1,0 +1,79 @@
+"""A finished run's rates by group (`report.by`): the family names its rates and their decision columns
+(`Family.sliced_rates`) and whom its decisions are about (`decision_clusters`); the dataset's attribute table
+gives each person's group. Checked before any run (`check`), computed by the engine when the run ends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from facesec.data import attributes
+from facesec.errors import ConfigError
+from facesec.families.base import Family
+from facesec.groups.slices import row_groups, sliced
+from facesec.record import MAX_GROUPS, Sliced
+from facesec.threat_model import ThreatModel
+
+_TRUE, _FALSE = {"True", "true", "1"}, {"False", "false", "0"}
+
+
+def check(tm: ThreatModel, family: Family) -> None:
+    """ConfigError (one line, naming the field and the fix) when the run cannot be sliced as `report.by` asks."""
+    if not tm.report.by:
+        return
+    if not family.sliced_rates():
+        raise ConfigError(f"field 'report.by': perturbation.kind {family.name} records no decision per attempt to "
+                          "slice by group; remove report.by")
+    table = attributes.load(tm.data.dataset)
+    if table is None:
+        raise ConfigError(f"field 'report.by': dataset {tm.data.dataset!r} has no attribute table; run `facesec "
+                          f"data annotate {tm.data.dataset}` or put an attributes.csv (identity, then your columns) "
+                          "in its folder")
+    usable = table.categorical()
+    for name in tm.report.by:
+        if name not in usable:
+            numeric = " (a number: slice by a band of it, such as age_band)" if name in table.columns else ""
+            raise ConfigError(f"field 'report.by': {name!r} is not a category of {table.source}{numeric}; it has "
+                              f"{', '.join(usable) or 'none'}")
+
+
+def slice_run(tm: ThreatModel, family: Family, samples: Mapping[str, Any]) -> list[Sliced]:
+    """Each of the family's sliced rates by each attribute of `report.by`."""
+    table = attributes.load(tm.data.dataset)
+    if not tm.report.by or table is None:
+        return []
+    clusterings = family.decision_clusters
+    columns = sorted({c for way in clusterings for c in way})
+    out = []
+    for metric, column in family.sliced_rates().items():
+        decided = _decisions(samples.get(column, []))
+        rows = np.flatnonzero(decided >= 0)
+        if not len(rows):
+            continue
+        people = [tuple(str(samples[c][i]) for c in columns) for i in rows.tolist()]
+        labels = [np.array(["+".join(sorted(str(samples[c][i]) for c in way)) for i in rows.tolist()], dtype=object)
+                  for way in clusterings]
+        for attribute in tm.report.by:
+            groups = row_groups(people, table.groups(attribute, {p for who in people for p in who}))
+            if len(set(groups.tolist())) > MAX_GROUPS:
+                raise ConfigError(f"report.by: {attribute!r} has more than {MAX_GROUPS} groups among the attacked "
+                                  "people; slice by a coarser attribute")
+            rates, gap = sliced(decided[rows] == 1, labels, groups, tm.report.min_group, people)
+            out.append(Sliced(attribute=attribute, metric=metric, decision=column, minimum=tm.report.min_group,
+                              groups=rates, differential=gap))
+    return out
+
+
+def _decisions(values: Any) -> np.ndarray:
+    """1 for True, 0 for False, -1 where the row made no decision (empty, None, NaN)."""
+    out = []
+    for v in values:
+        if isinstance(v, bool | np.bool_):
+            out.append(int(bool(v)))
+        elif isinstance(v, str) and v in _TRUE | _FALSE:
+            out.append(int(v in _TRUE))
+        else:
+            out.append(-1)
+    return np.array(out, dtype=int)
