@@ -55,7 +55,8 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         name=tm.name, source=source, family=family.name, threat_model=tm.model_dump(mode="json"),
         dimensions=m.dimensions, eps=m.eps, metrics=plain(m.metrics), validity=m.validity,
         headline=Headline(metric=family.headline, label=info.label or family.headline, better=info.better),
-        provenance=Provenance.model_validate(plain({**envelope(tm, device, started), **m.provenance})),
+        provenance=Provenance.model_validate(plain({**envelope(tm, device, started), **m.provenance,
+                                                    **by_group.provenance(tm)})),
         skipped_images=m.skipped_images, **{key: plain(value) for key, value in m.sections.items()},
         **({"operating_points": m.operating_points} if m.operating_points else {}),
         **({"groups": by_group.slice_run(tm, family, m.samples)} if tm.report.by else {}))

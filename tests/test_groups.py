@@ -105,3 +105,34 @@ def test_a_run_is_sliced_by_group_and_gated_on_its_differential(tmp_path: Path, 
     verdict = record.gates[0]
     assert verdict.metric == "attack_success_rate difference by kind" and asr.differential is not None
     assert verdict.actual == asr.differential.difference and verdict.passed is True
+
+
+def test_groups_that_all_succeed_still_leave_room_for_a_gap() -> None:
+    """Every decision a success in both groups: resampling people sees no spread at all, but 12 and 6 decisions do
+    not prove equal rates; the interval holds Newcombe's (from the two Wilson intervals)."""
+    people = np.array([f"a{k}" for k in range(6) for _ in range(2)] + [f"b{k}" for k in range(6)])
+    groups = np.array(["a"] * 12 + ["b"] * 6, dtype=object)
+    _, gap = sliced(np.ones(18, dtype=bool), [people], groups, minimum=5)
+    assert gap is not None and gap.difference == 0.0 and gap.ratio == 1.0
+    assert gap.difference_ci95[0] < -0.2 and gap.difference_ci95[1] > 0.2
+    assert gap.ratio_ci95 is not None and (gap.ratio_ci95[0] or 1) < 0.8 and (gap.ratio_ci95[1] or 0) > 1.2
+
+
+def test_the_report_shows_each_run_by_group_and_escapes_group_names(tmp_path: Path) -> None:
+    """A results file with a sliced run (a group named like markup, a small group): the run's section and the
+    suite's 'By group' table show every group, mark the small one, and escape the names."""
+    from facesec.record import RunRecord, Sliced
+    from facesec.report.render import ReportBuilder
+    from facesec.results import document
+
+    outcomes = np.array([True] * 8 + [False] * 4 + [True] * 3)
+    people = np.array([f"p{k // 2}" for k in range(15)])
+    groups = np.array(["<script>x</script>"] * 6 + ["b"] * 6 + ["tiny"] * 3, dtype=object)
+    rates, gap = sliced(outcomes, [people], groups, minimum=3)
+    record = RunRecord(name="r", family="pixel", metrics={"attack_success_rate": 0.7}, groups=[
+        Sliced(attribute="sex", metric="attack_success_rate", decision="attempt_success", minimum=3, groups=rates,
+               differential=gap)])
+    page = ReportBuilder(tmp_path).write(document("s", [record])).read_text()
+    assert '<h2 id="groups">By group</h2>' in page and "attack_success_rate by sex" in page
+    assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "not compared" in page and "perceived and, unless a table says otherwise, predicted" in page

@@ -66,6 +66,14 @@ def slice_run(tm: ThreatModel, family: Family, samples: Mapping[str, Any]) -> li
     return out
 
 
+def provenance(tm: ThreatModel) -> dict[str, Any]:
+    """Where the run's attributes came from: the table (or tables) and how they were made (its comment lines)."""
+    table = attributes.load(tm.data.dataset) if tm.report.by else None
+    if table is None:
+        return {}
+    return {"attributes": {"table": table.source, "how": " / ".join(table.provenance) or "given by its owner"}}
+
+
 def _decisions(values: Any) -> np.ndarray:
     """1 for True, 0 for False, -1 where the row made no decision (empty, None, NaN)."""
     out = []

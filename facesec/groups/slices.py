@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from facesec.data.attributes import UNKNOWN
-from facesec.measures.rates import BOOTSTRAP_DRAWS, cluster_interval
+from facesec.measures.rates import BOOTSTRAP_DRAWS, cluster_interval, wilson_interval
 from facesec.record import Differential, GroupRate
 
 MIXED = "mixed"
@@ -52,24 +52,33 @@ def sliced(outcomes: np.ndarray, clusterings: list[np.ndarray], groups: np.ndarr
 def differential(outcomes: np.ndarray, people: np.ndarray, groups: np.ndarray, rates: list[GroupRate],
                  draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> Differential | None:
     """The highest minus the lowest group rate, and their ratio, among groups that are not `small`, with 95%
-    intervals from resampling people within each of the two groups (None with fewer than two such groups)."""
-    eligible = sorted((r for r in rates if not r.small), key=lambda r: r.rate)
+    intervals from resampling people within each of the two groups, widened to hold what their decisions alone
+    allow (Newcombe's interval of the difference from the two Wilson intervals; the ratio of their ends). None
+    with fewer than two such groups."""
+    eligible = sorted((r for r in rates if not r.small), key=lambda r: (r.rate, r.group))
     if len(eligible) < 2:
         return None
     low, high = eligible[0], eligible[-1]
     rng = np.random.default_rng(seed)
-    boot = {}
-    for r in (low, high):
-        chosen = groups == r.group
-        boot[r.group] = _resampled(outcomes[chosen], people[chosen], draws, rng)
+    boot = {r.group: _resampled(outcomes[groups == r.group], people[groups == r.group], draws, rng)
+            for r in (low, high)}
     gaps = boot[high.group] - boot[low.group]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = boot[high.group] / boot[low.group]
-    ratio = high.rate / low.rate if low.rate > 0 else None
-    ratio_ci = [float(np.quantile(ratios, 0.025)), _finite(np.quantile(ratios, 0.975))] if ratio is not None else None
-    return Differential(highest=high.group, lowest=low.group, difference=high.rate - low.rate,
-                        difference_ci95=[float(np.quantile(gaps, 0.025)), float(np.quantile(gaps, 0.975))],
-                        ratio=ratio, ratio_ci95=ratio_ci)
+    w_high, w_low = (wilson_interval(round(r.rate * r.decisions), r.decisions) for r in (high, low))
+    d = high.rate - low.rate
+    newcombe = (d - math.hypot(high.rate - w_high[0], w_low[1] - low.rate),
+                d + math.hypot(w_high[1] - high.rate, low.rate - w_low[0]))
+    gap_ci = [max(-1.0, min(float(np.quantile(gaps, 0.025)), newcombe[0])),
+              min(1.0, max(float(np.quantile(gaps, 0.975)), newcombe[1]))]
+    if low.rate == 0:
+        return Differential(highest=high.group, lowest=low.group, difference=d, difference_ci95=gap_ci,
+                            ratio=None, ratio_ci95=None)
+    top = w_high[1] / w_low[0] if w_low[0] > 0 else math.inf
+    ratio_ci = [min(float(np.nanquantile(ratios, 0.025, method="lower")), w_high[0] / w_low[1]),
+                _finite(max(float(np.nanquantile(ratios, 0.975, method="higher")), top))]
+    return Differential(highest=high.group, lowest=low.group, difference=d, difference_ci95=gap_ci,
+                        ratio=high.rate / low.rate, ratio_ci95=ratio_ci)
 
 
 def _resampled(outcomes: np.ndarray, people: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:

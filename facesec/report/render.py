@@ -22,6 +22,7 @@ from facesec.errors import ConfigError
 from facesec.families.base import Family, SuiteFigure
 from facesec.record import BaselineRule, Dimensions, GateResult, Provenance, Results, RunRecord
 from facesec.report import curves, defences, differences, draws, operating, summary
+from facesec.report import groups as by_group
 from facesec.report.fields import DASH, family_of, fmt, interval, number, text
 from facesec.report.glossary import IDEAS
 from facesec.report.links import Link, link
@@ -94,6 +95,8 @@ class RunView:
     """The robustness rating of the run's headline (summary.CUTOFFS); None when it is not an attack's success."""
     error: str | None = None
     """Why the run did not finish (None: it did)."""
+    groups: list[by_group.GroupTable] = field(default_factory=list)
+    """Its rates by group of people (`report.by`)."""
 
     @property
     def rating_style(self) -> str:
@@ -187,6 +190,8 @@ class Report:
     differences: list[differences.DifferenceRow] = field(default_factory=list)
     defences: list[defences.DefenceRow] = field(default_factory=list)
     curves: list[curves.CurveRow] = field(default_factory=list)
+    groups: list[by_group.GapRow] = field(default_factory=list)
+    """Each run's sliced rates' extreme groups and gaps (`report.by`)."""
     """Runs one setting apart, compared decision by decision."""
     robustness: str | None = None
     """The verdict: the worst family rating (None when no run was rated)."""
@@ -229,7 +234,8 @@ class ReportBuilder:
         """Render the page of `results` and write it (replaced whole) to the output path."""
         report = build_report(results, self.results_dir, self.out.parent, self.redact, self._view)
         html = _environment(results.runs).get_template("report.html.j2").render(r=report, dash=DASH, ideas=IDEAS,
-                                                                             defence_close=defences.ADAPTIVE_CLOSE)
+                                                                             defence_close=defences.ADAPTIVE_CLOSE,
+                                                                             group_caveats=by_group.CAVEATS)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.out, html)  # names that are not valid UTF-8 stay visible
         return self.out
@@ -305,6 +311,7 @@ def build_report(results: Results, results_dir: Path, out_dir: Path, redact: boo
                                                                                                strict=True)}),
         defences=defences.rows(records, [run.anchor for run in runs], results.differences),
         curves=curves.rows(results.curves),
+        groups=by_group.gaps(records, [run.anchor for run in runs]),
         robustness=summary.overall(ratings), gate_tests=summary.gate_tests(records), exit_code=results.exit_code,
         n_failed_runs=sum(run.error is not None for run in runs), ratings_legend=_ratings_legend(),
         datasets=_datasets(records),
@@ -382,6 +389,7 @@ def _run_view(index: int, run: RunRecord, results_dir: Path, out_dir: Path, view
         headline_label="ASR" if headline == "attack_success_rate" or run.headline is None else text(run.headline.label),
         partial=partial, view=view, error=None if run.error is None else text(run.error), context=_context_rows(run),
         rating=None if (rate := summary.rated(run)) is None else summary.rating_of(rate),
+        groups=by_group.tables(run),
     )
 
 
