@@ -14,12 +14,15 @@ import torch
 from pydantic import JsonValue, ValidationError
 
 from facesec import consistency, distributed, families, gates, metrics, protocols, resume, safe_json
+from facesec.data import attributes
+from facesec.data.attributes import Table
 from facesec.data.dataset import load_dataset
 from facesec.data.images import IMAGE_SUFFIXES
 from facesec.data.pipeline import AlignedFaces, align_faces
 from facesec.device import pick_device
 from facesec.engine import NONFINITE, FinishedRun, run_threat_model, runs_here
 from facesec.errors import ConfigError, DataError, FacesecError
+from facesec.groups.clean import by_group as clean_by_group
 from facesec.loading import load_threat_models
 from facesec.matrix import MAX_RUNS
 from facesec.measures import curves, differences
@@ -44,8 +47,11 @@ def _summary_of_skips(faces: AlignedFaces) -> dict[str, Any]:
 
 def evaluate(recognizer: str | Recognizer, data: str | Path, max_genuine_per_identity: int = 20,
              fmrs: Sequence[float] = (1e-2, 1e-3), seed: int = 0, device: str | None = None,
-             progress: bool = True, trust_code: bool = False) -> dict[str, Any]:
-    """Clean verification and closed-set identification accuracy of a recognizer on a dataset."""
+             progress: bool = True, trust_code: bool = False, by: Sequence[str] = (),
+             min_group: int = 5) -> dict[str, Any]:
+    """Clean verification and closed-set identification accuracy of a recognizer on a dataset; with `by`, its
+    FNMR and FMR by group at the last of `fmrs` (`groups.clean`)."""
+    table = _attributes(data, by) if by else None
     with trusting_code(trust_code):
         model = load(recognizer, pick_device(device)) if isinstance(recognizer, str) else recognizer
     dataset = load_dataset(data)
@@ -88,7 +94,22 @@ def evaluate(recognizer: str | Recognizer, data: str | Path, max_genuine_per_ide
         "n_gallery": int(len(gallery)),
         "n_probes": int(len(probes)),
         "seed": seed,
+        **({"by_group": clean_by_group(model, emb, labels, table, list(by), fmrs[-1], min_group, seed)}
+           if table is not None else {}),
     }
+
+
+def _attributes(data: str | Path, by: Sequence[str]) -> Table:
+    """The dataset's attribute table, each of `by` one of its categories; ConfigError naming the fix otherwise."""
+    table = attributes.load(str(data))
+    if table is None:
+        raise ConfigError(f"--by: dataset {data} has no attribute table; run `facesec data annotate {data}` or put "
+                          "an attributes.csv in its folder")
+    missing = [name for name in by if name not in table.categorical()]
+    if missing:
+        raise ConfigError(f"--by: {', '.join(missing)} not a category of {table.source}; it has "
+                          f"{', '.join(table.categorical()) or 'none'}")
+    return table
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:

@@ -54,6 +54,11 @@ def _recognizer_commands(sub: Any) -> None:
     ev.add_argument("--json", type=Path, help="write the metrics to this JSON file")
     ev.add_argument("--pairs-per-identity", type=int, default=20, help="genuine pairs per identity (default 20)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--by", type=lambda v: [a.strip() for a in v.split(",") if a.strip()], default=[],
+                    metavar="ATTR[,ATTR]", help="also FNMR and FMR by group of these attributes at FMR 1e-3 (one "
+                                                "threshold from half of the people, rates on the other half)")
+    ev.add_argument("--min-group", type=int, default=5, metavar="N",
+                    help="groups of fewer people are marked and left out of the differential (default 5)")
     ev.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     ev.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
@@ -216,15 +221,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from facesec.api import evaluate
 
     names = args.recognizer or ["dlib-resnet"]
+    if args.min_group < 1:
+        raise ConfigError(f"--min-group {args.min_group}: give at least 1")
     results = [evaluate(name, args.data, args.pairs_per_identity, seed=args.seed, device=args.device,
-                        trust_code=args.trust_code)
+                        trust_code=args.trust_code, by=args.by, min_group=args.min_group)
                for name in names]
     text = json.dumps(results[0] if len(results) == 1 else results, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
     print(text if len(results) == 1 else _eval_table(results))
+    for result in results:
+        print("\n".join(_group_lines(result)))
     return 0
+
+
+def _group_lines(result: dict[str, Any]) -> list[str]:
+    """A recognizer's FNMR and FMR by group, as a person reads them (nothing without --by)."""
+    found = result.get("by_group")
+    if not isinstance(found, dict):
+        return []
+    lines = [f"{result['recognizer']}: one threshold {found['threshold']:.4f} at FMR {found['fmr']:g} from "
+             f"{found['calibration_identities']} people; rates on {found['evaluation_identities']} others"]
+    for attribute, kinds in found["by"].items():
+        for kind in ("fnmr", "fmr"):
+            cells = [f"{g['group']} {g['rate']:.4f} [{g['ci95_cluster'][0]:.4f}, {g['ci95_cluster'][1]:.4f}] "
+                     f"({g['identities']} people{', not compared' if g['small'] else ''})"
+                     for g in kinds[kind]["groups"]]
+            lines.append(f"  {kind.upper()} by {attribute}: " + "; ".join(cells))
+    return lines
 
 
 def _eval_table(results: list[dict[str, object]]) -> str:

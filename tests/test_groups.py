@@ -5,6 +5,7 @@ common group."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,37 @@ def test_the_report_shows_each_run_by_group_and_escapes_group_names(tmp_path: Pa
     assert '<h2 id="groups">By group</h2>' in page and "attack_success_rate by sex" in page
     assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
     assert "not compared" in page and "perceived and, unless a table says otherwise, predicted" in page
+
+
+def test_clean_rates_by_group_use_one_threshold_from_other_people(celeba: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`facesec eval --by`: half of the people set the threshold, the other half's genuine pairs give each group's
+    FNMR and its within-group impostor pairs its FMR; every evaluated person and pair is in exactly one group."""
+    import shutil
+
+    from facesec.cli import main
+    from facesec.data.attributes import OWN
+
+    data = tmp_path / "twelve"
+    people = sorted(p for p in celeba.resolve().iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 4)[:12]
+    for person in people:
+        (data / person.name).mkdir(parents=True)
+        for photo in sorted(person.glob("*.jpg"))[:4]:
+            shutil.copy(photo, data / person.name / photo.name)
+    (data / OWN).write_text("identity,kind\n" + "".join(f"{p.name},{'ab'[k % 2]}\n" for k, p in enumerate(people)))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert main(["eval", "--data", str(data), "--by", "kind", "--min-group", "2"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[: out.index("\ndlib-resnet: one threshold")])
+    found = result["by_group"]
+    assert found["calibration_identities"] == 6 and found["evaluation_identities"] == 6 and found["fmr"] == 1e-3
+    fnmr, fmr = found["by"]["kind"]["fnmr"], found["by"]["kind"]["fmr"]
+    assert sum(g["identities"] for g in fnmr["groups"]) == 6
+    sizes = {g["group"]: g["identities"] for g in fnmr["groups"]}
+    assert sum(g["decisions"] for g in fnmr["groups"]) == 6 * 6  # 4 photos each: 6 genuine pairs a person
+    assert {g["group"]: g["decisions"] for g in fmr["groups"]} == {k: n * (n - 1) // 2 * 16 for k, n in sizes.items()}
+    assert "  FNMR by kind: " in out and "  FMR by kind: " in out
+    assert main(["eval", "--data", str(data), "--by", "colour"]) == 2
+    assert "--by: colour not a category" in capsys.readouterr().err
+
