@@ -84,12 +84,15 @@ def test_a_run_is_sliced_by_group_and_gated_on_its_differential(tmp_path: Path, 
     from facesec.api import run
     from facesec.cli import main
     from facesec.data.dataset import load_dataset
+    from facesec.errors import NotFetched
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     small = Path(__file__).parent / "fixtures" / "small" / "pixel.yaml"
-    assert main(["validate", str(small), "--set", "report.by=[kind]"]) == 2
+    assert main(["validate", str(small), "--set", "report.by=[kind]"]) == 0  # valid; a command makes what it needs
     assert "dataset 'celeba-mini' has no attribute table; run `facesec data annotate celeba-mini`" in \
         capsys.readouterr().err
+    with pytest.raises(NotFetched, match="has no attribute table"):
+        run([small], ["report.by=[kind]"], out_root=tmp_path, progress=False)
     _planted_table(load_dataset("celeba-mini").identities)
     for by, says in (("score", "(a number: slice by a band of it"), ("sex", "'sex' is not a category")):
         assert main(["validate", str(small), "--set", f"report.by=[{by}]"]) == 2

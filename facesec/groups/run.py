@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from facesec.data import attributes
-from facesec.errors import ConfigError
+from facesec.errors import ConfigError, NotFetched
 from facesec.families.base import Family
 from facesec.groups.slices import row_groups, sliced
 from facesec.record import MAX_GROUPS, Sliced
@@ -28,9 +28,9 @@ def check(tm: ThreatModel, family: Family) -> None:
                           "slice by group; remove report.by")
     table = attributes.load(tm.data.dataset)
     if table is None:
-        raise ConfigError(f"field 'report.by': dataset {tm.data.dataset!r} has no attribute table; run `facesec "
-                          f"data annotate {tm.data.dataset}` or put an attributes.csv (identity, then your columns) "
-                          "in its folder")
+        raise NotFetched(f"field 'report.by': dataset {tm.data.dataset!r} has no attribute table; run `facesec "
+                         f"data annotate {tm.data.dataset}` or put an attributes.csv (identity, then your columns) "
+                         "in its folder")
     usable = table.categorical()
     for name in tm.report.by:
         if name not in usable:
