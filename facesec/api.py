@@ -349,7 +349,9 @@ def _reusable(models: list[tuple[str, ThreatModel]], previous: dict[tuple[str, s
         for name in used:
             if name not in prints:
                 prints[name] = resume.dataset_fingerprint(name)
-        keys.append(resume.resume_key(tm, "+".join(prints[name] for name in used)))
+        table = attributes.load(tm.data.dataset) if tm.report.by else None  # the groups of a sliced run too
+        parts = [prints[name] for name in used] + ([table.sha256] if table else [])
+        keys.append(resume.resume_key(tm, "+".join(parts)))
         done = previous.get((tm.name, keys[-1]))
         if done is not None and bool(done.redacted) == redact:
             reused[number] = done.model_copy(update={  # what was run is the threat model the key matched

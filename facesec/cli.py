@@ -249,6 +249,11 @@ def _group_lines(result: dict[str, Any]) -> list[str]:
                      f"({g['identities']} people{', not compared' if g['small'] else ''})"
                      for g in kinds[kind]["groups"]]
             lines.append(f"  {kind.upper()} by {attribute}: " + "; ".join(cells))
+            gap = kinds[kind]["differential"]
+            if gap:
+                ratio = "undefined" if gap["ratio"] is None else f"{gap['ratio']:.2f}"
+                lines.append(f"    {gap['highest']} over {gap['lowest']}: difference {gap['difference']:+.4f} "
+                             f"[{gap['difference_ci95'][0]:+.4f}, {gap['difference_ci95'][1]:+.4f}], ratio {ratio}")
     return lines
 
 

@@ -51,15 +51,16 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         _flag_nonfinite(m.validity, nonfinite)
     _flag_operating_points(m.validity, m.operating_points)
     info = family.metrics[family.headline]
+    sliced = by_group.slice_run(tm, family, m.samples) if tm.report.by else {}
     record = RunRecord(
         name=tm.name, source=source, family=family.name, threat_model=tm.model_dump(mode="json"),
         dimensions=m.dimensions, eps=m.eps, metrics=plain(m.metrics), validity=m.validity,
         headline=Headline(metric=family.headline, label=info.label or family.headline, better=info.better),
         provenance=Provenance.model_validate(plain({**envelope(tm, device, started), **m.provenance,
-                                                    **by_group.provenance(tm)})),
+                                                    **({"attributes": sliced["attributes"]} if sliced else {})})),
         skipped_images=m.skipped_images, **{key: plain(value) for key, value in m.sections.items()},
         **({"operating_points": m.operating_points} if m.operating_points else {}),
-        **({"groups": by_group.slice_run(tm, family, m.samples)} if tm.report.by else {}))
+        **({"groups": sliced["groups"]} if sliced else {}))
     return FinishedRun(record, out)
 
 

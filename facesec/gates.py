@@ -166,9 +166,13 @@ def _by_group(gate: Mapping[str, JsonValue], record: RunRecord) -> GateResult:
     interval); no differential (fewer than two groups large enough), an undefined ratio (the lowest rate 0) or an
     unbounded end fails it, with the reason."""
     metric, by, stat, bound = str(gate["metric"]), str(gate["by"]), str(gate.get("stat")), gate.get("bound")
-    value = gate["value"] if isinstance(gate["value"], int | float) and not isinstance(gate["value"], bool) else 0
-    verdict = GateResult(metric=f"{metric} {stat} by {by}", op=str(gate["op"]), value=value, passed=False,
+    number = gate["value"] if isinstance(gate["value"], int | float) and not isinstance(gate["value"], bool) else None
+    verdict = GateResult(metric=f"{metric} {stat} by {by}", op=str(gate["op"]), value=number or 0, passed=False,
                          bound="lower" if bound == "lower" else "upper" if bound == "upper" else None)
+    if number is None:
+        verdict.error = f"gate value {gate['value']!r} is not a number"
+        return verdict
+    value = number
     found = next((s for s in record.groups if s.attribute == by and s.metric == metric), None)
     gap = found.differential if found is not None else None
     if gap is None:
@@ -180,8 +184,8 @@ def _by_group(gate: Mapping[str, JsonValue], record: RunRecord) -> GateResult:
     compare = _OPS.get(verdict.op)
     if actual is None or compare is None:
         verdict.error = (f"unknown op {verdict.op!r}" if compare is None else
-                         f"the {stat} of {metric} by {by} is unbounded (the lowest group, {gap.lowest}, has a rate "
-                         "of 0 in the run or in resamples of it)")
+                         f"the {stat} of {metric} by {by} is undefined or unbounded (the lowest group, {gap.lowest}, "
+                         "has a rate of 0, or may have: its interval reaches 0)")
         return verdict
     verdict.actual, verdict.passed = actual, compare(actual, value)
     return verdict

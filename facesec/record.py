@@ -7,11 +7,22 @@ dimensions, a gate that could be judged no `error`; read back, it keeps what the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = ["Baseline", "BaselineRule", "Dimensions", "GateResult", "Headline", "Measured", "OperatingPoint",
            "Provenance", "Results", "RunRecord", "ScoreCurve", "SkippedImage", "Validity", "first_problem",
@@ -223,6 +234,8 @@ class Difference(_Closed):
 
 
 Interval = Annotated[list[Share], Field(min_length=2, max_length=2)]
+EPS = 1e-9
+"""Rounding an interval's end may leave it a hair past its value (Wilson's at 0 or 1): not a disorder."""
 MAX_GROUPS = 100
 """Groups of one attribute a record holds at most (a table's categories; more are refused when sliced)."""
 
@@ -238,6 +251,12 @@ class GroupRate(_Closed):
     ci95_cluster: Interval
     small: StrictBool
 
+    @model_validator(mode="after")
+    def _ordered(self) -> GroupRate:
+        if not self.ci95_cluster[0] - EPS <= self.rate <= self.ci95_cluster[1] + EPS:
+            raise ValueError("ci95_cluster must hold the rate, lower end first")
+        return self
+
 
 class Differential(_Closed):
     """The group with the highest rate against the one with the lowest (among those not small): difference and
@@ -251,6 +270,20 @@ class Differential(_Closed):
     ratio: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None
     ratio_ci95: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)] | None],
                           Field(min_length=2, max_length=2)] | None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Differential:
+        """Intervals that hold their value, lower end first (a record read back is someone else's file)."""
+        lo, hi = self.difference_ci95
+        if not lo - EPS <= self.difference <= hi + EPS:
+            raise ValueError("difference_ci95 must hold the difference, lower end first")
+        if (self.ratio is None) != (self.ratio_ci95 is None):
+            raise ValueError("ratio and ratio_ci95 are both given or both null")
+        if self.ratio is not None and self.ratio_ci95 is not None:
+            low, high = self.ratio_ci95
+            if low is None or not low - EPS <= self.ratio <= (math.inf if high is None else high + EPS):
+                raise ValueError("ratio_ci95 must hold the ratio, lower end first (an upper end of null: unbounded)")
+        return self
 
 
 class Sliced(_Closed):

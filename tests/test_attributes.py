@@ -135,3 +135,44 @@ def test_a_table_naming_people_the_dataset_lost_is_refused_when_read(people: Pat
     assert ids[0] not in load_dataset(people).identities
     with pytest.raises(DataError, match=rf"{OWN}, line 2: identity '{ids[0]}' is not in the dataset"):
         load(str(people))
+
+
+def test_a_table_is_read_where_it_was_given_within_limits(people: Path, home: Path, tmp_path: Path) -> None:
+    """A link is not followed (the dataset's attributes.csv pointing elsewhere is refused), comment lines are
+    bounded and plain, 'mixed' is facesec's own group, and a cell saying 'unknown' reads as empty."""
+    ids = _ids(people)
+    outside = tmp_path / "outside.csv"
+    outside.write_text(f"identity,sex\n{ids[0]},female\n")
+    (people / OWN).symlink_to(outside)
+    with pytest.raises(DataError, match="a link is not followed"):
+        load(str(people))
+    (people / OWN).unlink()
+    for body, says in (("# x\n" * 21 + "identity,sex\n", "comment lines"),
+                       ("# \x1b[2J\nidentity,sex\n", "comment lines"),
+                       (f"identity,group\n{ids[0]},Mixed\n", "'mixed' is facesec's name")):
+        (people / OWN).write_text(body)
+        with pytest.raises(DataError, match=says):
+            load(str(people))
+    (people / OWN).write_text(f"identity,sex\n{ids[0]},unknown\n{ids[1]},male\n")
+    table = load(str(people))
+    assert table is not None and table.values[ids[0]] == {} and table.groups("sex", ids[:2]) == {
+        ids[0]: "unknown", ids[1]: "male"}
+
+
+def test_an_identity_named_like_a_formula_keeps_its_attributes_after_import(photos_like: Path, home: Path,
+                                                                             tmp_path: Path) -> None:
+    """The manifest defuses an identity such as '=bob'; the imported table names it the same way, so it loads."""
+    table = tmp_path / "mine.csv"
+    table.write_text("identity,sex\n=bob,male\n")
+    assert main(["data", "import", str(photos_like), "--name", "odd", "--attributes", str(table),
+                 "--no-detect"]) == 0
+    kept = load("odd")
+    assert kept is not None and list(kept.values) == ["'=bob"] and kept.values["'=bob"] == {"sex": "male"}
+
+
+@pytest.fixture
+def photos_like(people: Path, tmp_path: Path) -> Path:
+    """One identity folder named '=bob' holding another identity's photos."""
+    src = tmp_path / "odd"
+    shutil.copytree(people / _ids(people)[0], src / "=bob")
+    return src

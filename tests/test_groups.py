@@ -109,6 +109,16 @@ def test_a_run_is_sliced_by_group_and_gated_on_its_differential(tmp_path: Path, 
     verdict = record.gates[0]
     assert verdict.metric == "attack_success_rate difference by kind" and asr.differential is not None
     assert verdict.actual == asr.differential.difference and verdict.passed is True
+    assert record.provenance is not None and (record.provenance.model_extra or {})["attributes"]["how"] == \
+        "planted by a test"
+    again, _ = run([small], ["report.by=[kind]", "report.min_group=1", gate], out_root=tmp_path, progress=False,
+                   resume_runs=True)
+    assert again.runs[0].resume_key == record.resume_key  # the same table: kept
+    names = load_dataset("celeba-mini").identities
+    _planted_table(names[::-1])  # other groups: the kept groups would be stale
+    third, _ = run([small], ["report.by=[kind]", "report.min_group=1", gate], out_root=tmp_path, progress=False,
+                   resume_runs=True)
+    assert third.runs[0].resume_key != record.resume_key
 
 
 def test_groups_that_all_succeed_still_leave_room_for_a_gap() -> None:
@@ -174,3 +184,31 @@ def test_clean_rates_by_group_use_one_threshold_from_other_people(celeba: Path, 
     assert main(["eval", "--data", str(data), "--by", "colour"]) == 2
     assert "--by: colour not a category" in capsys.readouterr().err
 
+
+
+def test_a_differential_resamples_every_way_its_decisions_cluster_and_one_person_proves_nothing() -> None:
+    """Morph-like decisions about pairs whose contributors carry the effect: resampling pairs alone would be
+    narrow, resampling contributors is wide, and the differential takes the widest; a group of one person
+    leaves the difference open from -1 to 1."""
+    rng = np.random.default_rng(0)
+    a_people, b_people = [f"a{k}" for k in range(6)], [f"b{k}" for k in range(6)]
+    strong = {p: rng.random() < 0.5 for p in a_people + b_people}
+    rows, outcomes, groups = [], [], []
+    for side, members in (("a", a_people), ("b", b_people)):
+        for k in range(60):
+            x, y = members[k % 6], members[(k // 6) % 6]
+            rows.append((x, y))
+            outcomes.append(strong[x] or (side == "a" and rng.random() < 0.3))
+            groups.append(side)
+    pairs = np.array([f"{x}+{y}+{i}" for i, (x, y) in enumerate(rows)])
+    first = np.array([x for x, _ in rows])
+    narrow = sliced(np.array(outcomes), [pairs], np.array(groups, dtype=object), 2, rows)[1]
+    wide = sliced(np.array(outcomes), [pairs, first], np.array(groups, dtype=object), 2, rows)[1]
+    assert narrow is not None and wide is not None
+    assert wide.difference_ci95[1] - wide.difference_ci95[0] > narrow.difference_ci95[1] - narrow.difference_ci95[0]
+    one = sliced(np.array([True, True, False, False]), [np.array(["x", "x", "y", "y"])],
+                 np.array(["g", "g", "h", "h"], dtype=object), 1)[1]
+    assert one is not None and one.difference_ci95 == [-1.0, 1.0] and one.ratio is None
+    half = sliced(np.array([True, True, False, False, True]), [np.array(["x", "x", "y", "z", "w"])],
+                  np.array(["g", "g", "h", "h", "h"], dtype=object), 1)[1]
+    assert half is not None and half.difference_ci95 == [-1.0, 1.0] and half.ratio_ci95 == [0.0, None]

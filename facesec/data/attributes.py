@@ -7,9 +7,11 @@ facesec cannot use safely is a one-line error naming the file, the line and the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,8 +23,10 @@ from facesec.errors import DataError
 
 OWN = "attributes.csv"
 """A dataset folder's own table (given by `data import --attributes`, or put there by hand)."""
-UNKNOWN = "unknown"
-"""The group of identities whose attribute is missing: shown like any other group, never dropped."""
+UNKNOWN, MIXED = "unknown", "mixed"
+"""The group of identities whose attribute is missing (shown like any other group, never dropped; a cell saying
+'unknown' is read as empty), and that of a decision about two people in different groups (no table may use it)."""
+MAX_COMMENTS, MAX_COMMENT = 20, 300
 MAX_BYTES, MAX_ROWS, MAX_COLUMNS, MAX_CELL = 64 * 1024 * 1024, 1_000_000, 64, 200
 """A table larger, longer or wider, or with a longer cell, is refused (one identity per row)."""
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -40,6 +44,8 @@ class Table:
     source: str
     provenance: list[str] = field(default_factory=list)
     """The comment lines at the top of a predicted table (model, version, methods)."""
+    sha256: str = ""
+    """Of the file's bytes (merged: of both files' digests): a changed table changes a sliced run's resume key."""
 
     def categorical(self) -> list[str]:
         """The columns a run can be sliced by: those with a value that is not a number (age is not; age_band is)."""
@@ -59,8 +65,11 @@ class Table:
 
 def predicted_path(dataset: str) -> Path:
     """Where `data annotate` keeps a dataset's predicted table: the per-user folder beside the datasets (a shared
-    $FACESEC_DATA stays read-only)."""
-    return default_root().parent / "attributes" / f"{Path(dataset).name}.csv"
+    $FACESEC_DATA stays read-only), named by the dataset folder's name and where it is (two datasets of one name
+    in two places never share a table)."""
+    root = resolve(dataset).resolve()
+    where = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return default_root().parent / "attributes" / f"{root.name}-{where}.csv"
 
 
 def read_table(path: Path, known: set[str] | None = None) -> Table:
@@ -76,6 +85,9 @@ def read_table(path: Path, known: set[str] | None = None) -> Table:
     provenance = []
     while lines and lines[0].startswith("#"):
         provenance.append(lines.pop(0)[1:].strip())
+        if len(provenance) > MAX_COMMENTS or len(provenance[-1]) > MAX_COMMENT or CONTROL.search(provenance[-1]):
+            raise DataError(f"{path}, line {len(provenance)}: comment lines ('#') are at most {MAX_COMMENTS} of "
+                            f"{MAX_COMMENT} plain characters (they say how the table was made)")
     reader = csv.reader(io.StringIO("".join(lines)))
     try:
         header = next(reader, [])
@@ -86,17 +98,21 @@ def read_table(path: Path, known: set[str] | None = None) -> Table:
             _row(path, reader.line_num + len(provenance), row, columns, values, first, known)
     except csv.Error as exc:
         raise DataError(f"{path}, line {reader.line_num + len(provenance)}: not a readable CSV ({exc})") from exc
-    return Table(values, columns[1:], str(path), provenance)
+    return Table(values, columns[1:], str(path), provenance, hashlib.sha256(data).hexdigest())
 
 
 def _bounded(path: Path) -> bytes:
+    """The file's bytes (at most MAX_BYTES), read from a regular file reached without following a link (a table
+    is read from where it was given, never from where a link points)."""
     try:
-        if not path.is_file():
-            raise DataError(f"{path}: not a file (an attribute table is a CSV file)")
-        with path.open("rb") as fh:
-            data = fh.read(MAX_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from exc
+        raise DataError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__}; a link is not followed)") \
+            from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"{path}: not a regular file (an attribute table is a CSV file)")
+        data = fh.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise DataError(f"{path}: larger than {MAX_BYTES // (1024 * 1024)} MB; an attribute table has one short row "
                         "per identity")
@@ -142,8 +158,12 @@ def _row(path: Path, line: int, row: list[str], columns: list[str], values: dict
     if known is not None and identity not in known:
         raise DataError(f"{path}, line {line}: identity {safe_cell(identity)!r} is not in the dataset; remove the "
                         "row or fix the name")
+    cells = {c: v.strip() for c, v in zip(columns[1:], row[1:], strict=True) if v.strip()}
+    if any(v.lower() == MIXED for v in cells.values()):
+        raise DataError(f"{path}, line {line}: '{MIXED}' is facesec's name for a morph of two people in different "
+                        "groups; call the value otherwise")
     first[identity] = line
-    values[identity] = {c: v.strip() for c, v in zip(columns[1:], row[1:], strict=True) if v.strip()}
+    values[identity] = {c: v for c, v in cells.items() if v.lower() != UNKNOWN}  # 'unknown': as if empty
 
 
 def merged(predicted: Table | None, own: Table | None) -> Table | None:
@@ -154,7 +174,8 @@ def merged(predicted: Table | None, own: Table | None) -> Table | None:
     for identity, cells in own.values.items():
         values.setdefault(identity, {}).update(cells)
     columns = predicted.columns + [c for c in own.columns if c not in predicted.columns]
-    return Table(values, columns, f"{own.source} over {predicted.source}", predicted.provenance)
+    both = hashlib.sha256(f"{own.sha256}+{predicted.sha256}".encode()).hexdigest()
+    return Table(values, columns, f"{own.source} over {predicted.source}", predicted.provenance, both)
 
 
 def load(dataset: str) -> Table | None:

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ SIZE, QUALITY = 250, 90
 
 _FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _HASH = re.compile(r"[0-9a-f]{64}")
+CROP_BYTES, SPARE_BYTES = 64 * 1024, 1 << 30
+"""Room a crop takes at most (a 250 x 250 JPEG, about 20 KB) and the free space left after a build."""
 MAX_SOURCES = 100_000
 """A source list with more rows is refused (celeba-mini has 5,168)."""
 
@@ -122,6 +125,22 @@ def _altered(path: Path, source: Source) -> str:
     return ""
 
 
+def _verified_bytes(path: Path, source: Source) -> bytes:
+    """The file's bytes, read once from a regular file reached without following a link (never blocking on a
+    FIFO put there since the check), and still the listed ones."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__}); nothing was written") \
+            from exc
+    with os.fdopen(fd, "rb") as fh:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        data = fh.read(source.size + 1) if regular else b""
+    if not regular or len(data) != source.size or hashlib.sha256(data).hexdigest() != source.sha256:
+        raise DataError(f"{path}: changed since it was checked (or not a regular file); nothing was written")
+    return data
+
+
 class Cropper:
     """The README's recipe: the single face dlib's HOG detector finds (upsampled once when it finds none), its
     5 landmarks, a square of 3.6 eye-corner spans (at least 60 px) around the eyes and nose, black outside."""
@@ -160,6 +179,10 @@ def build(name: str, source: Path, to: Path | None = None, sources: Path | None 
         raise DataError(f"--from {source}: not a folder (it must hold CelebA's img_celeba files)")
     paths = check_sources(listed, source, progress)
     final.parent.mkdir(parents=True, exist_ok=True)
+    free, needed = shutil.disk_usage(final.parent).free, len(listed) * CROP_BYTES + SPARE_BYTES
+    if free < needed:
+        raise DataError(f"{final.parent}: {free / 1e9:.1f} GB free; the build needs {needed / 1e9:.1f} GB (its crops "
+                        "and 1 GB to spare)")
     partial = final.parent / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # an earlier interrupted build
     partial.mkdir()
@@ -176,10 +199,12 @@ def build(name: str, source: Path, to: Path | None = None, sources: Path | None 
 def _cut(listed: list[Source], paths: list[Path], partial: Path, progress: bool) -> None:
     """Every crop, then manifest.csv, into `partial`."""
     cropper = Cropper()
+    verified = partial / ".source"
     for item, path in bar(list(zip(listed, paths, strict=True)), desc="cutting faces", unit="photo",
                           enabled=progress):
+        verified.write_bytes(_verified_bytes(path, item))  # decoded from the bytes whose hash was checked
         try:
-            image, _ = read_rgb(path)
+            image, _ = read_rgb(verified)
         except UnusableImage as exc:
             raise DataError(f"{path}: {exc}; nothing was written") from exc
         face = cropper.crop(image)
@@ -188,6 +213,7 @@ def _cut(listed: list[Source], paths: list[Path], partial: Path, progress: bool)
                             "20.0); nothing was written")
         (partial / item.identity).mkdir(exist_ok=True)
         face.save(partial / item.identity / item.file, format="JPEG", quality=QUALITY)
+    verified.unlink()
     with (partial / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(("path", "identity"))

@@ -159,7 +159,7 @@ def import_dataset(source: str | Path, name: str, detect: bool = True, progress:
     _write_csv(partial / "manifest.csv", ("path", "identity"), rows, paths_read_back=True)
     _write_csv(partial / "skipped.csv", ("path", "reason"), skipped, paths_read_back=False)
     if table is not None:
-        table.values = {i: v for i, v in table.values.items() if i in folders}
+        table.values = {safe_cell(i): v for i, v in table.values.items() if i in folders}  # as the manifest names them
         write_table(partial / OWN, table)
     partial.rename(final)
     return Imported(name, final, len(rows), len(folders), skipped)

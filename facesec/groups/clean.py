@@ -12,9 +12,12 @@ import torch
 
 from facesec import protocols
 from facesec.data.attributes import Table
+from facesec.errors import ConfigError
 from facesec.groups.slices import sliced
 from facesec.recognizers.base import Recognizer
 
+MAX_FACES = 12_000
+"""Faces `--by` takes at most: each half's pairs are compared at once (6,000 faces: 18 million pairs, about 0.5 GB)."""
 MAX_IMPOSTOR = 2_000_000
 """Impostor pairs of one group kept at most (a random subset beyond it): their FMR still resolves 1e-5."""
 
@@ -22,6 +25,9 @@ MAX_IMPOSTOR = 2_000_000
 def by_group(model: Recognizer, emb: torch.Tensor, labels: np.ndarray, table: Table, attributes: list[str],
              fmr: float, minimum: int, seed: int = 0) -> dict[str, Any]:
     """The threshold from the calibration half and, per attribute, each group's FNMR and FMR on the other half."""
+    if len(labels) > MAX_FACES:
+        raise ConfigError(f"--by compares every pair of faces: {len(labels):,} faces is more than {MAX_FACES:,}; "
+                          "evaluate a subset of the dataset (`facesec data import` a CSV of some of its photos)")
     people = sorted(set(labels.tolist()))
     rng = np.random.default_rng(seed)
     apart = set(rng.permutation(people)[: len(people) // 2].tolist())

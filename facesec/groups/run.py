@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from facesec.data import attributes
+from facesec.data.dataset import load_dataset
 from facesec.errors import ConfigError, NotFetched
 from facesec.families.base import Family
 from facesec.groups.slices import row_groups, sliced
@@ -32,18 +33,29 @@ def check(tm: ThreatModel, family: Family) -> None:
                          f"data annotate {tm.data.dataset}` or put an attributes.csv (identity, then your columns) "
                          "in its folder")
     usable = table.categorical()
+    people = load_dataset(tm.data.dataset).identities
     for name in tm.report.by:
         if name not in usable:
             numeric = " (a number: slice by a band of it, such as age_band)" if name in table.columns else ""
             raise ConfigError(f"field 'report.by': {name!r} is not a category of {table.source}{numeric}; it has "
                               f"{', '.join(usable) or 'none'}")
+        if len(table.sizes(name, people)) > MAX_GROUPS:
+            raise ConfigError(f"field 'report.by': {name!r} has more than {MAX_GROUPS} values in {table.source}; "
+                              "slice by a coarser attribute")
 
 
-def slice_run(tm: ThreatModel, family: Family, samples: Mapping[str, Any]) -> list[Sliced]:
-    """Each of the family's sliced rates by each attribute of `report.by`."""
+def slice_run(tm: ThreatModel, family: Family, samples: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's entries for `report.by`: `groups` (each of the family's sliced rates by each attribute) and
+    the attribute table's provenance, from one reading of the table."""
     table = attributes.load(tm.data.dataset)
     if not tm.report.by or table is None:
-        return []
+        return {}
+    return {"groups": _sliced(tm, family, samples, table),
+            "attributes": {"table": table.source, "sha256": table.sha256,
+                           "how": " / ".join(table.provenance) or "given by its owner"}}
+
+
+def _sliced(tm: ThreatModel, family: Family, samples: Mapping[str, Any], table: attributes.Table) -> list[Sliced]:
     clusterings = family.decision_clusters
     columns = sorted({c for way in clusterings for c in way})
     out = []
@@ -64,14 +76,6 @@ def slice_run(tm: ThreatModel, family: Family, samples: Mapping[str, Any]) -> li
             out.append(Sliced(attribute=attribute, metric=metric, decision=column, minimum=tm.report.min_group,
                               groups=rates, differential=gap))
     return out
-
-
-def provenance(tm: ThreatModel) -> dict[str, Any]:
-    """Where the run's attributes came from: the table (or tables) and how they were made (its comment lines)."""
-    table = attributes.load(tm.data.dataset) if tm.report.by else None
-    if table is None:
-        return {}
-    return {"attributes": {"table": table.source, "how": " / ".join(table.provenance) or "given by its owner"}}
 
 
 def _decisions(values: Any) -> np.ndarray:

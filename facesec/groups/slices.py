@@ -11,12 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from facesec.data.attributes import UNKNOWN
+from facesec.data.attributes import MIXED, UNKNOWN
 from facesec.measures.rates import BOOTSTRAP_DRAWS, cluster_interval, wilson_interval
 from facesec.record import Differential, GroupRate
-
-MIXED = "mixed"
-"""A decision about several people (a morph's two contributors) in different groups."""
 
 
 def row_groups(people: Sequence[Sequence[str]], group_of: dict[str, str]) -> np.ndarray:
@@ -46,39 +43,50 @@ def sliced(outcomes: np.ndarray, clusterings: list[np.ndarray], groups: np.ndarr
                                rate=float(outcomes[chosen].mean()),
                                ci95_cluster=[min(lo for lo, _ in ends), max(hi for _, hi in ends)],
                                small=n_people < minimum or group in (UNKNOWN, MIXED)))
-    return rates, differential(outcomes, clusterings[0], groups, rates)
+    return rates, differential(outcomes, clusterings, groups, rates)
 
 
-def differential(outcomes: np.ndarray, people: np.ndarray, groups: np.ndarray, rates: list[GroupRate],
+def differential(outcomes: np.ndarray, clusterings: list[np.ndarray], groups: np.ndarray, rates: list[GroupRate],
                  draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> Differential | None:
     """The highest minus the lowest group rate, and their ratio, among groups that are not `small`, with 95%
-    intervals from resampling people within each of the two groups, widened to hold what their decisions alone
-    allow (Newcombe's interval of the difference from the two Wilson intervals; the ratio of their ends). None
-    with fewer than two such groups."""
+    intervals from resampling the people of each of the two groups (for each of `clusterings`, the widest),
+    widened to hold what their decisions alone allow (Newcombe's interval of the difference from the two Wilson
+    intervals; the ratio of their ends); a group of one person leaves them wide open ([-1, 1], [0, unbounded]).
+    None with fewer than two such groups."""
     eligible = sorted((r for r in rates if not r.small), key=lambda r: (r.rate, r.group))
     if len(eligible) < 2:
         return None
     low, high = eligible[0], eligible[-1]
-    rng = np.random.default_rng(seed)
-    boot = {r.group: _resampled(outcomes[groups == r.group], people[groups == r.group], draws, rng)
-            for r in (low, high)}
-    gaps = boot[high.group] - boot[low.group]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = boot[high.group] / boot[low.group]
-    w_high, w_low = (wilson_interval(round(r.rate * r.decisions), r.decisions) for r in (high, low))
     d = high.rate - low.rate
-    newcombe = (d - math.hypot(high.rate - w_high[0], w_low[1] - low.rate),
-                d + math.hypot(w_high[1] - high.rate, low.rate - w_low[0]))
-    gap_ci = [max(-1.0, min(float(np.quantile(gaps, 0.025)), newcombe[0])),
-              min(1.0, max(float(np.quantile(gaps, 0.975)), newcombe[1]))]
+    w_high, w_low = (wilson_interval(round(r.rate * r.decisions), r.decisions) for r in (high, low))
+    gap_ends = [d - math.hypot(high.rate - w_high[0], w_low[1] - low.rate),
+                d + math.hypot(w_high[1] - high.rate, low.rate - w_low[0])]
+    ratio_ends = [w_high[0] / w_low[1], w_high[1] / w_low[0] if w_low[0] > 0 else math.inf]
+    if any(len(set(way[groups == r.group].tolist())) < 2 for way in clusterings for r in (high, low)):
+        return Differential(highest=high.group, lowest=low.group, difference=d, difference_ci95=[-1.0, 1.0],
+                            ratio=high.rate / low.rate if low.rate > 0 else None,
+                            ratio_ci95=[0.0, None] if low.rate > 0 else None)  # one person: no spread to resample
+    for way in clusterings:
+        gaps, ratios = _boot(outcomes, way, groups, high.group, low.group, draws, seed)
+        gap_ends = [min(gap_ends[0], float(np.quantile(gaps, 0.025))),
+                    max(gap_ends[1], float(np.quantile(gaps, 0.975)))]
+        ratio_ends = [min(ratio_ends[0], float(np.nanquantile(ratios, 0.025, method="lower"))),
+                      max(ratio_ends[1], float(np.nanquantile(ratios, 0.975, method="higher")))]
+    gap_ci = [max(-1.0, gap_ends[0]), min(1.0, gap_ends[1])]
     if low.rate == 0:
         return Differential(highest=high.group, lowest=low.group, difference=d, difference_ci95=gap_ci,
                             ratio=None, ratio_ci95=None)
-    top = w_high[1] / w_low[0] if w_low[0] > 0 else math.inf
-    ratio_ci = [min(float(np.nanquantile(ratios, 0.025, method="lower")), w_high[0] / w_low[1]),
-                _finite(max(float(np.nanquantile(ratios, 0.975, method="higher")), top))]
     return Differential(highest=high.group, lowest=low.group, difference=d, difference_ci95=gap_ci,
-                        ratio=high.rate / low.rate, ratio_ci95=ratio_ci)
+                        ratio=high.rate / low.rate, ratio_ci95=[max(0.0, ratio_ends[0]), _finite(ratio_ends[1])])
+
+
+def _boot(outcomes: np.ndarray, way: np.ndarray, groups: np.ndarray, high: str, low: str, draws: int,
+          seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The difference and ratio of the two groups' rates in resamples of their clusters (`way`)."""
+    rng = np.random.default_rng(seed)
+    boot = {g: _resampled(outcomes[groups == g], way[groups == g], draws, rng) for g in (high, low)}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return boot[high] - boot[low], boot[high] / boot[low]
 
 
 def _resampled(outcomes: np.ndarray, people: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,5 +100,6 @@ def _resampled(outcomes: np.ndarray, people: np.ndarray, draws: int, rng: np.ran
 
 
 def _finite(value: float) -> float | None:
-    """An interval's end, None where it is unbounded (a resample in which the lowest group's rate is 0)."""
+    """An interval's upper end, None where it is unbounded (more than 2.5% of resamples give the lowest group a
+    rate of 0, or its Wilson interval reaches 0)."""
     return float(value) if math.isfinite(value) else None
