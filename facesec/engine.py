@@ -51,7 +51,7 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
         _flag_nonfinite(m.validity, nonfinite)
     _flag_operating_points(m.validity, m.operating_points)
     info = family.metrics[family.headline]
-    sliced = by_group.slice_run(tm, family, m.samples) if tm.report.by else {}
+    sliced = by_group.slice_run(tm, family, m.samples, m.operating_points) if tm.report.by else {}
     record = RunRecord(
         name=tm.name, source=source, family=family.name, threat_model=tm.model_dump(mode="json"),
         dimensions=m.dimensions, eps=m.eps, metrics=plain(m.metrics), validity=m.validity,

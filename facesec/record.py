@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -140,6 +141,18 @@ class OperatingPoint(_Closed):
     fmr_measured_ci95: list[float] = []
     fmr_measured_ci95_cluster: list[float] = []
     """Resampling the people of those pairs."""
+    _run_scores: Any = PrivateAttr(None)
+    """The run's own clean pair scores (`measures.operating.Scores`) while the run is in memory (never written):
+    `report.by` slices the clean rates at this threshold by group."""
+
+    def with_run_scores(self, scores: Any) -> OperatingPoint:
+        self._run_scores = scores
+        return self
+
+    @property
+    def run_scores(self) -> Any:
+        return self._run_scores
+
     measured_pairs: int = 0
     curve: ScoreCurve | None = None
 

@@ -275,10 +275,10 @@ def _group_gate(i: int, gate: Gate, report: Report, family: Family) -> None:
     if gate.by not in report.by:
         raise ValueError(f"{where}.by': {gate.by!r} is not in report.by ({', '.join(report.by) or 'empty'}); add it "
                          "there so the run is sliced by it")
-    rates = family.sliced_rates()
+    rates = [*family.sliced_rates(), "clean_fnmr", "clean_fmr"]
     if gate.metric not in rates:
-        raise ValueError(f"{where}.metric': perturbation.kind {family.name} slices "
-                         f"{', '.join(rates) or 'no rate'} by group, not {gate.metric!r}")
+        raise ValueError(f"{where}.metric': perturbation.kind {family.name} slices {', '.join(rates)} by group "
+                         f"(the clean ones where it records its people's pair scores), not {gate.metric!r}")
 
 
 def _defence_fits(defence: Defence, family: Family) -> None:

@@ -100,7 +100,13 @@ def test_a_run_is_sliced_by_group_and_gated_on_its_differential(tmp_path: Path, 
     gate = "gates=[{metric: attack_success_rate, by: kind, stat: difference, op: '<=', value: 1.0}]"
     results, _ = run([small], ["report.by=[kind]", "report.min_group=1", gate], out_root=tmp_path, progress=False)
     record = results.runs[0]
-    assert {s.metric for s in record.groups} == {"attack_success_rate", "clean_success_rate"}
+    assert {s.metric for s in record.groups} == {"attack_success_rate", "clean_success_rate", "clean_fnmr",
+                                                 "clean_fmr"}
+    fnmr = next(s for s in record.groups if s.metric == "clean_fnmr")
+    fmr = next(s for s in record.groups if s.metric == "clean_fmr")
+    assert sum(g.decisions for g in fnmr.groups) == 6 * 3  # 6 people x 3 genuine pairs of their 3 photos
+    assert {g.group: g.decisions for g in fmr.groups} == {  # impostor pairs of two people of the same group
+        g.group: g.identities * (g.identities - 1) // 2 * 9 for g in fnmr.groups if g.identities > 1}
     asr = next(s for s in record.groups if s.metric == "attack_success_rate")
     n, rate = record.metrics["n_attempts"], record.metrics["attack_success_rate"]
     assert isinstance(n, int) and isinstance(rate, float) and sum(g.decisions for g in asr.groups) == n

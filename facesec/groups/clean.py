@@ -13,7 +13,7 @@ import torch
 from facesec import protocols
 from facesec.data.attributes import Table
 from facesec.errors import ConfigError
-from facesec.groups.slices import sliced
+from facesec.groups.slices import pair_rates
 from facesec.recognizers.base import Recognizer
 
 MAX_FACES = 12_000
@@ -66,9 +66,6 @@ def _capped(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _rates(errors: np.ndarray, first: np.ndarray, groups: np.ndarray, minimum: int,
            second: np.ndarray | None = None) -> dict[str, Any]:
-    """Per group, the error rate with the interval resampling the first person of each pair (and the second, for
-    impostor pairs: the widest), and the differential between groups."""
-    clusterings = [first] if second is None else [first, second]
-    people = [(a,) for a in first] if second is None else list(zip(first, second, strict=True))
-    rates, gap = sliced(errors, clusterings, groups, minimum, people)
+    """`pair_rates` as JSON."""
+    rates, gap = pair_rates(errors, first, groups, minimum, second)
     return {"groups": [r.model_dump() for r in rates], "differential": gap.model_dump() if gap else None}

@@ -4,7 +4,7 @@ gives each person's group. Checked before any run (`check`), computed by the eng
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,8 +13,8 @@ from facesec.data import attributes
 from facesec.data.dataset import load_dataset
 from facesec.errors import ConfigError, NotFetched
 from facesec.families.base import Family
-from facesec.groups.slices import row_groups, sliced
-from facesec.record import MAX_GROUPS, Sliced
+from facesec.groups.slices import at_threshold, row_groups, sliced
+from facesec.record import MAX_GROUPS, OperatingPoint, Sliced
 from facesec.threat_model import ThreatModel
 
 _TRUE, _FALSE = {"True", "true", "1"}, {"False", "false", "0"}
@@ -44,13 +44,19 @@ def check(tm: ThreatModel, family: Family) -> None:
                               "slice by a coarser attribute")
 
 
-def slice_run(tm: ThreatModel, family: Family, samples: Mapping[str, Any]) -> dict[str, Any]:
-    """The record's entries for `report.by`: `groups` (each of the family's sliced rates by each attribute) and
+CLEAN = {"clean_fnmr": "genuine pairs", "clean_fmr": "impostor pairs within the group"}
+"""The clean rates of a run's own people at its threshold, sliced where the family hands over its pair scores."""
+
+
+def slice_run(tm: ThreatModel, family: Family, samples: Mapping[str, Any],
+              points: Sequence[OperatingPoint] = ()) -> dict[str, Any]:
+    """The record's entries for `report.by`: `groups` (each of the family's sliced rates by each attribute, and
+    the clean FNMR and FMR at the run's threshold where its operating point carries the run's pair scores) and
     the attribute table's provenance, from one reading of the table."""
     table = attributes.load(tm.data.dataset)
     if not tm.report.by or table is None:
         return {}
-    return {"groups": _sliced(tm, family, samples, table),
+    return {"groups": _sliced(tm, family, samples, table) + _clean(tm, points, table),
             "attributes": {"table": table.source, "sha256": table.sha256,
                            "how": " / ".join(table.provenance) or "given by its owner"}}
 
@@ -75,6 +81,20 @@ def _sliced(tm: ThreatModel, family: Family, samples: Mapping[str, Any], table: 
             rates, gap = sliced(decided[rows] == 1, labels, groups, tm.report.min_group, people)
             out.append(Sliced(attribute=attribute, metric=metric, decision=column, minimum=tm.report.min_group,
                               groups=rates, differential=gap))
+    return out
+
+
+def _clean(tm: ThreatModel, points: Sequence[OperatingPoint], table: attributes.Table) -> list[Sliced]:
+    """The clean baseline by group at the first operating point (the target's), when it carries named scores."""
+    scores = points[0].run_scores if points else None
+    if scores is None or getattr(scores, "names", None) is None:
+        return []
+    out = []
+    for attribute in tm.report.by:
+        found = at_threshold(scores, points[0].threshold, table.groups(attribute, scores.names.tolist()),
+                             tm.report.min_group)
+        out += [Sliced(attribute=attribute, metric=metric, decision=CLEAN[metric], minimum=tm.report.min_group,
+                       groups=rates, differential=gap) for metric, (rates, gap) in found.items()]
     return out
 
 

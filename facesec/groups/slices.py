@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -103,3 +104,27 @@ def _finite(value: float) -> float | None:
     """An interval's upper end, None where it is unbounded (more than 2.5% of resamples give the lowest group a
     rate of 0, or its Wilson interval reaches 0)."""
     return float(value) if math.isfinite(value) else None
+
+
+def pair_rates(errors: np.ndarray, first: np.ndarray, groups: np.ndarray, minimum: int,
+               second: np.ndarray | None = None) -> tuple[list[GroupRate], Differential | None]:
+    """Per group, the error rate of pairs with the interval resampling the first person of each pair (and the
+    second, for impostor pairs: the widest), and the differential between groups."""
+    clusterings = [first] if second is None else [first, second]
+    people = [(a,) for a in first] if second is None else list(zip(first, second, strict=True))
+    return sliced(errors, clusterings, groups, minimum, people)
+
+
+def at_threshold(scores: Any, threshold: float, group_of: dict[str, str], minimum: int
+                 ) -> dict[str, tuple[list[GroupRate], Differential | None]]:
+    """A run's clean FNMR (its genuine pairs rejected) and FMR (its impostor pairs of two people of the same group
+    accepted) by group, at the run's own threshold (`scores`: `measures.operating.Scores` with names)."""
+    names = scores.names
+    who = names[scores.genuine_people]
+    a, b = names[scores.people[:, 0]], names[scores.people[:, 1]]
+    ga = np.array([group_of.get(p, UNKNOWN) for p in a], dtype=object)
+    gb = np.array([group_of.get(p, UNKNOWN) for p in b], dtype=object)
+    within = ga == gb
+    genuine_groups = np.array([group_of.get(p, UNKNOWN) for p in who], dtype=object)
+    return {"clean_fnmr": pair_rates(scores.genuine <= threshold, who, genuine_groups, minimum),
+            "clean_fmr": pair_rates(scores.impostor[within] > threshold, a[within], ga[within], minimum, b[within])}

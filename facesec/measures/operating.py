@@ -39,20 +39,26 @@ class Scores:
     """Faces per identity."""
     genuine_people: np.ndarray | None = None
     """The identity index of each genuine pair (None where only impostor scores were given)."""
+    names: np.ndarray | None = None
+    """Each identity index's name in the dataset (where the run gave them: its clean rates can then be sliced by
+    group of people)."""
 
     @property
     def n_identities(self) -> int:
         return int(np.count_nonzero(self.sizes))
 
 
-def pair_scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray) -> Scores:
-    """Genuine and impostor scores of all pairs of the faces (upper triangle), with each impostor pair's people."""
+def pair_scores(model: Recognizer, emb: torch.Tensor, ids: np.ndarray,
+                names: list[str] | None = None) -> Scores:
+    """Genuine and impostor scores of all pairs of the faces (upper triangle), with each impostor pair's people;
+    with `names` (the name of each value of `ids`), the people's names too."""
     sims = model.similarity_matrix(emb, emb).cpu().numpy()
-    _, dense = np.unique(ids, return_inverse=True)
+    kept, dense = np.unique(ids, return_inverse=True)
     iu = np.triu_indices(len(ids), k=1)
     same = dense[iu[0]] == dense[iu[1]]
     people = np.stack([dense[iu[0]][~same], dense[iu[1]][~same]], axis=1)
-    return Scores(sims[iu][same], sims[iu][~same], people, np.bincount(dense), dense[iu[0]][same])
+    named = None if names is None else np.array([names[int(k)] for k in kept], dtype=object)
+    return Scores(sims[iu][same], sims[iu][~same], people, np.bincount(dense), dense[iu[0]][same], named)
 
 
 _CACHE: dict[tuple[str, str, str], Scores] = {}
@@ -168,4 +174,5 @@ def operating_point(model: Recognizer, fmr: float, run: Scores, draw: Calibratio
         and protocols.people_flag(cal.n_identities, fmr, "") is None,
         draw="" if draw is None else draw.key()[:16], seed=None if draw is None else draw.seed,
         fmr_measured=measured["rate"] if accepted.size else None, fmr_measured_ci95=measured["ci95"],
-        fmr_measured_ci95_cluster=by_people, measured_pairs=int(accepted.size), curve=curve(cal))
+        fmr_measured_ci95_cluster=by_people, measured_pairs=int(accepted.size), curve=curve(cal)
+    ).with_run_scores(run)

@@ -89,7 +89,7 @@ def threshold(model: Recognizer, emb: torch.Tensor, pop: Population, fmr: float,
               draw: CalibrationDraw | None) -> OperatingPoint:
     """The operating point at `fmr`: from the calibration draw, or in sample from all clean impostor pairs of the
     population; either way with the FMR it gives on the population's impostor pairs."""
-    return operating_point(model, fmr, pair_scores(model, emb, pop.identity), draw)
+    return operating_point(model, fmr, pair_scores(model, emb, pop.identity, pop.names), draw)
 
 
 @dataclass
