@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from facesec.csv_cells import safe_cell
 from facesec.data.dataset import default_root, resolve
+from facesec.data.images import read_regular
 from facesec.errors import DataError
 
 OWN = "attributes.csv"
@@ -105,14 +105,12 @@ def _bounded(path: Path) -> bytes:
     """The file's bytes (at most MAX_BYTES), read from a regular file reached without following a link (a table
     is read from where it was given, never from where a link points)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        data = read_regular(path, MAX_BYTES)
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__}; a link is not followed)") \
             from exc
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DataError(f"{path}: not a regular file (an attribute table is a CSV file)")
-        data = fh.read(MAX_BYTES + 1)
+    if data is None:
+        raise DataError(f"{path}: not a regular file (an attribute table is a CSV file)")
     if len(data) > MAX_BYTES:
         raise DataError(f"{path}: larger than {MAX_BYTES // (1024 * 1024)} MB; an attribute table has one short row "
                         "per identity")

@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from facesec.data.dataset import data_roots, default_root
-from facesec.data.images import UnusableImage, read_rgb
+from facesec.data.images import UnusableImage, read_regular, read_rgb
 from facesec.dlib_models import models_dir
 from facesec.errors import DataError
 from facesec.progress import bar
@@ -129,14 +128,11 @@ def _verified_bytes(path: Path, source: Source) -> bytes:
     """The file's bytes, read once from a regular file reached without following a link (never blocking on a
     FIFO put there since the check), and still the listed ones."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        data = read_regular(path, source.size)
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__}); nothing was written") \
             from exc
-    with os.fdopen(fd, "rb") as fh:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
-        data = fh.read(source.size + 1) if regular else b""
-    if not regular or len(data) != source.size or hashlib.sha256(data).hexdigest() != source.sha256:
+    if data is None or len(data) != source.size or hashlib.sha256(data).hexdigest() != source.sha256:
         raise DataError(f"{path}: changed since it was checked (or not a regular file); nothing was written")
     return data
 

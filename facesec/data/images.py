@@ -45,6 +45,14 @@ def regular_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> None:
         raise UnusableImage(f"file too large ({info.st_size:,} bytes, limit {max_bytes:,})")
 
 
+def read_regular(path: str | Path, limit: int) -> bytes | None:
+    """At most `limit` + 1 bytes of a regular file opened without following a link at its end and without waiting
+    on a FIFO; None when it is not a regular file. OSError when it cannot be opened (missing, a link)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(limit + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
 def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str | None]:
     """RGB uint8 H x W x 3 and a note when the file needed converting (grayscale, CMYK, alpha, 16 bits...)."""
     return decode(path, _as_rgb, max_pixels)
