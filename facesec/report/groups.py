@@ -45,13 +45,18 @@ class GapRow:
 
 def tables(record: RunRecord) -> list[GroupTable]:
     """The run's sliced rates, one table per rate and attribute."""
-    return [GroupTable(f"{s.metric} by {s.attribute}", [_row(g) for g in s.groups], _gap_words(s))
+    return [GroupTable(f"{s.metric} by {s.attribute}", [_row(g, _digits(s)) for g in s.groups], _gap_words(s))
             for s in record.groups]
 
 
-def _row(g: GroupRate) -> tuple[str, str, str, str, str]:
+def _digits(s: Sliced) -> int:
+    """Decimals that show the rates apart: 4 for small ones (an FMR near 1e-3), else 2."""
+    return 4 if max((g.ci95_cluster[1] for g in s.groups), default=1.0) < 0.05 else 2
+
+
+def _row(g: GroupRate, n: int) -> tuple[str, str, str, str, str]:
     lo, hi = g.ci95_cluster
-    return (g.group, str(g.identities), str(g.decisions), f"{g.rate:.2f} [{lo:.2f}, {hi:.2f}]",
+    return (g.group, str(g.identities), str(g.decisions), f"{g.rate:.{n}f} [{lo:.{n}f}, {hi:.{n}f}]",
             "not compared" if g.small else "")
 
 
@@ -60,13 +65,13 @@ def _gap_words(s: Sliced) -> str:
     if d is None:
         return (f"No differential: fewer than two groups of at least {s.minimum} people (besides unknown and "
                 "mixed).")
-    return (f"Highest {d.highest}, lowest {d.lowest}: difference {_difference(d)}, ratio {_ratio(d)} (95% intervals "
-            "resample the people of each group).")
+    return (f"Highest {d.highest}, lowest {d.lowest}: difference {_difference(d, _digits(s))}, ratio {_ratio(d)} "
+            "(95% intervals resample the people of each group).")
 
 
-def _difference(d: Differential) -> str:
+def _difference(d: Differential, n: int) -> str:
     lo, hi = d.difference_ci95
-    return f"{d.difference:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    return f"{d.difference:+.{n}f} [{lo:+.{n}f}, {hi:+.{n}f}]"
 
 
 def _ratio(d: Differential) -> str:
@@ -81,11 +86,11 @@ def gaps(records: list[RunRecord], anchors: list[str]) -> list[GapRow]:
     out = []
     for record, anchor in zip(records, anchors, strict=True):
         for s in record.groups:
-            d = s.differential
+            d, n = s.differential, _digits(s)
             rates = {g.group: g.rate for g in s.groups}
             out.append(GapRow(
                 record.name, anchor, s.metric, s.attribute,
-                DASH if d is None else f"{d.highest} {rates.get(d.highest, 0.0):.2f}",
-                DASH if d is None else f"{d.lowest} {rates.get(d.lowest, 0.0):.2f}",
-                DASH if d is None else _difference(d), DASH if d is None else _ratio(d)))
+                DASH if d is None else f"{d.highest} {rates.get(d.highest, 0.0):.{n}f}",
+                DASH if d is None else f"{d.lowest} {rates.get(d.lowest, 0.0):.{n}f}",
+                DASH if d is None else _difference(d, n), DASH if d is None else _ratio(d)))
     return out
