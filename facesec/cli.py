@@ -54,7 +54,7 @@ def _recognizer_commands(sub: Any) -> None:
     ev.add_argument("--json", type=Path, help="write the metrics to this JSON file")
     ev.add_argument("--pairs-per-identity", type=int, default=20, help="genuine pairs per identity (default 20)")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--by", type=lambda v: [a.strip() for a in v.split(",") if a.strip()], default=[],
+    ev.add_argument("--by", type=_attributes_list, default=[],
                     metavar="ATTR[,ATTR]", help="also FNMR and FMR by group of these attributes at FMR 1e-3 (one "
                                                 "threshold from half of the people, rates on the other half)")
     ev.add_argument("--min-group", type=int, default=5, metavar="N",
@@ -79,16 +79,26 @@ _DRAWS_HELP = (f"repeat every threat model on N draws of people (data.seed {FIRS
 
 
 def _draws(args: argparse.Namespace) -> list[str]:
-    """The overrides with `--draws N` as a data.seed list; ConfigError when N is out of range or data.seed is also
-    set."""
+    """The overrides with `--by` as report.by and `--draws N` as a data.seed list; ConfigError when N is out of
+    range, or data.seed or report.by is also set."""
+    overrides = list(args.overrides)
+    if getattr(args, "by", None):
+        if any(o.split("=", 1)[0].strip() in ("report", "report.by") for o in overrides):
+            raise ConfigError("--by sets report.by: give --by or --set report.by=..., not both")
+        overrides.append(f"report.by=[{', '.join(args.by)}]")
     if args.draws is None:
-        return list(args.overrides)
+        return overrides
     if not 1 <= args.draws <= MAX_DRAWS:
         raise ConfigError(f"--draws: give 1 to {MAX_DRAWS} draws (got {args.draws})")
     if any(o.split("=", 1)[0].strip() == "data.seed" for o in args.overrides):
         raise ConfigError("--draws sets data.seed: give --draws or --set data.seed=..., not both")
     seeds = ", ".join(str(FIRST_DRAW + i) for i in range(args.draws))
-    return [*args.overrides, f"data.seed=[{seeds}]"]
+    return [*overrides, f"data.seed=[{seeds}]"]
+
+
+def _attributes_list(value: str) -> list[str]:
+    """`sex,age_band` as a list of attribute names (each checked where the threat model is validated)."""
+    return [a.strip() for a in value.split(",") if a.strip()]
 
 
 def _suite_commands(sub: Any) -> None:
@@ -98,6 +108,9 @@ def _suite_commands(sub: Any) -> None:
     rn.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                     help="override a field in every file, e.g. --set data.identities=50")
     rn.add_argument("--draws", type=int, metavar="N", help=_DRAWS_HELP)
+    rn.add_argument("--by", type=_attributes_list, metavar="ATTR[,ATTR]",
+                    help="slice every rate by group of these attributes of the dataset, e.g. sex,age_band "
+                         "(the same as --set 'report.by=[sex, age_band]'; docs/groups.md)")
     rn.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
     rn.add_argument("--suite", help="suite name (default: the file's name, or 'suite' for several)")
     rn.add_argument("--junit", type=Path, help="write JUnit XML here for CI")
@@ -124,6 +137,7 @@ def _suite_commands(sub: Any) -> None:
     va.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                     help="override a field before validation, e.g. --set perturbation.eps=4/255")
     va.add_argument("--draws", type=int, metavar="N", help=_DRAWS_HELP)
+    va.add_argument("--by", type=_attributes_list, metavar="ATTR[,ATTR]", help="as facesec run --by")
     va.add_argument("--max-runs", type=int, default=1000,
                     help="refuse a file whose matrix expands to more runs than this (default 1000)")
     va.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)

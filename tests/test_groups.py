@@ -218,3 +218,20 @@ def test_a_differential_resamples_every_way_its_decisions_cluster_and_one_person
     half = sliced(np.array([True, True, False, False, True]), [np.array(["x", "x", "y", "z", "w"])],
                   np.array(["g", "g", "h", "h", "h"], dtype=object), 1)[1]
     assert half is not None and half.difference_ci95 == [-1.0, 1.0] and half.ratio_ci95 == [0.0, None]
+
+
+def test_by_on_the_command_line_is_report_by(celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`--by sex,kind` means `--set "report.by=[sex, kind]"`; given both ways it is one line, exit 2."""
+    from facesec.cli import main
+    from facesec.data.dataset import load_dataset
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    _planted_table(load_dataset("celeba-mini").identities)
+    small = Path(__file__).parent / "fixtures" / "small" / "pixel.yaml"
+    assert main(["validate", str(small), "--by", "kind"]) == 0
+    assert main(["validate", str(small), "--by", "kind,colour"]) == 2
+    assert "'colour' is not a category" in capsys.readouterr().err
+    assert main(["validate", str(small), "--by", "kind", "--set", "report.min_group=3"]) == 0
+    assert main(["validate", str(small), "--by", "kind", "--set", "report.by=[kind]"]) == 2
+    assert "give --by or --set report.by=..., not both" in capsys.readouterr().err
