@@ -52,6 +52,8 @@ def run_threat_model(tm: ThreatModel, device: torch.device, source: str = "", pr
     _flag_operating_points(m.validity, m.operating_points)
     info = family.metrics[family.headline]
     sliced = by_group.slice_run(tm, family, m.samples, m.operating_points) if tm.report.by else {}
+    for point in m.operating_points:  # the pair scores served the slicing; a suite keeps its records, not them
+        point.with_run_scores(None)
     record = RunRecord(
         name=tm.name, source=source, family=family.name, threat_model=tm.model_dump(mode="json"),
         dimensions=m.dimensions, eps=m.eps, metrics=plain(m.metrics), validity=m.validity,
