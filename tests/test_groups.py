@@ -235,3 +235,24 @@ def test_by_on_the_command_line_is_report_by(celeba: Path, tmp_path: Path, monke
     assert main(["validate", str(small), "--by", "kind", "--set", "report.min_group=3"]) == 0
     assert main(["validate", str(small), "--by", "kind", "--set", "report.by=[kind]"]) == 2
     assert "give --by or --set report.by=..., not both" in capsys.readouterr().err
+
+
+def test_a_group_record_read_back_must_hold_its_values() -> None:
+    """results.json is someone else's file: a group rate outside its interval, a difference its interval does not
+    hold, a ratio without an interval or an interval with its ends reversed is not a record facesec wrote."""
+    import pydantic
+
+    from facesec.record import Differential, GroupRate
+
+    GroupRate(group="a", identities=3, decisions=9, rate=0.5, ci95_cluster=[0.2, 0.8], small=False)
+    bad_rates = [{"rate": 0.9, "ci95_cluster": [0.2, 0.8]}, {"rate": 0.5, "ci95_cluster": [0.8, 0.2]}]
+    for bad in bad_rates:
+        with pytest.raises(pydantic.ValidationError):
+            GroupRate.model_validate({"group": "a", "identities": 3, "decisions": 9, "small": False, **bad})
+    good = {"highest": "a", "lowest": "b", "difference": 0.2, "difference_ci95": [0.1, 0.3], "ratio": 2.0,
+            "ratio_ci95": [1.5, None]}
+    Differential.model_validate(good)
+    for change in ({"difference_ci95": [0.3, 0.4]}, {"ratio_ci95": None}, {"ratio_ci95": [2.5, 3.0]},
+                   {"ratio": None}, {"difference": 2.0}):
+        with pytest.raises(pydantic.ValidationError):
+            Differential.model_validate({**good, **change})
