@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from facesec.csv_cells import safe_cell
 from facesec.data.dataset import default_root, resolve
 from facesec.data.images import read_regular
 from facesec.errors import DataError
+from facesec.suite_files import write_atomic
 
 OWN = "attributes.csv"
 """A dataset folder's own table (given by `data import --attributes`, or put there by hand)."""
@@ -201,10 +200,7 @@ def write_table(path: Path, table: Table) -> None:
         cells = table.values[identity]
         writer.writerow([identity, *(_cell(cells.get(c, "")) for c in table.columns)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        fh.write(out.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, out.getvalue())
 
 
 def _cell(text: str) -> str:
