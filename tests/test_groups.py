@@ -127,6 +127,29 @@ def test_a_run_is_sliced_by_group_and_gated_on_its_differential(tmp_path: Path, 
     assert third.runs[0].resume_key != record.resume_key
 
 
+@pytest.mark.parametrize("family", ["morph", "backdoor"])
+def test_morph_and_backdoor_runs_record_their_clean_rates_by_group(family: str, tmp_path: Path, celeba: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A morph and a backdoor run hand over their target's clean pair scores with names: the clean FNMR by group,
+    weighted by its decisions, is the run's own FNMR at its threshold; same-group impostor pairs are counted."""
+    from facesec.api import run
+    from facesec.data.dataset import load_dataset
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    _planted_table(load_dataset("celeba-mini").identities)
+    small = Path(__file__).parent / "fixtures" / "small" / f"{family}.yaml"
+    results, _ = run([small], ["report.by=[kind]", "report.min_group=1"], out_root=tmp_path, progress=False)
+    record = results.runs[0]
+    fnmr = next(s for s in record.groups if s.metric == "clean_fnmr")
+    fmr = next(s for s in record.groups if s.metric == "clean_fmr")
+    decisions = sum(g.decisions for g in fnmr.groups)
+    rejected = sum(g.rate * g.decisions for g in fnmr.groups)
+    # the run's own FNMR over the same genuine pairs at the same threshold (a backdoor: the backdoored model's)
+    tar = record.metrics["clean_tar_after"] if family == "backdoor" else 1 - float(record.metrics["fnmr"])
+    assert isinstance(tar, float) and decisions > 0 and abs(rejected / decisions - (1 - tar)) < 1e-9
+    assert {g.group for g in fmr.groups} <= {"a", "b"} and all(g.decisions > 0 for g in fmr.groups)
+
+
 def test_groups_that_all_succeed_still_leave_room_for_a_gap() -> None:
     """Every decision a success in both groups: resampling people sees no spread at all, but 12 and 6 decisions do
     not prove equal rates; the interval holds Newcombe's (from the two Wilson intervals)."""

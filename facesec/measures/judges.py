@@ -54,7 +54,7 @@ def calibrated_judge(model: Recognizer, pop: Population, fmrs: list[float], prog
     """The model as a judge of `pop`, with a threshold at each FMR: from the calibration draw, or without one
     from all clean impostor pairs of `pop` (in sample)."""
     own, emb = own_view(model, pop, progress)
-    scores = pair_scores(model, emb, own.identity)
+    scores = pair_scores(model, emb, own.identity, own.names)
     points = [operating_point(model, f, scores, draw, progress) for f in fmrs]
     return Judge(model.info.name, model, own, emb, scores.genuine, scores.impostor,
                  {p.fmr: p.threshold for p in points}, points, scores.genuine_people, scores.people)

@@ -49,11 +49,12 @@ class Evaluation:
 
 def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_face: torch.Tensor,
              fmr: float, clean: tuple[torch.Tensor, np.ndarray] | None = None,
-             draw: CalibrationDraw | None = None) -> Evaluation:
+             draw: CalibrationDraw | None = None, names: list[str] | None = None) -> Evaluation:
     """Clean accuracy of `model` on held-out `faces`: threshold at `fmr` (from the calibration draw, else from all
     impostor pairs), TAR over all genuine pairs, rank-1 of each non-enrolment face against the identities' first
     faces. With `clean` (faces, identities), those three are measured there instead (a wider population never
-    fine-tuned on), while the held-out faces still carry the attack's measures."""
+    fine-tuned on), while the held-out faces still carry the attack's measures. `names` (the name of each identity
+    index where clean accuracy is measured) lets the run slice its clean rates by group."""
     emb = model.embed(faces)
     acc_emb, acc_ids = (emb, ids) if clean is None else (model.embed(clean[0]), clean[1])
     sims = model.similarity_matrix(acc_emb, acc_emb).cpu().numpy()
@@ -61,7 +62,7 @@ def evaluate(model: Recognizer, faces: torch.Tensor, ids: np.ndarray, target_fac
     same = acc_ids[iu[0]] == acc_ids[iu[1]]
     genuine = sims[iu][same]
     people = acc_ids[iu[0]][same]
-    point = operating_point(model, fmr, pair_scores(model, acc_emb, acc_ids), draw, cache=False)
+    point = operating_point(model, fmr, pair_scores(model, acc_emb, acc_ids, names), draw, cache=False)
     threshold = point.threshold
     first = _firsts(acc_ids)
     probes = np.setdiff1d(np.arange(len(acc_ids)), first)

@@ -77,6 +77,11 @@ class _Faces:
     def clean(self) -> tuple[torch.Tensor, np.ndarray] | None:
         return None if self.wide is None else (self.wide.faces, self.wide.identity)
 
+    @property
+    def clean_names(self) -> list[str]:
+        """The name of each identity index of the faces clean accuracy is measured on."""
+        return (self.pop if self.wide is None else self.wide).names
+
 
 @dataclass
 class _Training:
@@ -102,8 +107,8 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> BackdoorOutput:
     faces, marks, ids = pop.faces, pop.landmarks, pop.identity
     worn = wear_all(trained.trigger, faces, marks)
     target_face = who.trained_on.faces[0]  # the target is training identity 0
-    before = evaluate(trained.benign, faces, ids, target_face, fmr, who.clean, ctx.calibration)
-    after = evaluate(trained.model, faces, ids, target_face, fmr, who.clean, ctx.calibration)
+    before = evaluate(trained.benign, faces, ids, target_face, fmr, who.clean, ctx.calibration, who.clean_names)
+    after = evaluate(trained.model, faces, ids, target_face, fmr, who.clean, ctx.calibration, who.clean_names)
     asr = success(after, worn, tm.goal, closed)
     bare = success(after, faces, tm.goal, closed)
     attack = _attack_metrics(tm, p, who, trained, worn, before, after, (asr, bare), closed)  # before the defences
