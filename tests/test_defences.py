@@ -92,6 +92,45 @@ def test_eot_follows_the_expected_margin() -> None:
     assert spread["eot"] < spread["one"] / 4
 
 
+def test_an_attack_on_a_randomised_defence_does_not_stop_at_its_own_draws(celeba: Path) -> None:
+    """A face that crossed the threshold on the attacker's draws sits at the boundary, and a fresh draw at
+    deployment sends it back about half the time: PGD through random resize-and-pad, judged on fresh draws,
+    succeeds far more often run to its last step than stopped early, and the evasion run runs it so (adaptive
+    and non-adaptive); a deterministic defence keeps early stopping, and many EOT draws shrink the batch."""
+    from facesec.attacks.base import Budget
+    from facesec.attacks.pixel import pgd
+    from facesec.families.evasion import defended
+    from facesec.families.evasion.knowledge import AttackerView
+    from facesec.families.evasion.run import EOT_BATCH, _native_overrides
+    from facesec.loading import load_threat_models
+
+    model, rp = _toy(), build("resize-pad", {"min_scale": 0.85}, 0)
+    deployed = behind(model, rp, "rp", "deployed")
+    x = torch.rand(300, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        gallery = model(x)
+    judge = Objective(deployed, "open-set", "dodging", gallery, torch.arange(300), 0.5)
+    seen = Expectation(Objective(behind(model, rp, "rp", "adaptive"), "open-set", "dodging", gallery,
+                                 torch.arange(300), 0.5), 8)
+    rates = {}
+    for stop in (True, False):
+        out = pgd(steps=20, early_stop=stop).run(x, seen, Budget("linf", 0.1), torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            rates[stop] = np.mean([judge.success(judge.score(out.x_adv, slice(None))).float().mean().item()
+                                   for _ in range(20)])
+    assert rates[False] >= rates[True] + 0.15, rates
+    for name, noisy in (("resize-pad", True), ("jpeg", False)):
+        tm = load_threat_models(SMALL / "pixel.yaml", [f"defence={{name: {name}, eot_samples: 64}}"])[0]
+        guard = defended.setup(tm, model)
+        assert guard is not None
+        for view in defended.views(AttackerView(judge, None, "white-box", False), guard):
+            assert view is not None and view.noisy is noisy
+            settings = _native_overrides(tm, view)
+            assert ("early_stop" in settings) is noisy and settings.get("early_stop", False) is False
+            assert settings.get("batch_size", 64) == (EOT_BATCH // 64 if noisy and isinstance(
+                view.objective, Expectation) else 64)
+
+
 @pytest.mark.parametrize("bad, says", [
     ("defence=nope", "field 'defence': no defence 'nope'; available: none, activation-clustering, adversarial-"),
     ("defence={name: median, size: 4}", "field 'defence.size': the window needs a centre pixel"),

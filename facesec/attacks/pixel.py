@@ -1,8 +1,9 @@
 """Native, batched, device-agnostic white-box pixel attacks: PGD (L-inf, L2), FGSM, MI-FGSM, CW-margin.
 
 One loop serves all four (they differ in start, step size, momentum and loss). Every iterate is
-checked and the first successful one is kept, so more steps never lower success; transfer attacks
-turn that off (`early_stop=False`): success on a surrogate is no reason to stop pushing. No host syncs
+checked and the first successful one is kept, so more steps never lower success; transfer attacks and
+attacks on a randomised defence turn that off (`early_stop=False`): success on a surrogate, or on the
+attacker's own random draws, is no reason to stop pushing. No host syncs
 inside the loop. With `autocast_dtype` (e.g. torch.bfloat16 on CUDA) the recognizer's forward runs
 under autocast; the margin and its gradient are computed from fp32 embeddings.
 """

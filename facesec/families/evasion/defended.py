@@ -99,10 +99,12 @@ def views(view: AttackerView, defended: Defended) -> tuple[AttackerView, Attacke
              else "gradients as built")
     adaptive = AttackerView(_attacker(view.objective, defended, "adaptive"),  # type: ignore[arg-type]
                             _attacker(view.train, defended, "adaptive"),
-                            f"{view.description} through {defended.label}, adaptive ({steps})", False)
+                            f"{view.description} through {defended.label}, adaptive ({steps})", False,
+                            defended.defence.randomised)
     naive = AttackerView(_attacker(view.objective, defended, "non-adaptive"),  # type: ignore[arg-type]
                          _attacker(view.train, defended, "non-adaptive"),
-                         f"{view.description} through {defended.label}, non-adaptive", False)
+                         f"{view.description} through {defended.label}, non-adaptive", False,
+                         defended.defence.randomised)
     return adaptive, naive
 
 

@@ -34,6 +34,9 @@ class AttackerView:
     train: Criterion | None
     description: str
     transfer: bool
+    noisy: bool = False
+    """Its objective is a random draw of a randomised defence: a success seen during the attack is no reason to
+    stop, since the deployed pipeline judges the face on a fresh draw."""
 
 
 def surrogates(tm: ThreatModel, device: torch.device) -> list[Recognizer]:

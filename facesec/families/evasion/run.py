@@ -14,7 +14,7 @@ import torch
 from pydantic import JsonValue
 
 from facesec import attacks, distributed, metrics, photos, protocols
-from facesec.attacks import Attack, Budget, Criterion, Objective
+from facesec.attacks import Attack, Budget, Criterion, Expectation, Objective
 from facesec.attacks.adapters.art_query import HopSkipJumpAttack
 from facesec.attacks.query import Oracle
 from facesec.attacks.worst_case import WorstCase, restarts
@@ -421,7 +421,7 @@ def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: 
                   x_train: torch.Tensor | None, generator: torch.Generator, starts: torch.Tensor | None,
                   progress: bool) -> Attacked:
     budget = Budget(p.norm, p.eps)
-    attack = build_attack(tm, **({"early_stop": False} if view.transfer and tm.attack.library == "native" else {}))
+    attack = build_attack(tm, **_native_overrides(tm, view))
     if tm.attack.restarts > 1:
         attack = restarts(attack, tm.attack.restarts)
     if tm.attack.ensemble:
@@ -433,7 +433,26 @@ def _attack_pixel(tm: ThreatModel, p: PixelPerturbation, x: torch.Tensor, view: 
     if isinstance(attack, HopSkipJumpAttack):
         extra["linf_at_queries"] = _distortion_curve(attack.trace, int(queries.max(initial=0)))
     return Attacked(x_adv, queries, _noise(x, budget, generator), {"random noise": None},
-                    _pixel_unbounded(tm, p, generator, starts), extra)
+                    _pixel_unbounded(tm, p, view, generator, starts), extra)
+
+
+EOT_BATCH = 512
+"""Faces x EOT draws in one attack batch: the autograd graph of every draw is held until the backward pass, so
+the batch shrinks as the draws grow and memory stays that of 64 faces x 8 draws."""
+
+
+def _native_overrides(tm: ThreatModel, view: knowledge.AttackerView, judged_as_seen: bool = False) -> dict[str, Any]:
+    """The native attack's settings for this attacker: no early stop on a surrogate (unless `judged_as_seen`: the
+    unbounded check judges on the objective it optimises) or on a random draw of the defence (success seen there
+    is not success on a fresh draw), and a batch that bounds EOT's memory."""
+    if tm.attack.library != "native":
+        return {}
+    surrogate = view.transfer and not judged_as_seen
+    out: dict[str, Any] = {"early_stop": False} if surrogate or view.noisy else {}
+    if isinstance(view.objective, Expectation):
+        out["batch_size"] = max(1, min(int(tm.attack.params.get("batch_size", 64)),
+                                       EOT_BATCH // view.objective.samples))
+    return out
 
 
 def _distortion_curve(trace: list[list[tuple[int, float]]], most: int) -> dict[str, float | None]:
@@ -493,14 +512,15 @@ def _member(tm: ThreatModel, member: EnsembleMember) -> Attack:
     return attacks.create(member.library, member.method, **kwargs)
 
 
-def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, generator: torch.Generator,
-                     starts: torch.Tensor | None) -> Unbounded:
+def _pixel_unbounded(tm: ThreatModel, p: PixelPerturbation, view: knowledge.AttackerView,
+                     generator: torch.Generator, starts: torch.Tensor | None) -> Unbounded:
     """The pixel attack with an unbounded budget and at least SANITY_STEPS steps (FGSM: a native PGD,
     since one full-budget step overshoots); universal attacks run on the samples directly."""
     if tm.attack.method == "fgsm":
         attack = attacks.create("native", "pgd", steps=SANITY_STEPS)
     else:
-        attack = build_attack(tm, steps=max(tm.attack.steps, SANITY_STEPS), step_size=None)
+        attack = build_attack(tm, steps=max(tm.attack.steps, SANITY_STEPS), step_size=None,
+                              **_native_overrides(tm, view, judged_as_seen=True))
     big = Budget(p.norm, UNBOUNDED[p.norm])
 
     def run(x: torch.Tensor, objective: Criterion, chosen: np.ndarray) -> torch.Tensor:
