@@ -233,6 +233,27 @@ def test_the_defence_table_reads_each_outcome_plainly() -> None:
         "the attack on the defended model gets 0.95: not a defence against this attacker")
 
 
+def test_the_defence_table_pairs_a_defence_without_parameters_and_leaves_out_runs_that_measure_their_own() -> None:
+    """A plug-in defence with no parameters differs from none only in `defence.name`: its row still finds the
+    undefended run and the clean cost; a morph run with a detector (no attack success rate) is not a row."""
+    from facesec.record import Difference, RunRecord
+    from facesec.report.defences import rows
+
+    def record(name: str, defence: str | None, metrics: dict[str, float]) -> RunRecord:
+        dims = {"recognizer": "toy", "perturbation": "p", "knowledge": "white-box", "goal": "dodging",
+                "capability": "individual", "setting": "s", "attack": "a", **({"defence": defence} if defence else {})}
+        return RunRecord.model_validate({"name": name, "dimensions": dims, "metrics": metrics})
+
+    runs = [record("bare", None, {"attack_success_rate": 1.0}), record("mine", "mine", {"attack_success_rate": 0.5}),
+            record("morph", "d-mad(identities=60)", {"mmpmr": 0.9})]
+    found = [Difference(first="bare", second="mine", setting="defence.name", values=['"none"', '"mine"'],
+                        decision=d, first_rate=0.9, second_rate=0.8, difference=0.1, ci95_cluster=[0.0, 0.2], n=10,
+                        people=5) for d in ("attempt_success", "clean_success")]
+    (row,) = rows(runs, ["a", "b", "c"], found)
+    assert (row.defence, row.undefended, row.adaptive) == ("mine", "1.00", "0.50")
+    assert row.clean_cost == "-0.10 [-0.20, +0.00]"
+
+
 def test_targets_and_defences_expand_into_named_runs() -> None:
     from facesec.matrix import expand
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -88,8 +89,8 @@ def test_a_detection_aware_morph_is_pushed_below_the_detector() -> None:
 
 def test_detectors_in_the_morph_loop(tmp_path: Path, celeba: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Landmark morphs judged with an S-MAD and a D-MAD fitted on morphs of people apart from the run's: the
-    detector's rates at its threshold, the D-EER, and the MMPMR of morphs it lets through, never above MMPMR; the
-    pixel family refuses a detector."""
+    detector's rates at its threshold, the D-EER, and the MMPMR of morphs it lets through, which becomes the run's
+    MMPMR and decisions (the recognizer's alone kept beside, never below it); the pixel family refuses a detector."""
     from facesec.api import run
     from facesec.cli import main
 
@@ -100,7 +101,11 @@ def test_detectors_in_the_morph_loop(tmp_path: Path, celeba: Path, capsys: pytes
         m = record["metrics"]
         assert record["dimensions"]["defence"].startswith(("s-mad(", "d-mad("))
         assert 0 <= m["mad_apcer"] <= 1 and 0 <= m["mad_bpcer"] <= 1 and 0 <= m["mad_deer"] <= 1
-        assert m["mmpmr_past_detector"] <= m["mmpmr"] and "mad_apcer_non_adaptive" not in m
+        assert m["mmpmr_past_detector"] <= m["mmpmr_ignoring_detector"] and "mad_apcer_non_adaptive" not in m
+        assert m["mmpmr"] == m["mmpmr_past_detector"]  # MMPMR with the detector in the loop: what gates read
+        table = pd.read_csv(out / record["samples_csv"])
+        assert table["mated_match"].mean() == m["mmpmr"]
+        assert table["matched_ignoring_detector"].mean() == m["mmpmr_ignoring_detector"]
         lo, hi = m["mad_bpcer_ci95_cluster"]
         assert lo <= m["mad_bpcer"] <= hi
         rows = (out / record["samples_csv"]).read_text().splitlines()[1:]

@@ -28,14 +28,16 @@ class DefenceRow:
 
 
 def rows(records: list[RunRecord], anchors: list[str], found: list[Difference]) -> list[DefenceRow]:
-    """A row per defended run that finished, its undefended partner found among the suite's paired differences."""
+    """A row per defended attack run that finished, its undefended partner found among the suite's paired
+    differences (a defence with no parameters differs from none in `defence.name`). Runs that measure a defence
+    their own way (a morph detector, a backdoor scan) have no attack success rate and show it in their section."""
     by_name = {r.name: r for r in records}
     out = []
     for record, anchor in zip(records, anchors, strict=True):
         defence = (record.dimensions.model_extra or {}).get("defence") if record.dimensions else None
-        if not defence or record.error is not None:
+        if not defence or record.error is not None or "attack_success_rate" not in record.metrics:
             continue
-        pairs = [d for d in found if d.setting == "defence" and record.name in (d.first, d.second)]
+        pairs = [d for d in found if d.setting.split(".")[0] == "defence" and record.name in (d.first, d.second)]
         bare = next((by_name[n] for d in pairs for n in (d.first, d.second)
                      if n != record.name and n in by_name and _undefended(by_name[n])), None)
         clean = next((d for d in pairs if d.decision == "clean_success" and bare is not None

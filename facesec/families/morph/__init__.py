@@ -24,7 +24,13 @@ def _label(label: str, meaning: str = "", better: Literal["lower", "higher", ""]
 
 METRICS: dict[str, MetricInfo] = {
     "mmpmr": _label("MMPMR", "the share of morphs that accept both people whose faces were morphed, each by "
-                             "their best probe (Scherhag et al. 2017)", "lower"),
+                             "their best probe (Scherhag et al. 2017); with a detector in the loop, the share of "
+                             "pairs one of whose morphs also gets past it", "lower"),
+    "mmpmr_ignoring_detector": _label("MMPMR ignoring the detector", "with a detector in the loop, the share of "
+                                      "the judged morphs that accept both people, whatever the detector says",
+                                      "lower"),
+    "mmpmr_ignoring_detector_ci95_cluster": _label("95% interval of MMPMR ignoring the detector, people resampled",
+                                                   gate=False),
     "mmpmr_first_probe": _label("MMPMR with each contributor's first probe only (one presentation)", better="lower"),
     "mmpmr_ci95": _label("95% Wilson interval of MMPMR", gate=False),
     "mmpmr_ci95_cluster": _label("95% interval of MMPMR, people resampled",

@@ -83,6 +83,11 @@ def _reading(metrics: dict[str, Any], fmr: Any) -> str:
     than = (f", against {base:.0%} when A simply enrols their own, unmorphed photo"
             if isinstance(base, int | float) else "")
     at = f"FMR {fmr:g}" if isinstance(fmr, int | float) else "the calibrated FMR"
+    alone = metrics.get("mmpmr_ignoring_detector")
+    if isinstance(alone, int | float):  # a detector in the loop: MMPMR counts what also gets past it
+        return (f"At the threshold this system would use ({at}), with its morphing-attack detector, {mmpmr:.0%} of "
+                f"{n} pairs get a morph past the detector that lets both people through (each verified with their "
+                f"own photo); the recognizer alone lets both through for {alone:.0%} of the run's morphs.")
     return (f"At the threshold this system would use ({at}), {mmpmr:.0%} of {n} morphs let both people through "
             f"(each verified with their own photo){than}.")
 

@@ -330,14 +330,16 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> RunOutput:
     enrolled = np.array([f is not None for f in morphs.faces])
     verdicts = _verdicts(plan, morphs, enrolled, tm.data.images_per_identity - p.references)
     metrics, flags = _metrics(plan, verdicts, made.landmark_scores, enrolled, tm, p, setting)
+    past = None
     if guard is not None:
-        detected, more = _detected(plan, guard, made, tm, setting)
+        detected, more, past = _detected(plan, guard, made, tm, setting)
         metrics.update(detected)
+        metrics.update(_deployed(metrics, past, plan.pair_list))
         flags += more
         plan.guard = guard
     metrics["attack_time_s"] = attack_time
     metrics["wall_time_s"] = time.perf_counter() - t_start
-    return _output(plan, verdicts, morphs, enrolled, metrics, flags, tm, p, setting)
+    return _output(plan, verdicts, morphs, enrolled, metrics, flags, tm, p, setting, past)
 
 
 def _plan(tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) -> _Plan:
@@ -441,10 +443,11 @@ def _guard(plan: _Plan, tm: ThreatModel, p: MorphPerturbation, ctx: RunContext) 
 
 
 def _detected(plan: _Plan, guard: Guard, morphs: _Made, tm: ThreatModel, setting: OpenSet
-              ) -> tuple[dict[str, Any], list[str]]:
+              ) -> tuple[dict[str, Any], list[str], np.ndarray]:
     """The detector on the attacked people: APCER, BPCER and D-EER; the MMPMR of morphs that both contributors'
     probes match and the detector lets through; for optimised morphs the same beside for those made without it
-    and for the landmark morphs they started from, and each pair's worst case over them (with its flags)."""
+    and for the landmark morphs they started from, and each pair's worst case over them (with its flags). Last,
+    per pair, whether any of its morphs got past both (the run's headline decision)."""
     out: dict[str, Any] = {}
     passed: dict[str, np.ndarray] = {}
     for suffix, made in morphs.variants():
@@ -468,10 +471,23 @@ def _detected(plan: _Plan, guard: Guard, morphs: _Made, tm: ThreatModel, setting
         out.update({_suffixed(k, suffix): v for k, v in judged.items()
                     if not suffix or k.startswith(("mad_apcer", "mad_deer", "mmpmr_past"))})
         passed[suffix] = past
+    either = np.logical_or.reduce(list(passed.values()))
     if len(passed) < 2:
-        return out, []
+        return out, [], either
     worst, flags = detection.worst_case(passed, plan.pair_list)
-    return out | worst, flags
+    return out | worst, flags, either
+
+
+def _deployed(metrics: dict[str, Any], past: np.ndarray, pairs: list[tuple[int, int]]) -> dict[str, Any]:
+    """With a detector in the loop, MMPMR counts a pair only if one of its morphs gets past the detector and both
+    contributors (the attacker submits whichever works): what a gate on it and the suite's comparisons read. The
+    recognizer's MMPMR alone is kept as `mmpmr_ignoring_detector`."""
+    return {"mmpmr_ignoring_detector": metrics["mmpmr"],
+            "mmpmr_ignoring_detector_ci95_cluster": metrics.get("mmpmr_ci95_cluster"),
+            "mmpmr": float(past.mean()) if len(past) else 0.0,
+            "mmpmr_ci95": rate_with_ci(int(past.sum()), len(past))["ci95"],
+            "mmpmr_ci95_cluster": list(multiway_interval(past, measures.contributor_clusterings(pairs)))
+            if len(past) else [0.0, 1.0]}
 
 
 def _suffixed(key: str, suffix: str) -> str:
@@ -553,8 +569,11 @@ def _metrics(plan: _Plan, v: _Verdicts, landmark: Any, enrolled: np.ndarray, tm:
 
 
 def _output(plan: _Plan, v: _Verdicts, morphs: Morphs, enrolled: np.ndarray, metrics: dict[str, Any],
-            flags: list[str], tm: ThreatModel, p: MorphPerturbation, setting: OpenSet) -> RunOutput:
-    """The record (dimensions, metrics, validity, the morph scores, per-morph samples) and its gallery."""
+            flags: list[str], tm: ThreatModel, p: MorphPerturbation, setting: OpenSet,
+            past: np.ndarray | None = None) -> RunOutput:
+    """The record (dimensions, metrics, validity, the morph scores, per-morph samples) and its gallery. With a
+    detector, `mated_match` is whether the pair got past it and both contributors (`past`), as MMPMR counts;
+    the recognizer's verdict alone is `matched_ignoring_detector`."""
     sa, sb = v.scores
     pop, first, pair_list = plan.pop, plan.first, plan.pair_list
     mated = np.minimum(_best(sa), _best(sb)) > metrics["threshold"]
@@ -564,7 +583,8 @@ def _output(plan: _Plan, v: _Verdicts, morphs: Morphs, enrolled: np.ndarray, met
         "photo_a": [str(pop.paths[first[a]]) for a, _ in pair_list],
         "photo_b": [str(pop.paths[first[b]]) for _, b in pair_list], "enrolled": enrolled,
         "score_a": _best(sa), "score_b": _best(sb), "score_a_first": _first(sa), "score_b_first": _first(sb),
-        "mated_match": mated,
+        "mated_match": mated if past is None else past,
+        **({} if past is None else {"matched_ignoring_detector": mated}),
         "probes_a_accepted": v.accepted[setting.fmr][0][0], "probes_b_accepted": v.accepted[setting.fmr][1][0],
         "dedup_both_top2": v.both_top2,
     }
