@@ -282,7 +282,8 @@ def _group_gate(i: int, gate: Gate, report: Report, family: Family) -> None:
 
 
 def _defence_fits(defence: Defence, family: Family) -> None:
-    """The family can evaluate this kind of defence (installed defences are input transforms unless they say)."""
+    """The family can evaluate this kind of defence (an installed one is an input transform: validating loads no
+    plug-in code, so nothing else could be learnt from it)."""
     if defence.name == "none":
         return
     stage = DEFENCES.meta(defence.name).get("stage", "input")

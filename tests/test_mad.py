@@ -173,3 +173,16 @@ def test_the_worst_case_counts_a_pair_any_of_whose_morphs_passes_and_flags_a_wea
     assert lo < 1.0 <= hi
     same, none = worst_case({"": plain, "_non_adaptive": plain, "_landmark": landmark}, pairs)
     assert same["mmpmr_past_detector_worst_case"] == plain.mean() and none == []
+
+
+def test_detector_folds_keep_everyone_a_morph_links_on_one_side() -> None:
+    """A morph of A and B, and one of B and C, put A, B and C in one cross-validation group (no face of theirs on
+    both sides of a fold); people no morph links keep their own; with one group left, C falls back to 1.0."""
+    from facesec.families.morph.detection import linked
+
+    label = linked(6, [(0, 1), (1, 2), (3, 4)])
+    assert label[0] == label[1] == label[2] and label[3] == label[4]
+    assert len({int(label[0]), int(label[3]), int(label[5])}) == 3
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(40, 3)), np.r_[np.zeros(20), np.ones(20)]
+    assert SingleImage._cross_validated(z, y, np.zeros(40, dtype=int)) == 1.0

@@ -66,14 +66,15 @@ class MorphDetector:
     @staticmethod
     def _cross_validated(z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
         """The C of `C_GRID` with the best mean ROC AUC over folds that keep each person's rows together (the
-        smallest such C on a tie: the most regularised; scikit-learn's default 1.0 when no fold holds both
-        classes)."""
+        smallest such C on a tie: the most regularised; scikit-learn's default 1.0 when fewer than two groups or
+        no fold holds both classes)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import roc_auc_score
         from sklearn.model_selection import GroupKFold
 
-        folds = [(a, b) for a, b in GroupKFold(n_splits=min(FOLDS, len(np.unique(groups)))).split(z, y, groups)
-                 if len(np.unique(y[a])) == 2 and len(np.unique(y[b])) == 2]
+        splits = min(FOLDS, len(np.unique(groups)))
+        folds = [] if splits < 2 else [(a, b) for a, b in GroupKFold(n_splits=splits).split(z, y, groups)
+                                       if len(np.unique(y[a])) == 2 and len(np.unique(y[b])) == 2]
         if not folds:
             return 1.0
         auc = [np.mean([roc_auc_score(y[b], LogisticRegression(C=c, class_weight="balanced", max_iter=5000)

@@ -1,6 +1,6 @@
 """The report's defence table (attack x defence per recognizer, as BackdoorBench lays it out): each defended run
 beside the same run without its defence, with a plain reading of what the defence does against an attacker who
-ignores it and one who adapts to it, and what it costs genuine users."""
+differentiates the pipeline as built and one who adapts to it, and what it costs genuine users."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def reading(defence: str, base: float | None, naive: float | None, adaptive: flo
     if adaptive is None:
         return "not measured"
     start = f"{defence}: " + ("" if base is None else f"without it the attack succeeds {base:.2f}; ")
-    told = start + ("" if naive is None else f"an attacker who ignores it gets {naive:.2f}; ")
+    told = start + ("" if naive is None else f"an attacker who differentiates it as built gets {naive:.2f}; ")
     # One attack only (a weights defence, or a transfer or query attacker): nothing to adapt past but the defence.
     told += f"one who adapts (BPDA, EOT) gets {adaptive:.2f}" if naive is not None else \
         f"the attack on the defended model gets {adaptive:.2f}"

@@ -60,12 +60,31 @@ def fit(detector: MorphDetector, emb: torch.Tensor, members: list[np.ndarray], m
     half = len(members) // 2
     shown = presentations(detector, emb, members, list(range(half)), morph_emb, pairs)
     with torch.no_grad():
-        detector.fit(shown.bona_fide, shown.attacks, np.r_[shown.bona_fide_people, shown.attack_pairs[:, 0]])
+        group = linked(half, pairs)  # a morph's rows go with both its contributors' photos
+        detector.fit(shown.bona_fide, shown.attacks,
+                     np.r_[group[shown.bona_fide_people], group[shown.attack_pairs[:, 0]]])
         apart = presentations(detector, emb, members, list(range(half, len(members))), morph_emb[:0], [])
         threshold = detector.set_threshold(detector.score(apart.bona_fide).cpu().numpy())
     return {"fit_people": half, "threshold_people": len(members) - half, "fit_bona_fide": len(shown.bona_fide),
             "fit_attacks": len(shown.attacks), "threshold_bona_fide": len(apart.bona_fide), "threshold": threshold,
             "bpcer_target": detector.bpcer, "c": detector.c}
+
+
+def linked(people: int, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Per person, a label shared by everyone a chain of morphs links them to (connected components of the pair
+    graph): the folds that cross-validate a detector keep each label whole, so no person's face is on both sides."""
+    label = np.arange(people)
+
+    def root(i: int) -> int:
+        while label[i] != i:
+            label[i] = label[label[i]]
+            i = int(label[i])
+        return i
+
+    for a, b in pairs:
+        if a < people and b < people:
+            label[root(a)] = root(b)
+    return np.array([root(i) for i in range(people)])
 
 
 def judged(detector: MorphDetector, shown: Presentations) -> dict[str, Any]:
