@@ -69,16 +69,17 @@ FAMILIES: Registry[type[Family]] = Registry("attack family", "facesec.families",
 """Attack family classes by `perturbation.kind`."""
 
 
-def _defence(target: str, params: type[P.Strict]) -> Entry:
-    return Entry("facesec.defences.transforms:" + target, {"params": params, "stage": "input"})
+def _defence(target: str, params: type[P.Strict], randomised: bool = False) -> Entry:
+    return Entry("facesec.defences.transforms:" + target, {"params": params, "stage": "input",
+                                                           "randomised": randomised})
 
 
 DEFENCES: Registry[Callable[..., Any]] = Registry("defence", "facesec.defences", {
     "jpeg": _defence("Jpeg", D.Jpeg),
     "bit-depth": _defence("BitDepth", D.BitDepth),
     "median": _defence("Median", D.Median),
-    "resize-pad": _defence("ResizePad", D.ResizePad),
-    "gaussian-noise": _defence("GaussianNoise", D.GaussianNoise),
+    "resize-pad": _defence("ResizePad", D.ResizePad, randomised=True),
+    "gaussian-noise": _defence("GaussianNoise", D.GaussianNoise, randomised=True),
     "adversarial-training": Entry("facesec.defences.adversarial:AdversarialTraining",
                                   {"params": D.AdversarialTraining, "stage": "weights"}),
     "s-mad": Entry("facesec.defences.mad:SingleImage", {"params": D.MorphDetection, "stage": "detector"}),
@@ -92,7 +93,8 @@ DEFENCES: Registry[Callable[..., Any]] = Registry("defence", "facesec.defences",
 (stage weights: a changed recognizer) or `facesec.defences.mad.MorphDetector` (stage detector: a morphing-attack
 detector) or `PoisoningDefence` (stage poisoning: carried out by the family that trains a poisoned victim, the
 backdoor family's defences). Metadata: `params` (the model of its parameters; an installed one declares
-none and takes what its factory accepts), `stage` (input unless it says weights, detector or poisoning)."""
+none and takes what its factory accepts), `stage` (input unless it says weights, detector or poisoning),
+`randomised` (an input defence that draws anew for every image: attacked with EOT)."""
 
 
 def attack_params(library: str, method: str) -> type[P.Strict]:

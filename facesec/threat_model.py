@@ -150,7 +150,7 @@ class Defence(Strict):
                       "bit-depth, median, resize-pad, gaussian-noise), adversarial-training, a morph detector (s-mad, "
                       "d-mad), a backdoor defence, or an installed one (`facesec list` shows each one's families)")
     params: dict[str, int | float | bool | str] = Field({}, description="the defence's own parameters")
-    eot_samples: Whole = Field(8, ge=1, le=1000, description=(
+    eot_samples: Whole = Field(8, ge=1, le=512, description=(
         "draws of a randomised defence the adaptive attack averages over per step (EOT)"))
 
     @model_validator(mode="after")

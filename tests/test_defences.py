@@ -139,11 +139,13 @@ def test_an_attack_on_a_randomised_defence_does_not_stop_at_its_own_draws(celeba
     ("defence={name: jpeg, generator: 3}", "field 'defence': generator is the run's own"),
     ("defence=[{name: jpeg, eot_samples: 2}, {name: jpeg, eot_samples: 4}]", "both be named small-pixel[defence=jpeg]"),
     ("attack.restarts=3", "field 'attack.restarts': fgsm starts from the face itself"),
+    ("defence=resize-pad", "field 'defence': resize-pad draws at random and the adaptive attack averages 8 draws"),
     ("attack.ensemble=[{method: square, steps: 10}]", "field 'attack.ensemble.0': square cannot add to a white-box l2"),
 ])
 def test_a_bad_defence_is_one_line_at_validate(bad: str, says: str, celeba: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    more = ["--set", "attack.method=fgsm"] if "restarts" in bad else \
+    more = ["--set", "attack.method=fgsm"] if "restarts" in bad else ["--set", "attack.library=torchattacks"] \
+        if "resize-pad" in bad else \
         ["--set", "perturbation={kind: pixel, norm: l2, eps: 0.5}"] if "square" in bad else []
     assert main(["validate", str(SMALL / "pixel.yaml"), "--set", bad, *more]) == 2
     err = capsys.readouterr().err

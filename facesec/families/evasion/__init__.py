@@ -194,6 +194,9 @@ class Pixel(_Evasion):
                 and isinstance(name, str) and query_only(name):
             raise ValueError(f"field 'defence': {tm.defence.name} trains the target by its gradients, and {name} "
                              "gives none (it is run as a black box); defend a differentiable recognizer")
+        if DEFENCES.meta(tm.defence.name).get("randomised") and tm.defence.eot_samples > 1 \
+                and tm.attack.library != "native":
+            raise ValueError(words.eot_needs_native(tm.defence.name, tm.defence.eot_samples))
         if tm.attack.restarts > 1 and tm.attack.method in DETERMINISTIC and not tm.attack.random_start:
             raise ValueError(f"field 'attack.restarts': {tm.attack.method} starts from the face itself, so every "
                              "restart would repeat the first run; set attack.random_start: true or restarts: 1")

@@ -15,6 +15,7 @@ from facesec import distributed
 from facesec.attacks import Criterion, Expectation, Objective
 from facesec.defences.base import InputDefence, Mode, WeightsDefence, behind, build, hardened, label
 from facesec.errors import ConfigError, TooFewIdentities
+from facesec.families.evasion import words
 from facesec.families.evasion.knowledge import AttackerView
 from facesec.measures.rates import cluster_interval, paired_difference
 from facesec.population import Population, select
@@ -39,6 +40,8 @@ def setup(tm: ThreatModel, model: Recognizer) -> Defended | None:
     defence = build(tm.defence.name, tm.defence.params, tm.data.seed)
     if not isinstance(defence, InputDefence):
         return None
+    if defence.randomised and tm.defence.eot_samples > 1 and tm.attack.library != "native":  # an installed one
+        raise ConfigError(words.eot_needs_native(tm.defence.name, tm.defence.eot_samples))
     if defence.randomised and distributed.processes() > 1:  # one stream of draws, consumed in shard order
         raise ConfigError(f"field 'defence': {tm.defence.name} draws at random, and its draws would depend on how "
                           "torchrun splits the shards; run this threat model in one process")

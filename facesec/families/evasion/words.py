@@ -95,3 +95,7 @@ def legends(runs: list[RunRecord]) -> list[tuple[str, str]]:
                                               ("defence", DEFENCE_LEGEND)) if kind in kinds]
 
 
+def eot_needs_native(defence: str, samples: int) -> str:
+    """Why a randomised defence with EOT cannot be attacked by an adapter library's attack, and the fix."""
+    return (f"field 'defence': {defence} draws at random and the adaptive attack averages {samples} draws per step "
+            "(EOT), which only facesec's own attacks do; use attack.library: native, or defence.eot_samples: 1")
