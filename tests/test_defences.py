@@ -60,14 +60,16 @@ def test_randomised_defences_draw_anew_but_repeat_with_the_seed() -> None:
         assert a.shape == x.shape and 0 <= a.min() and a.max() <= 1
 
 
-def test_the_three_ways_of_seeing_a_masking_step_give_the_gradients_they_promise() -> None:
+def test_the_four_ways_of_seeing_a_masking_step_give_the_gradients_they_promise() -> None:
     """Deployed: the network sees the squeezed image. Non-adaptive: no gradient crosses the rounding.
-    Adaptive (BPDA): the network's gradient at the squeezed image, passed straight through."""
+    Adaptive (BPDA): the network's gradient at the squeezed image, passed straight through. Oblivious: the
+    network alone, as if the step were not there."""
     model, x = _toy(), torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     squeeze = build("bit-depth", {"bits": 3}, 0)
     q = squeeze.transform(x)
-    seen = {m: behind(model, squeeze, "bit-depth(bits=3)", m) for m in ("deployed", "non-adaptive", "adaptive")}
-    assert torch.allclose(seen["deployed"](x), model(q))
+    seen = {m: behind(model, squeeze, "bit-depth(bits=3)", m)
+            for m in ("deployed", "non-adaptive", "adaptive", "oblivious")}
+    assert torch.allclose(seen["deployed"](x), model(q)) and torch.allclose(seen["oblivious"](x), model(x))
     grads = {}
     for mode in ("non-adaptive", "adaptive"):
         xi = x.clone().requires_grad_(True)
@@ -123,12 +125,14 @@ def test_an_attack_on_a_randomised_defence_does_not_stop_at_its_own_draws(celeba
         tm = load_threat_models(SMALL / "pixel.yaml", [f"defence={{name: {name}, eot_samples: 64}}"])[0]
         guard = defended.setup(tm, model)
         assert guard is not None
-        for view in defended.views(AttackerView(judge, None, "white-box", False), guard):
-            assert view is not None and view.noisy is noisy
+        adaptive, (naive, unaware) = defended.views(AttackerView(judge, None, "white-box", False), guard)
+        for view in (adaptive, naive):
+            assert view.noisy is noisy
             settings = _native_overrides(tm, view)
             assert ("early_stop" in settings) is noisy and settings.get("early_stop", False) is False
             assert settings.get("batch_size", 64) == (EOT_BATCH // 64 if noisy and isinstance(
                 view.objective, Expectation) else 64)
+        assert not unaware.noisy and _native_overrides(tm, unaware) == {}  # it attacks the bare recognizer
 
 
 @pytest.mark.parametrize("bad, says", [
@@ -188,8 +192,11 @@ def test_a_masking_defence_is_flagged_by_the_non_adaptive_attack_and_beaten_by_t
     assert set(pair) == {"attempt_success", "clean_success"}  # the defence's effect, and its clean cost beside
     clean = pair["clean_success"]
     assert clean["first_rate"] == bare["metrics"]["clean_success_rate"] and clean["n"] == len(bare_rows(out))
-    page = (out / "index.html").read_text()  # the matrix cell shows both attacks, the legend says which is which
+    unaware = m["oblivious_success_rate"]  # the bare recognizer attacked, its faces judged through the defence
+    assert 0 <= unaware <= 1 and abs(m["adaptive_gain_over_oblivious"] - (m["attack_success_rate"] - unaware)) < 1e-9
+    page = (out / "index.html").read_text()  # the matrix cell shows the attacks, the legend says which is which
     assert f"non-adaptive {m['non_adaptive_success_rate']:.2f}" in page and "Defended runs" in page
+    assert f"unaware {unaware:.2f}" in page
     assert 'id="defences"' in page and "not a defence against an adaptive attacker" in page
 
 
@@ -229,6 +236,8 @@ def test_the_defence_table_reads_each_outcome_plainly() -> None:
 
     assert reading("jpeg(quality=75)", 1.0, 0.4, 0.98).endswith(
         "gets 0.40; one who adapts (BPDA, EOT) gets 0.98: not a defence against an adaptive attacker")
+    assert "an attacker unaware of it gets 0.10; one who differentiates it as built gets 0.40" in \
+        reading("jpeg(quality=75)", 1.0, 0.4, 0.98, 0.1)
     assert "it holds 0.60 of the success back" in reading("d", 1.0, 0.1, 0.4)
     assert reading("d", None, None, None) == "not measured"
     assert reading("adversarial-training", 1.0, None, 0.95).endswith(  # one attack: nothing masked to adapt past

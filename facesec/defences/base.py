@@ -23,7 +23,7 @@ from facesec.errors import ConfigError
 from facesec.plugins import DEFENCES
 from facesec.recognizers.base import Recognizer
 
-Mode = Literal["deployed", "non-adaptive", "adaptive"]
+Mode = Literal["deployed", "non-adaptive", "adaptive", "oblivious"]
 
 
 class InputDefence(nn.Module, ABC):
@@ -100,6 +100,8 @@ class Step(nn.Module):
         self.defence, self.mode = defence, mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "oblivious":  # an attacker who does not know the step is there
+            return x
         if self.defence.differentiable:
             return self.defence.transform(x)
         with torch.no_grad():

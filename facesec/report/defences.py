@@ -1,6 +1,6 @@
 """The report's defence table (attack x defence per recognizer, as BackdoorBench lays it out): each defended run
-beside the same run without its defence, with a plain reading of what the defence does against an attacker who
-differentiates the pipeline as built and one who adapts to it, and what it costs genuine users."""
+beside the same run without its defence, with a plain reading of what the defence does against an attacker unaware
+of it, one who differentiates the pipeline as built and one who adapts to it, and what it costs genuine users."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class DefenceRow:
     anchor: str
     undefended: str
     non_adaptive: str
+    oblivious: str
     adaptive: str
     clean_cost: str
     reading: str
@@ -53,10 +54,11 @@ def _undefended(record: RunRecord) -> bool:
 def _row(record: RunRecord, defence: str, anchor: str, bare: RunRecord | None, clean: Difference | None) -> DefenceRow:
     adaptive = number(record.metrics.get("attack_success_rate"))
     naive = number(record.metrics.get("non_adaptive_success_rate"))
+    unaware = number(record.metrics.get("oblivious_success_rate"))
     base = None if bare is None else number(bare.metrics.get("attack_success_rate"))
     recognizer = (record.dimensions.recognizer if record.dimensions else "").split(" behind ")[0].split(" with ")[0]
-    return DefenceRow(recognizer, defence, anchor, rate(base), rate(naive), rate(adaptive), _cost(record, clean),
-                      reading(defence, base, naive, adaptive))
+    return DefenceRow(recognizer, defence, anchor, rate(base), rate(naive), rate(unaware), rate(adaptive),
+                      _cost(record, clean), reading(defence, base, naive, adaptive, unaware))
 
 
 def _cost(record: RunRecord, clean: Difference | None) -> str:
@@ -68,12 +70,14 @@ def _cost(record: RunRecord, clean: Difference | None) -> str:
     return f"{sign * clean.difference + 0.0:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def reading(defence: str, base: float | None, naive: float | None, adaptive: float | None) -> str:
+def reading(defence: str, base: float | None, naive: float | None, adaptive: float | None,
+            unaware: float | None = None) -> str:
     """What the numbers say in a sentence."""
     if adaptive is None:
         return "not measured"
     start = f"{defence}: " + ("" if base is None else f"without it the attack succeeds {base:.2f}; ")
-    told = start + ("" if naive is None else f"an attacker who differentiates it as built gets {naive:.2f}; ")
+    start += "" if unaware is None else f"an attacker unaware of it gets {unaware:.2f}; "
+    told = start + ("" if naive is None else f"one who differentiates it as built gets {naive:.2f}; ")
     # One attack only (a weights defence, or a transfer or query attacker): nothing to adapt past but the defence.
     told += f"one who adapts (BPDA, EOT) gets {adaptive:.2f}" if naive is not None else \
         f"the attack on the defended model gets {adaptive:.2f}"

@@ -78,6 +78,13 @@ METRICS: dict[str, MetricInfo] = {
     "adaptive_gain": _M(label="adaptive minus non-adaptive success (paired, on the same attempts)"),
     "adaptive_gain_ci95_cluster": _M("95% interval of the adaptive gain " + CLUSTER.format(who="the attacked people"),
                                      gate=False),
+    "oblivious_success_rate": _M(label="success of the oblivious attack (the recognizer attacked as if the defence "
+                                 "were not there, judged through it)", better="lower"),
+    "oblivious_success_ci95_cluster": _M("95% interval of the oblivious attack's success rate "
+                                         + CLUSTER.format(who="the attacked people"), gate=False),
+    "adaptive_gain_over_oblivious": _M(label="adaptive minus oblivious success (paired, on the same attempts)"),
+    "adaptive_gain_over_oblivious_ci95_cluster": _M("95% interval of the adaptive gain over the oblivious attack "
+                                                    + CLUSTER.format(who="the attacked people"), gate=False),
     "validity.noise_baseline_asr": _M("the baseline's success rate"),
     "validity.unbounded_asr": _M("success of the unbounded run"),
     "validity.n_flags": _M("validity warnings"),

@@ -46,7 +46,7 @@ def setup(tm: ThreatModel, model: Recognizer) -> Defended | None:
         raise ConfigError(f"field 'defence': {tm.defence.name} draws at random, and its draws would depend on how "
                           "torchrun splits the shards; run this threat model in one process")
     name = label(tm.defence.name, tm.defence.params)
-    modes: tuple[Mode, ...] = ("deployed", "non-adaptive", "adaptive")
+    modes: tuple[Mode, ...] = ("deployed", "non-adaptive", "adaptive", "oblivious")
     return Defended(name, defence, tm.defence.eot_samples, {m: behind(model, defence, name, m) for m in modes})
 
 
@@ -92,11 +92,13 @@ def _attacker(objective: Criterion | None, defended: Defended, mode: Mode) -> Cr
     return seen
 
 
-def views(view: AttackerView, defended: Defended) -> tuple[AttackerView, AttackerView | None]:
-    """The headline attacker and the non-adaptive one beside it. Only a white-box attacker differentiates the
-    defence; a transfer or query attacker sees no gradient of it either way (None beside)."""
+def views(view: AttackerView, defended: Defended) -> tuple[AttackerView, list[AttackerView]]:
+    """The headline attacker and the ones beside it: the non-adaptive one (the pipeline differentiated as built)
+    and the oblivious one (the recognizer attacked as if the defence were not there, as the defence papers
+    measured; its faces are judged through it). Only a white-box attacker differentiates the defence; a
+    transfer or query attacker sees no gradient of it either way (none beside)."""
     if view.transfer or not isinstance(view.objective, Objective):
-        return view, None
+        return view, []
     steps = ("BPDA, EOT" if defended.defence.randomised and not defended.defence.differentiable
              else "EOT" if defended.defence.randomised else "BPDA" if not defended.defence.differentiable
              else "gradients as built")
@@ -108,19 +110,33 @@ def views(view: AttackerView, defended: Defended) -> tuple[AttackerView, Attacke
                          _attacker(view.train, defended, "non-adaptive"),
                          f"{view.description} through {defended.label}, non-adaptive", False,
                          defended.defence.randomised)
-    return adaptive, naive
+    unaware = AttackerView(_attacker(view.objective, defended, "oblivious"),  # type: ignore[arg-type]
+                           _attacker(view.train, defended, "oblivious"),
+                           f"{view.description}, unaware of {defended.label}", False)
+    return adaptive, [naive, unaware]
 
 
-def measures(adaptive: np.ndarray, naive: np.ndarray, attempted: np.ndarray, people: np.ndarray) -> dict[str, Any]:
-    """The non-adaptive attack's success beside the adaptive one's, and their paired difference (people
-    resampled), on the same attempts."""
-    a, n, who = adaptive[attempted], naive[attempted], people[attempted]
-    if not len(a):
-        return {"non_adaptive_success_rate": 0.0}
-    gain = paired_difference(a, n, who)
-    return {"non_adaptive_success_rate": float(n.mean()),
-            "non_adaptive_success_ci95_cluster": list(cluster_interval(n, who)),
-            "adaptive_gain": gain["difference"], "adaptive_gain_ci95_cluster": gain["ci95_cluster"]}
+BESIDE = ("non_adaptive", "oblivious")
+"""The metric stems of the attackers beside the adaptive one, in the order `views` gives them."""
+
+
+def measures(adaptive: np.ndarray, beside: list[np.ndarray], attempted: np.ndarray,
+             people: np.ndarray) -> dict[str, Any]:
+    """Each attack beside the adaptive one (`BESIDE`): its success, and the adaptive attack's paired gain over it
+    (people resampled), on the same attempts."""
+    a, who = adaptive[attempted], people[attempted]
+    out: dict[str, Any] = {}
+    for stem, success in zip(BESIDE, beside, strict=False):
+        n = success[attempted]
+        if not len(a):
+            out[f"{stem}_success_rate"] = 0.0
+            continue
+        gain = paired_difference(a, n, who)
+        prefix = "adaptive_gain" if stem == "non_adaptive" else f"adaptive_gain_over_{stem}"
+        out.update({f"{stem}_success_rate": float(n.mean()),
+                    f"{stem}_success_ci95_cluster": list(cluster_interval(n, who)),
+                    prefix: gain["difference"], f"{prefix}_ci95_cluster": gain["ci95_cluster"]})
+    return out
 
 
 def masking_flag(extra: dict[str, Any]) -> str | None:

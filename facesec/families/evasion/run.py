@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,8 @@ class _Trial:
     """Surrogates trained on this dataset whose cards do not say on whom."""
     guard: defended.Defended | None = None
     """The input defence the target stands behind (None: none)."""
-    non_adaptive: knowledge.AttackerView | None = None
-    """A defended white-box run's second attacker, which ignores the defence's masking (its result is kept)."""
+    beside: list[knowledge.AttackerView] = field(default_factory=list)
+    """A defended white-box run's other attackers (non-adaptive, oblivious: `defended.views`), results kept."""
     hardening: defended.Hardening | None = None
     """The weights defence that changed the target (None: none)."""
 
@@ -173,9 +173,9 @@ def run_threat_model(tm: ThreatModel, ctx: RunContext) -> EvasionOutput:
     out = _attack_attempts(tm, t, ~clean, progress)
     attack_time = time.perf_counter() - t_attack
     success, after = _success(t.objective, t.model, out.x_adv)
-    if t.non_adaptive is not None:
-        naive = _attack_attempts(tm, replace(t, view=t.non_adaptive), ~clean, progress)
-        out.extra.update(defended.measures(success, _success(t.objective, t.model, naive.x_adv)[0], ~clean,
+    if t.beside:
+        faces = [_attack_attempts(tm, replace(t, view=view), ~clean, progress).x_adv for view in t.beside]
+        out.extra.update(defended.measures(success, [_success(t.objective, t.model, x)[0] for x in faces], ~clean,
                                            t.att.own))
     linf, l2 = (v.cpu().numpy() for v in metrics.perturbation_norms(t.x, out.x_adv))
     seen = _Outcome(clean, before, success, after, ~clean, linf, l2, metrics.ssim(t.x, out.x_adv).cpu().numpy())
@@ -207,9 +207,9 @@ def _trial(tm: ThreatModel, ctx: RunContext, progress: bool) -> _Trial:
     att = trial.attempts(tm, pop, probes, np.random.default_rng(tm.data.seed))
     target = trial.judges(model, tm, pop, enrol, att, x_all, device, ctx.calibration)
     view = knowledge.attacker_view(tm, model, target, pop, enrol, att, x_all, device, models)
-    view, naive = (view, None) if guard is None else defended.views(view, guard)
+    view, beside = (view, []) if guard is None else defended.views(view, guard)
     return _Trial(model, pop, enrol, att, target.objective, x_all, x_all[att.index], view,
-                  torch.Generator().manual_seed(tm.data.seed), target.point, learnt, unlisted, guard, naive,
+                  torch.Generator().manual_seed(tm.data.seed), target.point, learnt, unlisted, guard, beside,
                   hardening)
 
 

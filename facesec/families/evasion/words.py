@@ -17,7 +17,9 @@ TRANSFER_LEGEND = (
 DEFENCE_LEGEND = (
     "Defended runs (recognizer 'behind' a defence): enrolment, threshold and judgement go through the defence; the "
     "ASR is the adaptive attack's (BPDA through steps without a gradient, EOT over randomised ones); 'non-adaptive' "
-    "= the same attack differentiating the pipeline as built. A large gap is gradient masking, not robustness.")
+    "= the same attack differentiating the pipeline as built (a large gap is gradient masking, not robustness); "
+    "'unaware' = the attack on the bare recognizer, its faces then shown through the defence (what the defence "
+    "stops when the attacker does not know it is there).")
 QUERY_LEGEND = (
     "Query runs: the attacker only sends faces to the target and reads its answers (scores or decisions), every "
     "query counted; 'after n q' = the ASR reached within the first n queries per face: the largest recorded "
@@ -58,6 +60,8 @@ def matrix_detail(run: RunRecord, accessory: bool) -> str:
         parts.append(f"on surrogate {rate(metrics.get('surrogate_success_rate'))}")
     if "non_adaptive_success_rate" in metrics:
         parts.append(f"non-adaptive {rate(metrics.get('non_adaptive_success_rate'))}")
+    if "oblivious_success_rate" in metrics:
+        parts.append(f"unaware {rate(metrics.get('oblivious_success_rate'))}")
     if "photo_success_rate" in metrics:
         parts.append(f"in photos {rate(metrics.get('photo_success_rate'))}")
     reached = queries(metrics.get("asr_at_queries")) if kind == "query" else []
@@ -82,6 +86,8 @@ def summary_line(run: RunRecord) -> str:
                     f"{'-' if eot is None else f'{eot:.3f}'}")
     if (naive := number(m.get("non_adaptive_success_rate"))) is not None:
         physical += f", non-adaptive {naive:.3f}"
+    if (unaware := number(m.get("oblivious_success_rate"))) is not None:
+        physical += f", unaware {unaware:.3f}"
     return (f"ASR {asr:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] over {m.get('n_attempts')} attempts "
             f"(clean {clean:.3f}{physical})")
 
