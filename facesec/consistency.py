@@ -1,7 +1,8 @@
 """Consistency across a suite's runs (Carlini et al. 2019; AutoAttack): on the same people, a larger budget, more
-steps or more restarts never make an attack succeed less often, and a white-box attacker never does worse than a
-transfer or query one at the same budget. A paired difference that says otherwise beyond its 95% interval is a
-validity warning on both runs, naming the other: the gradients the weaker result came from are suspect."""
+steps, restarts or EOT draws, or an ensemble never make an attack succeed less often, and a white-box attacker
+never does worse than a transfer or query one at the same budget. A paired difference that says otherwise beyond
+its 95% interval is a validity warning on both runs, naming the other: the gradients the weaker result came from
+are suspect."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from facesec import gates
 from facesec.record import Difference, Results, RunRecord
 
 STRONGER_WHEN_LARGER = {"perturbation.eps": "a larger budget", "attack.steps": "more steps",
-                        "attack.restarts": "more restarts"}
+                        "attack.restarts": "more restarts", "defence.eot_samples": "more EOT draws"}
 """Settings where a larger value is the stronger attack, and the report's word for each."""
 
 
@@ -41,6 +42,8 @@ def _stronger_first(d: Difference, first: RunRecord, second: RunRecord) -> bool 
         kinds = (_knowledge(a), _knowledge(b))
         if kinds.count("white-box") == 1:
             return kinds[0] == "white-box"
+    if d.setting == "attack.ensemble" and bool(a) != bool(b):  # the per-face worst case over more attacks
+        return bool(a)
     return None
 
 
@@ -54,7 +57,7 @@ def warning(d: Difference, first: RunRecord, second: RunRecord) -> str | None:
     if short_low <= 0:
         return None
     strong, weak = (d.first, d.second) if stronger_first else (d.second, d.first)
-    what = STRONGER_WHEN_LARGER.get(d.setting, "white-box")
+    what = STRONGER_WHEN_LARGER.get(d.setting, "an ensemble" if d.setting == "attack.ensemble" else "white-box")
     return (f"{WARNING}{strong} ({what}: {MARK}) succeeds less often than {weak} on the same attempts, by "
             f"{-d.difference if stronger_first else d.difference:.2f} (95% interval {short_low:.2f} to "
             f"{short_high:.2f})")

@@ -284,6 +284,8 @@ LONG = {"kind": "transfer", "surrogates": [{"name": "iresnet50", "weights": "/ho
     ("knowledge", [{"kind": "query"}, "white-box"], 0.2, [0.1, 0.3], "b"),
     ("knowledge", [{"kind": "query"}, {"kind": "transfer"}], 0.2, [0.1, 0.3], None),  # no order between them
     ("perturbation.norm", ["linf", "l2"], 0.5, [0.3, 0.7], None),
+    ("defence.eot_samples", [30, 8], -0.2, [-0.3, -0.1], "a"),  # 30 draws beaten by 8
+    ("attack.ensemble", [[], [{"method": "mi-fgsm"}]], 0.2, [0.1, 0.3], "b"),  # the ensemble beaten without it
 ])
 def test_a_stronger_attack_that_does_worse_is_flagged_on_both_runs(setting: str, values: list[Any], diff: float,
                                                                     ci: list[float], suspect: str | None) -> None:
