@@ -126,7 +126,7 @@ def measures(adaptive: np.ndarray, beside: list[np.ndarray], attempted: np.ndarr
     (people resampled), on the same attempts."""
     a, who = adaptive[attempted], people[attempted]
     out: dict[str, Any] = {}
-    for stem, success in zip(BESIDE, beside, strict=False):
+    for stem, success in zip(BESIDE, beside, strict=True):
         n = success[attempted]
         if not len(a):
             out[f"{stem}_success_rate"] = 0.0
