@@ -17,6 +17,9 @@ class Jpeg(Strict):
     """JPEG compression and decompression (Dziugaite et al. 2016; Guo et al. 2018)."""
 
     quality: Whole = Field(75, ge=1, le=100, description="JPEG quality, 1-100")
+    bpda: Literal["identity", "differentiable"] | None = Field(None, description=(
+        "what the adaptive attacker differentiates in place of the codec: identity (the straight-through "
+        "estimator, the default) or differentiable (the codec's steps with soft rounding, Shin and Song 2017)"))
 
 
 class BitDepth(Strict):

@@ -166,7 +166,7 @@ class Defence(Strict):
         model = DEFENCES.meta(self.name).get("params")
         if model is not None:
             try:
-                self.params = model.model_validate(self.params).model_dump()
+                self.params = model.model_validate(self.params).model_dump(exclude_none=True)
             except ValidationError as exc:
                 raise SpecError(exc.errors(), at=("defence",)) from None
         return self

@@ -3,8 +3,9 @@ fine-tuning), trained on people apart from the run's. An input defence is a tran
 ways. The deployed system
 applies it to every image (enrolment, calibration, probes); a non-adaptive attacker differentiates the pipeline
 as it is built, so a step that leaves the autograd graph (a library call, a rounding) gives it no gradient; an
-adaptive attacker passes such a step with the straight-through estimator (BPDA with the identity, Athalye et
-al. 2018) and averages a randomised one over draws (EOT, `attacks.Expectation`)."""
+adaptive attacker passes such a step by BPDA (Athalye et al. 2018: the step's value, the gradient of its
+`approximation`, the identity unless the defence offers a differentiable stand-in) and averages a randomised one
+over draws (EOT, `attacks.Expectation`)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ class InputDefence(nn.Module, ABC):
     @abstractmethod
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The defended image."""
+
+    def approximation(self, x: torch.Tensor) -> torch.Tensor:
+        """What the adaptive attacker differentiates in place of a non-differentiable `transform` (BPDA): the
+        identity (the straight-through estimator) unless a defence offers a closer differentiable stand-in."""
+        return x
 
 
 @dataclass
@@ -107,7 +113,8 @@ class Step(nn.Module):
         with torch.no_grad():
             y = self.defence.transform(x.detach())
         if self.mode == "adaptive":
-            return x + (y - x).detach()  # BPDA: the step's value, the identity's gradient
+            stand_in = self.defence.approximation(x)
+            return stand_in + (y - stand_in).detach()  # BPDA: the step's value, the stand-in's gradient
         return y + 0 * x  # what differentiating the built pipeline gives: no gradient through the step
 
 

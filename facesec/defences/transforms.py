@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from facesec.defences.base import InputDefence
+from facesec.defences.jpeg_approx import approximate_jpeg
 
 
 def _uint8(x: torch.Tensor) -> torch.Tensor:
@@ -19,13 +20,17 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
 
 class Jpeg(InputDefence):
     """JPEG at `quality` (Pillow's libjpeg, its default 4:2:0 chroma subsampling), on the CPU, as a deployed
-    pipeline would compress an upload."""
+    pipeline would compress an upload. `bpda`: what the adaptive attacker differentiates in its place, the
+    identity or the differentiable codec of `jpeg_approx`."""
 
     differentiable: ClassVar[bool] = False
 
-    def __init__(self, generator: torch.Generator, quality: int = 75) -> None:
+    def __init__(self, generator: torch.Generator, quality: int = 75, bpda: str | None = None) -> None:
         super().__init__(generator)
-        self.quality = quality
+        self.quality, self.bpda = quality, bpda or "identity"
+
+    def approximation(self, x: torch.Tensor) -> torch.Tensor:
+        return approximate_jpeg(x, self.quality) if self.bpda == "differentiable" else x
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         images = _uint8(x.detach()).permute(0, 2, 3, 1).cpu().numpy()
