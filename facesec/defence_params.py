@@ -18,8 +18,9 @@ class Jpeg(Strict):
 
     quality: Whole = Field(75, ge=1, le=100, description="JPEG quality, 1-100")
     bpda: Literal["identity", "differentiable"] | None = Field(None, description=(
-        "what the adaptive attacker differentiates in place of the codec: identity (the straight-through "
-        "estimator, the default) or differentiable (the codec's steps with soft rounding, Shin and Song 2017)"))
+        "what the adaptive attacker differentiates in place of the codec: differentiable (the codec's steps with "
+        "soft rounding, Shin and Song 2017; the default, the stronger on both draws measured) or identity (the "
+        "straight-through estimator)"))
 
 
 class BitDepth(Strict):

@@ -95,18 +95,21 @@ def test_the_differentiable_jpeg_is_close_to_libjpeg_and_gives_the_adaptive_atta
         near, straight = ((v - real).abs().mean().item() for v in (approximate_jpeg(x, quality), x))
         assert near < 2 / 255 and near < straight / 3, (quality, near * 255, straight * 255)
     model, small = _toy(), x[:, :, :8, :8].contiguous()
-    codec = build("jpeg", {"quality": 50, "bpda": "differentiable"}, 0)
-    adaptive = behind(model, codec, "jpeg(bpda=differentiable, quality=50)", "adaptive")
-    xi = small.clone().requires_grad_(True)
-    out = adaptive(xi)
-    assert torch.allclose(out, model(codec.transform(small)))
-    out.sum().backward()
-    si = small.clone().requires_grad_(True)
-    model(approximate_jpeg(si, 50)).sum().backward()
-    assert xi.grad is not None and torch.allclose(xi.grad, si.grad)
-    bare = small.clone().requires_grad_(True)
+    grads = {}
+    for bpda in ("differentiable", "identity", None):  # None: the default
+        codec = build("jpeg", {"quality": 50, **({"bpda": bpda} if bpda else {})}, 0)
+        xi = small.clone().requires_grad_(True)
+        out = behind(model, codec, "jpeg", "adaptive")(xi)
+        assert torch.allclose(out, model(codec.transform(small)))  # the system's codec forward, whatever the bpda
+        out.sum().backward()
+        grads[bpda] = xi.grad
+    through_codec, bare = small.clone().requires_grad_(True), small.clone().requires_grad_(True)
+    model(approximate_jpeg(through_codec, 50)).sum().backward()
     model(bare).sum().backward()
-    assert not torch.allclose(xi.grad, bare.grad, atol=1e-3)  # not the straight-through (identity) gradient
+    assert torch.allclose(grads["differentiable"], through_codec.grad)
+    assert torch.equal(grads[None], grads["differentiable"])
+    assert torch.allclose(grads["identity"], bare.grad)  # straight through
+    assert not torch.allclose(grads["differentiable"], bare.grad, atol=1e-3)
 
 
 def test_the_differentiable_jpeg_quantises_with_the_tables_libjpeg_writes() -> None:
@@ -124,14 +127,14 @@ def test_the_differentiable_jpeg_quantises_with_the_tables_libjpeg_writes() -> N
             assert mine.flatten().tolist() == list(theirs), quality
 
 
-def test_a_jpeg_passed_by_its_differentiable_stand_in_is_its_own_named_defence() -> None:
+def test_a_jpeg_passed_by_the_identity_is_its_own_named_defence() -> None:
     from facesec.matrix import expand
 
     doc = {"name": "d", "defence": [{"name": "jpeg", "quality": 75},
-                                    {"name": "jpeg", "quality": 75, "bpda": "differentiable"}],
+                                    {"name": "jpeg", "quality": 75, "bpda": "identity"}],
            "perturbation": {"kind": "pixel"}}
     assert [r["name"] for r in expand(doc)] == ["d[defence=jpeg(quality=75)]",
-                                                 "d[defence=jpeg(bpda=differentiable,quality=75)]"]
+                                                 "d[defence=jpeg(bpda=identity,quality=75)]"]
 
 
 def test_eot_follows_the_expected_margin() -> None:

@@ -21,13 +21,13 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
 class Jpeg(InputDefence):
     """JPEG at `quality` (Pillow's libjpeg, its default 4:2:0 chroma subsampling), on the CPU, as a deployed
     pipeline would compress an upload. `bpda`: what the adaptive attacker differentiates in its place, the
-    identity or the differentiable codec of `jpeg_approx`."""
+    differentiable codec of `jpeg_approx` (the default) or the identity."""
 
     differentiable: ClassVar[bool] = False
 
     def __init__(self, generator: torch.Generator, quality: int = 75, bpda: str | None = None) -> None:
         super().__init__(generator)
-        self.quality, self.bpda = quality, bpda or "identity"
+        self.quality, self.bpda = quality, bpda or "differentiable"
 
     def approximation(self, x: torch.Tensor) -> torch.Tensor:
         return approximate_jpeg(x, self.quality) if self.bpda == "differentiable" else x
