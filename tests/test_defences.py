@@ -112,6 +112,28 @@ def test_the_differentiable_jpeg_is_close_to_libjpeg_and_gives_the_adaptive_atta
     assert not torch.allclose(grads["differentiable"], bare.grad, atol=1e-3)
 
 
+def test_the_differentiable_jpeg_keeps_a_gradient_at_black_edges_and_under_autocast() -> None:
+    """A black band (as the face aligner pads) beside texture rings below zero: not clipped, so every black
+    pixel of the shared blocks keeps its gradient. (A block black throughout has none: its coefficients are whole.)"""
+    from facesec.defences.jpeg_approx import approximate_jpeg
+
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    x[..., :, :12] = 0
+    xi = x.clone().requires_grad_(True)
+    out = approximate_jpeg(xi, 75)
+    out[..., :, 8:12].sum().backward()
+    assert out.min() < 0 and xi.grad is not None and bool((xi.grad[..., :, 8:12].abs() > 1e-3).all())
+    xb = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = approximate_jpeg(xb, 95)
+    out.sum().backward()
+    xf = x.clone().requires_grad_(True)
+    approximate_jpeg(xf, 95).sum().backward()
+    assert out.dtype == torch.float32 and torch.allclose(xb.grad, xf.grad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bpda is differentiable or identity"):
+        build("jpeg", {"bpda": "smooth"}, 0)
+
+
 def test_the_differentiable_jpeg_quantises_with_the_tables_libjpeg_writes() -> None:
     import io
 

@@ -40,6 +40,8 @@ class InputDefence(nn.Module, ABC):
         super().__init__()
         self.generator = generator
         """The run's seeded source of this defence's randomness (on the CPU)."""
+        self.stand_in = "the identity"
+        """What `approximation` is, in words, for the run's record of how the adaptive attacker passed it."""
 
     @abstractmethod
     def transform(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """A differentiable stand-in for baseline JPEG, the second form of BPDA (Athalye et al. 2018; the soft rounding
 of Shin and Song 2017): the codec's own steps (JFIF YCbCr, 4:2:0 chroma averaging, 8 x 8 DCT, the quality's
-scaled quantisation tables) with each rounding replaced by round(z) + (z - round(z))^3, whose gradient is never
-zero. Its value is close to libjpeg's, not equal: the adaptive attacker differentiates it, the system sees the
-real codec."""
+scaled quantisation tables) with each rounding replaced by round(z) + (z - round(z))^3, whose gradient vanishes
+only where z is whole: a block flat throughout (a black border) gets none, so an attack without a random start
+leaves such blocks as they are. Its value is close to libjpeg's, not equal: the adaptive attacker
+differentiates it, the system sees the real codec. It is computed in float32 even under autocast (the DCT's
+products lose the gradient's direction in bfloat16), and not clipped, so black pixels beside texture keep theirs."""
 
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ _DCT = _dct_matrix()
 
 
 def soft_round(z: torch.Tensor) -> torch.Tensor:
-    """round(z) in value up to a cubic remainder, with gradient 3 (z - round z)^2 instead of zero."""
+    """round(z) in value up to a cubic remainder, with gradient 3 (z - round z)^2 instead of zero almost everywhere."""
     return torch.round(z) + (z - torch.round(z)) ** 3
 
 
@@ -60,10 +62,15 @@ def _code(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 def approximate_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Images in [0, 1] (N x 3 x H x W) through the differentiable codec at `quality`, edges padded as libjpeg
-    pads its 16 x 16 units (the last row and column repeated)."""
-    n, _, h, w = x.shape
+    pads its 16 x 16 units (the last row and column repeated); float32, in x's dtype."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _approximate(x.float(), quality).to(x.dtype)
+
+
+def _approximate(x: torch.Tensor, quality: int) -> torch.Tensor:
+    _, _, h, w = x.shape
     pad_h, pad_w = -h % 16, -w % 16
-    rgb = F.pad(x.clamp(0, 1) * 255, (0, pad_w, 0, pad_h), mode="replicate")
+    rgb = F.pad(x * 255, (0, pad_w, 0, pad_h), mode="replicate")
     ycc = torch.einsum("ij,njhw->nihw", _TO_YCBCR.to(x), rgb) + _OFFSET.to(x)
     luma, chroma = quantisation(quality)
     planes = [_code(ycc[:, :1] - 128, luma) + 128]
@@ -73,4 +80,4 @@ def approximate_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
         planes.append(F.interpolate(coded, scale_factor=2, mode="bilinear", align_corners=False))
     ycc = torch.cat(planes, 1) - _OFFSET.to(x)
     rgb = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_TO_YCBCR).to(x), ycc)
-    return (rgb[:, :, :h, :w] / 255).clamp(0, 1)
+    return rgb[:, :, :h, :w] / 255

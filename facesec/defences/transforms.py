@@ -27,10 +27,13 @@ class Jpeg(InputDefence):
 
     def __init__(self, generator: torch.Generator, quality: int = 75, bpda: str | None = None) -> None:
         super().__init__(generator)
-        self.quality, self.bpda = quality, bpda or "differentiable"
+        if bpda not in (None, "differentiable", "identity"):
+            raise ValueError(f"bpda is differentiable or identity, not {bpda!r}")
+        self.quality = quality
+        self.stand_in = "the identity" if bpda == "identity" else "a differentiable JPEG"
 
     def approximation(self, x: torch.Tensor) -> torch.Tensor:
-        return approximate_jpeg(x, self.quality) if self.bpda == "differentiable" else x
+        return x if self.stand_in == "the identity" else approximate_jpeg(x, self.quality)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         images = _uint8(x.detach()).permute(0, 2, 3, 1).cpu().numpy()

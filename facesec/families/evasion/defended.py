@@ -99,8 +99,9 @@ def views(view: AttackerView, defended: Defended) -> tuple[AttackerView, list[At
     transfer or query attacker sees no gradient of it either way (none beside)."""
     if view.transfer or not isinstance(view.objective, Objective):
         return view, []
-    steps = ("BPDA, EOT" if defended.defence.randomised and not defended.defence.differentiable
-             else "EOT" if defended.defence.randomised else "BPDA" if not defended.defence.differentiable
+    bpda = f"BPDA through {defended.defence.stand_in}"
+    steps = (f"{bpda}, EOT" if defended.defence.randomised and not defended.defence.differentiable
+             else "EOT" if defended.defence.randomised else bpda if not defended.defence.differentiable
              else "gradients as built")
     adaptive = AttackerView(_attacker(view.objective, defended, "adaptive"),  # type: ignore[arg-type]
                             _attacker(view.train, defended, "adaptive"),
