@@ -21,6 +21,7 @@ _CHROMA = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 2
 """The example tables of the JPEG standard (ITU-T T.81, Annex K), which libjpeg scales by quality."""
 
 _TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_FROM_YCBCR = torch.linalg.inv(_TO_YCBCR)
 _OFFSET = torch.tensor([0.0, 128.0, 128.0]).view(1, 3, 1, 1)
 
 
@@ -79,5 +80,5 @@ def _approximate(x: torch.Tensor, quality: int) -> torch.Tensor:
         coded = _code(small - 128, chroma) + 128
         planes.append(F.interpolate(coded, scale_factor=2, mode="bilinear", align_corners=False))
     ycc = torch.cat(planes, 1) - _OFFSET.to(x)
-    rgb = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_TO_YCBCR).to(x), ycc)
+    rgb = torch.einsum("ij,njhw->nihw", _FROM_YCBCR.to(x), ycc)
     return rgb[:, :, :h, :w] / 255
